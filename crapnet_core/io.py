@@ -1,0 +1,85 @@
+"""Atomic writes: an output file is either complete or absent, never half-written.
+
+Everything crapnet writes (configs, metrics, checkpoints, NIfTI predictions, superpixels)
+goes through these helpers: the content goes to a temporary file in the destination
+folder, is flushed to disk, then renamed over the destination in one step (``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; on success it replaces ``dest`` atomically.
+
+    ``suffix`` is appended to the temporary name (e.g. ``.nii.gz`` so that writers that
+    infer the format from the extension do the right thing). On error the temporary file
+    is removed and ``dest`` is left untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(dest: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``dest`` atomically and return the path."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+    return Path(dest)
+
+
+def write_json(dest: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON (sorted keys are not forced: order is kept) atomically."""
+    return write_text(dest, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def save_nifti(dest: str | os.PathLike, array, affine, header=None) -> Path:
+    """Save ``array`` as NIfTI at ``dest`` (``.nii`` or ``.nii.gz``) atomically."""
+    import nibabel as nib
+
+    dest = Path(dest)
+    suffix = ".nii.gz" if dest.name.endswith(".nii.gz") else ".nii"
+    img = nib.Nifti1Image(array, affine, header=header)
+    with atomic_path(dest, suffix=suffix) as tmp:
+        nib.save(img, str(tmp))
+    return dest
+
+
+def save_torch(dest: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save`` to ``dest`` atomically (checkpoints)."""
+    import torch
+
+    with atomic_path(dest, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
+    return Path(dest)

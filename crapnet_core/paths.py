@@ -1,0 +1,40 @@
+"""Where crapnet finds data and keeps its caches.
+
+- ``CRAPNET_DATA_ROOT``: folder holding the real datasets (``CHAOST2/``, ``SABS/``). CI sets
+  it to ``../shared/data``. Read-only: crapnet never writes there.
+- ``CRAPNET_CACHE``: folder crapnet owns for derived files (superpixels, the phantom).
+  Default ``~/.cache/crapnet``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class DataRootNotSet(RuntimeError):
+    """Raised when a preset dataset is asked for but no data root is known."""
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """The real-data root: ``explicit`` if given, else ``$CRAPNET_DATA_ROOT``."""
+    value = explicit if explicit is not None else os.environ.get("CRAPNET_DATA_ROOT")
+    if not value:
+        raise DataRootNotSet(
+            "no data root: pass --data-root DIR or set CRAPNET_DATA_ROOT to the folder that "
+            "holds CHAOST2/ and SABS/ (e.g. export CRAPNET_DATA_ROOT=../shared/data)"
+        )
+    return Path(value).expanduser().resolve()
+
+
+def cache_dir(*parts: str) -> Path:
+    """A folder under crapnet's cache (created on demand)."""
+    base = Path(os.environ.get("CRAPNET_CACHE", Path.home() / ".cache" / "crapnet")).expanduser()
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def real_data_required() -> bool:
+    """True when tests that need the real data must fail rather than skip (CI=true)."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -1,0 +1,45 @@
+"""Shared fixtures.
+
+Real data: tests marked ``realdata`` take the folders from ``CRAPNET_DATA_ROOT``. When the
+data is missing they skip on a developer machine but FAIL under ``CI=true`` (CI must never
+pass by silently skipping the real-data tests).
+
+Cache: tests use a cache folder inside the repository (``.cache/pytest``, ignored by git)
+unless ``CRAPNET_CACHE`` is already set, so they never touch a user's own cache and so
+re-runs reuse superpixels and the phantom.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("CRAPNET_CACHE", str(REPO / ".cache" / "pytest"))
+
+
+def _need_real_data(sub: str) -> Path:
+    from crapnet_core.paths import real_data_required
+
+    root = os.environ.get("CRAPNET_DATA_ROOT")
+    path = Path(root).expanduser() / sub if root else None
+    if path is not None and path.is_dir() and any(path.glob("image_*.nii.gz")):
+        return path.resolve()
+    why = f"real data folder {sub}/ not found (CRAPNET_DATA_ROOT={root!r})"
+    if real_data_required():
+        pytest.fail(why + " and CI=true: real-data tests must not be skipped", pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def chaos_dir() -> Path:
+    """The CHAOS T2-SPIR folder (``$CRAPNET_DATA_ROOT/CHAOST2``)."""
+    return _need_real_data("CHAOST2")
+
+
+@pytest.fixture(scope="session")
+def sabs_dir() -> Path:
+    """The Synapse/SABS CT folder (``$CRAPNET_DATA_ROOT/SABS``)."""
+    return _need_real_data("SABS")
