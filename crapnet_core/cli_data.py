@@ -1,0 +1,140 @@
+"""Data sub-commands of ``crapnet`` (see crapnet_core/cli.py).
+
+    crapnet data summary   --data-dir DIR [--preset chaos|sabs | --labels FILE] | --dataset chaos|sabs|phantom
+    crapnet data phantom   --out DIR [--scans N] [--seed S]
+    crapnet superpixels    --data-dir DIR | --dataset NAME  [--out OUT] [--jobs N] [--scans ID ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data-dir", metavar="DIR", help="dataset folder of image_<id>.nii.gz / label_<id>.nii.gz pairs")
+    src.add_argument("--dataset", metavar="NAME", help="chaos, sabs, phantom, or a folder")
+    lab = p.add_mutually_exclusive_group()
+    lab.add_argument("--preset", choices=("chaos", "sabs"), help="use a preset's label map and modality for --data-dir")
+    lab.add_argument("--labels", metavar="FILE", help="label-map file (JSON/YAML: modality, labels)")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding CHAOST2/ and SABS/ (default $CRAPNET_DATA_ROOT)")
+
+
+def _spec_from_args(args):
+    from .datasets import resolve_dataset
+
+    target = args.data_dir if args.data_dir is not None else args.dataset
+    labels = args.preset or args.labels
+    if args.data_dir is not None and labels is None:
+        # a preset folder given by path: infer the preset from the folder name
+        name = Path(args.data_dir).name.upper()
+        if name in ("CHAOST2", "CHAOS") and not any((Path(args.data_dir) / f).is_file() for f in ("labels.json", "labels.yaml", "labels.yml")):
+            labels = "chaos"
+        elif name == "SABS" and not any((Path(args.data_dir) / f).is_file() for f in ("labels.json", "labels.yaml", "labels.yml")):
+            labels = "sabs"
+    return resolve_dataset(target, labels=labels, data_root=args.data_root)
+
+
+def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Plain-text table (right-aligned numbers) of a list of dicts."""
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(rows[0])
+
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def cmd_summary(args) -> int:
+    from .datasets import ORGANS, scan_ids, summarize
+
+    spec = _spec_from_args(args)
+    ids = args.scans or scan_ids(spec)
+    rows = summarize(spec, ids)
+    organs = [o for o in ORGANS if o in spec.labels] + [o for o in spec.labels if o not in ORGANS]
+    if not args.all_organs:
+        organs = [o for o in organs if o in ORGANS] or organs
+    columns = ["scan", "shape", "slices", "spacing_mm", "min", "max", *organs]
+    kind = "SYNTHETIC phantom (stand-in, not real data)" if spec.is_phantom else spec.modality
+    print(f"dataset {spec.name} ({kind}) at {spec.root}: {len(rows)} scans, {sum(r['slices'] for r in rows)} slices")
+    print("labels: " + ", ".join(f"{o}={i}" for o, i in sorted(spec.labels.items(), key=lambda kv: kv[1])))
+    print("voxels per organ are counted on the 256 x 256 grid crapnet uses (the file shape is shown)")
+    print(format_table(rows, columns))
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from .phantom import generate_phantom
+
+    t0 = time.perf_counter()
+    out = generate_phantom(args.out, n_scans=args.scans, seed=args.seed)
+    print(f"wrote a SYNTHETIC phantom of {args.scans} scans (seed {args.seed}) to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_superpixels(args) -> int:
+    from .datasets import scan_ids
+    from .superpixels import SuperpixelParams, cache_folder, compute_superpixels
+
+    spec = _spec_from_args(args)
+    params = SuperpixelParams(min_size=args.min_size, sigma=args.sigma, scale=args.scale)
+    out = Path(args.out) if args.out else cache_folder(spec, params)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    ids = args.scans or scan_ids(spec)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    paths = compute_superpixels(spec, out, ids, jobs=args.jobs, progress=not args.no_progress,
+                                params=params, timings=timings)
+    wall = time.perf_counter() - t0
+    skipped = len(paths) - len(timings)
+    if timings:
+        per = sum(timings.values()) / len(timings)
+        print(
+            f"superpixels: {len(timings)} scans computed in {wall:.1f} s wall "
+            f"({per:.2f} s per scan in one process, jobs={args.jobs}), {skipped} already done; output {out}"
+        )
+    else:
+        print(f"superpixels: all {len(paths)} scans already done in {out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``data`` (summary, phantom) and ``superpixels`` to ``crapnet``."""
+    data = subparsers.add_parser("data", help="inspect datasets, generate the phantom")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
+
+    p = dsub.add_parser("summary", help="table of scans, slices, spacing, intensity range, voxels per organ")
+    _add_dataset_args(p)
+    p.add_argument("--scans", nargs="+", metavar="ID", help="only these scan ids")
+    p.add_argument("--all-organs", action="store_true", help="show every labelled organ (SABS: 13), not just the 4 benchmark organs")
+    p.set_defaults(func=cmd_summary)
+
+    p = dsub.add_parser("phantom", help="generate the synthetic phantom dataset into a folder")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--scans", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_phantom)
+
+    p = subparsers.add_parser("superpixels", help="superpixel pseudo-labels (Felzenszwalb, SSL-ALPNet setting)")
+    _add_dataset_args(p)
+    p.add_argument("--out", metavar="OUT", help="output folder (default: crapnet's cache); never the data folder")
+    p.add_argument("--jobs", type=int, default=1, help="scans computed in parallel (processes)")
+    p.add_argument("--scans", nargs="+", metavar="ID", help="only these scan ids")
+    p.add_argument("--min-size", type=int, default=400)
+    p.add_argument("--sigma", type=float, default=1.0)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_superpixels)
