@@ -34,7 +34,9 @@ _UNGUARDED_OPS = {
     "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
 }
 
-_library: torch.library.Library | None = None  # keeps the schema definitions alive
+# keeps the schema definitions alive; kept across importlib.reload (a new None would let the
+# Library be garbage-collected, which removes the schemas torchvision's registrations refer to)
+_library: torch.library.Library | None = globals().get("_library")
 #: True when torchvision was imported with the schema work-around (no compiled ops).
 COMPILED_OPS_MISSING = False
 
@@ -70,6 +72,18 @@ def _import_torchvision() -> types.ModuleType:
 
 
 torchvision = _import_torchvision()
+
+
+def _has_compiled_ops() -> bool:
+    try:
+        return bool(torchvision.extension._has_ops())
+    except AttributeError:  # very old/new torchvision without the helper: trust the import path
+        return not COMPILED_OPS_MISSING
+
+
+# On importlib.reload, or when torchvision was already imported, the work-around branch above
+# does not run again: ask torchvision itself whether its compiled operators loaded.
+COMPILED_OPS_MISSING = COMPILED_OPS_MISSING or not _has_compiled_ops()
 
 
 def segmentation_models() -> types.ModuleType:

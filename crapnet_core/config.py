@@ -1,0 +1,118 @@
+"""Model and loss configuration (dataclasses saved with every run).
+
+Shared contract between ``model`` (which reads ``ModelConfig``), ``losses`` (``LossConfig``)
+and ``experiment`` (which nests both in an ``ExperimentConfig`` with data and training
+settings and defines the profiles ``smoke``, ``lite`` and ``paper``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+METHODS = ("crapnet", "alpnet", "panet")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the few-shot segmenter.
+
+    method: ``crapnet`` (attention + CARAFE++ prototypes), ``alpnet`` (SSL-ALPNet: local
+        prototypes by average pooling) or ``panet`` (SSL-PANet: global prototypes only).
+    encoder: name understood by ``crapnet_core.encoders.build_encoder``
+        (``deeplabv3_resnet101`` is the paper's).
+    pretrained: load pretrained weights for the encoder (COCO for DeepLabV3) through
+        torchvision's weights API; needs the weights in the local torch cache offline.
+    feature_dim: channels of the feature map the encoder returns (256 in the paper).
+    n_blocks: support-query attention blocks per branch (paper: 5; 1..15).
+    branches: 2 = two-branch design (Fig. 2), 1 = one-branch variant (Fig. 4).
+    attention_dim: inner channels d of the 1x1 embeddings (theta, phi, g) of a block. The
+        paper does not give it; 64 (a quarter of the 256 feature channels) keeps the 2 x 5
+        blocks under 10 % of the ResNet-101 training step (measured on CPU: about 5 % with
+        64, 10-12 % with non-local networks' C/2 = 128; see benchmarks/bench_model.py) and
+        learned as well as 128 in a short CPU training run (book/method.md).
+    carafe_factor: CARAFE++ downsampling factor sigma (Eq. 14; paper: 4).
+    carafe_kernel: reassembly kernel size k_up (r = k_up // 2).
+    carafe_encoder_kernel: kernel size of the content encoder that predicts the kernels.
+    carafe_compressed: channels of the channel compressor.
+    alpha: scale of the cosine similarity (Eq. 16; paper: 20).
+    proto_threshold: a local prototype is kept where the pooled mask is above this
+        fraction of foreground (or of background).
+    alpnet_pool_train / alpnet_pool_test: ALPNet pooling windows (feature pixels).
+
+    Input sizes must be multiples of 8 (encoder output stride); for ``crapnet`` the feature
+    map should be a multiple of ``carafe_factor`` (256 -> 32x32 -> 8x8 prototypes;
+    128 -> 16x16 -> 4x4). At 128 px, ``carafe_factor=2``, ``alpnet_pool_train=2`` and
+    ``alpnet_pool_test=1`` keep the paper's prototype geometry (an 8x8 grid, cells of 1/8 of
+    the image side; 16x16 candidates at test for ALPNet).
+    """
+
+    method: str = "crapnet"
+    encoder: str = "deeplabv3_resnet101"
+    pretrained: bool = False
+    feature_dim: int = 256
+    n_blocks: int = 5
+    branches: int = 2
+    attention_dim: int = 64
+    carafe_factor: int = 4
+    carafe_kernel: int = 5
+    carafe_encoder_kernel: int = 3
+    carafe_compressed: int = 64
+    alpha: float = 20.0
+    proto_threshold: float = 0.95
+    alpnet_pool_train: int = 4
+    alpnet_pool_test: int = 2
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"model.method: {self.method!r} is not one of {', '.join(METHODS)}")
+        if not 1 <= int(self.n_blocks) <= 15:
+            raise ValueError(f"model.n_blocks: {self.n_blocks} is outside 1..15")
+        if self.branches not in (1, 2):
+            raise ValueError(f"model.branches: {self.branches} must be 1 or 2")
+        for name in ("feature_dim", "attention_dim", "carafe_factor", "carafe_kernel", "carafe_encoder_kernel",
+                     "carafe_compressed", "alpnet_pool_train", "alpnet_pool_test"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"model.{name}: must be a positive integer, got {getattr(self, name)!r}")
+        if not 0.0 <= float(self.proto_threshold) < 1.0:
+            raise ValueError(f"model.proto_threshold: {self.proto_threshold} must be in [0, 1)")
+        if float(self.alpha) <= 0:
+            raise ValueError(f"model.alpha: {self.alpha} must be positive")
+
+
+@dataclass
+class LossConfig:
+    """Eq. 18-20: weighted cross-entropy on the query plus lambda x prototype alignment.
+
+    background_weight / foreground_weight: class weights of the query cross-entropy (Eq. 18).
+    align_weight: lambda of Eq. 20 (0 switches the alignment loss off and skips its compute).
+    align_class_weights: also weight the alignment cross-entropy (Eq. 19) by class; False as
+        in SSL-ALPNet's code (the paper states the weights for Eq. 18 only).
+    reduction: ``weighted_mean`` (PyTorch's weighted cross-entropy: sum w_y nll / sum w_y,
+        what SSL-ALPNet trains with) or ``pixel_mean`` (Eq. 18 literally: sum w_y nll / HW).
+    """
+
+    background_weight: float = 0.05
+    foreground_weight: float = 1.0
+    align_weight: float = 1.0  # lambda of Eq. 20
+    align_class_weights: bool = False
+    reduction: str = "weighted_mean"
+
+    def __post_init__(self) -> None:
+        if self.reduction not in ("weighted_mean", "pixel_mean"):
+            raise ValueError(f"loss.reduction: {self.reduction!r} is not one of weighted_mean, pixel_mean")
+        for name in ("background_weight", "foreground_weight", "align_weight"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"loss.{name}: {getattr(self, name)} must be non-negative")
+
+
+def dataclass_from_dict(cls, data: dict[str, Any]):
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys with a clear error."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**data)
+
+
+__all__ = ["METHODS", "ModelConfig", "LossConfig", "dataclass_from_dict", "asdict", "field"]
