@@ -1,0 +1,1144 @@
+"""The research book: papermill batch runs of the notebooks, then the jupyter-book HTML build.
+
+``crapnet book --profile smoke|lite|paper`` (see :mod:`crapnet_core.cli_book`) calls
+:func:`build_book`, which
+
+1. makes a :class:`BookPlan` for the profile (:func:`plan_book`): which notebook runs with
+   which parameters (one executed copy per dataset / fold / setting / method / ablation
+   point), in which *stage*, and what the profile leaves out (listed in the book);
+2. executes the notebooks with papermill (:func:`execute_plan`), ``--jobs N`` at a time,
+   stage after stage (stage 1 trains the runs that stage 2 reads: two jobs of one stage
+   never train the same run), skipping executions that already completed with the same
+   notebook source and parameters;
+3. assembles a build-source tree from the committed ``_config.yml``/``_toc.yml``,
+   ``book/*.md`` and the executed notebooks (:func:`assemble_source`), with the toc's
+   ``notebooks/<name>`` entries replaced by the executed copies;
+4. runs the jupyter-book (Sphinx) build on it with notebook execution off
+   (:func:`build_html`) and returns the path of ``index.html``.
+
+Layout under the output folder ``OUT`` (default ``<repo>/_build``, ignored by git)::
+
+    OUT/notebooks/<name>__<slug>.ipynb   executed copies (kept, also when they fail)
+    OUT/logs/<name>__<slug>.log          papermill log of each execution (cell outputs)
+    OUT/logs/<name>__<slug>.params.yaml  the parameters it ran with
+    OUT/logs/sphinx.log                  the jupyter-book build log
+    OUT/source/                          the assembled build source (rewritten each build)
+    OUT/html/index.html                  the book
+    OUT/book.json                        the plan, per-job status and wall times
+    OUT/screenshots/                     browser check (crapnet_core.browser_check)
+
+Training runs go to ``<repo>/runs`` (``--runs``), shared through
+``crapnet_core.runs.ensure_run`` (keyed by config hash), so a re-run of the book or a
+notebook run by hand reuses them.
+
+Success marker: an executed copy whose metadata ``crapnet_book.key`` equals the job's key
+(SHA-256 of the notebook's cell sources, its parameters and the keys of the earlier stages)
+and ``crapnet_book.status == "ok"`` is complete and is not executed again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import copy
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .io import write_json, write_text
+
+LOG = logging.getLogger(__name__)
+
+#: Book profiles (the training profile of the runs has the same name).
+PROFILES = ("smoke", "lite", "paper")
+DEFAULT_PROFILE = "lite"
+
+#: The notebooks of the book, in order: file stem -> page title.
+NOTEBOOKS = {
+    "01_data_exploration": "Data exploration",
+    "02_superpixels": "Superpixel pseudo-labels",
+    "03_train_fold": "Train and evaluate one fold",
+    "04_ablation_blocks": "Ablation: number of attention blocks",
+    "05_ablation_branches": "Ablation: two branches against one",
+    "06_qualitative": "Qualitative results",
+    "07_results": "Results against the paper",
+}
+
+#: Everything the paper evaluates (Sec. 4, Tables 1-4, Fig. 3): what a profile may leave out.
+PAPER_FOLDS = (0, 1, 2, 3, 4)
+PAPER_SETTINGS = (1, 2)
+PAPER_METHODS = ("crapnet", "alpnet", "panet")
+PAPER_BLOCKS = (1, 5, 7, 9, 12, 15)  # Table 3
+PAPER_BRANCHES = (2, 1)  # Table 4
+DEFAULT_BLOCKS = 5
+DEFAULT_BRANCHES = 2
+DATASET_TITLES = {"chaos": "CHAOS-T2 MRI", "sabs": "Synapse/SABS CT", "phantom": "synthetic phantom"}
+#: Sub-folder of the data root holding each real dataset.
+DATASET_FOLDERS = {"chaos": "CHAOST2", "sabs": "SABS"}
+
+
+class BookError(RuntimeError):
+    """The book could not be produced (a notebook failed, the build failed, bad setup)."""
+
+
+# ---------------------------------------------------------------------------- paths
+def repo_root() -> Path:
+    """The project folder (holds ``notebooks/``, ``book/``, ``_toc.yml``)."""
+    here = Path(__file__).resolve().parents[1]
+    if (here / "notebooks").is_dir() and (here / "_toc.yml").is_file():
+        return here
+    cwd = Path.cwd()
+    for cand in (cwd, *cwd.parents):
+        if (cand / "notebooks").is_dir() and (cand / "_toc.yml").is_file():
+            return cand
+    raise BookError(
+        f"cannot find the project folder (with notebooks/ and _toc.yml) above {here} or {cwd}; "
+        "run crapnet book from a clone of the repository"
+    )
+
+
+def default_runs_root() -> Path:
+    """``<repo>/runs``: training runs shared by the notebooks (git-ignored)."""
+    return repo_root() / "runs"
+
+
+def default_results_dir() -> Path:
+    """``<repo>/results``: committed cross-validation summaries."""
+    return repo_root() / "results"
+
+
+# ---------------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class Job:
+    """One papermill execution of one notebook with one set of parameters.
+
+    ``tag`` is a short readable name of the parameters (used in the file name and the page
+    title); ``stage`` orders jobs: a stage starts once every job of the previous one is done.
+    """
+
+    notebook: str
+    params: dict
+    stage: int
+    tag: str
+    title: str
+
+    @property
+    def name(self) -> str:
+        """``<notebook>__<tag>``: the executed copy's file stem."""
+        return f"{self.notebook}__{slugify(self.tag)}"
+
+    def describe(self) -> str:
+        shown = {k: v for k, v in self.params.items() if k not in _PATH_PARAMS}
+        return f"{self.notebook}.ipynb ({self.title}; parameters {json.dumps(shown, sort_keys=True)})"
+
+
+#: Parameters that hold machine-specific paths (not shown in one-line descriptions).
+_PATH_PARAMS = ("data_root", "runs_root", "results_dir")
+
+
+@dataclass
+class BookPlan:
+    """What a profile executes (``jobs``) and what it leaves out (``left_out``, shown in the book)."""
+
+    profile: str
+    datasets: list[str]
+    data_root: str | None
+    runs_root: str
+    results_dir: str
+    device: str
+    jobs: list[Job]
+    left_out: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def by_notebook(self) -> dict[str, list[Job]]:
+        out: dict[str, list[Job]] = {}
+        for job in self.jobs:
+            out.setdefault(job.notebook, []).append(job)
+        return out
+
+    def stages(self) -> list[list[Job]]:
+        numbers = sorted({j.stage for j in self.jobs})
+        return [[j for j in self.jobs if j.stage == s] for s in numbers]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["jobs"] = [dict(asdict(j), name=j.name) for j in self.jobs]
+        return out
+
+
+def slugify(text: str) -> str:
+    """File-name-safe slug: lower case, ``[a-z0-9._-]``, runs of other characters -> ``-``."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", str(text).lower()).strip("-")
+    if not slug:
+        raise ValueError(f"cannot make a file name from {text!r}")
+    return slug
+
+
+def available_datasets(data_root: str | os.PathLike | None) -> list[str]:
+    """Real datasets present under ``data_root`` (``chaos``, ``sabs``), in that order."""
+    if not data_root:
+        return []
+    root = Path(data_root).expanduser()
+    return [
+        name
+        for name, sub in DATASET_FOLDERS.items()
+        if (root / sub).is_dir() and any((root / sub).glob("image_*.nii.gz"))
+    ]
+
+
+def run_config(profile: str, dataset: str, setting: int = 1, fold: int = 0, method: str = "crapnet",
+               blocks: int | None = None, branches: int | None = None, test_group: str | None = None,
+               steps: int | None = None, data_root: str | None = None, overrides: Sequence[str] = ()):
+    """The :class:`~crapnet_core.experiment.ExperimentConfig` of one training run of the book.
+
+    ``blocks``/``branches``/``steps`` = None keep the profile's values (so the runs of the
+    default configuration are the same runs, same hash, as ``crapnet cross-validate``'s);
+    ``data_root`` is a runtime field (not part of the hash). Notebooks 3-7 and the plan call
+    this, so that equal coordinates give equal configs and hence one shared run folder.
+    """
+    from .experiment import make_config
+
+    extra: list[str] = []
+    if blocks is not None:
+        extra.append(f"model.n_blocks={int(blocks)}")
+    if branches is not None:
+        extra.append(f"model.branches={int(branches)}")
+    if steps is not None:
+        extra.append(f"train.steps={int(steps)}")
+    if data_root:
+        extra.append(f"data.data_root={data_root}")
+    return make_config(profile, dataset, int(setting), int(fold), method, [*extra, *overrides], test_group=test_group)
+
+
+def _train_tag(dataset: str, setting: int, fold: int, method: str, blocks: int | None, branches: int | None,
+               group: str | None = None) -> str:
+    tag = f"{dataset}-s{setting}"
+    if group:
+        tag += f"-{group}"
+    tag += f"-f{fold}-{method}"
+    if blocks is not None:
+        tag += f"-b{blocks}"
+    if branches is not None:
+        tag += f"-br{branches}"
+    return tag
+
+
+def _train_title(dataset: str, setting: int, fold: int, method: str, blocks: int | None, branches: int | None,
+                 group: str | None = None) -> str:
+    title = f"{DATASET_TITLES.get(dataset, dataset)}, setting {setting}"
+    if group:
+        title += f" ({group.replace('_', ' and ')})"
+    title += f", fold {fold}, {method}"
+    if blocks is not None:
+        title += f", {blocks} block{'s' if blocks != 1 else ''}"
+    if branches is not None:
+        title += f", {branches} branch{'es' if branches != 1 else ''}"
+    return title
+
+
+def _train_job(profile: str, dataset: str, setting: int, fold: int, method: str, blocks: int | None = None,
+               branches: int | None = None, group: str | None = None, stage: int = 1) -> Job:
+    params = dict(profile=profile, dataset=dataset, setting=setting, fold=fold, method=method,
+                  blocks=blocks, branches=branches, test_group=group)
+    return Job("03_train_fold", params, stage, _train_tag(dataset, setting, fold, method, blocks, branches, group),
+               _train_title(dataset, setting, fold, method, blocks, branches, group))
+
+
+def _config_hash(job: Job) -> str:
+    p = job.params
+    return run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"], p["blocks"],
+                      p["branches"], p["test_group"]).config_hash()
+
+
+#: Per profile: (folds, settings, methods, blocks, branches, qualitative methods) for the trained runs.
+_SCOPES = {
+    # phantom only, seconds per run: every kind of page, the smallest set of points
+    "smoke": dict(train_folds=(0,), train_settings=(1,), methods=PAPER_METHODS, blocks=(1, 5), branches=(2, 1),
+                  ablation_folds=(0,), cv_folds=(0,), cv_settings=(1, 2), cv_methods=PAPER_METHODS),
+    # ~3 min per run on 2 CPU cores: CHAOS fold 0 setting 1 for every method and ablation point
+    "lite": dict(train_folds=(0,), train_settings=(1,), methods=PAPER_METHODS, blocks=PAPER_BLOCKS,
+                 branches=PAPER_BRANCHES, ablation_folds=(0,), cv_folds=(), cv_settings=(), cv_methods=()),
+    # everything of the paper (GPU)
+    "paper": dict(train_folds=PAPER_FOLDS, train_settings=PAPER_SETTINGS, methods=PAPER_METHODS,
+                  blocks=PAPER_BLOCKS, branches=PAPER_BRANCHES, ablation_folds=PAPER_FOLDS,
+                  cv_folds=PAPER_FOLDS, cv_settings=PAPER_SETTINGS, cv_methods=PAPER_METHODS),
+}
+
+
+def plan_book(
+    profile: str = DEFAULT_PROFILE,
+    data_root: str | os.PathLike | None = None,
+    runs_root: str | os.PathLike | None = None,
+    results_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+) -> BookPlan:
+    """The executions of a book profile and the folds / points it leaves out.
+
+    - ``smoke``: the phantom (always), tiny runs: fold 0 setting 1 for each method, blocks
+      1 and 5, one and two branches, a 2-fold cross-validation in both settings on the
+      phantom for the results page. For CI: a few minutes in total.
+    - ``lite``: the real data when ``data_root`` (or ``$CRAPNET_DATA_ROOT``) holds it, else
+      the phantom. Trains CHAOS fold 0, setting 1: three methods, every block count of
+      Table 3, one and two branches (about 3 minutes each on 2 CPU cores); explores both
+      datasets; the results page reads the 5-fold summaries committed under ``results/``.
+    - ``paper``: every fold, setting, method and ablation point of the paper on both
+      datasets (GPU: about 4 hours per run in the paper).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
+    if data_root is None:
+        data_root = os.environ.get("CRAPNET_DATA_ROOT") or None
+    if data_root is not None:
+        data_root = str(Path(data_root).expanduser().resolve())
+        if not Path(data_root).is_dir():
+            raise FileNotFoundError(f"--data-root: {data_root} is not a folder")
+    runs_root = str(Path(runs_root).resolve()) if runs_root else str(default_runs_root())
+    results_dir = str(Path(results_dir).resolve()) if results_dir else str(default_results_dir())
+
+    real = available_datasets(data_root)
+    notes: list[str] = []
+    left_out: list[str] = []
+    if profile == "smoke":
+        datasets = ["phantom"]
+        if real:
+            notes.append("The smoke profile always uses the synthetic phantom, even when real data is present.")
+    elif profile == "lite":
+        datasets = real or ["phantom"]
+        if not real:
+            notes.append(
+                "No real data found (set CRAPNET_DATA_ROOT or pass --data-root to a folder holding "
+                "CHAOST2/ and SABS/): the lite profile runs on the synthetic phantom."
+            )
+    else:
+        if not real:
+            raise FileNotFoundError(
+                "--profile paper needs the real data: pass --data-root DIR or set CRAPNET_DATA_ROOT to the "
+                f"folder holding CHAOST2/ and SABS/ (got {data_root!r})"
+            )
+        datasets = real
+    for name in DATASET_FOLDERS:
+        if profile != "smoke" and real and name not in real:
+            left_out.append(f"{DATASET_TITLES[name]}: not found under {data_root}/{DATASET_FOLDERS[name]}.")
+
+    scope = _SCOPES[profile]
+    # Trained runs: the primary dataset (CHAOS when present: the paper's ablations are on MRI).
+    train_sets = datasets if profile == "paper" else datasets[:1]
+    jobs: list[Job] = []
+    for ds in datasets:
+        jobs.append(Job("01_data_exploration", dict(profile=profile, dataset=ds), 0, ds,
+                        DATASET_TITLES.get(ds, ds)))
+        jobs.append(Job("02_superpixels", dict(profile=profile, dataset=ds), 0, ds, DATASET_TITLES.get(ds, ds)))
+
+    main_ds = train_sets[0]
+    for ds in train_sets:
+        for setting in scope["train_settings"]:
+            groups = [None] if setting == 1 else ["kidneys", "liver_spleen"]
+            for fold in scope["train_folds"]:
+                for method in scope["methods"]:
+                    for group in groups:
+                        jobs.append(_train_job(profile, ds, setting, fold, method, group=group))
+    # ablation points (setting 1, CHAOS / the main dataset, crapnet); a point whose config
+    # equals a run already planned (e.g. the profile's own block count) is that run.
+    for fold in scope["ablation_folds"]:
+        jobs.append(_train_job(profile, main_ds, 1, fold, "crapnet"))  # the reference point
+        for blocks in scope["blocks"]:
+            jobs.append(_train_job(profile, main_ds, 1, fold, "crapnet", blocks=blocks))
+        for branches in scope["branches"]:
+            jobs.append(_train_job(profile, main_ds, 1, fold, "crapnet", branches=branches))
+    unique: list[Job] = []
+    seen: set[str] = set()
+    for job in jobs:
+        if job.notebook == "03_train_fold":
+            key = _config_hash(job)
+            if key in seen:
+                continue
+            seen.add(key)
+        unique.append(job)
+    jobs = unique
+
+    folds = list(scope["ablation_folds"])
+    jobs.append(Job("04_ablation_blocks", dict(profile=profile, dataset=main_ds, folds=folds,
+                                               blocks=list(scope["blocks"])), 2, main_ds,
+                    DATASET_TITLES.get(main_ds, main_ds)))
+    jobs.append(Job("05_ablation_branches", dict(profile=profile, dataset=main_ds, folds=folds,
+                                                 branches=list(scope["branches"])), 2, main_ds,
+                    DATASET_TITLES.get(main_ds, main_ds)))
+    for ds in train_sets:
+        jobs.append(Job("06_qualitative", dict(profile=profile, dataset=ds, fold=scope["train_folds"][0],
+                                               methods=list(scope["methods"])), 2, ds,
+                        DATASET_TITLES.get(ds, ds)))
+    cv_datasets = ["phantom"] if "phantom" in datasets else (train_sets if profile == "paper" else [])
+    run_datasets = [] if cv_datasets else [main_ds]
+    jobs.append(Job("07_results", dict(profile=profile, datasets=list(datasets), cv_datasets=cv_datasets,
+                                       cv_folds=list(scope["cv_folds"]), cv_settings=list(scope["cv_settings"]),
+                                       cv_methods=list(scope["cv_methods"]), run_datasets=run_datasets,
+                                       run_fold=scope["train_folds"][0], run_methods=list(scope["methods"])),
+                    2, profile, f"profile {profile}"))
+
+    # ---- what is left out (listed on the "This build" page and by the notebooks)
+    if profile != "paper":
+        ran_folds = ", ".join(str(f) for f in scope["train_folds"])
+        skip_folds = [f for f in PAPER_FOLDS if f not in scope["train_folds"]]
+        left_out.append(
+            f"Training runs of folds {', '.join(map(str, skip_folds))} (this build trains fold {ran_folds} only; "
+            "the paper averages folds 0-4)."
+        )
+        skip_settings = [s for s in PAPER_SETTINGS if s not in scope["train_settings"]]
+        if skip_settings:
+            left_out.append(
+                f"Training runs in setting {', '.join(map(str, skip_settings))} (test organs removed from training)"
+                + (" outside the phantom cross-validation of the results page." if scope["cv_settings"] else ".")
+            )
+        others = [d for d in datasets if d not in train_sets]
+        for d in others:
+            left_out.append(
+                f"Training runs, ablations and qualitative figures on {DATASET_TITLES.get(d, d)} "
+                "(explored on the data pages; its cross-validated results, if committed, are on the results page)."
+            )
+        skip_blocks = [b for b in PAPER_BLOCKS if b not in scope["blocks"]]
+        if skip_blocks:
+            left_out.append(f"Ablation points with {', '.join(map(str, skip_blocks))} attention blocks (Table 3).")
+        skip_abl = [f for f in PAPER_FOLDS if f not in scope["ablation_folds"]]
+        if skip_abl:
+            left_out.append(
+                f"Ablations (Tables 3-4) on folds {', '.join(map(str, skip_abl))}: this build's ablation tables "
+                f"are from fold {', '.join(map(str, scope['ablation_folds']))} only, the paper's from 5 folds."
+            )
+        if not scope["cv_folds"]:
+            left_out.append(
+                "Cross-validation by this build: the results page shows the 5-fold summaries committed under "
+                "results/ (lite profile, produced by `crapnet cross-validate`) and this build's fold-0 runs."
+            )
+        elif tuple(scope["cv_folds"]) != PAPER_FOLDS:
+            skip_cv = [f for f in PAPER_FOLDS if f not in scope["cv_folds"]]
+            ran = scope["cv_folds"]
+            left_out.append(
+                f"Folds {', '.join(map(str, skip_cv))} of the phantom cross-validation on the results page "
+                f"(it runs fold{'s' if len(ran) > 1 else ''} {', '.join(map(str, ran))})."
+            )
+    left_out.append("ALPNet (supervised), ALPNet-init and SSL-RPNet rows of Tables 1-2: not implemented here; "
+                    "their published numbers are shown for reference.")
+
+    plan = BookPlan(profile, list(datasets), data_root, runs_root, results_dir, device, jobs, left_out, notes)
+    _check_plan(plan)
+    return plan
+
+
+def _check_plan(plan: BookPlan) -> None:
+    names = [j.name for j in plan.jobs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise BookError(f"plan for profile {plan.profile!r} names two executions the same: {', '.join(dupes)}")
+
+
+# ---------------------------------------------------------------------------- notebooks
+def notebook_path(stem: str, root: Path | None = None) -> Path:
+    path = (root or repo_root()) / "notebooks" / f"{stem}.ipynb"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: notebook not found")
+    return path
+
+
+def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
+    """Names and defaults of the parameters cell (the code cell tagged ``parameters``)."""
+    import papermill
+
+    quiet = [logging.getLogger(n) for n in ("papermill", "papermill.translators")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:  # inspect_notebook logs every call at INFO
+        lg.setLevel(logging.ERROR)
+    try:
+        found = papermill.inspect_notebook(str(path))
+    finally:
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
+    return {name: info.get("default") for name, info in found.items()}
+
+
+def source_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a notebook's cell types and sources (outputs and metadata ignored)."""
+    nb = json.loads(Path(path).read_text())
+    cells = [(c.get("cell_type"), "".join(c.get("source", ""))) for c in nb.get("cells", [])]
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
+def job_parameters(job: Job, plan: BookPlan, declared: Iterable[str]) -> dict[str, Any]:
+    """The papermill parameters of ``job``: its own plus the plan's common ones it declares.
+
+    A job parameter the notebook does not declare is an error (it would be silently ignored).
+    """
+    declared = set(declared)
+    common = dict(data_root=plan.data_root, runs_root=plan.runs_root, results_dir=plan.results_dir,
+                  device=plan.device)
+    unknown = sorted(set(job.params) - declared)
+    if unknown:
+        raise BookError(
+            f"notebooks/{job.notebook}.ipynb: its parameters cell does not declare {', '.join(unknown)} "
+            f"(declared: {', '.join(sorted(declared))})"
+        )
+    params = {k: v for k, v in common.items() if k in declared}
+    params.update(job.params)
+    return params
+
+
+def job_key(source_sha: str, params: dict[str, Any], earlier: Sequence[str] = ()) -> str:
+    """Identity of one execution: notebook source, parameters and the earlier stages' keys."""
+    text = json.dumps({"source": source_sha, "params": params, "after": sorted(earlier)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def completed(path: Path, key: str) -> bool:
+    """True when ``path`` is an executed copy that finished successfully with ``key``."""
+    if not path.is_file():
+        return False
+    meta = _marker(path)
+    return meta.get("status") == "ok" and meta.get("key") == key
+
+
+def _marker(path: Path) -> dict[str, Any]:
+    """The ``crapnet_book`` metadata of an executed copy ({} when unreadable)."""
+    try:
+        return json.loads(path.read_text()).get("metadata", {}).get("crapnet_book", {})
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _mark(path: Path, info: dict[str, Any]) -> None:
+    """Write ``info`` into the notebook metadata (``crapnet_book``), atomically."""
+    nb = json.loads(path.read_text())
+    nb.setdefault("metadata", {})["crapnet_book"] = info
+    write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+@dataclass
+class FailedCell:
+    index: int
+    execution_count: int | None
+    source: str
+    ename: str
+    evalue: str
+
+    def describe(self) -> str:
+        first = next((ln for ln in self.source.splitlines() if ln.strip()), "")
+        count = f", In [{self.execution_count}]" if self.execution_count else ""
+        return (f"code cell {self.index} of the executed copy{count} `{first.strip()[:100]}`: "
+                f"{self.ename}: {self.evalue}")
+
+
+def failing_cell(path: str | os.PathLike) -> FailedCell | None:
+    """The first code cell of an executed notebook with an error output (None if none)."""
+    try:
+        nb = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    index = 0
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        index += 1
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return FailedCell(index, cell.get("execution_count"), "".join(cell.get("source", "")),
+                                  out.get("ename", "Error"), str(out.get("evalue", ""))[:500])
+    return None
+
+
+@dataclass
+class JobResult:
+    job: Job
+    path: Path
+    status: str  # "ok" (executed now), "cached" (already complete), "failed", "not run"
+    wall_s: float = 0.0
+    error: str = ""
+    log: Path | None = None
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no usable torch/CUDA: CPU only
+        return 0
+
+
+def _job_env(slot: int, jobs: int, gpus: int) -> dict[str, str]:
+    """Environment of one papermill job: this venv first on PATH, threads/GPU split between jobs."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    env["PYTHONUNBUFFERED"] = "1"
+    # idle OpenMP threads sleep instead of spinning, so jobs sharing the cores do not slow each other
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if jobs > 1:
+        if gpus > 0:
+            visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+            devices = visible or [str(i) for i in range(gpus)]
+            env["CUDA_VISIBLE_DEVICES"] = devices[slot % len(devices)]
+        else:
+            cores = os.cpu_count() or 1
+            env.setdefault("OMP_NUM_THREADS", str(max(1, cores // jobs)))
+    return env
+
+
+def execute_job(job: Job, plan: BookPlan, out_dir: Path, key: str, env: dict[str, str], cwd: Path) -> JobResult:
+    """Run one papermill execution in a subprocess; on failure keep the partial notebook."""
+    import yaml
+
+    template = notebook_path(job.notebook, cwd)
+    params = job_parameters(job, plan, notebook_parameters(template))
+    out_nb = out_dir / "notebooks" / f"{job.name}.ipynb"
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    out_nb.parent.mkdir(parents=True, exist_ok=True)
+    params_file = write_text(logs / f"{job.name}.params.yaml", yaml.safe_dump(params, sort_keys=True))
+    log_file = logs / f"{job.name}.log"
+    cmd = [
+        sys.executable, "-m", "papermill", str(template), str(out_nb), "-f", str(params_file),
+        "--cwd", str(cwd), "--kernel", "python3", "--no-progress-bar", "--log-output",
+        "--request-save-on-cell-execute",
+    ]
+    started = time.time()
+    with open(log_file, "w") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(cwd))
+    wall = time.time() - started
+    info = dict(key=key, notebook=job.notebook, tag=job.tag, title=job.title, params=params,
+                started=_dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
+                wall_s=round(wall, 1), host=platform.node())
+    if proc.returncode == 0 and out_nb.is_file() and failing_cell(out_nb) is None:
+        _mark(out_nb, dict(info, status="ok"))
+        return JobResult(job, out_nb, "ok", wall, log=log_file)
+    cell = failing_cell(out_nb)
+    if cell is not None:
+        why = cell.describe()
+    else:
+        tail = log_file.read_text(errors="replace").strip().splitlines()[-15:]
+        why = f"papermill exited with status {proc.returncode}; log tail:\n    " + "\n    ".join(tail)
+    if out_nb.is_file():
+        try:
+            _mark(out_nb, dict(info, status="failed", error=why))
+        except (OSError, json.JSONDecodeError):
+            pass
+    return JobResult(job, out_nb, "failed", wall, error=why, log=log_file)
+
+
+def execute_plan(
+    plan: BookPlan,
+    out_dir: str | os.PathLike,
+    jobs: int = 1,
+    force: bool = False,
+    progress: bool = True,
+    cwd: Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> list[JobResult]:
+    """Execute the plan's notebooks stage by stage, ``jobs`` at a time.
+
+    Completed executions (same key) are skipped unless ``force``. When a job fails, the
+    other jobs of its stage finish, later stages are not run, and :class:`BookError` names
+    each failed notebook, its parameters, the failing cell and the partial notebook kept.
+    With several GPUs each concurrent job sees one GPU (``CUDA_VISIBLE_DEVICES``); on CPU
+    the cores are split between concurrent jobs (``OMP_NUM_THREADS``).
+    """
+    from tqdm.auto import tqdm
+
+    if jobs < 1:
+        raise ValueError(f"--jobs: {jobs} must be at least 1")
+    out_dir = Path(out_dir)
+    cwd = cwd or repo_root()
+    gpus = _gpu_count() if jobs > 1 else 0
+    say = echo or (lambda msg: tqdm.write(msg))
+    results: list[JobResult] = []
+    earlier: list[str] = []
+    bar = tqdm(total=len(plan.jobs), desc=f"book {plan.profile}", unit="nb", disable=not progress,
+               dynamic_ncols=True)
+    failed: list[JobResult] = []
+    try:
+        for stage in plan.stages():
+            if failed:
+                for job in stage:
+                    results.append(JobResult(job, out_dir / "notebooks" / f"{job.name}.ipynb", "not run"))
+                continue
+            keys: dict[str, str] = {}
+            todo: list[Job] = []
+            for job in stage:
+                template = notebook_path(job.notebook, cwd)
+                params = job_parameters(job, plan, notebook_parameters(template))
+                keys[job.name] = job_key(source_digest(template), params, earlier)
+                out_nb = out_dir / "notebooks" / f"{job.name}.ipynb"
+                if not force and completed(out_nb, keys[job.name]):
+                    results.append(JobResult(job, out_nb, "cached", _marker(out_nb).get("wall_s", 0.0)))
+                    bar.update(1)
+                else:
+                    todo.append(job)
+            if len(todo) < len(stage):
+                say(f"stage {stage[0].stage}: {len(stage) - len(todo)} execution(s) already complete, skipped")
+            slots: "queue.Queue[int]" = queue.Queue()
+            for i in range(jobs):
+                slots.put(i)
+            lock = threading.Lock()
+
+            def run(job: Job) -> JobResult:
+                slot = slots.get()
+                try:
+                    say(f"start  {job.name}  [{job.title}]")
+                    res = execute_job(job, plan, out_dir, keys[job.name], _job_env(slot, jobs, gpus), cwd)
+                finally:
+                    slots.put(slot)
+                with lock:
+                    bar.update(1)
+                    if res.status == "ok":
+                        say(f"done   {job.name}  {res.wall_s:.0f} s")
+                    else:
+                        say(f"FAILED {job.name}  {res.wall_s:.0f} s: {res.error.splitlines()[0]}")
+                return res
+
+            with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
+                stage_results = list(pool.map(run, todo))
+            results.extend(stage_results)
+            failed.extend(r for r in stage_results if r.status == "failed")
+            earlier.extend(keys.values())
+    finally:
+        bar.close()
+    order = {j.name: i for i, j in enumerate(plan.jobs)}
+    results.sort(key=lambda r: order[r.job.name])
+    if failed:
+        lines = [f"{len(failed)} notebook execution(s) failed (later stages not run):"]
+        for r in failed:
+            lines.append(f"- {r.job.describe()}")
+            lines.append(f"  failed in {r.error}")
+            lines.append(f"  partial notebook kept: {r.path}")
+            lines.append(f"  log: {r.log}")
+        raise BookError("\n".join(lines))
+    return results
+
+
+# ---------------------------------------------------------------------------- machine / provenance
+def machine_description() -> str:
+    """One line: OS, CPU model and cores, memory, GPU if any (for provenance notes)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    mem = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f", {int(line.split()[1]) / 2**20:.0f} GiB RAM"
+                break
+    except OSError:
+        pass
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = ", GPU " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except Exception:  # noqa: BLE001
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpu} ({cores} cores){mem}{gpu or ', no GPU'}"
+
+
+# ---------------------------------------------------------------------------- assemble + build
+def _load_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found") from None
+    except yaml.YAMLError as err:
+        raise BookError(f"{path}: not valid YAML ({err})") from None
+
+
+def expand_toc(toc: dict, copies: dict[str, list[str]], extra_after: dict[str, list[str]] | None = None) -> tuple[dict, list[str]]:
+    """The committed toc with each ``notebooks/<stem>`` entry replaced by its executed copies.
+
+    ``copies`` maps a notebook stem to the build-source paths (no suffix) of its executed
+    copies: one entry per copy, in order, in the place of the original; the original's own
+    ``sections`` stay with the first copy. A notebook without copies is dropped (returned in
+    the second value). ``extra_after`` inserts further entries after a given file.
+    """
+    toc = copy.deepcopy(toc)
+    dropped: list[str] = []
+    extra_after = extra_after or {}
+
+    def expand(entries: list) -> list:
+        out = []
+        for entry in entries:
+            entry = dict(entry)
+            for key in ("sections", "chapters", "parts"):
+                if key in entry:
+                    entry[key] = expand(entry[key])
+                    if key == "sections" and not entry[key]:
+                        del entry[key]
+            target = entry.get("file")
+            stem = Path(target).name if target and str(target).startswith("notebooks/") else None
+            stem = stem[:-6] if stem and stem.endswith(".ipynb") else stem
+            if stem is not None:
+                paths = copies.get(stem, [])
+                if not paths:
+                    dropped.append(stem)
+                    out.extend(entry.get("sections", []))
+                    continue
+                first = dict(entry, file=paths[0])
+                out.append(first)
+                out.extend({"file": p} for p in paths[1:])
+            else:
+                out.append(entry)
+            if target in extra_after:
+                out.extend({"file": p} for p in extra_after[target])
+        return out
+
+    for key in ("parts", "chapters", "sections"):
+        if key in toc:
+            toc[key] = expand(toc[key])
+    return toc, dropped
+
+
+def prune_missing(toc: dict, src: Path) -> tuple[dict, list[str]]:
+    """Drop toc entries (not the root) whose page is missing under ``src``; their sections move up."""
+    toc = copy.deepcopy(toc)
+    missing: list[str] = []
+
+    def exists(name: str) -> bool:
+        base = src / name
+        return any(base.with_name(base.name + ext).is_file() or (base.suffix and base.is_file())
+                   for ext in (".md", ".ipynb", ""))
+
+    def prune(entries: list) -> list:
+        out = []
+        for entry in entries:
+            entry = dict(entry)
+            for key in ("sections", "chapters", "parts"):
+                if key in entry:
+                    entry[key] = prune(entry[key])
+            if "file" in entry and not exists(entry["file"]):
+                missing.append(entry["file"])
+                out.extend(entry.get("sections", []))
+                continue
+            out.append(entry)
+        return out
+
+    for key in ("parts", "chapters", "sections"):
+        if key in toc:
+            toc[key] = prune(toc[key])
+    return toc, missing
+
+
+def toc_files(toc: dict) -> list[str]:
+    """Every ``file`` of a jupyter-book toc (root first), in reading order."""
+    files = [toc["root"]] if "root" in toc else []
+
+    def walk(entries: list) -> None:
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            for key in ("parts", "chapters", "sections"):
+                walk(entry.get(key, []))
+
+    for key in ("parts", "chapters", "sections"):
+        walk(toc.get(key, []))
+    return files
+
+
+def _retitle(nb: dict, title: str) -> dict:
+    """Append `` — <title>`` to the notebook's first Markdown heading (the page title)."""
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "markdown":
+            continue
+        src = "".join(cell.get("source", ""))
+        lines = src.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("# "):
+                lines[i] = f"{line.rstrip()} — {title}"
+                cell["source"] = "\n".join(lines)
+                return nb
+        break
+    return nb
+
+
+def _collapse_default_parameters(nb: dict) -> dict:
+    """Collapse (``hide-input``) the template's parameters cell when papermill injected the values used."""
+    cells = nb.get("cells", [])
+    if any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in cells):
+        for cell in cells:
+            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+            if "parameters" in tags and "hide-input" not in tags:
+                tags.append("hide-input")
+    return nb
+
+
+#: Parts of MathJax 2.7 needed for TeX input rendered as CommonHTML.
+_MATHJAX_PARTS = ("MathJax.js", "config/TeX-AMS_CHTML.js", "extensions", "jax/element", "jax/input/TeX",
+                  "jax/output/CommonHTML", "fonts/HTML-CSS/TeX/woff", "localization/en")
+
+
+def _local_mathjax() -> Path | None:
+    """Debian/Ubuntu ``libjs-mathjax`` (MathJax 2.7), if installed: math renders offline."""
+    path = Path("/usr/share/javascript/mathjax/MathJax.js")
+    return path if path.is_file() else None
+
+
+def build_info_page(plan: BookPlan, results: Sequence[JobResult], pages: dict[str, str], when: str,
+                    machine: str) -> str:
+    """Markdown of the generated "This build" page: profile, data, machine, executions, left out."""
+    lines = [
+        "# This build",
+        "",
+        "This page is generated by `crapnet book`; it says what produced the numbers in this copy of the book.",
+        "",
+        f"- **Profile:** `{plan.profile}` (command: `crapnet book --profile {plan.profile}`)",
+        f"- **Data:** " + ", ".join(DATASET_TITLES.get(d, d) for d in plan.datasets)
+        + (f" from `{plan.data_root}`" if plan.data_root and "phantom" not in plan.datasets else ""),
+        f"- **Machine:** {machine}",
+        f"- **Built:** {when}",
+        f"- **Training runs:** `{plan.runs_root}`",
+        "",
+    ]
+    if "phantom" in plan.datasets:
+        lines += [
+            ":::{warning}",
+            "This build ran on the **synthetic phantom**, not on patient data: its numbers only show that the "
+            "pipeline works end to end and say nothing about how the methods segment real organs.",
+            ":::",
+            "",
+        ]
+    for note in plan.notes:
+        lines += [f"{note}", ""]
+    lines += ["## Left out by this profile", ""]
+    lines += [f"- {item}" for item in plan.left_out] or ["- nothing"]
+    lines += ["", "## Notebook executions", "",
+              "Each notebook page of this book is one papermill execution with these parameters (wall time of the "
+              "execution, including the training it waited for).", "",
+              "| page | parameters | status | wall time (s) |", "|---|---|---|---|"]
+    for r in results:
+        shown = {k: v for k, v in r.job.params.items() if k != "profile" and v is not None}
+        page = pages.get(r.job.name)
+        link = f"[{r.job.notebook}: {r.job.title}]({page}.ipynb)" if page else r.job.name
+        wall = f"{r.wall_s:.0f}" if r.status in ("ok", "cached") and r.wall_s else ""
+        status = {"ok": "executed", "cached": "reused (executed by an earlier build)"}.get(r.status, r.status)
+        lines.append(f"| {link} | `{json.dumps(shown, sort_keys=True)}` | {status} | {wall} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+#: Generated page inserted after ``book/reproduce`` in the build's toc.
+BUILD_PAGE = "book/this_build"
+
+
+def assemble_source(plan: BookPlan, results: Sequence[JobResult], out_dir: str | os.PathLike,
+                    root: Path | None = None) -> Path:
+    """Write ``OUT/source``: committed config, toc expanded to the executed copies, pages, notebooks."""
+    import yaml
+
+    root = root or repo_root()
+    out_dir = Path(out_dir)
+    src = out_dir / "source"
+    if src.exists():
+        shutil.rmtree(src)
+    (src / "notebooks").mkdir(parents=True)
+    shutil.copytree(root / "book", src / "book")
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = machine_description()
+
+    # executed copies -> source/notebooks/<name>.ipynb, retitled
+    copies: dict[str, list[str]] = {}
+    pages: dict[str, str] = {}
+    for r in results:
+        if r.status not in ("ok", "cached"):
+            continue
+        nb = json.loads(r.path.read_text())
+        if len([x for x in results if x.job.notebook == r.job.notebook]) > 1:
+            _retitle(nb, r.job.title)
+        _collapse_default_parameters(nb)
+        dest = src / "notebooks" / f"{r.job.name}.ipynb"
+        dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
+        copies.setdefault(r.job.notebook, []).append(f"notebooks/{r.job.name}")
+        pages[r.job.name] = f"../notebooks/{r.job.name}"
+
+    toc = _load_yaml(root / "_toc.yml")
+    toc, dropped = expand_toc(toc, copies, {"book/reproduce": [BUILD_PAGE]})
+    if BUILD_PAGE not in toc_files(toc):
+        toc.setdefault("chapters", toc.get("chapters", []))
+        if "parts" in toc:
+            toc["parts"][-1].setdefault("chapters", []).append({"file": BUILD_PAGE})
+        else:
+            toc["chapters"].append({"file": BUILD_PAGE})
+    write_text(src / f"{BUILD_PAGE}.md", "# This build\n")  # written in full below
+    toc, missing = prune_missing(toc, src)
+    plan_for_page = copy.deepcopy(plan)
+    for stem in dropped:
+        plan_for_page.left_out.append(f"Notebook {stem}: not executed by this profile.")
+    for page in missing:
+        LOG.warning("book: page %s in _toc.yml is missing from the checkout; left out of the build", page)
+        plan_for_page.left_out.append(f"Page {page}: listed in _toc.yml but missing from this checkout.")
+    write_text(src / f"{BUILD_PAGE}.md", build_info_page(plan_for_page, results, pages, when, machine))
+    write_text(src / "_toc.yml", yaml.safe_dump(toc, sort_keys=False))
+
+    config = _load_yaml(root / "_config.yml") or {}
+    config.setdefault("execute", {})["execute_notebooks"] = "off"  # papermill ran them
+    config["only_build_toc_files"] = True
+    html = config.setdefault("html", {})
+    footer = f"Profile <code>{plan.profile}</code> · {', '.join(DATASET_TITLES.get(d, d) for d in plan.datasets)} · built {when}"
+    html["extra_footer"] = (html.get("extra_footer") or "") + footer
+    sphinx_cfg = config.setdefault("sphinx", {}).setdefault("config", {})
+    mj = _local_mathjax()
+    if mj is not None:
+        # MathJax 2.7 from the system package, copied into the book: math renders offline.
+        # Only what the TeX input + CommonHTML output needs (~1.5 MB of the package's 60 MB).
+        # Not under _static: jupyter-book would add every .js file there to every page.
+        dest = src / "_extra" / "mathjax"
+        for part in _MATHJAX_PARTS:
+            origin = mj.parent / part
+            if origin.is_dir():
+                shutil.copytree(origin, dest / part, dirs_exist_ok=True)
+            elif origin.is_file():
+                (dest / part).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, dest / part)
+        sphinx_cfg["html_extra_path"] = ["_extra"]  # copied to html/mathjax as they are
+        sphinx_cfg["mathjax_path"] = "../mathjax/MathJax.js?config=TeX-AMS_CHTML"  # relative to _static
+        # Debian's combined config preloads the TeX input and CommonHTML output but does not
+        # switch them on: say so explicitly (MathJax 2 configuration, written before MathJax.js).
+        sphinx_cfg["mathjax2_config"] = {
+            "jax": ["input/TeX", "output/CommonHTML"],
+            "extensions": ["tex2jax.js", "MathMenu.js", "MathZoom.js"],
+            "TeX": {"extensions": ["AMSmath.js", "AMSsymbols.js", "noErrors.js", "noUndefined.js"]},
+            "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
+                        "processEscapes": True},
+            "messageStyle": "none",
+        }
+        sphinx_cfg["myst_update_mathjax"] = False  # its MathJax-3 configuration would confuse MathJax 2
+    else:
+        LOG.warning("book: no local MathJax (Debian/Ubuntu package libjs-mathjax): pages with equations "
+                    "load MathJax from its CDN when viewed, and show TeX source offline")
+    write_text(src / "_config.yml", yaml.safe_dump(config, sort_keys=False))
+    return src
+
+
+def build_html(source: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[Path, list[str]]:
+    """Run the jupyter-book (Sphinx) HTML build of ``source`` into ``OUT/html``.
+
+    Runs in a subprocess (Sphinx keeps global state), logs to ``OUT/logs/sphinx.log`` and
+    returns (index.html, warning lines). A failed build raises :class:`BookError` with the
+    log's tail.
+    """
+    source, out_dir = Path(source).resolve(), Path(out_dir).resolve()
+    html = out_dir / "html"
+    doctrees = out_dir / ".doctrees"
+    log_path = out_dir / "logs" / "sphinx.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (html, doctrees):  # pages of an earlier build (another profile) must not linger
+        if stale.exists():
+            shutil.rmtree(stale)
+    cmd = [sys.executable, "-m", "crapnet_core.book", "_sphinx", str(source), str(html), str(doctrees)]
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    text = log_path.read_text(errors="replace")
+    warnings = [ln for ln in text.splitlines() if "WARNING" in ln or "ERROR" in ln]
+    index = html / "index.html"
+    if proc.returncode != 0 or not index.is_file():
+        tail = "\n    ".join(text.strip().splitlines()[-20:])
+        raise BookError(f"jupyter-book build of {source} failed (status {proc.returncode}); log {log_path}:\n    {tail}")
+    return index, warnings
+
+
+def _sphinx_main(source: str, html: str, doctrees: str) -> int:
+    """Entry of the build subprocess: jupyter-book's Sphinx build with its config handling."""
+    from jupyter_book.sphinx import build_sphinx
+
+    # the same call as `jupyter-book build SOURCE` makes, with our own output folders
+    overrides = {"external_toc_path": (Path(source) / "_toc.yml").as_posix(), "latex_individualpages": False}
+    result = build_sphinx(
+        source, html, doctreedir=doctrees, path_config=str(Path(source) / "_config.yml"),
+        use_external_toc=True, noconfig=True, confoverrides=overrides, freshenv=True, builder="html",
+        keep_going=True,
+    )
+    if isinstance(result, Exception):
+        raise result
+    return int(result or 0)
+
+
+# ---------------------------------------------------------------------------- all together
+def build_book(
+    profile: str = DEFAULT_PROFILE,
+    data_root: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    jobs: int = 1,
+    runs_root: str | os.PathLike | None = None,
+    results_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Plan, execute (papermill), assemble and build the book; returns ``OUT/html/index.html``."""
+    root = repo_root()
+    out_dir = Path(out_dir).resolve() if out_dir else root / "_build"
+    plan = plan_book(profile, data_root, runs_root, results_dir, device)
+    if plan.data_root:
+        os.environ["CRAPNET_DATA_ROOT"] = plan.data_root  # for the notebook kernels
+    out_dir.mkdir(parents=True, exist_ok=True)
+    echo(f"crapnet book: profile {profile}, data {', '.join(plan.datasets)}, {len(plan.jobs)} notebook "
+         f"execution(s), {jobs} at a time -> {out_dir}")
+    for note in plan.notes:
+        echo(f"note: {note}")
+    if "phantom" in plan.datasets:
+        from .phantom import phantom_root
+
+        phantom_root()  # generate once here, not concurrently in several kernels
+    started = time.time()
+    state = dict(plan=plan.to_dict(), started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    write_json(out_dir / "book.json", dict(state, status="executing"))
+    try:
+        results = execute_plan(plan, out_dir, jobs=jobs, force=force, progress=progress, cwd=root)
+    except BookError as err:
+        write_json(out_dir / "book.json", dict(state, status="failed", error=str(err)))
+        raise
+    executed = time.time() - started
+    echo(f"notebooks: {sum(r.status == 'ok' for r in results)} executed, "
+         f"{sum(r.status == 'cached' for r in results)} reused, {executed:.0f} s; building the HTML ...")
+    source = assemble_source(plan, results, out_dir, root)
+    t_build = time.time()
+    index, warnings = build_html(source, out_dir)
+    for w in warnings[:20]:
+        echo(f"sphinx: {w}")
+    if len(warnings) > 20:
+        echo(f"sphinx: ... {len(warnings) - 20} more warning(s) in {out_dir / 'logs' / 'sphinx.log'}")
+    total = time.time() - started
+    write_json(out_dir / "book.json", dict(
+        state, status="ok", index=str(index), wall_s=round(total, 1), execute_s=round(executed, 1),
+        build_s=round(time.time() - t_build, 1), sphinx_warnings=len(warnings),
+        executions=[dict(name=r.job.name, status=r.status, wall_s=round(r.wall_s, 1)) for r in results],
+    ))
+    echo(f"book built in {total:.0f} s ({len(warnings)} Sphinx warning(s)): {index}")
+    return index
+
+
+if __name__ == "__main__":  # build subprocess: python -m crapnet_core.book _sphinx SRC HTML DOCTREES
+    if len(sys.argv) == 5 and sys.argv[1] == "_sphinx":
+        sys.exit(_sphinx_main(*sys.argv[2:]))
+    print("usage: crapnet book --profile smoke|lite|paper (this module's own entry is internal)", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,191 @@
+"""``crapnet train / evaluate / cross-validate / segment``.
+
+    crapnet train --dataset chaos --setting 1 --fold 0 --method crapnet --profile lite --out RUN
+    crapnet train ... --set model.n_blocks=7 --steps 200 --device cpu      (overrides)
+    crapnet train ... --resume                                             (continue a killed run)
+    crapnet evaluate RUN [--checkpoint CKPT]
+    crapnet cross-validate --dataset chaos --setting 2 --method alpnet --profile lite --out DIR
+    crapnet segment --run RUN --support-image S.nii.gz --support-label L.nii.gz \\
+        --support-organ-label 1 --query-image Q.nii.gz --out pred.nii.gz
+
+Every config field can be overridden with ``--set section.field=value`` (repeatable);
+``--steps``, ``--device``, ``--blocks``, ``--branches``, ``--encoder``, ``--input-size``,
+``--seed``, ``--lr`` are shortcuts for the common ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import METHODS
+from .experiment import PROFILES
+
+
+def _add_experiment_args(p: argparse.ArgumentParser, with_fold: bool = True) -> None:
+    p.add_argument("--dataset", default="phantom",
+                   help="chaos, sabs, phantom (synthetic, default) or a folder with image_*/label_*.nii.gz")
+    p.add_argument("--labels", default=None, help="label map (JSON/YAML) for a folder dataset")
+    p.add_argument("--data-root", default=None, help="folder holding CHAOST2/ and SABS/ (default $CRAPNET_DATA_ROOT)")
+    p.add_argument("--setting", type=int, choices=(1, 2), default=1, help="1 or 2 (paper Sec. 4.2)")
+    if with_fold:
+        p.add_argument("--fold", type=int, default=0, help="cross-validation fold 0..4")
+        p.add_argument("--group", default=None,
+                       help="setting 2 test group: kidneys (default) or liver_spleen (or 0/1, or a comma list)")
+    p.add_argument("--method", choices=METHODS, default="crapnet")
+    p.add_argument("--profile", choices=PROFILES, default="smoke")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override any config field, e.g. --set model.n_blocks=7 (repeatable)")
+    p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N")
+    p.add_argument("--device", help="shortcut for --set train.device=... (auto, cpu, cuda)")
+    p.add_argument("--blocks", type=int, help="shortcut for --set model.n_blocks=N")
+    p.add_argument("--branches", type=int, help="shortcut for --set model.branches=N")
+    p.add_argument("--encoder", help="shortcut for --set model.encoder=NAME")
+    p.add_argument("--input-size", type=int, help="shortcut for --set data.input_size=S")
+    p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
+    p.add_argument("--lr", type=float, help="shortcut for --set train.lr=X")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _overrides(args) -> list[str]:
+    out: list[str] = []
+    if args.data_root:
+        out.append(f"data.data_root={args.data_root}")
+    if args.labels:
+        out.append(f"data.labels={args.labels}")
+    shortcuts = (("steps", "train.steps"), ("device", "train.device"), ("blocks", "model.n_blocks"),
+                 ("branches", "model.branches"), ("encoder", "model.encoder"), ("input_size", "data.input_size"),
+                 ("seed", "train.seed"), ("lr", "train.lr"))
+    for attr, key in shortcuts:
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out + list(args.overrides)
+
+
+def _config(args):
+    from .experiment import make_config
+
+    return make_config(args.profile, args.dataset, args.setting, args.fold, args.method, _overrides(args),
+                       test_group=args.group)
+
+
+def _cmd_train(args) -> int:
+    from .experiment import describe
+    from .training import TrainingDiverged, train
+
+    cfg = _config(args)
+    print(f"crapnet train: {describe(cfg)} -> {args.out}", file=sys.stderr)
+    try:
+        ckpt = train(cfg, args.out, resume=args.resume, progress=not args.no_progress, force=args.force)
+    except TrainingDiverged as err:
+        print(f"crapnet train: error: {err}", file=sys.stderr)
+        return 3
+    print(ckpt)
+    if args.evaluate:
+        from .evaluation import evaluate
+
+        m = evaluate(args.out, progress=not args.no_progress)
+        _print_metrics(m)
+    return 0
+
+
+def _print_metrics(m: dict) -> None:
+    from .runs import ORGAN_COLUMNS
+
+    parts = []
+    for organ, row in m["per_organ"].items():
+        d = row["dice_mean"]
+        parts.append(f"{ORGAN_COLUMNS.get(organ, organ)} {'-' if d is None else f'{100 * d:.2f}'}")
+    mean = m["mean"]["dice"]
+    print(f"Dice: {', '.join(parts)}; mean {'-' if mean is None else f'{100 * mean:.2f}'} "
+          f"(support scan {m['support']['scan_id']}, fold {m['fold']})")
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate
+
+    m = evaluate(args.run, checkpoint=args.checkpoint, device=args.device, progress=not args.no_progress,
+                 save_predictions=False if args.no_predictions else None)
+    _print_metrics(m)
+    print(Path(args.run) / "metrics.json")
+    return 0
+
+
+def _cmd_cross_validate(args) -> int:
+    from .runs import cross_validate
+    from .training import TrainingDiverged
+
+    folds = None
+    if args.folds:
+        try:
+            folds = [int(f) for f in args.folds.split(",") if f.strip()]
+        except ValueError:
+            raise ValueError(f"--folds: {args.folds!r} is not a comma-separated list of fold numbers") from None
+    args.fold, args.group = 0, None
+    try:
+        summary = cross_validate(args.dataset, args.setting, args.method, args.profile, args.out,
+                                 overrides=_overrides(args), folds=folds, progress=not args.no_progress)
+    except TrainingDiverged as err:
+        print(f"crapnet cross-validate: error: {err}", file=sys.stderr)
+        return 3
+    print((Path(args.out) / "summary.md").read_text())
+    return 0
+
+
+def _cmd_segment(args) -> int:
+    from .segment import segment_files
+
+    out = segment_files(
+        run=args.run, checkpoint=args.checkpoint, support_image=args.support_image,
+        support_label=args.support_label, organ_label=args.support_organ_label, query_image=args.query_image,
+        out=args.out, device=args.device, query_range=args.query_range, force=args.force,
+    )
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``train``, ``evaluate``, ``cross-validate`` and ``segment``."""
+    p = subparsers.add_parser("train", help="self-supervised training of one fold into a run folder",
+                              description="Train one fold (writes RUN/config.json, checkpoints, metrics.csv).")
+    _add_experiment_args(p)
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
+    p.add_argument("--evaluate", action="store_true", help="evaluate after training")
+    p.set_defaults(func=_cmd_train)
+
+    p = subparsers.add_parser("evaluate", help="1-shot evaluation of a trained run (metrics.json, predictions)",
+                              description="Evaluate a run with the SSL-ALPNet 1-shot protocol.")
+    p.add_argument("run", help="run folder (with config.json and checkpoints/)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (default RUN/checkpoints/last.pt)")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda (default: the run's train.device)")
+    p.add_argument("--no-predictions", action="store_true", help="do not write RUN/predictions/*.nii.gz")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = subparsers.add_parser("cross-validate", help="train + evaluate every fold, write summary.json/.md",
+                              description="5-fold cross-validation (finished folds are skipped).")
+    _add_experiment_args(p, with_fold=False)
+    p.add_argument("--out", required=True, help="folder for the fold runs and the summary")
+    p.add_argument("--folds", default=None, help="subset of folds, e.g. 0,1 (default: all)")
+    p.set_defaults(func=_cmd_cross_validate)
+
+    p = subparsers.add_parser("segment", help="segment an organ in a new scan from one annotated example",
+                              description="1-shot segmentation of a new scan with a trained model.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="trained run folder (uses RUN/checkpoints/last.pt)")
+    src.add_argument("--checkpoint", help="checkpoint file (its config is stored inside)")
+    p.add_argument("--support-image", required=True, help="annotated example scan (NIfTI)")
+    p.add_argument("--support-label", required=True, help="its label volume (NIfTI)")
+    p.add_argument("--support-organ-label", type=int, default=1, help="label id of the organ in --support-label")
+    p.add_argument("--query-image", required=True, help="scan to segment (NIfTI)")
+    p.add_argument("--query-range", default=None,
+                   help="z0:z1 slice range holding the organ in the query (default: every slice)")
+    p.add_argument("--out", required=True, help="output NIfTI (same shape and affine as --query-image)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(func=_cmd_segment)

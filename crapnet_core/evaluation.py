@@ -1,0 +1,368 @@
+"""The 1-shot evaluation protocol of SSL-ALPNet (Ouyang et al., 2020), followed by the paper.
+
+For one fold and one test organ:
+
+1. The support is the fold's support scan (``protocol.make_fold(...).support_id``). Let
+   ``zs`` be the sorted list of its n slices that contain the organ.
+2. Each test (query) scan's organ range ``[z_min, z_max]`` (first and last slice holding
+   the organ in the ground truth) is split into ``n_parts = 3`` equal chunks; slice ``z``
+   belongs to chunk ``floor((z - z_min) * n_parts / (z_max - z_min))`` clipped to
+   ``n_parts - 1`` (:func:`chunk_index`).
+3. Chunk p is segmented with the support slice ``zs[floor(f_p * n)]``,
+   ``f_p = (2p + 1) / (2 n_parts)`` = 1/6, 1/2, 5/6 (:func:`support_positions`).
+4. Only the query slices in ``[z_min, z_max]`` are predicted and scored. TP, FP and FN are
+   summed over those slices: one Dice per scan and organ (:mod:`crapnet_core.metrics`).
+   Means per organ are over scans, the overall mean is over organs.
+
+Beyond the paper, HD95 and ASD (mm, from the volume spacing) are computed on the same
+scored slab with MONAI; an empty prediction makes them undefined (``null``, left out of
+the means and counted in ``n_empty_pred``; see :mod:`crapnet_core.metrics`).
+
+The saved predictions ``RUN/predictions/<scan>_<organ>.nii.gz`` hold 1 where the model
+predicts the organ on the scored slices and 0 everywhere else, in the input file's shape
+and affine: Dice recomputed with any tool on the whole volume equals the reported one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .metrics import Counts, confusion_counts, json_number, nanmean, nanstd, surface_distances
+
+log = logging.getLogger(__name__)
+
+EMPTY_PREDICTION_POLICY = (
+    "HD95/ASD are undefined when the prediction (or ground truth) on the scored slices is empty: "
+    "recorded as null, left out of the HD95/ASD means and counted in n_empty_pred; Dice is 0 there "
+    "and always included."
+)
+
+
+# ---------------------------------------------------------------------- protocol (pure)
+def support_positions(n: int, n_parts: int = 3) -> list[int]:
+    """Positions ``floor(f_p * n)``, ``f_p = (2p + 1) / (2 n_parts)``, in a list of ``n`` support slices.
+
+    Exact integer arithmetic (``((2p + 1) * n) // (2 n_parts)``), so no float round-off.
+    ``n_parts = 3`` gives f_p = 1/6, 1/2, 5/6 (SSL-ALPNet's ``get_support`` percentages).
+    """
+    if n < 1:
+        raise ValueError("support_positions: the support scan has no slice with the organ")
+    if n_parts < 1:
+        raise ValueError(f"support_positions: n_parts={n_parts} must be at least 1")
+    return [((2 * p + 1) * n) // (2 * n_parts) for p in range(n_parts)]
+
+
+def support_slices(organ_slices: Sequence[int], n_parts: int = 3) -> list[int]:
+    """The support slice index (z) used for each chunk, from the sorted slices containing the organ."""
+    zs = sorted(int(z) for z in organ_slices)
+    return [zs[i] for i in support_positions(len(zs), n_parts)]
+
+
+def chunk_index(z: int, z_min: int, z_max: int, n_parts: int = 3) -> int:
+    """Chunk (0..n_parts-1) of query slice ``z`` in the organ range ``[z_min, z_max]``.
+
+    ``floor((z - z_min) / ((z_max - z_min) / n_parts))`` clipped to ``[0, n_parts - 1]``, as
+    SSL-ALPNet's ``ValidationDataset``; computed as ``((z - z_min) * n_parts) // (z_max - z_min)``
+    in integers. A one-slice range is chunk 0.
+    """
+    if z_max < z_min:
+        raise ValueError(f"chunk_index: empty organ range [{z_min}, {z_max}]")
+    span = z_max - z_min
+    if span == 0:
+        return 0
+    part = ((int(z) - z_min) * n_parts) // span
+    return int(min(max(part, 0), n_parts - 1))
+
+
+def chunk_assignment(z_min: int, z_max: int, n_parts: int = 3) -> list[tuple[int, int]]:
+    """``[(z, chunk), ...]`` for every slice of the organ range ``[z_min, z_max]`` (the scored slices)."""
+    return [(z, chunk_index(z, z_min, z_max, n_parts)) for z in range(int(z_min), int(z_max) + 1)]
+
+
+def organ_range(organ_slices: Sequence[int]) -> tuple[int, int] | None:
+    """``(z_min, z_max)`` of the slices containing the organ; None when it is absent."""
+    zs = [int(z) for z in organ_slices]
+    return (min(zs), max(zs)) if zs else None
+
+
+# ---------------------------------------------------------------------- prediction core
+def _autocast(device, enabled: bool):
+    import torch
+
+    if enabled and getattr(device, "type", str(device)) == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def predict_chunks(
+    model,
+    support_images,
+    support_masks,
+    query_volume: np.ndarray,
+    assignment: Sequence[tuple[int, int]],
+    size: int,
+    batch_size: int = 8,
+    device=None,
+    amp: bool = True,
+    channels_last: bool = False,
+) -> dict[int, np.ndarray]:
+    """Segment the query slices of ``assignment`` with the support slice of their chunk.
+
+    support_images: float32 ``(n_parts, 3, S, S)``; support_masks: ``(n_parts, S, S)`` {0,1}.
+    query_volume: normalised ``(H, W, Z)`` array (any H, W: slices are resized to S x S and
+    the foreground probability back to H x W, bilinearly). ``assignment``: ``[(z, chunk)]``.
+    Query slices of one chunk go through the model in batches of ``batch_size`` with the
+    chunk's support broadcast (``model.predict`` of the contract: support batch 1, query
+    batch B). Returns ``{z: bool (H, W)}`` (foreground probability > 0.5).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .datasets import slice_tensor
+
+    device = torch.device(device or "cpu")
+    height, width = query_volume.shape[:2]
+    out: dict[int, np.ndarray] = {}
+    by_chunk: dict[int, list[int]] = {}
+    for z, part in assignment:
+        by_chunk.setdefault(int(part), []).append(int(z))
+    memory_format = torch.channels_last if (channels_last and device.type == "cuda") else torch.contiguous_format
+    for part, zs in sorted(by_chunk.items()):
+        s_img = support_images[part : part + 1].to(device).contiguous(memory_format=memory_format)
+        s_mask = support_masks[part : part + 1].to(device)
+        for start in range(0, len(zs), batch_size):
+            batch_z = zs[start : start + batch_size]
+            q = torch.stack([slice_tensor(query_volume, z, size) for z in batch_z]).to(device)
+            q = q.contiguous(memory_format=memory_format)
+            with torch.no_grad(), _autocast(device, amp):
+                prob = model.predict(s_img, s_mask, q)  # (B, S, S) foreground probability
+            prob = prob.float()[:, None]
+            if prob.shape[-2:] != (height, width):
+                prob = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
+            fg = (prob[:, 0] > 0.5).cpu().numpy()
+            for i, z in enumerate(batch_z):
+                out[z] = fg[i]
+    return out
+
+
+def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequence[int], size: int):
+    """Support images ``(len(zs), 3, S, S)`` and masks ``(len(zs), S, S)`` for the chosen slices."""
+    import torch
+
+    from .datasets import mask_tensor, slice_tensor
+
+    images = torch.stack([slice_tensor(norm_volume, int(z), size) for z in zs])
+    masks = torch.stack([mask_tensor(binary_mask, int(z), size) for z in zs])
+    return images, masks
+
+
+# ---------------------------------------------------------------------- evaluation
+def _resolve_device(name: str | None):
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} asked for but CUDA is not available here")
+    return torch.device(name)
+
+
+def evaluate_model(
+    model,
+    cfg,
+    device=None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    save_predictions: bool | None = None,
+) -> dict[str, Any]:
+    """Run the 1-shot protocol for ``cfg``'s dataset, fold and test organs with ``model``.
+
+    Writes the predictions under ``out_dir/predictions`` (when ``save_predictions``) and
+    returns the metrics dictionary (see :func:`evaluate`), without writing it.
+    """
+    import torch
+
+    from . import datasets as ds
+    from .io import save_nifti
+    from .protocol import make_fold
+
+    t0 = time.time()
+    device = torch.device(device) if device is not None else _resolve_device(cfg.train.device)
+    save = cfg.eval.save_predictions if save_predictions is None else bool(save_predictions)
+    spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
+    ids = ds.scan_ids(spec)
+    fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds)
+    stats = ds.normalization_stats(spec, fold.train_ids)
+    organs = list(cfg.data.test_group)
+    for organ in organs:
+        spec.label_id(organ)  # clear DatasetError when the dataset does not label the organ
+    n_parts = cfg.eval.n_parts
+    size = cfg.data.input_size
+
+    model.eval()
+    model.to(device)
+    support_vol = ds.load_volume(spec, fold.support_id)
+    support_norm = ds.normalize(support_vol, spec, stats)
+    support_info: dict[str, Any] = {"scan_id": fold.support_id, "slices": {}, "n_slices_with_organ": {}}
+    per_scan: dict[str, dict[str, Any]] = {}
+    pred_dir = Path(out_dir) / "predictions" if out_dir is not None else None
+    predictions: dict[str, dict[str, np.ndarray]] = {}
+
+    jobs = [(organ, sid) for organ in organs for sid in fold.test_ids]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc=f"evaluate fold {cfg.data.fold}", unit="scan")
+    for organ in organs:
+        lid = spec.label_id(organ)
+        s_zs = ds.organ_slices(support_vol, organ, spec, warn=False)
+        if s_zs.size == 0:
+            raise ds.DatasetError(
+                f"{support_vol.label_path}: organ {organ!r} (label {lid}) is absent from the support scan "
+                f"{fold.support_id}; it cannot serve as the 1-shot support for fold {cfg.data.fold}"
+            )
+        chosen = support_slices(s_zs.tolist(), n_parts)
+        support_info["slices"][organ] = chosen
+        support_info["n_slices_with_organ"][organ] = int(s_zs.size)
+        s_img, s_mask = support_tensors(support_norm, support_vol.label == lid, chosen, size)
+        per_scan[organ] = {}
+        for sid in fold.test_ids:
+            vol = ds.load_volume(spec, sid)
+            gt = vol.label == lid
+            rng = organ_range(ds.organ_slices(vol, organ, spec).tolist())
+            if rng is None:
+                per_scan[organ][sid] = {"absent": True}
+                if bar is not None:
+                    bar.update(1)
+                continue
+            z_min, z_max = rng
+            assignment = chunk_assignment(z_min, z_max, n_parts)
+            norm = ds.normalize(vol, spec, stats)
+            fg = predict_chunks(
+                model, s_img, s_mask, norm, assignment, size, cfg.eval.batch_size, device,
+                amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+            )
+            pred = np.zeros(gt.shape, dtype=np.uint8)
+            for z, mask in fg.items():
+                pred[:, :, z] = mask
+            slab = slice(z_min, z_max + 1)
+            counts = confusion_counts(pred[:, :, slab], gt[:, :, slab])
+            dist = surface_distances(pred[:, :, slab], gt[:, :, slab], vol.spacing)
+            per_scan[organ][sid] = {
+                "dice": json_number(counts.dice),
+                "hd95": json_number(dist["hd95"]),
+                "asd": json_number(dist["asd"]),
+                "tp": counts.tp, "fp": counts.fp, "fn": counts.fn,
+                "z_range": [int(z_min), int(z_max)],
+                "chunks": [int(sum(1 for _, p in assignment if p == k)) for k in range(n_parts)],
+                "empty_prediction": bool(counts.tp + counts.fp == 0),
+            }
+            if save and pred_dir is not None:
+                path = pred_dir / f"{sid}_{organ}.nii.gz"
+                save_nifti(path, ds.restore_shape(pred, vol), vol.affine)
+            predictions.setdefault(organ, {})[sid] = pred
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(organ=organ, dice=f"{counts.dice:.3f}")
+    if bar is not None:
+        bar.close()
+
+    per_organ = summarize_per_scan(per_scan)
+    mean = {
+        "dice": json_number(nanmean([per_organ[o]["dice_mean"] for o in organs])),
+        "hd95": json_number(nanmean([per_organ[o]["hd95_mean"] for o in organs])),
+        "asd": json_number(nanmean([per_organ[o]["asd_mean"] for o in organs])),
+    }
+    return {
+        "dataset": spec.name,
+        "setting": cfg.data.setting,
+        "fold": cfg.data.fold,
+        "method": cfg.model.method,
+        "profile": cfg.profile,
+        "config_hash": cfg.config_hash(),
+        "organs": organs,
+        "test_scans": list(fold.test_ids),
+        "support": support_info,
+        "n_parts": n_parts,
+        "per_scan": per_scan,
+        "per_organ": per_organ,
+        "mean": mean,
+        "empty_prediction_policy": EMPTY_PREDICTION_POLICY,
+        "units": {"dice": "fraction 0..1", "hd95": "mm", "asd": "mm"},
+        "device": str(device),
+        "seconds": round(time.time() - t0, 2),
+    }
+
+
+def summarize_per_scan(per_scan: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per organ: mean/std Dice over scans, mean HD95/ASD over scans where defined, counts."""
+    out: dict[str, dict[str, Any]] = {}
+    for organ, scans in per_scan.items():
+        rows = [r for r in scans.values() if not r.get("absent")]
+        dices = [r["dice"] for r in rows]
+        out[organ] = {
+            "dice_mean": json_number(nanmean(dices)),
+            "dice_std": json_number(nanstd(dices)),
+            "hd95_mean": json_number(nanmean([r["hd95"] for r in rows])),
+            "asd_mean": json_number(nanmean([r["asd"] for r in rows])),
+            "n_scans": len(rows),
+            "n_absent": len(scans) - len(rows),
+            "n_empty_pred": sum(1 for r in rows if r["hd95"] is None),
+        }
+    return out
+
+
+def evaluate(
+    run_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    save_predictions: bool | None = None,
+) -> dict[str, Any]:
+    """Evaluate the run in ``run_dir`` (its ``config.json`` and final checkpoint, or ``checkpoint``).
+
+    Writes ``RUN/metrics.json`` (Dice, HD95, ASD per scan and organ; means per organ; the
+    overall mean; the support scan and slices used) and ``RUN/predictions/<scan>_<organ>.nii.gz``
+    (same shape and affine as the input volume files). Returns the metrics dictionary.
+    """
+    from .experiment import ExperimentConfig
+    from .io import write_json
+    from .training import cpu_threads, load_model
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train first or pass a run folder")
+    cfg = ExperimentConfig.load(cfg_path)
+    if checkpoint is None:
+        checkpoint = run_dir / "checkpoints" / "last.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: no checkpoint in {run_dir}; train the run first")
+    dev = _resolve_device(device or cfg.train.device)
+    model, meta = load_model(cfg, checkpoint, dev)
+    with cpu_threads(cfg, dev):
+        metrics = evaluate_model(model, cfg, dev, out_dir=run_dir, progress=progress,
+                                 save_predictions=save_predictions)
+    metrics["checkpoint"] = str(Path(checkpoint).resolve())
+    metrics["step"] = int(meta.get("step", -1))
+    metrics["trained_steps"] = int(cfg.train.steps)
+    write_json(run_dir / "metrics.json", metrics)
+    mean_dice = metrics["mean"]["dice"]
+    log.info("%s: mean Dice %.4f", run_dir, math.nan if mean_dice is None else mean_dice)
+    return metrics
+
+
+__all__ = [
+    "EMPTY_PREDICTION_POLICY", "support_positions", "support_slices", "chunk_index", "chunk_assignment",
+    "organ_range", "predict_chunks", "support_tensors", "evaluate_model", "summarize_per_scan", "evaluate",
+    "Counts",
+]

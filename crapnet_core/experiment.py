@@ -1,0 +1,462 @@
+"""One experiment = one config object: data + model + loss + training + evaluation settings.
+
+An :class:`ExperimentConfig` is built from a named *profile* (``smoke``, ``lite``,
+``paper``), the experiment's coordinates (dataset, setting, fold, method, test group) and
+command-line style overrides ``"section.field=value"``. It is saved as ``config.json`` in
+every run folder and identified by :meth:`ExperimentConfig.config_hash`, a stable hash of
+everything that changes the *result* (runtime-only knobs such as the device, the number of
+data-loading workers or the checkpoint interval are left out of it, so that the same
+experiment run on CPU or GPU shares one run folder name).
+
+Profiles (Sec. 4.3 of the paper for ``paper``):
+
+- ``smoke``: seconds on a laptop CPU; tiny input, fast CPU encoder, a handful of steps.
+  Used by tests and CI (phantom data).
+- ``lite``: fast CPU encoder, input size and step count such that one fold trains and
+  evaluates in about 3 minutes on 2 CPU cores (tuned on CHAOS fold 0, setting 1; see
+  ``results/README.md``).
+- ``paper``: DeepLabV3 ResNet-101 encoder, 256 x 256 input, 5 attention blocks,
+  100,000 steps of SGD (lr 1e-3, momentum 0.9, weight decay 5e-4, lr x 0.95 every 1000
+  steps), one episode per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import METHODS, LossConfig, ModelConfig, dataclass_from_dict
+from .datasets import ORGANS  # organ order of the paper's Tables 1-2 (LK, RK, Spleen, Liver)
+from .io import write_json
+from .protocol import SETTING2_GROUPS  # setting 2 test groups (Sec. 4.2)
+#: Short names for the setting-2 groups (used in run folder names and on the command line).
+GROUP_NAMES = {"kidneys": SETTING2_GROUPS[0], "liver_spleen": SETTING2_GROUPS[1]}
+PROFILES = ("smoke", "lite", "paper")
+#: Bumped when the meaning of a config field changes, so old run folders are not reused.
+CONFIG_VERSION = 1
+
+#: Fields that do not change what is computed (only how fast / where): left out of the hash.
+RUNTIME_FIELDS = {
+    "data": {"data_root"},
+    "train": {"device", "num_workers", "threads", "checkpoint_every", "keep_checkpoints", "log_every"},
+    "eval": {"batch_size", "save_predictions"},
+}
+
+
+@dataclass
+class DataConfig:
+    """Which data, which fold, which organs.
+
+    dataset: ``chaos``, ``sabs``, ``phantom`` or a folder path (see ``datasets.resolve_dataset``).
+    labels: labels file for a folder dataset (None: ``labels.json``/``labels.yaml`` inside it).
+    data_root: folder holding ``CHAOST2/`` and ``SABS/`` (None: ``$CRAPNET_DATA_ROOT``).
+    setting: 1 (test organs may appear in training slices as background) or 2 (slices
+        containing a test organ are never used for training), Sec. 4.2.
+    fold: cross-validation fold, 0..n_folds-1.
+    test_group: organs evaluated by this run. Setting 1: all four organs; setting 2: one of
+        the two groups, which is also excluded from training.
+    input_size: side S of the square network input (slices are resized 256 -> S).
+    augment: geometric + intensity augmentation of the query in self-supervised episodes.
+    """
+
+    dataset: str = "phantom"
+    labels: str | None = None
+    data_root: str | None = None
+    setting: int = 1
+    fold: int = 0
+    n_folds: int = 5
+    test_group: tuple[str, ...] = ORGANS
+    input_size: int = 256
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        self.test_group = tuple(self.test_group)
+        if self.setting not in (1, 2):
+            raise ValueError(f"data.setting: {self.setting} must be 1 or 2")
+        if self.n_folds < 2:
+            raise ValueError(f"data.n_folds: {self.n_folds} must be at least 2")
+        if not 0 <= self.fold < self.n_folds:
+            raise ValueError(f"data.fold: {self.fold} is out of range 0..{self.n_folds - 1}")
+        if self.input_size < 32 or self.input_size % 8:
+            raise ValueError(f"data.input_size: {self.input_size} must be a multiple of 8, at least 32")
+        if not self.test_group:
+            raise ValueError("data.test_group: at least one organ is needed")
+        if self.setting == 2 and self.test_group not in SETTING2_GROUPS:
+            raise ValueError(
+                f"data.test_group: {','.join(self.test_group)} is not a setting-2 group; use one of "
+                + " or ".join(",".join(g) for g in SETTING2_GROUPS)
+            )
+
+    @property
+    def exclude_organs(self) -> tuple[str, ...]:
+        """Organs whose slices are dropped from training (setting 2: the test group)."""
+        return self.test_group if self.setting == 2 else ()
+
+
+@dataclass
+class TrainConfig:
+    """Self-supervised episodic training (Sec. 4.3).
+
+    steps: optimisation steps (one batch of episodes each; paper: 100,000).
+    batch_size: episodes per step (paper: 1).
+    lr, momentum, weight_decay: SGD (paper: 1e-3, 0.9, 5e-4).
+    lr_step, lr_gamma: multi-step schedule, lr x ``lr_gamma`` every ``lr_step`` steps
+        (paper: 0.95 every 1000).
+    seed: seeds the model initialisation and the episode stream (episode i of the run is
+        ``EpisodeDataset(seed=seed)[i]``).
+    device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:k]``.
+    amp: bfloat16 autocast on CUDA (ignored on CPU).
+    channels_last: channels-last memory format on CUDA.
+    num_workers: data-loading workers (-1: automatic, 0 on CPU, 6 on CUDA).
+    threads: torch CPU threads (0: all cores).
+    checkpoint_every: save a checkpoint every N steps (and always at the end).
+    keep_checkpoints: how many ``step_<n>.pt`` files to keep (``last.pt`` is always kept).
+    log_every: write a metrics-log row every N steps.
+    """
+
+    steps: int = 100_000
+    batch_size: int = 1
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_step: int = 1000
+    lr_gamma: float = 0.95
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    num_workers: int = -1
+    threads: int = 0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "lr_step", "checkpoint_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"train.{name}: {getattr(self, name)} must be at least 1")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr: {self.lr} must be positive")
+
+
+@dataclass
+class EvalConfig:
+    """The 1-shot evaluation protocol of SSL-ALPNet (followed by the paper).
+
+    n_parts: chunks of the query organ's slice range; chunk p is matched with the support
+        slice at floor(f_p * n), f_p = (2p + 1) / (2 n_parts) (1/6, 1/2, 5/6 for 3).
+    batch_size: query slices per forward pass.
+    save_predictions: write ``predictions/<scan>_<organ>.nii.gz``.
+    """
+
+    n_parts: int = 3
+    batch_size: int = 8
+    save_predictions: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_parts < 1:
+            raise ValueError(f"eval.n_parts: {self.n_parts} must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError(f"eval.batch_size: {self.batch_size} must be at least 1")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines one run (saved as ``RUN/config.json``)."""
+
+    profile: str = "smoke"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    version: int = CONFIG_VERSION
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["data"]["test_group"] = list(self.data.test_group)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"ExperimentConfig: unknown section(s) {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for name, section_cls in SECTIONS.items():
+            if name in data:
+                kwargs[name] = dataclass_from_dict(section_cls, dict(data[name]))
+        return cls(profile=data.get("profile", "custom"), version=int(data.get("version", CONFIG_VERSION)), **kwargs)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as JSON (atomically), with its hash for reference."""
+        payload = self.to_dict()
+        payload["config_hash"] = self.config_hash()
+        return write_json(path, payload)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ExperimentConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        data.pop("config_hash", None)
+        return cls.from_dict(data)
+
+    # ------------------------------------------------------------------ identity
+    def hashed_dict(self) -> dict[str, Any]:
+        """The config without runtime-only fields (what :meth:`config_hash` covers)."""
+        out = self.to_dict()
+        out.pop("profile", None)  # the profile is a name for a set of values, not a value
+        for section, names in RUNTIME_FIELDS.items():
+            for name in names:
+                out[section].pop(name, None)
+        return out
+
+    def config_hash(self) -> str:
+        """12 hex digits of SHA-256 over the canonical JSON of :meth:`hashed_dict`."""
+        text = json.dumps(self.hashed_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def dataset_name(self) -> str:
+        """Short dataset name for folder names (``chaos``, ``sabs``, ``phantom``, folder name)."""
+        name = self.data.dataset
+        return name.lower() if name.lower() in ("chaos", "sabs", "phantom") else Path(name).name or "dataset"
+
+    def group_name(self) -> str:
+        """``all`` in setting 1, ``kidneys`` / ``liver_spleen`` (or the organ list) in setting 2."""
+        if self.data.setting == 1:
+            return "all"
+        for key, group in GROUP_NAMES.items():
+            if tuple(group) == tuple(self.data.test_group):
+                return key
+        return "-".join(self.data.test_group)
+
+    def run_name(self) -> str:
+        """Folder name of this experiment under a runs root: readable coordinates + hash."""
+        return (
+            f"{self.dataset_name()}_s{self.data.setting}_{self.group_name()}_f{self.data.fold}"
+            f"_{self.model.method}_{self.profile}_{self.config_hash()}"
+        )
+
+    def copy(self) -> "ExperimentConfig":
+        return copy.deepcopy(self)
+
+
+# ---------------------------------------------------------------------- profiles
+#: Fast CPU encoder used by ``smoke`` and ``lite`` (see crapnet_core.encoders.ENCODERS).
+CPU_ENCODER = "resnet18_l2"
+
+
+def _profile_values(profile: str) -> dict[str, dict[str, Any]]:
+    """Section -> field -> value for a named profile (on top of the dataclass defaults)."""
+    if profile == "paper":
+        return {
+            "data": {"input_size": 256},
+            "model": {"encoder": "deeplabv3_resnet101", "pretrained": True, "n_blocks": 5},
+            "train": {"steps": 100_000, "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
+                      "lr_step": 1000, "lr_gamma": 0.95, "checkpoint_every": 1000, "log_every": 10},
+            "eval": {"batch_size": 16},
+        }
+    if profile == "lite":
+        # tuned on CHAOS fold 0, setting 1, crapnet (results/README.md): ~3 min per fold on 2 cores
+        return {
+            "data": {"input_size": 96},
+            "model": {"encoder": CPU_ENCODER, "pretrained": False, "n_blocks": 5},
+            # one torch thread: for this small model at 96 px a second thread buys little, and on
+            # a shared 2-core machine (a cross-validation beside a book build) two threads per
+            # process oversubscribe the cores and ran up to 20x slower (measured: 3.4 s/step
+            # against 0.15 s/step). Not part of the config hash; override with --set train.threads=0.
+            "train": {"steps": 1100, "lr": 1e-3, "lr_step": 1000, "lr_gamma": 0.95,
+                      "checkpoint_every": 250, "log_every": 5, "num_workers": 0, "threads": 1},
+            "eval": {"batch_size": 16},
+        }
+    if profile == "smoke":
+        return {
+            "data": {"input_size": 64},
+            "model": {"encoder": CPU_ENCODER, "pretrained": False, "n_blocks": 1, "attention_dim": 32},
+            "train": {"steps": 3, "lr": 1e-3, "lr_step": 1000, "checkpoint_every": 2, "log_every": 1,
+                      "num_workers": 0, "threads": 1},
+            "eval": {"batch_size": 16},
+        }
+    raise ValueError(f"profile: {profile!r} is not one of {', '.join(PROFILES)}")
+
+
+def parse_group(value: str | Sequence[str] | int | None, setting: int) -> tuple[str, ...]:
+    """Test group from a name (``kidneys``, ``liver_spleen``), an index (0/1), a comma list or None.
+
+    None means every organ in setting 1 and the first group (kidneys) in setting 2.
+    """
+    if setting not in (1, 2):
+        raise ValueError(f"setting: {setting} must be 1 or 2")
+    if value is None or value == "" or value == "all":
+        return ORGANS if setting == 1 else SETTING2_GROUPS[0]
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        idx = int(value)
+        groups = [ORGANS] if setting == 1 else list(SETTING2_GROUPS)
+        if not 0 <= idx < len(groups):
+            raise ValueError(f"group: {idx} is out of range 0..{len(groups) - 1} for setting {setting}")
+        return tuple(groups[idx])
+    if isinstance(value, str) and value in GROUP_NAMES:
+        return tuple(GROUP_NAMES[value])
+    organs = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
+    if setting == 2:
+        for group in SETTING2_GROUPS:
+            if sorted(group) == sorted(organs):
+                return tuple(group)
+    return organs
+
+
+def make_config(
+    profile: str = "smoke",
+    dataset: str = "phantom",
+    setting: int = 1,
+    fold: int = 0,
+    method: str = "crapnet",
+    overrides: Sequence[str] = (),
+    test_group: str | Sequence[str] | int | None = None,
+) -> ExperimentConfig:
+    """Build the config of one experiment.
+
+    ``profile`` picks the preset values, ``dataset``/``setting``/``fold``/``method``/``test_group``
+    the coordinates, then ``overrides`` (``"section.field=value"``, applied last, so they win).
+    ``test_group`` defaults to all organs (setting 1) or the kidneys (setting 2).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: {method!r} is not one of {', '.join(METHODS)}")
+    values = _profile_values(profile)
+    data = dict(values.get("data", {}), dataset=str(dataset), setting=int(setting), fold=int(fold),
+                test_group=parse_group(test_group, int(setting)))
+    cfg = ExperimentConfig(
+        profile=profile,
+        data=DataConfig(**data),
+        model=ModelConfig(**dict(values.get("model", {}), method=method)),
+        loss=LossConfig(**values.get("loss", {})),
+        train=TrainConfig(**values.get("train", {})),
+        eval=EvalConfig(**values.get("eval", {})),
+    )
+    return apply_overrides(cfg, overrides)
+
+
+# ---------------------------------------------------------------------- overrides
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+def _convert(text: str, annotation: Any, where: str) -> Any:
+    """Convert the string ``text`` to the type ``annotation`` of field ``where``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if type(None) in args and text.strip().lower() in ("none", "null", ""):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(text, inner[0], where)
+    if annotation is bool:
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"{where}: {text!r} is not a boolean (use true/false)")
+    if annotation is int:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            number = float("nan")
+        if number == number and number.is_integer():
+            return int(number)  # "1e5" -> 100000
+        raise ValueError(f"{where}: {text!r} is not an integer")
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{where}: {text!r} is not a number") from None
+    if origin in (tuple, list):
+        text = text.strip()
+        if text.startswith("["):
+            items = json.loads(text)
+        else:
+            items = [t.strip() for t in text.split(",") if t.strip()]
+        inner = args[0] if args else str
+        return tuple(_convert(str(i), inner, where) for i in items)
+    return text
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """Return a copy of ``cfg`` with ``"section.field=value"`` overrides applied.
+
+    Values are converted to the field's type (``true``/``false`` for booleans, comma lists
+    for tuples, ``none`` for optional fields); every section is re-validated.
+    """
+    out = cfg.copy()
+    pending = {name: asdict(getattr(out, name)) for name in SECTIONS}
+    group_given = False
+    for item in overrides or ():
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected section.field=value (e.g. model.n_blocks=7)")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key == "profile":
+            out.profile = value.strip()
+            continue
+        if "." not in key:
+            raise ValueError(f"override {item!r}: expected section.field=value with section one of {', '.join(SECTIONS)}")
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            raise ValueError(f"override {item!r}: unknown section {section!r}; known: {', '.join(SECTIONS)}")
+        section_cls = SECTIONS[section]
+        hints = typing.get_type_hints(section_cls)
+        if name not in {f.name for f in fields(section_cls)}:
+            raise ValueError(
+                f"override {item!r}: {section_cls.__name__} has no field {name!r}; "
+                f"known: {', '.join(f.name for f in fields(section_cls))}"
+            )
+        if section == "data" and name == "test_group":
+            pending[section][name] = value  # parsed below, once the setting is known
+            group_given = True
+        else:
+            pending[section][name] = _convert(value, hints[name], key)
+    data = pending["data"]
+    setting = int(data["setting"])
+    if group_given:
+        data["test_group"] = parse_group(data["test_group"], setting)
+    elif setting != cfg.data.setting:
+        data["test_group"] = parse_group(None, setting)  # the setting changed: its default group
+    for name, section_cls in SECTIONS.items():
+        setattr(out, name, section_cls(**pending[name]))
+    return out
+
+
+def describe(cfg: ExperimentConfig) -> str:
+    """One line naming the experiment (for logs and progress bars)."""
+    return (
+        f"{cfg.dataset_name()} setting {cfg.data.setting} ({cfg.group_name()}) fold {cfg.data.fold} "
+        f"{cfg.model.method} [{cfg.profile}, {cfg.model.encoder}, {cfg.data.input_size}px, "
+        f"{cfg.train.steps} steps, hash {cfg.config_hash()}]"
+    )
+
+
+__all__ = [
+    "ORGANS", "SETTING2_GROUPS", "GROUP_NAMES", "PROFILES", "CPU_ENCODER",
+    "DataConfig", "TrainConfig", "EvalConfig", "ExperimentConfig",
+    "make_config", "apply_overrides", "parse_group", "describe", "is_dataclass",
+]

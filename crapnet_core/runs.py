@@ -1,0 +1,257 @@
+"""Run folders keyed by config hash, and 5-fold cross-validation with a paper-style summary.
+
+``ensure_run(cfg, runs_root)`` is the one call notebooks and the CLI use to get a trained
+and evaluated run: the folder is ``runs_root / cfg.run_name()`` (readable coordinates +
+the config hash), so two callers asking for the same config share one run, and work
+already done (training finished, metrics written) is skipped. An interrupted training is
+resumed from its last checkpoint. A lock file serialises concurrent callers of one run.
+
+``cross_validate(...)`` runs every fold (setting 2: one model per test group per fold,
+trained without that group, evaluated on that group only) and writes ``summary.json`` and
+``summary.md`` (the layout of the paper's Tables 1-2: LK, RK, Spleen, Liver, Mean).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .experiment import ORGANS, ExperimentConfig, make_config
+from .io import write_json, write_text
+from .metrics import json_number, nanmean, nanstd
+
+log = logging.getLogger(__name__)
+
+ORGAN_COLUMNS = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", "liver": "Liver"}
+
+#: The paper's Dice (Tables 1-2) for the methods this project implements, for comparison
+#: rows in summary.md: {(dataset, setting, method): (LK, RK, Spleen, Liver, Mean)}.
+PAPER_DICE = {
+    ("sabs", 1, "alpnet"): (72.36, 71.81, 70.96, 78.29, 73.35),
+    ("sabs", 1, "panet"): (56.52, 50.42, 55.72, 60.86, 57.88),
+    ("sabs", 1, "crapnet"): (74.69, 74.18, 70.37, 75.41, 73.66),
+    ("chaos", 1, "alpnet"): (81.92, 85.18, 72.18, 76.10, 78.84),
+    ("chaos", 1, "panet"): (58.83, 60.81, 61.32, 71.73, 63.17),
+    ("chaos", 1, "crapnet"): (81.95, 86.42, 74.32, 76.46, 79.79),
+    ("sabs", 2, "alpnet"): (63.34, 54.82, 60.25, 73.65, 63.02),
+    ("sabs", 2, "panet"): (37.58, 34.69, 43.73, 61.71, 44.42),
+    ("sabs", 2, "crapnet"): (70.91, 67.33, 70.17, 70.45, 69.72),
+    ("chaos", 2, "alpnet"): (73.63, 78.39, 67.02, 73.05, 73.02),
+    ("chaos", 2, "panet"): (47.71, 47.95, 58.73, 64.99, 54.85),
+    ("chaos", 2, "crapnet"): (74.66, 82.77, 70.82, 73.82, 75.52),
+}
+PAPER_NAMES = {"crapnet": "CRAPNet", "alpnet": "SSL-ALPNet", "panet": "SSL-PANet"}
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Exclusive lock on ``run_dir/.lock`` (waits for another process working on the same run)."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_dir_for(cfg: ExperimentConfig, runs_root: str | Path) -> Path:
+    """Where ``ensure_run`` keeps the run of ``cfg``."""
+    return Path(runs_root) / cfg.run_name()
+
+
+def is_evaluated(run_dir: str | Path, cfg: ExperimentConfig) -> bool:
+    """``metrics.json`` exists, belongs to this config and to the fully trained model."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return False
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return m.get("config_hash") == cfg.config_hash() and int(m.get("step", -1)) == cfg.train.steps
+
+
+def ensure_run(
+    cfg: ExperimentConfig,
+    runs_root: str | Path = "runs",
+    progress: bool = True,
+    evaluate: bool = True,
+    device: str | None = None,
+) -> Path:
+    """Train (or resume) and evaluate ``cfg`` under ``runs_root``, skipping completed work.
+
+    Returns the run folder ``runs_root / cfg.run_name()``. ``device`` overrides
+    ``train.device`` (runtime only: it does not change the config hash).
+    """
+    from .evaluation import evaluate as evaluate_run
+    from .training import is_trained, latest_checkpoint, train
+
+    if device is not None:
+        cfg = cfg.copy()
+        cfg.train.device = device
+    run_dir = run_dir_for(cfg, runs_root)
+    with run_lock(run_dir):
+        if not is_trained(run_dir):
+            resume = latest_checkpoint(run_dir) is not None and (run_dir / "config.json").is_file()
+            log.info("%s: %s", run_dir, "resuming training" if resume else "training")
+            train(cfg, run_dir, resume=resume, progress=progress)
+        if evaluate and not is_evaluated(run_dir, cfg):
+            evaluate_run(run_dir, device=cfg.train.device, progress=progress)
+    return run_dir
+
+
+# ---------------------------------------------------------------------- cross-validation
+def fold_configs(
+    profile: str, dataset: str, setting: int, method: str, fold: int, overrides: Sequence[str] = ()
+) -> list[ExperimentConfig]:
+    """The configs of one fold: one (setting 1) or one per test group (setting 2)."""
+    from .experiment import SETTING2_GROUPS
+
+    groups = [None] if setting == 1 else list(SETTING2_GROUPS)
+    return [make_config(profile, dataset, setting, fold, method, overrides, test_group=g) for g in groups]
+
+
+def cross_validate(
+    dataset: str,
+    setting: int,
+    method: str,
+    profile: str,
+    out: str | Path,
+    overrides: Sequence[str] = (),
+    folds: Sequence[int] | None = None,
+    progress: bool = True,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Run the folds of one experiment (skipping finished ones) and write the summary.
+
+    Run folders live in ``out`` (named by config hash, so reruns and notebooks share them);
+    ``out/summary.json`` and ``out/summary.md`` hold per-fold and mean Dice per organ
+    (the paper averages the 5 folds), plus HD95 and ASD.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    probe = make_config(profile, dataset, setting, 0, method, overrides)
+    n_folds = probe.data.n_folds
+    folds = list(range(n_folds)) if folds is None else [int(f) for f in folds]
+    for f in folds:
+        if not 0 <= f < n_folds:
+            raise ValueError(f"fold: {f} is out of range 0..{n_folds - 1}")
+    runs: list[tuple[int, Path]] = []
+    t0 = time.time()
+    for f in folds:
+        for cfg in fold_configs(profile, dataset, setting, method, f, overrides):
+            t_run = time.time()
+            run_dir = ensure_run(cfg, out, progress=progress, device=device)
+            log.info("fold %d %s done in %.0f s: %s", f, cfg.group_name(), time.time() - t_run, run_dir)
+            runs.append((f, run_dir))
+    summary = summarize_runs([r for _, r in runs], dataset=probe.dataset_name(), setting=setting,
+                             method=method, profile=profile)
+    summary["wall_seconds_this_call"] = round(time.time() - t0, 1)
+    summary["overrides"] = list(overrides)
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", summary_markdown(summary))
+    return summary
+
+
+def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method: str, profile: str) -> dict[str, Any]:
+    """Combine the ``metrics.json`` of evaluated runs into per-fold and 5-fold tables."""
+    from .training import train_seconds
+
+    per_fold: dict[int, dict[str, Any]] = {}
+    for run_dir in run_dirs:
+        m = json.loads((Path(run_dir) / "metrics.json").read_text())
+        fold = int(m["fold"])
+        entry = per_fold.setdefault(fold, {"dice": {}, "hd95": {}, "asd": {}, "runs": [], "support": {},
+                                           "train_seconds": 0.0, "eval_seconds": 0.0})
+        for organ, row in m["per_organ"].items():
+            entry["dice"][organ] = row["dice_mean"]
+            entry["hd95"][organ] = row["hd95_mean"]
+            entry["asd"][organ] = row["asd_mean"]
+        entry["runs"].append(Path(run_dir).name)
+        entry["support"].update({o: {"scan_id": m["support"]["scan_id"], "slices": s}
+                                 for o, s in m["support"]["slices"].items()})
+        entry["train_seconds"] += train_seconds(run_dir) or 0.0
+        entry["eval_seconds"] += float(m.get("seconds", 0.0))
+    organs = [o for o in ORGANS if any(o in e["dice"] for e in per_fold.values())]
+    organs += sorted({o for e in per_fold.values() for o in e["dice"]} - set(organs))
+    for entry in per_fold.values():
+        entry["dice"]["mean"] = json_number(nanmean([entry["dice"].get(o) for o in organs]))
+        entry["hd95"]["mean"] = json_number(nanmean([entry["hd95"].get(o) for o in organs]))
+        entry["asd"]["mean"] = json_number(nanmean([entry["asd"].get(o) for o in organs]))
+    mean: dict[str, dict[str, Any]] = {"dice": {}, "dice_std_over_folds": {}, "hd95": {}, "asd": {}}
+    for organ in organs:
+        mean["dice"][organ] = json_number(nanmean([e["dice"].get(organ) for e in per_fold.values()]))
+        mean["dice_std_over_folds"][organ] = json_number(nanstd([e["dice"].get(organ) for e in per_fold.values()]))
+        mean["hd95"][organ] = json_number(nanmean([e["hd95"].get(organ) for e in per_fold.values()]))
+        mean["asd"][organ] = json_number(nanmean([e["asd"].get(organ) for e in per_fold.values()]))
+    for key in ("dice", "hd95", "asd"):
+        mean[key]["mean"] = json_number(nanmean([mean[key].get(o) for o in organs]))
+    return {
+        "dataset": dataset,
+        "setting": setting,
+        "method": method,
+        "profile": profile,
+        "organs": organs,
+        "folds": sorted(per_fold),
+        "per_fold": {str(k): per_fold[k] for k in sorted(per_fold)},
+        "mean": mean,
+        "paper_dice": dict(zip([*ORGAN_COLUMNS.values(), "Mean"], PAPER_DICE.get((dataset, setting, method), ())))
+        or None,
+        "train_seconds_total": round(sum(e["train_seconds"] for e in per_fold.values()), 1),
+        "eval_seconds_total": round(sum(e["eval_seconds"] for e in per_fold.values()), 1),
+        "units": {"dice": "percent (0..100) in summary.md, fraction in summary.json", "hd95": "mm", "asd": "mm"},
+    }
+
+
+def _fmt(value: float | None, scale: float = 1.0) -> str:
+    return "–" if value is None else f"{value * scale:.2f}"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """Markdown tables in the layout of the paper's Tables 1-2 (Dice x 100), plus HD95/ASD."""
+    organs = summary["organs"]
+    head = [ORGAN_COLUMNS.get(o, o) for o in organs] + ["Mean"]
+    name = PAPER_NAMES.get(summary["method"], summary["method"])
+    ds_label = {"chaos": "Abdominal-MRI (CHAOS T2-SPIR)", "sabs": "Abdominal-CT (Synapse/BTCV)"}.get(
+        summary["dataset"], summary["dataset"])
+    lines = [
+        f"# {name}, {ds_label}, setting {summary['setting']}, profile `{summary['profile']}`",
+        "",
+        f"Dice score (0-100), mean over folds {', '.join(map(str, summary['folds']))} "
+        f"(per fold: mean over the fold's test scans).",
+        "",
+        "| Method | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 1) + "|",
+    ]
+    row = [summary["mean"]["dice"].get(o) for o in organs] + [summary["mean"]["dice"].get("mean")]
+    lines.append(f"| {name} ({summary['profile']}, this repo) | " + " | ".join(_fmt(v, 100) for v in row) + " |")
+    paper = summary.get("paper_dice")
+    if paper and list(organs) == list(ORGAN_COLUMNS):
+        lines.append(f"| {name} (paper, Table {summary['setting']}) | "
+                     + " | ".join(f"{paper[k]:.2f}" for k in [*ORGAN_COLUMNS.values(), "Mean"]) + " |")
+    lines += ["", "Per fold (Dice 0-100):", "", "| Fold | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for fold, entry in summary["per_fold"].items():
+        vals = [entry["dice"].get(o) for o in organs] + [entry["dice"].get("mean")]
+        lines.append(f"| {fold} | " + " | ".join(_fmt(v, 100) for v in vals) + " |")
+    std = [summary["mean"]["dice_std_over_folds"].get(o) for o in organs]
+    lines.append("| std over folds | " + " | ".join(_fmt(v, 100) for v in std) + " | |")
+    lines += ["", "Surface distances (mm, mean over folds; scans with an empty prediction left out):", "",
+              "| Metric | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for key, label in (("hd95", "HD95"), ("asd", "ASD")):
+        vals = [summary["mean"][key].get(o) for o in organs] + [summary["mean"][key].get("mean")]
+        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in vals) + " |")
+    lines += ["", f"Training time {summary['train_seconds_total']:.0f} s, evaluation time "
+              f"{summary['eval_seconds_total']:.0f} s (all folds, as measured in the runs)."]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["ensure_run", "run_dir_for", "is_evaluated", "fold_configs", "cross_validate", "summarize_runs",
+           "summary_markdown", "PAPER_DICE", "run_lock"]

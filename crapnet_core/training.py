@@ -1,0 +1,559 @@
+"""Self-supervised episodic training (Sec. 3.7 and 4.3 of the paper).
+
+One step = one batch of ``train.batch_size`` episodes (paper: 1) from
+:class:`crapnet_core.episodes.EpisodeDataset`: step ``t`` (0-based) uses the episode
+indices ``t * B .. t * B + B - 1``. Episodes are deterministic in ``(seed, index)``, so a
+resumed run sees exactly the data the uninterrupted run would have seen; the checkpoint
+also restores the model, optimiser, scheduler and random states, hence ``--resume``
+reproduces the uninterrupted run's parameters.
+
+Optimisation (Sec. 4.3): SGD, lr 1e-3, momentum 0.9, weight decay 5e-4, lr x 0.95 every
+1000 steps (``torch.optim.lr_scheduler.StepLR`` stepped once per step). Loss: Eq. 20
+(``losses.episode_loss``: weighted cross-entropy Eq. 18 + lambda x alignment Eq. 19).
+
+Run folder written here::
+
+    RUN/config.json                 the ExperimentConfig (with its hash)
+    RUN/checkpoints/step_<n>.pt     every ``checkpoint_every`` steps (last ``keep_checkpoints`` kept)
+    RUN/checkpoints/last.pt         the latest checkpoint (hard link to the newest step file)
+    RUN/metrics.csv                 step, loss, seg, align, lr, seconds
+    RUN/TRAINED                     JSON marker written when every step is done
+    RUN/tensorboard/                event files, only when ``tensorboard`` is installed
+
+Devices: on CUDA, bfloat16 autocast, channels-last tensors, pinned memory and
+data-loading workers with prefetching; on CPU, ``torch.set_num_threads`` over the cores
+and the episodes made in the main process (measured faster on 2 cores, see
+``benchmarks/bench_train.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io as _io
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .experiment import ExperimentConfig, describe
+from .io import save_torch, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("step", "loss", "seg", "align", "lr", "seconds")
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint that does not belong to the given model config."""
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked (other config, finished run without --force...)."""
+
+
+# ---------------------------------------------------------------------- helpers
+def resolve_device(name: str | None):
+    """``auto`` -> CUDA when available else CPU; a clear error when CUDA is asked for but absent."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name!r} asked for but CUDA is not available on this machine")
+    if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
+        raise ValueError(f"train.device: {name!r} is not one of auto, cpu, cuda, cuda:K")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def cpu_threads(cfg: ExperimentConfig, device):
+    """Use ``train.threads`` CPU threads (0: every core) for torch kernels, restored afterwards.
+
+    On a CPU shared with other processes, fewer threads than cores avoids oversubscription
+    (OpenMP threads spin-waiting for each other); ``OMP_WAIT_POLICY=PASSIVE`` helps too.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if device.type == "cpu":
+        n = cfg.train.threads or (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def num_workers(cfg: ExperimentConfig, device) -> int:
+    """Data-loading workers: ``train.num_workers`` or 0 on CPU / min(6, cores) on CUDA."""
+    if cfg.train.num_workers >= 0:
+        return int(cfg.train.num_workers)
+    return 0 if device.type == "cpu" else max(1, min(6, (os.cpu_count() or 2) - 1))
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_model(cfg: ExperimentConfig):
+    """The few-shot segmenter of ``cfg.model`` (seeded with ``train.seed`` for a reproducible init)."""
+    import torch
+
+    from .model import FewShotSegmenter
+
+    torch.manual_seed(cfg.train.seed)
+    return FewShotSegmenter(cfg.model)
+
+
+def build_episodes(cfg: ExperimentConfig):
+    """``(EpisodeDataset, DatasetSpec, Fold, stats)`` for the run's dataset, fold and setting."""
+    from . import datasets as ds
+    from .episodes import EpisodeDataset
+    from .protocol import make_fold
+
+    spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
+    fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds)
+    for organ in cfg.data.test_group:
+        spec.label_id(organ)  # the dataset must label every organ the run is about
+    stats = ds.normalization_stats(spec, fold.train_ids)
+    dataset = EpisodeDataset(
+        spec, fold, exclude_organs=cfg.data.exclude_organs, size=cfg.data.input_size,
+        seed=cfg.train.seed, length=cfg.train.steps * cfg.train.batch_size, stats=stats,
+        augment=cfg.data.augment,
+    )
+    return dataset, spec, fold, stats
+
+
+def make_optimizer(cfg: ExperimentConfig, model):
+    """SGD + StepLR as in Sec. 4.3."""
+    import torch
+
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                          weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.train.lr_step, gamma=cfg.train.lr_gamma)
+    return opt, sched
+
+
+def _to_device(batch: dict[str, Any], device, channels_last: bool) -> dict[str, Any]:
+    import torch
+
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and value.ndim == 4 and value.is_floating_point():
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------- checkpoints
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    path = checkpoint_dir(run_dir) / "last.pt"
+    return path if path.is_file() else None
+
+
+def _link_last(step_path: Path) -> None:
+    """Point ``last.pt`` at ``step_path`` atomically (hard link, copy when links fail)."""
+    import shutil
+
+    last = step_path.parent / "last.pt"
+    tmp = step_path.parent / f".last.{os.getpid()}.tmp"
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(step_path, tmp)
+    except OSError:
+        shutil.copyfile(step_path, tmp)
+    os.replace(tmp, last)
+
+
+def save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, optimizer, scheduler,
+                    stats, seconds: float) -> Path:
+    """Write ``step_<step>.pt`` atomically, point ``last.pt`` at it, prune old step files."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "step": int(step),
+        "config": cfg.to_dict(),
+        "config_hash": cfg.config_hash(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "norm_stats": None if stats is None else [float(stats[0]), float(stats[1])],
+        "seconds": float(seconds),
+    }
+    path = checkpoint_dir(run_dir) / f"step_{step}.pt"
+    save_torch(path, state)
+    _link_last(path)
+    steps = sorted(
+        (int(p.stem.split("_")[1]), p) for p in checkpoint_dir(run_dir).glob("step_*.pt")
+        if p.stem.split("_")[1].isdigit()
+    )
+    for _, old in steps[: max(0, len(steps) - max(1, cfg.train.keep_checkpoints))]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - truncated zip, pickle error: all "unreadable"
+        raise CheckpointMismatch(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointMismatch(f"{path}: not a crapnet checkpoint (no model state)")
+    return state
+
+
+def check_checkpoint(state: dict[str, Any], cfg: ExperimentConfig, path: str | Path) -> None:
+    """Refuse a checkpoint whose model config differs from ``cfg.model`` (naming the fields)."""
+    saved = (state.get("config") or {}).get("model")
+    if saved is None:
+        return
+    current = cfg.to_dict()["model"]
+    diff = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    if diff:
+        parts = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in diff)
+        raise CheckpointMismatch(f"{path}: checkpoint does not match the model config ({parts})")
+
+
+def load_model(cfg: ExperimentConfig, checkpoint: str | Path, device=None):
+    """Build ``cfg``'s model and load ``checkpoint`` into it; returns ``(model, checkpoint_state)``.
+
+    A checkpoint of another architecture raises :class:`CheckpointMismatch` naming the
+    differing config fields (or, for checkpoints without a config, the mismatching tensors).
+    """
+    import torch
+
+    state = read_checkpoint(checkpoint)
+    check_checkpoint(state, cfg, checkpoint)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state["model"], strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0:3]
+        raise CheckpointMismatch(f"{checkpoint}: checkpoint does not match the model config ({' '.join(first)})") from None
+    model.to(device or torch.device("cpu"))
+    model.eval()
+    return model, state
+
+
+# ---------------------------------------------------------------------- metrics log
+class MetricsLog:
+    """``metrics.csv`` (append per row) + TensorBoard scalars when ``tensorboard`` is installed."""
+
+    def __init__(self, run_dir: Path, resume_step: int) -> None:
+        self.path = run_dir / "metrics.csv"
+        if resume_step > 0 and self.path.is_file():
+            # drop rows written after the checkpoint we resume from (they will be redone)
+            rows = list(csv.DictReader(self.path.open()))
+            kept = [r for r in rows if int(r["step"]) <= resume_step]
+            buf = _io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+            write_text(self.path, buf.getvalue())
+        else:
+            write_text(self.path, ",".join(CSV_COLUMNS) + "\n")
+        self.fh = self.path.open("a", newline="")
+        self.writer = csv.writer(self.fh)
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
+
+            self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=resume_step + 1)
+        except Exception:  # noqa: BLE001 - tensorboard missing: CSV only
+            self.tb = None
+
+    def write(self, step: int, losses: dict[str, float], lr: float, seconds: float) -> None:
+        self.writer.writerow([step, f"{losses['total']:.6f}", f"{losses['seg']:.6f}", f"{losses['align']:.6f}",
+                              f"{lr:.6g}", f"{seconds:.2f}"])
+        self.fh.flush()
+        if self.tb is not None:
+            for key, value in losses.items():
+                self.tb.add_scalar(f"loss/{key}", value, step)
+            self.tb.add_scalar("lr", lr, step)
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics_csv(run_dir: str | Path) -> list[dict[str, float]]:
+    """Rows of ``RUN/metrics.csv`` as floats (for notebooks)."""
+    path = Path(run_dir) / "metrics.csv"
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(path.open())]
+
+
+# ---------------------------------------------------------------------- run folders
+RUN_ITEMS = ("config.json", "checkpoints", "metrics.csv", "metrics.json", "predictions", "TRAINED",
+             "tensorboard", "train.log")
+
+
+def is_trained(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "TRAINED").is_file() and latest_checkpoint(run_dir) is not None
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove what a run writes (only crapnet's own items; the folder itself is kept)."""
+    import shutil
+
+    for name in RUN_ITEMS:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, force: bool = False) -> tuple[Path, int]:
+    """Check ``run_dir`` for training ``cfg``; returns ``(run_dir, start_step)``.
+
+    - empty / new folder: start at 0;
+    - a folder that is not a run folder (files but no config.json): refused;
+    - a run of another config: refused (``force`` replaces it);
+    - a finished run of this config: refused without ``force`` (which starts over);
+    - an unfinished run of this config: ``resume`` continues from ``checkpoints/last.pt``,
+      otherwise refused (``force`` starts over).
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: exists and is not a folder")
+    if run_dir.is_dir() and not cfg_path.is_file():
+        others = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")]
+        if others:
+            raise RunFolderError(
+                f"{run_dir}: folder is not empty and is not a crapnet run folder (no config.json); choose another --out"
+            )
+    if cfg_path.is_file():
+        try:
+            old = ExperimentConfig.load(cfg_path)
+            old_hash = old.config_hash()
+        except (ValueError, TypeError) as err:
+            old_hash = f"unreadable ({err})"
+        if old_hash != cfg.config_hash():
+            if not force:
+                raise RunFolderError(
+                    f"{run_dir}: holds a run of another config (hash {old_hash}, this config {cfg.config_hash()}); "
+                    f"choose another --out or pass --force to overwrite it"
+                )
+            clear_run(run_dir)
+        elif force:
+            clear_run(run_dir)
+        elif is_trained(run_dir):
+            raise RunFolderError(
+                f"{run_dir}: already holds the finished run of this config; pass --force to train it again"
+            )
+        elif latest_checkpoint(run_dir) is not None:
+            if not resume:
+                step = int(read_checkpoint(latest_checkpoint(run_dir)).get("step", 0))
+                raise RunFolderError(
+                    f"{run_dir}: holds an unfinished run of this config (checkpoint at step {step}); "
+                    f"pass --resume to continue it or --force to start over"
+                )
+            state = read_checkpoint(latest_checkpoint(run_dir))
+            return run_dir, int(state["step"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, 0
+
+
+# ---------------------------------------------------------------------- training loop
+def train(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    force: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> Path:
+    """Train ``cfg`` into ``run_dir``; returns the final checkpoint (``checkpoints/last.pt``).
+
+    ``resume=True`` continues an interrupted run exactly from its last checkpoint.
+    ``on_step(step, losses)`` is called after every completed step (1-based step count).
+    Raises :class:`TrainingDiverged` on a NaN/infinite loss (the last good checkpoint stays),
+    :class:`RunFolderError` when ``run_dir`` cannot be used as asked.
+    """
+    import torch
+
+    run_dir, start = prepare_run_dir(cfg, run_dir, resume=resume, force=force)
+    device = resolve_device(cfg.train.device)
+    with cpu_threads(cfg, device):
+        return _train(cfg, run_dir, start, device, progress, on_step)
+
+
+def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: bool,
+           on_step: Callable[[int, dict[str, float]], None] | None) -> Path:
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cfg.save(run_dir / "config.json")
+
+    from .losses import episode_loss
+
+    seed_everything(cfg.train.seed)
+    dataset, spec, fold, stats = build_episodes(cfg)
+    model = build_model(cfg).to(device)
+    channels_last = bool(cfg.train.channels_last and device.type == "cuda")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = make_optimizer(cfg, model)
+    prev_seconds = 0.0
+    if start > 0:
+        state = read_checkpoint(latest_checkpoint(run_dir))
+        check_checkpoint(state, cfg, latest_checkpoint(run_dir))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        prev_seconds = float(state.get("seconds", 0.0))
+        log.info("%s: resuming at step %d of %d", run_dir, start, cfg.train.steps)
+    else:
+        seed_everything(cfg.train.seed + 1)  # training-time randomness (dropout...), after the init
+
+    total = cfg.train.steps
+    if start >= total:
+        _mark_trained(run_dir, cfg, prev_seconds)
+        return run_dir / "checkpoints" / "last.pt"
+
+    B = cfg.train.batch_size
+    indices = list(range(start * B, total * B))
+    workers = num_workers(cfg, device)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=B,
+        sampler=indices,  # sequential: step t <- episodes t*B .. t*B+B-1, the same after a resume
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        drop_last=False,
+        # own generator: creating the iterator must not consume the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+    metrics_log = MetricsLog(run_dir, start)
+    use_amp = bool(cfg.train.amp and device.type == "cuda")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=f"train f{cfg.data.fold} {cfg.model.method}", unit="step",
+                   dynamic_ncols=True)
+    log.info("training %s on %s (%d data workers)", describe(cfg), device, workers)
+    t0 = time.time()
+    step = start
+    model.train()
+    try:
+        for batch in loader:
+            batch = _to_device(batch, device, channels_last)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else _null():
+                losses = episode_loss(model, batch, cfg.loss)
+            loss = losses["total"]
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                last = latest_checkpoint(run_dir)
+                kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+                raise TrainingDiverged(
+                    f"training diverged: loss is {value} at step {step + 1} of {total} "
+                    f"(run {run_dir}); {kept}. Try a lower train.lr."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            seconds = prev_seconds + time.time() - t0
+            scalars = {k: float(losses[k].detach()) for k in ("total", "seg", "align")}
+            if step % cfg.train.log_every == 0 or step == total:
+                metrics_log.write(step, scalars, optimizer.param_groups[0]["lr"], seconds)
+            if step % cfg.train.checkpoint_every == 0 or step == total:
+                save_checkpoint(run_dir, cfg, step, model, optimizer, scheduler, stats, seconds)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{scalars['total']:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            if on_step is not None:
+                on_step(step, scalars)
+    finally:
+        metrics_log.close()
+        if bar is not None:
+            bar.close()
+    seconds = prev_seconds + time.time() - t0
+    _mark_trained(run_dir, cfg, seconds)
+    return run_dir / "checkpoints" / "last.pt"
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _mark_trained(run_dir: Path, cfg: ExperimentConfig, seconds: float) -> None:
+    write_json(run_dir / "TRAINED", {"steps": cfg.train.steps, "config_hash": cfg.config_hash(),
+                                     "train_seconds": round(seconds, 2)})
+
+
+def train_seconds(run_dir: str | Path) -> float | None:
+    path = Path(run_dir) / "TRAINED"
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text()).get("train_seconds", math.nan))
+
+
+__all__ = [
+    "TrainingDiverged", "CheckpointMismatch", "RunFolderError", "train", "load_model", "build_model",
+    "build_episodes", "make_optimizer", "save_checkpoint", "read_checkpoint", "check_checkpoint",
+    "latest_checkpoint", "prepare_run_dir", "is_trained", "clear_run", "read_metrics_csv", "resolve_device",
+    "train_seconds",
+]
