@@ -164,17 +164,6 @@ def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequen
 
 
 # ---------------------------------------------------------------------- evaluation
-def _resolve_device(name: str | None):
-    import torch
-
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} asked for but CUDA is not available here")
-    return torch.device(name)
-
-
 def evaluate_model(
     model,
     cfg,
@@ -193,9 +182,10 @@ def evaluate_model(
     from . import datasets as ds
     from .io import save_nifti
     from .protocol import make_fold
+    from .training import resolve_device
 
     t0 = time.time()
-    device = torch.device(device) if device is not None else _resolve_device(cfg.train.device)
+    device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
     save = cfg.eval.save_predictions if save_predictions is None else bool(save_predictions)
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
     ids = ds.scan_ids(spec)
@@ -336,7 +326,7 @@ def evaluate(
     """
     from .experiment import ExperimentConfig
     from .io import write_json
-    from .training import cpu_threads, load_model
+    from .training import cpu_threads, load_model, resolve_device
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
@@ -347,7 +337,7 @@ def evaluate(
         checkpoint = run_dir / "checkpoints" / "last.pt"
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint}: no checkpoint in {run_dir}; train the run first")
-    dev = _resolve_device(device or cfg.train.device)
+    dev = resolve_device(device or cfg.train.device)
     model, meta = load_model(cfg, checkpoint, dev)
     with cpu_threads(cfg, dev):
         metrics = evaluate_model(model, cfg, dev, out_dir=run_dir, progress=progress,

@@ -27,6 +27,7 @@ info = {"command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data " +
         "torch": torch.__version__, "encoder_init": "random (no pretrained weights)"}
 json.dump(info, open(f"results/{name}/run_info.json", "w"), indent=2)
 PY
+    .venv/bin/python results/collect.py --update-readme || true
   fi
   echo "$name rc=$rc wall=$((end-start))s start=$start_iso" >> runs/results/progress.txt
 done
