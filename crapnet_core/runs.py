@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .experiment import ORGANS, ExperimentConfig, make_config
+from .figures import PUBLISHED, PUBLISHED_METHOD_KEYS
 from .io import write_json, write_text
 from .metrics import json_number, nanmean, nanstd
 
@@ -32,20 +33,13 @@ ORGAN_COLUMNS = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", 
 #: The paper's Dice (Tables 1-2) for the methods this project implements, for comparison
 #: rows in summary.md: {(dataset, setting, method): (LK, RK, Spleen, Liver, Mean)}.
 PAPER_DICE = {
-    ("sabs", 1, "alpnet"): (72.36, 71.81, 70.96, 78.29, 73.35),
-    ("sabs", 1, "panet"): (56.52, 50.42, 55.72, 60.86, 57.88),
-    ("sabs", 1, "crapnet"): (74.69, 74.18, 70.37, 75.41, 73.66),
-    ("chaos", 1, "alpnet"): (81.92, 85.18, 72.18, 76.10, 78.84),
-    ("chaos", 1, "panet"): (58.83, 60.81, 61.32, 71.73, 63.17),
-    ("chaos", 1, "crapnet"): (81.95, 86.42, 74.32, 76.46, 79.79),
-    ("sabs", 2, "alpnet"): (63.34, 54.82, 60.25, 73.65, 63.02),
-    ("sabs", 2, "panet"): (37.58, 34.69, 43.73, 61.71, 44.42),
-    ("sabs", 2, "crapnet"): (70.91, 67.33, 70.17, 70.45, 69.72),
-    ("chaos", 2, "alpnet"): (73.63, 78.39, 67.02, 73.05, 73.02),
-    ("chaos", 2, "panet"): (47.71, 47.95, 58.73, 64.99, 54.85),
-    ("chaos", 2, "crapnet"): (74.66, 82.77, 70.82, 73.82, 75.52),
-}
-PAPER_NAMES = {"crapnet": "CRAPNet", "alpnet": "SSL-ALPNet", "panet": "SSL-PANet"}
+    (dataset, setting, method): rows[paper_name]
+    for setting, table in ((1, "table1"), (2, "table2"))
+    for dataset, rows in PUBLISHED[table].items()
+    for method, paper_name in PUBLISHED_METHOD_KEYS.items()
+    if paper_name in rows
+}  # derived from the one transcription of the paper's Tables 1-2 (crapnet_core.figures)
+PAPER_NAMES = PUBLISHED_METHOD_KEYS
 
 
 @contextlib.contextmanager
