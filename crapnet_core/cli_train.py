@@ -175,7 +175,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_cross_validate)
 
     p = subparsers.add_parser("segment", help="segment an organ in a new scan from one annotated example",
-                              description="1-shot segmentation of a new scan with a trained model.")
+                              description="1-shot segmentation of a new scan with a trained model. "
+                              "Support and query are reoriented from their affines to one canonical orientation "
+                              "(rows posterior->anterior, columns right->left, slices inferior->superior) and "
+                              "resampled in-plane to 256 x 256 (any size; the SABS preset's 257 x 257 crop when "
+                              "the run was trained on SABS); the prediction is written on the query file's own "
+                              "grid, axis order and affine.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="trained run folder (uses RUN/checkpoints/last.pt)")
     src.add_argument("--checkpoint", help="checkpoint file (its config is stored inside)")
@@ -184,8 +189,9 @@ def register(subparsers) -> None:
     p.add_argument("--support-organ-label", type=int, default=1, help="label id of the organ in --support-label")
     p.add_argument("--query-image", required=True, help="scan to segment (NIfTI)")
     p.add_argument("--query-range", default=None,
-                   help="z0:z1 slice range holding the organ in the query (default: every slice)")
-    p.add_argument("--out", required=True, help="output NIfTI (same shape and affine as --query-image)")
+                   help="z0:z1 axial slice range holding the organ in the query, counted inferior->superior "
+                        "from 0 (default: every slice)")
+    p.add_argument("--out", required=True, help="output NIfTI (same shape, axis order and affine as --query-image)")
     p.add_argument("--device", default=None)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=_cmd_segment)

@@ -18,9 +18,14 @@ Beyond the paper, HD95 and ASD (mm, from the volume spacing) are computed on the
 scored slab with MONAI; an empty prediction makes them undefined (``null``, left out of
 the means and counted in ``n_empty_pred``; see :mod:`crapnet_core.metrics`).
 
+Grid: the model sees the canonical 256 x 256 grid (:mod:`crapnet_core.geometry`); its
+foreground probability is mapped back to the FILE's own in-plane grid (bilinear; zero
+outside a preset crop) before the 0.5 threshold, and Dice/HD95/ASD are computed there
+against the file's own label voxels with the file's spacing (organ range included).
+
 The saved predictions ``RUN/predictions/<scan>_<organ>.nii.gz`` hold 1 where the model
-predicts the organ on the scored slices and 0 everywhere else, in the input file's shape
-and affine: Dice recomputed with any tool on the whole volume equals the reported one.
+predicts the organ on the scored slices and 0 everywhere else, in the input file's shape,
+axis order and affine: Dice recomputed with any tool on the whole volume equals the reported one.
 """
 
 from __future__ import annotations
@@ -112,15 +117,18 @@ def predict_chunks(
     device=None,
     amp: bool = True,
     channels_last: bool = False,
+    geometry=None,
 ) -> dict[int, np.ndarray]:
     """Segment the query slices of ``assignment`` with the support slice of their chunk.
 
     support_images: float32 ``(n_parts, 3, S, S)``; support_masks: ``(n_parts, S, S)`` {0,1}.
-    query_volume: normalised ``(H, W, Z)`` array (any H, W: slices are resized to S x S and
-    the foreground probability back to H x W, bilinearly). ``assignment``: ``[(z, chunk)]``.
-    Query slices of one chunk go through the model in batches of ``batch_size`` with the
-    chunk's support broadcast (``model.predict`` of the contract: support batch 1, query
-    batch B). Returns ``{z: bool (H, W)}`` (foreground probability > 0.5).
+    query_volume: normalised ``(H, W, Z)`` model-grid array (slices are resized to S x S).
+    ``assignment``: ``[(z, chunk)]``. Query slices of one chunk go through the model in
+    batches of ``batch_size`` with the chunk's support broadcast (``model.predict`` of the
+    contract: support batch 1, query batch B). The foreground probability goes back
+    bilinearly to ``geometry``'s canonical FILE grid (:meth:`Geometry.prob_to_canonical`)
+    when ``geometry`` is given, else to ``(H, W)``. Returns ``{z: bool (H', W')}``
+    (foreground probability > 0.5).
     """
     import torch
     import torch.nn.functional as F
@@ -144,7 +152,9 @@ def predict_chunks(
             with torch.no_grad(), _autocast(device, amp):
                 prob = model.predict(s_img, s_mask, q)  # (B, S, S) foreground probability
             prob = prob.float()[:, None]
-            if prob.shape[-2:] != (height, width):
+            if geometry is not None:
+                prob = geometry.prob_to_canonical(prob)
+            elif prob.shape[-2:] != (height, width):
                 prob = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
             fg = (prob[:, 0] > 0.5).cpu().numpy()
             for i, z in enumerate(batch_z):
@@ -204,7 +214,7 @@ def evaluate_model(
     support_info: dict[str, Any] = {"scan_id": fold.support_id, "slices": {}, "n_slices_with_organ": {}}
     per_scan: dict[str, dict[str, Any]] = {}
     pred_dir = Path(out_dir) / "predictions" if out_dir is not None else None
-    predictions: dict[str, dict[str, np.ndarray]] = {}
+    file_labels: dict[str, np.ndarray] = {}  # test scans' labels on their own grid (canonical order)
 
     jobs = [(organ, sid) for organ in organs for sid in fold.test_ids]
     bar = None
@@ -227,9 +237,13 @@ def evaluate_model(
         per_scan[organ] = {}
         for sid in fold.test_ids:
             vol = ds.load_volume(spec, sid)
-            gt = vol.label == lid
-            rng = organ_range(ds.organ_slices(vol, organ, spec).tolist())
+            geom = vol.geometry
+            if sid not in file_labels:
+                file_labels[sid] = vol.file_label()
+            gt = file_labels[sid] == lid  # scored on the file's own grid
+            rng = organ_range(np.flatnonzero(gt.any(axis=(0, 1))).tolist())
             if rng is None:
+                ds.organ_slices(vol, organ, spec)  # the warning naming the file
                 per_scan[organ][sid] = {"absent": True}
                 if bar is not None:
                     bar.update(1)
@@ -239,14 +253,14 @@ def evaluate_model(
             norm = ds.normalize(vol, spec, stats)
             fg = predict_chunks(
                 model, s_img, s_mask, norm, assignment, size, cfg.eval.batch_size, device,
-                amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                amp=cfg.train.amp, channels_last=cfg.train.channels_last, geometry=geom,
             )
             pred = np.zeros(gt.shape, dtype=np.uint8)
             for z, mask in fg.items():
                 pred[:, :, z] = mask
             slab = slice(z_min, z_max + 1)
             counts = confusion_counts(pred[:, :, slab], gt[:, :, slab])
-            dist = surface_distances(pred[:, :, slab], gt[:, :, slab], vol.spacing)
+            dist = surface_distances(pred[:, :, slab], gt[:, :, slab], geom.canon_spacing)
             per_scan[organ][sid] = {
                 "dice": json_number(counts.dice),
                 "hd95": json_number(dist["hd95"]),
@@ -258,8 +272,7 @@ def evaluate_model(
             }
             if save and pred_dir is not None:
                 path = pred_dir / f"{sid}_{organ}.nii.gz"
-                save_nifti(path, ds.restore_shape(pred, vol), vol.affine)
-            predictions.setdefault(organ, {})[sid] = pred
+                save_nifti(path, geom.from_canonical(pred), vol.affine)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(organ=organ, dice=f"{counts.dice:.3f}")
