@@ -180,6 +180,17 @@ def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequen
 
 
 # ---------------------------------------------------------------------- evaluation
+#: Scans a run can be evaluated on: the fold's test scans or its held-out validation scan.
+SPLITS = ("test", "validation")
+
+
+def metrics_filename(split: str = "test") -> str:
+    """``metrics.json`` for the test split, ``metrics_validation.json`` for the validation split."""
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    return "metrics.json" if split == "test" else f"metrics_{split}.json"
+
+
 def evaluate_model(
     model,
     cfg,
@@ -187,11 +198,16 @@ def evaluate_model(
     out_dir: str | Path | None = None,
     progress: bool = True,
     save_predictions: bool | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Run the 1-shot protocol for ``cfg``'s dataset, fold and test organs with ``model``.
 
-    Writes the predictions under ``out_dir/predictions`` (when ``save_predictions``) and
-    returns the metrics dictionary (see :func:`evaluate`), without writing it.
+    ``split``: ``test`` (the fold's test scans; the reported numbers) or ``validation`` (the
+    scan held out of training by ``data.validation=true``, for choosing settings only; a
+    ``ValueError`` when the run was trained without that hold-out). Writes the predictions
+    under ``out_dir/predictions`` (``out_dir/predictions_validation`` for the validation
+    split) when ``save_predictions`` and returns the metrics dictionary (see :func:`evaluate`),
+    without writing it.
     """
     import torch
 
@@ -205,7 +221,15 @@ def evaluate_model(
     save = cfg.eval.save_predictions if save_predictions is None else bool(save_predictions)
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
     ids = ds.scan_ids(spec)
-    fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds)
+    fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    if split == "validation" and not fold.validation_ids:
+        raise ValueError(
+            "split validation: this run was trained with data.validation=false, so no scan was held out of its "
+            "training; train with --set data.validation=true to evaluate on a validation scan"
+        )
+    query_ids = fold.validation_ids if split == "validation" else fold.test_ids
     stats = ds.normalization_stats(spec, fold.train_ids)
     organs = list(cfg.data.test_group)
     for organ in organs:
@@ -219,10 +243,11 @@ def evaluate_model(
     support_norm = ds.normalize(support_vol, spec, stats)
     support_info: dict[str, Any] = {"scan_id": fold.support_id, "slices": {}, "n_slices_with_organ": {}}
     per_scan: dict[str, dict[str, Any]] = {}
-    pred_dir = Path(out_dir) / "predictions" if out_dir is not None else None
+    pred_name = "predictions" if split == "test" else f"predictions_{split}"
+    pred_dir = Path(out_dir) / pred_name if out_dir is not None else None
     predictions: dict[str, dict[str, np.ndarray]] = {}
 
-    jobs = [(organ, sid) for organ in organs for sid in fold.test_ids]
+    jobs = [(organ, sid) for organ in organs for sid in query_ids]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -241,7 +266,7 @@ def evaluate_model(
         support_info["n_slices_with_organ"][organ] = int(s_zs.size)
         s_img, s_mask = support_tensors(support_norm, support_vol.label == lid, chosen, size)
         per_scan[organ] = {}
-        for sid in fold.test_ids:
+        for sid in query_ids:
             vol = ds.load_volume(spec, sid)
             gt = vol.label == lid
             rng = organ_range(ds.organ_slices(vol, organ, spec).tolist())
@@ -299,7 +324,8 @@ def evaluate_model(
         "profile": cfg.profile,
         "config_hash": cfg.config_hash(),
         "organs": organs,
-        "test_scans": list(fold.test_ids),
+        "split": split,
+        "test_scans": list(query_ids),  # the scans scored (the validation scan for split=validation)
         "support": support_info,
         "n_parts": n_parts,
         "per_scan": per_scan,
@@ -341,12 +367,16 @@ def evaluate(
     device: str | None = None,
     progress: bool = True,
     save_predictions: bool | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Evaluate the run in ``run_dir`` (its ``config.json`` and final checkpoint, or ``checkpoint``).
 
     Writes ``RUN/metrics.json`` (Dice, HD95, ASD per scan and organ; means per organ; the
     overall mean; the support scan and slices used) and ``RUN/predictions/<scan>_<organ>.nii.gz``
     (same shape and affine as the input volume files). Returns the metrics dictionary.
+    ``split="validation"`` scores the fold's validation scan instead (runs trained with
+    ``data.validation=true`` only) and writes ``RUN/metrics_validation.json`` and
+    ``RUN/predictions_validation/``; ``metrics.json`` is left alone.
     """
     from .experiment import ExperimentConfig
     from .io import write_json
@@ -365,11 +395,11 @@ def evaluate(
     model, meta = load_model(cfg, checkpoint, dev)
     with cpu_threads(cfg, dev):
         metrics = evaluate_model(model, cfg, dev, out_dir=run_dir, progress=progress,
-                                 save_predictions=save_predictions)
+                                 save_predictions=save_predictions, split=split)
     metrics["checkpoint"] = str(Path(checkpoint).resolve())
     metrics["step"] = int(meta.get("step", -1))
     metrics["trained_steps"] = int(cfg.train.steps)
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / metrics_filename(split), metrics)
     mean_dice = metrics["mean"]["dice"]
     log.info("%s: mean Dice %.4f", run_dir, math.nan if mean_dice is None else mean_dice)
     return metrics
@@ -377,6 +407,6 @@ def evaluate(
 
 __all__ = [
     "EMPTY_PREDICTION_POLICY", "support_positions", "support_slices", "chunk_index", "chunk_assignment",
-    "organ_range", "predict_chunks", "support_tensors", "evaluate_model", "summarize_per_scan", "evaluate",
+    "organ_range", "predict_chunks", "SPLITS", "metrics_filename", "support_tensors", "evaluate_model", "summarize_per_scan", "evaluate",
     "Counts",
 ]

@@ -68,6 +68,9 @@ class DataConfig:
         the two groups, which is also excluded from training.
     input_size: side S of the square network input (slices are resized 256 -> S).
     augment: geometric + intensity augmentation of the query in self-supervised episodes.
+    validation: hold the last training scan (sorted order) out of training as the fold's
+        validation scan, for choosing settings with ``crapnet evaluate RUN --split validation``
+        (``protocol.make_fold``); False for the reported runs (the paper's protocol).
     """
 
     dataset: str = "phantom"
@@ -79,6 +82,7 @@ class DataConfig:
     test_group: tuple[str, ...] = ORGANS
     input_size: int = 256
     augment: bool = True
+    validation: bool = False
 
     def __post_init__(self) -> None:
         self.test_group = tuple(self.test_group)
