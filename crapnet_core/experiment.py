@@ -13,8 +13,10 @@ Profiles (Sec. 4.3 of the paper for ``paper``):
 - ``smoke``: seconds on a laptop CPU; tiny input, fast CPU encoder, a handful of steps.
   Used by tests and CI (phantom data).
 - ``lite``: fast CPU encoder, input size and step count such that one fold trains and
-  evaluates in about 3 minutes on 2 CPU cores (tuned on CHAOS fold 0, setting 1; see
-  ``results/README.md``).
+  evaluates in about 3 minutes on 2 CPU cores (first tuned on the test scans of CHAOS fold 0,
+  setting 1; from config version 2 re-chosen on the fold's validation scan with
+  ``results/select_lite.py``; see ``results/README.md``). Its prototype grids follow the
+  input size (``crapnet_core/geometry.py``).
 - ``paper``: DeepLabV3 ResNet-101 encoder, 256 x 256 input, 5 attention blocks,
   100,000 steps of SGD (lr 1e-3, momentum 0.9, weight decay 5e-4, lr x 0.95 every 1000
   steps), one episode per step.
