@@ -117,4 +117,43 @@ def budget_markdown(budget: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["checkpoint_steps", "parse_checkpoints", "evaluate_checkpoints", "budget_markdown"]
+def load_budgets(root: str | Path) -> list[dict[str, Any]]:
+    """Every ``budget.json`` (or ``*budget*.json``) under ``root`` (recursive), ``_path`` added."""
+    import json
+
+    out = []
+    root = Path(root)
+    if not root.is_dir():
+        return out
+    for path in sorted({*root.rglob("budget.json"), *root.rglob("*budget*.json")}):
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        if isinstance(data, dict) and "points" in data:
+            data["_path"] = str(path)
+            out.append(data)
+    return out
+
+
+def plot_budget(budgets: Sequence[dict[str, Any]], organ: str = "mean", ax=None):
+    """Test Dice (0-100) of ``organ`` (or the organ mean) against training steps (log axis),
+    one line per budget file (method, dataset, setting, fold)."""
+    import matplotlib.pyplot as plt
+
+    from .figures import METHOD_LABELS
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.8))
+    for b in budgets:
+        pts = [p for p in b["points"] if p["dice"].get(organ) is not None]
+        ax.plot([p["step"] for p in pts], [100 * p["dice"][organ] for p in pts], marker="o",
+                label=f"{METHOD_LABELS.get(b['method'], b['method'])}, {b['dataset']} s{b['setting']} f{b['fold']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training steps")
+    ax.set_ylabel(f"test Dice ({'mean over organs' if organ == 'mean' else organ}, 0-100)")
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+__all__ = ["load_budgets", "plot_budget", "checkpoint_steps", "parse_checkpoints", "evaluate_checkpoints", "budget_markdown"]

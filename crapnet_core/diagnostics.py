@@ -430,6 +430,110 @@ def inside_attention(run_dir, n_train: int = 8, per_scan: int = 1, variants: Seq
     return {"config": cfg, "blocks": blocks, "prototypes": protos, "weights": weights, "variants": variants_out}
 
 
-__all__ = ["VARIANTS", "cycle_consistency", "column_entropy", "residual_ratio", "weight_summary", "BlockTrace",
+# ---------------------------------------------------------------------- tables and figures
+def block_table(rows: Sequence[dict[str, Any]]):
+    """Mean over episodes per (source, branch, block): cycle consistency, entropy / log N,
+    ||W_z y|| / ||x||, std and max of w (a pandas DataFrame)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        return frame
+    cols = {"cycle_consistency": "cycle j*=j", "entropy_ratio": "entropy / log N", "column_entropy": "entropy (nats)",
+            "log_n": "log N", "residual_ratio": "‖W_z y‖/‖x‖", "w_std": "std w", "w_max": "max w"}
+    out = frame.groupby(["source", "branch", "block"])[list(cols)].mean().rename(columns=cols)
+    return out
+
+
+def prototype_table(rows: Sequence[dict[str, Any]]):
+    """Mean number of valid local foreground / background prototypes per (source, organ), the
+    share of supports with no local foreground prototype, and the grid."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        return frame
+    g = frame.groupby(["source", "organ"])
+    out = pd.DataFrame({
+        "supports": g.size(),
+        "grid": g["grid"].agg(lambda v: ", ".join(sorted(set(v)))),
+        "fg share of image": g["fg_fraction"].mean(),
+        "local fg prototypes": g["n_fg_local"].mean(),
+        "no local fg (share)": g["n_fg_local"].agg(lambda v: float((v == 0).mean())),
+        "local bg prototypes": g["n_bg_local"].mean(),
+    })
+    return out
+
+
+def variant_table(variants: dict[str, dict[str, Any]]):
+    """Test Dice (0-100) per organ and mean for each variant, rows in :data:`VARIANTS` order."""
+    import pandas as pd
+
+    short = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", "liver": "Liver", "mean": "Mean"}
+    rows = {v: {short.get(k, k): (None if x is None else 100 * x) for k, x in d["dice"].items()}
+            for v, d in variants.items()}
+    labels = {"full": "full (trained model)", "bypass": "attention bypassed (z = x)",
+              "literal": "Eq. 14-16 literal (global prototype and scores from x)"}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index = [labels.get(i, i) for i in frame.index]
+    return frame
+
+
+def plot_blocks(rows: Sequence[dict[str, Any]]):
+    """Three panels against the block index: cycle consistency, entropy / log N, ||W_z y||/||x||;
+    one line per (source, branch), mean over episodes with the interquartile range shaded."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    if frame.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no attention blocks", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    for ax, (col, title) in zip(axes, (("cycle_consistency", "cycle consistency (share j* = j)"),
+                                       ("entropy_ratio", "column-softmax entropy / log N"),
+                                       ("residual_ratio", "‖W_z y‖ / ‖x‖"))):
+        for (source, branch), grp in frame.groupby(["source", "branch"]):
+            st = grp.groupby("block")[col]
+            x = st.mean().index
+            ax.plot(x, st.mean().values, marker="o", label=f"{source}, {branch} branch")
+            ax.fill_between(x, st.quantile(0.25).values, st.quantile(0.75).values, alpha=0.15)
+        ax.set_title(title)
+        ax.set_xlabel("block")
+        ax.set_xticks(sorted(frame.block.unique()))
+    axes[1].axhline(1.0, color="grey", lw=0.8, ls="--")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_weights(weights: dict[str, dict[tuple[str, int], np.ndarray]], bins: int = 60):
+    """Histograms of the resemblance weights w (Eq. 13, mean one): one panel per source, one
+    line per (branch, block) (log count axis)."""
+    import matplotlib.pyplot as plt
+
+    sources = [s for s, w in weights.items() if w]
+    fig, axes = plt.subplots(1, max(1, len(sources)), figsize=(6.5 * max(1, len(sources)), 3.6), squeeze=False)
+    if not sources:
+        axes[0, 0].text(0.5, 0.5, "no attention blocks", ha="center", va="center", transform=axes[0, 0].transAxes)
+        return fig
+    for ax, source in zip(axes[0], sources):
+        allw = np.concatenate(list(weights[source].values()))
+        edges = np.linspace(0, max(2.0, float(np.quantile(allw, 0.999))), bins + 1)
+        for (branch, block), w in sorted(weights[source].items()):
+            hist, _ = np.histogram(w, bins=edges)
+            ax.step(edges[:-1], hist, where="post", label=f"{branch} {block}", lw=1)
+        ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_xlabel("w (1 = uniform)")
+        ax.set_ylabel("pixels")
+        ax.set_title(source)
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["block_table", "prototype_table", "variant_table", "plot_blocks", "plot_weights", "VARIANTS", "cycle_consistency", "column_entropy", "residual_ratio", "weight_summary", "BlockTrace",
            "trace_attention", "trace_attention_blocks", "block_statistics", "resemblance_weights", "prototype_counts", "literal_scores",
            "AttentionVariant", "training_episodes", "protocol_pairs", "diagnose", "variant_dice", "inside_attention"]

@@ -227,9 +227,13 @@ def summary_frame(summaries: Iterable[Mapping[str, Any]], source: str = "ours"):
     Reads the layout of :func:`crapnet_core.runs.summarize_runs` (``summary.json`` of
     ``crapnet cross-validate``): ``dataset``, ``setting``, ``method``, ``profile``, ``folds``
     and ``mean = {"dice": {organ: fraction, "mean": fraction}, "dice_std_over_folds": {...},
-    "hd95": {...}, "asd": {...}}``. Dice is shown 0..100.
+    "hd95": {...}, "asd": {...}}``. Dice is shown 0..100. ``dice_std`` is the sample standard
+    deviation over folds (ddof=1), recomputed from ``per_fold`` when the summary has it (also
+    for the organ mean, :func:`crapnet_core.stats.fold_spread`), else the stored value.
     """
     import pandas as pd
+
+    from .stats import fold_spread
 
     rows = []
     for s in summaries:
@@ -239,6 +243,8 @@ def summary_frame(summaries: Iterable[Mapping[str, Any]], source: str = "ours"):
         except (KeyError, TypeError):
             raise ValueError(f"{s.get('_path', 'summary')}: no mean.dice table (not a crapnet cross-validate summary)") from None
         std = mean.get("dice_std_over_folds", {})
+        if s.get("per_fold"):
+            std = {k: v["std"] for k, v in fold_spread(s).items()}
         base = dict(dataset=s.get("dataset"), setting=s.get("setting"), method_key=s.get("method"),
                     method=METHOD_LABELS.get(s.get("method"), s.get("method")), profile=s.get("profile"),
                     folds=",".join(str(f) for f in s.get("folds", [])), n_folds=len(s.get("folds", [])),
@@ -279,7 +285,7 @@ def _scale(value: Any) -> float | None:
     return 100.0 * value if value <= 1.0 else value
 
 
-def comparison_table(ours, table: int, dataset: str, reference: str | None = None):
+def comparison_table(ours, table: int, dataset: str, reference: str | None = None, spread: bool = False):
     """One dataset in the layout of the paper's Tables 1-2: rows (method, source), columns LK..Mean.
 
     ``ours`` is a long frame (:func:`run_frame` / :func:`summary_frame`) with columns
@@ -289,6 +295,10 @@ def comparison_table(ours, table: int, dataset: str, reference: str | None = Non
     e.g. ``"chaos"`` to show the MRI numbers as a scale), all of its methods (those we do not
     implement stay for reference). Each of our rows sits under the published row of its
     method. Dice 0..100, rounded to 2 decimals; missing cells are NaN.
+
+    ``spread=True``: text cells ``"mean ± std"`` where the row is a cross-validation summary
+    over more than one fold (``n_folds`` > 1; std over folds, :func:`summary_frame`), plain
+    means elsewhere (published rows, single-fold runs), "–" for missing cells.
     """
     import pandas as pd
 
@@ -311,7 +321,23 @@ def comparison_table(ours, table: int, dataset: str, reference: str | None = Non
     wide = wide.reindex(sorted(wide.index, key=lambda i: (method_order.index(i[0]) if i[0] in method_order else 99,
                                                           not str(i[1]).startswith("published"), str(i[1]))))
     wide.columns.name = None
-    return wide.round(2)
+    wide = wide.round(2)
+    if not spread:
+        return wide
+    if "n_folds" in both.columns and "dice_std" in both.columns:
+        std_src = both.assign(dice_std=both["dice_std"].where(both["n_folds"].fillna(0) > 1))
+        std = std_src.pivot_table(index=["method", "source"], columns="organ", values="dice_std", aggfunc="mean")
+    else:
+        std = pd.DataFrame(index=wide.index, columns=wide.columns, dtype=float)
+    std = std.reindex(index=wide.index, columns=wide.columns)
+
+    def cell(m, sd):
+        if m is None or (isinstance(m, float) and np.isnan(m)):
+            return "–"
+        return f"{m:.2f}" if sd is None or (isinstance(sd, float) and np.isnan(sd)) else f"{m:.2f} ± {sd:.2f}"
+
+    return pd.DataFrame([[cell(wide.iloc[i, j], std.iloc[i, j]) for j in range(wide.shape[1])]
+                         for i in range(wide.shape[0])], index=wide.index, columns=wide.columns)
 
 
 def styled(frame, caption: str | None = None, precision: int = 2):

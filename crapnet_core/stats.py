@@ -348,6 +348,53 @@ def comparison_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["mean_std", "format_pm", "fold_spread", "load_summary", "summary_path", "per_scan_from_metrics",
+#: The main comparison of issue 8 §5: (A, B) method pairs, A - B.
+MAIN_PAIRS = (("crapnet", "alpnet"), ("crapnet", "panet"), ("alpnet", "panet"))
+
+
+def main_comparisons(summaries: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]] = MAIN_PAIRS,
+                     confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0):
+    """Paired comparisons of every method pair present for each (dataset, setting).
+
+    summaries: cross-validation summaries (e.g. :func:`crapnet_core.figures.load_summaries`);
+    for a method with several (e.g. one seed and a seed aggregate) the one with the most
+    seeds is used. Returns (frame, notes): a pandas DataFrame with one row per (dataset,
+    setting, A, B, organ) -- n, Dice of A and B, A - B, CI, Wilcoxon p, resolved, all Dice
+    0-100 -- and a list of Markdown notes for pairs that could not be compared (e.g. a
+    summary without per-scan values).
+    """
+    import pandas as pd
+
+    from .figures import METHOD_LABELS
+
+    best: dict[tuple[Any, Any, str], Mapping[str, Any]] = {}
+    for s in summaries:
+        key = (s.get("dataset"), s.get("setting"), s.get("method"))
+        if key not in best or len(s.get("seeds") or [0]) > len(best[key].get("seeds") or [0]):
+            best[key] = s
+    rows, notes = [], []
+    for dataset, setting in sorted({(k[0], k[1]) for k in best}, key=str):
+        for ma, mb in pairs:
+            sa, sb = best.get((dataset, setting, ma)), best.get((dataset, setting, mb))
+            if sa is None or sb is None:
+                continue
+            label = f"{METHOD_LABELS.get(ma, ma)} − {METHOD_LABELS.get(mb, mb)}"
+            try:
+                res = paired_comparison(per_scan_dice(sa), per_scan_dice(sb), confidence, n_resamples, seed)
+            except ValueError as err:
+                notes.append(f"- {dataset} setting {setting}, {label}: not compared ({err}).")
+                continue
+            for r in res["rows"]:
+                pct = (lambda v: None if v is None else 100 * v)
+                rows.append({"dataset": dataset, "setting": setting, "comparison": label,
+                             "seeds": ",".join(map(str, sa.get("seeds") or [])) or "–",
+                             "organ": ORGAN_SHORT.get(r["organ"], r["organ"]), "scans": r["n"],
+                             "A": pct(r["mean_a"]), "B": pct(r["mean_b"]), "A − B": pct(r["mean_diff"]),
+                             "CI low": pct(r["ci_low"]), "CI high": pct(r["ci_high"]),
+                             "Wilcoxon p": r["p_wilcoxon"], "resolved": "yes" if r["resolved"] else "no"})
+    return pd.DataFrame(rows), notes
+
+
+__all__ = ["MAIN_PAIRS", "main_comparisons", "mean_std", "format_pm", "fold_spread", "load_summary", "summary_path", "per_scan_from_metrics",
            "per_scan_dice", "aggregate_seeds", "paired_test", "paired_comparison", "compare_results",
            "comparison_markdown"]

@@ -181,3 +181,61 @@ def test_cross_validate_seeds_and_budget_curve(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run), "--checkpoints", "5000"]) == 2
     assert "no checkpoint for step(s) [5000]" in capsys.readouterr().err
+
+
+def test_book_tables_show_mean_pm_std_over_folds():
+    from crapnet_core import figures
+
+    organs = list(figures.ORGANS)
+    s = _summary("crapnet", {0: {"liver": 0.6, "spleen": 0.2}, 1: {"liver": 0.8, "spleen": 0.4}})
+    s.update(dataset="chaos", organs=organs)
+    for f, (lk, rk) in {"0": (0.3, 0.5), "1": (0.5, 0.7)}.items():
+        d = s["per_fold"][f]["dice"]
+        d.update(left_kidney=lk, right_kidney=rk)
+        d["mean"] = float(np.mean([d[o] for o in organs]))
+    s["mean"]["dice"].update(left_kidney=0.4, right_kidney=0.6)
+    s["mean"]["dice"]["mean"] = float(np.mean([s["mean"]["dice"][o] for o in organs]))
+    frame = figures.summary_frame([s])
+    assert frame.set_index("organ").loc["mean", "dice_std"] == pytest.approx(
+        100 * np.std([np.mean([0.3, 0.5, 0.2, 0.6]), np.mean([0.5, 0.7, 0.4, 0.8])], ddof=1))
+    table = figures.comparison_table(frame, 1, "chaos", spread=True)
+    assert table.loc[("CRAPNet", "ours"), "Liver"] == "70.00 ± 14.14"
+    assert table.loc[("CRAPNet", "published"), "RK"] == "86.42"  # published rows: no spread
+    assert table.loc[("SSL-RPNet", "published"), "Liver"] != ""
+    numeric = figures.comparison_table(frame, 1, "chaos")
+    assert numeric.loc[("CRAPNet", "ours"), "Liver"] == pytest.approx(70.0)
+
+
+def test_main_comparisons_table_and_notes():
+    scans = {"liver": {str(i): 0.5 + 0.01 * i for i in range(6)}}
+    a = _summary("crapnet", {0: {"liver": 0.6, "spleen": 0.2}}, per_scan=scans)
+    b = _summary("alpnet", {0: {"liver": 0.6, "spleen": 0.2}},
+                 per_scan={"liver": {k: v + 0.05 for k, v in scans["liver"].items()}})
+    c = _summary("panet", {0: {"liver": 0.6, "spleen": 0.2}})  # no per-scan values
+    frame, notes = stats.main_comparisons([a, b, c], n_resamples=300)
+    assert set(frame.comparison) == {"CRAPNet − SSL-ALPNet"}
+    liver = frame[frame.organ == "Liver"].iloc[0]
+    assert liver["A − B"] == pytest.approx(-5.0) and liver["resolved"] == "yes" and liver["scans"] == 6
+    assert len(notes) == 2 and all("no per-scan Dice" in n for n in notes)
+
+
+def test_budget_files_load_and_plot(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from crapnet_core import budget
+
+    b = {"run": "r", "method": "crapnet", "dataset": "chaos", "setting": 1, "fold": 0, "organs": ["liver"],
+         "points": [{"step": 1000, "dice": {"liver": 0.5, "mean": 0.5}},
+                    {"step": 3000, "dice": {"liver": 0.6, "mean": 0.6}}]}
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "budget.json").write_text(json.dumps(b))
+    loaded = budget.load_budgets(tmp_path)
+    assert len(loaded) == 1 and loaded[0]["points"][1]["step"] == 3000
+    fig = budget.plot_budget(loaded)
+    line = fig.axes[0].lines[0]
+    assert list(line.get_xdata()) == [1000, 3000] and list(line.get_ydata()) == pytest.approx([50.0, 60.0])
+    assert "| 3000 | 60.00 | 60.00 |" in budget.budget_markdown(b)
+    assert budget.parse_checkpoints("all", [3000, 1000]) == [1000, 3000]
+    with pytest.raises(ValueError, match="not 'all'"):
+        budget.parse_checkpoints("1k", [1000])
