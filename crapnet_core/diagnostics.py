@@ -81,10 +81,13 @@ def residual_ratio(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 def weight_summary(weights: torch.Tensor) -> dict[str, float]:
     """Distribution of the resemblance weights w (Eq. 13, scaled to mean one): mean, std, quantiles.
 
-    weights: any shape (all values pooled). Returns {"mean", "std", "min", "q05", "median",
+    weights: tensor or array, any shape (all values pooled). Returns {"mean", "std", "min", "q05", "median",
     "q95", "max", "share_above_2"} (std with ddof=0 over the pooled pixels).
     """
-    w = weights.detach().float().flatten().cpu().numpy()
+    if isinstance(weights, torch.Tensor):
+        w = weights.detach().float().flatten().cpu().numpy()
+    else:
+        w = np.asarray(weights, dtype=np.float64).ravel()
     q = np.quantile(w, [0.05, 0.5, 0.95])
     return {"mean": float(w.mean()), "std": float(w.std()), "min": float(w.min()), "q05": float(q[0]),
             "median": float(q[1]), "q95": float(q[2]), "max": float(w.max()),

@@ -74,9 +74,9 @@ def test_resemblance_weights_all_one_when_resemblance_is_uniform():
     s = dg.weight_summary(cyc.weights)
     assert s["mean"] == pytest.approx(1.0) and s["std"] == pytest.approx(0.0, abs=1e-6)
     assert s["min"] == pytest.approx(1.0) and s["max"] == pytest.approx(1.0) and s["share_above_2"] == 0.0
-    w = torch.tensor([0.5, 0.5, 1.0, 3.0])
-    s = dg.weight_summary(w)
-    assert s["mean"] == pytest.approx(1.25) and s["share_above_2"] == pytest.approx(0.25)
+    for w in (torch.tensor([0.5, 0.5, 1.0, 3.0]), np.array([0.5, 0.5, 1.0, 3.0])):
+        s = dg.weight_summary(w)
+        assert s["mean"] == pytest.approx(1.25) and s["share_above_2"] == pytest.approx(0.25)
 
 
 def test_prototype_counts_on_a_mask_covering_known_cells():
