@@ -329,6 +329,17 @@ def comparison_table(ours, table: int, dataset: str, reference: str | None = Non
         std = std_src.pivot_table(index=["method", "source"], columns="organ", values="dice_std", aggfunc="mean")
     else:
         std = pd.DataFrame(index=wide.index, columns=wide.columns, dtype=float)
+    return _pm_cells(wide, std)
+
+
+def _pm_cells(wide, std):
+    """Text table ``"mean ± std"`` from a numeric table and its std (same labels; NaN std: mean only)."""
+    import pandas as pd
+
+    if std.empty or std.index.nlevels != wide.index.nlevels:  # no spread at all (e.g. single-fold rows only)
+        std = pd.DataFrame(index=wide.index, columns=wide.columns, dtype=float)
+    else:
+        std.index = std.index.set_names(wide.index.names)
     std = std.reindex(index=wide.index, columns=wide.columns)
 
     def cell(m, sd):
@@ -338,6 +349,19 @@ def comparison_table(ours, table: int, dataset: str, reference: str | None = Non
 
     return pd.DataFrame([[cell(wide.iloc[i, j], std.iloc[i, j]) for j in range(wide.shape[1])]
                          for i in range(wide.shape[0])], index=wide.index, columns=wide.columns)
+
+
+def fold_mean(frame, by: Sequence[str] = ("variant", "organ")):
+    """Mean over folds of a long :func:`run_frame` (one row per run and organ).
+
+    Returns columns ``by`` + dice (mean over the folds), dice_std (sample std over folds,
+    ddof=1; NaN with one fold) and n_folds, for the ablation tables (``spread=True``).
+    """
+    g = frame.groupby(list(by), as_index=False)["dice"]
+    out = g.mean()
+    out["dice_std"] = g.std(ddof=1)["dice"].values
+    out["n_folds"] = g.count()["dice"].values
+    return out
 
 
 def styled(frame, caption: str | None = None, precision: int = 2):
@@ -360,8 +384,12 @@ def published_notes_md(table: int, datasets: Sequence[str] | None = None) -> str
     return "*Published numbers are transcribed as printed; " + "; ".join(notes) + ".*"
 
 
-def ablation_table(ours, table: int, ours_label: str = "ours"):
-    """Tables 3-4 layout: rows (variant, source), columns LK, RK, Spleen, Liver, Mean."""
+def ablation_table(ours, table: int, ours_label: str = "ours", spread: bool = False):
+    """Tables 3-4 layout: rows (variant, source), columns LK, RK, Spleen, Liver, Mean.
+
+    ``spread=True`` (with ``ours`` from :func:`fold_mean`): text cells ``"mean ± std over
+    folds"`` for our rows over more than one fold, the mean alone elsewhere.
+    """
     import pandas as pd
 
     if table not in (3, 4):
@@ -377,7 +405,13 @@ def ablation_table(ours, table: int, ours_label: str = "ours"):
     wide = wide[[c for c in [*ORGAN_SHORT.values(), "Mean"] if c in wide.columns]]
     wide.index = wide.index.set_names([name, "source"])
     order = sorted(wide.index, key=lambda i: ((-i[0] if table == 4 else i[0]), i[1] != "published"))
-    return wide.reindex(order).round(2)
+    wide = wide.reindex(order).round(2)
+    if not spread or "dice_std" not in both.columns:
+        return wide
+    n = both["n_folds"] if "n_folds" in both.columns else pd.Series(0, index=both.index)
+    std = both.assign(dice_std=both["dice_std"].where(n.fillna(0) > 1)).pivot_table(
+        index=["variant", "source"], columns="organ", values="dice_std", aggfunc="mean")
+    return _pm_cells(wide, std)
 
 
 # --------------------------------------------------------------------------- provenance
@@ -863,7 +897,7 @@ def qualitative_figure(spec, runs: Mapping[str, str | os.PathLike], metrics: Map
 __all__ = [
     "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "DATASET_LABELS", "PUBLISHED", "PUBLISHED_METHOD_KEYS",
     "PUBLISHED_INCONSISTENT",
-    "published_frame", "run_frame", "per_scan_frame", "load_summaries", "summaries_provenance", "summary_frame", "cross_validation", "comparison_table", "styled", "published_notes_md",
+    "published_frame", "run_frame", "per_scan_frame", "load_summaries", "summaries_provenance", "summary_frame", "cross_validation", "comparison_table", "fold_mean", "styled", "published_notes_md",
     "ablation_table", "provenance_md", "left_out_md", "machine_description", "window", "show_overlay",
     "dataset_overview", "intensity_samples", "middle_slice", "example_slices", "best_superpixel_dice",
     "superpixel_fit", "superpixel_counts", "superpixel_panel", "plot_losses", "plot_per_organ", "plot_organ_panels",

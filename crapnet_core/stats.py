@@ -130,6 +130,8 @@ def per_scan_dice(summary: Mapping[str, Any]) -> dict[str, dict[str, float]]:
                 for o, scans in summary["per_scan"].items()}
     where = summary.get("_path")
     base = Path(where).parent if where else None
+    if base is not None and summary.get("runs_root"):  # runs kept elsewhere (cross_validate_seeds)
+        base = base / summary["runs_root"]
     out: dict[str, dict[str, float]] = {}
     missing: list[str] = []
     for entry in summary.get("per_fold", {}).values():
@@ -348,6 +350,13 @@ def comparison_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _has_per_scan(summary: Mapping[str, Any]) -> bool:
+    try:
+        return bool(per_scan_dice(summary))
+    except ValueError:
+        return False
+
+
 #: The main comparison of issue 8 §5: (A, B) method pairs, A - B.
 MAIN_PAIRS = (("crapnet", "alpnet"), ("crapnet", "panet"), ("alpnet", "panet"))
 
@@ -381,8 +390,11 @@ def main_comparisons(summaries: Sequence[Mapping[str, Any]], pairs: Sequence[tup
             label = f"{METHOD_LABELS.get(ma, ma)} − {METHOD_LABELS.get(mb, mb)}"
             try:
                 res = paired_comparison(per_scan_dice(sa), per_scan_dice(sb), confidence, n_resamples, seed)
-            except ValueError as err:
-                notes.append(f"- {dataset} setting {setting}, {label}: not compared ({err}).")
+            except ValueError:
+                lacking = [Path(x.get("_path", "?")).parent.name for x in (sa, sb) if not _has_per_scan(x)]
+                notes.append(f"- {dataset} setting {setting}, {label}: not compared, no per-scan Dice in "
+                             f"{', '.join(f'`{n}`' for n in lacking) or 'one of the summaries'} (written before "
+                             "summaries kept per-scan values; rerun its cross-validation).")
                 continue
             for r in res["rows"]:
                 pct = (lambda v: None if v is None else 100 * v)

@@ -239,3 +239,25 @@ def test_budget_files_load_and_plot(tmp_path):
     assert budget.parse_checkpoints("all", [3000, 1000]) == [1000, 3000]
     with pytest.raises(ValueError, match="not 'all'"):
         budget.parse_checkpoints("1k", [1000])
+
+
+def test_ablation_table_mean_pm_std_over_folds():
+    from crapnet_core import figures
+
+    runs = []
+    for fold, d in ((0, 0.4), (1, 0.6)):
+        m = {"dataset": "chaos", "setting": 1, "fold": fold, "method": "crapnet", "profile": "lite",
+             "organs": ["liver"], "per_organ": {"liver": {"dice_mean": d, "dice_std": 0.0, "hd95_mean": 1.0,
+                                                           "asd_mean": 1.0, "n_scans": 4}},
+             "mean": {"dice": d, "hd95": 1.0, "asd": 1.0}}
+        runs.append(figures.run_frame(m, variant=5))
+    import pandas as pd
+
+    ours = figures.fold_mean(pd.concat(runs, ignore_index=True))
+    row = ours[(ours.variant == 5) & (ours.organ == "liver")].iloc[0]
+    assert row.dice == pytest.approx(50.0) and row.dice_std == pytest.approx(100 * math.sqrt(0.02)) and row.n_folds == 2
+    t3 = figures.ablation_table(ours, 3, spread=True)
+    assert t3.loc[(5, "ours"), "Liver"] == "50.00 ± 14.14"
+    assert t3.loc[(15, "published"), "Mean"] == "78.31"
+    one = figures.fold_mean(runs[0])  # one fold: no spread, the mean alone
+    assert figures.ablation_table(one, 3, spread=True).loc[(5, "ours"), "Liver"] == "40.00"
