@@ -190,6 +190,8 @@ def cross_validate_seeds(
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds: {seeds} must be distinct integers, at least one")
+    if any(str(o).replace(" ", "").startswith("train.seed=") for o in overrides):
+        raise ValueError("--seeds: an override already sets train.seed; give the seeds with --seeds only")
     out = Path(out)
     per_seed = {}
     for seed in seeds:

@@ -12,7 +12,10 @@
   difference, bootstrap 95 % confidence interval of the mean difference
   (``scipy.stats.bootstrap``, BCa) and the Wilcoxon signed-rank p-value
   (``scipy.stats.wilcoxon``, two-sided), per organ and for the per-scan mean over organs.
-  A difference is *resolved* when its confidence interval excludes 0.
+  A difference is *resolved* when its confidence interval excludes 0 and it rests on at least
+  ``MIN_RESOLVE_N`` = 10 paired values: with fewer, the bootstrap interval is too narrow
+  (it under-covers; e.g. with 4 scans the exact Wilcoxon p cannot go below 0.125), so such
+  rows are reported but never called resolved.
 
 Units: Dice as a fraction 0..1 in every dict returned here; the Markdown tables show 0-100.
 
@@ -32,6 +35,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 ORGAN_ORDER = ("left_kidney", "right_kidney", "spleen", "liver")
+#: Fewest paired values for a difference to count as resolved (see the module docstring).
+MIN_RESOLVE_N = 10
 ORGAN_SHORT = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", "liver": "Liver", "mean": "Mean"}
 
 
@@ -217,7 +222,7 @@ def aggregate_seeds(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any
 
 # ---------------------------------------------------------------------- paired comparison
 def paired_test(diff: Sequence[float], confidence: float = 0.95, n_resamples: int = 9999,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, min_n: int = MIN_RESOLVE_N) -> dict[str, Any]:
     """Mean of paired differences, its bootstrap CI and the Wilcoxon signed-rank p-value.
 
     diff: per-unit differences A - B (finite). Returns {"n", "mean_diff", "ci_low", "ci_high",
@@ -225,7 +230,7 @@ def paired_test(diff: Sequence[float], confidence: float = 0.95, n_resamples: in
     seeded; percentile method when BCa is undefined), p two-sided from ``scipy.stats.wilcoxon``
     (exact distribution for small n without ties, normal approximation otherwise). With n < 2
     the CI and p are None; identical differences give a zero-width CI at that value; all
-    differences zero give p = 1. ``resolved`` = the CI excludes 0.
+    differences zero give p = 1. ``resolved`` = the CI excludes 0 and n >= ``min_n``.
     """
     from scipy import stats
 
@@ -251,7 +256,7 @@ def paired_test(diff: Sequence[float], confidence: float = 0.95, n_resamples: in
         out["p_wilcoxon"] = 1.0
     else:
         out["p_wilcoxon"] = float(stats.wilcoxon(d, alternative="two-sided").pvalue)
-    out["resolved"] = bool(lo > 0 or hi < 0)
+    out["resolved"] = bool((lo > 0 or hi < 0) and n >= min_n)
     return out
 
 
@@ -344,9 +349,14 @@ def comparison_markdown(result: Mapping[str, Any]) -> str:
         lines.append(f"| {ORGAN_SHORT.get(r['organ'], r['organ'])} | {r['n']} | {f(r['mean_a'])} | {f(r['mean_b'])} "
                      f"| {f(r['mean_diff'])} | {ci} | {_p(r['p_wilcoxon'])} | {'yes' if r['resolved'] else 'no'} |")
     resolved = [ORGAN_SHORT.get(r["organ"], r["organ"]) for r in result["rows"] if r["resolved"]]
-    unresolved = [ORGAN_SHORT.get(r["organ"], r["organ"]) for r in result["rows"] if not r["resolved"]]
+    unresolved = [ORGAN_SHORT.get(r["organ"], r["organ"]) for r in result["rows"]
+                  if not r["resolved"] and r["n"] >= MIN_RESOLVE_N]
+    few = [ORGAN_SHORT.get(r["organ"], r["organ"]) for r in result["rows"] if r["n"] < MIN_RESOLVE_N]
     lines += ["", f"Resolved: {', '.join(resolved) or 'none'}. Not resolved (CI contains 0): "
               f"{', '.join(unresolved) or 'none'}."]
+    if few:
+        lines.append(f"Too few paired scans to resolve (n < {MIN_RESOLVE_N}; the bootstrap CI under-covers): "
+                     f"{', '.join(few)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -407,6 +417,6 @@ def main_comparisons(summaries: Sequence[Mapping[str, Any]], pairs: Sequence[tup
     return pd.DataFrame(rows), notes
 
 
-__all__ = ["MAIN_PAIRS", "main_comparisons", "mean_std", "format_pm", "fold_spread", "load_summary", "summary_path", "per_scan_from_metrics",
+__all__ = ["MIN_RESOLVE_N", "MAIN_PAIRS", "main_comparisons", "mean_std", "format_pm", "fold_spread", "load_summary", "summary_path", "per_scan_from_metrics",
            "per_scan_dice", "aggregate_seeds", "paired_test", "paired_comparison", "compare_results",
            "comparison_markdown"]

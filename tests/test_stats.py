@@ -69,6 +69,9 @@ def test_paired_test_known_values():
     assert r["ci_low"] == pytest.approx(d.mean() - half, abs=0.003)
     assert r["ci_high"] == pytest.approx(d.mean() + half, abs=0.003)
     assert stats.paired_test([0.2])["ci_low"] is None and stats.paired_test([0.0, 0.0])["p_wilcoxon"] == 1.0
+    # a CI that excludes 0 on too few scans is reported but not called resolved
+    r = stats.paired_test([0.1] * 4)
+    assert r["ci_low"] == pytest.approx(0.1) and r["p_wilcoxon"] == pytest.approx(0.125) and not r["resolved"]
 
 
 def test_paired_comparison_pairs_by_scan_and_averages_organs_per_scan():
@@ -123,9 +126,9 @@ def test_per_scan_dice_needs_per_scan_values(tmp_path):
 
 def test_compare_cli_writes_table_and_rejects_bad_input(tmp_path, capsys):
     a = _summary("crapnet", {0: {"liver": 0.6, "spleen": 0.2}},
-                 per_scan={"liver": {str(i): 0.5 + 0.01 * i for i in range(8)}, "spleen": {"1": 0.2, "2": 0.3}})
+                 per_scan={"liver": {str(i): 0.5 + 0.01 * i for i in range(10)}, "spleen": {"1": 0.2, "2": 0.3}})
     b = _summary("alpnet", {0: {"liver": 0.6, "spleen": 0.2}},
-                 per_scan={"liver": {str(i): 0.4 + 0.01 * i for i in range(8)}, "spleen": {"1": 0.25, "2": 0.2}})
+                 per_scan={"liver": {str(i): 0.4 + 0.01 * i for i in range(10)}, "spleen": {"1": 0.25, "2": 0.2}})
     for name, s in (("a", a), ("b", b)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(s))
@@ -135,8 +138,9 @@ def test_compare_cli_writes_table_and_rejects_bad_input(tmp_path, capsys):
     out = json.loads((tmp_path / "cmp.json").read_text())
     liver = next(r for r in out["rows"] if r["organ"] == "liver")
     assert liver["mean_diff"] == pytest.approx(0.1) and liver["resolved"]
-    assert liver["p_wilcoxon"] == pytest.approx(2 / 2**8)
-    assert "Resolved: Liver" in (tmp_path / "cmp.md").read_text()
+    assert liver["p_wilcoxon"] == pytest.approx(2 / 2**10)
+    md = (tmp_path / "cmp.md").read_text()
+    assert "Resolved: Liver" in md and "Too few paired scans to resolve (n < 10" in md and "Spleen" in md
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
@@ -181,6 +185,11 @@ def test_cross_validate_seeds_and_budget_curve(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run), "--checkpoints", "5000"]) == 2
     assert "no checkpoint for step(s) [5000]" in capsys.readouterr().err
+    assert main(["cross-validate", "--profile", "smoke", "--seeds", "0,1", "--set", "train.seed=3",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "already sets train.seed" in capsys.readouterr().err
+    assert main(["cross-validate", "--profile", "smoke", "--seeds", "0,a", "--out", str(tmp_path / "x")]) == 2
+    assert "--seeds" in capsys.readouterr().err
 
 
 def test_book_tables_show_mean_pm_std_over_folds():
@@ -207,7 +216,7 @@ def test_book_tables_show_mean_pm_std_over_folds():
 
 
 def test_main_comparisons_table_and_notes():
-    scans = {"liver": {str(i): 0.5 + 0.01 * i for i in range(6)}}
+    scans = {"liver": {str(i): 0.5 + 0.01 * i for i in range(10)}}
     a = _summary("crapnet", {0: {"liver": 0.6, "spleen": 0.2}}, per_scan=scans)
     b = _summary("alpnet", {0: {"liver": 0.6, "spleen": 0.2}},
                  per_scan={"liver": {k: v + 0.05 for k, v in scans["liver"].items()}})
@@ -215,7 +224,7 @@ def test_main_comparisons_table_and_notes():
     frame, notes = stats.main_comparisons([a, b, c], n_resamples=300)
     assert set(frame.comparison) == {"CRAPNet − SSL-ALPNet"}
     liver = frame[frame.organ == "Liver"].iloc[0]
-    assert liver["A − B"] == pytest.approx(-5.0) and liver["resolved"] == "yes" and liver["scans"] == 6
+    assert liver["A − B"] == pytest.approx(-5.0) and liver["resolved"] == "yes" and liver["scans"] == 10
     assert len(notes) == 2 and all("no per-scan Dice" in n for n in notes)
 
 
