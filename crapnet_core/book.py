@@ -74,6 +74,7 @@ NOTEBOOKS = {
     "05_ablation_branches": "Ablation: two branches against one",
     "06_qualitative": "Qualitative results",
     "07_results": "Results against the paper",
+    "08_inside_attention": "Inside the attention",
 }
 
 #: Everything the paper evaluates (Sec. 4, Tables 1-4, Fig. 3): what a profile may leave out.
@@ -378,6 +379,10 @@ def plan_book(
     for ds in train_sets:
         jobs.append(Job("06_qualitative", dict(profile=profile, dataset=ds, fold=scope["train_folds"][0],
                                                methods=list(scope["methods"])), 2, ds,
+                        DATASET_TITLES.get(ds, ds)))
+    for ds in train_sets:  # diagnostics of the CRAPNet run of the first trained fold (stage 1 trains it)
+        jobs.append(Job("08_inside_attention", dict(profile=profile, dataset=ds, setting=1,
+                                                    fold=scope["train_folds"][0], method="crapnet"), 2, ds,
                         DATASET_TITLES.get(ds, ds)))
     cv_datasets = ["phantom"] if "phantom" in datasets else (train_sets if profile == "paper" else [])
     run_datasets = [] if cv_datasets else [main_ds]

@@ -7,6 +7,7 @@ The notebooks call the same library functions that these sub-commands call.
     crapnet data summary ...        (cli_data)
     crapnet superpixels ...         (cli_data)
     crapnet train / evaluate / cross-validate / segment ...   (cli_train)
+    crapnet compare A B             (cli_stats)
     crapnet book ...                (cli_book)
 """
 
@@ -20,7 +21,7 @@ import sys
 from . import __version__
 
 #: Modules that contribute sub-commands, in the order they appear in ``crapnet --help``.
-COMMAND_MODULES = ("crapnet_core.cli_data", "crapnet_core.cli_train", "crapnet_core.cli_book")
+COMMAND_MODULES = ("crapnet_core.cli_data", "crapnet_core.cli_train", "crapnet_core.cli_stats", "crapnet_core.cli_book")
 
 
 class UserError(Exception):

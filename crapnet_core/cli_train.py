@@ -4,7 +4,9 @@
     crapnet train ... --set model.n_blocks=7 --steps 200 --device cpu      (overrides)
     crapnet train ... --resume                                             (continue a killed run)
     crapnet evaluate RUN [--checkpoint CKPT] [--split validation]
+    crapnet evaluate RUN --checkpoints all          (budget curve: every step_<n>.pt -> RUN/budget.json)
     crapnet cross-validate --dataset chaos --setting 2 --method alpnet --profile lite --out DIR
+    crapnet cross-validate ... --seeds 0,1,2       (one cross-validation per training seed + aggregate)
     crapnet segment --run RUN --support-image S.nii.gz --support-label L.nii.gz \\
         --support-organ-label 1 --query-image Q.nii.gz --out pred.nii.gz
 
@@ -110,6 +112,16 @@ def _cmd_evaluate(args) -> int:
 
     from .evaluation import metrics_filename
 
+    if args.checkpoints is not None:
+        if args.checkpoint is not None:
+            raise ValueError("--checkpoint and --checkpoints: give one of them")
+        from .budget import budget_markdown, evaluate_checkpoints
+
+        budget = evaluate_checkpoints(args.run, args.checkpoints, device=args.device, progress=not args.no_progress)
+        print(budget_markdown(budget))
+        print(Path(args.run) / "budget.json")
+        return 0
+
     m = evaluate(args.run, checkpoint=args.checkpoint, device=args.device, progress=not args.no_progress,
                  save_predictions=False if args.no_predictions else None, split=args.split)
     _print_metrics(m)
@@ -128,9 +140,23 @@ def _cmd_cross_validate(args) -> int:
         except ValueError:
             raise ValueError(f"--folds: {args.folds!r} is not a comma-separated list of fold numbers") from None
     args.fold, args.group = 0, None
+    seeds = None
+    if args.seeds:
+        if args.seed is not None:
+            raise ValueError("--seed and --seeds: give one of them")
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds: {args.seeds!r} is not a comma-separated list of integers") from None
     try:
-        summary = cross_validate(args.dataset, args.setting, args.method, args.profile, args.out,
+        if seeds:
+            from .runs import cross_validate_seeds
+
+            cross_validate_seeds(args.dataset, args.setting, args.method, args.profile, args.out, seeds,
                                  overrides=_overrides(args), folds=folds, progress=not args.no_progress)
+        else:
+            cross_validate(args.dataset, args.setting, args.method, args.profile, args.out,
+                           overrides=_overrides(args), folds=folds, progress=not args.no_progress)
     except TrainingDiverged as err:
         print(f"crapnet cross-validate: error: {err}", file=sys.stderr)
         return 3
@@ -168,6 +194,9 @@ def register(subparsers) -> None:
                               description="Evaluate a run with the SSL-ALPNet 1-shot protocol.")
     p.add_argument("run", help="run folder (with config.json and checkpoints/)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (default RUN/checkpoints/last.pt)")
+    p.add_argument("--checkpoints", default=None, metavar="all|STEP,STEP",
+                   help="budget curve: evaluate these step_<n>.pt checkpoints (all, or e.g. 1000,3000,10000) "
+                        "into RUN/budget.json; metrics.json is left alone")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: the run's train.device)")
     p.add_argument("--no-predictions", action="store_true", help="do not write RUN/predictions/*.nii.gz")
     p.add_argument("--split", choices=("test", "validation"), default="test",
@@ -181,6 +210,9 @@ def register(subparsers) -> None:
     _add_experiment_args(p, with_fold=False)
     p.add_argument("--out", required=True, help="folder for the fold runs and the summary")
     p.add_argument("--folds", default=None, help="subset of folds, e.g. 0,1 (default: all)")
+    p.add_argument("--seeds", default=None,
+                   help="training seeds, e.g. 0,1,2: one cross-validation per seed (OUT/seed<k>/summary.*), "
+                        "OUT/summary.* = the aggregate (per-scan Dice averaged over seeds)")
     p.set_defaults(func=_cmd_cross_validate)
 
     p = subparsers.add_parser("segment", help="segment an organ in a new scan from one annotated example",

@@ -227,9 +227,13 @@ def summary_frame(summaries: Iterable[Mapping[str, Any]], source: str = "ours"):
     Reads the layout of :func:`crapnet_core.runs.summarize_runs` (``summary.json`` of
     ``crapnet cross-validate``): ``dataset``, ``setting``, ``method``, ``profile``, ``folds``
     and ``mean = {"dice": {organ: fraction, "mean": fraction}, "dice_std_over_folds": {...},
-    "hd95": {...}, "asd": {...}}``. Dice is shown 0..100.
+    "hd95": {...}, "asd": {...}}``. Dice is shown 0..100. ``dice_std`` is the sample standard
+    deviation over folds (ddof=1), recomputed from ``per_fold`` when the summary has it (also
+    for the organ mean, :func:`crapnet_core.stats.fold_spread`), else the stored value.
     """
     import pandas as pd
+
+    from .stats import fold_spread
 
     rows = []
     for s in summaries:
@@ -239,6 +243,8 @@ def summary_frame(summaries: Iterable[Mapping[str, Any]], source: str = "ours"):
         except (KeyError, TypeError):
             raise ValueError(f"{s.get('_path', 'summary')}: no mean.dice table (not a crapnet cross-validate summary)") from None
         std = mean.get("dice_std_over_folds", {})
+        if s.get("per_fold"):
+            std = {k: v["std"] for k, v in fold_spread(s).items()}
         base = dict(dataset=s.get("dataset"), setting=s.get("setting"), method_key=s.get("method"),
                     method=METHOD_LABELS.get(s.get("method"), s.get("method")), profile=s.get("profile"),
                     folds=",".join(str(f) for f in s.get("folds", [])), n_folds=len(s.get("folds", [])),
@@ -279,7 +285,7 @@ def _scale(value: Any) -> float | None:
     return 100.0 * value if value <= 1.0 else value
 
 
-def comparison_table(ours, table: int, dataset: str, reference: str | None = None):
+def comparison_table(ours, table: int, dataset: str, reference: str | None = None, spread: bool = False):
     """One dataset in the layout of the paper's Tables 1-2: rows (method, source), columns LK..Mean.
 
     ``ours`` is a long frame (:func:`run_frame` / :func:`summary_frame`) with columns
@@ -289,6 +295,10 @@ def comparison_table(ours, table: int, dataset: str, reference: str | None = Non
     e.g. ``"chaos"`` to show the MRI numbers as a scale), all of its methods (those we do not
     implement stay for reference). Each of our rows sits under the published row of its
     method. Dice 0..100, rounded to 2 decimals; missing cells are NaN.
+
+    ``spread=True``: text cells ``"mean ± std"`` where the row is a cross-validation summary
+    over more than one fold (``n_folds`` > 1; std over folds, :func:`summary_frame`), plain
+    means elsewhere (published rows, single-fold runs), "–" for missing cells.
     """
     import pandas as pd
 
@@ -311,7 +321,47 @@ def comparison_table(ours, table: int, dataset: str, reference: str | None = Non
     wide = wide.reindex(sorted(wide.index, key=lambda i: (method_order.index(i[0]) if i[0] in method_order else 99,
                                                           not str(i[1]).startswith("published"), str(i[1]))))
     wide.columns.name = None
-    return wide.round(2)
+    wide = wide.round(2)
+    if not spread:
+        return wide
+    if "n_folds" in both.columns and "dice_std" in both.columns:
+        std_src = both.assign(dice_std=both["dice_std"].where(both["n_folds"].fillna(0) > 1))
+        std = std_src.pivot_table(index=["method", "source"], columns="organ", values="dice_std", aggfunc="mean")
+    else:
+        std = pd.DataFrame(index=wide.index, columns=wide.columns, dtype=float)
+    return _pm_cells(wide, std)
+
+
+def _pm_cells(wide, std):
+    """Text table ``"mean ± std"`` from a numeric table and its std (same labels; NaN std: mean only)."""
+    import pandas as pd
+
+    if std.empty or std.index.nlevels != wide.index.nlevels:  # no spread at all (e.g. single-fold rows only)
+        std = pd.DataFrame(index=wide.index, columns=wide.columns, dtype=float)
+    else:
+        std.index = std.index.set_names(wide.index.names)
+    std = std.reindex(index=wide.index, columns=wide.columns)
+
+    def cell(m, sd):
+        if m is None or (isinstance(m, float) and np.isnan(m)):
+            return "–"
+        return f"{m:.2f}" if sd is None or (isinstance(sd, float) and np.isnan(sd)) else f"{m:.2f} ± {sd:.2f}"
+
+    return pd.DataFrame([[cell(wide.iloc[i, j], std.iloc[i, j]) for j in range(wide.shape[1])]
+                         for i in range(wide.shape[0])], index=wide.index, columns=wide.columns)
+
+
+def fold_mean(frame, by: Sequence[str] = ("variant", "organ")):
+    """Mean over folds of a long :func:`run_frame` (one row per run and organ).
+
+    Returns columns ``by`` + dice (mean over the folds), dice_std (sample std over folds,
+    ddof=1; NaN with one fold) and n_folds, for the ablation tables (``spread=True``).
+    """
+    g = frame.groupby(list(by), as_index=False)["dice"]
+    out = g.mean()
+    out["dice_std"] = g.std(ddof=1)["dice"].values
+    out["n_folds"] = g.count()["dice"].values
+    return out
 
 
 def styled(frame, caption: str | None = None, precision: int = 2):
@@ -334,8 +384,12 @@ def published_notes_md(table: int, datasets: Sequence[str] | None = None) -> str
     return "*Published numbers are transcribed as printed; " + "; ".join(notes) + ".*"
 
 
-def ablation_table(ours, table: int, ours_label: str = "ours"):
-    """Tables 3-4 layout: rows (variant, source), columns LK, RK, Spleen, Liver, Mean."""
+def ablation_table(ours, table: int, ours_label: str = "ours", spread: bool = False):
+    """Tables 3-4 layout: rows (variant, source), columns LK, RK, Spleen, Liver, Mean.
+
+    ``spread=True`` (with ``ours`` from :func:`fold_mean`): text cells ``"mean ± std over
+    folds"`` for our rows over more than one fold, the mean alone elsewhere.
+    """
     import pandas as pd
 
     if table not in (3, 4):
@@ -351,7 +405,13 @@ def ablation_table(ours, table: int, ours_label: str = "ours"):
     wide = wide[[c for c in [*ORGAN_SHORT.values(), "Mean"] if c in wide.columns]]
     wide.index = wide.index.set_names([name, "source"])
     order = sorted(wide.index, key=lambda i: ((-i[0] if table == 4 else i[0]), i[1] != "published"))
-    return wide.reindex(order).round(2)
+    wide = wide.reindex(order).round(2)
+    if not spread or "dice_std" not in both.columns:
+        return wide
+    n = both["n_folds"] if "n_folds" in both.columns else pd.Series(0, index=both.index)
+    std = both.assign(dice_std=both["dice_std"].where(n.fillna(0) > 1)).pivot_table(
+        index=["variant", "source"], columns="organ", values="dice_std", aggfunc="mean")
+    return _pm_cells(wide, std)
 
 
 # --------------------------------------------------------------------------- provenance
@@ -842,7 +902,7 @@ def qualitative_figure(spec, runs: Mapping[str, str | os.PathLike], metrics: Map
 __all__ = [
     "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "DATASET_LABELS", "PUBLISHED", "PUBLISHED_METHOD_KEYS",
     "PUBLISHED_INCONSISTENT",
-    "published_frame", "run_frame", "per_scan_frame", "load_summaries", "summaries_provenance", "summary_frame", "cross_validation", "comparison_table", "styled", "published_notes_md",
+    "published_frame", "run_frame", "per_scan_frame", "load_summaries", "summaries_provenance", "summary_frame", "cross_validation", "comparison_table", "fold_mean", "styled", "published_notes_md",
     "ablation_table", "provenance_md", "left_out_md", "machine_description", "window", "show_overlay",
     "dataset_overview", "intensity_samples", "middle_slice", "example_slices", "best_superpixel_dice",
     "superpixel_fit", "superpixel_counts", "superpixel_panel", "plot_losses", "plot_per_organ", "plot_organ_panels",

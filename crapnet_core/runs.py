@@ -8,7 +8,13 @@ resumed from its last checkpoint. A lock file serialises concurrent callers of o
 
 ``cross_validate(...)`` runs every fold (setting 2: one model per test group per fold,
 trained without that group, evaluated on that group only) and writes ``summary.json`` and
-``summary.md`` (the layout of the paper's Tables 1-2: LK, RK, Spleen, Liver, Mean).
+``summary.md`` (the layout of the paper's Tables 1-2: LK, RK, Spleen, Liver, Mean, each as
+mean ± standard deviation over folds). The summary also keeps every test scan's Dice
+(``per_scan``) for paired comparisons (:mod:`crapnet_core.stats`).
+
+``cross_validate_seeds(...)`` repeats a cross-validation with several training seeds (runs of
+all seeds share one folder, keyed by config hash; per-seed summaries in ``out/seed<k>/``) and
+writes the seed aggregate (per-scan Dice averaged over seeds, spreads over seeds and folds).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import Any, Iterator, Sequence
 from .experiment import ORGANS, ExperimentConfig, make_config
 from .figures import PUBLISHED, PUBLISHED_METHOD_KEYS
 from .io import write_json, write_text
-from .metrics import json_number, nanmean, nanstd
+from .metrics import json_number, nanmean
+from .stats import aggregate_seeds, fold_spread, format_pm, mean_std, per_scan_from_metrics
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +130,18 @@ def cross_validate(
     folds: Sequence[int] | None = None,
     progress: bool = True,
     device: str | None = None,
+    runs_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the folds of one experiment (skipping finished ones) and write the summary.
 
-    Run folders live in ``out`` (named by config hash, so reruns and notebooks share them);
-    ``out/summary.json`` and ``out/summary.md`` hold per-fold and mean Dice per organ
-    (the paper averages the 5 folds), plus HD95 and ASD.
+    Run folders live in ``runs_root`` (default ``out``; named by config hash, so reruns and
+    notebooks share them); ``out/summary.json`` and ``out/summary.md`` hold per-fold and mean
+    Dice per organ (the paper averages the 5 folds) with the standard deviation over folds,
+    every test scan's Dice, plus HD95 and ASD.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    runs_root = Path(runs_root) if runs_root is not None else out
     probe = make_config(profile, dataset, setting, 0, method, overrides)
     n_folds = probe.data.n_folds
     folds = list(range(n_folds)) if folds is None else [int(f) for f in folds]
@@ -143,16 +153,56 @@ def cross_validate(
     for f in folds:
         for cfg in fold_configs(profile, dataset, setting, method, f, overrides):
             t_run = time.time()
-            run_dir = ensure_run(cfg, out, progress=progress, device=device)
+            run_dir = ensure_run(cfg, runs_root, progress=progress, device=device)
             log.info("fold %d %s done in %.0f s: %s", f, cfg.group_name(), time.time() - t_run, run_dir)
             runs.append((f, run_dir))
     summary = summarize_runs([r for _, r in runs], dataset=probe.dataset_name(), setting=setting,
                              method=method, profile=profile)
     summary["wall_seconds_this_call"] = round(time.time() - t0, 1)
     summary["overrides"] = list(overrides)
+    if runs_root != out:
+        summary["runs_root"] = os.path.relpath(runs_root, out)
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
     return summary
+
+
+def cross_validate_seeds(
+    dataset: str,
+    setting: int,
+    method: str,
+    profile: str,
+    out: str | Path,
+    seeds: Sequence[int],
+    overrides: Sequence[str] = (),
+    folds: Sequence[int] | None = None,
+    progress: bool = True,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """:func:`cross_validate` once per training seed (``train.seed``), then the seed aggregate.
+
+    The run folders of every seed live in ``out`` (keyed by config hash: the seed that equals
+    the profile's default reuses the runs of a plain ``cross-validate --out out``); seed k's
+    summary is ``out/seed<k>/summary.json|md``; ``out/summary.json|md`` become the aggregate
+    (:func:`crapnet_core.stats.aggregate_seeds`: per-scan Dice averaged over the seeds, mean ±
+    std over seeds and over folds). Returns the aggregate.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: {seeds} must be distinct integers, at least one")
+    if any(str(o).replace(" ", "").startswith("train.seed=") for o in overrides):
+        raise ValueError("--seeds: an override already sets train.seed; give the seeds with --seeds only")
+    out = Path(out)
+    per_seed = {}
+    for seed in seeds:
+        per_seed[seed] = cross_validate(dataset, setting, method, profile, out / f"seed{seed}",
+                                        overrides=[*overrides, f"train.seed={seed}"], folds=folds,
+                                        progress=progress, device=device, runs_root=out)
+    agg = aggregate_seeds(per_seed)
+    agg["overrides"] = list(overrides)
+    write_json(out / "summary.json", agg)
+    write_text(out / "summary.md", summary_markdown(agg))
+    return agg
 
 
 def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method: str, profile: str) -> dict[str, Any]:
@@ -164,7 +214,9 @@ def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method:
         m = json.loads((Path(run_dir) / "metrics.json").read_text())
         fold = int(m["fold"])
         entry = per_fold.setdefault(fold, {"dice": {}, "dice_lcc": {}, "hd95": {}, "asd": {}, "runs": [],
-                                           "support": {}, "train_seconds": 0.0, "eval_seconds": 0.0})
+                                           "support": {}, "per_scan": {}, "train_seconds": 0.0, "eval_seconds": 0.0})
+        for organ, scans in per_scan_from_metrics(m).items():
+            entry["per_scan"].setdefault(organ, {}).update(scans)
         for organ, row in m["per_organ"].items():
             entry["dice"][organ] = row["dice_mean"]
             entry["dice_lcc"][organ] = row.get("dice_lcc_mean")  # absent in metrics of version-1 runs
@@ -187,13 +239,18 @@ def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method:
     for organ in organs:
         mean["dice_lcc"][organ] = json_number(nanmean([e["dice_lcc"].get(organ) for e in per_fold.values()]))
         mean["dice_lcc_std_over_folds"][organ] = json_number(
-            nanstd([e["dice_lcc"].get(organ) for e in per_fold.values()]))
+            mean_std([e["dice_lcc"].get(organ) for e in per_fold.values()])[1])
         mean["dice"][organ] = json_number(nanmean([e["dice"].get(organ) for e in per_fold.values()]))
-        mean["dice_std_over_folds"][organ] = json_number(nanstd([e["dice"].get(organ) for e in per_fold.values()]))
         mean["hd95"][organ] = json_number(nanmean([e["hd95"].get(organ) for e in per_fold.values()]))
         mean["asd"][organ] = json_number(nanmean([e["asd"].get(organ) for e in per_fold.values()]))
     for key in ("dice", "hd95", "asd", "dice_lcc"):
         mean[key]["mean"] = json_number(nanmean([mean[key].get(o) for o in organs]))
+    for key in [*organs, "mean"]:  # sample std (ddof=1) over folds, also of the per-fold organ mean
+        mean["dice_std_over_folds"][key] = json_number(mean_std([e["dice"].get(key) for e in per_fold.values()])[1])
+    per_scan: dict[str, dict[str, float]] = {}
+    for entry in per_fold.values():
+        for organ, scans in entry["per_scan"].items():
+            per_scan.setdefault(organ, {}).update(scans)
     return {
         "dataset": dataset,
         "setting": setting,
@@ -202,7 +259,9 @@ def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method:
         "organs": organs,
         "folds": sorted(per_fold),
         "per_fold": {str(k): per_fold[k] for k in sorted(per_fold)},
+        "per_scan": per_scan,
         "mean": mean,
+        "std_ddof": 1,
         "paper_dice": dict(zip([*ORGAN_COLUMNS.values(), "Mean"], PAPER_DICE.get((dataset, setting, method), ())))
         or None,
         "train_seconds_total": round(sum(e["train_seconds"] for e in per_fold.values()), 1),
@@ -216,51 +275,73 @@ def _fmt(value: float | None, scale: float = 1.0) -> str:
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """Markdown tables in the layout of the paper's Tables 1-2 (Dice x 100), plus HD95/ASD."""
+    """Markdown tables in the layout of the paper's Tables 1-2 (Dice x 100), plus HD95/ASD.
+
+    Every cell of our rows is mean ± sample standard deviation (ddof=1) over folds, computed
+    from ``per_fold`` (so summaries written before the std was stored render the same way);
+    a seed aggregate (:func:`cross_validate_seeds`) adds the per-seed rows and the spread over
+    seeds.
+    """
     organs = summary["organs"]
     head = [ORGAN_COLUMNS.get(o, o) for o in organs] + ["Mean"]
     name = PAPER_NAMES.get(summary["method"], summary["method"])
     ds_label = {"chaos": "Abdominal-MRI (CHAOS T2-SPIR)", "sabs": "Abdominal-CT (Synapse/BTCV)"}.get(
         summary["dataset"], summary["dataset"])
+    seeds = summary.get("seeds")
+    folds = ", ".join(map(str, summary["folds"]))
+    spread = {k: fold_spread(summary, k) for k in ("dice", "hd95", "asd")}
+    keys = [*organs, "mean"]
+    seed_text = (f" Training seeds {', '.join(map(str, seeds))}: each fold's Dice is the mean over the seeds."
+                 if seeds else "")
     lines = [
         f"# {name}, {ds_label}, setting {summary['setting']}, profile `{summary['profile']}`",
         "",
-        f"Dice score (0-100), mean over folds {', '.join(map(str, summary['folds']))} "
-        f"(per fold: mean over the fold's test scans).",
+        f"Dice score (0-100), mean ± standard deviation over folds {folds} (per fold: mean over the "
+        f"fold's test scans; sample standard deviation, ddof=1).{seed_text}",
         "",
         "| Method | " + " | ".join(head) + " |",
         "|---" * (len(head) + 1) + "|",
     ]
-    row = [summary["mean"]["dice"].get(o) for o in organs] + [summary["mean"]["dice"].get("mean")]
-    lines.append(f"| {name} ({summary['profile']}, this repo) | " + " | ".join(_fmt(v, 100) for v in row) + " |")
+    lines.append(f"| {name} ({summary['profile']}, this repo) | "
+                 + " | ".join(format_pm(spread["dice"][k]["mean"], spread["dice"][k]["std"]) for k in keys) + " |")
     paper = summary.get("paper_dice")
     if paper and list(organs) == list(ORGAN_COLUMNS):
         lines.append(f"| {name} (paper, Table {summary['setting']}) | "
                      + " | ".join(f"{paper[k]:.2f}" for k in [*ORGAN_COLUMNS.values(), "Mean"]) + " |")
+    if seeds:
+        per_seed = summary.get("per_seed", {})
+        std_seeds = summary["mean"].get("dice_std_over_seeds", {})
+        lines += ["", "Per seed (Dice 0-100, mean over folds) and the spread over seeds:", "",
+                  "| Seed | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+        for seed in seeds:
+            row = per_seed.get(str(seed), {})
+            lines.append(f"| {seed} | " + " | ".join(_fmt(row.get(k), 100) for k in keys) + " |")
+        lines.append("| mean ± std over seeds | " + " | ".join(
+            format_pm(summary["mean"]["dice"].get(k), std_seeds.get(k)) for k in keys) + " |")
     lines += ["", "Per fold (Dice 0-100):", "", "| Fold | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for fold, entry in summary["per_fold"].items():
-        vals = [entry["dice"].get(o) for o in organs] + [entry["dice"].get("mean")]
+        vals = [entry["dice"].get(o) for o in keys]
         lines.append(f"| {fold} | " + " | ".join(_fmt(v, 100) for v in vals) + " |")
-    std = [summary["mean"]["dice_std_over_folds"].get(o) for o in organs]
-    lines.append("| std over folds | " + " | ".join(_fmt(v, 100) for v in std) + " | |")
-    lines += ["", "Surface distances (mm, mean over folds; scans with an empty prediction left out):", "",
-              "| Metric | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    lines.append("| std over folds | " + " | ".join(_fmt(spread["dice"][k]["std"], 100) for k in keys) + " |")
+    lines += ["", "Surface distances (mm, mean ± standard deviation over folds; scans with an empty prediction "
+              "left out):", "", "| Metric | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for key, label in (("hd95", "HD95"), ("asd", "ASD")):
-        vals = [summary["mean"][key].get(o) for o in organs] + [summary["mean"][key].get("mean")]
-        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in vals) + " |")
+        lines.append(f"| {label} | " + " | ".join(
+            format_pm(spread[key][k]["mean"], spread[key][k]["std"], scale=1.0) for k in keys) + " |")
     lcc = summary["mean"].get("dice_lcc") or {}
     if any(v is not None for v in lcc.values()):  # beyond the paper: a separate table, never mixed with Dice
+        lcc_spread = fold_spread(summary, "dice_lcc")
         lines += ["", "Beyond the paper: Dice (0-100) after keeping the largest 3-D connected component of each "
-                  "prediction (`dice_lcc`; mean over folds, std over folds):", "",
+                  "prediction (`dice_lcc`; mean ± standard deviation over folds):", "",
                   "| Post-processing | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-        vals = [lcc.get(o) for o in organs] + [lcc.get("mean")]
-        lines.append("| largest connected component | " + " | ".join(_fmt(v, 100) for v in vals) + " |")
-        std = [summary["mean"].get("dice_lcc_std_over_folds", {}).get(o) for o in organs]
-        lines.append("| std over folds | " + " | ".join(_fmt(v, 100) for v in std) + " | |")
+        lines.append("| largest connected component | " + " | ".join(
+            format_pm(lcc_spread[k]["mean"], lcc_spread[k]["std"]) for k in keys) + " |")
     lines += ["", f"Training time {summary['train_seconds_total']:.0f} s, evaluation time "
-              f"{summary['eval_seconds_total']:.0f} s (all folds, as measured in the runs)."]
+              f"{summary['eval_seconds_total']:.0f} s (all folds{', all seeds' if seeds else ''}, as measured in "
+              "the runs)."]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ensure_run", "run_dir_for", "is_evaluated", "fold_configs", "cross_validate", "summarize_runs",
+__all__ = ["ensure_run", "run_dir_for", "is_evaluated", "fold_configs", "cross_validate", "cross_validate_seeds",
+           "summarize_runs",
            "summary_markdown", "PAPER_DICE", "run_lock"]

@@ -42,6 +42,8 @@ def _needed_configs(plan: book.BookPlan) -> set[str]:
                      for f in p["folds"] for b in p["branches"]}
         elif job.notebook == "06_qualitative":
             need |= {book.run_config(p["profile"], p["dataset"], 1, p["fold"], m).config_hash() for m in p["methods"]}
+        elif job.notebook == "08_inside_attention":
+            need.add(book.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"]).config_hash())
         elif job.notebook == "07_results":
             need |= {book.run_config(p["profile"], d, 1, p["run_fold"], m).config_hash()
                      for d in p["run_datasets"] for m in p["run_methods"]}
@@ -62,7 +64,8 @@ def test_plan_stages_train_everything_stage_two_reads(profile, fake_data_root, t
     stages = {j.notebook: j.stage for j in plan.jobs}
     assert stages["01_data_exploration"] == stages["02_superpixels"] == 0
     assert stages["03_train_fold"] == 1
-    assert {stages[n] for n in ("04_ablation_blocks", "05_ablation_branches", "06_qualitative", "07_results")} == {2}
+    assert {stages[n] for n in ("04_ablation_blocks", "05_ablation_branches", "06_qualitative", "07_results",
+                                "08_inside_attention")} == {2}
     assert set(plan.by_notebook()) == set(book.NOTEBOOKS), "every notebook runs in every profile"
     names = [j.name for j in plan.jobs]
     assert len(names) == len(set(names))
