@@ -87,8 +87,11 @@ def cmd_superpixels(args) -> int:
     from .datasets import scan_ids
     from .superpixels import SuperpixelParams, cache_folder, compute_superpixels
 
+    from .experiment import SuperpixelConfig
+
     spec = _spec_from_args(args)
-    params = SuperpixelParams(min_size=args.min_size, sigma=args.sigma, scale=args.scale)
+    # the same validation and the same cache key as `crapnet train --set superpixels.*`
+    params = SuperpixelConfig(min_size=args.min_size, sigma=args.sigma, scale=args.scale).params()
     out = Path(args.out) if args.out else cache_folder(spec, params)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
@@ -107,6 +110,9 @@ def cmd_superpixels(args) -> int:
         )
     else:
         print(f"superpixels: all {len(paths)} scans already done in {out}")
+    if not args.out and params != SuperpixelParams():
+        print(f"training uses this cache with: --superpixel-min-size {params.min_size} --superpixel-sigma "
+              f"{params.sigma:g} --superpixel-scale {params.scale:g} (or --set superpixels.min_size=... etc.)")
     return 0
 
 
@@ -133,8 +139,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="OUT", help="output folder (default: crapnet's cache); never the data folder")
     p.add_argument("--jobs", type=int, default=1, help="scans computed in parallel (processes)")
     p.add_argument("--scans", nargs="+", metavar="ID", help="only these scan ids")
-    p.add_argument("--min-size", type=int, default=400)
-    p.add_argument("--sigma", type=float, default=1.0)
-    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--min-size", type=int, default=400,
+                   help="Felzenszwalb min_size, pixels (config field superpixels.min_size; default 400)")
+    p.add_argument("--sigma", type=float, default=1.0, help="Felzenszwalb sigma (superpixels.sigma; default 1)")
+    p.add_argument("--scale", type=float, default=1.0, help="Felzenszwalb scale (superpixels.scale; default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_superpixels)
