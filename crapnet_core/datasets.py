@@ -323,8 +323,16 @@ def scan_ids(spec: DatasetSpec) -> list[str]:
 
 def _no_pairs_message(root: Path) -> str:
     """Why a folder holds no dataset: empty, or which files it holds instead of the expected names."""
-    scans = sorted(p.name for p in root.rglob("*") if p.is_file() and
-                   p.name.lower().endswith((".nii", ".nii.gz", ".dcm", ".nrrd", ".mha", ".mhd", ".png")))
+    suffixes = (".nii", ".nii.gz", ".dcm", ".nrrd", ".mha", ".mhd", ".png")
+    scans: list[str] = []
+    for folder, dirs, files in os.walk(root):  # up to 3 levels down (CHAOS: <id>/T2SPIR/DICOM_anon)
+        if len(Path(folder).relative_to(root).parts) >= 3:
+            dirs[:] = []
+        rel = Path(folder).relative_to(root)
+        scans += [str(rel / f) if rel.parts else f for f in files if f.lower().endswith(suffixes)]
+        if len(scans) > 10_000:
+            break
+    scans.sort()
     expected = "expected image_<id>.nii.gz with label_<id>.nii.gz (e.g. image_1.nii.gz, label_1.nii.gz)"
     if not scans:
         return f"{root}: no image_<id>.nii.gz / label_<id>.nii.gz files (empty dataset folder; {expected})"

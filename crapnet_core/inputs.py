@@ -47,8 +47,8 @@ def check_group(spec: DatasetSpec, group: Sequence[str], setting: int) -> None:
             f"(organs in its label map: {present})"
         )
     raise DatasetError(
-        f"--group: organ(s) {', '.join(repr(o) for o in missing)} not in the label map of dataset "
-        f"{spec.name!r} ({spec.root}); organs in its label map: {present}"
+        f"--group: organ {', '.join(repr(o) for o in missing)} {'is' if len(missing) == 1 else 'are'} not labelled "
+        f"in dataset {spec.name!r} ({spec.root}); organs in its label map: {present}"
     )
 
 
