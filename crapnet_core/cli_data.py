@@ -19,7 +19,9 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--dataset", metavar="NAME", help="chaos, sabs, phantom, or a folder")
     lab = p.add_mutually_exclusive_group()
     lab.add_argument("--preset", choices=("chaos", "sabs"), help="use a preset's label map and modality for --data-dir")
-    lab.add_argument("--labels", metavar="FILE", help="label-map file (JSON/YAML: modality, labels)")
+    lab.add_argument("--labels", metavar="FILE",
+                     help='label-map file (JSON/YAML), e.g. {"modality": "MR", "labels": {"background": 0, '
+                     '"liver": 1}}: positive ids, 0 = background (default: labels.json in the folder)')
     p.add_argument("--data-root", metavar="DIR", help="folder holding CHAOST2/ and SABS/ (default $CRAPNET_DATA_ROOT)")
 
 

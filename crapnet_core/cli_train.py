@@ -31,7 +31,10 @@ from .experiment import PROFILES
 def _add_experiment_args(p: argparse.ArgumentParser, with_fold: bool = True) -> None:
     p.add_argument("--dataset", default="phantom",
                    help="chaos, sabs, phantom (synthetic, default) or a folder with image_*/label_*.nii.gz")
-    p.add_argument("--labels", default=None, help="label map (JSON/YAML) for a folder dataset")
+    p.add_argument("--labels", default=None,
+                   help='label map (JSON/YAML) for a folder dataset (default: its labels.json), e.g. {"modality": '
+                   '"MR", "labels": {"background": 0, "heart": 1, "left kidney": 2}}: positive ids, 0 = background; '
+                   "names may hold spaces or / (written as _ in file names)")
     p.add_argument("--data-root", default=None, help="folder holding CHAOST2/ and SABS/ (default $CRAPNET_DATA_ROOT)")
     p.add_argument("--setting", type=int, choices=(1, 2), default=1, help="1 or 2 (paper Sec. 4.2)")
     group_help = ("test organs, names of the label map joined by commas (e.g. --group heart,lung) or a paper "

@@ -274,3 +274,16 @@ def test_a_failed_start_does_not_ask_for_force(tmp_path, odd_data):
     assert (run / "checkpoints" / "last.pt").is_file()
     # a real run (with a checkpoint) of another config is still protected
     assert main(["train", "--dataset", str(data), "--group", "liver/bile", "--out", str(run), *SMOKE]) == 2
+
+
+def test_help_describes_label_maps_groups_and_superpixels(capsys):
+    for command in (["train", "--help"], ["cross-validate", "--help"]):
+        with pytest.raises(SystemExit):
+            main(command)
+        text = " ".join(capsys.readouterr().out.split())
+        for words in ('"background": 0', "--group", "heart,lung", "--superpixel-min-size", "--min-superpixel-area",
+                      "written as _ in file names"):
+            assert words in text, (command, words)
+    with pytest.raises(SystemExit):
+        main(["cross-validate", "--help"])
+    assert "repeatable: one model per group and fold" in " ".join(capsys.readouterr().out.split())
