@@ -66,9 +66,11 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 def write_text(dest: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``dest`` atomically and return the path."""
+    """Write ``text`` to ``dest`` atomically (UTF-8, whatever the locale) and return the path."""
     with atomic_path(dest) as tmp:
-        tmp.write_text(text)
+        # explicit UTF-8: the locale's encoding can be ASCII (LANG=C, or a library that reset
+        # the locale: GDCM does when it writes DICOM), and crapnet's texts hold non-ASCII
+        tmp.write_text(text, encoding="utf-8")
     return Path(dest)
 
 

@@ -37,10 +37,12 @@ of interest; that step is not applied here (every slice is kept).
 
 from __future__ import annotations
 
+import locale
 import logging
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -78,6 +80,21 @@ class RawScan:
     image: Path | list[Path]  # a NIfTI file (synapse) or the DICOM files of the series (chaos)
     label: Path | list[Path]  # a NIfTI file (synapse) or the ground-truth PNGs (chaos)
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def keep_locale():
+    """Restore the process locale afterwards: GDCM (SimpleITK's DICOM library) can leave it
+    set to "C", which would turn Python's default text encoding into ASCII for the rest of
+    the process."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        try:
+            locale.setlocale(locale.LC_ALL, saved)
+        except locale.Error:  # pragma: no cover - a composite locale string the C library refuses
+            pass
 
 
 def _sitk():
@@ -397,7 +414,8 @@ def prepare_dataset(
     t0 = time.perf_counter()
     bar = tqdm(scans, desc=f"prepare {source}", unit="scan", disable=not progress)
     for scan in bar:
-        image, label = _read_synapse(scan) if source == "synapse" else _read_chaos(scan)
+        with keep_locale():
+            image, label = _read_synapse(scan) if source == "synapse" else _read_chaos(scan)
         arr = sitk.GetArrayFromImage(image)
         if not np.isfinite(arr).all():
             raise PrepareError(f"{scan.image if source == 'synapse' else Path(scan.image[0]).parent}: "
@@ -443,6 +461,6 @@ def prepare_dataset(
 
 
 __all__ = [
-    "SOURCES", "CT_WINDOW", "MR_PERCENTILE", "CHAOS_GREY", "PrepareError", "RawScan", "find_scans",
+    "SOURCES", "CT_WINDOW", "MR_PERCENTILE", "CHAOS_GREY", "PrepareError", "RawScan", "find_scans", "keep_locale",
     "find_synapse", "find_chaos", "ct_window", "mr_clip", "resample_inplane", "prepare_dataset",
 ]

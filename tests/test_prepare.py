@@ -20,7 +20,7 @@ sitk = pytest.importorskip("SimpleITK")
 
 from crapnet_core import datasets as ds  # noqa: E402
 from crapnet_core.cli import main  # noqa: E402
-from crapnet_core.prepare import PrepareError, prepare_dataset  # noqa: E402
+from crapnet_core.prepare import PrepareError, keep_locale, prepare_dataset  # noqa: E402
 
 
 def _centroid_mm(label: np.ndarray, affine: np.ndarray, value: int) -> np.ndarray:
@@ -167,6 +167,13 @@ def write_chaos_case(root: Path, case_id: str, shape=(5, 280, 288), spacing=(1.4
     gt_dir = root / case_id / "T2SPIR" / "Ground"
     dcm_dir.mkdir(parents=True)
     gt_dir.mkdir(parents=True)
+    with keep_locale():  # GDCM sets the locale to "C" when it writes DICOM
+        _write_slices(vol, grey, dcm_dir, gt_dir, case_id, spacing, origin)
+    return vol, grey
+
+
+def _write_slices(vol, grey, dcm_dir, gt_dir, case_id, spacing, origin):
+    nz = vol.shape[0]
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     series = f"1.2.826.0.1.3680043.2.1125.9.{case_id}"
@@ -184,7 +191,6 @@ def write_chaos_case(root: Path, case_id: str, shape=(5, 280, 288), spacing=(1.4
         writer.SetFileName(str(dcm_dir / f"{name}.dcm"))
         writer.Execute(sl)
         sitk.WriteImage(sitk.GetImageFromArray(grey[z]), str(gt_dir / f"{name}.png"))
-    return vol, grey
 
 
 def test_prepare_chaos_dicom_png_round_trip(tmp_path):
@@ -239,3 +245,20 @@ def test_prepare_help_describes_layouts(capsys):
     text = capsys.readouterr().out
     for words in ("imgNNNN.nii.gz", "T2SPIR/DICOM_anon", "63/126/189/252", "[-125, 275]", "99.5th percentile"):
         assert words in text, words
+
+
+def test_prepare_leaves_the_locale_and_text_files_are_utf8(tmp_path):
+    import locale
+
+    from crapnet_core.io import write_text
+
+    before = locale.setlocale(locale.LC_ALL)
+    write_chaos_case(tmp_path / "raw", "4")
+    prepare_dataset("chaos", tmp_path / "raw", tmp_path / "out", progress=False)
+    assert locale.setlocale(locale.LC_ALL) == before
+    try:
+        locale.setlocale(locale.LC_ALL, "C")  # what GDCM leaves behind: ASCII default encoding
+        write_text(tmp_path / "t.md", "phantom \u2014 SYNTHETIC")
+    finally:
+        locale.setlocale(locale.LC_ALL, before)
+    assert (tmp_path / "t.md").read_text(encoding="utf-8") == "phantom \u2014 SYNTHETIC"
