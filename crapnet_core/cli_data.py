@@ -2,6 +2,7 @@
 
     crapnet data summary   --data-dir DIR [--preset chaos|sabs | --labels FILE] | --dataset chaos|sabs|phantom
     crapnet data phantom   --out DIR [--scans N] [--seed S]
+    crapnet data prepare   --source synapse|chaos --raw DIR --out DIR [--size 256] [--scans ID ...]
     crapnet superpixels    --data-dir DIR | --dataset NAME  [--out OUT] [--jobs N] [--scans ID ...]
 """
 
@@ -18,7 +19,9 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--dataset", metavar="NAME", help="chaos, sabs, phantom, or a folder")
     lab = p.add_mutually_exclusive_group()
     lab.add_argument("--preset", choices=("chaos", "sabs"), help="use a preset's label map and modality for --data-dir")
-    lab.add_argument("--labels", metavar="FILE", help="label-map file (JSON/YAML: modality, labels)")
+    lab.add_argument("--labels", metavar="FILE",
+                     help='label-map file (JSON/YAML), e.g. {"modality": "MR", "labels": {"background": 0, '
+                     '"liver": 1}}: positive ids, 0 = background (default: labels.json in the folder)')
     p.add_argument("--data-root", metavar="DIR", help="folder holding CHAOST2/ and SABS/ (default $CRAPNET_DATA_ROOT)")
 
 
@@ -83,12 +86,31 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def cmd_prepare(args) -> int:
+    from .prepare import prepare_dataset
+
+    summary = prepare_dataset(args.source, args.raw, args.out, size=args.size, scan_ids=args.scans,
+                              force=args.force, progress=not args.no_progress)
+    rows = summary["scans"]
+    organs = [o for o in summary["labels"] if any(r[o] for r in rows)]
+    print(f"prepared {len(rows)} {summary['modality']} scans from {summary['raw']} into {summary['out']} "
+          f"in {summary['seconds']:.1f} s: {summary['preprocessing']}")
+    print("labels: " + ", ".join(f"{o}={i}" for o, i in summary["labels"].items()) + " (labels.json)")
+    print("voxels per organ on the prepared grid:")
+    print(format_table(rows, ["scan", "source_size", "source_spacing_mm", "size", "spacing_mm", "min", "max", *organs]))
+    print(f"use it with: crapnet data summary --data-dir {summary['out']}   or   crapnet train --dataset {summary['out']}")
+    return 0
+
+
 def cmd_superpixels(args) -> int:
     from .datasets import scan_ids
     from .superpixels import SuperpixelParams, cache_folder, compute_superpixels
 
+    from .experiment import SuperpixelConfig
+
     spec = _spec_from_args(args)
-    params = SuperpixelParams(min_size=args.min_size, sigma=args.sigma, scale=args.scale)
+    # the same validation and the same cache key as `crapnet train --set superpixels.*`
+    params = SuperpixelConfig(min_size=args.min_size, sigma=args.sigma, scale=args.scale).params()
     out = Path(args.out) if args.out else cache_folder(spec, params)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
@@ -107,12 +129,15 @@ def cmd_superpixels(args) -> int:
         )
     else:
         print(f"superpixels: all {len(paths)} scans already done in {out}")
+    if not args.out and params != SuperpixelParams():
+        print(f"training uses this cache with: --superpixel-min-size {params.min_size} --superpixel-sigma "
+              f"{params.sigma:g} --superpixel-scale {params.scale:g} (or --set superpixels.min_size=... etc.)")
     return 0
 
 
 def register(subparsers) -> None:
-    """Add ``data`` (summary, phantom) and ``superpixels`` to ``crapnet``."""
-    data = subparsers.add_parser("data", help="inspect datasets, generate the phantom")
+    """Add ``data`` (summary, phantom, prepare) and ``superpixels`` to ``crapnet``."""
+    data = subparsers.add_parser("data", help="inspect datasets, generate the phantom, prepare raw downloads")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
     data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
 
@@ -128,13 +153,39 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_phantom)
 
+    p = dsub.add_parser(
+        "prepare", help="convert a raw Synapse/BTCV or CHAOS download into a dataset folder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Convert a public download into a folder of image_<id>.nii.gz / label_<id>.nii.gz pairs with\n"
+            "labels.json, with SSL-ALPNet's preprocessing.\n\n"
+            "  synapse: RAW/img/imgNNNN.nii.gz + RAW/label/labelNNNN.nii.gz (also RAW/Training/...,\n"
+            "           RAW/RawData/Training/...); HU window [-125, 275] mapped to 0..255; BTCV label ids\n"
+            "           (spleen 1, right kidney 2, left kidney 3, ..., liver 6; the sabs preset).\n"
+            "  chaos:   RAW/<id>/T2SPIR/DICOM_anon/*.dcm + RAW/<id>/T2SPIR/Ground/*.png (also RAW/MR/...,\n"
+            "           RAW/Train_Sets/MR/...); grey 63/126/189/252 -> liver 1, right kidney 2, left kidney 3,\n"
+            "           spleen 4 (the chaos preset); intensities clipped at the 99.5th percentile.\n\n"
+            "Both: in-plane resampling to --size x --size (image linear, labels nearest; the field of view\n"
+            "is kept), slices untouched. The raw folder is only read; OUT/prepare.json records the run."
+        ),
+    )
+    p.add_argument("--source", required=True, choices=("synapse", "chaos"), help="layout of the download")
+    p.add_argument("--raw", required=True, metavar="DIR", help="the downloaded (unzipped) folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="new dataset folder (not inside --raw)")
+    p.add_argument("--size", type=int, default=256, help="in-plane size after resampling (default 256)")
+    p.add_argument("--scans", nargs="+", metavar="ID", help="only these scan ids")
+    p.add_argument("--force", action="store_true", help="prepare again into a folder that holds a prepared dataset")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
+
     p = subparsers.add_parser("superpixels", help="superpixel pseudo-labels (Felzenszwalb, SSL-ALPNet setting)")
     _add_dataset_args(p)
     p.add_argument("--out", metavar="OUT", help="output folder (default: crapnet's cache); never the data folder")
     p.add_argument("--jobs", type=int, default=1, help="scans computed in parallel (processes)")
     p.add_argument("--scans", nargs="+", metavar="ID", help="only these scan ids")
-    p.add_argument("--min-size", type=int, default=400)
-    p.add_argument("--sigma", type=float, default=1.0)
-    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--min-size", type=int, default=400,
+                   help="Felzenszwalb min_size, pixels (config field superpixels.min_size; default 400)")
+    p.add_argument("--sigma", type=float, default=1.0, help="Felzenszwalb sigma (superpixels.sigma; default 1)")
+    p.add_argument("--scale", type=float, default=1.0, help="Felzenszwalb scale (superpixels.scale; default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_superpixels)

@@ -12,7 +12,11 @@
 
 Every config field can be overridden with ``--set section.field=value`` (repeatable);
 ``--steps``, ``--device``, ``--blocks``, ``--branches``, ``--encoder``, ``--input-size``,
-``--seed``, ``--lr`` are shortcuts for the common ones.
+``--seed``, ``--lr`` and the ``--superpixel-*`` options are shortcuts for the common ones.
+
+Test organs: ``--group`` names organs of the dataset's label map (``--group heart,lung``),
+or the paper's groups ``kidneys`` / ``liver_spleen``; ``cross-validate`` takes it too
+(repeatable: one model per group and fold).
 """
 
 from __future__ import annotations
@@ -29,13 +33,22 @@ from .experiment import PROFILES
 def _add_experiment_args(p: argparse.ArgumentParser, with_fold: bool = True) -> None:
     p.add_argument("--dataset", default="phantom",
                    help="chaos, sabs, phantom (synthetic, default) or a folder with image_*/label_*.nii.gz")
-    p.add_argument("--labels", default=None, help="label map (JSON/YAML) for a folder dataset")
+    p.add_argument("--labels", default=None,
+                   help='label map (JSON/YAML) for a folder dataset (default: its labels.json), e.g. {"modality": '
+                   '"MR", "labels": {"background": 0, "heart": 1, "left kidney": 2}}: positive ids, 0 = background; '
+                   "names may hold spaces or / (written as _ in file names)")
     p.add_argument("--data-root", default=None, help="folder holding CHAOST2/ and SABS/ (default $CRAPNET_DATA_ROOT)")
     p.add_argument("--setting", type=int, choices=(1, 2), default=1, help="1 or 2 (paper Sec. 4.2)")
+    group_help = ("test organs, names of the label map joined by commas (e.g. --group heart,lung) or a paper "
+                  "group: kidneys, liver_spleen (0/1). Default: the 4 abdominal organs (setting 1), kidneys (setting 2). "
+                  "Setting 2 drops every training slice that shows one of them")
     if with_fold:
         p.add_argument("--fold", type=int, default=0, help="cross-validation fold 0..4")
-        p.add_argument("--group", default=None,
-                       help="setting 2 test group: kidneys (default) or liver_spleen (or 0/1, or a comma list)")
+        p.add_argument("--group", default=None, help=group_help)
+    else:
+        p.add_argument("--group", dest="groups", action="append", default=None, metavar="GROUP",
+                       help=group_help + " (repeatable: one model per group and fold; default in setting 2: "
+                       "kidneys and liver_spleen)")
     p.add_argument("--method", choices=METHODS, default="crapnet")
     p.add_argument("--profile", choices=PROFILES, default="smoke")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -48,6 +61,16 @@ def _add_experiment_args(p: argparse.ArgumentParser, with_fold: bool = True) -> 
     p.add_argument("--input-size", type=int, help="shortcut for --set data.input_size=S")
     p.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
     p.add_argument("--lr", type=float, help="shortcut for --set train.lr=X")
+    sp = p.add_argument_group("superpixel pseudo-labels (the cache `crapnet superpixels` fills with the same values)")
+    sp.add_argument("--superpixel-min-size", type=int, metavar="N",
+                    help="Felzenszwalb min_size in pixels (default 400); --set superpixels.min_size=N")
+    sp.add_argument("--superpixel-sigma", type=float, metavar="X",
+                    help="Felzenszwalb sigma (default 1); --set superpixels.sigma=X")
+    sp.add_argument("--superpixel-scale", type=float, metavar="X",
+                    help="Felzenszwalb scale (default 1); --set superpixels.scale=X")
+    sp.add_argument("--min-superpixel-area", type=int, metavar="N",
+                    help="smallest superpixel (pixels of the 256 x 256 slice) used as an episode's foreground "
+                    "(default 200); --set superpixels.min_area=N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -59,7 +82,9 @@ def _overrides(args) -> list[str]:
         out.append(f"data.labels={args.labels}")
     shortcuts = (("steps", "train.steps"), ("device", "train.device"), ("blocks", "model.n_blocks"),
                  ("branches", "model.branches"), ("encoder", "model.encoder"), ("input_size", "data.input_size"),
-                 ("seed", "train.seed"), ("lr", "train.lr"))
+                 ("seed", "train.seed"), ("lr", "train.lr"), ("superpixel_min_size", "superpixels.min_size"),
+                 ("superpixel_sigma", "superpixels.sigma"), ("superpixel_scale", "superpixels.scale"),
+                 ("min_superpixel_area", "superpixels.min_area"))
     for attr, key in shortcuts:
         value = getattr(args, attr, None)
         if value is not None:
@@ -153,10 +178,12 @@ def _cmd_cross_validate(args) -> int:
             from .runs import cross_validate_seeds
 
             cross_validate_seeds(args.dataset, args.setting, args.method, args.profile, args.out, seeds,
-                                 overrides=_overrides(args), folds=folds, progress=not args.no_progress)
+                                 overrides=_overrides(args), folds=folds, progress=not args.no_progress,
+                                 groups=args.groups)
         else:
             cross_validate(args.dataset, args.setting, args.method, args.profile, args.out,
-                           overrides=_overrides(args), folds=folds, progress=not args.no_progress)
+                           overrides=_overrides(args), folds=folds, progress=not args.no_progress,
+                           groups=args.groups)
     except TrainingDiverged as err:
         print(f"crapnet cross-validate: error: {err}", file=sys.stderr)
         return 3

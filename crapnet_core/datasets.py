@@ -141,6 +141,23 @@ class DatasetSpec:
 # --------------------------------------------------------------------------- resolving
 
 
+def _check_organ_names(labels: dict[str, int], source: str) -> None:
+    """Organ names become parts of file names (``<scan>_<organ>.nii.gz``): two names that
+    give the same file name, or a name with nothing usable in it, are refused here."""
+    from .paths import safe_name
+
+    seen: dict[str, str] = {}
+    for organ in labels:
+        if not organ.strip():
+            raise DatasetError(f"{source}: an organ name is empty")
+        key = safe_name(organ)
+        if key in seen:
+            raise DatasetError(
+                f"{source}: organ names {seen[key]!r} and {organ!r} give the same file name {key!r}; rename one"
+            )
+        seen[key] = organ
+
+
 def _parse_label_map(obj: Any, source: str) -> tuple[dict[str, int], str, float | None, dict]:
     if not isinstance(obj, dict):
         raise DatasetError(f"{source}: expected a mapping with 'modality' and 'labels'")
@@ -152,9 +169,19 @@ def _parse_label_map(obj: Any, source: str) -> tuple[dict[str, int], str, float 
         raise DatasetError(f"{source}: 'labels' must be a non-empty mapping organ name -> integer id")
     labels: dict[str, int] = {}
     for organ, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
-            raise DatasetError(f"{source}: label id of {organ!r} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise DatasetError(f"{source}: label id of {organ!r} must be an integer, got {value!r}")
+        if value == 0 and str(organ).strip().lower() == "background":
+            continue  # 0 is always background; saying so in the map (nnU-Net's dataset.json style) is fine
+        if value <= 0:
+            raise DatasetError(
+                f"{source}: label id of {organ!r} must be a positive integer, got {value!r} "
+                f"(0 is the background; only an entry named 'background' may map to it)"
+            )
         labels[str(organ)] = int(value)
+    if not labels:
+        raise DatasetError(f"{source}: 'labels' names no organ (only the background)")
+    _check_organ_names(labels, source)
     if len(set(labels.values())) != len(labels):
         raise DatasetError(f"{source}: two organs share one label id: {labels}")
     threshold = obj.get("body_threshold")
@@ -279,7 +306,7 @@ def scan_ids(spec: DatasetSpec) -> list[str]:
         if m:
             (images if m.group(1) == "image" else labels).add(m.group(2))
     if not images and not labels:
-        raise DatasetError(f"{root}: no image_<id>.nii.gz / label_<id>.nii.gz files (empty dataset folder)")
+        raise DatasetError(_no_pairs_message(root))
     missing_label = sorted(images - labels, key=_id_sort_key)
     if missing_label:
         raise DatasetError(
@@ -293,6 +320,29 @@ def scan_ids(spec: DatasetSpec) -> list[str]:
             + (f" (also {len(missing_image) - 1} more)" if len(missing_image) > 1 else "")
         )
     return sorted(images, key=_id_sort_key)
+
+
+def _no_pairs_message(root: Path) -> str:
+    """Why a folder holds no dataset: empty, or which files it holds instead of the expected names."""
+    suffixes = (".nii", ".nii.gz", ".dcm", ".nrrd", ".mha", ".mhd", ".png")
+    scans: list[str] = []
+    for folder, dirs, files in os.walk(root):  # up to 3 levels down (CHAOS: <id>/T2SPIR/DICOM_anon)
+        if len(Path(folder).relative_to(root).parts) >= 3:
+            dirs[:] = []
+        rel = Path(folder).relative_to(root)
+        scans += [str(rel / f) if rel.parts else f for f in files if f.lower().endswith(suffixes)]
+        if len(scans) > 10_000:
+            break
+    scans.sort()
+    expected = "expected image_<id>.nii.gz with label_<id>.nii.gz (e.g. image_1.nii.gz, label_1.nii.gz)"
+    if not scans:
+        return f"{root}: no image_<id>.nii.gz / label_<id>.nii.gz files (empty dataset folder; {expected})"
+    shown = ", ".join(scans[:4]) + (f", ... ({len(scans)} files)" if len(scans) > 4 else "")
+    return (
+        f"{root}: no image_<id>.nii.gz / label_<id>.nii.gz pairs, but it holds {shown}; {expected}. "
+        f"Rename the files, or convert a raw download with `crapnet data prepare` "
+        f"(Synapse img/imgNNNN.nii.gz + label/labelNNNN.nii.gz, CHAOS <id>/T2SPIR/DICOM_anon + Ground)"
+    )
 
 
 def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:

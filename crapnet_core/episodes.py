@@ -11,7 +11,8 @@ superpixel id of any slice):
 - only training scans of the fold (never test or support scans), and in setting 2 never a
   slice that contains an excluded (tested) organ (:func:`~crapnet_core.protocol.training_slices`);
 - a superpixel is *usable* when it covers at least ``min_superpixel_area`` pixels (default
-  200, half of Felzenszwalb's ``min_size=400``) on the 256 x 256 grid: the body-mask cut can
+  200, half of Felzenszwalb's ``min_size=400``; config field ``superpixels.min_area``, the
+  Felzenszwalb parameters are ``superpixels.min_size/sigma/scale``) on the 256 x 256 grid: the body-mask cut can
   leave tiny slivers of superpixels at the body outline, which make degenerate episodes;
 - slices without a usable superpixel (e.g. slices outside the body) are skipped;
 - a slice is drawn uniformly among the usable slices, then a superpixel uniformly among the

@@ -212,6 +212,14 @@ def metrics_filename(split: str = "test") -> str:
     return "metrics.json" if split == "test" else f"metrics_{split}.json"
 
 
+def prediction_file_name(scan_id: str, organ: str) -> str:
+    """``<scan>_<organ>.nii.gz`` with the organ as one safe file-name part (``paths.safe_name``:
+    ``"left kidney"`` -> ``left_kidney``, ``"a/b"`` -> ``a_b``; never a sub-folder)."""
+    from .paths import safe_name
+
+    return f"{safe_name(scan_id)}_{safe_name(organ)}.nii.gz"
+
+
 def evaluate_model(
     model,
     cfg,
@@ -325,7 +333,7 @@ def evaluate_model(
                 "empty_prediction": bool(counts.tp + counts.fp == 0),
             }
             if save and pred_dir is not None:
-                path = pred_dir / f"{sid}_{organ}.nii.gz"
+                path = pred_dir / prediction_file_name(sid, organ)
                 save_nifti(path, geom.from_canonical(pred), vol.affine)
             if bar is not None:
                 bar.update(1)
@@ -431,6 +439,6 @@ def evaluate(
 
 __all__ = [
     "EMPTY_PREDICTION_POLICY", "support_positions", "support_slices", "chunk_index", "chunk_assignment",
-    "organ_range", "predict_chunks", "SPLITS", "metrics_filename", "support_tensors", "evaluate_model", "summarize_per_scan", "evaluate",
+    "organ_range", "prediction_file_name", "predict_chunks", "SPLITS", "metrics_filename", "support_tensors", "evaluate_model", "summarize_per_scan", "evaluate",
     "Counts",
 ]

@@ -801,7 +801,9 @@ def load_prediction(run_dir: str | os.PathLike, volume, organ: str) -> np.ndarra
     """
     import nibabel as nib
 
-    path = Path(run_dir) / "predictions" / f"{volume.scan_id}_{organ}.nii.gz"
+    from .evaluation import prediction_file_name
+
+    path = Path(run_dir) / "predictions" / prediction_file_name(volume.scan_id, organ)
     if not path.is_file():
         return None
     arr = np.asarray(nib.load(str(path)).dataobj)

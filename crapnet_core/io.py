@@ -3,6 +3,11 @@
 Everything crapnet writes (configs, metrics, checkpoints, NIfTI predictions, superpixels)
 goes through these helpers: the content goes to a temporary file in the destination
 folder, is flushed to disk, then renamed over the destination in one step (``os.replace``).
+
+Permissions: ``tempfile.mkstemp`` creates files readable by their owner only (0600); before
+the rename the file gets the mode a plain ``open(dest, "w")`` would give it: the mode of the
+file it replaces, or ``0666`` minus the user's umask for a new file (0644 with the usual
+umask 022), so results can be shared as the user's umask says.
 """
 
 from __future__ import annotations
@@ -13,6 +18,27 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def current_umask() -> int:
+    """The process umask (read from ``/proc/self/status`` on Linux, else set-and-restore)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no read-only query exists elsewhere: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
+def _target_mode(dest: Path) -> int:
+    """Mode ``open(dest, "w")`` would leave: the existing file's, else ``0o666 & ~umask``."""
+    try:
+        return dest.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
 
 
 @contextmanager
@@ -32,6 +58,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _target_mode(dest))
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
@@ -39,9 +66,11 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 def write_text(dest: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``dest`` atomically and return the path."""
+    """Write ``text`` to ``dest`` atomically (UTF-8, whatever the locale) and return the path."""
     with atomic_path(dest) as tmp:
-        tmp.write_text(text)
+        # explicit UTF-8: the locale's encoding can be ASCII (LANG=C, or a library that reset
+        # the locale: GDCM does when it writes DICOM), and crapnet's texts hold non-ASCII
+        tmp.write_text(text, encoding="utf-8")
     return Path(dest)
 
 

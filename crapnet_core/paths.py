@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -25,6 +26,20 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
             "holds CHAOST2/ and SABS/ (e.g. export CRAPNET_DATA_ROOT=../shared/data)"
         )
     return Path(value).expanduser().resolve()
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(name: str) -> str:
+    """``name`` as one file-name component: every run of characters other than letters,
+    digits and ``. _ + -`` (spaces, ``/``, ``\\``, ``:``...) becomes ``_``; leading dots are
+    dropped (no hidden files, no ``..``). ``"left kidney"`` -> ``"left_kidney"``,
+    ``"liver/gallbladder"`` -> ``"liver_gallbladder"``. Used for organ names in output file
+    and run folder names, which must never create sub-folders.
+    """
+    out = _UNSAFE.sub("_", str(name).strip()).lstrip(".")
+    return out or "_"
 
 
 def cache_dir(*parts: str) -> Path:

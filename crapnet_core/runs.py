@@ -99,6 +99,10 @@ def ensure_run(
         cfg = cfg.copy()
         cfg.train.device = device
     run_dir = run_dir_for(cfg, runs_root)
+    if not is_trained(run_dir):
+        from .inputs import check_experiment_inputs
+
+        check_experiment_inputs(cfg)  # before the run folder (and its lock file) is created
     with run_lock(run_dir):
         if not is_trained(run_dir):
             resume = latest_checkpoint(run_dir) is not None and (run_dir / "config.json").is_file()
@@ -111,12 +115,19 @@ def ensure_run(
 
 # ---------------------------------------------------------------------- cross-validation
 def fold_configs(
-    profile: str, dataset: str, setting: int, method: str, fold: int, overrides: Sequence[str] = ()
+    profile: str, dataset: str, setting: int, method: str, fold: int, overrides: Sequence[str] = (),
+    groups: Sequence[str | Sequence[str]] | None = None,
 ) -> list[ExperimentConfig]:
-    """The configs of one fold: one (setting 1) or one per test group (setting 2)."""
+    """The configs of one fold: one per test group.
+
+    ``groups`` (names such as ``kidneys``, comma lists such as ``"heart,lung"``, or organ
+    tuples): the test groups; default: all organs (setting 1) or the paper's two groups
+    (setting 2: kidneys, liver_spleen).
+    """
     from .experiment import SETTING2_GROUPS
 
-    groups = [None] if setting == 1 else list(SETTING2_GROUPS)
+    if groups is None or len(groups) == 0:
+        groups = [None] if setting == 1 else list(SETTING2_GROUPS)
     return [make_config(profile, dataset, setting, fold, method, overrides, test_group=g) for g in groups]
 
 
@@ -131,16 +142,23 @@ def cross_validate(
     progress: bool = True,
     device: str | None = None,
     runs_root: str | Path | None = None,
+    groups: Sequence[str | Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Run the folds of one experiment (skipping finished ones) and write the summary.
 
     Run folders live in ``runs_root`` (default ``out``; named by config hash, so reruns and
     notebooks share them); ``out/summary.json`` and ``out/summary.md`` hold per-fold and mean
     Dice per organ (the paper averages the 5 folds) with the standard deviation over folds,
-    every test scan's Dice, plus HD95 and ASD.
+    every test scan's Dice, plus HD95 and ASD. ``groups``: the test groups (see
+    :func:`fold_configs`; any organs of the dataset's label map).
+
+    Every fold's config and every scan the folds need are checked before ``out`` or any
+    run folder is created (:func:`crapnet_core.inputs.check_experiment_inputs`).
     """
+    from .inputs import check_experiment_inputs
+    from .training import is_trained
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     runs_root = Path(runs_root) if runs_root is not None else out
     probe = make_config(profile, dataset, setting, 0, method, overrides)
     n_folds = probe.data.n_folds
@@ -148,14 +166,20 @@ def cross_validate(
     for f in folds:
         if not 0 <= f < n_folds:
             raise ValueError(f"fold: {f} is out of range 0..{n_folds - 1}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    plan = [(f, cfg) for f in folds for cfg in fold_configs(profile, dataset, setting, method, f, overrides, groups)]
+    for _, cfg in plan:
+        if not is_trained(run_dir_for(cfg, runs_root)):
+            check_experiment_inputs(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     runs: list[tuple[int, Path]] = []
     t0 = time.time()
-    for f in folds:
-        for cfg in fold_configs(profile, dataset, setting, method, f, overrides):
-            t_run = time.time()
-            run_dir = ensure_run(cfg, runs_root, progress=progress, device=device)
-            log.info("fold %d %s done in %.0f s: %s", f, cfg.group_name(), time.time() - t_run, run_dir)
-            runs.append((f, run_dir))
+    for f, cfg in plan:
+        t_run = time.time()
+        run_dir = ensure_run(cfg, runs_root, progress=progress, device=device)
+        log.info("fold %d %s done in %.0f s: %s", f, cfg.group_name(), time.time() - t_run, run_dir)
+        runs.append((f, run_dir))
     summary = summarize_runs([r for _, r in runs], dataset=probe.dataset_name(), setting=setting,
                              method=method, profile=profile)
     summary["wall_seconds_this_call"] = round(time.time() - t0, 1)
@@ -178,6 +202,7 @@ def cross_validate_seeds(
     folds: Sequence[int] | None = None,
     progress: bool = True,
     device: str | None = None,
+    groups: Sequence[str | Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """:func:`cross_validate` once per training seed (``train.seed``), then the seed aggregate.
 
@@ -197,7 +222,7 @@ def cross_validate_seeds(
     for seed in seeds:
         per_seed[seed] = cross_validate(dataset, setting, method, profile, out / f"seed{seed}",
                                         overrides=[*overrides, f"train.seed={seed}"], folds=folds,
-                                        progress=progress, device=device, runs_root=out)
+                                        progress=progress, device=device, runs_root=out, groups=groups)
     agg = aggregate_seeds(per_seed)
     agg["overrides"] = list(overrides)
     write_json(out / "summary.json", agg)

@@ -14,6 +14,9 @@ Superpixels are computed on the model grid of :class:`~crapnet_core.datasets.Vol
 slices the model sees, and saved as ``superpix_<id>.nii.gz`` with that grid's shape and
 affine (``geometry.model_affine``). :func:`load_superpixels` returns them as they are. crapnet keeps its own copy in a cache folder keyed on
 the dataset folder's resolved path and the parameters; it never writes into a data folder.
+``crapnet superpixels --min-size/--sigma/--scale`` and training (config section
+``superpixels``, :class:`~crapnet_core.experiment.SuperpixelConfig`) name the cache with the
+same key, so a training with the same values reads what the command computed.
 """
 
 from __future__ import annotations

@@ -149,13 +149,15 @@ def build_episodes(cfg: ExperimentConfig):
 
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
     fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
-    for organ in cfg.data.test_group:
-        spec.label_id(organ)  # the dataset must label every organ the run is about
+    from .inputs import check_group
+
+    check_group(spec, cfg.data.test_group, cfg.data.setting)  # the dataset must label every organ the run is about
     stats = ds.normalization_stats(spec, fold.train_ids)
     dataset = EpisodeDataset(
         spec, fold, exclude_organs=cfg.data.exclude_organs, size=cfg.data.input_size,
         seed=cfg.train.seed, length=cfg.train.steps * cfg.train.batch_size, stats=stats,
-        augment=cfg.data.augment,
+        augment=cfg.data.augment, min_superpixel_area=cfg.superpixels.min_area,
+        superpixel_params=cfg.superpixels.params(),
     )
     return dataset, spec, fold, stats
 
@@ -352,15 +354,19 @@ def clear_run(run_dir: Path) -> None:
             p.unlink()
 
 
-def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, force: bool = False) -> tuple[Path, int]:
-    """Check ``run_dir`` for training ``cfg``; returns ``(run_dir, start_step)``.
+def _is_failed_start(run_dir: Path) -> bool:
+    """A run folder whose training never wrote a checkpoint (a start that failed or was stopped
+    before its first checkpoint): nothing in it can be resumed, so it may be replaced."""
+    return latest_checkpoint(run_dir) is None and not (run_dir / "TRAINED").exists()
 
-    - empty / new folder: start at 0;
-    - a folder that is not a run folder (files but no config.json): refused;
-    - a run of another config: refused (``force`` replaces it);
-    - a finished run of this config: refused without ``force`` (which starts over);
-    - an unfinished run of this config: ``resume`` continues from ``checkpoints/last.pt``,
-      otherwise refused (``force`` starts over).
+
+def inspect_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False,
+                    force: bool = False) -> tuple[str, int]:
+    """Decide what training ``cfg`` into ``run_dir`` does, without touching it.
+
+    Returns ``(action, start_step)``, action one of ``"new"`` (empty or absent folder, or a
+    failed start: a config.json without any checkpoint), ``"clear"`` (``force``: start over),
+    ``"resume"``. Raises :class:`RunFolderError` for the cases of :func:`prepare_run_dir`.
     """
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
@@ -372,36 +378,50 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = F
             raise RunFolderError(
                 f"{run_dir}: folder is not empty and is not a crapnet run folder (no config.json); choose another --out"
             )
-    if cfg_path.is_file():
-        try:
-            old = ExperimentConfig.load(cfg_path)
-            old_hash = old.config_hash()
-        except (ValueError, TypeError) as err:
-            old_hash = f"unreadable ({err})"
-        if old_hash != cfg.config_hash():
-            if not force:
-                raise RunFolderError(
-                    f"{run_dir}: holds a run of another config (hash {old_hash}, this config {cfg.config_hash()}); "
-                    f"choose another --out or pass --force to overwrite it"
-                )
-            clear_run(run_dir)
-        elif force:
-            clear_run(run_dir)
-        elif is_trained(run_dir):
-            raise RunFolderError(
-                f"{run_dir}: already holds the finished run of this config; pass --force to train it again"
-            )
-        elif latest_checkpoint(run_dir) is not None:
-            if not resume:
-                step = int(read_checkpoint(latest_checkpoint(run_dir)).get("step", 0))
-                raise RunFolderError(
-                    f"{run_dir}: holds an unfinished run of this config (checkpoint at step {step}); "
-                    f"pass --resume to continue it or --force to start over"
-                )
-            state = read_checkpoint(latest_checkpoint(run_dir))
-            return run_dir, int(state["step"])
+    if not cfg_path.is_file():
+        return "new", 0
+    if force or _is_failed_start(run_dir):
+        return "clear", 0
+    try:
+        old = ExperimentConfig.load(cfg_path)
+        old_hash = old.config_hash()
+    except (ValueError, TypeError) as err:
+        old_hash = f"unreadable ({err})"
+    if old_hash != cfg.config_hash():
+        raise RunFolderError(
+            f"{run_dir}: holds a run of another config (hash {old_hash}, this config {cfg.config_hash()}); "
+            f"choose another --out or pass --force to overwrite it"
+        )
+    if is_trained(run_dir):
+        raise RunFolderError(
+            f"{run_dir}: already holds the finished run of this config; pass --force to train it again"
+        )
+    step = int(read_checkpoint(latest_checkpoint(run_dir)).get("step", 0))
+    if not resume:
+        raise RunFolderError(
+            f"{run_dir}: holds an unfinished run of this config (checkpoint at step {step}); "
+            f"pass --resume to continue it or --force to start over"
+        )
+    return "resume", step
+
+
+def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, force: bool = False) -> tuple[Path, int]:
+    """Check ``run_dir`` for training ``cfg`` and make it ready; returns ``(run_dir, start_step)``.
+
+    - empty / new folder: start at 0;
+    - a folder that is not a run folder (files but no config.json): refused;
+    - a failed start (config.json but no checkpoint, e.g. bad input found at start): replaced;
+    - a run of another config: refused (``force`` replaces it);
+    - a finished run of this config: refused without ``force`` (which starts over);
+    - an unfinished run of this config: ``resume`` continues from ``checkpoints/last.pt``,
+      otherwise refused (``force`` starts over).
+    """
+    run_dir = Path(run_dir)
+    action, start = inspect_run_dir(cfg, run_dir, resume=resume, force=force)
+    if action == "clear":
+        clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, 0
+    return run_dir, start
 
 
 # ---------------------------------------------------------------------- training loop
@@ -420,16 +440,24 @@ def train(
     Raises :class:`TrainingDiverged` on a NaN/infinite loss (the last good checkpoint stays),
     :class:`RunFolderError` when ``run_dir`` cannot be used as asked.
     """
-    import torch
+    from .inputs import check_experiment_inputs
 
-    run_dir, start = prepare_run_dir(cfg, run_dir, resume=resume, force=force)
+    # Nothing is written to run_dir before the folder, the config and every scan the run
+    # needs (training, test and support scans) are checked and the episodes are built: a
+    # bad input found here leaves the folder as it was (the superpixel cache may be filled).
+    run_dir = Path(run_dir)
+    inspect_run_dir(cfg, run_dir, resume=resume, force=force)
+    check_experiment_inputs(cfg)
     device = resolve_device(cfg.train.device)
     with cpu_threads(cfg, device):
-        return _train(cfg, run_dir, start, device, progress, on_step)
+        seed_everything(cfg.train.seed)
+        episodes = build_episodes(cfg)
+        run_dir, start = prepare_run_dir(cfg, run_dir, resume=resume, force=force)
+        return _train(cfg, run_dir, start, device, progress, on_step, episodes)
 
 
 def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: bool,
-           on_step: Callable[[int, dict[str, float]], None] | None) -> Path:
+           on_step: Callable[[int, dict[str, float]], None] | None, episodes) -> Path:
     import torch
 
     if device.type == "cuda":
@@ -440,8 +468,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
 
     from .losses import episode_loss
 
-    seed_everything(cfg.train.seed)
-    dataset, spec, fold, stats = build_episodes(cfg)
+    dataset, spec, fold, stats = episodes
     model = build_model(cfg).to(device)
     channels_last = bool(cfg.train.channels_last and device.type == "cuda")
     if channels_last:
@@ -554,6 +581,6 @@ def train_seconds(run_dir: str | Path) -> float | None:
 __all__ = [
     "TrainingDiverged", "CheckpointMismatch", "RunFolderError", "train", "load_model", "build_model",
     "build_episodes", "make_optimizer", "save_checkpoint", "read_checkpoint", "check_checkpoint",
-    "latest_checkpoint", "prepare_run_dir", "is_trained", "clear_run", "read_metrics_csv", "resolve_device",
+    "latest_checkpoint", "inspect_run_dir", "prepare_run_dir", "is_trained", "clear_run", "read_metrics_csv", "resolve_device",
     "train_seconds",
 ]

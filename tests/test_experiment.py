@@ -65,8 +65,13 @@ def test_setting2_groups():
     cfg = make_config("smoke", setting=2, test_group="liver_spleen")
     assert cfg.data.exclude_organs == ("liver", "spleen")
     assert make_config("smoke", setting=1).data.exclude_organs == ()
-    with pytest.raises(ValueError, match="not a setting-2 group"):
-        make_config("smoke", setting=2, test_group="liver")
+    # any group of organs is a setting-2 group now (issue 9, item 7); the dataset's label map
+    # is checked when the run starts (crapnet_core.inputs)
+    single = make_config("smoke", setting=2, test_group="liver")
+    assert single.data.test_group == ("liver",) and single.data.exclude_organs == ("liver",)
+    assert single.group_name() == "liver"
+    with pytest.raises(ValueError, match="named twice"):
+        make_config("smoke", setting=2, test_group="liver,liver")
     # changing the setting by override picks that setting's default group
     assert apply_overrides(make_config("smoke"), ["data.setting=2"]).data.test_group == SETTING2_GROUPS[0]
 
