@@ -1,0 +1,107 @@
+#!/bin/bash
+# Issue 8 §7 (and §4, §5): the equal-budget study under the corrected `lite` profile (config version 2),
+# as a queue that N workers (default 2, one torch thread each) drain in order. Resumable: cross-validate
+# skips finished runs and resumes an interrupted one from its last checkpoint, so rerunning this script
+# after a stop continues where it was. Each finished summary is copied to results/<name>/ with
+# run_info.json (command, start, wall, machine, commit).
+#   results/run_study.sh                  # the whole queue, 2 workers
+#   WORKERS=1 ONLY="chaos_setting1_crapnet_lite" results/run_study.sh
+# Run it from a checkout whose code does not change meanwhile (e.g. a git worktree at a fixed commit);
+# RESULTS (default: this checkout's results/) says where the summaries go.
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CRAPNET_DATA_ROOT=${CRAPNET_DATA_ROOT:-../shared/data} OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1
+PY=${PY:-.venv/bin/python}
+RESULTS=${RESULTS:-$ROOT/results}
+RUNS=${RUNS:-$ROOT/runs/study}
+WORKERS=${WORKERS:-2}
+mkdir -p "$RUNS"
+CV="$PY -m crapnet_core.cli cross-validate --profile lite --set train.threads=1 --no-progress"
+# name | command (paths relative to the checkout); order = priority
+QUEUE=$(cat <<Q
+chaos_setting1_crapnet_lite|$CV --dataset chaos --setting 1 --method crapnet --out RUNS/chaos_setting1_crapnet_lite
+chaos_setting1_alpnet_lite|$CV --dataset chaos --setting 1 --method alpnet --out RUNS/chaos_setting1_alpnet_lite
+chaos_setting1_panet_lite|$CV --dataset chaos --setting 1 --method panet --out RUNS/chaos_setting1_panet_lite
+chaos_setting1_alpnet-attention_lite|$CV --dataset chaos --setting 1 --method alpnet --set model.attention=on --out RUNS/chaos_setting1_alpnet-attention_lite
+chaos_setting1_alpnet-carafe_lite|$CV --dataset chaos --setting 1 --method alpnet --set model.prototypes=carafe --out RUNS/chaos_setting1_alpnet-carafe_lite
+chaos_setting1_crapnet-aligned_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.carafe_window=aligned --out RUNS/chaos_setting1_crapnet-aligned_lite
+sabs_setting1_crapnet_lite|$CV --dataset sabs --setting 1 --method crapnet --out RUNS/sabs_setting1_crapnet_lite
+sabs_setting1_alpnet_lite|$CV --dataset sabs --setting 1 --method alpnet --out RUNS/sabs_setting1_alpnet_lite
+sabs_setting1_panet_lite|$CV --dataset sabs --setting 1 --method panet --out RUNS/sabs_setting1_panet_lite
+budget_chaos_setting1_f0_crapnet|BUDGET crapnet
+budget_chaos_setting1_f0_alpnet|BUDGET alpnet
+chaos_setting2_crapnet_lite|$CV --dataset chaos --setting 2 --method crapnet --out RUNS/chaos_setting2_crapnet_lite
+chaos_setting2_alpnet_lite|$CV --dataset chaos --setting 2 --method alpnet --out RUNS/chaos_setting2_alpnet_lite
+chaos_setting2_panet_lite|$CV --dataset chaos --setting 2 --method panet --out RUNS/chaos_setting2_panet_lite
+chaos_setting1_crapnet_lite_seeds|$CV --dataset chaos --setting 1 --method crapnet --seeds 0,1,2 --out RUNS/chaos_setting1_crapnet_lite
+chaos_setting1_alpnet_lite_seeds|$CV --dataset chaos --setting 1 --method alpnet --seeds 0,1,2 --out RUNS/chaos_setting1_alpnet_lite
+chaos_setting1_panet_lite_seeds|$CV --dataset chaos --setting 1 --method panet --seeds 0,1,2 --out RUNS/chaos_setting1_panet_lite
+sabs_setting2_crapnet_lite|$CV --dataset sabs --setting 2 --method crapnet --out RUNS/sabs_setting2_crapnet_lite
+sabs_setting2_alpnet_lite|$CV --dataset sabs --setting 2 --method alpnet --out RUNS/sabs_setting2_alpnet_lite
+sabs_setting2_panet_lite|$CV --dataset sabs --setting 2 --method panet --out RUNS/sabs_setting2_panet_lite
+sabs_setting1_crapnet_lite_seeds|$CV --dataset sabs --setting 1 --method crapnet --seeds 0,1,2 --out RUNS/sabs_setting1_crapnet_lite
+sabs_setting1_alpnet_lite_seeds|$CV --dataset sabs --setting 1 --method alpnet --seeds 0,1,2 --out RUNS/sabs_setting1_alpnet_lite
+sabs_setting1_panet_lite_seeds|$CV --dataset sabs --setting 1 --method panet --seeds 0,1,2 --out RUNS/sabs_setting1_panet_lite
+Q
+)
+
+budget() {  # budget curve (§5): one 10,000-step training of fold 0, checkpoints at 1k..10k, each evaluated
+  local method=$1 run=$RUNS/budget_chaos_setting1_f0_$1
+  $PY -m crapnet_core.cli train --dataset chaos --setting 1 --fold 0 --method "$method" --profile lite \
+      --steps 10000 --set train.threads=1 --set train.checkpoint_every=1000 --set train.keep_checkpoints=10 \
+      --no-progress --out "$run" $( [ -f "$run/config.json" ] && echo --resume ) &&
+  $PY -m crapnet_core.cli evaluate "$run" --checkpoints 1000,3000,10000 --no-progress
+}
+
+record() {  # name command start_iso wall
+  local name=$1 cmd=$2 start=$3 wall=$4 src
+  if [[ $name == budget_* ]]; then src=$RUNS/$name; files="budget.json budget.md"
+  else src=$RUNS/${name%_seeds}; files="summary.json summary.md"; fi
+  local dest=$RESULTS/${name%_seeds}
+  mkdir -p "$dest"
+  for f in $files; do [ -f "$src/$f" ] && cp "$src/$f" "$dest/$f.tmp" && mv "$dest/$f.tmp" "$dest/$f"; done
+  if [[ $name == *_seeds ]]; then
+    for d in "$src"/seed*; do [ -f "$d/summary.json" ] && mkdir -p "$dest/$(basename $d)" && cp "$d"/summary.* "$dest/$(basename $d)/"; done
+  fi
+  $PY - "$dest" "$cmd" "$start" "$wall" <<'PY'
+import json, os, platform, subprocess, sys
+import torch
+dest, cmd, start, wall = sys.argv[1:5]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+info = {"command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data " + cmd.replace(os.getcwd() + "/", ""),
+        "started_utc": start, "wall_seconds": int(wall), "commit": commit,
+        "machine": f"{os.cpu_count()}-core CPU ({cpu}), no GPU, shared with other jobs", "torch": torch.__version__,
+        "encoder_init": "random (no pretrained weights)", "profile": "lite (config version 2)"}
+path = os.path.join(dest, "run_info.json")
+json.dump(info, open(path + ".tmp", "w"), indent=2); os.replace(path + ".tmp", path)
+PY
+}
+
+worker() {
+  local w=$1
+  while true; do
+    local line
+    line=$(flock "$RUNS/.queue.lock" bash -c '
+      while IFS= read -r l; do n=${l%%|*}; [ -n "$n" ] || continue
+        [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $n "* ]] && continue
+        grep -qx "$n" "$0/.claimed" 2>/dev/null && continue
+        echo "$n" >> "$0/.claimed"; echo "$l"; break
+      done <<< "$1"' "$RUNS" "$QUEUE")
+    [ -n "$line" ] || break
+    local name=${line%%|*} cmd=${line#*|}
+    cmd=${cmd//RUNS/$RUNS}
+    local start=$(date +%s) start_iso=$(date -u +%FT%TZ) rc
+    echo "[worker $w] $start_iso start $name" >> "$RUNS/progress.txt"
+    if [[ $cmd == BUDGET* ]]; then budget ${cmd#BUDGET } > "$RUNS/$name.log" 2>&1; rc=$?
+    else $cmd > "$RUNS/$name.log" 2>&1; rc=$?; fi
+    local wall=$(( $(date +%s) - start ))
+    [ $rc -eq 0 ] && record "$name" "$cmd" "$start_iso" "$wall"
+    echo "[worker $w] $(date -u +%FT%TZ) $name rc=$rc wall=${wall}s" >> "$RUNS/progress.txt"
+  done
+}
+
+rm -f "$RUNS/.claimed"
+for w in $(seq 1 "$WORKERS"); do worker "$w" & done
+wait
