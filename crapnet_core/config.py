@@ -110,15 +110,19 @@ class ModelConfig:
 
     @property
     def uses_attention(self) -> bool:
-        """Whether the support-query attention (Eq. 1-13) runs: ``attention`` or the method's default."""
+        """Whether the support-query attention (Eq. 1-13) runs: ``attention`` or the method's default
+        (False for a method without an entry in :data:`METHOD_COMPONENTS`)."""
         if self.attention == "auto":
-            return METHOD_COMPONENTS[self.method][0]
+            return METHOD_COMPONENTS.get(self.method, (False, None))[0]
         return self.attention == "on"
 
     @property
-    def prototype_kind(self) -> str:
-        """``carafe``, ``avgpool`` or ``global``: ``prototypes`` or the method's default."""
-        return METHOD_COMPONENTS[self.method][1] if self.prototypes == "auto" else self.prototypes
+    def prototype_kind(self) -> str | None:
+        """``carafe``, ``avgpool`` or ``global``: ``prototypes`` or the method's default; None for a
+        method without an entry in :data:`METHOD_COMPONENTS` (its own model builds its prototypes)."""
+        if self.prototypes == "auto":
+            return METHOD_COMPONENTS.get(self.method, (False, None))[1]
+        return self.prototypes
 
 
 @dataclass
