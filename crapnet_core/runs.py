@@ -148,6 +148,7 @@ def cross_validate(
             runs.append((f, run_dir))
     summary = summarize_runs([r for _, r in runs], dataset=probe.dataset_name(), setting=setting,
                              method=method, profile=profile)
+    summary["variant"] = probe.model.variant_name()  # e.g. alpnet-att for a decomposition variant
     summary["wall_seconds_this_call"] = round(time.time() - t0, 1)
     summary["overrides"] = list(overrides)
     write_json(out / "summary.json", summary)
@@ -220,6 +221,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     organs = summary["organs"]
     head = [ORGAN_COLUMNS.get(o, o) for o in organs] + ["Mean"]
     name = PAPER_NAMES.get(summary["method"], summary["method"])
+    variant = summary.get("variant", summary["method"])
+    if variant != summary["method"]:  # a component variant: no paper row to compare with
+        name = f"{name} variant `{variant}`"
     ds_label = {"chaos": "Abdominal-MRI (CHAOS T2-SPIR)", "sabs": "Abdominal-CT (Synapse/BTCV)"}.get(
         summary["dataset"], summary["dataset"])
     lines = [
@@ -234,7 +238,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     row = [summary["mean"]["dice"].get(o) for o in organs] + [summary["mean"]["dice"].get("mean")]
     lines.append(f"| {name} ({summary['profile']}, this repo) | " + " | ".join(_fmt(v, 100) for v in row) + " |")
     paper = summary.get("paper_dice")
-    if paper and list(organs) == list(ORGAN_COLUMNS):
+    if paper and list(organs) == list(ORGAN_COLUMNS) and variant == summary["method"]:
         lines.append(f"| {name} (paper, Table {summary['setting']}) | "
                      + " | ".join(f"{paper[k]:.2f}" for k in [*ORGAN_COLUMNS.values(), "Mean"]) + " |")
     lines += ["", "Per fold (Dice 0-100):", "", "| Fold | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
