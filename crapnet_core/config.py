@@ -110,15 +110,32 @@ class ModelConfig:
 
     @property
     def uses_attention(self) -> bool:
-        """Whether the support-query attention (Eq. 1-13) runs: ``attention`` or the method's default."""
+        """Whether the support-query attention (Eq. 1-13) runs: ``attention`` or the method's default
+        (False for a method without an entry in :data:`METHOD_COMPONENTS`)."""
         if self.attention == "auto":
-            return METHOD_COMPONENTS[self.method][0]
+            return METHOD_COMPONENTS.get(self.method, (False, None))[0]
         return self.attention == "on"
 
+    def variant_name(self) -> str:
+        """The method, plus the component switches that differ from its preset, e.g. ``crapnet``,
+        ``alpnet-att`` (+ attention), ``alpnet-carafe`` (+ CARAFE++ prototypes), ``crapnet-aligned``."""
+        default_att, default_kind = METHOD_COMPONENTS.get(self.method, (False, None))
+        parts = [self.method]
+        if self.uses_attention != default_att:
+            parts.append("att" if self.uses_attention else "noatt")
+        if self.prototype_kind != default_kind:
+            parts.append(str(self.prototype_kind))
+        if self.prototype_kind == "carafe" and self.carafe_window != "centred":
+            parts.append(self.carafe_window)
+        return "-".join(parts)
+
     @property
-    def prototype_kind(self) -> str:
-        """``carafe``, ``avgpool`` or ``global``: ``prototypes`` or the method's default."""
-        return METHOD_COMPONENTS[self.method][1] if self.prototypes == "auto" else self.prototypes
+    def prototype_kind(self) -> str | None:
+        """``carafe``, ``avgpool`` or ``global``: ``prototypes`` or the method's default; None for a
+        method without an entry in :data:`METHOD_COMPONENTS` (its own model builds its prototypes)."""
+        if self.prototypes == "auto":
+            return METHOD_COMPONENTS.get(self.method, (False, None))[1]
+        return self.prototypes
 
 
 @dataclass

@@ -353,6 +353,7 @@ def evaluate_model(
         "setting": cfg.data.setting,
         "fold": cfg.data.fold,
         "method": cfg.model.method,
+        "variant": cfg.model.variant_name(),
         "profile": cfg.profile,
         "config_hash": cfg.config_hash(),
         "organs": organs,

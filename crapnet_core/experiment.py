@@ -331,7 +331,7 @@ class ExperimentConfig:
         """Folder name of this experiment under a runs root: readable coordinates + hash."""
         return (
             f"{self.dataset_name()}_s{self.data.setting}_{self.group_name()}_f{self.data.fold}"
-            f"_{self.model.method}_{self.profile}_{self.config_hash()}"
+            f"_{self.model.variant_name()}_{self.profile}_{self.config_hash()}"
         )
 
     def copy(self) -> "ExperimentConfig":
@@ -558,7 +558,7 @@ def describe(cfg: ExperimentConfig) -> str:
     """One line naming the experiment (for logs and progress bars)."""
     return (
         f"{cfg.dataset_name()} setting {cfg.data.setting} ({cfg.group_name()}) fold {cfg.data.fold} "
-        f"{cfg.model.method} [{cfg.profile}, {cfg.model.encoder}, {cfg.data.input_size}px, "
+        f"{cfg.model.variant_name()} [{cfg.profile}, {cfg.model.encoder}, {cfg.data.input_size}px, "
         f"{cfg.train.steps} steps, hash {cfg.config_hash()}]"
     )
 

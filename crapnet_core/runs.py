@@ -182,6 +182,7 @@ def cross_validate(
         runs.append((f, run_dir))
     summary = summarize_runs([r for _, r in runs], dataset=probe.dataset_name(), setting=setting,
                              method=method, profile=profile)
+    summary["variant"] = probe.model.variant_name()  # e.g. alpnet-att for a decomposition variant
     summary["wall_seconds_this_call"] = round(time.time() - t0, 1)
     summary["overrides"] = list(overrides)
     if runs_root != out:
@@ -310,6 +311,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     organs = summary["organs"]
     head = [ORGAN_COLUMNS.get(o, o) for o in organs] + ["Mean"]
     name = PAPER_NAMES.get(summary["method"], summary["method"])
+    variant = summary.get("variant", summary["method"])
+    if variant != summary["method"]:  # a component variant: no paper row to compare with
+        name = f"{name} variant `{variant}`"
     ds_label = {"chaos": "Abdominal-MRI (CHAOS T2-SPIR)", "sabs": "Abdominal-CT (Synapse/BTCV)"}.get(
         summary["dataset"], summary["dataset"])
     seeds = summary.get("seeds")
@@ -330,7 +334,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines.append(f"| {name} ({summary['profile']}, this repo) | "
                  + " | ".join(format_pm(spread["dice"][k]["mean"], spread["dice"][k]["std"]) for k in keys) + " |")
     paper = summary.get("paper_dice")
-    if paper and list(organs) == list(ORGAN_COLUMNS):
+    if paper and list(organs) == list(ORGAN_COLUMNS) and variant == summary["method"]:
         lines.append(f"| {name} (paper, Table {summary['setting']}) | "
                      + " | ".join(f"{paper[k]:.2f}" for k in [*ORGAN_COLUMNS.values(), "Mean"]) + " |")
     if seeds:
