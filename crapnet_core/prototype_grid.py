@@ -154,7 +154,7 @@ def check_geometry(cfg) -> None:
     if problems:
         raise ValueError(
             "prototype geometry: " + "; ".join(problems)
-            + ". Pass --set model.free_geometry=true to run it anyway (see crapnet_core/geometry.py)."
+            + ". Pass --set model.free_geometry=true to run it anyway (see crapnet_core/prototype_grid.py)."
         )
 
 
