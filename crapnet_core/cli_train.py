@@ -140,6 +140,8 @@ def _cmd_evaluate(args) -> int:
     if args.checkpoints is not None:
         if args.checkpoint is not None:
             raise ValueError("--checkpoint and --checkpoints: give one of them")
+        if getattr(args, "split", "test") != "test":
+            raise ValueError("--checkpoints: the budget curve is measured on the test scans (drop --split)")
         from .budget import budget_markdown, evaluate_checkpoints
 
         budget = evaluate_checkpoints(args.run, args.checkpoints, device=args.device, progress=not args.no_progress)

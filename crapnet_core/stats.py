@@ -184,10 +184,13 @@ def aggregate_seeds(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any
         if sorted(int(f) for f in s["folds"]) != folds:
             raise ValueError(f"aggregate_seeds: seed {seed} has folds {s['folds']}, others {folds}")
     organs = list(first["organs"])
+    metrics = ["dice", "hd95", "asd"] + (["dice_lcc"] if all(
+        "dice_lcc" in e for s in by_seed.values() for e in s["per_fold"].values()) else [])
     per_fold: dict[str, Any] = {}
     for f in folds:
-        entry: dict[str, Any] = {"dice": {}, "hd95": {}, "asd": {}, "runs": []}
-        for metric in ("dice", "hd95", "asd"):
+        entry: dict[str, Any] = {m: {} for m in metrics}
+        entry["runs"] = []
+        for metric in metrics:
             for key in [*organs, "mean"]:
                 m, _, _ = mean_std([by_seed[s]["per_fold"][str(f)][metric].get(key) for s in seeds])
                 entry[metric][key] = m
@@ -209,6 +212,8 @@ def aggregate_seeds(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any
         mean["dice_std_over_folds"][key] = mean_std([per_fold[str(f)]["dice"][key] for f in folds])[1]
         for metric in ("hd95", "asd"):
             mean[metric][key] = mean_std([by_seed[s]["mean"][metric].get(key) for s in seeds])[0]
+        if "dice_lcc" in metrics:  # beyond the paper: the seed mean of the per-fold LCC Dice
+            mean.setdefault("dice_lcc", {})[key] = mean_std([per_fold[str(f)]["dice_lcc"][key] for f in folds])[0]
     return {
         "dataset": first["dataset"], "setting": first["setting"], "method": first["method"],
         "profile": first["profile"], "organs": organs, "folds": folds, "seeds": seeds,

@@ -114,6 +114,9 @@ def test_variants_equal_the_model_while_the_blocks_are_the_identity_and_differ_a
     s, m, q = _episode()
     full = dg.AttentionVariant(model, "full").predict(s, m, q)
     assert torch.allclose(full, model.predict(s, m, q))
+    if hasattr(model, "predict_logits"):  # the evaluation's test-time rule
+        assert torch.allclose(dg.AttentionVariant(model, "full").predict_logits(s, m, q, size=(50, 60)),
+                              model.predict_logits(s, m, q, size=(50, 60)))
     for v in ("bypass", "literal"):  # zero-initialised W_z: z = x, all readings agree
         assert torch.allclose(dg.AttentionVariant(model, v).predict(s, m, q), full, atol=1e-6), v
     with torch.no_grad():
