@@ -156,6 +156,27 @@ class Geometry:
             return canon[self.crop[0], self.crop[1], :]
         return resize_inplane(canon, (MODEL_SIZE, MODEL_SIZE), order=order)
 
+    def mask_to_model(self, mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """A binary file-order mask -> bool model grid; small structures survive shrinking.
+
+        Per slice :func:`crapnet_core.datasets.downsample_mask` (area pooling; a structure
+        below half a model voxel keeps its best-covered voxel(s)). Returns the mask and the
+        slices where that fallback was needed.
+        """
+        from .datasets import downsample_mask
+
+        canon = np.asarray(self.to_canonical(np.asarray(mask) > 0))
+        if self.inplane != "resample":
+            return np.ascontiguousarray(self._inplane(canon, order=0)), []
+        out = np.zeros(self.model_shape, dtype=bool)
+        below = []
+        for z in np.flatnonzero(canon.any(axis=(0, 1))):
+            m, small = downsample_mask(canon[:, :, z], (MODEL_SIZE, MODEL_SIZE))
+            out[:, :, z] = m.numpy().astype(bool)
+            if small:
+                below.append(int(z))
+        return out, below
+
     def model_label_to_canonical(self, array: np.ndarray, fill: Any = 0) -> np.ndarray:
         """A label-like model-grid array ``(256, 256, Z)`` -> canonical file-resolution grid.
 
