@@ -244,9 +244,12 @@ def evaluate_model(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc=f"evaluate fold {cfg.data.fold}", unit="scan")
+    support_file_label, _, _ = ds.read_nifti(support_vol.label_path)
     for organ in organs:
         lid = spec.label_id(organ)
-        s_zs = ds.organ_slices(support_vol, organ, spec, warn=False)
+        # the support mask from the file's own labels: small structures survive the in-plane step
+        s_fg, _ = support_vol.geometry.mask_to_model(support_file_label == lid)
+        s_zs = np.flatnonzero(s_fg.any(axis=(0, 1))).astype(np.int64)
         if s_zs.size == 0:
             raise ds.DatasetError(
                 f"{support_vol.label_path}: organ {organ!r} (label {lid}) is absent from the support scan "
@@ -255,7 +258,7 @@ def evaluate_model(
         chosen = support_slices(s_zs.tolist(), n_parts)
         support_info["slices"][organ] = chosen
         support_info["n_slices_with_organ"][organ] = int(s_zs.size)
-        s_img, s_mask = support_tensors(support_norm, support_vol.label == lid, chosen, size,
+        s_img, s_mask = support_tensors(support_norm, s_fg, chosen, size,
                                         source=str(support_vol.label_path))
         per_scan[organ] = {}
         for sid in fold.test_ids:

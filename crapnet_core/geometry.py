@@ -67,6 +67,11 @@ CANONICAL_AXCODES: tuple[str, str, str] = ("A", "L", "S")
 #: In-plane size of the model grid (paper Sec. 4.3: images are scaled to 3 x 256 x 256).
 MODEL_SIZE = 256
 
+#: Version of the scan -> model-input mapping, part of every run's config hash
+#: (:meth:`ExperimentConfig.hashed_dict`). 2: canonical (A, L, S) orientation, in-plane
+#: resampling, file-grid metrics, area-pooled masks (1: file voxel order, centre crop).
+DATA_PIPELINE_VERSION = 2
+
 #: In-plane rules of the presets: name -> (file in-plane shape, axcodes of the distributed
 #: files, kept voxel ranges on their axes i, j). SSL-ALPNet crops SABS ``img[:256, :256]``.
 PRESET_CROPS: dict[str, tuple[tuple[int, int], tuple[str, str, str], tuple[slice, slice]]] = {
