@@ -18,7 +18,7 @@ def _add_dataset_args(p: argparse.ArgumentParser, scan: bool = False) -> None:
     if scan:
         src.add_argument("--scan", metavar="FILE", help="one scan: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a folder "
                                                       "holding one DICOM series (orientation, grid, intensities)")
-    src.add_argument("--data-dir", metavar="DIR", help="dataset folder of image_<id>.nii.gz / label_<id>.nii.gz pairs")
+    src.add_argument("--data-dir", metavar="DIR", help="dataset folder of image_<id>.nii.gz / label_<id>.nii.gz pairs (.nii too)")
     src.add_argument("--dataset", metavar="NAME", help="chaos, sabs, phantom, or a folder")
     lab = p.add_mutually_exclusive_group()
     lab.add_argument("--preset", choices=("chaos", "sabs"), help="use a preset's label map and modality for --data-dir")
