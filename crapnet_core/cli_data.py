@@ -60,8 +60,11 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def scan_summary(path: str) -> list[str]:
-    """Lines describing one scan file (any format of :data:`~crapnet_core.datasets.SCAN_FORMATS`)."""
+def scan_summary(path: str, preset: str | None = None) -> list[str]:
+    """Lines describing one scan file (any format of :data:`~crapnet_core.datasets.SCAN_FORMATS`).
+
+    ``preset``: apply that preset's in-plane rule (the SABS 257 x 257 crop).
+    """
     import numpy as np
 
     from .datasets import DatasetError, body_report, body_threshold_for, read_scan
@@ -69,7 +72,7 @@ def scan_summary(path: str) -> list[str]:
 
     arr, affine, zooms = read_scan(path)
     try:
-        geom = make_geometry(arr.shape, affine, zooms, source=path)
+        geom = make_geometry(arr.shape, affine, zooms, preset=preset, source=path)
     except GeometryError as err:
         raise DatasetError(str(err)) from None
     values = np.asarray(arr)
@@ -99,7 +102,7 @@ def cmd_summary(args) -> int:
     from .datasets import ORGANS, scan_ids, summarize
 
     if args.scan is not None:
-        print("\n".join(scan_summary(args.scan)))
+        print("\n".join(scan_summary(args.scan, args.preset)))
         return 0
     spec = _spec_from_args(args)
     ids = args.scans or scan_ids(spec)
