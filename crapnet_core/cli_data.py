@@ -1,6 +1,7 @@
 """Data sub-commands of ``crapnet`` (see crapnet_core/cli.py).
 
     crapnet data summary   --data-dir DIR [--preset chaos|sabs | --labels FILE] | --dataset chaos|sabs|phantom
+    crapnet data summary   --scan FILE_OR_DICOM_FOLDER   (one scan: .nii/.nii.gz/.nrrd/.mha/DICOM series)
     crapnet data phantom   --out DIR [--scans N] [--seed S]
     crapnet data prepare   --source synapse|chaos --raw DIR --out DIR [--size 256] [--scans ID ...]
     crapnet superpixels    --data-dir DIR | --dataset NAME  [--out OUT] [--jobs N] [--scans ID ...]
@@ -13,9 +14,12 @@ import time
 from pathlib import Path
 
 
-def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+def _add_dataset_args(p: argparse.ArgumentParser, scan: bool = False) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data-dir", metavar="DIR", help="dataset folder of image_<id>.nii.gz / label_<id>.nii.gz pairs")
+    if scan:
+        src.add_argument("--scan", metavar="FILE", help="one scan: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a folder "
+                                                      "holding one DICOM series (orientation, grid, intensities)")
+    src.add_argument("--data-dir", metavar="DIR", help="dataset folder of image_<id>.nii.gz / label_<id>.nii.gz pairs (.nii too)")
     src.add_argument("--dataset", metavar="NAME", help="chaos, sabs, phantom, or a folder")
     lab = p.add_mutually_exclusive_group()
     lab.add_argument("--preset", choices=("chaos", "sabs"), help="use a preset's label map and modality for --data-dir")
@@ -59,20 +63,62 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def scan_summary(path: str, preset: str | None = None) -> list[str]:
+    """Lines describing one scan file (any format of :data:`~crapnet_core.datasets.SCAN_FORMATS`).
+
+    ``preset``: apply that preset's in-plane rule (the SABS 257 x 257 crop).
+    """
+    import numpy as np
+
+    from .datasets import DatasetError, body_report, body_threshold_for, read_scan
+    from .geometry import CANONICAL_AXCODES, GeometryError, axcodes, make_geometry
+
+    arr, affine, zooms = read_scan(path)
+    try:
+        geom = make_geometry(arr.shape, affine, zooms, preset=preset, source=path)
+    except GeometryError as err:
+        raise DatasetError(str(err)) from None
+    values = np.asarray(arr)
+    finite = np.isfinite(values) if np.issubdtype(values.dtype, np.floating) else np.ones(values.shape, bool)
+    n_bad = int((~finite).sum())
+    vals = values[finite].astype(np.float64)
+    p = np.percentile(vals, [0.5, 50, 99.5]) if vals.size else (np.nan,) * 3
+    lines = [
+        f"scan {path}",
+        f"  array {'x'.join(map(str, arr.shape))} ({arr.dtype}), voxel {'x'.join(f'{z:.3g}' for z in geom.file_zooms)} mm",
+        f"  orientation {''.join(axcodes(affine))} -> model {''.join(CANONICAL_AXCODES)} "
+        f"(rows posterior->anterior, columns right->left, slices inferior->superior)",
+        f"  in-plane {geom.canon_shape[0]}x{geom.canon_shape[1]} -> model grid {geom.model_shape[0]}x{geom.model_shape[1]} "
+        f"({geom.inplane}), {geom.model_shape[2]} slices, model voxel {'x'.join(f'{z:.3g}' for z in geom.model_spacing)} mm",
+        f"  intensities min {vals.min() if vals.size else float('nan'):.4g}, p0.5 {p[0]:.4g}, median {p[1]:.4g}, "
+        f"p99.5 {p[2]:.4g}, max {vals.max() if vals.size else float('nan'):.4g}",
+        f"  non-finite voxels (NaN/Inf): {n_bad}",
+    ]
+    if vals.size and not n_bad:
+        image = geom.image_to_model(arr)
+        rep = body_report(image, None, body_threshold_for(None, image))
+        lines.append(f"  body mask (Otsu threshold {rep['threshold']:.4g}) keeps {100 * rep['image_share']:.1f}% of the image")
+    return lines
+
+
 def cmd_summary(args) -> int:
     from .datasets import ORGANS, scan_ids, summarize
 
+    if args.scan is not None:
+        print("\n".join(scan_summary(args.scan, args.preset)))
+        return 0
     spec = _spec_from_args(args)
     ids = args.scans or scan_ids(spec)
     rows = summarize(spec, ids)
     organs = [o for o in ORGANS if o in spec.labels] + [o for o in spec.labels if o not in ORGANS]
     if not args.all_organs:
         organs = [o for o in organs if o in ORGANS] or organs
-    columns = ["scan", "shape", "slices", "spacing_mm", "min", "max", *organs]
+    columns = ["scan", "shape", "slices", "spacing_mm", "min", "max", "body_%", "organs_in_body_%", *organs]
     kind = "SYNTHETIC phantom (stand-in, not real data)" if spec.is_phantom else spec.modality
     print(f"dataset {spec.name} ({kind}) at {spec.root}: {len(rows)} scans, {sum(r['slices'] for r in rows)} slices")
     print("labels: " + ", ".join(f"{o}={i}" for o, i in sorted(spec.labels.items(), key=lambda kv: kv[1])))
-    print("voxels per organ are counted on the 256 x 256 grid crapnet uses (the file shape is shown)")
+    print("voxels per organ are counted on the 256 x 256 grid crapnet uses (the file shape is shown); "
+          "body_%: share of the grid in the superpixel body mask, organs_in_body_%: share of the labelled voxels in it")
     print(format_table(rows, columns))
     return 0
 
@@ -141,8 +187,12 @@ def register(subparsers) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
     data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
 
-    p = dsub.add_parser("summary", help="table of scans, slices, spacing, intensity range, voxels per organ")
-    _add_dataset_args(p)
+    p = dsub.add_parser("summary", help="table of scans, slices, spacing, intensity range, voxels per organ",
+                        description="Summarise a dataset folder (image_<id>.nii.gz or .nii pairs) or one scan (--scan). "
+                        "Volumes are reoriented from their affine to the model's canonical orientation and brought "
+                        "to the 256 x 256 in-plane grid (resampled; the SABS preset's 257 x 257 crop); body_% is "
+                        "the superpixel body mask (preset thresholds, else Otsu per volume).")
+    _add_dataset_args(p, scan=True)
     p.add_argument("--scans", nargs="+", metavar="ID", help="only these scan ids")
     p.add_argument("--all-organs", action="store_true", help="show every labelled organ (SABS: 13), not just the 4 benchmark organs")
     p.set_defaults(func=cmd_summary)

@@ -200,6 +200,7 @@ def _cmd_segment(args) -> int:
         run=args.run, checkpoint=args.checkpoint, support_image=args.support_image,
         support_label=args.support_label, organ_label=args.support_organ_label, query_image=args.query_image,
         out=args.out, device=args.device, query_range=args.query_range, force=args.force,
+        replace_nonfinite=args.replace_nonfinite,
     )
     print(json.dumps(out, indent=2))
     return 0
@@ -250,18 +251,25 @@ def register(subparsers) -> None:
                               "(rows posterior->anterior, columns right->left, slices inferior->superior) and "
                               "resampled in-plane to 256 x 256 (any size; the SABS preset's 257 x 257 crop when "
                               "the run was trained on SABS); the prediction is written on the query file's own "
-                              "grid, axis order and affine.")
+                              "grid, axis order and affine. Formats: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, or a "
+                              "folder holding one DICOM series. Intensities: MR is z-scored per volume (any scale); "
+                              "a CT scan must match the training data's convention (recorded in the run): raw HU "
+                              "against a run trained on the 0..255 SABS copy is mapped with SSL-ALPNet's window "
+                              "[-125, 275] HU, other mismatches are refused. NaN/Inf voxels are refused unless "
+                              "--replace-nonfinite.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="trained run folder (uses RUN/checkpoints/last.pt)")
     src.add_argument("--checkpoint", help="checkpoint file (its config is stored inside)")
-    p.add_argument("--support-image", required=True, help="annotated example scan (NIfTI)")
-    p.add_argument("--support-label", required=True, help="its label volume (NIfTI)")
+    p.add_argument("--support-image", required=True, help="annotated example scan (NIfTI, NRRD, MetaImage or DICOM folder)")
+    p.add_argument("--support-label", required=True, help="its label volume (same grid as --support-image)")
     p.add_argument("--support-organ-label", type=int, default=1, help="label id of the organ in --support-label")
-    p.add_argument("--query-image", required=True, help="scan to segment (NIfTI)")
+    p.add_argument("--query-image", required=True, help="scan to segment (NIfTI, NRRD, MetaImage or DICOM folder)")
     p.add_argument("--query-range", default=None,
                    help="z0:z1 axial slice range holding the organ in the query, counted inferior->superior "
                         "from 0 (default: every slice)")
     p.add_argument("--out", required=True, help="output NIfTI (same shape, axis order and affine as --query-image)")
     p.add_argument("--device", default=None)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--replace-nonfinite", action="store_true",
+                   help="set NaN/infinite image voxels to the scan's lowest value (default: refuse the scan)")
     p.set_defaults(func=_cmd_segment)

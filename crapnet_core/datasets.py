@@ -76,8 +76,16 @@ SABS_LABELS: dict[str, int] = {
     "left_adrenal_gland": 13,
 }
 
-#: Body-mask thresholds of SSL-ALPNet's pseudo-label generation (on un-normalised intensities).
+#: Body-mask thresholds of SSL-ALPNet's pseudo-label generation (on un-normalised intensities),
+#: used by the presets (and by folders read with ``--preset``). Other folders default to a
+#: data-driven threshold (Otsu per volume, :func:`body_threshold_for`), which works on any
+#: intensity range (MR scaled 0-1 or 0-90, CT in HU or 0-255).
 BODY_THRESHOLD = {"MR": 50.0, "CT": 1e-4}
+
+#: Share of the labelled organ voxels the body mask must keep (else a warning names the scan).
+BODY_MIN_ORGAN_SHARE = 0.5
+#: Share of the image the body mask must keep (else a warning: the threshold is above the body).
+BODY_MIN_IMAGE_SHARE = 0.05
 
 #: name -> (sub-folder of the data root, labels, modality)
 PRESETS: dict[str, tuple[str, dict[str, int], str]] = {
@@ -87,7 +95,12 @@ PRESETS: dict[str, tuple[str, dict[str, int], str]] = {
 
 LABEL_FILE_NAMES = ("labels.json", "labels.yaml", "labels.yml")
 
-_ID_RE = re.compile(r"^(image|label)_(.+)\.nii\.gz$")
+_ID_RE = re.compile(r"^(image|label)_(.+?)(\.nii\.gz|\.nii)$")
+
+#: File kinds a single scan may come in (``segment``, ``data summary --scan``): NIfTI through
+#: nibabel; NRRD, MetaImage and DICOM series (a folder) through SimpleITK.
+SCAN_FORMATS = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, or a folder holding one DICOM series"
+_SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 class DatasetError(ValueError):
@@ -100,14 +113,15 @@ class DatasetSpec:
 
     ``labels`` maps organ names (lower_snake, e.g. ``"left_kidney"``) to the integer ids
     used in the label volumes; ``body_threshold`` is the intensity above which a voxel
-    belongs to the body (superpixel body mask, on un-normalised intensities).
+    belongs to the body (superpixel body mask, on un-normalised intensities); ``None`` means
+    data-driven: Otsu's threshold of each volume (:func:`body_threshold_for`).
     """
 
     name: str
     root: Path
     labels: dict[str, int]
     modality: str
-    body_threshold: float
+    body_threshold: float | None
     is_phantom: bool = False
     preset: str | None = None  # "chaos"/"sabs" when a preset's rules apply (in-plane crop of SABS)
 
@@ -122,7 +136,7 @@ class DatasetSpec:
             str(self.root),
             tuple(sorted(self.labels.items())),
             self.modality,
-            float(self.body_threshold),
+            None if self.body_threshold is None else float(self.body_threshold),
             self.is_phantom,
             self.preset,
         )
@@ -185,11 +199,13 @@ def _parse_label_map(obj: Any, source: str) -> tuple[dict[str, int], str, float 
     if len(set(labels.values())) != len(labels):
         raise DatasetError(f"{source}: two organs share one label id: {labels}")
     threshold = obj.get("body_threshold")
-    if threshold is not None:
+    if isinstance(threshold, str) and threshold.strip().lower() == "otsu":
+        threshold = None
+    elif threshold is not None:
         try:
             threshold = float(threshold)
         except (TypeError, ValueError):
-            raise DatasetError(f"{source}: 'body_threshold' must be a number, got {threshold!r}") from None
+            raise DatasetError(f"{source}: 'body_threshold' must be a number or \"otsu\", got {threshold!r}") from None
     return labels, modality, threshold, obj
 
 
@@ -272,9 +288,10 @@ def resolve_dataset(
         lab, modality, threshold, raw = read_label_map(label_file)
         name = str(raw.get("name") or root.name)
     is_phantom = bool(raw.get("synthetic", False))
-    if threshold is None:
-        threshold = BODY_THRESHOLD[modality]
-    return DatasetSpec(name, root, lab, modality, float(threshold), is_phantom=is_phantom, preset=preset)
+    if threshold is None and preset is not None:
+        threshold = BODY_THRESHOLD[modality]  # the preset's fixed value
+    return DatasetSpec(name, root, lab, modality, None if threshold is None else float(threshold),
+                       is_phantom=is_phantom, preset=preset)
 
 
 # --------------------------------------------------------------------------- files
@@ -284,18 +301,30 @@ def _id_sort_key(scan_id: str) -> tuple:
     return (0, int(scan_id), "") if scan_id.isdigit() else (1, 0, scan_id)
 
 
+def _pair_file(spec: DatasetSpec, kind: str, scan_id: str) -> Path:
+    """``<kind>_<id>.nii.gz``, or ``.nii`` when only that exists (the .nii.gz name when neither does)."""
+    gz = Path(spec.root) / f"{kind}_{scan_id}.nii.gz"
+    if gz.exists():
+        return gz
+    plain = Path(spec.root) / f"{kind}_{scan_id}.nii"
+    return plain if plain.exists() else gz
+
+
 def image_path(spec: DatasetSpec, scan_id: str) -> Path:
-    return Path(spec.root) / f"image_{scan_id}.nii.gz"
+    """The image file of ``scan_id`` (``image_<id>.nii.gz`` or ``image_<id>.nii``)."""
+    return _pair_file(spec, "image", scan_id)
 
 
 def label_path(spec: DatasetSpec, scan_id: str) -> Path:
-    return Path(spec.root) / f"label_{scan_id}.nii.gz"
+    """The label file of ``scan_id`` (``label_<id>.nii.gz`` or ``label_<id>.nii``)."""
+    return _pair_file(spec, "label", scan_id)
 
 
 def scan_ids(spec: DatasetSpec) -> list[str]:
     """Ids of the scans in ``spec.root``, sorted as integers (non-numeric ids last, by name).
 
-    Every ``image_<id>.nii.gz`` must have its ``label_<id>.nii.gz`` and vice versa.
+    Every ``image_<id>.nii.gz`` must have its ``label_<id>.nii.gz`` and vice versa (``.nii``
+    is read as well; one id in both forms is an error).
     """
     root = Path(spec.root)
     if not root.is_dir():
@@ -304,7 +333,12 @@ def scan_ids(spec: DatasetSpec) -> list[str]:
     for entry in root.iterdir():
         m = _ID_RE.match(entry.name)
         if m:
-            (images if m.group(1) == "image" else labels).add(m.group(2))
+            bucket = images if m.group(1) == "image" else labels
+            if m.group(2) in bucket:
+                raise DatasetError(
+                    f"{root / entry.name}: {m.group(1)}_{m.group(2)} exists both as .nii and as .nii.gz; keep one"
+                )
+            bucket.add(m.group(2))
     if not images and not labels:
         raise DatasetError(_no_pairs_message(root))
     missing_label = sorted(images - labels, key=_id_sort_key)
@@ -346,10 +380,18 @@ def _no_pairs_message(root: Path) -> str:
 
 
 def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Read a NIfTI file fully: ``(array, affine, zooms)``; unreadable/truncated -> DatasetError."""
+    """Read one scan fully: ``(array, affine, zooms)`` in nibabel's convention (see :func:`read_scan`).
+
+    The name is historical: NIfTI (``.nii``/``.nii.gz``) is read with nibabel, and NRRD,
+    MetaImage (``.mha``/``.mhd``) and DICOM series folders with SimpleITK. Unreadable or
+    truncated files, colour (RGB) or vector images and non-3D arrays -> :class:`DatasetError`
+    naming the file.
+    """
+    path = Path(path)
+    if path.is_dir() or path.name.lower().endswith(_SITK_SUFFIXES):
+        return _read_sitk(path)
     import nibabel as nib
 
-    path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     try:
@@ -359,11 +401,101 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[f
         zooms = tuple(float(z) for z in img.header.get_zooms())
     except Exception as err:  # noqa: BLE001 - gzip/zlib/EOF/ImageFileError: all "unreadable"
         raise DatasetError(f"{path}: unreadable or truncated NIfTI file ({type(err).__name__}: {err})") from None
+    if array.dtype.names is not None:  # RGB24 / RGBA32 NIfTI: a structured (R, G, B) dtype
+        raise DatasetError(
+            f"{path}: colour (RGB) NIfTI (data type {img.get_data_dtype()}) is not supported; "
+            f"convert it to a single-channel greyscale volume"
+        )
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
+    if array.ndim in (4, 5) and array.shape[-1] in (3, 4):
+        raise DatasetError(
+            f"{path}: shape {array.shape} looks like a colour (RGB) or vector image; "
+            f"convert it to a single-channel greyscale 3D volume"
+        )
     if array.ndim != 3:
         raise DatasetError(f"{path}: expected a 3D volume, got shape {array.shape}")
     return array, affine, zooms
+
+
+read_scan = read_nifti  # the name to use for "a scan in any supported format"
+
+
+def _read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """NRRD / MetaImage file or DICOM series folder via SimpleITK, in nibabel's convention.
+
+    SimpleITK's array is ``(k, j, i)`` and its geometry LPS+ (origin, spacing, direction); the
+    returned array is ``(i, j, k)`` and the affine maps voxels to RAS+ mm like nibabel's.
+    """
+    import SimpleITK as sitk
+
+    if not path.exists():
+        raise DatasetError(f"{path}: file not found")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(path)) or ()
+            if not series:
+                raise DatasetError(f"{path}: no DICOM series in this folder (supported: {SCAN_FORMATS})")
+            if len(series) > 1:
+                raise DatasetError(
+                    f"{path}: {len(series)} DICOM series in this folder ({', '.join(series[:4])}); "
+                    f"give a folder holding one series"
+                )
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+            img = reader.Execute()
+        else:
+            img = sitk.ReadImage(str(path))
+    except DatasetError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any ITK read failure is "unreadable"
+        msg = str(err).strip().splitlines()
+        raise DatasetError(f"{path}: unreadable scan ({msg[-1] if msg else type(err).__name__})") from None
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise DatasetError(
+            f"{path}: colour (RGB) or vector image ({img.GetNumberOfComponentsPerPixel()} components per voxel) "
+            f"is not supported; convert it to a single-channel greyscale volume"
+        )
+    if img.GetDimension() != 3:
+        raise DatasetError(f"{path}: expected a 3D volume, got a {img.GetDimension()}D image of size {img.GetSize()}")
+    array = np.ascontiguousarray(np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0)))
+    spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * spacing[None, :]
+    lps[:3, 3] = img.GetOrigin()
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS+ -> RAS+
+    return array, affine, tuple(float(v) for v in spacing)
+
+
+def check_finite(
+    array: np.ndarray, path: Path | str, what: str = "image", replace: bool = False, hint: str = ""
+) -> np.ndarray:
+    """Refuse NaN/infinite voxels with one clear error naming the file and the count.
+
+    ``replace=True`` (the explicit option, e.g. ``segment --replace-nonfinite``) returns a
+    copy where they are set to the lowest finite value of the volume (background), with a
+    warning saying how many were replaced. Integer arrays are returned as they are.
+    """
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    bad = ~np.isfinite(array)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad == 0:
+        return array
+    if not replace:
+        raise DatasetError(
+            f"{path}: {n_bad} NaN/infinite voxel(s) in the {what}" + (f"; {hint}" if hint else "")
+        )
+    if n_bad == array.size:
+        raise DatasetError(f"{path}: every voxel of the {what} is NaN/infinite")
+    fill = float(np.min(array[~bad]))
+    warnings.warn(f"{path}: replaced {n_bad} NaN/infinite voxel(s) of the {what} with {fill:g} (its lowest value)",
+                  stacklevel=2)
+    out = array.copy()
+    out[bad] = fill
+    return out
 
 
 # --------------------------------------------------------------------------- volumes
@@ -429,14 +561,9 @@ def _validate_pair(
         )
     if not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img):
         raise DatasetError(f"{ip}: image data type {img.dtype} is not a real number type")
-    if np.issubdtype(img.dtype, np.floating):
-        n_bad = int(np.count_nonzero(~np.isfinite(img)))
-        if n_bad:
-            raise DatasetError(f"{ip}: {n_bad} NaN/infinite voxel(s) in the image")
+    check_finite(img, ip, "image")
     if np.issubdtype(lab.dtype, np.floating):
-        finite = np.isfinite(lab)
-        if not finite.all():
-            raise DatasetError(f"{lp}: {int((~finite).sum())} NaN/infinite voxel(s) in the label volume")
+        check_finite(lab, lp, "label volume")
         frac = lab != np.round(lab)
         if frac.any():
             bad = np.unique(lab[frac])[:5]
@@ -500,6 +627,7 @@ def clear_cache() -> None:
     """Forget every volume loaded in this process."""
     _VOLUMES.clear()
     _STATS.clear()
+    _PROFILES.clear()
 
 
 def _file_stamp(path: Path) -> tuple[int, int]:
@@ -582,6 +710,61 @@ def restore_shape(pred: np.ndarray, volume: Volume, fill: Any = 0) -> np.ndarray
 
 # --------------------------------------------------------------------------- normalisation
 
+_PROFILES: dict[tuple, dict] = {}
+
+
+def intensity_profile(spec: DatasetSpec, train_ids: Iterable[str]) -> dict[str, Any]:
+    """Raw intensity statistics of the training scans (model grid): recorded in every checkpoint.
+
+    ``{"modality", "min", "p0.5", "p50", "p99.5", "max", "convention"}`` over a regular
+    subsample of the voxels (at most ~4 million); ``convention`` is
+    :func:`intensity_convention`. ``crapnet segment`` checks a query scan against it.
+    """
+    ids = tuple(str(i) for i in train_ids)
+    key = (spec.key, ids)
+    if key not in _PROFILES:
+        parts = []
+        for sid in ids:
+            img = load_volume(spec, sid).image.ravel()
+            parts.append(img[:: max(1, (img.size * len(ids)) // 4_000_000)])
+        x = np.concatenate(parts).astype(np.float64)
+        prof = {"modality": spec.modality, "min": float(x.min()), "max": float(x.max())}
+        for q, name in ((0.5, "p0.5"), (50, "p50"), (99.5, "p99.5")):
+            prof[name] = float(np.percentile(x, q))
+        prof["convention"] = intensity_convention(prof["min"], prof["max"], spec.modality)
+        _PROFILES[key] = prof
+    return dict(_PROFILES[key])
+
+
+def intensity_convention(lo: float, hi: float, modality: str) -> str:
+    """Name the intensity convention of a scan from its range: ``hu``, ``0-255``, ``0-1`` or ``other``.
+
+    CT: ``hu`` when air is below -300 (raw Hounsfield units; air is about -1000);
+    ``0-255`` for an 8-bit window (the SABS copy: HU clipped to [-125, 275], scaled to 0..255);
+    ``0-1`` for a unit range. MR has no absolute scale (``other``; z-scored per volume).
+    """
+    if modality != "CT":
+        return "other"
+    if lo < -300:
+        return "hu"
+    if lo >= -1e-6 and hi <= 1.0 + 1e-6:
+        return "0-1"
+    if lo >= -1e-6 and hi <= 255.5:
+        return "0-255"
+    return "other"
+
+
+#: SSL-ALPNet's CT window (HU), the SABS copy's preprocessing: clip to it, scale to 0..255.
+CT_HU_WINDOW = (-125.0, 275.0)
+
+
+def hu_to_uint8_window(x: np.ndarray) -> np.ndarray:
+    """Map HU to the SABS copy's 0..255 scale: clip to :data:`CT_HU_WINDOW`, scale linearly (float32)."""
+    lo, hi = CT_HU_WINDOW
+    return ((np.clip(np.asarray(x, dtype=np.float32), lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.float32)
+
+
+
 _STATS: dict[tuple, tuple[float, float]] = {}
 
 
@@ -641,6 +824,62 @@ def normalize(volume: Volume, spec: DatasetSpec, stats: tuple[float, float] | No
     return apply_normalization(volume.image, normalization_params(volume, spec, stats))
 
 
+# --------------------------------------------------------------------------- body mask
+
+
+def body_threshold_for(spec_or_threshold, image: np.ndarray) -> float:
+    """The body-mask threshold for one volume: the dataset's fixed value, or Otsu's (None).
+
+    Otsu's threshold (``skimage.filters.threshold_otsu``) of the volume's intensities
+    separates air from the body on any intensity scale. Computed on at most ~2 million
+    voxels (a regular subsample) so that it takes milliseconds.
+    """
+    value = spec_or_threshold.body_threshold if isinstance(spec_or_threshold, DatasetSpec) else spec_or_threshold
+    if value is not None:
+        return float(value)
+    from skimage.filters import threshold_otsu
+
+    x = np.asarray(image, dtype=np.float32).ravel()
+    x = x[:: max(1, x.size // 2_000_000)]
+    if float(x.min()) == float(x.max()):
+        return float(x.min())
+    return float(threshold_otsu(x))
+
+
+def body_report(image: np.ndarray, label: np.ndarray | None, threshold: float) -> dict[str, float | None]:
+    """Share of the image and of the labelled (non-zero) voxels inside the body mask.
+
+    The body mask is the superpixel step's (:func:`crapnet_core.superpixels.body_mask`,
+    slice by slice). Returns ``{"threshold", "image_share", "organ_share"}`` (fractions;
+    ``organ_share`` None without labelled voxels).
+    """
+    from .superpixels import body_mask
+
+    image = np.asarray(image)
+    body = np.zeros(image.shape, dtype=bool)
+    for z in range(image.shape[2]):
+        body[:, :, z] = body_mask(image[:, :, z], threshold)
+    organ_share = None
+    if label is not None:
+        organs = np.asarray(label) > 0
+        n = int(organs.sum())
+        organ_share = float((body & organs).sum() / n) if n else None
+    return {"threshold": float(threshold), "image_share": float(body.mean()), "organ_share": organ_share}
+
+
+def body_warning(report: dict, path: Path | str) -> str | None:
+    """A warning line when the body mask drops most of the organs or keeps almost none of the image."""
+    thr = report["threshold"]
+    if report["organ_share"] is not None and report["organ_share"] < BODY_MIN_ORGAN_SHARE:
+        return (f"{path}: the body mask (intensity > {thr:.4g}) keeps only {100 * report['organ_share']:.0f}% of the "
+                f"labelled organ voxels; set 'body_threshold' in the label map (a number, or \"otsu\")")
+    if report["image_share"] < BODY_MIN_IMAGE_SHARE:
+        return (f"{path}: the body mask (intensity > {thr:.4g}) keeps only {100 * report['image_share']:.1f}% of the "
+                f"image; the threshold is above the body's intensities; set 'body_threshold' in the label map "
+                f"(a number, or \"otsu\")")
+    return None
+
+
 # --------------------------------------------------------------------------- organs
 
 
@@ -697,10 +936,39 @@ def slice_tensor(norm_volume: np.ndarray, z: int, size: int = SLICE_SIZE):
     return t[0].expand(3, size, size).contiguous()
 
 
-def mask_tensor(mask: np.ndarray, z: int | None = None, size: int = SLICE_SIZE):
-    """A binary/int mask (a ``(256, 256, Z)`` volume with ``z``, or a 2D slice) as int64 ``(size, size)``.
+def downsample_mask(mask2d, size: tuple[int, int]):
+    """A binary ``(H, W)`` mask on a smaller grid so that small structures survive.
 
-    Resized with nearest neighbour when ``size != 256``.
+    Each output cell takes the share of its area the structure covers (area pooling,
+    ``adaptive_avg_pool2d``); cells covered at least half are foreground. When that leaves
+    nothing although the input has foreground (a structure smaller than half a cell), the
+    best-covered cell(s) are kept instead (max pooling of the shares): a support annotation
+    never silently disappears. Growing (``size`` >= input) uses nearest neighbour.
+    Returns ``(int64 tensor (h, w), below_resolution: bool)``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.as_tensor(np.ascontiguousarray(np.asarray(mask2d) > 0))
+    h, w = int(size[0]), int(size[1])
+    if tuple(t.shape) == (h, w):
+        return t.long(), False
+    if h >= t.shape[0] and w >= t.shape[1]:
+        return F.interpolate(t[None, None].float(), size=(h, w), mode="nearest-exact")[0, 0].long(), False
+    share = F.adaptive_avg_pool2d(t[None, None].float(), (h, w))[0, 0]
+    out = share >= 0.5
+    below = False
+    if not bool(out.any()) and bool(t.any()):
+        out = share >= share.max()
+        below = True
+    return out.long(), below
+
+
+def mask_tensor(mask: np.ndarray, z: int | None = None, size: int = SLICE_SIZE):
+    """A mask (a ``(256, 256, Z)`` volume with ``z``, or a 2D slice) as int64 ``(size, size)``.
+
+    Binary masks are shrunk with :func:`downsample_mask` (area pooling, small structures
+    survive); other integer masks and enlargements use nearest neighbour.
     """
     import torch
     import torch.nn.functional as F
@@ -710,6 +978,8 @@ def mask_tensor(mask: np.ndarray, z: int | None = None, size: int = SLICE_SIZE):
         if z is None:
             raise ValueError("mask_tensor: z is required for a 3D mask")
         m = m[:, :, z]
+    if m.shape != (size, size) and (m.dtype == bool or (m.min(initial=0) >= 0 and m.max(initial=0) <= 1)):
+        return downsample_mask(m, (size, size))[0]
     t = torch.from_numpy(np.ascontiguousarray(m.astype(np.int64)))
     if t.shape != (size, size):
         t = F.interpolate(t[None, None].float(), size=(size, size), mode="nearest")[0, 0].long()
@@ -719,8 +989,13 @@ def mask_tensor(mask: np.ndarray, z: int | None = None, size: int = SLICE_SIZE):
 # --------------------------------------------------------------------------- summary
 
 
-def summarize(spec: DatasetSpec, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """One row per scan: shape, slices, spacing, intensity range and voxels per labelled organ."""
+def summarize(spec: DatasetSpec, ids: Iterable[str] | None = None, body: bool = True) -> list[dict[str, Any]]:
+    """One row per scan: shape, slices, spacing, intensity range, body-mask shares, voxels per organ.
+
+    ``body``: add ``body_%`` (share of the model grid in the body mask) and
+    ``organs_in_body_%`` (share of the labelled voxels in it), warning when the mask drops
+    most of the organs (:func:`body_warning`).
+    """
     rows = []
     for sid in ids if ids is not None else scan_ids(spec):
         vol = load_volume(spec, sid)
@@ -733,6 +1008,13 @@ def summarize(spec: DatasetSpec, ids: Iterable[str] | None = None) -> list[dict[
             "min": float(vol.image.min()),
             "max": float(vol.image.max()),
         }
+        if body:
+            rep = body_report(vol.image, vol.label, body_threshold_for(spec, vol.image))
+            row["body_%"] = round(100 * rep["image_share"], 1)
+            row["organs_in_body_%"] = None if rep["organ_share"] is None else round(100 * rep["organ_share"], 1)
+            msg = body_warning(rep, vol.image_path)
+            if msg:
+                warnings.warn(msg, stacklevel=2)
         for organ, lid in spec.labels.items():
             row[organ] = int(counts[lid])
         rows.append(row)

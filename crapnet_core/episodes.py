@@ -110,9 +110,12 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self._norm: dict[str, tuple[float, float]] = {}
         self._superpixels: dict[str, np.ndarray] = {}
         self.entries: list[tuple[str, int, np.ndarray]] = []  # (scan_id, z, usable superpixel ids)
+        self._empty_superpixel_scans: list[str] = []
         for sid, zs in by_scan.items():
             vol = load_volume(spec, sid)
             sp = load_superpixels(spec, sid, superpixel_params)
+            if not sp.any():
+                self._empty_superpixel_scans.append(sid)
             kept = False
             for z in zs:
                 counts = np.bincount(sp[:, :, z].ravel())
@@ -126,9 +129,15 @@ class EpisodeDataset(torch.utils.data.Dataset):
                 self._norm[sid] = normalization_params(vol, spec, self.stats)
                 self._superpixels[sid] = sp.astype(np.int16) if sp.max() < 2**15 else sp
         if not self.entries:
+            cause = ""
+            if self._empty_superpixel_scans and len(self._empty_superpixel_scans) == len(by_scan):
+                cause = (f"; every training scan's superpixel map is empty: the body mask (body threshold "
+                         f"{spec.body_threshold if spec.body_threshold is not None else 'otsu'}) keeps nothing of "
+                         f"their intensities (e.g. MR scaled 0-1 with a fixed threshold of 50); set 'body_threshold' "
+                         f"in the label map to a number in the data's range or \"otsu\"")
             raise DatasetError(
                 f"{spec.root}: fold {fold.index} has no training slice with a superpixel of >= "
-                f"{self.min_superpixel_area} pixels (excluded organs: {self.exclude_organs or 'none'})"
+                f"{self.min_superpixel_area} pixels (excluded organs: {self.exclude_organs or 'none'}){cause}"
             )
         self._aug = SSLAugment(augment_params, size=self.size)
         log.info(

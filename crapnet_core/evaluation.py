@@ -189,15 +189,37 @@ def predict_chunks(
     return out
 
 
-def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequence[int], size: int):
-    """Support images ``(len(zs), 3, S, S)`` and masks ``(len(zs), S, S)`` for the chosen slices."""
+def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequence[int], size: int,
+                    source: str = "support"):
+    """Support images ``(len(zs), 3, S, S)`` and masks ``(len(zs), S, S)`` for the chosen slices.
+
+    Masks are shrunk by area pooling (:func:`~crapnet_core.datasets.downsample_mask`): an
+    annotation smaller than half an input cell keeps its best-covered cell(s) and a warning
+    naming ``source`` and the slice says it is below the model's resolution. An empty
+    support mask is an error.
+    """
+    import warnings
+
     import torch
 
-    from .datasets import mask_tensor, slice_tensor
+    from .datasets import DatasetError, downsample_mask, slice_tensor
 
     images = torch.stack([slice_tensor(norm_volume, int(z), size) for z in zs])
-    masks = torch.stack([mask_tensor(binary_mask, int(z), size) for z in zs])
-    return images, masks
+    masks = []
+    for z in zs:
+        m2d = np.asarray(binary_mask[:, :, int(z)]) > 0
+        if not m2d.any():
+            raise DatasetError(f"{source}: the support mask of slice {int(z)} is empty")
+        m, below = downsample_mask(m2d, (size, size))
+        if below:
+            warnings.warn(
+                f"{source}: the structure on support slice {int(z)} ({int(m2d.sum())} voxels) is smaller than half "
+                f"a model input cell ({size} x {size} input); kept as its best-covered cell(s) -- it is below "
+                f"the model's resolution",
+                stacklevel=2,
+            )
+        masks.append(m)
+    return images, torch.stack(masks)
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -282,9 +304,12 @@ def evaluate_model(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc=f"evaluate fold {cfg.data.fold}", unit="scan")
+    support_file_label, _, _ = ds.read_nifti(support_vol.label_path)
     for organ in organs:
         lid = spec.label_id(organ)
-        s_zs = ds.organ_slices(support_vol, organ, spec, warn=False)
+        # the support mask from the file's own labels: small structures survive the in-plane step
+        s_fg, _ = support_vol.geometry.mask_to_model(support_file_label == lid)
+        s_zs = np.flatnonzero(s_fg.any(axis=(0, 1))).astype(np.int64)
         if s_zs.size == 0:
             raise ds.DatasetError(
                 f"{support_vol.label_path}: organ {organ!r} (label {lid}) is absent from the support scan "
@@ -293,7 +318,8 @@ def evaluate_model(
         chosen = support_slices(s_zs.tolist(), n_parts)
         support_info["slices"][organ] = chosen
         support_info["n_slices_with_organ"][organ] = int(s_zs.size)
-        s_img, s_mask = support_tensors(support_norm, support_vol.label == lid, chosen, size)
+        s_img, s_mask = support_tensors(support_norm, s_fg, chosen, size,
+                                        source=str(support_vol.label_path))
         per_scan[organ] = {}
         for sid in query_ids:
             vol = ds.load_volume(spec, sid)

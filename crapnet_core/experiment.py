@@ -297,6 +297,8 @@ class ExperimentConfig:
     # ------------------------------------------------------------------ identity
     def hashed_dict(self) -> dict[str, Any]:
         """The config without runtime-only fields (what :meth:`config_hash` covers)."""
+        from .geometry import DATA_PIPELINE_VERSION
+
         out = self.to_dict()
         out.pop("profile", None)  # the profile is a name for a set of values, not a value
         for section, names in RUNTIME_FIELDS.items():
@@ -304,6 +306,9 @@ class ExperimentConfig:
                 out[section].pop(name, None)
         if self.superpixels == SuperpixelConfig():
             out.pop("superpixels")  # at the defaults: the hash of runs made before the section existed
+        # not a setting: the version of how scans become model input (orientation, grid), so
+        # that runs made under another version are never reused as if they were these
+        out["data_pipeline"] = DATA_PIPELINE_VERSION
         return out
 
     def config_hash(self) -> str:

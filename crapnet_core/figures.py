@@ -535,7 +535,7 @@ def dataset_overview(spec, ids: Sequence[str] | None = None):
     for row in rows:
         vol = ds.load_volume(spec, row["scan"])
         voxel_ml = float(np.prod(vol.spacing)) / 1000.0
-        body = vol.image[vol.image > spec.body_threshold]
+        body = vol.image[vol.image > ds.body_threshold_for(spec, vol.image)]
         p1, p50, p99 = np.percentile(body, [1, 50, 99]) if body.size else (np.nan,) * 3
         row.update(spacing_x=float(vol.spacing[0]), spacing_y=float(vol.spacing[1]), spacing_z=float(vol.spacing[2]),
                    p1=float(p1), median=float(p50), p99=float(p99))
@@ -555,7 +555,7 @@ def intensity_samples(spec, ids: Sequence[str], per_scan: int = 20000, seed: int
     frames = []
     for sid in ids:
         vol = ds.load_volume(spec, sid)
-        regions = {"body (unlabelled)": (vol.image > spec.body_threshold) & (vol.label == 0)}
+        regions = {"body (unlabelled)": (vol.image > ds.body_threshold_for(spec, vol.image)) & (vol.label == 0)}
         for organ in ORGANS:
             if organ in spec.labels:
                 regions[organ.replace("_", " ")] = vol.label == spec.labels[organ]
@@ -683,8 +683,9 @@ def superpixel_panel(spec, sid: str, z: int, size: float = 3.2):
     lo, hi = window(img)
     fig, axes = plt.subplots(1, 4, figsize=(4 * size, size))
     show_overlay(axes[0], img, title=f"scan {sid}, slice {z}", vrange=(lo, hi))
-    show_overlay(axes[1], img, title=f"body mask (> {spec.body_threshold:g})", vrange=(lo, hi))
-    body = body_mask(img, spec.body_threshold)
+    thr = ds.body_threshold_for(spec, vol.image)
+    show_overlay(axes[1], img, title=f"body mask (> {thr:.4g})", vrange=(lo, hi))
+    body = body_mask(img, thr)
     rgba = np.zeros((*body.shape, 4))
     rgba[body] = (0.2, 0.6, 1.0, 0.35)
     axes[1].imshow(rgba, origin="lower")

@@ -67,6 +67,11 @@ CANONICAL_AXCODES: tuple[str, str, str] = ("A", "L", "S")
 #: In-plane size of the model grid (paper Sec. 4.3: images are scaled to 3 x 256 x 256).
 MODEL_SIZE = 256
 
+#: Version of the scan -> model-input mapping, part of every run's config hash
+#: (:meth:`ExperimentConfig.hashed_dict`). 2: canonical (A, L, S) orientation, in-plane
+#: resampling, file-grid metrics, area-pooled masks (1: file voxel order, centre crop).
+DATA_PIPELINE_VERSION = 2
+
 #: In-plane rules of the presets: name -> (file in-plane shape, axcodes of the distributed
 #: files, kept voxel ranges on their axes i, j). SSL-ALPNet crops SABS ``img[:256, :256]``.
 PRESET_CROPS: dict[str, tuple[tuple[int, int], tuple[str, str, str], tuple[slice, slice]]] = {
@@ -155,6 +160,27 @@ class Geometry:
         if self.inplane == "crop":
             return canon[self.crop[0], self.crop[1], :]
         return resize_inplane(canon, (MODEL_SIZE, MODEL_SIZE), order=order)
+
+    def mask_to_model(self, mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """A binary file-order mask -> bool model grid; small structures survive shrinking.
+
+        Per slice :func:`crapnet_core.datasets.downsample_mask` (area pooling; a structure
+        below half a model voxel keeps its best-covered voxel(s)). Returns the mask and the
+        slices where that fallback was needed.
+        """
+        from .datasets import downsample_mask
+
+        canon = np.asarray(self.to_canonical(np.asarray(mask) > 0))
+        if self.inplane != "resample":
+            return np.ascontiguousarray(self._inplane(canon, order=0)), []
+        out = np.zeros(self.model_shape, dtype=bool)
+        below = []
+        for z in np.flatnonzero(canon.any(axis=(0, 1))):
+            m, small = downsample_mask(canon[:, :, z], (MODEL_SIZE, MODEL_SIZE))
+            out[:, :, z] = m.numpy().astype(bool)
+            if small:
+                below.append(int(z))
+        return out, below
 
     def model_label_to_canonical(self, array: np.ndarray, fill: Any = 0) -> np.ndarray:
         """A label-like model-grid array ``(256, 256, Z)`` -> canonical file-resolution grid.

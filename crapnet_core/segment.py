@@ -15,9 +15,20 @@ the file is 257 x 257), then resized to the model's input size. The prediction g
 to the query file's own grid, axis order and affine (1 = organ, 0 = elsewhere, uint8).
 ``--query-range z0:z1`` counts axial slices inferior -> superior from 0 (the canonical
 order; for files stored with the third axis running to superior, as CHAOS and SABS, that
-is the file's third index). Intensities are normalised as in training: MR per-volume
-z-score; CT ``(x - mean) / std`` with the training statistics stored in the checkpoint, so
-a CT scan must be in the training data's intensity units.
+is the file's third index).
+
+Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``,
+``.mhd``) and DICOM series (a folder holding one series), read by
+:func:`crapnet_core.datasets.read_scan`; the output is NIfTI.
+
+Intensities are normalised as in training: MR per-volume z-score (any scale works); CT
+``(x - mean) / std`` with the training statistics stored in the checkpoint, so a CT scan
+must be in the training data's intensity convention. The checkpoint records the training
+scans' intensity profile; a CT query in another convention is mapped when the mapping is
+known (raw HU -> the SABS copy's 0..255: SSL-ALPNet's window [-125, 275] HU) and refused
+otherwise, with one line naming the file and both ranges. NaN/infinite voxels are refused
+(``replace_nonfinite=True``: set to the scan's lowest value). A support annotation smaller
+than half a model input cell is kept as its best-covered cell(s), with a warning.
 """
 
 from __future__ import annotations
@@ -40,24 +51,64 @@ def _preset_of(cfg) -> str | None:
     return None
 
 
-def _load_support(image: Path, label: Path, preset: str | None):
-    from .datasets import make_volume, read_nifti
+_NONFINITE_HINT = "fix the file, or pass --replace-nonfinite to set them to the scan's lowest value"
 
-    img, aff, zooms = read_nifti(image)
-    lab, lab_aff, _ = read_nifti(label)
+
+def _load_support(image: Path, label: Path, preset: str | None, replace_nonfinite: bool = False):
+    from .datasets import check_finite, make_volume, read_scan
+
+    img, aff, zooms = read_scan(image)
+    lab, lab_aff, _ = read_scan(label)
+    img = check_finite(img, image, "image", replace=replace_nonfinite, hint=_NONFINITE_HINT)
+    check_finite(lab, label, "label volume")
     if img.shape != lab.shape:
         raise ValueError(f"--support-label: shape {lab.shape} differs from --support-image shape {img.shape}")
     if not np.allclose(aff, lab_aff, atol=1e-3):
         raise ValueError(f"--support-label: {label} affine differs from the --support-image affine "
                          f"(max difference {np.abs(aff - lab_aff).max():.4g} mm)")
-    return make_volume("support", img, aff, zooms, lab, image, label, preset=preset)
+    return make_volume("support", img, aff, zooms, lab, image, label, preset=preset), lab
 
 
-def _load_query(image: Path, preset: str | None):
-    from .datasets import make_volume, read_nifti
+def _load_query(image: Path, preset: str | None, replace_nonfinite: bool = False):
+    from .datasets import check_finite, make_volume, read_scan
 
-    img, aff, zooms = read_nifti(image)
+    img, aff, zooms = read_scan(image)
+    img = check_finite(img, image, "image", replace=replace_nonfinite, hint=_NONFINITE_HINT)
     return make_volume("query", img, aff, zooms, None, image, None, preset=preset)
+
+
+def match_intensities(vol, profile: dict | None, ct: bool, what: str) -> str:
+    """Check (and where known, map in place) a scan's intensity convention against the training data's.
+
+    ``profile``: the checkpoint's ``intensity_profile`` (None for runs that predate it: CT
+    is then not checked, with a warning). MR: nothing to check (per-volume z-score).
+    Returns a one-line note for the report; raises ``ValueError`` naming the file when the
+    conventions differ and no mapping is known.
+    """
+    import warnings
+
+    from .datasets import hu_to_uint8_window, intensity_convention
+
+    if not ct:
+        return "MR: z-scored per volume (any intensity scale)"
+    lo, hi = float(vol.image.min()), float(vol.image.max())
+    conv = intensity_convention(lo, hi, "CT")
+    if profile is None:
+        warnings.warn(f"{vol.image_path}: the run records no training intensity profile (trained before it was "
+                      f"recorded); the CT intensity convention ({conv}, {lo:.4g}..{hi:.4g}) is not checked",
+                      stacklevel=2)
+        return f"CT {conv} (not checked: no training profile in the run)"
+    train = profile.get("convention", "other")
+    train_range = f"{profile['min']:.4g}..{profile['max']:.4g}"
+    if conv == train:
+        return f"CT {conv}, as the training data"
+    if conv == "hu" and train == "0-255":
+        vol.image = hu_to_uint8_window(vol.image)
+        return "CT HU mapped to the training data's 0..255 (window [-125, 275] HU, SSL-ALPNet's preprocessing)"
+    raise ValueError(
+        f"{what}: {vol.image_path} has CT intensities {lo:.4g}..{hi:.4g} ({conv}) but the model was trained on "
+        f"{train_range} ({train}); no mapping is known: give the scan in the training data's convention"
+    )
 
 
 def _normalized(vol, stats) -> np.ndarray:
@@ -96,6 +147,7 @@ def segment_files(
     device: str | None = None,
     query_range: str | None = None,
     force: bool = False,
+    replace_nonfinite: bool = False,
 ) -> dict[str, Any]:
     """Segment the organ labelled ``organ_label`` in ``support_label`` in ``query_image``; write ``out``.
 
@@ -132,15 +184,19 @@ def segment_files(
     stats = state.get("norm_stats")
 
     preset = _preset_of(cfg)
-    s_vol = _load_support(Path(support_image), Path(support_label), preset)
-    fg = s_vol.label == int(organ_label)
-    zs = np.flatnonzero(fg.any(axis=(0, 1)))
-    if zs.size == 0:
+    profile = state.get("intensity_profile")
+    s_vol, s_lab = _load_support(Path(support_image), Path(support_label), preset, replace_nonfinite)
+    if not (np.asarray(s_lab) == int(organ_label)).any():
         raise ValueError(f"--support-label: {support_label} holds no voxel with label {organ_label}")
+    fg, _ = s_vol.geometry.mask_to_model(np.asarray(s_lab) == int(organ_label))  # small structures survive
+    zs = np.flatnonzero(fg.any(axis=(0, 1)))
     chosen = support_slices(zs.tolist(), cfg.eval.n_parts)
-    sup_images, sup_masks = support_tensors(_normalized(s_vol, stats), fg, chosen, cfg.data.input_size)
+    s_note = match_intensities(s_vol, profile, stats is not None, "--support-image")
+    sup_images, sup_masks = support_tensors(_normalized(s_vol, stats), fg, chosen, cfg.data.input_size,
+                                            source=str(support_label))
 
-    q_vol = _load_query(Path(query_image), preset)
+    q_vol = _load_query(Path(query_image), preset, replace_nonfinite)
+    q_note = match_intensities(q_vol, profile, stats is not None, "--query-image")
     q_norm = _normalized(q_vol, stats)
     geom = q_vol.geometry
     z_min, z_max = _parse_range(query_range, q_vol.n_slices, Path(query_image))
@@ -162,6 +218,7 @@ def segment_files(
         "shape": list(pred.shape),
         "orientation": {"file": "".join(_axcodes(geom.file_affine)), "model": "".join(_canon())},
         "in_plane": geom.inplane,
+        "intensity": {"support": s_note, "query": q_note},
     }
 
 

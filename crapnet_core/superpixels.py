@@ -4,8 +4,15 @@ As SSL-ALPNet's default ("MIDDLE") pseudo-labels:
 
 1. 2D Felzenszwalb-Huttenlocher segmentation of every axial slice of the *un-normalised*
    image (``skimage.segmentation.felzenszwalb``, ``scale=1``, ``sigma=1``, ``min_size=400``);
-2. a body mask per slice: intensity above ``spec.body_threshold`` (50 for the CHAOS MR
-   volumes, 1e-4 for CT), largest connected component, holes filled;
+2. a body mask per slice: intensity above the dataset's body threshold (presets: 50 for
+   the CHAOS MR volumes, 1e-4 for CT, SSL-ALPNet's values; other folders: Otsu's threshold
+   of each volume, :func:`crapnet_core.datasets.body_threshold_for`), largest connected
+   component, holes filled; a warning names the scan when the mask keeps less than half of
+   its labelled organ voxels or almost none of the image;
+   for such data-driven datasets Felzenszwalb also runs on the volume rescaled linearly so
+   that its 0.5th..99.5th percentiles span 0..1000 (:func:`felzenszwalb_input`), because its
+   ``scale`` is in intensity units: MR stored as 0-1, 0-90 or 0-1300 then gives the same
+   superpixels (presets keep SSL-ALPNet's raw intensities);
 3. superpixels are cut to the body (voxels outside it become 0) and the remaining ones
    are numbered ``1..K`` per slice (in the order of Felzenszwalb's own labels).
 
@@ -99,6 +106,22 @@ def superpixels_volume(
     return out
 
 
+def felzenszwalb_input(image: np.ndarray, threshold: float) -> tuple[np.ndarray, float]:
+    """``(image, threshold)`` rescaled so that the volume's 0.5th..99.5th percentiles span 0..1000.
+
+    Felzenszwalb's ``scale`` (and the body threshold) are in intensity units; on this common
+    scale a volume stored as 0-1, 0-90 or 0-1300 gives the same superpixels. (The presets
+    keep their raw intensities, as SSL-ALPNet.)
+    """
+    x = np.asarray(image, dtype=np.float64)
+    flat = x.ravel()
+    lo, hi = np.percentile(flat[:: max(1, flat.size // 2_000_000)], [0.5, 99.5])
+    if hi <= lo:
+        return x, float(threshold)
+    factor = 1000.0 / (hi - lo)
+    return (x - lo) * factor, (float(threshold) - lo) * factor
+
+
 # --------------------------------------------------------------------------- files and cache
 
 
@@ -113,7 +136,7 @@ def cache_folder(spec: DatasetSpec, params: SuperpixelParams = SuperpixelParams(
     ident = json.dumps(
         {
             "root": str(Path(spec.root).resolve()),
-            "threshold": float(spec.body_threshold),
+            "threshold": "otsu" if spec.body_threshold is None else float(spec.body_threshold),
             "params": asdict(params),
             "version": ALGORITHM_VERSION,
         },
@@ -144,13 +167,23 @@ def _is_done(dest: Path, src: Path) -> bool:
         return False
 
 
-def _compute_one(spec: DatasetSpec, scan_id: str, threshold: float, params: SuperpixelParams, out_dir: str) -> tuple[str, str, float]:
+def _compute_one(spec: DatasetSpec, scan_id: str, threshold: float | None, params: SuperpixelParams, out_dir: str) -> tuple[str, str, float]:
     """Worker: superpixels of one scan on its model grid, saved atomically. Returns (id, path, seconds)."""
     from .io import save_nifti
 
     t0 = time.perf_counter()
     vol = load_volume(spec, scan_id)  # validated (NaN/Inf refused), canonical, 256 x 256
-    sp = superpixels_volume(vol.image, threshold, params)
+    thr = _ds.body_threshold_for(threshold, vol.image)
+    msg = _ds.body_warning(_ds.body_report(vol.image, vol.label, thr), vol.image_path)
+    if msg:
+        log.warning("%s", msg)
+        import warnings
+
+        warnings.warn(msg, stacklevel=2)
+    image = vol.image
+    if threshold is None:  # data-driven dataset: scale-free input (see the module doc)
+        image, thr = felzenszwalb_input(image, thr)
+    sp = superpixels_volume(image, thr, params)
     dest = superpixel_path(out_dir, scan_id)
     save_nifti(dest, sp, vol.geometry.model_affine)
     return scan_id, str(dest), time.perf_counter() - t0
@@ -185,7 +218,7 @@ def compute_superpixels(
     if todo:
         log.info("superpixels: %d of %d scans to compute into %s", len(todo), len(ids), out)
         bar = tqdm(total=len(todo), desc="superpixels", unit="scan", disable=not progress)
-        args = [(spec, sid, float(spec.body_threshold), params, str(out)) for sid in todo]
+        args = [(spec, sid, spec.body_threshold, params, str(out)) for sid in todo]
         try:
             if jobs <= 1 or len(todo) == 1:
                 for a in args:

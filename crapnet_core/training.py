@@ -211,7 +211,7 @@ def _link_last(step_path: Path) -> None:
 
 
 def save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, optimizer, scheduler,
-                    stats, seconds: float) -> Path:
+                    stats, seconds: float, intensity: dict | None = None) -> Path:
     """Write ``step_<step>.pt`` atomically, point ``last.pt`` at it, prune old step files."""
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -223,6 +223,7 @@ def save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, opti
         "scheduler": scheduler.state_dict(),
         "rng": rng_state(),
         "norm_stats": None if stats is None else [float(stats[0]), float(stats[1])],
+        "intensity_profile": intensity,  # raw intensities of the training scans (segment checks queries)
         "seconds": float(seconds),
     }
     path = checkpoint_dir(run_dir) / f"step_{step}.pt"
@@ -469,6 +470,9 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     from .losses import episode_loss
 
     dataset, spec, fold, stats = episodes
+    from .datasets import intensity_profile
+
+    intensity = intensity_profile(spec, fold.train_ids)
     model = build_model(cfg).to(device)
     channels_last = bool(cfg.train.channels_last and device.type == "cuda")
     if channels_last:
@@ -543,7 +547,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
             if step % cfg.train.log_every == 0 or step == total:
                 metrics_log.write(step, scalars, optimizer.param_groups[0]["lr"], seconds)
             if step % cfg.train.checkpoint_every == 0 or step == total:
-                save_checkpoint(run_dir, cfg, step, model, optimizer, scheduler, stats, seconds)
+                save_checkpoint(run_dir, cfg, step, model, optimizer, scheduler, stats, seconds, intensity)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{scalars['total']:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")

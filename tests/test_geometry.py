@@ -201,3 +201,64 @@ def test_metrics_are_computed_on_the_file_grid(smoke_run, tmp_path):
             assert row["dice"] == pytest.approx(dice(pred[:, :, z0:z1 + 1], gt), abs=1e-6)
             checked += 1
     assert checked >= 3
+
+
+def test_segment_nonfinite_formats_and_recorded_intensities(smoke_run, tmp_path, capsys):
+    """NaN in the query: one clear line (or replaced on request); a .mha query = the NIfTI query."""
+    import SimpleITK as sitk
+    import torch
+
+    from crapnet_core.datasets import intensity_profile
+    from crapnet_core.experiment import ExperimentConfig
+    from crapnet_core.protocol import make_fold
+
+    spec = D.resolve_dataset("phantom")
+    ids = D.scan_ids(spec)
+    sup, qry = ids[4], ids[0]
+    img = nib.load(str(D.image_path(spec, qry)))
+    arr = np.asarray(img.dataobj).astype(np.float32)
+    base = ["segment", "--run", str(smoke_run), "--support-image", str(D.image_path(spec, sup)),
+            "--support-label", str(D.label_path(spec, sup)), "--support-organ-label", "1"]
+
+    def seg(query, out, *extra):
+        rc = main([*base, "--query-image", str(query), "--out", str(out), *extra])
+        return rc, capsys.readouterr()
+
+    ref_out = tmp_path / "ref.nii.gz"
+    assert seg(D.image_path(spec, qry), ref_out)[0] == 0
+    ref = np.asarray(nib.load(str(ref_out)).dataobj)
+    # one NaN voxel: refused, naming the file and the count; nothing written
+    bad = arr.copy()
+    bad[3, 3, 2] = np.nan
+    nib.save(nib.Nifti1Image(bad, img.affine), str(tmp_path / "nan.nii.gz"))
+    rc, cap = seg(tmp_path / "nan.nii.gz", tmp_path / "o1.nii.gz")
+    assert rc == 2 and "nan.nii.gz: 1 NaN/infinite voxel(s) in the image" in cap.err
+    assert "--replace-nonfinite" in cap.err and not (tmp_path / "o1.nii.gz").exists()
+    # with the option: the voxel becomes the scan's lowest value -> same as segmenting that scan
+    low = arr.copy()
+    low[3, 3, 2] = arr.min()
+    nib.save(nib.Nifti1Image(low, img.affine), str(tmp_path / "low.nii.gz"))
+    assert seg(tmp_path / "low.nii.gz", tmp_path / "o2.nii.gz")[0] == 0
+    with pytest.warns(UserWarning, match="replaced 1 NaN/infinite"):
+        rc, _ = seg(tmp_path / "nan.nii.gz", tmp_path / "o3.nii.gz", "--replace-nonfinite")
+    assert rc == 0
+    np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "o3.nii.gz")).dataobj),
+                                  np.asarray(nib.load(str(tmp_path / "o2.nii.gz")).dataobj))
+    # a MetaImage query with the same geometry gives the same mask (written as NIfTI with its affine)
+    sitk_img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))))
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine
+    sp = np.linalg.norm(lps[:3, :3], axis=0)
+    sitk_img.SetSpacing(sp.tolist())
+    sitk_img.SetDirection((lps[:3, :3] / sp).ravel().tolist())
+    sitk_img.SetOrigin(lps[:3, 3].tolist())
+    sitk.WriteImage(sitk_img, str(tmp_path / "q.mha"))
+    assert seg(tmp_path / "q.mha", tmp_path / "o4.nii.gz")[0] == 0
+    out4 = nib.load(str(tmp_path / "o4.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(out4.dataobj), ref)
+    np.testing.assert_allclose(out4.affine, img.affine, atol=1e-4)
+    # the run records its training data's intensity profile
+    cfg = ExperimentConfig.load(smoke_run / "config.json")
+    state = torch.load(smoke_run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds)
+    assert state["intensity_profile"] == intensity_profile(spec, fold.train_ids)
+    assert state["intensity_profile"]["max"] > 100 and state["intensity_profile"]["convention"] == "other"
