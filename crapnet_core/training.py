@@ -148,7 +148,7 @@ def build_episodes(cfg: ExperimentConfig):
     from .protocol import make_fold
 
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
-    fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds)
+    fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
     from .inputs import check_group
 
     check_group(spec, cfg.data.test_group, cfg.data.setting)  # the dataset must label every organ the run is about
