@@ -223,6 +223,14 @@ def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequen
 
 
 # ---------------------------------------------------------------------- evaluation
+def prediction_file_name(scan_id: str, organ: str) -> str:
+    """``<scan>_<organ>.nii.gz`` with the organ as one safe file-name part (``paths.safe_name``:
+    ``"left kidney"`` -> ``left_kidney``, ``"a/b"`` -> ``a_b``; never a sub-folder)."""
+    from .paths import safe_name
+
+    return f"{safe_name(scan_id)}_{safe_name(organ)}.nii.gz"
+
+
 #: Scans a run can be evaluated on: the fold's test scans or its held-out validation scan.
 SPLITS = ("test", "validation")
 
@@ -232,14 +240,6 @@ def metrics_filename(split: str = "test") -> str:
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
     return "metrics.json" if split == "test" else f"metrics_{split}.json"
-
-
-def prediction_file_name(scan_id: str, organ: str) -> str:
-    """``<scan>_<organ>.nii.gz`` with the organ as one safe file-name part (``paths.safe_name``:
-    ``"left kidney"`` -> ``left_kidney``, ``"a/b"`` -> ``a_b``; never a sub-folder)."""
-    from .paths import safe_name
-
-    return f"{safe_name(scan_id)}_{safe_name(organ)}.nii.gz"
 
 
 def evaluate_model(
@@ -466,6 +466,7 @@ def evaluate(
 
 __all__ = [
     "EMPTY_PREDICTION_POLICY", "support_positions", "support_slices", "chunk_index", "chunk_assignment",
-    "organ_range", "prediction_file_name", "predict_chunks", "SPLITS", "metrics_filename", "support_tensors", "evaluate_model", "summarize_per_scan", "evaluate",
+    "organ_range", "prediction_file_name", "predict_chunks", "SPLITS", "metrics_filename", "support_tensors",
+    "evaluate_model", "summarize_per_scan", "evaluate",
     "Counts",
 ]

@@ -1,7 +1,7 @@
 """Check everything a run will read before anything is written (``train``, ``cross-validate``).
 
 A run reads the dataset's label map, the training scans of its fold (episodes), the fold's
-test scans and its support scan (evaluation). :func:`check_experiment_inputs` loads and
+test scans, its validation scan (when ``data.validation``) and its support scan (evaluation). :func:`check_experiment_inputs` loads and
 validates every one of them with the dataset loader (:func:`crapnet_core.datasets.load_volume`:
 pairs, shapes, affines, NaN, label values...), checks that the label map names every test
 organ and that the support scan shows each of them, and that setting 2 leaves training
@@ -68,12 +68,12 @@ def check_experiment_inputs(cfg) -> CheckedInputs:
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
     ids = ds.scan_ids(spec)
     try:
-        fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds)
+        fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
     except ValueError as err:
         raise DatasetError(f"{spec.root}: {err}") from None
     group = tuple(cfg.data.test_group)
     check_group(spec, group, cfg.data.setting)
-    needed = (*fold.train_ids, *fold.test_ids, fold.support_id)
+    needed = (*fold.train_ids, *fold.validation_ids, *fold.test_ids, fold.support_id)
     for sid in needed:
         ds.load_volume(spec, sid)
     support = ds.load_volume(spec, fold.support_id)
