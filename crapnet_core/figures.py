@@ -42,6 +42,25 @@ ORGAN_COLORS = {
 }
 PAPER = "Ding et al., CRAPNet, WACV 2023"
 
+
+def set_style(dpi: int = 90) -> None:
+    """The book's one figure style (every notebook calls this once, first).
+
+    seaborn's ``whitegrid`` theme with its colour-blind palette, font sizes that stay
+    readable when a 11-inch-wide figure is scaled to the book's main column (~800 px), and
+    no top/right spines. Axis labels carry units (``Dice (0-100)``, ``mm``, ``ml``, ``s``).
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", palette="colorblind")
+    plt.rcParams.update({
+        "figure.dpi": dpi, "savefig.dpi": dpi, "figure.max_open_warning": 0,
+        "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+        "legend.fontsize": 9, "legend.title_fontsize": 9,
+        "axes.spines.top": False, "axes.spines.right": False,
+    })
+
 # --------------------------------------------------------------------------- published
 #: The paper's Tables 1-4 (Dice, 0..100), organ order LK, RK, Spleen, Liver, then the mean.
 #: ``method`` keys are the paper's row names; :data:`PUBLISHED_METHOD_KEYS` maps ours to them.
@@ -835,7 +854,7 @@ def qualitative_figure(spec, runs: Mapping[str, str | os.PathLike], metrics: Map
 
 
 __all__ = [
-    "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "DATASET_LABELS", "PUBLISHED", "PUBLISHED_METHOD_KEYS",
+    "set_style", "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "DATASET_LABELS", "PUBLISHED", "PUBLISHED_METHOD_KEYS",
     "PUBLISHED_INCONSISTENT",
     "published_frame", "run_frame", "per_scan_frame", "load_summaries", "summaries_provenance", "summary_frame", "cross_validation", "comparison_table", "styled", "published_notes_md",
     "ablation_table", "provenance_md", "left_out_md", "machine_description", "window", "show_overlay",
