@@ -17,6 +17,7 @@ figure redrawn in place; the few lines of widget wiring below give both.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -173,6 +174,9 @@ def slice_browser(image: np.ndarray, layers: Sequence[Layer] = (), interactive: 
     out = w.Output()
 
     def redraw(_=None) -> None:
+        # what the cell printed so far must not end up inside the widget (and be cleared with it)
+        sys.stdout.flush()
+        sys.stderr.flush()
         shown = [b.description for b in boxes if b.value]
         fig, axes = plt.subplots(1, 1 + len(shown), figsize=(size * (1 + len(shown)), size), squeeze=False)
         draw_panels(axes[0], image, layers, slider.value, vrange, shown)
