@@ -451,7 +451,7 @@ def test_smoke_book_opens_on_findings_and_cites_its_references(smoke_book):
     for title in ("Self-supervision with Superpixels", "Non-local Neural Networks", "CARAFE++", "CHAOS",
                   "Multi-Atlas Labeling", "Rethinking Atrous Convolution", "Deep Residual Learning", "Q-Net",
                   "Anomaly Detection-Inspired", "Recurrent Mask Refinement", "PANet", "Snakemake", "MONAI"):
-        assert title in refs, title
+        assert title.lower() in refs.lower(), title  # the bibliography style sets titles in sentence case
     assert 'href="references.html#' in intro  # cited where used, linked to the list
 
 
