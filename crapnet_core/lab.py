@@ -261,7 +261,9 @@ def execute_notebook(server: JupyterServer, notebook: str, parameters: Mapping[s
                 elif kind == "status" and incoming["content"].get("execution_state") == "idle":
                     idle = True
                 elif kind == "clear_output":
-                    outputs.clear()
+                    # kept: JupyterLab routes a clear_output inside an ipywidgets Output to that widget,
+                    # not to the cell; dropping the cell's outputs here would hide what the cell printed
+                    continue
                 else:
                     out = _output(incoming)
                     if out is not None:
