@@ -1,15 +1,20 @@
 # One entry point that owns the virtual environment.
 #   make test   create .venv (first time), install crapnet with its extras, run pytest
 #   make book   same set-up, then build the research book (crapnet book, default profile)
-#   make e2e    browser check of the built book (headless Chromium)
+#   make lab    same set-up, registers the project's Jupyter kernel (`crapnet`) and opens
+#               JupyterLab on notebooks/ (LAB_ARGS="--no-browser --port 8890" etc. are passed on)
+#   make e2e    browser checks (headless Chromium): every page of the built book, and
+#               JupyterLab opening and rendering a notebook (screenshots under _build/screenshots)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?=
 JOBS   ?= 1
+LAB_ARGS ?=
+KERNEL := $(VENV)/share/jupyter/kernels/crapnet/kernel.json
 
-.PHONY: venv test book e2e clean-venv
+.PHONY: venv test book lab kernel e2e clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +32,18 @@ test: venv
 book: venv
 	$(BIN)/crapnet book $(if $(PROFILE),--profile $(PROFILE)) --jobs $(JOBS)
 
-e2e: venv
+# the project's kernel, inside .venv (--sys-prefix): nothing is written outside the clone
+$(KERNEL): $(STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name crapnet --display-name "Python (crapnet)"
+
+kernel: $(KERNEL)
+
+lab: kernel
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+e2e: kernel
 	$(BIN)/python -m crapnet_core.browser_check
+	$(BIN)/python -m crapnet_core.browser_check lab
 
 clean-venv:
 	rm -rf $(VENV)

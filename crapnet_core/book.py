@@ -75,6 +75,7 @@ NOTEBOOKS = {
     "06_qualitative": "Qualitative results",
     "07_results": "Results against the paper",
     "08_inside_attention": "Inside the attention",
+    "09_segment_your_own_scan": "Segment your own scan",
 }
 
 #: Everything the paper evaluates (Sec. 4, Tables 1-4, Fig. 3): what a profile may leave out.
@@ -391,6 +392,9 @@ def plan_book(
                                        cv_methods=list(scope["cv_methods"]), run_datasets=run_datasets,
                                        run_fold=scope["train_folds"][0], run_methods=list(scope["methods"])),
                     2, profile, f"profile {profile}"))
+    # "Segment your own scan", demonstrated on the fold's support and first test scan with its crapnet run
+    jobs.append(Job("09_segment_your_own_scan", dict(profile=profile, dataset=main_ds, fold=scope["train_folds"][0]),
+                    2, main_ds, DATASET_TITLES.get(main_ds, main_ds)))
 
     # ---- what is left out (listed on the "This build" page and by the notebooks)
     if profile != "paper":
@@ -485,8 +489,9 @@ def job_parameters(job: Job, plan: BookPlan, declared: Iterable[str]) -> dict[st
     A job parameter the notebook does not declare is an error (it would be silently ignored).
     """
     declared = set(declared)
+    # interactive=False: batch run, static figures instead of widgets (the HTML stays complete)
     common = dict(data_root=plan.data_root, runs_root=plan.runs_root, results_dir=plan.results_dir,
-                  device=plan.device)
+                  device=plan.device, interactive=False)
     unknown = sorted(set(job.params) - declared)
     if unknown:
         raise BookError(
@@ -952,6 +957,67 @@ def build_info_page(plan: BookPlan, results: Sequence[JobResult], pages: dict[st
 
 #: Generated page inserted after ``book/reproduce`` in the build's toc.
 BUILD_PAGE = "book/this_build"
+#: Generated findings (included by ``book/intro.md``) and their figure, under the build source's book/.
+FINDINGS_PAGE = "_findings.md"
+FINDINGS_FIGURE = "_findings.png"
+
+
+def path_replacements(plan: BookPlan, root: Path, out_dir: Path) -> list[tuple[str, str]]:
+    """(absolute path, what the book shows instead) for every folder of the building machine.
+
+    The data root becomes ``$CRAPNET_DATA_ROOT``, the runs/results/output folders and the
+    repository become repository-relative names, the cache ``$CRAPNET_CACHE``, the Python
+    installation ``<python>``, the home folder ``~`` and the temporary folder ``<tmp>``.
+    Longest first, so that the most specific path wins.
+    """
+    import tempfile
+
+    from .paths import cache_dir
+
+    def rel(path: str | None, fallback: str) -> str:
+        try:
+            return Path(path).resolve().relative_to(root.resolve()).as_posix() if path else fallback
+        except ValueError:
+            return fallback
+
+    pairs = {
+        plan.data_root: "$CRAPNET_DATA_ROOT",
+        plan.runs_root: rel(plan.runs_root, "<runs>"),
+        plan.results_dir: rel(plan.results_dir, "<results>"),
+        str(out_dir): rel(str(out_dir), "<build>"),
+        str(cache_dir()): "$CRAPNET_CACHE",
+        str(root): ".",
+        sys.prefix: "<python>",
+        sys.base_prefix: "<python>",
+        str(Path.home()): "~",
+        tempfile.gettempdir(): "<tmp>",
+    }
+    out: list[tuple[str, str]] = []
+    for path, shown in pairs.items():
+        if not path or len(str(path)) < 2:
+            continue
+        for variant in {str(path), str(Path(path).resolve())}:
+            out.append((variant.rstrip("/"), shown))
+    return sorted(set(out), key=lambda p: -len(p[0]))
+
+
+def relativise(obj: Any, replacements: Sequence[tuple[str, str]]) -> Any:
+    """``obj`` (a string or a notebook's JSON) with every absolute path of ``replacements`` replaced.
+
+    Walks dicts and lists; leaves ``image/*`` payloads (base64) alone. Used on the executed
+    notebooks (sources, outputs, metadata: the HTML and the downloadable .ipynb) and on the
+    generated pages, so that no folder of the building machine reaches the book.
+    """
+    if isinstance(obj, str):
+        for path, shown in replacements:
+            if path in obj:
+                obj = obj.replace(path, shown)
+        return obj
+    if isinstance(obj, list):
+        return [relativise(v, replacements) for v in obj]
+    if isinstance(obj, dict):
+        return {k: v if str(k).startswith("image/") else relativise(v, replacements) for k, v in obj.items()}
+    return obj
 
 
 def assemble_source(plan: BookPlan, results: Sequence[JobResult], out_dir: str | os.PathLike,
@@ -968,6 +1034,10 @@ def assemble_source(plan: BookPlan, results: Sequence[JobResult], out_dir: str |
     shutil.copytree(root / "book", src / "book")
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = machine_description()
+    replacements = path_replacements(plan, root, out_dir)
+    static = root / "book" / "_static"
+    if static.is_dir():  # the book's stylesheet (jupyter-book adds every .css under _static to each page)
+        shutil.copytree(static, src / "_static", dirs_exist_ok=True)
 
     # executed copies -> source/notebooks/<name>.ipynb, retitled
     copies: dict[str, list[str]] = {}
@@ -979,6 +1049,7 @@ def assemble_source(plan: BookPlan, results: Sequence[JobResult], out_dir: str |
         if len([x for x in results if x.job.notebook == r.job.notebook]) > 1:
             _retitle(nb, r.job.title)
         _collapse_default_parameters(nb)
+        nb = relativise(nb, replacements)
         dest = src / "notebooks" / f"{r.job.name}.ipynb"
         dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
         copies.setdefault(r.job.notebook, []).append(f"notebooks/{r.job.name}")
@@ -1000,7 +1071,16 @@ def assemble_source(plan: BookPlan, results: Sequence[JobResult], out_dir: str |
     for page in missing:
         LOG.warning("book: page %s in _toc.yml is missing from the checkout; left out of the build", page)
         plan_for_page.left_out.append(f"Page {page}: listed in _toc.yml but missing from this checkout.")
-    write_text(src / f"{BUILD_PAGE}.md", build_info_page(plan_for_page, results, pages, when, machine))
+    write_text(src / f"{BUILD_PAGE}.md",
+               relativise(build_info_page(plan_for_page, results, pages, when, machine), replacements))
+    # the opening page's findings: numbers from results/ at build time, linked to the results page
+    from .findings import findings_figure, findings_md
+
+    results_pages = [p for name, p in pages.items() if name.startswith("07_results__")]
+    findings_figure(plan.results_dir, src / "book" / FINDINGS_FIGURE)
+    write_text(src / "book" / FINDINGS_PAGE, findings_md(
+        plan.results_dir, f"{results_pages[0]}.ipynb" if results_pages else None, FINDINGS_FIGURE,
+        folder_label=relativise(plan.results_dir, replacements)))
     write_text(src / "_toc.yml", yaml.safe_dump(toc, sort_keys=False))
 
     config = _load_yaml(root / "_config.yml") or {}

@@ -1,23 +1,37 @@
-"""Open the built book in headless Chromium and check that the results page renders.
+"""Headless-Chromium checks: every page of the built book, and JupyterLab opening a notebook.
 
     python -m crapnet_core.browser_check [--html DIR] [--page GLOB] [--screenshot PNG]
+    python -m crapnet_core.browser_check lab [--notebook notebooks/X.ipynb] [--screenshot PNG]
 
-(``make e2e``). Chromium (Debian package ``chromium``) is started with ``--headless
+(both in ``make e2e``). Chromium (Debian package ``chromium``) is started with ``--headless
 --no-sandbox --disable-gpu``, no network (every host name resolves to nothing) and the
-DevTools protocol over a pipe (``--remote-debugging-pipe``: no port, no extra package). For
-the results page (default ``notebooks/07_results__*.html``), the method chapter and the
-book's index it checks
+DevTools protocol over a pipe (``--remote-debugging-pipe``: no port, no extra package).
+
+**The book** (:func:`check_book`): every HTML page of the build (not the generated index and
+search pages) is loaded and checked:
 
 - the page loads and has a title;
-- the results page shows at least ``--min-tables`` tables with rows and at least one figure;
+- the results page(s) (default ``notebooks/07_results__*.html``) show at least
+  ``--min-tables`` tables with rows and at least one figure;
 - every image has loaded (``complete`` and ``naturalWidth > 0``);
 - no notebook cell shows an error output (traceback);
+- nothing overflows the main column: no table, figure or block sticks out to the right of
+  the article, and the page has no horizontal scroll bar (at 1280 px);
 - every formula is typeset by MathJax (served from the book itself);
 - no JavaScript exception was thrown and no request left the machine (http/https/ws).
 
-A full-page screenshot of the results page is written (default
-``<html>/../screenshots/results.png``). Exit status 0 when every check passes, 1 otherwise
-(each failure printed), 2 when Chromium or the book is missing.
+Full-page screenshots of the opening page and the results page are written (default
+``<html>/../screenshots/``).
+
+**JupyterLab** (:func:`check_lab`): starts ``jupyter lab`` on 127.0.0.1 (token, free port;
+:class:`crapnet_core.lab.JupyterServer`), opens a notebook in Chromium and waits until the
+notebook is rendered (its cells, its Markdown title) with the project's kernel (``Python
+(crapnet)``, registered by ``make lab``) and no dialog (e.g. "select kernel") in the way;
+every request must go to the local server. A screenshot is written (default
+``_build/screenshots/lab.png``).
+
+Exit status 0 when every check passes, 1 otherwise (each failure printed), 2 when Chromium,
+the book or JupyterLab is missing.
 """
 
 from __future__ import annotations
@@ -58,6 +72,34 @@ _PAGE_PROBE = r"""
     math_rendered: main.querySelectorAll(".MathJax_CHTML, .MathJax, mjx-container").length,
     mathjax: !!(window.MathJax && (window.MathJax.Hub || window.MathJax.version)),
     height: Math.ceil(Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)),
+    // overflow of the main column: elements sticking out to the right of the article
+    overflow: (() => {
+      const art = document.querySelector("article.bd-article") || main;
+      const right = art.getBoundingClientRect().right;
+      return [...art.querySelectorAll("table, img, figure, .cell_output > div, .output, .MathJax_Display")]
+        .filter(e => e.getBoundingClientRect().width > 0 && e.getBoundingClientRect().right > right + 2)
+        .map(e => `${e.tagName.toLowerCase()}${e.className ? "." + String(e.className).split(" ")[0] : ""}`
+                  + ` ${Math.round(e.getBoundingClientRect().right - right)} px`).slice(0, 5);
+    })(),
+    page_scroll_x: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+  };
+})()
+"""
+
+#: Evaluated in JupyterLab: is the notebook rendered, with which kernel, is a dialog open?
+_LAB_PROBE = r"""
+(() => {
+  const panel = document.querySelector(".jp-NotebookPanel:not(.lm-mod-hidden)") || document.querySelector(".jp-NotebookPanel");
+  const cells = panel ? panel.querySelectorAll(".jp-Cell").length : 0;
+  const h1 = panel ? [...panel.querySelectorAll(".jp-MarkdownOutput h1")].map(h => h.textContent.trim()) : [];
+  const dialog = document.querySelector(".jp-Dialog");
+  const text = document.body ? document.body.innerText : "";
+  return {
+    title: document.title, cells: cells, h1: h1, failed_load: location.href.startsWith("chrome-error:"),
+    dialog: dialog ? dialog.innerText.slice(0, 300) : null,
+    kernel_shown: text.includes(KERNEL_NAME),
+    kernel_idle: !!document.querySelector(".jp-NotebookPanel [data-status='idle'], .jp-Notebook-ExecutionIndicator[data-status='idle']"),
+    height: Math.ceil(document.documentElement.scrollHeight),
   };
 })()
 """
@@ -87,7 +129,8 @@ class DevTools:
     page commands go to a flattened target session (``sessionId``).
     """
 
-    def __init__(self, executable: str, width: int = 1280, height: int = 1600, timeout: float = 60.0):
+    def __init__(self, executable: str, width: int = 1280, height: int = 1600, timeout: float = 60.0,
+                 allow_local: bool = False):
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="crapnet-chromium-")
         to_child_r, self._to_child_w = os.pipe()
@@ -98,7 +141,8 @@ class DevTools:
             "--disable-extensions", "--disable-background-networking", "--disable-sync",
             "--disable-component-update", "--disable-default-apps", "--mute-audio",
             "--allow-file-access-from-files",
-            "--host-resolver-rules=MAP * ~NOTFOUND",  # no network: no host name resolves
+            # no network: no host name resolves (allow_local: except the local server of the JupyterLab check)
+            "--host-resolver-rules=MAP * ~NOTFOUND" + (", EXCLUDE 127.0.0.1, EXCLUDE localhost" if allow_local else ""),
             f"--window-size={width},{height}", "about:blank",
         ]
 
@@ -258,6 +302,10 @@ def check_page(browser: DevTools, path: Path, min_tables: int = 0, min_images: i
             report.failures.append(f"images that did not load: {', '.join(p['broken_images'][:5])}")
         if p.get("error_outputs"):
             report.failures.append(f"{p['error_outputs']} error output(s) (tracebacks) in the page")
+        if p.get("overflow"):
+            report.failures.append(f"wider than the main column: {', '.join(p['overflow'])}")
+        if p.get("page_scroll_x", 0) > 2:
+            report.failures.append(f"the page scrolls horizontally by {p['page_scroll_x']} px at 1280 px width")
         if p.get("math") and p.get("math_rendered", 0) < p["math"]:
             why = "" if p.get("mathjax") else " (MathJax did not load: install libjs-mathjax and rebuild)"
             report.failures.append(f"{p['math'] - p.get('math_rendered', 0)} of {p['math']} formulas not rendered{why}")
@@ -280,16 +328,31 @@ def check_page(browser: DevTools, path: Path, min_tables: int = 0, min_images: i
     return report
 
 
+#: Pages of a jupyter-book build that are not the book's own (Sphinx's generated index and search).
+SKIPPED_PAGES = ("genindex.html", "search.html", "py-modindex.html")
+
+
+def book_pages(html: Path) -> list[Path]:
+    """Every page of the built book (``*.html`` outside ``_static``/``_sources``/``_images``), index first."""
+    pages = [p for p in html.rglob("*.html")
+             if p.name not in SKIPPED_PAGES and not any(part.startswith("_") for part in p.relative_to(html).parts)]
+    return sorted(pages, key=lambda p: (p != html / "index.html", str(p)))
+
+
 def check_book(html_dir: str | os.PathLike, page: str = "notebooks/07_results__*.html",
                screenshot: str | os.PathLike | None = None, min_tables: int = 2, timeout: float = 60.0,
                browser_path: str | None = None) -> list[PageReport]:
-    """Check the index and the results page of a built book; returns one report per page."""
+    """Check every page of a built book (results pages: tables and figures too); one report per page.
+
+    Screenshots: the results page to ``screenshot`` (default ``<html>/../screenshots/results.png``,
+    more results pages get ``-1``, ``-2`` ...) and the opening page next to it (``index.png``).
+    """
     html = Path(html_dir)
     index = html / "index.html"
     if not index.is_file():
         raise FileNotFoundError(f"{index}: no built book (run crapnet book first)")
-    pages = sorted(html.glob(page))
-    if not pages:
+    results = sorted(html.glob(page))
+    if not results:
         raise FileNotFoundError(f"{html}/{page}: no results page in the built book")
     exe = browser_path or find_browser()
     if not exe:
@@ -299,23 +362,173 @@ def check_book(html_dir: str | os.PathLike, page: str = "notebooks/07_results__*
         )
     shot = Path(screenshot) if screenshot else html.parent / "screenshots" / "results.png"
     browser = DevTools(exe, timeout=timeout)
+    reports = []
     try:
         browser.send("Browser.getVersion")
-        reports = [check_page(browser, index)]
-        method = html / "book" / "method.html"
-        if method.is_file():  # the page with the equations: MathJax must render them offline
-            reports.append(check_page(browser, method))
-        for i, p in enumerate(pages):
-            target = shot if i == 0 else shot.with_name(f"{shot.stem}-{i}{shot.suffix}")
-            reports.append(check_page(browser, p, min_tables=min_tables, min_images=1, screenshot=target))
+        for p in book_pages(html):
+            if p in results:
+                i = results.index(p)
+                target = shot if i == 0 else shot.with_name(f"{shot.stem}-{i}{shot.suffix}")
+                reports.append(check_page(browser, p, min_tables=min_tables, min_images=1, screenshot=target))
+            elif p == index:
+                reports.append(check_page(browser, p, min_images=1, screenshot=shot.with_name("index.png")))
+            else:
+                reports.append(check_page(browser, p, settle=0.3))
     finally:
         browser.close()
     return reports
 
 
+def check_lab(root: str | os.PathLike | None = None, notebook: str = "notebooks/07_results.ipynb",
+              screenshot: str | os.PathLike | None = None, timeout: float = 180.0, env: dict | None = None,
+              kernel_name: str = "Python (crapnet)", browser_path: str | None = None) -> PageReport:
+    """Start JupyterLab on ``root`` (the repository), open ``notebook`` in headless Chromium, check it renders.
+
+    Passes when, within ``timeout`` seconds, the notebook shows its cells and its rendered
+    Markdown title, the kernel ``kernel_name`` is shown and no dialog is open; every request
+    of the page must go to the local server. Writes a screenshot (default
+    ``<root>/_build/screenshots/lab.png``). ``env``: the server's environment (e.g.
+    ``JUPYTER_PATH`` holding the kernelspec).
+    """
+    from .book import repo_root
+    from .lab import JupyterServer
+
+    root = Path(root) if root else repo_root()
+    if not (root / notebook).is_file():
+        raise FileNotFoundError(f"{root / notebook}: notebook not found")
+    exe = browser_path or find_browser()
+    if not exe:
+        raise BrowserError("no Chromium found (tried $CHROMIUM, " + ", ".join(BROWSERS) + "); install the Debian "
+                           "package `chromium` or set CHROMIUM to the executable")
+    shot = Path(screenshot) if screenshot else root / "_build" / "screenshots" / "lab.png"
+    t0 = time.time()
+    # JupyterLab settings of this check only (the user's own are left alone): no autosave (opening a
+    # notebook must not rewrite it), no news pop-up; runtime files in a temporary folder too
+    scratch = Path(tempfile.mkdtemp(prefix="crapnet-lab-"))
+    env = dict(os.environ if env is None else env)
+    env.setdefault("JUPYTERLAB_SETTINGS_DIR", str(scratch / "settings"))
+    env.setdefault("JUPYTER_RUNTIME_DIR", str(scratch / "runtime"))
+    settings = Path(env["JUPYTERLAB_SETTINGS_DIR"])
+    for plugin, values in {"@jupyterlab/docmanager-extension/plugin": {"autosave": False},
+                           "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"}}.items():
+        path = settings / f"{plugin}.jupyterlab-settings"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
+    try:
+        with JupyterServer(root, app="lab", env=env) as server:
+            report = _open_in_lab(server, notebook, exe, shot, timeout, kernel_name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report.seconds = time.time() - t0
+    return report
+
+
+def _open_in_lab(server, notebook: str, exe: str, shot: Path, timeout: float, kernel_name: str) -> PageReport:
+    from urllib.parse import urlparse
+
+    url = server.lab_url(notebook)
+    report = PageReport(url.split("?")[0])
+    browser = DevTools(exe, timeout=60.0, allow_local=True)
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Network"):
+            browser.send(f"{domain}.enable", session=session)
+        browser.send("Emulation.setDeviceMetricsOverride",
+                     {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.send("Page.navigate", {"url": url}, session=session)
+        probe = _LAB_PROBE.replace("KERNEL_NAME", json.dumps(kernel_name))
+        deadline = time.time() + timeout
+        p: dict = {}
+        while time.time() < deadline:
+            answer = browser.send("Runtime.evaluate", {"expression": probe, "returnByValue": True},
+                                  session=session)
+            p = answer.get("result", {}).get("value") or {}
+            done = p.get("cells", 0) >= 3 and p.get("h1") and p.get("kernel_shown") and p.get("kernel_idle")
+            if p.get("failed_load") or p.get("dialog") or done:
+                break
+            time.sleep(1.0)
+        time.sleep(1.0)  # the last paint
+        report.probe = p
+        local = {"127.0.0.1", "localhost"}
+        for ev in browser.log:
+            if ev.get("sessionId") != session:
+                continue
+            if ev.get("method") == "Network.requestWillBeSent":
+                req = ev["params"]["request"]["url"]
+                parsed = urlparse(req)
+                if parsed.scheme in ("http", "https", "ws", "wss") and parsed.hostname not in local:
+                    report.remote_requests.append(req)
+            elif ev.get("method") == "Runtime.exceptionThrown":
+                det = ev["params"]["exceptionDetails"]
+                report.js_errors.append((det.get("exception") or {}).get("description") or det.get("text", "?"))
+        if p.get("failed_load"):
+            report.failures.append(f"Chromium could not load {report.url}")
+        if p.get("dialog"):
+            report.failures.append(f"a dialog is open instead of the notebook: {p['dialog'][:200]!r}")
+        if p.get("cells", 0) < 3:
+            report.failures.append(f"the notebook did not render within {timeout:.0f} s ({p.get('cells', 0)} cells)")
+        if not p.get("h1"):
+            report.failures.append("the notebook's Markdown title did not render")
+        if not p.get("kernel_shown"):
+            report.failures.append(f"kernel {kernel_name!r} not shown (register it: make kernel)")
+        elif not p.get("kernel_idle"):
+            report.failures.append(f"kernel {kernel_name!r} did not reach the idle state")
+        if report.remote_requests:
+            report.failures.append(f"requests to the network: {', '.join(report.remote_requests[:5])}")
+        shot_data = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        shot.write_bytes(base64.b64decode(shot_data["data"]))
+        report.screenshot = str(shot)
+    finally:
+        browser.close()
+    return report
+
+
+def _print_reports(reports: list[PageReport], t0: float) -> int:
+    failed = False
+    for r in reports:
+        p = r.probe
+        status = "FAIL" if r.failures else "ok"
+        if "cells" in p:  # JupyterLab
+            print(f"{status:4s} {r.url}: {p.get('cells', 0)} cells, title {p.get('h1')}, kernel shown "
+                  f"{p.get('kernel_shown')}, idle {p.get('kernel_idle')}, {len(r.remote_requests)} remote requests, "
+                  f"{r.seconds:.1f} s")
+        else:
+            print(f"{status:4s} {r.url}: {p.get('tables_with_rows', 0)} tables, {p.get('images', 0)} images, "
+                  f"{p.get('math_rendered', 0)}/{p.get('math', 0)} formulas rendered, "
+                  f"{len(r.remote_requests)} network requests, {r.seconds:.1f} s")
+        for f in r.failures:
+            print(f"     - {f}")
+        if r.screenshot:
+            print(f"     screenshot: {r.screenshot}")
+        failed |= bool(r.failures)
+    print(f"browser check {'FAILED' if failed else 'passed'} ({len(reports)} page(s)) in {time.time() - t0:.1f} s")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .book import repo_root
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lab"]:
+        parser = argparse.ArgumentParser(prog="python -m crapnet_core.browser_check lab",
+                                         description="JupyterLab opens and renders a notebook (headless Chromium)")
+        parser.add_argument("--notebook", default="notebooks/07_results.ipynb", help="path relative to the repository")
+        parser.add_argument("--screenshot", default=None, help="PNG (default: <repo>/_build/screenshots/lab.png)")
+        parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the notebook")
+        args = parser.parse_args(argv[1:])
+        t0 = time.time()
+        try:
+            report = check_lab(repo_root(), args.notebook, args.screenshot, args.timeout)
+        except (FileNotFoundError, BrowserError) as err:
+            print(f"browser check: error: {err}", file=sys.stderr)
+            return 2
+        except Exception as err:  # noqa: BLE001 - the server did not start: say why, exit 2
+            print(f"browser check: error: JupyterLab: {err}", file=sys.stderr)
+            return 2
+        return _print_reports([report], t0)
     parser = argparse.ArgumentParser(prog="python -m crapnet_core.browser_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--html", default=None, help="the built book (default: <repo>/_build/html)")
     parser.add_argument("--page", default="notebooks/07_results__*.html", help="results page(s), a glob under --html")
@@ -330,20 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, BrowserError) as err:
         print(f"browser check: error: {err}", file=sys.stderr)
         return 2
-    failed = False
-    for r in reports:
-        p = r.probe
-        status = "FAIL" if r.failures else "ok"
-        print(f"{status:4s} {r.url}: {p.get('tables_with_rows', 0)} tables, {p.get('images', 0)} images, "
-              f"{p.get('math_rendered', 0)}/{p.get('math', 0)} formulas rendered, "
-              f"{len(r.remote_requests)} network requests, {r.seconds:.1f} s")
-        for f in r.failures:
-            print(f"     - {f}")
-        if r.screenshot:
-            print(f"     screenshot: {r.screenshot}")
-        failed |= bool(r.failures)
-    print(f"browser check {'FAILED' if failed else 'passed'} in {time.time() - t0:.1f} s")
-    return 1 if failed else 0
+    return _print_reports(reports, t0)
 
 
 if __name__ == "__main__":

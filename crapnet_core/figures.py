@@ -42,6 +42,25 @@ ORGAN_COLORS = {
 }
 PAPER = "Ding et al., CRAPNet, WACV 2023"
 
+
+def set_style(dpi: int = 90) -> None:
+    """The book's one figure style (every notebook calls this once, first).
+
+    seaborn's ``whitegrid`` theme with its colour-blind palette, font sizes that stay
+    readable when a 11-inch-wide figure is scaled to the book's main column (~800 px), and
+    no top/right spines. Axis labels carry units (``Dice (0-100)``, ``mm``, ``ml``, ``s``).
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", palette="colorblind")
+    plt.rcParams.update({
+        "figure.dpi": dpi, "savefig.dpi": dpi, "figure.max_open_warning": 0,
+        "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+        "legend.fontsize": 9, "legend.title_fontsize": 9,
+        "axes.spines.top": False, "axes.spines.right": False,
+    })
+
 # --------------------------------------------------------------------------- published
 #: The paper's Tables 1-4 (Dice, 0..100), organ order LK, RK, Spleen, Liver, then the mean.
 #: ``method`` keys are the paper's row names; :data:`PUBLISHED_METHOD_KEYS` maps ours to them.
@@ -795,6 +814,69 @@ def plot_organ_panels(frame, x: str = "method", hue: str = "source", title: str 
     return fig
 
 
+def comparison_figure(ours, fig=None, size: tuple[float, float] = (3.0, 3.4)):
+    """Mean Dice over the four organs per method, ours next to the published (Tables 1-2), one panel per
+    (dataset, setting) of ``ours``; every panel of the paper when ``ours`` is empty or None.
+
+    ``ours``: long frame (:func:`summary_frame` / :func:`run_frame`) with dataset, setting,
+    method_key, method, organ, dice (0..100) and source. Our bars carry the standard
+    deviation over folds as error bars when ``dice_std`` is present. ``fig``: an existing
+    ``matplotlib.figure.Figure`` to draw into (the book builder draws without pyplot);
+    default a new pyplot figure. Returns the figure.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    pub = pd.concat([published_frame(1), published_frame(2)], ignore_index=True)
+    pub = pub[(pub["organ"] == "mean") & pub["method_key"].notna()]
+    if ours is not None and len(ours):
+        mine = ours[ours["organ"] == "mean"]
+        panels = list(dict.fromkeys(zip(mine["dataset"], mine["setting"])))
+    else:
+        mine = None
+        panels = [(d, s) for s in (1, 2) for d in ("chaos", "sabs")]
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure()
+    fig.set_size_inches(size[0] * len(panels) + 0.6, size[1])
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    order = [k for k in PUBLISHED_METHOD_KEYS if k in set(pub["method_key"])]
+    for i, (ax, (dataset, setting)) in enumerate(zip(axes, panels)):
+        ref = dataset if dataset in ("chaos", "sabs") else "chaos"
+        p = pub[(pub["dataset"] == ref) & (pub["setting"] == setting)].assign(source="published")
+        frames = [p]
+        if mine is not None:
+            frames.append(mine[(mine["dataset"] == dataset) & (mine["setting"] == setting)])
+        both = pd.concat(frames, ignore_index=True)
+        both["label"] = both["method_key"].map(METHOD_LABELS)
+        sources = list(dict.fromkeys(both["source"]))
+        colors = dict(zip(sources, sns.color_palette("colorblind", len(sources))))
+        sns.barplot(data=both, x="label", y="dice", hue="source", order=[METHOD_LABELS[k] for k in order],
+                    hue_order=sources, palette=colors, errorbar=None, ax=ax)
+        if "dice_std" in both:  # spread over folds, where the summary gives it
+            for j, src in enumerate(sources):
+                rows = both[(both["source"] == src) & both["dice_std"].notna()]
+                for _, r in rows.iterrows():
+                    x = order.index(r["method_key"]) + (j - (len(sources) - 1) / 2) * 0.8 / len(sources)
+                    ax.errorbar(x, r["dice"], yerr=r["dice_std"], color="black", capsize=2, lw=0.8)
+        name = DATASET_LABELS.get(dataset, dataset)
+        ax.set_title(f"{name}\nsetting {setting}" + (" (published: MRI)" if ref != dataset else ""), fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("mean Dice over organs (0-100)" if i == 0 else "")
+        ax.set_ylim(0, 100)
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+        legend = ax.get_legend()
+        if legend is not None:
+            if i == len(panels) - 1:
+                legend.set_title(None)
+                sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=8)
+            else:
+                legend.remove()
+    fig.tight_layout()
+    return fig
+
+
 def load_prediction(run_dir: str | os.PathLike, volume, organ: str) -> np.ndarray | None:
     """A run's saved prediction ``predictions/<scan>_<organ>.nii.gz`` on the model grid of ``volume`` (None if absent).
 
@@ -903,11 +985,11 @@ def qualitative_figure(spec, runs: Mapping[str, str | os.PathLike], metrics: Map
 
 
 __all__ = [
-    "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "DATASET_LABELS", "PUBLISHED", "PUBLISHED_METHOD_KEYS",
+    "set_style", "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "DATASET_LABELS", "PUBLISHED", "PUBLISHED_METHOD_KEYS",
     "PUBLISHED_INCONSISTENT",
     "published_frame", "run_frame", "per_scan_frame", "load_summaries", "summaries_provenance", "summary_frame", "cross_validation", "comparison_table", "fold_mean", "styled", "published_notes_md",
     "ablation_table", "provenance_md", "left_out_md", "machine_description", "window", "show_overlay",
     "dataset_overview", "intensity_samples", "middle_slice", "example_slices", "best_superpixel_dice",
-    "superpixel_fit", "superpixel_counts", "superpixel_panel", "plot_losses", "plot_per_organ", "plot_organ_panels",
+    "superpixel_fit", "superpixel_counts", "superpixel_panel", "plot_losses", "plot_per_organ", "plot_organ_panels", "comparison_figure",
     "load_prediction", "prediction_figure", "qualitative_figure",
 ]

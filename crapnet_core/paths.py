@@ -53,3 +53,23 @@ def cache_dir(*parts: str) -> Path:
 def real_data_required() -> bool:
     """True when tests that need the real data must fail rather than skip (CI=true)."""
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+#: Real datasets in the order a notebook run by hand prefers them (sub-folder of the data root).
+DATASET_FOLDERS = {"chaos": "CHAOST2", "sabs": "SABS"}
+
+
+def default_dataset(explicit: str | os.PathLike | None = None) -> str:
+    """The dataset a notebook uses when its ``dataset`` parameter is None.
+
+    ``chaos`` (then ``sabs``) when the data root (``explicit``, else ``$CRAPNET_DATA_ROOT``)
+    holds its ``image_*.nii.gz`` files, else ``phantom`` (the built-in synthetic data), so a
+    notebook opened by hand runs with or without the real data.
+    """
+    value = explicit if explicit is not None else os.environ.get("CRAPNET_DATA_ROOT")
+    if value:
+        root = Path(value).expanduser()
+        for name, sub in DATASET_FOLDERS.items():
+            if (root / sub).is_dir() and any((root / sub).glob("image_*.nii.gz")):
+                return name
+    return "phantom"
