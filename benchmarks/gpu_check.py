@@ -53,8 +53,8 @@ def section_env(args) -> dict:
     except Exception as err:  # noqa: BLE001
         info["torch_error"] = repr(err)
     imports = {}
-    for mod in ("torchvision", "numpy", "scipy", "nibabel", "skimage", "monai", "pandas", "yaml", "tqdm",
-                "crapnet_core.training"):
+    for mod in ("crapnet_core._torchvision", "numpy", "scipy", "nibabel", "skimage", "monai", "pandas", "yaml",
+                "tqdm", "crapnet_core.training"):
         try:
             __import__(mod)
             imports[mod] = "ok"
@@ -73,8 +73,11 @@ def section_env(args) -> dict:
 def section_weights(args) -> dict:
     """Where torchvision would read the COCO (DeepLabV3-ResNet101) and ImageNet (ResNet-18) weights."""
     import torch
-    from torchvision.models import ResNet18_Weights
-    from torchvision.models.segmentation import DeepLabV3_ResNet101_Weights
+
+    from crapnet_core._torchvision import torchvision  # the project's one torchvision import (see there)
+
+    ResNet18_Weights = torchvision.models.ResNet18_Weights
+    DeepLabV3_ResNet101_Weights = torchvision.models.segmentation.DeepLabV3_ResNet101_Weights
 
     out = {"torch_hub_dir": torch.hub.get_dir(), "TORCH_HOME": os.environ.get("TORCH_HOME")}
     homes = {Path(torch.hub.get_dir()) / "checkpoints", Path.home() / ".cache" / "torch" / "hub" / "checkpoints"}
@@ -255,7 +258,8 @@ def summary(out: Path, results: dict) -> str:
         lines.append(f"- packed K={k}: {r['total_steps_per_s']} steps/s in total ({r['workers_ok']}/{k} ok)")
     t = results.get("train", {})
     if t:
-        lines.append(f"- CHAOS fold 0 setting 1: {t.get('steps', '-')} steps, status {t.get('returncode', '-')}, "
+        what = "phantom (dry run)" if env.get("dry_run") else "CHAOS"
+        lines.append(f"- {what} fold 0 setting 1, crapnet: {t.get('steps', '-')} steps, status {t.get('returncode', '-')}, "
                      f"mean {t.get('mean', t.get('skipped'))}")
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:

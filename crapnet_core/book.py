@@ -1053,21 +1053,22 @@ def build_book(
     plan = plan or plan_book(profile, data_root, runs_root, results_dir, device)
     if plan.data_root:
         os.environ["CRAPNET_DATA_ROOT"] = plan.data_root  # for the notebook kernels
-    jobs = int(jobs or default_jobs())
-    if jobs < 1:
+    if jobs is not None and int(jobs) < 1:
         raise ValueError(f"--jobs: {jobs} must be at least 1")
+    if executor == "local":
+        jobs = int(jobs or default_jobs())
     if executor == "local":
         gpus = wf.gpu_count() if plan.device != "cpu" else 0
         per_job = 1 if gpus else 0
     else:
         gpus = 0
         per_job = (0 if plan.device == "cpu" else 1) if gpus_per_job is None else int(gpus_per_job)
-        if cluster_profile is None:
-            cluster_profile = root / "workflow" / "profiles" / executor
+        cluster_profile = Path(cluster_profile).resolve() if cluster_profile else root / "workflow" / "profiles" / executor
     out_dir.mkdir(parents=True, exist_ok=True)
     where = f"{jobs} at a time" + (f", {gpus} GPU(s), one per training" if gpus else "")
     if executor != "local":
-        where = f"executor {executor}, up to {jobs} submitted at a time, {per_job} GPU(s) per job"
+        queued = f"up to {jobs} jobs" if jobs else "jobs (as many as the cluster profile allows)"
+        where = f"executor {executor}, {queued} queued at a time, {per_job} GPU(s) per job"
     echo(f"crapnet book: profile {plan.profile}, data {', '.join(plan.datasets)}, {len(plan.jobs)} notebook "
          f"execution(s), {where} -> {out_dir}")
     for note in plan.notes:

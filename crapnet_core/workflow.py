@@ -18,8 +18,8 @@ because it runs downstream of anything it re-runs, everything that depends on it
 or ``touch`` that leaves the content unchanged re-runs nothing (the ``mtime`` trigger is off,
 see ``workflow/profiles/*/config.yaml``).
 
-Job bodies are run as ``python -m crapnet_core.workflow STEP SPEC_JSON`` (one process per job:
-on SLURM each one is a SLURM job). A failing job writes ``OUT/logs/failed/<name>.txt``
+Job bodies are run as ``python -m crapnet_core.workflow STEP NAME CONFIG_JSON KEY`` (one
+process per job: on SLURM each one is a SLURM job; :func:`job_spec` makes what it needs). A failing job writes ``OUT/logs/failed/<name>.txt``
 (what failed, with which parameters, where) that ``crapnet book`` prints.
 """
 
@@ -390,20 +390,61 @@ JOBS = {"superpixels": job_superpixels, "train": job_train, "evaluate": job_eval
         "notebook": job_notebook, "html": job_html}
 
 
+def job_spec(step: str, name: str, config: dict[str, Any], key: str = "") -> dict[str, Any]:
+    """What the job body ``step`` of job ``name`` needs, from the workflow's config.
+
+    ``config``: the Snakefile's ``JOB_CONFIG`` (``plan`` file or profile settings, ``repo``,
+    ``out``, ``gpus_per_job``). Made in the job itself rather than passed as a Snakemake
+    parameter, so that only the content key (``key``) decides whether a job re-runs: a
+    different ``--device`` or output folder does not re-train a run.
+    """
+    from .book import job_parameters, load_or_plan, notebook_parameters, notebook_path
+
+    plan = load_or_plan(config)
+    root = Path(config["repo"])
+    gpu = int(config.get("gpus_per_job", 0))
+    base = dict(out=config["out"], data_root=plan.data_root, runs_root=plan.runs_root, device=plan.device, key=key)
+    if step == "superpixels":
+        dataset, scan = name.split(":", 1)
+        return dict(base, name=f"superpixels_{dataset}_{scan}", dataset=dataset, scan=scan,
+                    output=str(Path(config["out"]) / "superpixels" / dataset / f"{scan}.json"))
+    if step in ("train", "evaluate"):
+        for job in plan.jobs:
+            for args in runs_read(job):
+                run = run_step(args)
+                if run.name == name:
+                    return dict(base, name=name, args=run.args, gpu=gpu)
+        raise ValueError(f"{step}: no run {name!r} in the plan")
+    if step == "notebook":
+        job = next((j for j in plan.jobs if j.name == name), None)
+        if job is None:
+            raise ValueError(f"notebook: no execution {name!r} in the plan")
+        template = notebook_path(job.notebook, root)
+        declared = notebook_parameters(template)
+        return dict(base, name=name, notebook=job.notebook, template=str(template), tag=job.tag, title=job.title,
+                    params=job_parameters(job, plan, declared), shown=job.describe(), cwd=str(root),
+                    gpu=gpu if "device" in declared else 0)
+    if step == "html":
+        return dict(base, name="html", plan=plan.to_dict(), root=str(root))
+    raise ValueError(f"unknown step {step!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m crapnet_core.workflow STEP SPEC_JSON``: the body of one Snakemake job."""
+    """``python -m crapnet_core.workflow STEP NAME CONFIG_JSON KEY``: the body of one Snakemake job."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 2 or argv[0] not in JOBS:
-        print(f"usage: python -m crapnet_core.workflow {{{','.join(JOBS)}}} SPEC_JSON (run by workflow/Snakefile)",
-              file=sys.stderr)
+    if len(argv) != 4 or argv[0] not in JOBS:
+        print(f"usage: python -m crapnet_core.workflow {{{','.join(JOBS)}}} NAME CONFIG_JSON KEY "
+              "(run by workflow/Snakefile)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    step, spec = argv[0], json.loads(argv[1])
+    step, name, config, key = argv[0], argv[1], json.loads(argv[2]), argv[3]
     t0 = time.time()
-    print(f"[{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC] {step} {spec.get('name')} on "
+    print(f"[{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC] {step} {name} on "
           f"{os.uname().nodename} (SLURM job {os.environ.get('SLURM_JOB_ID', '-')}, "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '-')})", flush=True)
+    spec: dict[str, Any] = dict(out=config["out"], name=name.replace(":", "_"))
     try:
+        spec = job_spec(step, name, config, key)
         JOBS[step](spec)
     except Exception as err:  # noqa: BLE001 - any failure: recorded for crapnet book, then exit 1
         import traceback
@@ -413,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not failed.is_file():
             _failed(spec, f"{step} {spec.get('shown') or spec.get('name')}", f"{type(err).__name__}: {err}")
         return 1
-    print(f"{step} {spec.get('name')}: done in {time.time() - t0:.1f} s", flush=True)
+    print(f"{step} {name}: done in {time.time() - t0:.1f} s", flush=True)
     return 0
 
 
@@ -431,7 +472,7 @@ def snakemake_command(
     out_dir: Path,
     plan_file: Path,
     profile: str,
-    cores: int,
+    cores: int | None,
     gpus: int = 0,
     gpus_per_job: int = 0,
     dry_run: bool = False,
@@ -442,28 +483,31 @@ def snakemake_command(
     account: str | None = None,
     root: Path | None = None,
     notebooks_root: Path | None = None,
-    extra: Sequence[str] = (),
+    targets: Sequence[str] = (),
 ) -> list[str]:
     """The ``snakemake`` command line that ``crapnet book`` runs (Snakemake's CLI, in this venv).
 
     ``root``: the checkout holding ``workflow/``; ``notebooks_root``: the folder holding the
-    ``notebooks/`` and ``book/`` to run (default ``root``); ``extra``: further arguments
-    (e.g. target files).
+    ``notebooks/`` and ``book/`` to run (default ``root``); ``targets``: the files to make
+    (default: the book).
     """
     from .book import repo_root
 
     root = Path(root or repo_root())
     notebooks_root = Path(notebooks_root or root)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile(root)), "--directory", str(out_dir),
+    cmd = [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(snakefile(root)), "--directory", str(out_dir),
            "--workflow-profile", str(root / "workflow" / "profiles" / profile),
            "--config", f"plan={plan_file}", f"repo={notebooks_root}", f"gpus_per_job={gpus_per_job}"]
     if executor == "local":
         cmd += ["--cores", str(cores), "--resources", f"gpu={gpus}"]
     else:
-        cmd += ["--executor", executor, "--jobs", str(cores)]
+        cmd += ["--executor", executor]
+        if cores:  # else the cluster profile's `jobs`
+            cmd += ["--jobs", str(cores)]
         if cluster_profile:
             cmd += ["--profile", str(cluster_profile)]
-        defaults = []
+        # --default-resources on the command line replaces the profile's list: merge them
+        defaults = _profile_default_resources(cluster_profile)
         if partition:
             defaults.append(f"slurm_partition={partition}")
         if account:
@@ -474,12 +518,31 @@ def snakemake_command(
         cmd += ["--forcerun", "notebook"]
     if dry_run:
         cmd += ["--dry-run", "--quiet", "rules"]
-    return [*cmd, *extra]
+    return cmd
 
 
 #: Snakemake lines shown on the terminal by ``crapnet book`` (all of them go to logs/snakemake.log).
 PROGRESS = re.compile(r"^\d+ of \d+ steps|^Error|^RuleException|Exception|^Nothing to be done|"
                       r"^\s+(log|wildcards|message): |^Removing output files of failed job|^Complete log")
+
+
+def _profile_default_resources(profile_dir: str | os.PathLike | None) -> list[str]:
+    """``default-resources`` of a Snakemake profile folder as ``NAME=VALUE`` strings ([] if none)."""
+    if not profile_dir:
+        return []
+    import yaml
+
+    path = Path(profile_dir) / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--cluster-profile: {path} not found (a Snakemake profile folder holds config.yaml)") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"--cluster-profile: {path} is not valid YAML ({err})") from None
+    res = data.get("default-resources") or []
+    if isinstance(res, dict):
+        return [f"{k}={v}" for k, v in res.items()]
+    return [str(r) for r in res]
 
 
 def run_snakemake(cmd: Sequence[str], log_file: Path, echo=print, show: re.Pattern | None = None) -> int:

@@ -177,10 +177,11 @@ def _write_nb(path: Path, cells: list[tuple[str, str, list[str]]]) -> None:
 
 def _run_workflow(plan: book.BookPlan, out: Path, root: Path, targets: list[str], messages: list[str]) -> int:
     plan_file = book.save_plan(plan, out / "plan.json")
-    cmd = wf.snakemake_command(out, plan_file, "smoke", 2, notebooks_root=root, extra=targets)
+    cmd = wf.snakemake_command(out, plan_file, "smoke", 2, notebooks_root=root, targets=targets)
     return wf.run_snakemake(cmd, out / "logs" / "snakemake.log", echo=messages.append)
 
 
+@pytest.mark.slow
 def test_workflow_reuses_completed_notebooks_and_reports_failures(tmp_path):
     """A failure names notebook, parameters and cell and keeps the partial notebook; completed
     executions are reused; a changed notebook or parameter re-runs exactly that execution."""

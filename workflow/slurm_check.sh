@@ -36,7 +36,6 @@ fi
 
 # ---- configuration for this host
 HOST=$(hostname -s)
-CPUS=$(nproc)
 MEM_MB=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
 export SLURM_CONF="$WORK/slurm.conf"   # sbatch/squeue/scancel of this shell and of Snakemake read it
 cat > "$SLURM_CONF" <<EOF
@@ -67,7 +66,7 @@ MinJobAge=3600
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
-NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+$(slurmd -C | head -1 | sed "s/RealMemory=[0-9]*/RealMemory=$MEM_MB/") State=UNKNOWN
 PartitionName=check Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 
