@@ -1014,6 +1014,22 @@ def _failures(out_dir: Path, since: float) -> list[str]:
     return lines
 
 
+def _snakemake_errors(log: Path) -> list[str]:
+    """Snakemake's own "Error in rule" messages (jobs that failed before their body ran, e.g. on SLURM)."""
+    if not log.is_file():
+        return []
+    lines, text = [], log.read_text(errors="replace").splitlines()
+    for i, line in enumerate(text):
+        if line.startswith("Error in rule"):
+            lines.append(f"- {line.rstrip(':')}")
+            for follow in text[i + 1:i + 12]:
+                if follow.strip().startswith(("message:", "log:", "wildcards:")):
+                    lines.append(f"  {follow.strip()}")
+                elif not follow.startswith(" "):
+                    break
+    return lines
+
+
 def build_book(
     profile: str = DEFAULT_PROFILE,
     data_root: str | os.PathLike | None = None,
@@ -1096,7 +1112,8 @@ def build_book(
     results = executed_results(plan, out_dir, since=started)
     index = out_dir / "html" / "index.html"
     if code != 0 or not index.is_file():
-        lines = _failures(out_dir, started) or [f"- see {out_dir / 'logs' / 'snakemake.log'}"]
+        lines = _failures(out_dir, started) or _snakemake_errors(out_dir / "logs" / "snakemake.log") \
+            or [f"- see {out_dir / 'logs' / 'snakemake.log'}"]
         err = (f"the book's workflow failed (Snakemake status {code}); what failed:\n" + "\n".join(lines)
                + f"\nper-job logs: {out_dir / 'logs'}; Snakemake's log: {out_dir / 'logs' / 'snakemake.log'}")
         write_json(out_dir / "book.json", dict(state, status="failed", error=err))

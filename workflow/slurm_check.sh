@@ -9,7 +9,10 @@
 # so that every job of the workflow (superpixels, trainings, evaluations, notebook executions)
 # is submitted with sbatch, checks that each of them ran inside a SLURM job, and stops the
 # daemons again (also on failure). Everything it writes lives under $SLURM_CHECK_DIR
-# (default: a new folder under /tmp); the system's own /etc/slurm is not touched.
+# (default: a new folder under /tmp), except, while it runs and only when the machine has no
+# SLURM configuration of its own, a link /etc/slurm/slurm.conf to the check's slurm.conf (the
+# srun that Snakemake's job step runs inside each job reads the default location); the link
+# is removed again on exit.
 #
 #   CRAPNET=.venv/bin/crapnet workflow/slurm_check.sh      (the Makefile passes CRAPNET)
 set -euo pipefail
@@ -71,8 +74,10 @@ PartitionName=check Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 
 # ---- start munge, slurmctld, slurmd; stop them on exit
+LINKED=
 cleanup() {
   set +e
+  [ -n "$LINKED" ] && rm -f /etc/slurm/slurm.conf
   for pidfile in "$WORK/run/slurmd.pid" "$WORK/run/slurmctld.pid" "$WORK/run/munged.pid"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
   done
@@ -90,6 +95,11 @@ if ! munge -n </dev/null >/dev/null 2>&1; then
   munged --force --pid-file="$WORK/run/munged.pid" --log-file="$WORK/log/munged.log"
 fi
 munge -n </dev/null | unmunge >/dev/null
+if [ ! -e /etc/slurm/slurm.conf ]; then
+  mkdir -p /etc/slurm && ln -s "$SLURM_CONF" /etc/slurm/slurm.conf && LINKED=1
+elif [ "$(readlink -f /etc/slurm/slurm.conf)" != "$(readlink -f "$SLURM_CONF")" ]; then
+  say "note: /etc/slurm/slurm.conf exists (not ours): srun inside the jobs will read it"
+fi
 slurmctld -f "$SLURM_CONF"
 slurmd -f "$SLURM_CONF"
 for _ in $(seq 60); do
