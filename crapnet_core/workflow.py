@@ -442,7 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"[{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC] {step} {name} on "
           f"{os.uname().nodename} (SLURM job {os.environ.get('SLURM_JOB_ID', '-')}, "
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '-')})", flush=True)
-    spec: dict[str, Any] = dict(out=config["out"], name=name.replace(":", "_"))
+    spec: dict[str, Any] = dict(out=config["out"], name=("superpixels_" if step == "superpixels" else "")
+                                + name.replace(":", "_"))
+    stale = Path(config["out"]) / "logs" / "failed" / f"{spec['name']}.txt"
+    stale.unlink(missing_ok=True)  # the record of an earlier failure of this job
     try:
         spec = job_spec(step, name, config, key)
         JOBS[step](spec)
