@@ -1073,7 +1073,6 @@ def build_book(
         raise ValueError(f"--jobs: {jobs} must be at least 1")
     if executor == "local":
         jobs = int(jobs or default_jobs())
-    if executor == "local":
         gpus = wf.gpu_count() if plan.device != "cpu" else 0
         per_job = 1 if gpus else 0
     else:
