@@ -5,16 +5,19 @@
 #               JupyterLab on notebooks/ (LAB_ARGS="--no-browser --port 8890" etc. are passed on)
 #   make e2e    browser checks (headless Chromium): every page of the built book, and
 #               JupyterLab opening and rendering a notebook (screenshots under _build/screenshots)
+#   make slurm-check  build the smoke book through a real single-node SLURM on this machine
+#               (root; installs slurm-wlm and munge with apt-get when missing)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?=
-JOBS   ?= 1
+# jobs at a time, one thread each: every core by default
+JOBS   ?= $(shell nproc 2>/dev/null || echo 1)
 LAB_ARGS ?=
 KERNEL := $(VENV)/share/jupyter/kernels/crapnet/kernel.json
 
-.PHONY: venv test book lab kernel e2e clean-venv
+.PHONY: venv test book lab kernel e2e slurm-check clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +47,9 @@ lab: kernel
 e2e: kernel
 	$(BIN)/python -m crapnet_core.browser_check
 	$(BIN)/python -m crapnet_core.browser_check lab
+
+slurm-check: venv
+	CRAPNET=$(BIN)/crapnet bash workflow/slurm_check.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,16 +5,18 @@
 
 1. makes a :class:`BookPlan` for the profile (:func:`plan_book`): which notebook runs with
    which parameters (one executed copy per dataset / fold / setting / method / ablation
-   point), in which *stage*, and what the profile leaves out (listed in the book);
-2. executes the notebooks with papermill (:func:`execute_plan`), ``--jobs N`` at a time,
-   stage after stage (stage 1 trains the runs that stage 2 reads: two jobs of one stage
-   never train the same run), skipping executions that already completed with the same
-   notebook source and parameters;
-3. assembles a build-source tree from the committed ``_config.yml``/``_toc.yml``,
+   point), and what the profile leaves out (listed in the book);
+2. runs the study's Snakemake workflow (``workflow/Snakefile``, steps and content keys in
+   :mod:`crapnet_core.workflow`) on that plan: superpixels per scan, one job per training
+   run and per evaluation, one papermill execution per notebook page
+   (:func:`execute_notebook`), then the HTML build. Snakemake schedules them (``--jobs N``,
+   one GPU per training, or one SLURM job each), reuses completed work and re-runs what a
+   changed notebook, parameter or library file affects;
+3. the last job assembles a build-source tree from the committed ``_config.yml``/``_toc.yml``,
    ``book/*.md`` and the executed notebooks (:func:`assemble_source`), with the toc's
-   ``notebooks/<name>`` entries replaced by the executed copies;
+   ``notebooks/<name>`` entries replaced by the executed copies, and
 4. runs the jupyter-book (Sphinx) build on it with notebook execution off
-   (:func:`build_html`) and returns the path of ``index.html``.
+   (:func:`build_html`); :func:`build_book` returns the path of ``index.html``.
 
 Layout under the output folder ``OUT`` (default ``<repo>/_build``, ignored by git)::
 
@@ -22,6 +24,11 @@ Layout under the output folder ``OUT`` (default ``<repo>/_build``, ignored by gi
     OUT/logs/<name>__<slug>.log          papermill log of each execution (cell outputs)
     OUT/logs/<name>__<slug>.params.yaml  the parameters it ran with
     OUT/logs/sphinx.log                  the jupyter-book build log
+    OUT/logs/{train,evaluate,superpixels}/  per-job logs of the other steps
+    OUT/logs/snakemake.log               Snakemake's own messages (progress, errors)
+    OUT/logs/failed/<job>.txt            what failed, written by the failing job
+    OUT/plan.json                        the plan the workflow ran
+    OUT/.snakemake/                      Snakemake's records (what ran with which keys)
     OUT/source/                          the assembled build source (rewritten each build)
     OUT/html/index.html                  the book
     OUT/book.json                        the plan, per-job status and wall times
@@ -31,14 +38,13 @@ Training runs go to ``<repo>/runs`` (``--runs``), shared through
 ``crapnet_core.runs.ensure_run`` (keyed by config hash), so a re-run of the book or a
 notebook run by hand reuses them.
 
-Success marker: an executed copy whose metadata ``crapnet_book.key`` equals the job's key
-(SHA-256 of the notebook's cell sources, its parameters and the keys of the earlier stages)
-and ``crapnet_book.status == "ok"`` is complete and is not executed again.
+Each executed copy carries ``crapnet_book`` metadata (status, parameters, wall time, host);
+whether it is up to date is Snakemake's decision (its recorded content key).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import contextlib
 import copy
 import datetime as _dt
 import hashlib
@@ -46,12 +52,10 @@ import json
 import logging
 import os
 import platform
-import queue
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,7 +131,9 @@ class Job:
     """One papermill execution of one notebook with one set of parameters.
 
     ``tag`` is a short readable name of the parameters (used in the file name and the page
-    title); ``stage`` orders jobs: a stage starts once every job of the previous one is done.
+    title); ``stage`` is the book's phase (0 data, 1 one training each, 2 pages reading
+    trained runs), for display: the workflow orders jobs by the runs they read
+    (:func:`crapnet_core.workflow.runs_read`).
     """
 
     notebook: str
@@ -503,20 +509,6 @@ def job_parameters(job: Job, plan: BookPlan, declared: Iterable[str]) -> dict[st
     return params
 
 
-def job_key(source_sha: str, params: dict[str, Any], earlier: Sequence[str] = ()) -> str:
-    """Identity of one execution: notebook source, parameters and the earlier stages' keys."""
-    text = json.dumps({"source": source_sha, "params": params, "after": sorted(earlier)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def completed(path: Path, key: str) -> bool:
-    """True when ``path`` is an executed copy that finished successfully with ``key``."""
-    if not path.is_file():
-        return False
-    meta = _marker(path)
-    return meta.get("status") == "ok" and meta.get("key") == key
-
-
 def _marker(path: Path) -> dict[str, Any]:
     """The ``crapnet_book`` metadata of an executed copy ({} when unreadable)."""
     try:
@@ -569,172 +561,73 @@ def failing_cell(path: str | os.PathLike) -> FailedCell | None:
 class JobResult:
     job: Job
     path: Path
-    status: str  # "ok" (executed now), "cached" (already complete), "failed", "not run"
+    status: str  # "ok" (executed by this build), "cached" (by an earlier one), "failed", "not run"
     wall_s: float = 0.0
     error: str = ""
     log: Path | None = None
 
 
-def _gpu_count() -> int:
-    try:
-        import torch
+def execute_notebook(spec: dict[str, Any]) -> Path:
+    """One papermill execution: the body of the workflow's ``notebook`` job (one process per job).
 
-        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-    except Exception:  # noqa: BLE001 - no usable torch/CUDA: CPU only
-        return 0
-
-
-def _job_env(slot: int, jobs: int, gpus: int) -> dict[str, str]:
-    """Environment of one papermill job: this venv first on PATH, threads/GPU split between jobs."""
-    env = dict(os.environ)
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    env["PYTHONUNBUFFERED"] = "1"
-    # idle OpenMP threads sleep instead of spinning, so jobs sharing the cores do not slow each other
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if jobs > 1:
-        if gpus > 0:
-            visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-            devices = visible or [str(i) for i in range(gpus)]
-            env["CUDA_VISIBLE_DEVICES"] = devices[slot % len(devices)]
-        else:
-            cores = os.cpu_count() or 1
-            env.setdefault("OMP_NUM_THREADS", str(max(1, cores // jobs)))
-    return env
-
-
-def execute_job(job: Job, plan: BookPlan, out_dir: Path, key: str, env: dict[str, str], cwd: Path) -> JobResult:
-    """Run one papermill execution in a subprocess; on failure keep the partial notebook."""
+    ``spec`` (from :func:`crapnet_core.workflow.study`): ``template``, ``name``, ``params`` (the
+    papermill parameters), ``out`` (the book's output folder), ``cwd``, ``key``, ``shown``.
+    Writes ``OUT/notebooks/<name>.ipynb`` (saved after every cell, so a failure keeps the
+    partial notebook; the workflow runs with ``keep-incomplete``) and
+    ``OUT/logs/<name>.params.yaml``; cell outputs are logged to stderr (the job's log).
+    Raises :class:`BookError` naming the notebook, its parameters, the failing cell and the
+    partial notebook.
+    """
+    import papermill
     import yaml
 
-    template = notebook_path(job.notebook, cwd)
-    params = job_parameters(job, plan, notebook_parameters(template))
-    out_nb = out_dir / "notebooks" / f"{job.name}.ipynb"
+    out_dir = Path(spec["out"])
+    out_nb = out_dir / "notebooks" / f"{spec['name']}.ipynb"
     logs = out_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     out_nb.parent.mkdir(parents=True, exist_ok=True)
-    params_file = write_text(logs / f"{job.name}.params.yaml", yaml.safe_dump(params, sort_keys=True))
-    log_file = logs / f"{job.name}.log"
-    cmd = [
-        sys.executable, "-m", "papermill", str(template), str(out_nb), "-f", str(params_file),
-        "--cwd", str(cwd), "--kernel", "python3", "--no-progress-bar", "--log-output",
-        "--request-save-on-cell-execute",
-    ]
+    write_text(logs / f"{spec['name']}.params.yaml", yaml.safe_dump(spec["params"], sort_keys=True))
+    info = dict(key=spec.get("key"), notebook=spec.get("notebook"), tag=spec.get("tag"), title=spec.get("title"),
+                params=spec["params"], started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                host=platform.node())
     started = time.time()
-    with open(log_file, "w") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(cwd))
-    wall = time.time() - started
-    info = dict(key=key, notebook=job.notebook, tag=job.tag, title=job.title, params=params,
-                started=_dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
-                wall_s=round(wall, 1), host=platform.node())
-    if proc.returncode == 0 and out_nb.is_file() and failing_cell(out_nb) is None:
-        _mark(out_nb, dict(info, status="ok"))
-        return JobResult(job, out_nb, "ok", wall, log=log_file)
-    cell = failing_cell(out_nb)
-    if cell is not None:
-        why = cell.describe()
-    else:
-        tail = log_file.read_text(errors="replace").strip().splitlines()[-15:]
-        why = f"papermill exited with status {proc.returncode}; log tail:\n    " + "\n    ".join(tail)
-    if out_nb.is_file():
-        try:
-            _mark(out_nb, dict(info, status="failed", error=why))
-        except (OSError, json.JSONDecodeError):
-            pass
-    return JobResult(job, out_nb, "failed", wall, error=why, log=log_file)
-
-
-def execute_plan(
-    plan: BookPlan,
-    out_dir: str | os.PathLike,
-    jobs: int = 1,
-    force: bool = False,
-    progress: bool = True,
-    cwd: Path | None = None,
-    echo: Callable[[str], None] | None = None,
-) -> list[JobResult]:
-    """Execute the plan's notebooks stage by stage, ``jobs`` at a time.
-
-    Completed executions (same key) are skipped unless ``force``. When a job fails, the
-    other jobs of its stage finish, later stages are not run, and :class:`BookError` names
-    each failed notebook, its parameters, the failing cell and the partial notebook kept.
-    With several GPUs each concurrent job sees one GPU (``CUDA_VISIBLE_DEVICES``); on CPU
-    the cores are split between concurrent jobs (``OMP_NUM_THREADS``).
-    """
-    from tqdm.auto import tqdm
-
-    if jobs < 1:
-        raise ValueError(f"--jobs: {jobs} must be at least 1")
-    out_dir = Path(out_dir)
-    cwd = cwd or repo_root()
-    gpus = _gpu_count() if jobs > 1 else 0
-    say = echo or (lambda msg: tqdm.write(msg))
-    results: list[JobResult] = []
-    earlier: list[str] = []
-    bar = tqdm(total=len(plan.jobs), desc=f"book {plan.profile}", unit="nb", disable=not progress,
-               dynamic_ncols=True)
-    failed: list[JobResult] = []
+    error: BaseException | None = None
     try:
-        for stage in plan.stages():
-            if failed:
-                for job in stage:
-                    results.append(JobResult(job, out_dir / "notebooks" / f"{job.name}.ipynb", "not run"))
-                continue
-            keys: dict[str, str] = {}
-            todo: list[Job] = []
-            for job in stage:
-                template = notebook_path(job.notebook, cwd)
-                params = job_parameters(job, plan, notebook_parameters(template))
-                keys[job.name] = job_key(source_digest(template), params, earlier)
-                out_nb = out_dir / "notebooks" / f"{job.name}.ipynb"
-                if not force and completed(out_nb, keys[job.name]):
-                    results.append(JobResult(job, out_nb, "cached", _marker(out_nb).get("wall_s", 0.0)))
-                    bar.update(1)
-                else:
-                    todo.append(job)
-            if len(todo) < len(stage):
-                say(f"stage {stage[0].stage}: {len(stage) - len(todo)} execution(s) already complete, skipped")
-            slots: "queue.Queue[int]" = queue.Queue()
-            for i in range(jobs):
-                slots.put(i)
-            lock = threading.Lock()
+        papermill.execute_notebook(
+            spec["template"], str(out_nb), parameters=spec["params"], cwd=spec.get("cwd"), kernel_name="python3",
+            progress_bar=False, log_output=True, request_save_on_cell_execute=True,
+        )
+    except Exception as err:  # noqa: BLE001 - described below with the failing cell
+        error = err
+    info["wall_s"] = round(time.time() - started, 1)
+    cell = failing_cell(out_nb)
+    if error is None and cell is None and out_nb.is_file():
+        _mark(out_nb, dict(info, status="ok"))
+        return out_nb
+    why = cell.describe() if cell is not None else f"papermill failed: {type(error).__name__}: {error}"
+    if out_nb.is_file():
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            _mark(out_nb, dict(info, status="failed", error=why))
+    raise BookError(f"{spec.get('shown', spec['name'])}\n  failed in {why}\n  partial notebook kept: {out_nb}\n"
+                    f"  log: {logs / (spec['name'] + '.log')}")
 
-            def run(job: Job) -> JobResult:
-                slot = slots.get()
-                try:
-                    say(f"start  {job.name}  [{job.title}]")
-                    res = execute_job(job, plan, out_dir, keys[job.name], _job_env(slot, jobs, gpus), cwd)
-                finally:
-                    slots.put(slot)
-                with lock:
-                    bar.update(1)
-                    if res.status == "ok":
-                        say(f"done   {job.name}  {res.wall_s:.0f} s")
-                    else:
-                        say(f"FAILED {job.name}  {res.wall_s:.0f} s: {res.error.splitlines()[0]}")
-                return res
 
-            with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
-                stage_results = list(pool.map(run, todo))
-            results.extend(stage_results)
-            failed.extend(r for r in stage_results if r.status == "failed")
-            earlier.extend(keys.values())
-    finally:
-        bar.close()
-    order = {j.name: i for i, j in enumerate(plan.jobs)}
-    results.sort(key=lambda r: order[r.job.name])
-    if failed:
-        lines = [f"{len(failed)} notebook execution(s) failed (later stages not run):"]
-        for r in failed:
-            lines.append(f"- {r.job.describe()}")
-            lines.append(f"  failed in {r.error}")
-            lines.append(f"  partial notebook kept: {r.path}")
-            lines.append(f"  log: {r.log}")
-        raise BookError("\n".join(lines))
-    return results
+def executed_results(plan: BookPlan, out_dir: str | os.PathLike, since: float | None = None) -> list[JobResult]:
+    """The state of the plan's executed copies under ``OUT/notebooks`` (read from their markers).
+
+    ``status`` is ``ok`` when the copy completed at or after ``since`` (a POSIX time: this
+    build), ``cached`` when earlier, ``failed`` when its execution failed, ``not run`` when absent.
+    """
+    out: list[JobResult] = []
+    for job in plan.jobs:
+        path = Path(out_dir) / "notebooks" / f"{job.name}.ipynb"
+        meta = _marker(path) if path.is_file() else {}
+        status = meta.get("status") or "not run"
+        if status == "ok" and since is not None:
+            started = _dt.datetime.fromisoformat(meta.get("started", "1970-01-01T00:00:00+00:00")).timestamp()
+            status = "ok" if started >= since - 1 else "cached"
+        out.append(JobResult(job, path, status, float(meta.get("wall_s") or 0.0), meta.get("error", ""),
+                             Path(out_dir) / "logs" / f"{job.name}.log"))
+    return out
 
 
 # ---------------------------------------------------------------------------- machine / provenance
@@ -1167,58 +1060,159 @@ def _sphinx_main(source: str, html: str, doctrees: str) -> int:
 
 
 # ---------------------------------------------------------------------------- all together
+def default_jobs() -> int:
+    """Jobs at a time by default: every core this process may use (each job runs one thread)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def save_plan(plan: BookPlan, path: str | os.PathLike) -> Path:
+    """Write the plan as JSON (the workflow's input: ``--config plan=PATH``)."""
+    return write_json(Path(path), plan.to_dict())
+
+
+def load_or_plan(config: dict[str, Any]) -> BookPlan:
+    """The plan the Snakefile runs: ``config["plan"]`` (a JSON file of :func:`save_plan`), or else
+    :func:`plan_book` of the config's ``profile``, ``data_root``, ``runs_root``, ``results_dir``, ``device``."""
+    if config.get("plan"):
+        path = Path(config["plan"])
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise BookError(f"--config plan={path}: not a readable plan file ({err})") from None
+        data["jobs"] = [Job(**{k: v for k, v in j.items() if k != "name"}) for j in data["jobs"]]
+        return BookPlan(**data)
+    return plan_book(config.get("profile", DEFAULT_PROFILE), config.get("data_root"), config.get("runs_root"),
+                     config.get("results_dir"), config.get("device", "auto"))
+
+
+def _failures(out_dir: Path, since: float) -> list[str]:
+    """What failed in this build: the records the workflow's jobs wrote under OUT/logs/failed."""
+    lines = []
+    for rec in sorted((out_dir / "logs" / "failed").glob("*.txt")):
+        if rec.stat().st_mtime >= since - 1:
+            text = rec.read_text(errors="replace").strip().splitlines()
+            lines.append(f"- {text[0]}" if text else f"- {rec.stem}")
+            lines += [f"  {ln.strip()}" for ln in text[1:]]
+    return lines
+
+
+def _snakemake_errors(log: Path) -> list[str]:
+    """Snakemake's own "Error in rule" messages (jobs that failed before their body ran, e.g. on SLURM)."""
+    if not log.is_file():
+        return []
+    lines, text = [], log.read_text(errors="replace").splitlines()
+    for i, line in enumerate(text):
+        if line.startswith("Error in rule"):
+            lines.append(f"- {line.rstrip(':')}")
+            for follow in text[i + 1:i + 12]:
+                if follow.strip().startswith(("message:", "log:", "wildcards:")):
+                    lines.append(f"  {follow.strip()}")
+                elif not follow.startswith(" "):
+                    break
+    return lines
+
+
 def build_book(
     profile: str = DEFAULT_PROFILE,
     data_root: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
     runs_root: str | os.PathLike | None = None,
     results_dir: str | os.PathLike | None = None,
     device: str = "auto",
     force: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    dry_run: bool = False,
+    executor: str = "local",
+    cluster_profile: str | os.PathLike | None = None,
+    partition: str | None = None,
+    account: str | None = None,
+    gpus_per_job: int | None = None,
+    plan: BookPlan | None = None,
+    root: Path | None = None,
 ) -> Path:
-    """Plan, execute (papermill), assemble and build the book; returns ``OUT/html/index.html``."""
-    root = repo_root()
+    """Plan the book and run the study's Snakemake workflow (``workflow/Snakefile``); returns ``OUT/html/index.html``.
+
+    ``jobs`` (default: every core) jobs run at a time, each with one thread; with GPUs, as
+    many trainings at once as there are GPUs, one each. ``executor="slurm"`` submits every job
+    (superpixels, training, evaluation, notebook execution) to SLURM, ``gpus_per_job`` GPUs
+    each (default 1 unless ``device == "cpu"``), ``partition``/``account`` as given,
+    further settings from the Snakemake profile ``cluster_profile`` (default
+    ``workflow/profiles/slurm``). ``dry_run``: print the workflow's jobs and stop (returns
+    the path index.html would have). ``force``: execute every notebook again (runs are kept).
+    A failed job raises :class:`BookError` naming each failure (notebook, parameters, failing
+    cell, partial notebook, log).
+    """
+    from . import workflow as wf
+
+    root = Path(root or repo_root())
     out_dir = Path(out_dir).resolve() if out_dir else root / "_build"
-    plan = plan_book(profile, data_root, runs_root, results_dir, device)
+    plan = plan or plan_book(profile, data_root, runs_root, results_dir, device)
     if plan.data_root:
         os.environ["CRAPNET_DATA_ROOT"] = plan.data_root  # for the notebook kernels
+    if jobs is not None and int(jobs) < 1:
+        raise ValueError(f"--jobs: {jobs} must be at least 1")
+    if executor == "local":
+        jobs = int(jobs or default_jobs())
+        gpus = wf.gpu_count() if plan.device != "cpu" else 0
+        per_job = 1 if gpus else 0
+    else:
+        gpus = 0
+        per_job = (0 if plan.device == "cpu" else 1) if gpus_per_job is None else int(gpus_per_job)
+        cluster_profile = Path(cluster_profile).resolve() if cluster_profile else root / "workflow" / "profiles" / executor
     out_dir.mkdir(parents=True, exist_ok=True)
-    echo(f"crapnet book: profile {profile}, data {', '.join(plan.datasets)}, {len(plan.jobs)} notebook "
-         f"execution(s), {jobs} at a time -> {out_dir}")
+    where = f"{jobs} at a time" + (f", {gpus} GPU(s), one per training" if gpus else "")
+    if executor != "local":
+        queued = f"up to {jobs} jobs" if jobs else "jobs (as many as the cluster profile allows)"
+        where = f"executor {executor}, {queued} queued at a time, {per_job} GPU(s) per job"
+    echo(f"crapnet book: profile {plan.profile}, data {', '.join(plan.datasets)}, {len(plan.jobs)} notebook "
+         f"execution(s), {where} -> {out_dir}")
     for note in plan.notes:
         echo(f"note: {note}")
     if "phantom" in plan.datasets:
         from .phantom import phantom_root
 
-        phantom_root()  # generate once here, not concurrently in several kernels
+        phantom_root()  # generate once here, not concurrently in several jobs
+    plan_file = save_plan(plan, out_dir / "plan.json")
+    cmd = wf.snakemake_command(out_dir, plan_file, plan.profile, jobs, gpus=gpus, gpus_per_job=per_job,
+                               dry_run=dry_run, force=force, executor=executor, cluster_profile=cluster_profile,
+                               partition=partition, account=account, root=root)
     started = time.time()
-    state = dict(plan=plan.to_dict(), started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    write_json(out_dir / "book.json", dict(state, status="executing"))
-    try:
-        results = execute_plan(plan, out_dir, jobs=jobs, force=force, progress=progress, cwd=root)
-    except BookError as err:
-        write_json(out_dir / "book.json", dict(state, status="failed", error=str(err)))
-        raise
-    executed = time.time() - started
-    echo(f"notebooks: {sum(r.status == 'ok' for r in results)} executed, "
-         f"{sum(r.status == 'cached' for r in results)} reused, {executed:.0f} s; building the HTML ...")
-    source = assemble_source(plan, results, out_dir, root)
-    t_build = time.time()
-    index, warnings = build_html(source, out_dir)
-    for w in warnings[:20]:
-        echo(f"sphinx: {w}")
-    if len(warnings) > 20:
-        echo(f"sphinx: ... {len(warnings) - 20} more warning(s) in {out_dir / 'logs' / 'sphinx.log'}")
+    state = dict(plan=plan.to_dict(), started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 command=cmd)
+    if not dry_run:
+        write_json(out_dir / "book.json", dict(state, status="executing"))
+    say = echo if progress else (lambda line: None)
+    code = wf.run_snakemake(cmd, out_dir / "logs" / ("snakemake-plan.log" if dry_run else "snakemake.log"),
+                            echo=echo if dry_run else say, show=None if dry_run else wf.PROGRESS)
+    if dry_run:
+        if code != 0:
+            raise BookError(f"the workflow's dry run failed (status {code}); log {out_dir / 'logs' / 'snakemake-plan.log'}")
+        return out_dir / "html" / "index.html"
+    results = executed_results(plan, out_dir, since=started)
+    index = out_dir / "html" / "index.html"
+    if code != 0 or not index.is_file():
+        lines = _failures(out_dir, started) or _snakemake_errors(out_dir / "logs" / "snakemake.log") \
+            or [f"- see {out_dir / 'logs' / 'snakemake.log'}"]
+        err = (f"the book's workflow failed (Snakemake status {code}); what failed:\n" + "\n".join(lines)
+               + f"\nper-job logs: {out_dir / 'logs'}; Snakemake's log: {out_dir / 'logs' / 'snakemake.log'}")
+        write_json(out_dir / "book.json", dict(state, status="failed", error=err))
+        raise BookError(err)
     total = time.time() - started
+    sphinx = out_dir / "logs" / "sphinx.log"
+    warnings = [ln for ln in sphinx.read_text(errors="replace").splitlines() if "WARNING" in ln or "ERROR" in ln] \
+        if sphinx.is_file() else []
     write_json(out_dir / "book.json", dict(
-        state, status="ok", index=str(index), wall_s=round(total, 1), execute_s=round(executed, 1),
-        build_s=round(time.time() - t_build, 1), sphinx_warnings=len(warnings),
+        state, status="ok", index=str(index), wall_s=round(total, 1), sphinx_warnings=len(warnings),
         executions=[dict(name=r.job.name, status=r.status, wall_s=round(r.wall_s, 1)) for r in results],
     ))
-    echo(f"book built in {total:.0f} s ({len(warnings)} Sphinx warning(s)): {index}")
+    echo(f"notebooks: {sum(r.status == 'ok' for r in results)} executed, "
+         f"{sum(r.status == 'cached' for r in results)} reused; book built in {total:.0f} s "
+         f"({len(warnings)} Sphinx warning(s)): {index}")
     return index
 
 

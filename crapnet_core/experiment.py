@@ -51,7 +51,7 @@ CONFIG_VERSION = 2
 RUNTIME_FIELDS = {
     "data": {"data_root"},
     "model": {"free_geometry"},
-    "train": {"device", "num_workers", "threads", "checkpoint_every", "keep_checkpoints", "log_every"},
+    "train": {"device", "num_workers", "threads", "checkpoint_every", "keep_checkpoints", "log_every", "compile"},
     "eval": {"batch_size", "save_predictions"},
 }
 
@@ -192,6 +192,8 @@ class TrainConfig:
     checkpoint_every: save a checkpoint every N steps (and always at the end).
     keep_checkpoints: how many ``step_<n>.pt`` files to keep (``last.pt`` is always kept).
     log_every: write a metrics-log row every N steps.
+    compile: run the model through ``torch.compile`` (runtime only; see
+        ``benchmarks/bench_compile.py`` for what it gains).
     """
 
     steps: int = 100_000
@@ -210,6 +212,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     log_every: int = 1
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "lr_step", "checkpoint_every", "log_every"):

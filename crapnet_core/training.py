@@ -141,6 +141,19 @@ def build_model(cfg: ExperimentConfig):
     return FewShotSegmenter(cfg.model)
 
 
+def compile_model(model):
+    """``model`` with its forward and its classifier compiled by ``torch.compile``, in place.
+
+    In place (``nn.Module.compile``), so parameter names and checkpoints are those of the
+    eager model. Used when ``train.compile`` is true; figures in ``benchmarks/bench_compile.py``.
+    """
+    model.compile()
+    classifier = getattr(model, "classifier", None)
+    if classifier is not None:  # also called on its own by the alignment loss (losses.alignment_loss)
+        classifier.compile()
+    return model
+
+
 def build_episodes(cfg: ExperimentConfig):
     """``(EpisodeDataset, DatasetSpec, Fold, stats)`` for the run's dataset, fold and setting."""
     from . import datasets as ds
@@ -477,6 +490,8 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     channels_last = bool(cfg.train.channels_last and device.type == "cuda")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        compile_model(model)
     optimizer, scheduler = make_optimizer(cfg, model)
     prev_seconds = 0.0
     if start > 0:

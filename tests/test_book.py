@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from crapnet_core import book, figures
+from crapnet_core import workflow as wf
 from crapnet_core.paths import real_data_required
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,11 +33,14 @@ def fake_data_root(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- plans
 def _needed_configs(plan: book.BookPlan) -> set[str]:
-    """Config hashes that the stage-2 notebooks read (they must all be trained in stage 1)."""
+    """Config hashes that the notebooks read (written out here independently of workflow.runs_read)."""
     need = set()
     for job in plan.jobs:
         p = job.params
-        if job.notebook == "04_ablation_blocks":
+        if job.notebook == "03_train_fold":
+            need.add(book.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"], p["blocks"],
+                                     p["branches"], p["test_group"]).config_hash())
+        elif job.notebook == "04_ablation_blocks":
             need |= {book.run_config(p["profile"], p["dataset"], 1, f, "crapnet", blocks=b).config_hash()
                      for f in p["folds"] for b in p["blocks"]}
         elif job.notebook == "05_ablation_branches":
@@ -49,20 +53,22 @@ def _needed_configs(plan: book.BookPlan) -> set[str]:
         elif job.notebook == "07_results":
             need |= {book.run_config(p["profile"], d, 1, p["run_fold"], m).config_hash()
                      for d in p["run_datasets"] for m in p["run_methods"]}
+            need |= {book.run_config(p["profile"], d, s, f, m, test_group=g).config_hash()
+                     for d in p["cv_datasets"] for s in p["cv_settings"] for m in p["cv_methods"]
+                     for f in p["cv_folds"] for g in ([None] if s == 1 else ["kidneys", "liver_spleen"])}
     return need
 
 
-def _trained_configs(plan: book.BookPlan) -> list[str]:
-    return [book._config_hash(j) for j in plan.jobs if j.notebook == "03_train_fold"]
-
-
 @pytest.mark.parametrize("profile", book.PROFILES)
-def test_plan_stages_train_everything_stage_two_reads(profile, fake_data_root, tmp_path):
+def test_plan_trains_every_run_the_notebooks_read_once(profile, fake_data_root, tmp_path):
     plan = book.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path)
-    trained = _trained_configs(plan)
+    trained = [book._config_hash(j) for j in plan.jobs if j.notebook == "03_train_fold"]
     assert len(trained) == len(set(trained)), "two executions would train the same run"
-    missing = _needed_configs(plan) - set(trained)
-    assert not missing, f"stage-2 notebooks would train runs themselves: {missing}"
+    reads = {h for job in plan.jobs for h in
+             (book.run_config(**{k: v for k, v in a.items() if k != "data_root"}).config_hash()
+              for a in wf.runs_read(job))}
+    assert reads == _needed_configs(plan), "the workflow would not train every run a notebook reads"
+    assert set(trained) <= reads
     stages = {j.notebook: j.stage for j in plan.jobs}
     assert stages["01_data_exploration"] == stages["02_superpixels"] == 0
     assert stages["03_train_fold"] == 1
@@ -173,61 +179,148 @@ def _write_nb(path: Path, cells: list[tuple[str, str, list[str]]]) -> None:
     nbformat.write(nb, str(path))
 
 
-def test_batch_skips_completed_and_reports_failures(tmp_path):
-    """Stage 0 succeeds then is reused; a stage-1 failure names notebook, parameters and cell."""
+def _run_workflow(plan: book.BookPlan, out: Path, root: Path, targets: list[str], messages: list[str]) -> int:
+    plan_file = book.save_plan(plan, out / "plan.json")
+    cmd = wf.snakemake_command(out, plan_file, "smoke", 2, notebooks_root=root, targets=targets)
+    return wf.run_snakemake(cmd, out / "logs" / "snakemake.log", echo=messages.append)
+
+
+@pytest.mark.slow
+def test_workflow_reuses_completed_notebooks_and_reports_failures(tmp_path):
+    """A failure names notebook, parameters and cell and keeps the partial notebook; completed
+    executions are reused; a changed notebook or parameter re-runs exactly that execution."""
     root = tmp_path / "repo"
     _write_nb(root / "notebooks" / "ok.ipynb", [
         ("md", "# OK", []), ("code", "x = 1\nprofile = 'smoke'", ["parameters"]), ("code", "print(x * 2)", [])])
     _write_nb(root / "notebooks" / "bad.ipynb", [
         ("md", "# Bad", []), ("code", "x = 1\nprofile = 'smoke'", ["parameters"]), ("code", "y = 3", []),
         ("code", "raise ValueError(f'broken on purpose {x}')", [])])
-    _write_nb(root / "notebooks" / "later.ipynb", [("md", "# Later", []), ("code", "x = 0", ["parameters"])])
-    jobs = [book.Job("ok", {"x": 5}, 0, "five", "five"), book.Job("bad", {"x": 7}, 1, "seven", "seven"),
-            book.Job("later", {"x": 1}, 2, "one", "one")]
+    jobs = [book.Job("ok", {"x": 5}, 0, "five", "five"), book.Job("bad", {"x": 7}, 1, "seven", "seven")]
     plan = book.BookPlan("smoke", ["phantom"], None, str(tmp_path / "runs"), str(tmp_path / "res"), "cpu", jobs)
     out = tmp_path / "out"
+    targets = ["notebooks/ok__five.ipynb", "notebooks/bad__seven.ipynb"]
     messages: list[str] = []
-    with pytest.raises(book.BookError) as info:
-        book.execute_plan(plan, out, jobs=1, progress=False, cwd=root, echo=messages.append)
-    text = str(info.value)
+    since = time.time()
+    assert _run_workflow(plan, out, root, targets, messages) != 0
+    text = "\n".join(book._failures(out, since))
     assert "bad.ipynb" in text and '"x": 7' in text
-    assert "code cell 4" in text and "raise ValueError" in text  # 4: after papermill's injected cell and "broken on purpose 7" in text
+    assert "code cell 4" in text and "raise ValueError" in text  # 4: after papermill's injected cell
+    assert "broken on purpose 7" in text
     partial = out / "notebooks" / "bad__seven.ipynb"
     assert str(partial) in text and partial.is_file()
     assert json.loads(partial.read_text())["metadata"]["crapnet_book"]["status"] == "failed"
-    assert not (out / "notebooks" / "later__one.ipynb").exists(), "a later stage ran after a failure"
+    assert (out / "logs" / "bad__seven.log").is_file() and (out / "logs" / "bad__seven.params.yaml").is_file()
     done = json.loads((out / "notebooks" / "ok__five.ipynb").read_text())
     assert done["metadata"]["crapnet_book"]["status"] == "ok"
     assert any("10" in "".join(o.get("text", "")) for c in done["cells"] for o in c.get("outputs", []))
-    # fix the notebook: stage 0 is reused, stage 1 and 2 run
+    # fix the notebook: "ok" is reused, "bad" runs again
     _write_nb(root / "notebooks" / "bad.ipynb", [("md", "# Bad", []), ("code", "x = 1", ["parameters"])])
-    results = book.execute_plan(plan, out, jobs=2, progress=False, cwd=root, echo=messages.append)
-    assert [r.status for r in results] == ["cached", "ok", "ok"]
-    # changed parameters -> executed again
-    plan.jobs[0] = book.Job("ok", {"x": 6}, 0, "five", "five")
-    assert book.execute_plan(plan, out, progress=False, cwd=root, echo=messages.append)[0].status == "ok"
+    ok_started = done["metadata"]["crapnet_book"]["started"]
+    assert _run_workflow(plan, out, root, targets, messages) == 0
+    results = {r.job.name: r for r in book.executed_results(plan, out)}
+    assert results["bad__seven"].status == "ok"
+    assert json.loads((out / "notebooks" / "ok__five.ipynb").read_text())["metadata"]["crapnet_book"]["started"] \
+        == ok_started
+    # touched but unchanged: nothing runs; changed parameters: only that execution runs
+    (root / "notebooks" / "ok.ipynb").touch()
+    plan.jobs[1] = book.Job("bad", {"x": 8}, 1, "seven", "seven")
+    messages.clear()
+    assert _run_workflow(plan, out, root, targets, messages) == 0
+    ran = [m for m in messages if "wildcards: name=" in m]
+    assert [m.split("=", 1)[1].strip() for m in ran] == ["bad__seven"], ran
 
 
-def test_job_key_and_undeclared_parameters(tmp_path):
-    k1 = book.job_key("abc", {"a": 1})
-    assert k1 == book.job_key("abc", {"a": 1})
-    assert k1 != book.job_key("abd", {"a": 1}) != book.job_key("abc", {"a": 2})
-    assert k1 != book.job_key("abc", {"a": 1}, earlier=["x"])
+def test_content_keys_and_undeclared_parameters(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("x = 1\n")
+    b.write_text("y = 2\n")
+    k1 = wf.content_key([a, b], p=1)
+    assert k1 == wf.content_key([b, a], p=1)
+    assert k1 != wf.content_key([a, b], p=2)
+    os.utime(a, (0, 0))
+    assert k1 == wf.content_key([a, b], p=1), "a file's time is not its content"
+    a.write_text("x = 3\n")
+    assert k1 != wf.content_key([a, b], p=1)
     plan = book.BookPlan("smoke", ["phantom"], None, "r", "s", "cpu", [])
     with pytest.raises(book.BookError, match="does not declare nope"):
         book.job_parameters(book.Job("01_data_exploration", {"nope": 1}, 0, "t", "t"), plan, ["profile"])
     assert book.slugify("CHAOS s1/f0 b5") == "chaos-s1-f0-b5"
 
 
-def test_gpu_jobs_get_one_device_each(monkeypatch):
+def test_library_dependencies_follow_the_imports():
+    names = lambda files: {p.stem for p in files}  # noqa: E731
+    train = names(wf.library_closure(["crapnet_core.training"]))
+    assert {"training", "model", "attention", "episodes", "superpixels", "experiment", "__init__"} <= train
+    assert "book" not in train and "browser_check" not in train and "cli_book" not in train
+    sp = names(wf.library_closure(["crapnet_core.superpixels"]))
+    assert "superpixels" in sp and "model" not in sp and "training" not in sp
+    mods = wf.notebook_modules(REPO / "notebooks" / "03_train_fold.ipynb")
+    assert {"crapnet_core.runs", "crapnet_core.book", "crapnet_core.training"} <= mods
+    assert "crapnet_core.model" in {f"crapnet_core.{n}" for n in names(wf.library_closure(mods))}
+
+
+def test_study_keys_change_only_where_the_notebook_changed(tmp_path, monkeypatch):
+    monkeypatch.delenv("CRAPNET_DATA_ROOT", raising=False)
+    root = tmp_path / "repo"
+    import shutil
+
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    shutil.copytree(REPO / "book", root / "book")
+    plan = book.plan_book("smoke", runs_root=tmp_path / "runs")
+    before = wf.study(plan, root).keys
+    nb = json.loads((root / "notebooks" / "06_qualitative.ipynb").read_text())
+    nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": ["changed"]})
+    (root / "notebooks" / "06_qualitative.ipynb").write_text(json.dumps(nb))
+    after = wf.study(plan, root).keys
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"notebook:06_qualitative__phantom"}
+    assert any(k.startswith("train:") for k in before) and any(k.startswith("superpixels:") for k in before)
+
+
+def test_gpu_jobs_get_one_device_each(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert [book._job_env(s, 4, 2)["CUDA_VISIBLE_DEVICES"] for s in range(4)] == ["0", "1", "0", "1"]
+    with wf.claim_gpu(tmp_path, 0) as none:
+        assert none is None
+    with wf.claim_gpu(tmp_path, 2) as first:
+        with wf.claim_gpu(tmp_path, 2) as second:
+            assert {first, second} == {"0", "1"}
+    with wf.claim_gpu(tmp_path, 2) as again:
+        assert again == "0", "a released device is free again"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert book._job_env(1, 2, 2)["CUDA_VISIBLE_DEVICES"] == "5"
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    env = book._job_env(0, 2, 0)
-    assert "CUDA_VISIBLE_DEVICES" not in env and int(env["OMP_NUM_THREADS"]) >= 1
+    with wf.claim_gpu(tmp_path, 2) as first, wf.claim_gpu(tmp_path, 2) as second:
+        assert (first, second) == ("3", "5")
+
+
+def test_snakemake_command_local_and_slurm(tmp_path):
+    local = wf.snakemake_command(tmp_path, tmp_path / "plan.json", "lite", 4, gpus=2, gpus_per_job=1)
+    assert local[1:3] == ["-m", "snakemake"] and "--cores" in local and "gpu=2" in local
+    assert str(REPO / "workflow" / "profiles" / "lite") in local and "gpus_per_job=1" in local
+    slurm = wf.snakemake_command(tmp_path, tmp_path / "plan.json", "paper", 50, gpus_per_job=1, executor="slurm",
+                                 cluster_profile=REPO / "workflow" / "profiles" / "slurm", partition="gpu",
+                                 account="lab")
+    assert slurm[slurm.index("--executor") + 1] == "slurm" and "--cores" not in slurm
+    assert "slurm_partition=gpu" in slurm and "slurm_account=lab" in slurm
+    assert (REPO / "workflow" / "profiles" / "slurm" / "config.yaml").is_file()
+    for profile in book.PROFILES:
+        cfg = yaml.safe_load((REPO / "workflow" / "profiles" / profile / "config.yaml").read_text())
+        assert cfg["config"]["profile"] == profile and "mtime" not in cfg["rerun-triggers"]
+        assert cfg["keep-incomplete"] is True
+
+
+def test_book_plan_is_the_workflow_dry_run(tmp_path, capsys, monkeypatch):
+    from crapnet_core.cli import main
+
+    monkeypatch.delenv("CRAPNET_DATA_ROOT", raising=False)
+    assert main(["book", "--profile", "smoke", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
+                 "--plan"]) == 0
+    text = capsys.readouterr().out
+    assert "This was a dry-run" in text
+    counts = dict(re.findall(r"^(notebook|train|evaluate|superpixels|html)\s+(\d+)$", text, re.M))
+    plan = book.plan_book("smoke", runs_root=tmp_path / "runs")
+    assert int(counts["notebook"]) == len(plan.jobs) and int(counts["html"]) == 1
+    assert int(counts["train"]) == int(counts["evaluate"]) == len(wf.study(plan).runs) == 11
+    assert "left out:" in text and not (tmp_path / "runs").exists()
+    assert main(["book", "--profile", "smoke", "--partition", "p"]) == 2
 
 
 # ----------------------------------------------------------------------------- figures
