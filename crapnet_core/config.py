@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-METHODS = ("crapnet", "alpnet", "panet")
+from crapnet_core.methods import REGISTRY as _REGISTERED_METHODS
+
+#: built-in methods (model.py / prototypes.py) + the registered ones (crapnet_core/methods/)
+METHODS = ("crapnet", "alpnet", "panet") + tuple(_REGISTERED_METHODS)
 
 
 @dataclass

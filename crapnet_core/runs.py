@@ -106,10 +106,15 @@ def ensure_run(
 def fold_configs(
     profile: str, dataset: str, setting: int, method: str, fold: int, overrides: Sequence[str] = ()
 ) -> list[ExperimentConfig]:
-    """The configs of one fold: one (setting 1) or one per test group (setting 2)."""
+    """The configs of one fold: one (setting 1) or one per test group (setting 2, or the method's ``test_groups``)."""
     from .experiment import SETTING2_GROUPS
+    from .methods import hook
 
-    groups = [None] if setting == 1 else list(SETTING2_GROUPS)
+    method_groups = hook(method, "test_groups")  # e.g. alpnet_sup: the two groups in both settings
+    if method_groups is not None:
+        groups = list(method_groups(int(setting)))
+    else:
+        groups = [None] if setting == 1 else list(SETTING2_GROUPS)
     return [make_config(profile, dataset, setting, fold, method, overrides, test_group=g) for g in groups]
 
 
