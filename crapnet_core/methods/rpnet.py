@@ -112,12 +112,15 @@ class RecurrentPrototypeSegmenter(nn.Module):
     -> :class:`~crapnet_core.model.SegmenterOutput` (logits (B, 2, H, W); support/query features are
     the context features z_s, z_q of the last iteration; ``masks``: the query masks fed to the CRE)."""
 
-    def __init__(self, cfg: ModelConfig, train_iters: int = TRAIN_ITERS, eval_iters: int = EVAL_ITERS,
+    def __init__(self, cfg: ModelConfig, train_iters: int | None = None, eval_iters: int | None = None,
                  radius: int = CORRELATION_RADIUS) -> None:
         super().__init__()
         self.cfg = cfg
         self.alpha = float(cfg.alpha)
-        self.train_iters, self.eval_iters = int(train_iters), int(eval_iters)
+        self.train_iters = int(TRAIN_ITERS if train_iters is None else train_iters)
+        self.eval_iters = int(EVAL_ITERS if eval_iters is None else eval_iters)
+        if self.train_iters < 1 or self.eval_iters < 1:
+            raise ValueError(f"RPNet: refinement iterations must be >= 1, got {self.train_iters}, {self.eval_iters}")
         self.encoder = build_encoder(cfg.encoder, pretrained=cfg.pretrained, feature_dim=cfg.feature_dim)
         self.cre = ContextRelationEncoder(cfg.feature_dim, radius, CONTEXT_CHANNELS)
 
