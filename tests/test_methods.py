@@ -176,6 +176,10 @@ def test_rpnet_recurrent_refinement():
     assert model.cre.out[0].weight.grad.abs().sum() > 0
     model.eval()
     assert len(model(img[:1], mask[:1], img).masks) == rpnet.EVAL_ITERS
+    # a support of batch 1 serves every query exactly as the same support repeated
+    one = model(img[:1], mask[:1], img).logits
+    rep = model(img[:1].expand(2, -1, -1, -1), mask[:1].expand(2, -1, -1), img).logits
+    assert torch.allclose(one, rep, atol=1e-4)
 
 
 # ---------------------------------------------------------------------- ADNet

@@ -129,13 +129,17 @@ class RecurrentPrototypeSegmenter(nn.Module):
         b = query_image.shape[0]
         size = query_image.shape[-2:]
         x_s, x_q = encode_pair(self.encoder, support_image, query_image)
-        x_s, support_mask = broadcast_support(x_s, support_mask, b)
         fg, bg = fg_bg(support_mask)
         grid = x_q.shape[-2:]
-        # initial query mask: the prototypical network on the encoder features
-        scores = two_class_scores(x_q, masked_average(x_s, fg), masked_average(x_s, bg), self.alpha)
+        # the support side once per support (a support of batch 1 serves every query)
         z_s = self.cre.masked(x_s, pool_mask(fg, grid))
-        fg_p, bg_p = masked_average(z_s, fg), masked_average(z_s, bg)
+        protos = [masked_average(x_s, fg), masked_average(x_s, bg), masked_average(z_s, fg), masked_average(z_s, bg)]
+        if x_s.shape[0] != b:
+            protos = [p.expand(b, -1) for p in protos]
+            z_s, support_mask = broadcast_support(z_s, support_mask, b)
+        # initial query mask: the prototypical network on the encoder features
+        scores = two_class_scores(x_q, protos[0], protos[1], self.alpha)
+        fg_p, bg_p = protos[2], protos[3]
         masks = []
         z_q = x_q
         for _ in range(self.train_iters if self.training else self.eval_iters):
