@@ -360,7 +360,11 @@ def make_config(
         train=TrainConfig(**values.get("train", {})),
         eval=EvalConfig(**values.get("eval", {})),
     )
-    return apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
+    check = hook(method, "validate")  # a registered method's own rules (e.g. alpnet_init: 0 steps)
+    if check is not None:
+        check(cfg)
+    return cfg
 
 
 # ---------------------------------------------------------------------- overrides

@@ -443,6 +443,11 @@ def train(
     """
     import torch
 
+    from .methods import hook
+
+    check = hook(cfg.model.method, "validate")  # a registered method's own rules, before anything is written
+    if check is not None:
+        check(cfg)
     run_dir, start = prepare_run_dir(cfg, run_dir, resume=resume, force=force)
     device = resolve_device(cfg.train.device)
     with cpu_threads(cfg, device):

@@ -47,6 +47,20 @@ def test_alpnet_init_is_the_untrained_alpnet_network():
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_method_rules_are_checked_when_the_config_is_made(tmp_path):
+    with pytest.raises(ValueError, match="train.steps: alpnet_init"):
+        _cfg("alpnet_init", "train.steps=5")
+    with pytest.raises(ValueError, match="data.test_group: alpnet_sup"):
+        _cfg("alpnet_sup", "data.test_group=left_kidney,right_kidney,spleen,liver")
+    from crapnet_core.experiment import apply_overrides
+    from crapnet_core.training import train
+
+    bad = apply_overrides(_cfg("alpnet_init"), ["train.steps=3"])  # built around make_config's check
+    with pytest.raises(ValueError, match="train.steps: alpnet_init"):
+        train(bad, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
 def test_alpnet_init_zero_step_run_trains_nothing_and_evaluates(tmp_path):
     cfg = _cfg("alpnet_init", setting=2, group="kidneys")  # the paper's row is in Table 2 (setting 2)
     run = ensure_run(cfg, tmp_path, progress=False)

@@ -19,6 +19,9 @@ A method module defines
     the organ groups one fold is run for (default: all organs in setting 1, the two groups in setting 2).
 ``build_episodes(cfg, spec, fold, stats) -> Dataset`` (optional; default: superpixel episodes)
     the training episodes (same item keys as :class:`~crapnet_core.episodes.EpisodeDataset`).
+``validate(cfg) -> None`` (optional)
+    raise ValueError (one line naming the field) for a config the method cannot run as asked;
+    called by ``make_config`` and ``training.train``.
 ``method_info(cfg) -> dict`` (optional)
     facts written into ``RUN/TRAINED`` and ``RUN/metrics.json`` (e.g. how the encoder was initialised).
 """

@@ -31,5 +31,14 @@ def profile_values(profile: str) -> dict:
     return {"train": {"steps": 0}}
 
 
+def validate(cfg) -> None:
+    """ALPNet-init is the untrained network: ``train.steps`` must stay 0."""
+    if int(cfg.train.steps) != 0:
+        raise ValueError(
+            f"train.steps: alpnet_init evaluates the untrained ALPNet network, so it must be 0 (got "
+            f"{cfg.train.steps}); use --method alpnet to train the network"
+        )
+
+
 def method_info(cfg) -> dict:
     return {"network": "alpnet", "trained_steps": int(cfg.train.steps), "encoder_init": encoder_init(cfg)}

@@ -76,6 +76,11 @@ def training_organs(test_group) -> tuple[str, ...]:
     return tuple(o for o in ORGANS if o not in group)
 
 
+def validate(cfg) -> None:
+    """The run must test one organ group (ValueError naming ``data.test_group`` otherwise)."""
+    training_organs(cfg.data.test_group)
+
+
 class ManualEpisodeDataset(torch.utils.data.Dataset):
     """``length`` supervised 1-way 1-shot episodes from the manual labels of ``organs``.
 
