@@ -33,8 +33,12 @@ def _add_experiment_args(p: argparse.ArgumentParser, with_fold: bool = True) -> 
     if with_fold:
         p.add_argument("--fold", type=int, default=0, help="cross-validation fold 0..4")
         p.add_argument("--group", default=None,
-                       help="setting 2 test group: kidneys (default) or liver_spleen (or 0/1, or a comma list)")
-    p.add_argument("--method", choices=METHODS, default="crapnet")
+                       help="setting 2 test group: kidneys (default) or liver_spleen (or 0/1, or a comma list); "
+                            "alpnet_sup tests one group in both settings")
+    p.add_argument("--method", choices=METHODS, default="crapnet",
+                   help="crapnet, alpnet (SSL-ALPNet), panet (SSL-PANet) or a registered method: "
+                        "alpnet_init, alpnet_sup (supervised ALPNet), rpnet (SSL-RPNet), adnet, qnet "
+                        "(book/method.md)")
     p.add_argument("--profile", choices=PROFILES, default="smoke")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set model.n_blocks=7 (repeatable)")
