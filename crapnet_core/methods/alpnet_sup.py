@@ -176,4 +176,7 @@ def build_episodes(cfg, spec, fold, stats) -> ManualEpisodeDataset:
 
 
 def method_info(cfg) -> dict:
-    return {"network": "alpnet", "episodes": "manual labels", "training_organs": list(training_organs(cfg.data.test_group))}
+    from crapnet_core.methods.common import encoder_init
+
+    return {"network": "alpnet", "episodes": "manual labels", "encoder_init": encoder_init(cfg),
+            "training_organs": list(training_organs(cfg.data.test_group))}
