@@ -118,7 +118,8 @@ def episode_loss(model: QueryInformedSegmenter, batch: dict, cfg: LossConfig | N
     return adnet.episode_loss(model, batch, cfg, threshold_loss=False)
 
 
-method_info = adnet.method_info
+def method_info(cfg) -> dict:
+    return dict(adnet.method_info(cfg), prototype_refinement={"iterations": REFINE_ITERS, "adam_lr": REFINE_LR})
 
 __all__ = ["QueryInformedSegmenter", "refine_prototype", "refinement_loss", "minmax_sigmoid", "build_model",
            "episode_loss", "REFINE_ITERS", "REFINE_LR"]

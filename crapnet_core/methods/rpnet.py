@@ -191,9 +191,11 @@ def episode_loss(model: RecurrentPrototypeSegmenter, batch: dict, cfg=None) -> d
 
 
 def method_info(cfg) -> dict:
+    """Encoder initialisation and the module constants in force (not config fields: recorded here)."""
     from crapnet_core.methods.common import encoder_init
 
-    return {"encoder_init": encoder_init(cfg), "refinement_iterations": {"train": TRAIN_ITERS, "eval": EVAL_ITERS}}
+    return {"encoder_init": encoder_init(cfg), "refinement_iterations": {"train": TRAIN_ITERS, "eval": EVAL_ITERS},
+            "correlation_radius": CORRELATION_RADIUS}
 
 
 __all__ = ["local_correlation", "ContextRelationEncoder", "RecurrentPrototypeSegmenter", "two_class_scores",
