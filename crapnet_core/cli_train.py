@@ -3,7 +3,7 @@
     crapnet train --dataset chaos --setting 1 --fold 0 --method crapnet --profile lite --out RUN
     crapnet train ... --set model.n_blocks=7 --steps 200 --device cpu      (overrides)
     crapnet train ... --resume                                             (continue a killed run)
-    crapnet evaluate RUN [--checkpoint CKPT]
+    crapnet evaluate RUN [--checkpoint CKPT] [--split validation]
     crapnet cross-validate --dataset chaos --setting 2 --method alpnet --profile lite --out DIR
     crapnet segment --run RUN --support-image S.nii.gz --support-label L.nii.gz \\
         --support-organ-label 1 --query-image Q.nii.gz --out pred.nii.gz
@@ -91,7 +91,7 @@ def _cmd_train(args) -> int:
     if args.evaluate:
         from .evaluation import evaluate
 
-        m = evaluate(args.out, progress=not args.no_progress)
+        m = evaluate(args.out, progress=not args.no_progress, split=args.on)
         _print_metrics(m)
     return 0
 
@@ -105,16 +105,19 @@ def _print_metrics(m: dict) -> None:
         parts.append(f"{ORGAN_COLUMNS.get(organ, organ)} {'-' if d is None else f'{100 * d:.2f}'}")
     mean = m["mean"]["dice"]
     print(f"Dice: {', '.join(parts)}; mean {'-' if mean is None else f'{100 * mean:.2f}'} "
-          f"(support scan {m['support']['scan_id']}, fold {m['fold']})")
+          f"(support scan {m['support']['scan_id']}, fold {m['fold']}, {m.get('split', 'test')} scans "
+          f"{' '.join(map(str, m['test_scans']))})")
 
 
 def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate
 
+    from .evaluation import metrics_filename
+
     m = evaluate(args.run, checkpoint=args.checkpoint, device=args.device, progress=not args.no_progress,
-                 save_predictions=False if args.no_predictions else None)
+                 save_predictions=False if args.no_predictions else None, split=args.split)
     _print_metrics(m)
-    print(Path(args.run) / "metrics.json")
+    print(Path(args.run) / metrics_filename(args.split))
     return 0
 
 
@@ -160,6 +163,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
     p.add_argument("--evaluate", action="store_true", help="evaluate after training")
+    p.add_argument("--on", choices=("test", "validation"), default="test",
+                   help="with --evaluate: the fold's test scans (metrics.json, default) or the validation scan "
+                        "held out by --set data.validation=true (metrics_validation.json; for choosing settings)")
     p.set_defaults(func=_cmd_train)
 
     p = subparsers.add_parser("evaluate", help="1-shot evaluation of a trained run (metrics.json, predictions)",
@@ -168,6 +174,9 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (default RUN/checkpoints/last.pt)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: the run's train.device)")
     p.add_argument("--no-predictions", action="store_true", help="do not write RUN/predictions/*.nii.gz")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="test scans (metrics.json, default) or the validation scan of a run trained with "
+                        "--set data.validation=true (metrics_validation.json)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -179,7 +188,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_cross_validate)
 
     p = subparsers.add_parser("segment", help="segment an organ in a new scan from one annotated example",
-                              description="1-shot segmentation of a new scan with a trained model.")
+                              description="1-shot segmentation of a new scan with a trained model. "
+                              "Support and query are reoriented from their affines to one canonical orientation "
+                              "(rows posterior->anterior, columns right->left, slices inferior->superior) and "
+                              "resampled in-plane to 256 x 256 (any size; the SABS preset's 257 x 257 crop when "
+                              "the run was trained on SABS); the prediction is written on the query file's own "
+                              "grid, axis order and affine.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="trained run folder (uses RUN/checkpoints/last.pt)")
     src.add_argument("--checkpoint", help="checkpoint file (its config is stored inside)")
@@ -188,8 +202,9 @@ def register(subparsers) -> None:
     p.add_argument("--support-organ-label", type=int, default=1, help="label id of the organ in --support-label")
     p.add_argument("--query-image", required=True, help="scan to segment (NIfTI)")
     p.add_argument("--query-range", default=None,
-                   help="z0:z1 slice range holding the organ in the query (default: every slice)")
-    p.add_argument("--out", required=True, help="output NIfTI (same shape and affine as --query-image)")
+                   help="z0:z1 axial slice range holding the organ in the query, counted inferior->superior "
+                        "from 0 (default: every slice)")
+    p.add_argument("--out", required=True, help="output NIfTI (same shape, axis order and affine as --query-image)")
     p.add_argument("--device", default=None)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=_cmd_segment)

@@ -10,10 +10,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from crapnet_core.methods import COMPONENTS as _REGISTERED_COMPONENTS
 from crapnet_core.methods import REGISTRY as _REGISTERED_METHODS
 
 #: built-in methods (model.py / prototypes.py) + the registered ones (crapnet_core/methods/)
 METHODS = ("crapnet", "alpnet", "panet") + tuple(_REGISTERED_METHODS)
+#: Components of each method: (attention on z = attended features, prototype kind). The
+#: decomposition variants of issue 8 section 4 override one of them with ``model.attention`` /
+#: ``model.prototypes`` (e.g. SSL-ALPNet + attention = ``method=alpnet, attention=on``).
+METHOD_COMPONENTS = {"crapnet": (True, "carafe"), "alpnet": (False, "avgpool"), "panet": (False, "global"),
+                     **_REGISTERED_COMPONENTS}
+PROTOTYPE_KINDS = ("carafe", "avgpool", "global")
+CARAFE_WINDOWS = ("centred", "aligned")
 
 
 @dataclass
@@ -42,12 +50,25 @@ class ModelConfig:
     proto_threshold: a local prototype is kept where the pooled mask is above this
         fraction of foreground (or of background).
     alpnet_pool_train / alpnet_pool_test: ALPNet pooling windows (feature pixels).
+    carafe_window: ``centred`` (default, the reading used since version 1: the k x k
+        reassembly window of cell (h', w') is centred on feature pixel sigma h' + (sigma-1)//2,
+        so for sigma=4, k=5 it covers rows 4h'-1..4h'+3, partly outside the cell) or
+        ``aligned`` (the window is the sigma x sigma cell itself, k = sigma: every tap lies in
+        the cell whose mask fraction the 0.95 rule thresholds; ``carafe_kernel`` is then unused).
+    attention: ``auto`` (the method's own: on for crapnet, off for the baselines), ``on`` or
+        ``off``: support-query attention (Eq. 1-13) before the prototypes.
+    prototypes: ``auto`` (the method's own), ``carafe`` (CARAFE++ local prototypes, Eq. 14),
+        ``avgpool`` (SSL-ALPNet's average-pooled local prototypes) or ``global`` (SSL-PANet's
+        global prototypes only). With ``attention`` this spans the component decomposition:
+        alpnet + attention=on, alpnet + prototypes=carafe, crapnet, crapnet + carafe_window=aligned.
+    free_geometry: accept prototype cells more than a factor 1.5 away from the paper's
+        (``crapnet_core.prototype_grid.check_geometry``); not part of the config hash.
 
-    Input sizes must be multiples of 8 (encoder output stride); for ``crapnet`` the feature
-    map should be a multiple of ``carafe_factor`` (256 -> 32x32 -> 8x8 prototypes;
-    128 -> 16x16 -> 4x4). At 128 px, ``carafe_factor=2``, ``alpnet_pool_train=2`` and
-    ``alpnet_pool_test=1`` keep the paper's prototype geometry (an 8x8 grid, cells of 1/8 of
-    the image side; 16x16 candidates at test for ALPNet).
+    Input sizes must be multiples of 8 (encoder output stride). ``experiment.make_config``
+    sets ``carafe_factor`` and the ALPNet pools from the input size with the rule of
+    :mod:`crapnet_core.prototype_grid` (256 px: the paper's 4, 4, 2; 96 and 128 px: 2, 2, 1), so
+    that the cells keep the paper's physical size (CRAPNet 8 x 8 cells of 1/8 of the image
+    side at 256 px; SSL-ALPNet 8 x 8 in training, 16 x 16 at test).
     """
 
     method: str = "crapnet"
@@ -65,10 +86,20 @@ class ModelConfig:
     proto_threshold: float = 0.95
     alpnet_pool_train: int = 4
     alpnet_pool_test: int = 2
+    carafe_window: str = "centred"
+    attention: str = "auto"
+    prototypes: str = "auto"
+    free_geometry: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"model.method: {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.carafe_window not in CARAFE_WINDOWS:
+            raise ValueError(f"model.carafe_window: {self.carafe_window!r} is not one of {', '.join(CARAFE_WINDOWS)}")
+        if self.attention not in ("auto", "on", "off"):
+            raise ValueError(f"model.attention: {self.attention!r} is not one of auto, on, off")
+        if self.prototypes not in ("auto", *PROTOTYPE_KINDS):
+            raise ValueError(f"model.prototypes: {self.prototypes!r} is not one of auto, {', '.join(PROTOTYPE_KINDS)}")
         if not 1 <= int(self.n_blocks) <= 15:
             raise ValueError(f"model.n_blocks: {self.n_blocks} is outside 1..15")
         if self.branches not in (1, 2):
@@ -81,6 +112,18 @@ class ModelConfig:
             raise ValueError(f"model.proto_threshold: {self.proto_threshold} must be in [0, 1)")
         if float(self.alpha) <= 0:
             raise ValueError(f"model.alpha: {self.alpha} must be positive")
+
+    @property
+    def uses_attention(self) -> bool:
+        """Whether the support-query attention (Eq. 1-13) runs: ``attention`` or the method's default."""
+        if self.attention == "auto":
+            return METHOD_COMPONENTS[self.method][0]
+        return self.attention == "on"
+
+    @property
+    def prototype_kind(self) -> str:
+        """``carafe``, ``avgpool`` or ``global``: ``prototypes`` or the method's default."""
+        return METHOD_COMPONENTS[self.method][1] if self.prototypes == "auto" else self.prototypes
 
 
 @dataclass
@@ -118,4 +161,4 @@ def dataclass_from_dict(cls, data: dict[str, Any]):
     return cls(**data)
 
 
-__all__ = ["METHODS", "ModelConfig", "LossConfig", "dataclass_from_dict", "asdict", "field"]
+__all__ = ["METHODS", "METHOD_COMPONENTS", "PROTOTYPE_KINDS", "CARAFE_WINDOWS", "ModelConfig", "LossConfig", "dataclass_from_dict", "asdict", "field"]

@@ -17,23 +17,18 @@ threshold for the superpixel body mask). Presets:
 
 Array convention (read this before indexing)
 ---------------------------------------------
-Volumes are read with nibabel, which returns the array in the file's voxel order
-``(i, j, k)``; crapnet keeps that order and never transposes. ``k`` is the axial (slice)
-axis for both CHAOS and SABS, so an axial slice is ``image[:, :, z]`` with shape
-``(H, W) = (256, 256)``: rows are the voxel axis ``i`` and columns the voxel axis ``j``
-(for CHAOS's affine ``diag(-1.25, 1.25, 7.7)`` rows run right->left of the patient and
-columns posterior->anterior). SimpleITK-based code (SSL-ALPNet) sees the same slice
-transposed (``[j, i]``); to display a slice the usual radiological way use
-``np.rot90(slice2d)`` or ``slice2d.T``. Nothing in training or evaluation depends on the
-display orientation, and predictions are written back in the file's own grid
-(:func:`restore_shape`) with the file's affine.
-
-In-plane size: every slice becomes 256 x 256. SABS volumes are 257 x 257; as SSL-ALPNet
-does (``img[:256, :256, :]`` after reading), crapnet keeps voxels 0..255 on both in-plane
-axes and drops the last row and column. Larger in-plane sizes are centre-cropped (the
-offset ``(n - 256) // 2`` is 0 for 257, matching SSL-ALPNet); smaller ones are rejected
-(resample them first). :attr:`Volume.crop` records the mapping, :func:`restore_shape`
-undoes it.
+Every volume is brought to ONE canonical orientation and one in-plane grid for the model
+by :mod:`crapnet_core.geometry` (the single documented place of the rule): nibabel's
+orientation tools reorient the file's array to axis codes ``("A", "L", "S")`` -- rows run
+posterior -> anterior, columns patient right -> left, slices inferior -> superior -- so an
+axial slice is ``image[:, :, z]`` of shape ``(256, 256)`` and is exactly the slice
+SSL-ALPNet's SimpleITK loader feeds its encoder for the CHAOS files (see the geometry
+module for SABS). The in-plane grid is 256 x 256: 256 x 256 files are kept, the SABS
+preset's 257 x 257 copy is cropped as SSL-ALPNet crops it (``img[:256, :256]`` on the
+distributed files), any other size is resampled (never centre-cropped, never refused).
+:attr:`Volume.geometry` records the mapping; predictions are mapped back to the file's own
+grid, axis order and affine (:func:`restore_shape`, :meth:`Geometry.prob_to_canonical`)
+and metrics are computed there.
 
 Normalisation (SSL-ALPNet): MR per volume (z-score), CT with the mean and standard
 deviation over the voxels of the fold's training scans (:func:`normalization_stats`).
@@ -54,13 +49,15 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .geometry import MODEL_SIZE, Geometry, GeometryError, make_geometry
+
 log = logging.getLogger(__name__)
 
 #: Organs of the few-shot benchmark, in the column order of the paper's tables.
 ORGANS = ("left_kidney", "right_kidney", "spleen", "liver")
 
 #: In-plane size of every slice (paper Sec. 4.3: images are scaled to 3 x 256 x 256).
-SLICE_SIZE = 256
+SLICE_SIZE = MODEL_SIZE
 
 CHAOS_LABELS: dict[str, int] = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
 SABS_LABELS: dict[str, int] = {
@@ -112,6 +109,7 @@ class DatasetSpec:
     modality: str
     body_threshold: float
     is_phantom: bool = False
+    preset: str | None = None  # "chaos"/"sabs" when a preset's rules apply (in-plane crop of SABS)
 
     def __hash__(self) -> int:  # dict field: hash a canonical tuple instead
         return hash(self.key)
@@ -126,6 +124,7 @@ class DatasetSpec:
             self.modality,
             float(self.body_threshold),
             self.is_phantom,
+            self.preset,
         )
 
     def label_id(self, organ: str) -> int:
@@ -209,7 +208,7 @@ def resolve_dataset(
             raise DatasetError(str(err)) from None
         if not root.is_dir():
             raise DatasetError(f"{root}: preset dataset {key!r} not found (is the data root right?)")
-        return DatasetSpec(key.lower(), root, dict(lab), modality, BODY_THRESHOLD[modality])
+        return DatasetSpec(key.lower(), root, dict(lab), modality, BODY_THRESHOLD[modality], preset=key.lower())
     if key.lower() == "phantom" and not Path(key).is_dir():
         from .phantom import phantom_root
 
@@ -225,10 +224,12 @@ def resolve_dataset(
     root = root.resolve()
     raw: dict = {}
     threshold = None
+    preset = None
     if labels is not None and str(labels).lower() in PRESETS and not Path(str(labels)).is_file():
         _, lab, modality = PRESETS[str(labels).lower()]
         lab = dict(lab)
         name = root.name
+        preset = str(labels).lower()
     else:
         label_file = Path(labels) if labels is not None else None
         if label_file is None:
@@ -246,7 +247,7 @@ def resolve_dataset(
     is_phantom = bool(raw.get("synthetic", False))
     if threshold is None:
         threshold = BODY_THRESHOLD[modality]
-    return DatasetSpec(name, root, lab, modality, float(threshold), is_phantom=is_phantom)
+    return DatasetSpec(name, root, lab, modality, float(threshold), is_phantom=is_phantom, preset=preset)
 
 
 # --------------------------------------------------------------------------- files
@@ -320,13 +321,15 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[f
 
 @dataclass
 class Volume:
-    """One scan on crapnet's 256 x 256 in-plane grid (axial slice ``z`` = ``image[:, :, z]``).
+    """One scan on the model grid: canonical orientation, 256 x 256 in-plane (see the module doc).
 
-    - ``image``: float32 ``(256, 256, Z)`` raw (un-normalised) intensities;
+    - ``image``: float32 ``(256, 256, Z)`` raw (un-normalised) intensities; axial slice ``z``
+      is ``image[:, :, z]`` (rows posterior -> anterior, columns right -> left);
     - ``label``: int16 ``(256, 256, Z)`` integer organ ids (0 background);
-    - ``affine``: the file's 4 x 4 voxel-to-world matrix; ``spacing``: mm per voxel;
-    - ``original_shape``: the file's array shape; ``crop``: ``(slice_i, slice_j)`` placing
-      the 256 x 256 grid in the file's grid (see :func:`restore_shape`).
+    - ``affine``: the FILE's 4 x 4 voxel-to-world matrix (predictions are saved with it, on
+      the file's grid, via :func:`restore_shape`); ``spacing``: mm per voxel of the model grid;
+    - ``original_shape``: the file's array shape; ``geometry``: the full mapping
+      (:class:`~crapnet_core.geometry.Geometry`).
     """
 
     scan_id: str
@@ -337,7 +340,7 @@ class Volume:
     image_path: Path
     label_path: Path
     original_shape: tuple[int, int, int]
-    crop: tuple[slice, slice]
+    geometry: Geometry
     _organ_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -351,19 +354,13 @@ class Volume:
             self._organ_cache[label_id] = np.flatnonzero(present).astype(np.int64)
         return self._organ_cache[label_id]
 
+    def file_label(self) -> np.ndarray:
+        """The label volume at the file's own resolution, in canonical orientation (``geometry.canon_shape``).
 
-def crop_slices(shape: tuple[int, ...], path: Path | str = "") -> tuple[slice, slice]:
-    """In-plane crop mapping the 256 x 256 grid into a file grid of ``shape`` (see module doc)."""
-    out = []
-    for axis, n in enumerate(shape[:2]):
-        if n < SLICE_SIZE:
-            raise DatasetError(
-                f"{path}: in-plane size {shape[0]} x {shape[1]} is smaller than {SLICE_SIZE} on axis {axis}; "
-                f"resample the volume to at least {SLICE_SIZE} x {SLICE_SIZE}"
-            )
-        off = (n - SLICE_SIZE) // 2
-        out.append(slice(off, off + SLICE_SIZE))
-    return out[0], out[1]
+        Read from the file again (not cached): evaluation scores on this grid.
+        """
+        lab, _, _ = read_nifti(self.label_path)
+        return np.ascontiguousarray(self.geometry.to_canonical(lab)).astype(np.int16)
 
 
 _AFFINE_ATOL = 1e-3  # mm: header round-off tolerance when comparing image/label affines
@@ -464,11 +461,11 @@ def _file_stamp(path: Path) -> tuple[int, int]:
 
 
 def load_volume(spec: DatasetSpec, scan_id: str | int) -> Volume:
-    """Load, validate and crop one scan; cached in-process (a file loads once while unchanged).
+    """Load, validate and bring one scan to the model grid; cached in-process (a file loads once while unchanged).
 
     Raises :class:`DatasetError` naming the file for: a missing pair, an unreadable or
     truncated file, image/label shape or affine mismatch, NaN voxels, non-integer or
-    unknown label values, an in-plane size below 256.
+    unknown label values, an affine that gives no orientation.
     """
     scan_id = str(scan_id)
     ip, lp = image_path(spec, scan_id), label_path(spec, scan_id)
@@ -483,37 +480,54 @@ def load_volume(spec: DatasetSpec, scan_id: str | int) -> Volume:
     img, img_aff, zooms = read_nifti(ip)
     lab, lab_aff, _ = read_nifti(lp)
     _validate_pair(spec, scan_id, img, img_aff, lab, lab_aff)
-    ci, cj = crop_slices(img.shape, ip)
-    image = np.ascontiguousarray(img[ci, cj, :], dtype=np.float32)
-    label = np.ascontiguousarray(lab[ci, cj, :]).astype(np.int16)
-    vol = Volume(
-        scan_id=scan_id,
-        image=image,
-        label=label,
-        affine=img_aff,
-        spacing=tuple(float(z) for z in zooms[:3]),
-        image_path=ip,
-        label_path=lp,
-        original_shape=tuple(int(n) for n in img.shape),
-        crop=(ci, cj),
-    )
+    vol = make_volume(scan_id, img, img_aff, zooms, lab, ip, lp, preset=spec.preset)
     _VOLUMES.put(key, vol)
     return vol
 
 
-def restore_shape(pred: np.ndarray, volume: Volume, fill: Any = 0) -> np.ndarray:
-    """Place a ``(256, 256, Z)`` array back into the file's grid (undo the in-plane crop).
+def make_volume(
+    scan_id: str, img: np.ndarray, affine: np.ndarray, zooms, lab: np.ndarray | None,
+    image_file: Path, label_file: Path | None, preset: str | None = None,
+) -> Volume:
+    """A :class:`Volume` from file arrays (file axis order): reorient + in-plane grid (geometry module).
 
-    Voxels outside the crop (SABS: the last row and column) get ``fill``. The result has
-    ``volume.original_shape`` and pairs with ``volume.affine`` for saving as NIfTI.
+    ``lab`` None gives an all-zero label (a query scan without annotation).
+    """
+    try:
+        geom = make_geometry(img.shape, affine, zooms, preset=preset, source=str(image_file))
+    except GeometryError as err:
+        raise DatasetError(str(err)) from None
+    image = geom.image_to_model(img)
+    if lab is None:
+        label = np.zeros(geom.model_shape, dtype=np.int16)
+    else:
+        label = geom.label_to_model(lab).astype(np.int16)
+    return Volume(
+        scan_id=str(scan_id),
+        image=image,
+        label=label,
+        affine=np.asarray(affine, dtype=np.float64),
+        spacing=geom.model_spacing,
+        image_path=Path(image_file),
+        label_path=Path(label_file) if label_file is not None else Path(""),
+        original_shape=tuple(int(n) for n in img.shape),
+        geometry=geom,
+    )
+
+
+def restore_shape(pred: np.ndarray, volume: Volume, fill: Any = 0) -> np.ndarray:
+    """Map a label-like model-grid array ``(256, 256, Z)`` back to the FILE's grid and axis order.
+
+    Undoes the in-plane step (crop: ``fill`` outside; resample: nearest neighbour) and the
+    reorientation; the result has ``volume.original_shape`` and pairs with
+    ``volume.affine`` for saving as NIfTI.
     """
     pred = np.asarray(pred)
-    expected = (SLICE_SIZE, SLICE_SIZE, volume.original_shape[2])
-    if pred.shape != expected:
-        raise ValueError(f"restore_shape: pred has shape {pred.shape}, expected {expected} for scan {volume.scan_id}")
-    out = np.full(volume.original_shape, fill, dtype=pred.dtype)
-    out[volume.crop[0], volume.crop[1], :] = pred
-    return out
+    if pred.shape != volume.geometry.model_shape:
+        raise ValueError(
+            f"restore_shape: pred has shape {pred.shape}, expected {volume.geometry.model_shape} for scan {volume.scan_id}"
+        )
+    return volume.geometry.from_canonical(volume.geometry.model_label_to_canonical(pred, fill))
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -665,7 +679,7 @@ def summarize(spec: DatasetSpec, ids: Iterable[str] | None = None) -> list[dict[
             "scan": vol.scan_id,
             "shape": "x".join(str(n) for n in vol.original_shape),
             "slices": vol.n_slices,
-            "spacing_mm": "x".join(f"{s:.3g}" for s in vol.spacing),
+            "spacing_mm": "x".join(f"{s:.3g}" for s in vol.geometry.file_zooms),
             "min": float(vol.image.min()),
             "max": float(vol.image.max()),
         }

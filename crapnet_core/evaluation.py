@@ -14,13 +14,24 @@ For one fold and one test organ:
    summed over those slices: one Dice per scan and organ (:mod:`crapnet_core.metrics`).
    Means per organ are over scans, the overall mean is over organs.
 
+Beyond the paper, and reported separately (``dice_lcc`` next to ``dice``): the Dice of the
+largest 3-D connected component of each scan's prediction on the scored slab
+(:func:`crapnet_core.metrics.largest_component`, 26-connectivity), a standard
+post-processing step in medical segmentation. ``dice`` and the saved predictions are
+always the raw model output.
+
 Beyond the paper, HD95 and ASD (mm, from the volume spacing) are computed on the same
 scored slab with MONAI; an empty prediction makes them undefined (``null``, left out of
 the means and counted in ``n_empty_pred``; see :mod:`crapnet_core.metrics`).
 
+Grid: the model sees the canonical 256 x 256 grid (:mod:`crapnet_core.geometry`); its
+foreground probability is mapped back to the FILE's own in-plane grid (bilinear; zero
+outside a preset crop) before the 0.5 threshold, and Dice/HD95/ASD are computed there
+against the file's own label voxels with the file's spacing (organ range included).
+
 The saved predictions ``RUN/predictions/<scan>_<organ>.nii.gz`` hold 1 where the model
-predicts the organ on the scored slices and 0 everywhere else, in the input file's shape
-and affine: Dice recomputed with any tool on the whole volume equals the reported one.
+predicts the organ on the scored slices and 0 everywhere else, in the input file's shape,
+axis order and affine: Dice recomputed with any tool on the whole volume equals the reported one.
 """
 
 from __future__ import annotations
@@ -34,7 +45,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .metrics import Counts, confusion_counts, json_number, nanmean, nanstd, surface_distances
+from .geometry import MODEL_SIZE
+from .metrics import Counts, confusion_counts, json_number, largest_component, nanmean, nanstd, surface_distances
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +124,23 @@ def predict_chunks(
     device=None,
     amp: bool = True,
     channels_last: bool = False,
+    geometry=None,
 ) -> dict[int, np.ndarray]:
     """Segment the query slices of ``assignment`` with the support slice of their chunk.
 
     support_images: float32 ``(n_parts, 3, S, S)``; support_masks: ``(n_parts, S, S)`` {0,1}.
-    query_volume: normalised ``(H, W, Z)`` array (any H, W: slices are resized to S x S and
-    the foreground probability back to H x W, bilinearly). ``assignment``: ``[(z, chunk)]``.
-    Query slices of one chunk go through the model in batches of ``batch_size`` with the
-    chunk's support broadcast (``model.predict`` of the contract: support batch 1, query
-    batch B). Returns ``{z: bool (H, W)}`` (foreground probability > 0.5).
+    query_volume: normalised ``(H, W, Z)`` model-grid array (slices are resized to S x S).
+    ``assignment``: ``[(z, chunk)]``. Query slices of one chunk go through the model in
+    batches of ``batch_size`` with the chunk's support broadcast (support batch 1, query
+    batch B). Returns ``{z: bool (H', W')}`` on ``geometry``'s canonical FILE grid
+    (:meth:`Geometry.prob_to_canonical`) when ``geometry`` is given, else on ``(H, W)``.
+
+    Decision rule (SSL-ALPNet's reference): a model with ``predict_logits(support_image,
+    support_mask, query_image, size)`` (``FewShotSegmenter``) gives its 2 class logits
+    bilinearly upsampled in one step to the grid the model slice covers (the file slice, or
+    the preset's crop, outside which every voxel is background), and the label is their
+    argmax (ties: background). A model offering only ``predict`` (foreground probability at
+    S x S, e.g. hand-made test models) is upsampled bilinearly and thresholded at 0.5.
     """
     import torch
     import torch.nn.functional as F
@@ -141,12 +161,29 @@ def predict_chunks(
             batch_z = zs[start : start + batch_size]
             q = torch.stack([slice_tensor(query_volume, z, size) for z in batch_z]).to(device)
             q = q.contiguous(memory_format=memory_format)
-            with torch.no_grad(), _autocast(device, amp):
-                prob = model.predict(s_img, s_mask, q)  # (B, S, S) foreground probability
-            prob = prob.float()[:, None]
-            if prob.shape[-2:] != (height, width):
-                prob = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
-            fg = (prob[:, 0] > 0.5).cpu().numpy()
+            if hasattr(model, "predict_logits"):
+                crop = geometry is not None and geometry.inplane == "crop"
+                if crop:
+                    grid = (MODEL_SIZE, MODEL_SIZE)
+                elif geometry is not None:
+                    grid = tuple(int(n) for n in geometry.canon_shape[:2])
+                else:
+                    grid = (height, width)
+                with torch.no_grad(), _autocast(device, amp):
+                    logits = model.predict_logits(s_img, s_mask, q, size=grid)  # (B, 2, *grid)
+                logits = logits.float()
+                if crop:  # zero logits outside the crop: a tie, i.e. background
+                    logits = geometry.prob_to_canonical(logits)
+                fg = (logits.argmax(dim=1) == 1).cpu().numpy()
+            else:
+                with torch.no_grad(), _autocast(device, amp):
+                    prob = model.predict(s_img, s_mask, q)  # (B, S, S) foreground probability
+                prob = prob.float()[:, None]
+                if geometry is not None:
+                    prob = geometry.prob_to_canonical(prob)
+                elif prob.shape[-2:] != (height, width):
+                    prob = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
+                fg = (prob[:, 0] > 0.5).cpu().numpy()
             for i, z in enumerate(batch_z):
                 out[z] = fg[i]
     return out
@@ -164,6 +201,17 @@ def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequen
 
 
 # ---------------------------------------------------------------------- evaluation
+#: Scans a run can be evaluated on: the fold's test scans or its held-out validation scan.
+SPLITS = ("test", "validation")
+
+
+def metrics_filename(split: str = "test") -> str:
+    """``metrics.json`` for the test split, ``metrics_validation.json`` for the validation split."""
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    return "metrics.json" if split == "test" else f"metrics_{split}.json"
+
+
 def evaluate_model(
     model,
     cfg,
@@ -171,11 +219,16 @@ def evaluate_model(
     out_dir: str | Path | None = None,
     progress: bool = True,
     save_predictions: bool | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Run the 1-shot protocol for ``cfg``'s dataset, fold and test organs with ``model``.
 
-    Writes the predictions under ``out_dir/predictions`` (when ``save_predictions``) and
-    returns the metrics dictionary (see :func:`evaluate`), without writing it.
+    ``split``: ``test`` (the fold's test scans; the reported numbers) or ``validation`` (the
+    scan held out of training by ``data.validation=true``, for choosing settings only; a
+    ``ValueError`` when the run was trained without that hold-out). Writes the predictions
+    under ``out_dir/predictions`` (``out_dir/predictions_validation`` for the validation
+    split) when ``save_predictions`` and returns the metrics dictionary (see :func:`evaluate`),
+    without writing it.
     """
     import torch
 
@@ -189,7 +242,15 @@ def evaluate_model(
     save = cfg.eval.save_predictions if save_predictions is None else bool(save_predictions)
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
     ids = ds.scan_ids(spec)
-    fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds)
+    fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    if split == "validation" and not fold.validation_ids:
+        raise ValueError(
+            "split validation: this run was trained with data.validation=false, so no scan was held out of its "
+            "training; train with --set data.validation=true to evaluate on a validation scan"
+        )
+    query_ids = fold.validation_ids if split == "validation" else fold.test_ids
     stats = ds.normalization_stats(spec, fold.train_ids)
     organs = list(cfg.data.test_group)
     for organ in organs:
@@ -203,10 +264,11 @@ def evaluate_model(
     support_norm = ds.normalize(support_vol, spec, stats)
     support_info: dict[str, Any] = {"scan_id": fold.support_id, "slices": {}, "n_slices_with_organ": {}}
     per_scan: dict[str, dict[str, Any]] = {}
-    pred_dir = Path(out_dir) / "predictions" if out_dir is not None else None
-    predictions: dict[str, dict[str, np.ndarray]] = {}
+    pred_name = "predictions" if split == "test" else f"predictions_{split}"
+    pred_dir = Path(out_dir) / pred_name if out_dir is not None else None
+    file_labels: dict[str, np.ndarray] = {}  # query scans' labels on their own grid (canonical order)
 
-    jobs = [(organ, sid) for organ in organs for sid in fold.test_ids]
+    jobs = [(organ, sid) for organ in organs for sid in query_ids]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -225,11 +287,15 @@ def evaluate_model(
         support_info["n_slices_with_organ"][organ] = int(s_zs.size)
         s_img, s_mask = support_tensors(support_norm, support_vol.label == lid, chosen, size)
         per_scan[organ] = {}
-        for sid in fold.test_ids:
+        for sid in query_ids:
             vol = ds.load_volume(spec, sid)
-            gt = vol.label == lid
-            rng = organ_range(ds.organ_slices(vol, organ, spec).tolist())
+            geom = vol.geometry
+            if sid not in file_labels:
+                file_labels[sid] = vol.file_label()
+            gt = file_labels[sid] == lid  # scored on the file's own grid
+            rng = organ_range(np.flatnonzero(gt.any(axis=(0, 1))).tolist())
             if rng is None:
+                ds.organ_slices(vol, organ, spec)  # the warning naming the file
                 per_scan[organ][sid] = {"absent": True}
                 if bar is not None:
                     bar.update(1)
@@ -239,16 +305,18 @@ def evaluate_model(
             norm = ds.normalize(vol, spec, stats)
             fg = predict_chunks(
                 model, s_img, s_mask, norm, assignment, size, cfg.eval.batch_size, device,
-                amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                amp=cfg.train.amp, channels_last=cfg.train.channels_last, geometry=geom,
             )
             pred = np.zeros(gt.shape, dtype=np.uint8)
             for z, mask in fg.items():
                 pred[:, :, z] = mask
             slab = slice(z_min, z_max + 1)
             counts = confusion_counts(pred[:, :, slab], gt[:, :, slab])
-            dist = surface_distances(pred[:, :, slab], gt[:, :, slab], vol.spacing)
+            dist = surface_distances(pred[:, :, slab], gt[:, :, slab], geom.canon_spacing)
+            lcc = confusion_counts(largest_component(pred[:, :, slab]), gt[:, :, slab])  # extra row
             per_scan[organ][sid] = {
                 "dice": json_number(counts.dice),
+                "dice_lcc": json_number(lcc.dice),
                 "hd95": json_number(dist["hd95"]),
                 "asd": json_number(dist["asd"]),
                 "tp": counts.tp, "fp": counts.fp, "fn": counts.fn,
@@ -258,8 +326,7 @@ def evaluate_model(
             }
             if save and pred_dir is not None:
                 path = pred_dir / f"{sid}_{organ}.nii.gz"
-                save_nifti(path, ds.restore_shape(pred, vol), vol.affine)
-            predictions.setdefault(organ, {})[sid] = pred
+                save_nifti(path, geom.from_canonical(pred), vol.affine)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(organ=organ, dice=f"{counts.dice:.3f}")
@@ -271,6 +338,7 @@ def evaluate_model(
         "dice": json_number(nanmean([per_organ[o]["dice_mean"] for o in organs])),
         "hd95": json_number(nanmean([per_organ[o]["hd95_mean"] for o in organs])),
         "asd": json_number(nanmean([per_organ[o]["asd_mean"] for o in organs])),
+        "dice_lcc": json_number(nanmean([per_organ[o]["dice_lcc_mean"] for o in organs])),
     }
     return {
         "dataset": spec.name,
@@ -280,14 +348,18 @@ def evaluate_model(
         "profile": cfg.profile,
         "config_hash": cfg.config_hash(),
         "organs": organs,
-        "test_scans": list(fold.test_ids),
+        "split": split,
+        "test_scans": list(query_ids),  # the scans scored (the validation scan for split=validation)
         "support": support_info,
         "n_parts": n_parts,
         "per_scan": per_scan,
         "per_organ": per_organ,
         "mean": mean,
         "empty_prediction_policy": EMPTY_PREDICTION_POLICY,
-        "units": {"dice": "fraction 0..1", "hd95": "mm", "asd": "mm"},
+        "units": {"dice": "fraction 0..1", "dice_lcc": "fraction 0..1", "hd95": "mm", "asd": "mm"},
+        "postprocessing": {"dice": "none (raw argmax)",
+                           "dice_lcc": "largest 3-D connected component (26-connectivity) of the prediction "
+                                       "on the scored slices; beyond the paper, reported separately"},
         "device": str(device),
         "seconds": round(time.time() - t0, 2),
     }
@@ -302,6 +374,8 @@ def summarize_per_scan(per_scan: dict[str, dict[str, dict[str, Any]]]) -> dict[s
         out[organ] = {
             "dice_mean": json_number(nanmean(dices)),
             "dice_std": json_number(nanstd(dices)),
+            "dice_lcc_mean": json_number(nanmean([r.get("dice_lcc") for r in rows])),
+            "dice_lcc_std": json_number(nanstd([r.get("dice_lcc") for r in rows])),
             "hd95_mean": json_number(nanmean([r["hd95"] for r in rows])),
             "asd_mean": json_number(nanmean([r["asd"] for r in rows])),
             "n_scans": len(rows),
@@ -317,12 +391,16 @@ def evaluate(
     device: str | None = None,
     progress: bool = True,
     save_predictions: bool | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Evaluate the run in ``run_dir`` (its ``config.json`` and final checkpoint, or ``checkpoint``).
 
     Writes ``RUN/metrics.json`` (Dice, HD95, ASD per scan and organ; means per organ; the
     overall mean; the support scan and slices used) and ``RUN/predictions/<scan>_<organ>.nii.gz``
     (same shape and affine as the input volume files). Returns the metrics dictionary.
+    ``split="validation"`` scores the fold's validation scan instead (runs trained with
+    ``data.validation=true`` only) and writes ``RUN/metrics_validation.json`` and
+    ``RUN/predictions_validation/``; ``metrics.json`` is left alone.
     """
     from .experiment import ExperimentConfig
     from .io import write_json
@@ -341,7 +419,7 @@ def evaluate(
     model, meta = load_model(cfg, checkpoint, dev)
     with cpu_threads(cfg, dev):
         metrics = evaluate_model(model, cfg, dev, out_dir=run_dir, progress=progress,
-                                 save_predictions=save_predictions)
+                                 save_predictions=save_predictions, split=split)
     metrics["checkpoint"] = str(Path(checkpoint).resolve())
     metrics["step"] = int(meta.get("step", -1))
     metrics["trained_steps"] = int(cfg.train.steps)
@@ -349,7 +427,7 @@ def evaluate(
 
     if method_info(cfg):
         metrics["method_info"] = method_info(cfg)  # e.g. alpnet_init: how the encoder was initialised
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / metrics_filename(split), metrics)
     mean_dice = metrics["mean"]["dice"]
     log.info("%s: mean Dice %.4f", run_dir, math.nan if mean_dice is None else mean_dice)
     return metrics
@@ -357,6 +435,6 @@ def evaluate(
 
 __all__ = [
     "EMPTY_PREDICTION_POLICY", "support_positions", "support_slices", "chunk_index", "chunk_assignment",
-    "organ_range", "predict_chunks", "support_tensors", "evaluate_model", "summarize_per_scan", "evaluate",
+    "organ_range", "predict_chunks", "SPLITS", "metrics_filename", "support_tensors", "evaluate_model", "summarize_per_scan", "evaluate",
     "Counts",
 ]

@@ -13,8 +13,10 @@ Profiles (Sec. 4.3 of the paper for ``paper``):
 - ``smoke``: seconds on a laptop CPU; tiny input, fast CPU encoder, a handful of steps.
   Used by tests and CI (phantom data).
 - ``lite``: fast CPU encoder, input size and step count such that one fold trains and
-  evaluates in about 3 minutes on 2 CPU cores (tuned on CHAOS fold 0, setting 1; see
-  ``results/README.md``).
+  evaluates in about 3 minutes on 2 CPU cores (first tuned on the test scans of CHAOS fold 0,
+  setting 1; from config version 2 re-chosen on the fold's validation scan with
+  ``results/select_lite.py``; see ``results/README.md``). Its prototype grids follow the
+  input size (``crapnet_core/prototype_grid.py``).
 - ``paper``: DeepLabV3 ResNet-101 encoder, 256 x 256 input, 5 attention blocks,
   100,000 steps of SGD (lr 1e-3, momentum 0.9, weight decay 5e-4, lr x 0.95 every 1000
   steps), one episode per step.
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import METHODS, LossConfig, ModelConfig, dataclass_from_dict
+from .prototype_grid import check_geometry, prototype_geometry
 from .datasets import ORGANS  # organ order of the paper's Tables 1-2 (LK, RK, Spleen, Liver)
 from .io import write_json
 from .protocol import SETTING2_GROUPS  # setting 2 test groups (Sec. 4.2)
@@ -38,11 +41,16 @@ from .protocol import SETTING2_GROUPS  # setting 2 test groups (Sec. 4.2)
 GROUP_NAMES = {"kidneys": SETTING2_GROUPS[0], "liver_spleen": SETTING2_GROUPS[1]}
 PROFILES = ("smoke", "lite", "paper")
 #: Bumped when the meaning of a config field changes, so old run folders are not reused.
-CONFIG_VERSION = 1
+#: 2: prototype grids derived from the input size (crapnet_core.prototype_grid), new model fields
+#: (carafe_window, attention, prototypes, free_geometry) and the test-time rule "argmax of
+#: the class logits upsampled to the label grid" (metrics of version-1 runs used a 0.5
+#: threshold on upsampled probabilities).
+CONFIG_VERSION = 2
 
 #: Fields that do not change what is computed (only how fast / where): left out of the hash.
 RUNTIME_FIELDS = {
     "data": {"data_root"},
+    "model": {"free_geometry"},
     "train": {"device", "num_workers", "threads", "checkpoint_every", "keep_checkpoints", "log_every"},
     "eval": {"batch_size", "save_predictions"},
 }
@@ -62,6 +70,9 @@ class DataConfig:
         the two groups, which is also excluded from training.
     input_size: side S of the square network input (slices are resized 256 -> S).
     augment: geometric + intensity augmentation of the query in self-supervised episodes.
+    validation: hold the last training scan (sorted order) out of training as the fold's
+        validation scan, for choosing settings with ``crapnet evaluate RUN --split validation``
+        (``protocol.make_fold``); False for the reported runs (the paper's protocol).
     """
 
     dataset: str = "phantom"
@@ -73,6 +84,7 @@ class DataConfig:
     test_group: tuple[str, ...] = ORGANS
     input_size: int = 256
     augment: bool = True
+    validation: bool = False
 
     def __post_init__(self) -> None:
         self.test_group = tuple(self.test_group)
@@ -290,7 +302,11 @@ def _profile_values(profile: str) -> dict[str, dict[str, Any]]:
     if profile == "smoke":
         return {
             "data": {"input_size": 64},
-            "model": {"encoder": CPU_ENCODER, "pretrained": False, "n_blocks": 1, "attention_dim": 32},
+            # free_geometry: at 64 px one feature pixel is 32 px of the 256-px slice, 2x SSL-ALPNet's
+            # 16-px test cell, and no integer pool is finer (crapnet_core/prototype_grid.py); smoke only
+            # checks the plumbing
+            "model": {"encoder": CPU_ENCODER, "pretrained": False, "n_blocks": 1, "attention_dim": 32,
+                      "free_geometry": True},
             "train": {"steps": 3, "lr": 1e-3, "lr_step": 1000, "checkpoint_every": 2, "log_every": 1,
                       "num_workers": 0, "threads": 1},
             "eval": {"batch_size": 16},
@@ -337,12 +353,17 @@ def make_config(
     ``profile`` picks the preset values, ``dataset``/``setting``/``fold``/``method``/``test_group``
     the coordinates, then ``overrides`` (``"section.field=value"``, applied last, so they win).
     ``test_group`` defaults to all organs (setting 1) or the kidneys (setting 2).
+    The prototype grids (``model.carafe_factor``, ``model.alpnet_pool_train/test``) follow
+    the input size by the rule of :mod:`crapnet_core.prototype_grid` unless set explicitly; see
+    :func:`apply_overrides` for the check.
     """
     if method not in METHODS:
         raise ValueError(f"method: {method!r} is not one of {', '.join(METHODS)}")
     from .methods import hook
 
-    values = _profile_values(profile)
+    values = copy.deepcopy(_profile_values(profile))
+    size = int(values.get("data", {}).get("input_size", DataConfig.input_size))
+    values.setdefault("model", {}).update(prototype_geometry(size).as_overrides())
     method_values = hook(method, "profile_values")  # a registered method's own values (alpnet_init: 0 steps)
     if method_values is not None:
         for section, items in method_values(profile).items():
@@ -421,10 +442,17 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
 
     Values are converted to the field's type (``true``/``false`` for booleans, comma lists
     for tuples, ``none`` for optional fields); every section is re-validated.
+
+    Prototype geometry: when ``data.input_size`` is overridden, the grid fields not given
+    explicitly (``model.carafe_factor``, ``model.alpnet_pool_train``, ``model.alpnet_pool_test``)
+    are re-derived by :func:`crapnet_core.prototype_grid.prototype_geometry`; the result is then
+    checked by :func:`crapnet_core.prototype_grid.check_geometry` (``ValueError`` for cells outside
+    a factor 1.5 of the paper's, unless ``model.free_geometry=true``).
     """
     out = cfg.copy()
     pending = {name: asdict(getattr(out, name)) for name in SECTIONS}
     group_given = False
+    given: set[str] = set()
     for item in overrides or ():
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected section.field=value (e.g. model.n_blocks=7)")
@@ -445,11 +473,17 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
                 f"override {item!r}: {section_cls.__name__} has no field {name!r}; "
                 f"known: {', '.join(f.name for f in fields(section_cls))}"
             )
+        given.add(key)
         if section == "data" and name == "test_group":
             pending[section][name] = value  # parsed below, once the setting is known
             group_given = True
         else:
             pending[section][name] = _convert(value, hints[name], key)
+    if "data.input_size" in given:
+        derived = prototype_geometry(int(pending["data"]["input_size"])).as_overrides()
+        for name, value in derived.items():
+            if f"model.{name}" not in given:
+                pending["model"][name] = value
     data = pending["data"]
     setting = int(data["setting"])
     if group_given:
@@ -458,6 +492,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
         data["test_group"] = parse_group(None, setting)  # the setting changed: its default group
     for name, section_cls in SECTIONS.items():
         setattr(out, name, section_cls(**pending[name]))
+    check_geometry(out)
     return out
 
 

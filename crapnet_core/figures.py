@@ -429,11 +429,13 @@ def show_overlay(ax, image2d: np.ndarray, label2d: np.ndarray | None = None, lab
                  contour_only: bool = False, vrange: tuple[float, float] | None = None):
     """Draw an axial slice (grey, percentile window) with organ masks as coloured fills + contours.
 
-    ``image2d``/``label2d``: ``(H, W)`` arrays in crapnet's layout (``image[:, :, z]``); shown
-    transposed so that rows run anterior-posterior on screen. ``labels`` maps organ -> id.
+    ``image2d``/``label2d``: ``(H, W)`` arrays in crapnet's canonical layout (``image[:, :, z]``,
+    rows posterior -> anterior, columns right -> left: :mod:`crapnet_core.geometry`); drawn with
+    ``origin="lower"``: anterior up, patient's right on the left (radiological display).
+    ``labels`` maps organ -> id.
     """
     lo, hi = vrange or window(image2d)
-    ax.imshow(np.asarray(image2d).T, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+    ax.imshow(np.asarray(image2d), cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
     handles = []
     if label2d is not None and labels:
         from matplotlib.patches import Patch
@@ -446,10 +448,10 @@ def show_overlay(ax, image2d: np.ndarray, label2d: np.ndarray | None = None, lab
                 continue
             color = organ_color(organ, i)
             if not contour_only:
-                rgba = np.zeros((*mask.T.shape, 4))
-                rgba[mask.T] = (*color, alpha)
+                rgba = np.zeros((*mask.shape, 4))
+                rgba[mask] = (*color, alpha)
                 ax.imshow(rgba, origin="lower", interpolation="nearest")
-            ax.contour(mask.T.astype(float), levels=[0.5], colors=[color], linewidths=1.0, origin="lower")
+            ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.0, origin="lower")
             handles.append(Patch(color=color, label=organ.replace("_", " ")))
     ax.set_xticks([])
     ax.set_yticks([])
@@ -623,21 +625,21 @@ def superpixel_panel(spec, sid: str, z: int, size: float = 3.2):
     show_overlay(axes[0], img, title=f"scan {sid}, slice {z}", vrange=(lo, hi))
     show_overlay(axes[1], img, title=f"body mask (> {spec.body_threshold:g})", vrange=(lo, hi))
     body = body_mask(img, spec.body_threshold)
-    rgba = np.zeros((*body.T.shape, 4))
-    rgba[body.T] = (0.2, 0.6, 1.0, 0.35)
+    rgba = np.zeros((*body.shape, 4))
+    rgba[body] = (0.2, 0.6, 1.0, 0.35)
     axes[1].imshow(rgba, origin="lower")
     rng = np.random.default_rng(0)
     palette = rng.random((int(sp.max()) + 1, 3))
     palette[0] = 0
-    axes[2].imshow(palette[sp].transpose(1, 0, 2), origin="lower", interpolation="nearest")
+    axes[2].imshow(palette[sp], origin="lower", interpolation="nearest")
     axes[2].set_title(f"{len(np.unique(sp[sp > 0]))} superpixels", fontsize=9)
     axes[2].set_xticks([])
     axes[2].set_yticks([])
     show_overlay(axes[3], img, vol.label[:, :, z], spec.labels, ORGANS, title="boundaries + organs",
                  contour_only=True, vrange=(lo, hi))
     edges = find_boundaries(sp, mode="inner") & (sp > 0)
-    rgba = np.zeros((*edges.T.shape, 4))
-    rgba[edges.T] = (1.0, 1.0, 0.0, 0.8)
+    rgba = np.zeros((*edges.shape, 4))
+    rgba[edges] = (1.0, 1.0, 0.0, 0.8)
     axes[3].imshow(rgba, origin="lower", interpolation="nearest")
     fig.tight_layout()
     return fig
@@ -733,14 +735,17 @@ def plot_organ_panels(frame, x: str = "method", hue: str = "source", title: str 
 
 
 def load_prediction(run_dir: str | os.PathLike, volume, organ: str) -> np.ndarray | None:
-    """A run's saved prediction ``predictions/<scan>_<organ>.nii.gz`` on the 256 x 256 grid (None if absent)."""
+    """A run's saved prediction ``predictions/<scan>_<organ>.nii.gz`` on the model grid of ``volume`` (None if absent).
+
+    Saved predictions are on the file's grid and axis order; they are mapped like the label.
+    """
     import nibabel as nib
 
     path = Path(run_dir) / "predictions" / f"{volume.scan_id}_{organ}.nii.gz"
     if not path.is_file():
         return None
     arr = np.asarray(nib.load(str(path)).dataobj)
-    return np.ascontiguousarray(arr[volume.crop[0], volume.crop[1], :]) > 0
+    return volume.geometry.label_to_model(arr) > 0
 
 
 def prediction_figure(spec, run_dir: str | os.PathLike, metrics: Mapping[str, Any], max_scans: int = 2,
@@ -781,11 +786,11 @@ def _pred_panel(ax, image2d, gt, pred, organ, title, show_gt: bool = True):
     show_overlay(ax, image2d, title=title)
     color = organ_color(organ)
     if pred is not None and pred.any():
-        rgba = np.zeros((*pred.T.shape, 4))
-        rgba[pred.T] = (*color, 0.45)
+        rgba = np.zeros((*pred.shape, 4))
+        rgba[pred] = (*color, 0.45)
         ax.imshow(rgba, origin="lower", interpolation="nearest")
     if show_gt and gt is not None and gt.any():
-        ax.contour(gt.T.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.9, origin="lower")
+        ax.contour(gt.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.9, origin="lower")
 
 
 def qualitative_figure(spec, runs: Mapping[str, str | os.PathLike], metrics: Mapping[str, Mapping[str, Any]],

@@ -4,12 +4,15 @@
 
 1. the encoder f_theta (Eq. 3-4), run once on the support and query images together (as
    SSL-ALPNet does), (B, 3, H, W) -> (B, 256, H/8, W/8);
-2. for ``method="crapnet"`` the support-query attention with cycle resemblance
+2. when the config uses attention (``ModelConfig.uses_attention``: crapnet, or a baseline
+   with ``model.attention=on``) the support-query attention with cycle resemblance
    (Eq. 1-13, :class:`~crapnet_core.attention.SupportQueryAttention`) giving z_s and z_q;
-   the baselines use the encoder features directly;
+   otherwise the encoder features are used directly (z = x);
 3. the prototypes and similarity classifier (Eq. 14-17,
    :class:`~crapnet_core.prototypes.PrototypeClassifier`) with prototypes from z_s and the
-   support mask, scored on z_q ("decoded query feature", Sec. 3.2);
+   support mask, scored on z_q ("decoded query feature", Sec. 3.2); the prototype set is
+   ``ModelConfig.prototype_kind`` (CARAFE++ for crapnet, average pooling for alpnet, global
+   for panet, or the variant's ``model.prototypes``);
 4. bilinear upsampling of the two class scores to the input size: ``logits`` (B, 2, H, W),
    channel 0 background, 1 foreground; softmax over channels = Eq. 17.
 """
@@ -80,7 +83,7 @@ class FewShotSegmenter(nn.Module):
         self.encoder = build_encoder(cfg.encoder, pretrained=cfg.pretrained, feature_dim=cfg.feature_dim)
         self.attention = (
             SupportQueryAttention(cfg.feature_dim, cfg.attention_dim, cfg.n_blocks, cfg.branches)
-            if cfg.method == "crapnet"
+            if cfg.uses_attention
             else None
         )
         self.classifier = PrototypeClassifier(
@@ -94,6 +97,8 @@ class FewShotSegmenter(nn.Module):
             carafe_compressed=cfg.carafe_compressed,
             pool_train=cfg.alpnet_pool_train,
             pool_test=cfg.alpnet_pool_test,
+            kind=cfg.prototype_kind,
+            carafe_window=cfg.carafe_window,
         )
 
     def encode(self, support_image: torch.Tensor, query_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +134,27 @@ class FewShotSegmenter(nn.Module):
         scores = self.classifier(z_s, fg, bg, z_q)  # Eq. 14-17 (before the class softmax)
         logits = F.interpolate(scores, size=query_image.shape[-2:], mode="bilinear", align_corners=False)
         return SegmenterOutput(logits, scores, z_s, z_q, support_mask)
+
+    @torch.no_grad()
+    def predict_logits(
+        self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor,
+        size: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """Class scores (B, 2, *size) float32 bilinearly upsampled from the feature grid, eval mode.
+
+        The test-time rule of SSL-ALPNet's reference: upsample the class *logits* (here the
+        Eq. 16-17 class scores before the softmax) to the label grid ``size`` (default: the
+        input size) in one bilinear step and take the argmax over the 2 channels (ties go to
+        background). Support batch 1 broadcasts to the query batch.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(support_image, support_mask, query_image)
+            size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
+            return F.interpolate(out.scores.float(), size=size, mode="bilinear", align_corners=False)
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def predict(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor) -> torch.Tensor:

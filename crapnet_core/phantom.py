@@ -7,9 +7,10 @@ book run on a machine without the CHAOS/SABS data. Labels follow CHAOS (liver 1,
 kidney 2, left kidney 3, spleen 4), modality MR, body threshold 50 (as CHAOS).
 
 Each scan is a 256 x 256 x (16..24) volume with an in-plane spacing of 1.3-1.7 mm, a slice
-thickness of 7-9 mm and a CHAOS-like affine ``diag(-s, s, t)``. Anatomy (array axes as in
-:mod:`crapnet_core.datasets`: rows ``i`` run from the patient's right to left, columns ``j``
-from posterior to anterior, ``k`` from inferior to superior):
+thickness of 7-9 mm and a CHAOS-like affine ``diag(-s, s, t)``. Anatomy (axes of the FILE's
+array, LAS like CHAOS: ``i`` runs from the patient's right to left, ``j`` from posterior to
+anterior, ``k`` from inferior to superior; the model grid of :mod:`crapnet_core.geometry` is
+its transpose, rows ``j`` and columns ``i``):
 
 - an elliptical body (size varies per scan) with a brighter muscle wall and a vertebra;
 - the liver on the patient's right, upper slices; the spleen on the left, posterior;

@@ -6,6 +6,16 @@ support scan is the next id in the sorted list, wrapping round at the end; train
 (self-supervised, on superpixels) uses every other scan. CHAOS fold 0: test 1 2 3 5,
 support 8; fold 4: test 36 37 38 39, support 1.
 
+Validation (beyond the paper, for choosing settings without the test scans; issue 8 §2):
+with ``validation=True`` (``DataConfig.validation``) the *last* training scan in sorted order
+is held out as the fold's validation scan: it is removed from the training scans (no
+self-supervised episode, no CT normalisation statistic comes from it) and its labels are
+used only by ``crapnet evaluate RUN --split validation`` (``metrics_validation.json``), with
+the fold's support scan, to compare candidate settings. Reported numbers come from runs with
+``validation=False`` (the paper's protocol, training on every non-test, non-support scan;
+the self-supervised training never reads labels except to drop setting-2 slices) evaluated
+on the test scans. CHAOS fold 0: validation scan 39; fold 4: 34.
+
 Settings (Sec. 4.2): setting 1 tests the four organs together and training slices may
 show them (as background); setting 2 tests the groups {left kidney, right kidney} and
 {liver, spleen} separately and drops every training slice that contains an organ of the
@@ -25,19 +35,22 @@ SETTING2_GROUPS: tuple[tuple[str, ...], ...] = (("left_kidney", "right_kidney"),
 
 @dataclass(frozen=True)
 class Fold:
-    """One cross-validation fold: test scans, the support scan, the training scans."""
+    """One cross-validation fold: test scans, the support scan, the training scans and the
+    validation scans held out of training (empty unless ``make_fold(..., validation=True)``)."""
 
     index: int
     test_ids: tuple[str, ...]
     support_id: str
     train_ids: tuple[str, ...]
+    validation_ids: tuple[str, ...] = ()
 
 
-def make_fold(ids: Iterable[str | int], fold: int, n_folds: int = 5) -> Fold:
+def make_fold(ids: Iterable[str | int], fold: int, n_folds: int = 5, validation: bool = False) -> Fold:
     """Fold ``fold`` (0-based) of ``n_folds`` over ``ids`` (sorted as integers here).
 
     ``test = sorted_ids[n*fold//n_folds : n*(fold+1)//n_folds]``, ``support`` = the id after
-    the last test id (wrapping), ``train`` = the rest.
+    the last test id (wrapping), ``train`` = the rest. ``validation=True`` moves the last
+    training scan (sorted order) to ``validation_ids`` (module docstring).
     """
     ids_l = [str(i) for i in ids]
     ids_s = sorted(set(ids_l), key=_id_sort_key)
@@ -56,7 +69,12 @@ def make_fold(ids: Iterable[str | int], fold: int, n_folds: int = 5) -> Fold:
     train = tuple(i for i in ids_s if i not in test and i != support)
     if not train:
         raise ValueError(f"make_fold: fold {fold} leaves no training scans")
-    return Fold(index=fold, test_ids=test, support_id=support, train_ids=train)
+    val: tuple[str, ...] = ()
+    if validation:
+        if len(train) < 2:
+            raise ValueError(f"make_fold: fold {fold} has {len(train)} training scan(s); a validation scan needs 2")
+        train, val = train[:-1], train[-1:]
+    return Fold(index=fold, test_ids=test, support_id=support, train_ids=train, validation_ids=val)
 
 
 def test_groups(setting: int) -> list[tuple[str, ...]]:
@@ -86,11 +104,11 @@ def training_slices(
     """``(scan_id, z)`` of every training slice of ``fold`` that holds none of ``exclude_organs``.
 
     Setting 1 passes no organs (every slice of every training scan); setting 2 passes the
-    tested group. Test and support scans are never included.
+    tested group. Test, support and validation scans are never included.
     """
     exclude = tuple(exclude_organs)
     label_ids = [spec.label_id(o) for o in exclude]  # DatasetError for an organ the dataset lacks
-    bad = set(fold.test_ids) | {fold.support_id}
+    bad = set(fold.test_ids) | {fold.support_id} | set(fold.validation_ids)
     if bad & set(fold.train_ids):
         raise DatasetError(f"fold {fold.index}: training scans overlap test/support scans: {sorted(bad & set(fold.train_ids))}")
     out: list[tuple[str, int]] = []

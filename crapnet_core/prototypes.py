@@ -4,18 +4,21 @@ A class is represented by a set of prototypes, stored as a padded tensor ``(B, K
 validity mask ``(B, K)`` so that every episode of a batch can keep a different number of them
 without a Python loop over the batch.
 
-Prototype sets per method (``ModelConfig.method``):
+Prototype sets per kind (``ModelConfig.prototype_kind``: the method's own, or
+``ModelConfig.prototypes`` for the decomposition variants; named after the method that
+introduced them):
 
-``crapnet``
+``carafe`` (CRAPNet)
     local prototypes = CARAFE++ reassembly of the attended support features z_s (Eq. 14) on a
     grid of sigma x sigma cells; a local prototype is a foreground prototype where the support
     mask covers more than ``threshold`` of its cell, a background prototype where the
     background covers more than ``threshold``; plus the global foreground prototype by masked
-    average pooling (Eq. 15).
-``alpnet`` (SSL-ALPNet)
+    average pooling (Eq. 15). ``carafe_window`` places the reassembly window
+    (:mod:`crapnet_core.carafe`: ``centred`` or ``aligned`` with the cell).
+``avgpool`` (SSL-ALPNet)
     the same, with the local prototypes made by average pooling windows of
     ``pool_train`` (training) or ``pool_test`` (evaluation) feature pixels.
-``panet`` (SSL-PANet)
+``global`` (SSL-PANet)
     one global foreground and one global background prototype (Eq. 15 for both classes).
 
 Fallback (our choice; SSL-ALPNet leaves the class without prototypes, i.e. a score of 0):
@@ -35,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crapnet_core.carafe import CARAFEDownsample
+from crapnet_core.config import METHOD_COMPONENTS, PROTOTYPE_KINDS
 
 EPS = 1e-5
 
@@ -107,6 +111,9 @@ class PrototypeClassifier(nn.Module):
     forward(ref_features (B, C, h, w), ref_fg (B, H, W), ref_bg (B, H, W), target (B, C, h', w'))
     -> class scores (B, 2, h', w') float32 (channel 0 background, 1 foreground); softmax over
     the channel gives Eq. 17's probabilities.
+
+    ``kind`` (``carafe``, ``avgpool``, ``global``) picks the prototype set; None = the one of
+    ``method`` (crapnet: carafe, alpnet: avgpool, panet: global).
     """
 
     def __init__(
@@ -121,26 +128,35 @@ class PrototypeClassifier(nn.Module):
         carafe_compressed: int = 64,
         pool_train: int = 4,
         pool_test: int = 2,
+        kind: str | None = None,
+        carafe_window: str = "centred",
     ) -> None:
         super().__init__()
-        if method not in ("crapnet", "alpnet", "panet"):
-            raise ValueError(f"model.method: {method!r} is not one of crapnet, alpnet, panet")
+        if kind is None:
+            if method not in METHOD_COMPONENTS:
+                raise ValueError(f"model.method: {method!r} is not one of {', '.join(METHOD_COMPONENTS)}")
+            kind = METHOD_COMPONENTS[method][1]
+        if kind not in PROTOTYPE_KINDS:
+            raise ValueError(f"model.prototypes: {kind!r} is not one of {', '.join(PROTOTYPE_KINDS)}")
         self.method = method
+        self.kind = kind
         self.alpha = float(alpha)
         self.threshold = float(threshold)
         self.pool_train = int(pool_train)
         self.pool_test = int(pool_test)
         self.carafe = (
-            CARAFEDownsample(channels, carafe_factor, carafe_kernel, carafe_encoder_kernel, carafe_compressed)
-            if method == "crapnet"
+            CARAFEDownsample(channels, carafe_factor, carafe_kernel, carafe_encoder_kernel, carafe_compressed,
+                             window=carafe_window)
+            if kind == "carafe"
             else None
         )
 
     def grid_features(self, features: torch.Tensor) -> torch.Tensor | None:
-        """Candidate local prototypes (B, C, gh, gw): CARAFE++ (crapnet), average pooling (alpnet)."""
-        if self.method == "crapnet":
+        """Candidate local prototypes (B, C, gh, gw): CARAFE++ (Eq. 14; ``carafe``), average pooling
+        (``avgpool``), None for ``global``."""
+        if self.kind == "carafe":
             return self.carafe(features)
-        if self.method == "alpnet":
+        if self.kind == "avgpool":
             k = self.pool_train if self.training else self.pool_test
             return F.avg_pool2d(features, kernel_size=k, stride=k, ceil_mode=True)
         return None
@@ -154,7 +170,7 @@ class PrototypeClassifier(nn.Module):
         glob_bg = masked_average(features, bg).unsqueeze(1)
         ones = torch.ones(b, 1, dtype=torch.bool, device=features.device)
         grid = self.grid_features(features)
-        if grid is None:  # panet
+        if grid is None:  # global prototypes only (SSL-PANet)
             return glob_fg, ones, glob_bg, ones
         local, fg_valid, bg_valid = local_prototypes(grid, fg, bg, self.threshold)
         fg_protos = torch.cat([local, glob_fg], dim=1)

@@ -6,12 +6,18 @@ the query's slice range (``query_range``, default every slice, since a new scan 
 label to give the organ's range) is split into 3 equal chunks, chunk p is segmented with
 support slice p by :func:`~crapnet_core.evaluation.predict_chunks`.
 
-Input conventions (those of the training data, SSL-ALPNet's preprocessing): axial slices
-along the third array axis (``image[:, :, z]``), any in-plane size (slices are resized to
-the model's input size and the prediction back). Intensities are normalised as in
-training: MR per-volume z-score; CT ``(x - mean) / std`` with the training statistics
-stored in the checkpoint, so a CT scan must be in the training data's intensity units.
-The output has the query file's shape and affine, 1 = organ, 0 = elsewhere (uint8).
+Input conventions: the same loading mechanism as the dataset folders
+(:func:`crapnet_core.datasets.make_volume`, rules in :mod:`crapnet_core.geometry`): support
+and query are reoriented to the canonical orientation using their affines (any axis order
+or flips give the same result in world space), brought to the 256 x 256 in-plane grid
+(resampled unless 256 x 256; the SABS preset's crop when the run was trained on SABS and
+the file is 257 x 257), then resized to the model's input size. The prediction goes back
+to the query file's own grid, axis order and affine (1 = organ, 0 = elsewhere, uint8).
+``--query-range z0:z1`` counts axial slices inferior -> superior from 0 (the canonical
+order; for files stored with the third axis running to superior, as CHAOS and SABS, that
+is the file's third index). Intensities are normalised as in training: MR per-volume
+z-score; CT ``(x - mean) / std`` with the training statistics stored in the checkpoint, so
+a CT scan must be in the training data's intensity units.
 """
 
 from __future__ import annotations
@@ -24,14 +30,47 @@ import numpy as np
 from .evaluation import chunk_assignment, predict_chunks, support_slices, support_tensors
 
 
-def _normalize(array: np.ndarray, stats, path: Path) -> np.ndarray:
-    x = np.asarray(array, dtype=np.float32)
-    if stats is None:  # MR: per-volume z-score
+def _preset_of(cfg) -> str | None:
+    """The preset whose in-plane rule applies to new scans of a run (its training data's preset)."""
+    from .datasets import PRESETS
+
+    for key in (cfg.data.labels, cfg.data.dataset):
+        if key is not None and str(key).lower() in PRESETS:
+            return str(key).lower()
+    return None
+
+
+def _load_support(image: Path, label: Path, preset: str | None):
+    from .datasets import make_volume, read_nifti
+
+    img, aff, zooms = read_nifti(image)
+    lab, lab_aff, _ = read_nifti(label)
+    if img.shape != lab.shape:
+        raise ValueError(f"--support-label: shape {lab.shape} differs from --support-image shape {img.shape}")
+    if not np.allclose(aff, lab_aff, atol=1e-3):
+        raise ValueError(f"--support-label: {label} affine differs from the --support-image affine "
+                         f"(max difference {np.abs(aff - lab_aff).max():.4g} mm)")
+    return make_volume("support", img, aff, zooms, lab, image, label, preset=preset)
+
+
+def _load_query(image: Path, preset: str | None):
+    from .datasets import make_volume, read_nifti
+
+    img, aff, zooms = read_nifti(image)
+    return make_volume("query", img, aff, zooms, None, image, None, preset=preset)
+
+
+def _normalized(vol, stats) -> np.ndarray:
+    """MR (``stats`` None): per-volume z-score on the model grid; CT: the training statistics."""
+    from .datasets import DatasetError, apply_normalization
+
+    if stats is None:
+        x = vol.image
         std = float(x.std(dtype=np.float64))
         if std == 0:
-            raise ValueError(f"{path}: constant image; cannot z-score normalise")
-        return (x - np.float32(x.mean(dtype=np.float64))) / np.float32(std)
-    return (x - np.float32(stats[0])) / np.float32(stats[1])
+            raise DatasetError(f"{vol.image_path}: constant image; cannot z-score normalise")
+        return apply_normalization(x, (float(x.mean(dtype=np.float64)), std))
+    return apply_normalization(vol.image, (float(stats[0]), float(stats[1])))
 
 
 def _parse_range(text: str | None, n: int, path: Path) -> tuple[int, int]:
@@ -63,7 +102,6 @@ def segment_files(
     Give either ``run`` (a trained run folder) or ``checkpoint``. Returns a small report
     (support slices used, query slice range, predicted voxels, output path).
     """
-    from .datasets import read_nifti
     from .experiment import ExperimentConfig
     from .io import save_nifti
     from .training import load_model, read_checkpoint, resolve_device
@@ -93,28 +131,28 @@ def segment_files(
     model, state = load_model(cfg, checkpoint, dev)
     stats = state.get("norm_stats")
 
-    s_img, _, _ = read_nifti(support_image)
-    s_lab, _, _ = read_nifti(support_label)
-    if s_img.shape != s_lab.shape:
-        raise ValueError(f"--support-label: shape {s_lab.shape} differs from --support-image shape {s_img.shape}")
-    fg = np.asarray(s_lab) == int(organ_label)
+    preset = _preset_of(cfg)
+    s_vol = _load_support(Path(support_image), Path(support_label), preset)
+    fg = s_vol.label == int(organ_label)
     zs = np.flatnonzero(fg.any(axis=(0, 1)))
     if zs.size == 0:
         raise ValueError(f"--support-label: {support_label} holds no voxel with label {organ_label}")
     chosen = support_slices(zs.tolist(), cfg.eval.n_parts)
-    sup_images, sup_masks = support_tensors(_normalize(s_img, stats, Path(support_image)), fg, chosen,
-                                            cfg.data.input_size)
+    sup_images, sup_masks = support_tensors(_normalized(s_vol, stats), fg, chosen, cfg.data.input_size)
 
-    q_img, q_affine, _ = read_nifti(query_image)
-    q_norm = _normalize(q_img, stats, Path(query_image))
-    z_min, z_max = _parse_range(query_range, q_img.shape[2], Path(query_image))
+    q_vol = _load_query(Path(query_image), preset)
+    q_norm = _normalized(q_vol, stats)
+    geom = q_vol.geometry
+    z_min, z_max = _parse_range(query_range, q_vol.n_slices, Path(query_image))
     assignment = chunk_assignment(z_min, z_max, cfg.eval.n_parts)
     fg_q = predict_chunks(model, sup_images, sup_masks, q_norm, assignment, cfg.data.input_size,
-                          cfg.eval.batch_size, dev, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
-    pred = np.zeros(q_img.shape, dtype=np.uint8)
+                          cfg.eval.batch_size, dev, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                          geometry=geom)
+    pred = np.zeros(geom.canon_shape, dtype=np.uint8)
     for z, mask in fg_q.items():
         pred[:, :, z] = mask
-    save_nifti(out, pred, q_affine)
+    pred = geom.from_canonical(pred)
+    save_nifti(out, pred, geom.file_affine)
     return {
         "out": str(out),
         "checkpoint": str(checkpoint),
@@ -122,7 +160,21 @@ def segment_files(
         "query_range": [int(z_min), int(z_max)],
         "predicted_voxels": int(pred.sum()),
         "shape": list(pred.shape),
+        "orientation": {"file": "".join(_axcodes(geom.file_affine)), "model": "".join(_canon())},
+        "in_plane": geom.inplane,
     }
+
+
+def _axcodes(affine):
+    from .geometry import axcodes
+
+    return axcodes(affine)
+
+
+def _canon():
+    from .geometry import CANONICAL_AXCODES
+
+    return CANONICAL_AXCODES
 
 
 __all__ = ["segment_files"]

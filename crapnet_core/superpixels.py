@@ -9,10 +9,10 @@ As SSL-ALPNet's default ("MIDDLE") pseudo-labels:
 3. superpixels are cut to the body (voxels outside it become 0) and the remaining ones
    are numbered ``1..K`` per slice (in the order of Felzenszwalb's own labels).
 
-Superpixels are computed on the file's full grid (SABS: 257 x 257, as SSL-ALPNet does before
-its crop) and saved as ``superpix_<id>.nii.gz`` with the image's shape and affine.
-:func:`load_superpixels` returns them cropped to the 256 x 256 grid of
-:class:`~crapnet_core.datasets.Volume`. crapnet keeps its own copy in a cache folder keyed on
+Superpixels are computed on the model grid of :class:`~crapnet_core.datasets.Volume`
+(canonical orientation, 256 x 256 in-plane: :mod:`crapnet_core.geometry`), i.e. on the
+slices the model sees, and saved as ``superpix_<id>.nii.gz`` with that grid's shape and
+affine (``geometry.model_affine``). :func:`load_superpixels` returns them as they are. crapnet keeps its own copy in a cache folder keyed on
 the dataset folder's resolved path and the parameters; it never writes into a data folder.
 """
 
@@ -37,7 +37,7 @@ from .datasets import DatasetError, DatasetSpec, image_path, load_volume, read_n
 log = logging.getLogger(__name__)
 
 #: Bump when the algorithm changes so that old caches are not reused.
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2  # 2: computed on the canonical model grid (geometry module)
 
 
 @dataclass(frozen=True)
@@ -141,18 +141,15 @@ def _is_done(dest: Path, src: Path) -> bool:
         return False
 
 
-def _compute_one(root: str, scan_id: str, threshold: float, params: SuperpixelParams, out_dir: str) -> tuple[str, str, float]:
-    """Worker: superpixels of one scan on its full file grid, saved atomically. Returns (id, path, seconds)."""
+def _compute_one(spec: DatasetSpec, scan_id: str, threshold: float, params: SuperpixelParams, out_dir: str) -> tuple[str, str, float]:
+    """Worker: superpixels of one scan on its model grid, saved atomically. Returns (id, path, seconds)."""
     from .io import save_nifti
 
     t0 = time.perf_counter()
-    src = Path(root) / f"image_{scan_id}.nii.gz"
-    image, affine, _ = read_nifti(src)
-    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
-        raise DatasetError(f"{src}: NaN/infinite voxels in the image")
-    sp = superpixels_volume(image, threshold, params)
+    vol = load_volume(spec, scan_id)  # validated (NaN/Inf refused), canonical, 256 x 256
+    sp = superpixels_volume(vol.image, threshold, params)
     dest = superpixel_path(out_dir, scan_id)
-    save_nifti(dest, sp, affine)
+    save_nifti(dest, sp, vol.geometry.model_affine)
     return scan_id, str(dest), time.perf_counter() - t0
 
 
@@ -185,7 +182,7 @@ def compute_superpixels(
     if todo:
         log.info("superpixels: %d of %d scans to compute into %s", len(todo), len(ids), out)
         bar = tqdm(total=len(todo), desc="superpixels", unit="scan", disable=not progress)
-        args = [(str(spec.root), sid, float(spec.body_threshold), params, str(out)) for sid in todo]
+        args = [(spec, sid, float(spec.body_threshold), params, str(out)) for sid in todo]
         try:
             if jobs <= 1 or len(todo) == 1:
                 for a in args:
@@ -223,9 +220,9 @@ def load_superpixels(
     if not _is_done(path, vol.image_path):
         compute_superpixels(spec, folder, [scan_id], jobs=1, progress=False, params=params)
     arr, _, _ = read_nifti(path)
-    if tuple(arr.shape) != tuple(vol.original_shape):
-        raise DatasetError(f"{path}: shape {arr.shape} does not match the image {vol.image_path.name} {vol.original_shape}")
-    return np.ascontiguousarray(arr[vol.crop[0], vol.crop[1], :]).astype(np.int32)
+    if tuple(arr.shape) != tuple(vol.image.shape):
+        raise DatasetError(f"{path}: shape {arr.shape} does not match the model grid of {vol.image_path.name} {vol.image.shape}")
+    return np.ascontiguousarray(arr).astype(np.int32)
 
 
 def ensure_superpixels(

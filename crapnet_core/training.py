@@ -164,7 +164,7 @@ def build_episodes(cfg: ExperimentConfig):
     from .methods import hook
 
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
-    fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds)
+    fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
     for organ in cfg.data.test_group:
         spec.label_id(organ)  # the dataset must label every organ the run is about
     stats = ds.normalization_stats(spec, fold.train_ids)

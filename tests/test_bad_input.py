@@ -123,9 +123,17 @@ def test_unreadable_and_truncated(tmp_path):
     expect_error(tmp_path / "u", "3", "image_3.nii.gz", "unreadable or truncated")
 
 
-def test_too_small_in_plane(tmp_path):
-    write_pair(tmp_path, "1", shape=(200, 256, 3))
-    expect_error(tmp_path, "1", "image_1.nii.gz", "smaller than 256")
+def test_small_in_plane_is_resampled_not_refused(tmp_path):
+    lab = np.zeros((128, 256, 3), np.float32)
+    lab[32:64, 100:140, 1] = 1  # file voxels i 32..63, j 100..139
+    write_pair(tmp_path, "1", label=lab, shape=(128, 256, 3))
+    vol = D.load_volume(spec_of(tmp_path), "1")
+    assert vol.image.shape == (256, 256, 3) and vol.geometry.inplane == "resample"
+    # model grid = transposed (rows j, columns i) with i stretched x2 (pixel-area geometry)
+    expected = np.zeros((256, 256), bool)
+    expected[100:140, 64:128] = True
+    np.testing.assert_array_equal(vol.label[:, :, 1] == 1, expected)
+    np.testing.assert_array_equal(D.restore_shape(vol.label, vol), lab.astype(np.int16))
 
 
 def test_absent_organ_warns_and_is_handled(tmp_path):

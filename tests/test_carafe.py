@@ -49,3 +49,48 @@ def test_gradients_reach_kernel_predictor():
     m(torch.randn(1, 8, 16, 16)).pow(2).sum().backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# ---------------------------------------------------------------- aligned window (model.carafe_window)
+@pytest.mark.parametrize("h,w,factor", [(16, 16, 4), (12, 12, 2), (10, 9, 4), (7, 5, 2), (6, 6, 1), (9, 9, 3)])
+def test_aligned_reassemble_matches_naive(h, w, factor):
+    g = torch.Generator().manual_seed(h * 10 + w + factor)
+    x = torch.randn(2, 3, h, w, generator=g)
+    ho, wo = -(-h // factor), -(-w // factor)
+    kernels = torch.softmax(torch.randn(2, factor * factor, ho, wo, generator=g), dim=1)
+    fast = reassemble(x, kernels, factor, factor, window="aligned")
+    slow = reassemble_naive(x, kernels, factor, factor, window="aligned")
+    assert fast.shape == (2, 3, ho, wo)
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_aligned_window_reads_only_its_cell():
+    # a feature map that is 1 inside cell (1, 1) of a 4 x 4 grid (sigma 4) and 0 elsewhere:
+    # aligned, only prototype (1, 1) sees it; centred (k = 5, rows 4h'-1..4h'+3), prototype
+    # (1, 1) also reads row/column 8 of cell 2 and prototypes (2, *) / (*, 2) read row/column 7
+    x = torch.zeros(1, 1, 16, 16)
+    x[..., 4:8, 4:8] = 1.0
+    k_al = torch.full((1, 16, 4, 4), 1 / 16)
+    al = reassemble(x, k_al, 4, 4, window="aligned")[0, 0]
+    expected = torch.zeros(4, 4)
+    expected[1, 1] = 1.0
+    assert torch.allclose(al, expected)
+    k_c = torch.full((1, 25, 4, 4), 1 / 25)
+    ce = reassemble(x, k_c, 5, 4, window="centred")[0, 0]
+    assert ce[1, 1] == pytest.approx(16 / 25)  # 9 of the 25 taps lie outside the cell
+    assert ce[2, 1] == pytest.approx(4 / 25) and ce[1, 2] == pytest.approx(4 / 25)
+    assert ce[2, 2] == pytest.approx(1 / 25) and ce[0, 1] == 0
+
+
+def test_aligned_module_and_window_validation():
+    torch.manual_seed(3)
+    m = CARAFEDownsample(channels=8, factor=2, kernel_size=5, encoder_kernel=3, compressed=4, window="aligned")
+    assert m.kernel_size == 2  # k = sigma
+    x = torch.randn(1, 8, 12, 12)
+    kernels = m.predict_kernels(x)
+    assert kernels.shape == (1, 4, 6, 6)
+    assert torch.allclose(m(x), reassemble_naive(x, kernels, 2, 2, window="aligned"), atol=1e-5)
+    with pytest.raises(ValueError, match="window"):
+        CARAFEDownsample(channels=8, factor=2, window="shifted")
+    with pytest.raises(ValueError, match="must equal the factor"):
+        reassemble(x, torch.ones(1, 9, 6, 6) / 9, 3, 2, window="aligned")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from crapnet_core.cli import main
+from crapnet_core.geometry import make_geometry
 from crapnet_core.phantom import generate_phantom
 
 
@@ -59,7 +60,8 @@ def test_superpixels_command(tiny, tmp_path, capsys):
     for sid in ("1", "2"):
         sp = nib.load(str(out_dir / f"superpix_{sid}.nii.gz"))
         img = nib.load(str(tiny / f"image_{sid}.nii.gz"))
-        assert sp.shape == img.shape and np.allclose(sp.affine, img.affine)
+        geom = make_geometry(img.shape, img.affine)  # superpixels live on the model grid
+        assert sp.shape == geom.model_shape and np.allclose(sp.affine, geom.model_affine)
         arr = np.asanyarray(sp.dataobj)
         assert np.issubdtype(arr.dtype, np.integer) and arr.max() > 5
     assert main(["superpixels", "--data-dir", str(tiny), "--out", str(out_dir)]) == 0

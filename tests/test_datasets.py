@@ -58,8 +58,11 @@ def test_chaos_volume_layout_and_cache(chaos):
     arr = np.asanyarray(raw.dataobj)
     assert vol.image.shape == (256, 256, arr.shape[2]) and vol.image.dtype == np.float32
     assert vol.label.dtype == np.int16 and vol.label.shape == vol.image.shape
-    np.testing.assert_array_equal(vol.image, arr.astype(np.float32))  # axial slice z = image[:, :, z], no transpose
-    np.testing.assert_allclose(vol.affine, raw.affine)
+    # SSL-ALPNet's view: SimpleITK GetArrayFromImage (k, j, i) then transpose(1, 2, 0) -> (j, i, k)
+    ssl_alpnet = np.transpose(np.transpose(arr, (2, 1, 0)), (1, 2, 0))
+    np.testing.assert_array_equal(vol.image, ssl_alpnet.astype(np.float32))
+    assert vol.geometry.inplane == "identity" and "".join(nib.aff2axcodes(raw.affine)) == "LAS"
+    np.testing.assert_allclose(vol.affine, raw.affine)  # the file's affine (predictions are saved with it)
     assert vol.spacing == pytest.approx((1.25, 1.25, 7.7), abs=1e-4)
     assert D.load_volume(chaos, 1) is vol  # loaded once, reused
 
@@ -69,11 +72,14 @@ def test_sabs_crop_257_like_ssl_alpnet_and_restore(sabs):
     vol = D.load_volume(sabs, "1")
     lab = np.asanyarray(nib.load(str(sabs.root / "label_1.nii.gz")).dataobj)
     assert lab.shape[:2] == (257, 257) and vol.original_shape == lab.shape
-    assert vol.label.shape == (256, 256, lab.shape[2])
-    np.testing.assert_array_equal(vol.label, lab[:256, :256, :].astype(np.int16))  # first 256 rows/cols kept
+    assert vol.label.shape == (256, 256, lab.shape[2]) and vol.geometry.inplane == "crop"
+    # SSL-ALPNet keeps file voxels i, j < 256 of its (j, i, k) array; the file is LPS, so in the
+    # canonical (A, L, S) order the rows are that array's rows reversed (see crapnet_core.geometry)
+    ssl_alpnet = np.transpose(lab, (1, 0, 2))[:256, :256, :]
+    np.testing.assert_array_equal(vol.label, ssl_alpnet[::-1].astype(np.int16))
     back = D.restore_shape(vol.label, vol)
     assert back.shape == lab.shape
-    np.testing.assert_array_equal(back[:256, :256], vol.label)
+    np.testing.assert_array_equal(back[:256, :256], lab[:256, :256])  # the file's own axis order again
     assert not back[256, :, :].any() and not back[:, 256, :].any()
     with pytest.raises(ValueError, match="restore_shape"):
         D.restore_shape(vol.label[:10], vol)

@@ -52,6 +52,11 @@ def test_method_rules_are_checked_when_the_config_is_made(tmp_path):
         _cfg("alpnet_init", "train.steps=5")
     with pytest.raises(ValueError, match="data.test_group: alpnet_sup"):
         _cfg("alpnet_sup", "data.test_group=left_kidney,right_kidney,spleen,liver")
+    for method in ("rpnet", "adnet", "qnet"):
+        with pytest.raises(ValueError, match="model.attention"):
+            _cfg(method, "model.attention=on")
+        with pytest.raises(ValueError, match="model.prototypes"):
+            _cfg(method, "model.prototypes=carafe")
     from crapnet_core.experiment import apply_overrides
     from crapnet_core.training import train
 
@@ -194,6 +199,7 @@ def test_rpnet_recurrent_refinement():
     one = model(img[:1], mask[:1], img).logits
     rep = model(img[:1].expand(2, -1, -1, -1), mask[:1].expand(2, -1, -1), img).logits
     assert torch.allclose(one, rep, atol=1e-4)
+    assert torch.allclose(model.predict_logits(img[:1], mask[:1], img, size=(64, 64)), one, atol=1e-5)
 
 
 # ---------------------------------------------------------------------- ADNet
@@ -228,6 +234,10 @@ def test_adnet_forward_is_the_formula():
     prob = F.interpolate(prob[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
     assert torch.allclose(torch.softmax(out.logits, 1)[:, 1], prob, atol=1e-5)
     assert torch.allclose(model.predict(b["support_image"], b["support_mask"], b["query_image"]), prob, atol=1e-5)
+    logits = model.predict_logits(b["support_image"], b["support_mask"], b["query_image"], size=(80, 72))
+    assert logits.shape == (2, 2, 80, 72)
+    assert torch.allclose(torch.softmax(logits, 1)[:, 1], F.interpolate(
+        torch.softmax(out.scores, 1)[:, 1:], size=(80, 72), mode="bilinear", align_corners=False)[:, 0], atol=1e-5)
 
 
 def test_adnet_loss_terms():

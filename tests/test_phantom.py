@@ -61,8 +61,9 @@ def test_anatomy_plausible_and_varied(small_phantom):
             centroids[organ].append(ndi.center_of_mass(vol.label == lid))
             inside = vol.image[vol.label == lid].mean()
             assert inside > spec.body_threshold
-        # liver on the patient's right (low i), spleen on the left (high i)
-        ci = {o: ndi.center_of_mass(vol.label == spec.labels[o])[0] for o in D.ORGANS}
+        # canonical model grid (A, L, S): columns run patient right -> left, so the liver
+        # (patient's right) has low column indices, the spleen high ones
+        ci = {o: ndi.center_of_mass(vol.label == spec.labels[o])[1] for o in D.ORGANS}
         assert ci["liver"] < 128 < ci["spleen"] and ci["right_kidney"] < ci["left_kidney"]
     for organ, cs in centroids.items():
         cs = np.array(cs)

@@ -40,6 +40,16 @@ REGISTRY: dict[str, str] = {
     "qnet": "crapnet_core.methods.qnet",
 }
 
+#: (attention, prototype kind) of each registered method, for ``config.METHOD_COMPONENTS`` (the
+#: prototype-grid rule checks the grids a method uses; rpnet/adnet/qnet use global prototypes only)
+COMPONENTS: dict[str, tuple[bool, str]] = {
+    "alpnet_init": (False, "avgpool"),
+    "alpnet_sup": (False, "avgpool"),
+    "rpnet": (False, "global"),
+    "adnet": (False, "global"),
+    "qnet": (False, "global"),
+}
+
 #: the row names of the paper's tables (or of the method's own paper) for reports
 PAPER_NAMES: dict[str, str] = {
     "alpnet_init": "ALPNet-init",
@@ -75,4 +85,4 @@ def method_info(cfg) -> dict:
     return dict(fn(cfg)) if fn is not None else {}
 
 
-__all__ = ["REGISTRY", "PAPER_NAMES", "is_registered", "get_method", "hook", "method_info"]
+__all__ = ["REGISTRY", "COMPONENTS", "PAPER_NAMES", "is_registered", "get_method", "hook", "method_info"]

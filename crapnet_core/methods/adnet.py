@@ -97,6 +97,21 @@ class AnomalySegmenter(nn.Module):
         return out
 
     @torch.no_grad()
+    def predict_logits(self, support_image, support_mask, query_image, size=None) -> torch.Tensor:
+        """log([1 - p, p]) (B, 2, *size) in eval mode, p = the foreground probability upsampled
+        bilinearly from the feature grid to ``size`` (default: the input size); the argmax is
+        ADNet's test rule (p > 0.5 on the upsampled probability)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(support_image, support_mask, query_image)
+            size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
+            prob = torch.softmax(out.scores.float(), dim=1)[:, 1:]
+            return probability_logits(upsample(prob, size)[:, 0])
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
     def predict(self, support_image, support_mask, query_image) -> torch.Tensor:
         """Foreground probability (B, H, W) in eval mode without gradients."""
         was_training = self.training
@@ -171,6 +186,12 @@ def episode_loss(model: AnomalySegmenter, batch: dict, cfg: LossConfig | None = 
     thresh = (out.threshold.float().mean() / model.alpha) if threshold_loss else seg.new_zeros(())
     total = seg + cfg.align_weight * align + thresh
     return {"total": total, "seg": seg, "align": align, "thresh": thresh}
+
+
+def validate(cfg) -> None:
+    from crapnet_core.methods.common import require_own_components
+
+    require_own_components(cfg, "adnet")
 
 
 def method_info(cfg) -> dict:

@@ -58,6 +58,16 @@ def upsample(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def require_own_components(cfg, name: str) -> None:
+    """A method with its own architecture has no attention / prototype variants: ``model.attention``
+    and ``model.prototypes`` must stay ``auto`` (ValueError naming the field otherwise)."""
+    for field_name in ("attention", "prototypes"):
+        value = getattr(cfg.model, field_name, "auto")
+        if value != "auto":
+            raise ValueError(f"model.{field_name}: {name} has its own architecture; {value!r} is not "
+                             f"available for it (leave model.{field_name}=auto)")
+
+
 def encoder_init(cfg) -> str:
     """How the encoder of ``cfg`` (ExperimentConfig) was initialised, in words."""
     if cfg.model.pretrained:
@@ -66,4 +76,4 @@ def encoder_init(cfg) -> str:
     return f"random: {cfg.model.encoder} with PyTorch's default initialisation after torch.manual_seed({cfg.train.seed})"
 
 
-__all__ = ["EPS", "check_episode", "encode_pair", "broadcast_support", "probability_logits", "upsample", "encoder_init"]
+__all__ = ["EPS", "check_episode", "encode_pair", "broadcast_support", "probability_logits", "upsample", "encoder_init", "require_own_components"]

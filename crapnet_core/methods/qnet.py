@@ -118,6 +118,12 @@ def episode_loss(model: QueryInformedSegmenter, batch: dict, cfg: LossConfig | N
     return adnet.episode_loss(model, batch, cfg, threshold_loss=False)
 
 
+def validate(cfg) -> None:
+    from crapnet_core.methods.common import require_own_components
+
+    require_own_components(cfg, "qnet")
+
+
 def method_info(cfg) -> dict:
     return dict(adnet.method_info(cfg), prototype_refinement={"iterations": REFINE_ITERS, "adam_lr": REFINE_LR})
 

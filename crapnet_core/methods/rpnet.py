@@ -153,6 +153,19 @@ class RecurrentPrototypeSegmenter(nn.Module):
         return out
 
     @torch.no_grad()
+    def predict_logits(self, support_image, support_mask, query_image, size=None) -> torch.Tensor:
+        """Class scores (B, 2, *size) of the last iteration upsampled bilinearly to ``size``
+        (default: the input size), eval mode; argmax = the prediction (as the reference)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(support_image, support_mask, query_image)
+            size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
+            return upsample(out.scores.float(), size)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
     def predict(self, support_image, support_mask, query_image) -> torch.Tensor:
         """Foreground probability (B, H, W) in eval mode without gradients."""
         was_training = self.training
@@ -188,6 +201,12 @@ def episode_loss(model: RecurrentPrototypeSegmenter, batch: dict, cfg=None) -> d
     else:
         align = seg.new_zeros(())
     return {"total": seg + cfg.align_weight * align, "seg": seg, "align": align}
+
+
+def validate(cfg) -> None:
+    from crapnet_core.methods.common import require_own_components
+
+    require_own_components(cfg, "rpnet")
 
 
 def method_info(cfg) -> dict:
