@@ -71,6 +71,23 @@ def _episode(size: int):
     }
 
 
+def _build(cfg):
+    """The model of ``cfg.method``: a registered method's module (crapnet_core/methods) or FewShotSegmenter."""
+    from crapnet_core.methods import hook
+    from crapnet_core.model import FewShotSegmenter
+
+    build = hook(cfg.method, "build_model")
+    return build(cfg) if build is not None else FewShotSegmenter(cfg)
+
+
+def _loss_fn(model):
+    """The episode loss of the model's method (registered methods bring their own)."""
+    from crapnet_core.losses import episode_loss
+    from crapnet_core.methods import hook
+
+    return hook(model.cfg.method, "episode_loss") or episode_loss
+
+
 class _Stepper:
     """One training step (forward, episode loss, backward, SGD step) with its wall/CPU time."""
 
@@ -82,10 +99,9 @@ class _Stepper:
 
     def __call__(self) -> tuple[float, float]:
         from crapnet_core.config import LossConfig
-        from crapnet_core.losses import episode_loss
 
         t0, c0 = time.perf_counter(), time.process_time()
-        loss = episode_loss(self.model, self.batch, LossConfig())["total"]
+        loss = _loss_fn(self.model)(self.model, self.batch, LossConfig())["total"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -96,11 +112,10 @@ def _flops(model, batch) -> tuple[int, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from crapnet_core.config import LossConfig
-    from crapnet_core.losses import episode_loss
 
     counter = FlopCounterMode(display=False)
     with counter:
-        episode_loss(model, batch, LossConfig())["total"].backward()
+        _loss_fn(model)(model, batch, LossConfig())["total"].backward()
     model.zero_grad(set_to_none=True)
     total = counter.get_total_flops()
     per_module = counter.get_flop_counts()
@@ -125,19 +140,20 @@ def run_child(args: argparse.Namespace) -> dict:
         branches=args.branches,
         attention_dim=args.attention_dim,
     )
-    model = FewShotSegmenter(cfg).train()
+    model = _build(cfg).train()
     batch = _episode(args.size)
     n_params = sum(p.numel() for p in model.parameters())
-    n_att = sum(p.numel() for p in model.attention_parameters())
+    n_att = sum(p.numel() for p in getattr(model, "attention_parameters", list)())
     step = _Stepper(model, batch)
-    attention = model.attention
+    attention = getattr(model, "attention", None)
     ablate = args.method == "crapnet" and not args.no_ablation
     rss_before = _rss_mb()
     times, cpu, times_wo, cpu_wo = [], [], [], []
     for i in range(args.warmup + args.repeats):
         # full and ablated (attention removed) steps alternate, so that a change in the load of
         # a shared machine hits both alike
-        model.attention = attention
+        if ablate:
+            model.attention = attention
         dt, dc = step()
         if i >= args.warmup:
             times.append(dt)
@@ -148,7 +164,8 @@ def run_child(args: argparse.Namespace) -> dict:
             if i >= args.warmup:
                 times_wo.append(dt)
                 cpu_wo.append(dc)
-    model.attention = attention
+    if ablate:
+        model.attention = attention
     rss_after = _rss_mb()
     row = {
         "method": args.method,

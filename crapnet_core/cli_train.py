@@ -44,12 +44,15 @@ def _add_experiment_args(p: argparse.ArgumentParser, with_fold: bool = True) -> 
                   "Setting 2 drops every training slice that shows one of them")
     if with_fold:
         p.add_argument("--fold", type=int, default=0, help="cross-validation fold 0..4")
-        p.add_argument("--group", default=None, help=group_help)
+        p.add_argument("--group", default=None, help=group_help + " (alpnet_sup tests one group in both settings)")
     else:
         p.add_argument("--group", dest="groups", action="append", default=None, metavar="GROUP",
                        help=group_help + " (repeatable: one model per group and fold; default in setting 2: "
                        "kidneys and liver_spleen)")
-    p.add_argument("--method", choices=METHODS, default="crapnet")
+    p.add_argument("--method", choices=METHODS, default="crapnet",
+                   help="crapnet, alpnet (SSL-ALPNet), panet (SSL-PANet) or a registered method: "
+                        "alpnet_init, alpnet_sup (supervised ALPNet), rpnet (SSL-RPNet), adnet, qnet "
+                        "(book/method.md)")
     p.add_argument("--profile", choices=PROFILES, default="smoke")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set model.n_blocks=7 (repeatable)")

@@ -458,6 +458,10 @@ def evaluate(
     metrics["checkpoint"] = str(Path(checkpoint).resolve())
     metrics["step"] = int(meta.get("step", -1))
     metrics["trained_steps"] = int(cfg.train.steps)
+    from .methods import method_info
+
+    if method_info(cfg):
+        metrics["method_info"] = method_info(cfg)  # e.g. alpnet_init: how the encoder was initialised
     write_json(run_dir / metrics_filename(split), metrics)
     mean_dice = metrics["mean"]["dice"]
     log.info("%s: mean Dice %.4f", run_dir, math.nan if mean_dice is None else mean_dice)

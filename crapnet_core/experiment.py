@@ -215,7 +215,9 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "lr_step", "checkpoint_every", "log_every"):
+        if int(self.steps) < 0:
+            raise ValueError(f"train.steps: {self.steps} must be at least 0 (0: evaluate the initial weights)")
+        for name in ("batch_size", "lr_step", "checkpoint_every", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"train.{name}: {getattr(self, name)} must be at least 1")
         if self.lr <= 0:
@@ -437,9 +439,18 @@ def make_config(
     """
     if method not in METHODS:
         raise ValueError(f"method: {method!r} is not one of {', '.join(METHODS)}")
+    from .methods import hook
+
     values = copy.deepcopy(_profile_values(profile))
     size = int(values.get("data", {}).get("input_size", DataConfig.input_size))
     values.setdefault("model", {}).update(prototype_geometry(size).as_overrides())
+    method_values = hook(method, "profile_values")  # a registered method's own values (alpnet_init: 0 steps)
+    if method_values is not None:
+        for section, items in method_values(profile).items():
+            values[section] = dict(values.get(section, {}), **items)
+    groups = hook(method, "test_groups")
+    if test_group is None and groups is not None:
+        test_group = groups(int(setting))[0]  # e.g. alpnet_sup: one organ group per run in both settings
     data = dict(values.get("data", {}), dataset=str(dataset), setting=int(setting), fold=int(fold),
                 test_group=parse_group(test_group, int(setting)))
     cfg = ExperimentConfig(
@@ -451,7 +462,11 @@ def make_config(
         train=TrainConfig(**values.get("train", {})),
         eval=EvalConfig(**values.get("eval", {})),
     )
-    return apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
+    check = hook(method, "validate")  # a registered method's own rules (e.g. alpnet_init: 0 steps)
+    if check is not None:
+        check(cfg)
+    return cfg
 
 
 # ---------------------------------------------------------------------- overrides

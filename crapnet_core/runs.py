@@ -122,11 +122,16 @@ def fold_configs(
 
     ``groups`` (names such as ``kidneys``, comma lists such as ``"heart,lung"``, or organ
     tuples): the test groups; default: all organs (setting 1) or the paper's two groups
-    (setting 2: kidneys, liver_spleen).
+    (setting 2: kidneys, liver_spleen), or the method's own ``test_groups`` (e.g. alpnet_sup:
+    the two groups in both settings).
     """
     from .experiment import SETTING2_GROUPS
+    from .methods import hook
 
-    if groups is None or len(groups) == 0:
+    method_groups = hook(method, "test_groups")  # e.g. alpnet_sup: the two groups in both settings
+    if (groups is None or len(groups) == 0) and method_groups is not None:
+        groups = list(method_groups(int(setting)))
+    elif groups is None or len(groups) == 0:
         groups = [None] if setting == 1 else list(SETTING2_GROUPS)
     return [make_config(profile, dataset, setting, fold, method, overrides, test_group=g) for g in groups]
 

@@ -135,10 +135,20 @@ def build_model(cfg: ExperimentConfig):
     """The few-shot segmenter of ``cfg.model`` (seeded with ``train.seed`` for a reproducible init)."""
     import torch
 
+    from .methods import hook
     from .model import FewShotSegmenter
 
     torch.manual_seed(cfg.train.seed)
-    return FewShotSegmenter(cfg.model)
+    build = hook(cfg.model.method, "build_model")  # registered methods (crapnet_core/methods/)
+    return build(cfg.model) if build is not None else FewShotSegmenter(cfg.model)
+
+
+def loss_function(cfg: ExperimentConfig):
+    """The episode loss of ``cfg.model.method``: its module's ``episode_loss`` or Eq. 18-20."""
+    from .losses import episode_loss
+    from .methods import hook
+
+    return hook(cfg.model.method, "episode_loss") or episode_loss
 
 
 def compile_model(model):
@@ -155,10 +165,16 @@ def compile_model(model):
 
 
 def build_episodes(cfg: ExperimentConfig):
-    """``(EpisodeDataset, DatasetSpec, Fold, stats)`` for the run's dataset, fold and setting."""
+    """``(episodes, DatasetSpec, Fold, stats)`` for the run's dataset, fold and setting.
+
+    episodes: :class:`EpisodeDataset` (superpixels), the method's own ``build_episodes`` (e.g.
+    alpnet_sup's manual-label episodes) or None when ``train.steps`` is 0.
+    """
     from . import datasets as ds
     from .episodes import EpisodeDataset
     from .protocol import make_fold
+
+    from .methods import hook
 
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
     fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
@@ -166,6 +182,11 @@ def build_episodes(cfg: ExperimentConfig):
 
     check_group(spec, cfg.data.test_group, cfg.data.setting)  # the dataset must label every organ the run is about
     stats = ds.normalization_stats(spec, fold.train_ids)
+    if cfg.train.steps == 0:
+        return None, spec, fold, stats  # nothing to train on (e.g. alpnet_init)
+    custom = hook(cfg.model.method, "build_episodes")  # e.g. alpnet_sup: manual-label episodes
+    if custom is not None:
+        return custom(cfg, spec, fold, stats), spec, fold, stats
     dataset = EpisodeDataset(
         spec, fold, exclude_organs=cfg.data.exclude_organs, size=cfg.data.input_size,
         seed=cfg.train.seed, length=cfg.train.steps * cfg.train.batch_size, stats=stats,
@@ -456,6 +477,11 @@ def train(
     """
     from .inputs import check_experiment_inputs
 
+    from .methods import hook
+
+    check = hook(cfg.model.method, "validate")  # a registered method's own rules, before anything is written
+    if check is not None:
+        check(cfg)
     # Nothing is written to run_dir before the folder, the config and every scan the run
     # needs (training, test and support scans) are checked and the episodes are built: a
     # bad input found here leaves the folder as it was (the superpixel cache may be filled).
@@ -480,7 +506,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
         torch.backends.cudnn.allow_tf32 = True
     cfg.save(run_dir / "config.json")
 
-    from .losses import episode_loss
+    episode_loss = loss_function(cfg)
 
     dataset, spec, fold, stats = episodes
     from .datasets import intensity_profile
@@ -507,6 +533,8 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
         seed_everything(cfg.train.seed + 1)  # training-time randomness (dropout...), after the init
 
     total = cfg.train.steps
+    if total == 0:  # an untrained model (alpnet_init): its initial weights are the checkpoint
+        save_checkpoint(run_dir, cfg, 0, model, optimizer, scheduler, stats, 0.0)
     if start >= total:
         _mark_trained(run_dir, cfg, prev_seconds)
         return run_dir / "checkpoints" / "last.pt"
@@ -586,8 +614,13 @@ class _null:
 
 
 def _mark_trained(run_dir: Path, cfg: ExperimentConfig, seconds: float) -> None:
-    write_json(run_dir / "TRAINED", {"steps": cfg.train.steps, "config_hash": cfg.config_hash(),
-                                     "train_seconds": round(seconds, 2)})
+    from .methods import method_info
+
+    marker = {"steps": cfg.train.steps, "config_hash": cfg.config_hash(), "train_seconds": round(seconds, 2)}
+    info = method_info(cfg)
+    if info:
+        marker["method_info"] = info
+    write_json(run_dir / "TRAINED", marker)
 
 
 def train_seconds(run_dir: str | Path) -> float | None:
@@ -601,5 +634,5 @@ __all__ = [
     "TrainingDiverged", "CheckpointMismatch", "RunFolderError", "train", "load_model", "build_model",
     "build_episodes", "make_optimizer", "save_checkpoint", "read_checkpoint", "check_checkpoint",
     "latest_checkpoint", "inspect_run_dir", "prepare_run_dir", "is_trained", "clear_run", "read_metrics_csv", "resolve_device",
-    "train_seconds",
+    "train_seconds", "loss_function",
 ]
