@@ -27,8 +27,13 @@ from crapnet_core.stats import fold_spread, format_pm  # noqa: E402
 
 ORDER = [("chaos", 1, "crapnet"), ("chaos", 1, "alpnet"), ("chaos", 1, "panet"),
          ("chaos", 2, "crapnet"), ("chaos", 2, "alpnet"), ("chaos", 2, "panet"),
-         ("sabs", 1, "crapnet"), ("sabs", 1, "alpnet"), ("sabs", 2, "crapnet"), ("sabs", 2, "alpnet")]
-NAMES = {"crapnet": "CRAPNet", "alpnet": "SSL-ALPNet", "panet": "SSL-PANet"}
+         ("sabs", 1, "crapnet"), ("sabs", 1, "alpnet"), ("sabs", 1, "panet"),
+         ("sabs", 2, "crapnet"), ("sabs", 2, "alpnet"), ("sabs", 2, "panet"),
+         # issue 8 §4: the component decomposition (CHAOS setting 1)
+         ("chaos", 1, "alpnet-attention"), ("chaos", 1, "alpnet-carafe"), ("chaos", 1, "crapnet-aligned")]
+NAMES = {"crapnet": "CRAPNet", "alpnet": "SSL-ALPNet", "panet": "SSL-PANet",
+         "alpnet-attention": "SSL-ALPNet + attention", "alpnet-carafe": "SSL-ALPNet + CARAFE++ prototypes",
+         "crapnet-aligned": "CRAPNet, aligned CARAFE++ window"}
 DATASETS = {"chaos": "CHAOS MRI", "sabs": "Synapse CT"}
 
 
@@ -49,7 +54,7 @@ def table() -> str:
         keys = ("left_kidney", "right_kidney", "spleen", "liver", "mean")
         cells = [format_pm(d[k]["mean"], d[k]["std"]) if k in d else "–" for k in keys]
         hd, asd = fold_spread(s, "hd95")["mean"], fold_spread(s, "asd")["mean"]
-        paper = (s.get("paper_dice") or {}).get("Mean")
+        paper = None if "-" in method else (s.get("paper_dice") or {}).get("Mean")  # no paper row for variants
         wall = info.get("wall_seconds")
         lines.append(f"| {DATASETS[ds]} | {setting} | {NAMES[method]} | " + " | ".join(cells)
                      + f" | {_num(paper, '.2f')} | {format_pm(hd['mean'], hd['std'], 1.0, 1)}"
