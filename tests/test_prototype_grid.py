@@ -69,19 +69,20 @@ def test_profiles_follow_the_rule_and_input_size_overrides_move_the_grid():
 
 
 def test_explicit_values_outside_the_factor_are_refused_unless_free_geometry():
+    # at 96 px (the version-1 lite input), where sigma 4 gives the old 3 x 3 grid
     with pytest.raises(ValueError, match=r"model.carafe_factor=4 at data.input_size=96.*2.67 x.*free_geometry"):
-        make_config("lite", "chaos", 1, 0, "crapnet", ["model.carafe_factor=4"])
+        make_config("lite", "chaos", 1, 0, "crapnet", ["data.input_size=96", "model.carafe_factor=4"])
     with pytest.raises(ValueError, match="model.alpnet_pool_test=2"):
-        make_config("lite", "chaos", 1, 0, "alpnet", ["model.alpnet_pool_test=2"])
+        make_config("lite", "chaos", 1, 0, "alpnet", ["data.input_size=96", "model.alpnet_pool_test=2"])
     # an explicit value wins over the rule when it is within the factor (1 at 96 px: x0.67)
-    assert make_config("lite", "chaos", 1, 0, "crapnet", ["model.carafe_factor=1"]).model.carafe_factor == 1
+    assert make_config("lite", "chaos", 1, 0, "crapnet", ["data.input_size=96", "model.carafe_factor=1"]).model.carafe_factor == 1
     # only the grids the method uses are checked: panet has none, alpnet ignores sigma
-    assert make_config("lite", "chaos", 1, 0, "panet", ["model.carafe_factor=4"]).model.carafe_factor == 4
-    assert make_config("lite", "chaos", 1, 0, "alpnet", ["model.carafe_factor=4"]).model.carafe_factor == 4
+    assert make_config("lite", "chaos", 1, 0, "panet", ["data.input_size=96", "model.carafe_factor=4"]).model.carafe_factor == 4
+    assert make_config("lite", "chaos", 1, 0, "alpnet", ["data.input_size=96", "model.carafe_factor=4"]).model.carafe_factor == 4
     # the variant with CARAFE++ prototypes is checked on sigma
     with pytest.raises(ValueError, match="carafe_factor"):
-        make_config("lite", "chaos", 1, 0, "alpnet", ["model.prototypes=carafe", "model.carafe_factor=4"])
-    free = make_config("lite", "chaos", 1, 0, "crapnet", ["model.carafe_factor=4", "model.free_geometry=true"])
+        make_config("lite", "chaos", 1, 0, "alpnet", ["data.input_size=96", "model.prototypes=carafe", "model.carafe_factor=4"])
+    free = make_config("lite", "chaos", 1, 0, "crapnet", ["data.input_size=96", "model.carafe_factor=4", "model.free_geometry=true"])
     assert free.model.carafe_factor == 4
     # free_geometry does not change what is computed: not in the hash
     a = make_config("lite", "chaos", 1, 0, "crapnet")
