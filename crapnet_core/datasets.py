@@ -421,6 +421,24 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[f
 read_scan = read_nifti  # the name to use for "a scan in any supported format"
 
 
+
+def _sitk_read(sitk, path: Path):
+    """One SimpleITK image from a file or a DICOM series folder (DatasetError when ambiguous)."""
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        series = reader.GetGDCMSeriesIDs(str(path)) or ()
+        if not series:
+            raise DatasetError(f"{path}: no DICOM series in this folder (supported: {SCAN_FORMATS})")
+        if len(series) > 1:
+            raise DatasetError(
+                f"{path}: {len(series)} DICOM series in this folder ({', '.join(series[:4])}); "
+                f"give a folder holding one series"
+            )
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+        return reader.Execute()
+    return sitk.ReadImage(str(path))
+
+
 def _read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """NRRD / MetaImage file or DICOM series folder via SimpleITK, in nibabel's convention.
 
@@ -431,21 +449,11 @@ def _read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
 
     if not path.exists():
         raise DatasetError(f"{path}: file not found")
+    from .io import keep_locale
+
     try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(path)) or ()
-            if not series:
-                raise DatasetError(f"{path}: no DICOM series in this folder (supported: {SCAN_FORMATS})")
-            if len(series) > 1:
-                raise DatasetError(
-                    f"{path}: {len(series)} DICOM series in this folder ({', '.join(series[:4])}); "
-                    f"give a folder holding one series"
-                )
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
-            img = reader.Execute()
-        else:
-            img = sitk.ReadImage(str(path))
+        with keep_locale():
+            img = _sitk_read(sitk, path)
     except DatasetError:
         raise
     except Exception as err:  # noqa: BLE001 - any ITK read failure is "unreadable"

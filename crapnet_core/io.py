@@ -112,3 +112,23 @@ def save_torch(dest: str | os.PathLike, obj: Any) -> Path:
     with atomic_path(dest, suffix=".pt") as tmp:
         torch.save(obj, tmp)
     return Path(dest)
+
+
+@contextmanager
+def keep_locale():
+    """Restore the process locale afterwards.
+
+    GDCM (SimpleITK's DICOM library) can leave the locale set to "C", which turns Python's
+    default text encoding into ASCII for the rest of the process (then any later
+    ``read_text()`` of a UTF-8 file fails). Every SimpleITK read/write goes through this.
+    """
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        try:
+            locale.setlocale(locale.LC_ALL, saved)
+        except locale.Error:  # pragma: no cover - a composite locale string the C library refuses
+            pass

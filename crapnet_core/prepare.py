@@ -37,12 +37,10 @@ of interest; that step is not applied here (every slice is kept).
 
 from __future__ import annotations
 
-import locale
 import logging
 import os
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -82,19 +80,7 @@ class RawScan:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-@contextmanager
-def keep_locale():
-    """Restore the process locale afterwards: GDCM (SimpleITK's DICOM library) can leave it
-    set to "C", which would turn Python's default text encoding into ASCII for the rest of
-    the process."""
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
-        yield
-    finally:
-        try:
-            locale.setlocale(locale.LC_ALL, saved)
-        except locale.Error:  # pragma: no cover - a composite locale string the C library refuses
-            pass
+from .io import keep_locale  # noqa: E402  (GDCM can leave the process locale at "C")
 
 
 def _sitk():

@@ -43,3 +43,16 @@ def chaos_dir() -> Path:
 def sabs_dir() -> Path:
     """The Synapse/SABS CT folder (``$CRAPNET_DATA_ROOT/SABS``)."""
     return _need_real_data("SABS")
+
+
+@pytest.fixture(autouse=True)
+def _restore_locale():
+    """Tests that write DICOM with SimpleITK directly: GDCM may leave the process locale at "C"
+    (ASCII default encoding), which would break later tests' UTF-8 text reads. The library's
+    own SimpleITK calls restore it (crapnet_core.io.keep_locale); this does it for the tests."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    if locale.setlocale(locale.LC_ALL) != saved:
+        locale.setlocale(locale.LC_ALL, saved)
