@@ -193,11 +193,39 @@ def per_scan_frame(metrics: Mapping[str, Any]):
     return pd.DataFrame(rows)
 
 
-def load_summaries(results_dir: str | os.PathLike, profile: str | None = None) -> list[dict[str, Any]]:
+def summary_variant(summary: Mapping[str, Any]) -> str | None:
+    """The model variant of a summary (``ModelConfig.variant_name``: ``crapnet``, ``alpnet-att``...).
+
+    From its ``variant`` field, else from the ``model.*`` entries of its ``overrides`` (summaries
+    written before the field existed); None when neither says.
+    """
+    if summary.get("variant"):
+        return str(summary["variant"])
+    method = summary.get("method")
+    if not method:
+        return None
+    from .config import ModelConfig
+
+    fields = {}
+    for item in summary.get("overrides") or ():
+        key, _, value = str(item).partition("=")
+        if key.startswith("model.") and key[6:] in ("attention", "prototypes", "carafe_window"):
+            fields[key[6:]] = value.strip()
+    try:
+        return ModelConfig(method=method, **fields).variant_name()
+    except (TypeError, ValueError):
+        return None
+
+
+def load_summaries(results_dir: str | os.PathLike, profile: str | None = None,
+                   variants: bool = False) -> list[dict[str, Any]]:
     """Cross-validation summaries committed under ``results_dir`` (``*/summary.json``).
 
-    Each summary is returned as read, with ``_path`` added; ``profile`` keeps only those
-    whose folder name ends in ``_<profile>`` or whose ``profile`` field equals it.
+    Each summary is returned as read, with ``_path`` and ``variant`` (:func:`summary_variant`)
+    added; ``profile`` keeps only those whose folder name ends in ``_<profile>`` or whose
+    ``profile`` field equals it. Component variants (the decomposition rows, e.g. SSL-ALPNet +
+    attention) are left out unless ``variants``: the Tables 1-2 analogues and the findings
+    compare the methods as published, one row per method.
     """
     out = []
     root = Path(results_dir)
@@ -209,6 +237,9 @@ def load_summaries(results_dir: str | os.PathLike, profile: str | None = None) -
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: not a readable summary ({err})") from None
         if profile and not (path.parent.name.endswith(f"_{profile}") or data.get("profile") == profile):
+            continue
+        data["variant"] = summary_variant(data)
+        if not variants and data["variant"] not in (None, data.get("method")):
             continue
         data["_path"] = str(path)
         info = path.parent / "run_info.json"  # written next to the summary: command, machine, wall time

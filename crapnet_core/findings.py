@@ -87,7 +87,9 @@ def findings_md(results_dir: str | os.PathLike, results_link: str | None, figure
             "",
             *sentences,
             "",
-            f"CRAPNet has the highest mean Dice in {wins} of {cells} dataset–setting combinations."
+            f"CRAPNet has the highest mean Dice in {wins} of {cells} dataset–setting combinations; which of "
+            "these differences the paired per-scan tests resolve, and why, is on "
+            "[the equal-budget study](equal_budget.md) page."
             + (f" Every number of ours is {min(gaps):.0f}–{max(gaps):.0f} Dice points below the paper's: these "
                "runs start from random weights on a CPU with a small encoder and a small fraction of the paper's "
                "training steps (see [Limitations](limitations.md)), so they compare the methods under one equal "

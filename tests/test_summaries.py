@@ -1,0 +1,36 @@
+"""Committed summaries: the decomposition variants never enter the Tables 1-2 analogues or the findings."""
+
+from __future__ import annotations
+
+import json
+
+from crapnet_core import figures, findings
+
+
+def _write(root, name, method, overrides=(), variant=None, mean=0.5):
+    folder = root / name
+    folder.mkdir(parents=True)
+    dice = {"left_kidney": mean, "right_kidney": mean, "spleen": mean, "liver": mean, "mean": mean}
+    s = {"dataset": "chaos", "setting": 1, "method": method, "profile": "lite", "folds": [0, 1],
+         "overrides": list(overrides), "mean": {"dice": dice, "dice_std_over_folds": {"mean": 0.1}},
+         "per_fold": {"0": {"dice": dice}, "1": {"dice": dice}}}
+    if variant:
+        s["variant"] = variant
+    (folder / "summary.json").write_text(json.dumps(s))
+
+
+def test_variants_are_recognised_and_left_out_by_default(tmp_path):
+    _write(tmp_path, "chaos_setting1_alpnet_lite", "alpnet", mean=0.45)
+    _write(tmp_path, "chaos_setting1_alpnet-attention_lite", "alpnet", ["train.threads=1", "model.attention=on"], mean=0.39)
+    _write(tmp_path, "chaos_setting1_alpnet-carafe_lite", "alpnet", ["model.prototypes=carafe"], mean=0.49)
+    _write(tmp_path, "chaos_setting1_crapnet-aligned_lite", "crapnet", variant="crapnet-aligned", mean=0.43)
+    _write(tmp_path, "chaos_setting1_crapnet_lite", "crapnet", mean=0.44)
+    main = figures.load_summaries(tmp_path, profile="lite")
+    assert sorted(s["variant"] for s in main) == ["alpnet", "crapnet"]
+    every = figures.load_summaries(tmp_path, profile="lite", variants=True)
+    assert sorted(s["variant"] for s in every) == ["alpnet", "alpnet-att", "alpnet-carafe", "crapnet", "crapnet-aligned"]
+    text = findings.findings_md(tmp_path, "results.md")
+    # one number per method, std over the (equal) folds (the variants' 39.0 / 49.0 / 43.0 never appear), best first
+    assert "SSL-ALPNet [45.0 ± 0.0](results.md) (paper 78.84); CRAPNet [44.0 ± 0.0](results.md)" in text
+    for value in ("39.0", "49.0", "43.0"):
+        assert value not in text
