@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import CycleResemblance, CycleResemblanceBlock
+from .model import eval_mode
 
 VARIANTS = ("full", "bypass", "literal")
 
@@ -272,24 +273,16 @@ class AttentionVariant(nn.Module):
         :meth:`~crapnet_core.model.FewShotSegmenter.predict_logits`), for this variant."""
         if self.variant == "full":
             return self.model.predict_logits(support_image, support_mask, query_image, size=size)
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = self(support_image, support_mask, query_image)
             size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
             return F.interpolate(out.scores.float(), size=size, mode="bilinear", align_corners=False)
-        finally:
-            self.train(was)
 
     @torch.no_grad()
     def predict(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor):
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = self(support_image, support_mask, query_image)
             return torch.softmax(out.logits.float(), dim=1)[:, 1]
-        finally:
-            self.train(was)
 
 
 # ---------------------------------------------------------------------- episodes of a run

@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +68,33 @@ def fg_bg(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (mask == 1).float(), (mask == 0).float()
 
 
+
+def check_episode(support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor, who: str) -> None:
+    """The input checks of every segmenter's forward: images (B, 3, H, W) with H, W multiples of 8,
+    support mask (Bs, H, W), support batch 1 or the query batch (ValueError naming the argument)."""
+    _check_images("support_image", support_image)
+    _check_images("query_image", query_image)
+    bs, b = support_image.shape[0], query_image.shape[0]
+    if support_mask.shape != (bs, *support_image.shape[-2:]):
+        raise ValueError(
+            f"{who}: support_mask has shape {tuple(support_mask.shape)}, expected "
+            f"{(bs, *support_image.shape[-2:])} (B, H, W) matching support_image"
+        )
+    if bs not in (1, b):
+        raise ValueError(f"{who}: support batch {bs} must be 1 or equal the query batch {b}")
+
+
+@contextmanager
+def eval_mode(module: nn.Module):
+    """``module`` in eval mode for the block, its previous train/eval mode restored afterwards
+    (the test-time calls of every segmenter: ``predict``, ``predict_logits``)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
 class FewShotSegmenter(nn.Module):
     """1-way 1-shot segmenter for ``cfg.method`` in {crapnet, alpnet, panet}.
 
@@ -112,16 +141,8 @@ class FewShotSegmenter(nn.Module):
     def forward(
         self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor
     ) -> SegmenterOutput:
-        _check_images("support_image", support_image)
-        _check_images("query_image", query_image)
+        check_episode(support_image, support_mask, query_image, "FewShotSegmenter")
         bs, b = support_image.shape[0], query_image.shape[0]
-        if support_mask.shape != (bs, *support_image.shape[-2:]):
-            raise ValueError(
-                f"FewShotSegmenter: support_mask has shape {tuple(support_mask.shape)}, expected "
-                f"{(bs, *support_image.shape[-2:])} (B, H, W) matching support_image"
-            )
-        if bs not in (1, b):
-            raise ValueError(f"FewShotSegmenter: support batch {bs} must be 1 or equal the query batch {b}")
         x_s, x_q = self.encode(support_image, query_image)
         if bs != b:
             x_s = x_s.expand(b, *x_s.shape[1:])
@@ -147,25 +168,17 @@ class FewShotSegmenter(nn.Module):
         input size) in one bilinear step and take the argmax over the 2 channels (ties go to
         background). Support batch 1 broadcasts to the query batch.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = self(support_image, support_mask, query_image)
             size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
             return F.interpolate(out.scores.float(), size=size, mode="bilinear", align_corners=False)
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def predict(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor) -> torch.Tensor:
         """Foreground probability (B, H, W) in eval mode without gradients (support batch 1 broadcasts)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = self(support_image, support_mask, query_image)
             return torch.softmax(out.logits.float(), dim=1)[:, 1]
-        finally:
-            self.train(was_training)
 
     def attention_parameters(self) -> list[nn.Parameter]:
         """Parameters of the attention blocks (empty for the baselines)."""

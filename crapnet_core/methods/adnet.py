@@ -34,7 +34,7 @@ from crapnet_core.encoders import build_encoder
 from crapnet_core.methods.common import (
     EPS, broadcast_support, check_episode, encode_pair, probability_logits, upsample,
 )
-from crapnet_core.model import SegmenterOutput, fg_bg
+from crapnet_core.model import SegmenterOutput, eval_mode, fg_bg
 from crapnet_core.prototypes import masked_average
 
 #: initial threshold T of the reference (``self.t = Parameter(torch.Tensor([-10.0]))``)
@@ -101,26 +101,18 @@ class AnomalySegmenter(nn.Module):
         """log([1 - p, p]) (B, 2, *size) in eval mode, p = the foreground probability upsampled
         bilinearly from the feature grid to ``size`` (default: the input size); the argmax is
         ADNet's test rule (p > 0.5 on the upsampled probability)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = self(support_image, support_mask, query_image)
             size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
             prob = torch.softmax(out.scores.float(), dim=1)[:, 1:]
             return probability_logits(upsample(prob, size)[:, 0])
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def predict(self, support_image, support_mask, query_image) -> torch.Tensor:
         """Foreground probability (B, H, W) in eval mode without gradients."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = self(support_image, support_mask, query_image)
             return torch.softmax(out.logits.float(), dim=1)[:, 1]
-        finally:
-            self.train(was_training)
 
 
 def build_model(cfg: ModelConfig) -> AnomalySegmenter:

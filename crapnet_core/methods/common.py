@@ -5,25 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from crapnet_core.model import _check_images
+from crapnet_core.model import check_episode  # noqa: F401  (re-exported: the one input check)
 
 #: probabilities are clamped to [EPS, 1 - EPS] before the log (as ADNet / Q-Net's NLL on log-probabilities)
 EPS = float(torch.finfo(torch.float32).eps)
-
-
-def check_episode(support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor, who: str) -> None:
-    """The checks of :meth:`FewShotSegmenter.forward`: images (B, 3, H, W) with H, W multiples of 8,
-    support mask (Bs, H, W), support batch 1 or the query batch (ValueError naming the argument)."""
-    _check_images("support_image", support_image)
-    _check_images("query_image", query_image)
-    bs, b = support_image.shape[0], query_image.shape[0]
-    if support_mask.shape != (bs, *support_image.shape[-2:]):
-        raise ValueError(
-            f"{who}: support_mask has shape {tuple(support_mask.shape)}, expected "
-            f"{(bs, *support_image.shape[-2:])} (B, H, W) matching support_image"
-        )
-    if bs not in (1, b):
-        raise ValueError(f"{who}: support batch {bs} must be 1 or equal the query batch {b}")
 
 
 def encode_pair(encoder, support_image: torch.Tensor, query_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,7 +47,7 @@ from torch import nn
 from crapnet_core.config import ModelConfig
 from crapnet_core.encoders import build_encoder
 from crapnet_core.methods.common import broadcast_support, check_episode, encode_pair, upsample
-from crapnet_core.model import SegmenterOutput, fg_bg
+from crapnet_core.model import SegmenterOutput, eval_mode, fg_bg
 from crapnet_core.prototypes import masked_average, pool_mask
 
 CORRELATION_RADIUS = 5
@@ -156,25 +156,17 @@ class RecurrentPrototypeSegmenter(nn.Module):
     def predict_logits(self, support_image, support_mask, query_image, size=None) -> torch.Tensor:
         """Class scores (B, 2, *size) of the last iteration upsampled bilinearly to ``size``
         (default: the input size), eval mode; argmax = the prediction (as the reference)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = self(support_image, support_mask, query_image)
             size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
             return upsample(out.scores.float(), size)
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def predict(self, support_image, support_mask, query_image) -> torch.Tensor:
         """Foreground probability (B, H, W) in eval mode without gradients."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = self(support_image, support_mask, query_image)
             return torch.softmax(out.logits.float(), dim=1)[:, 1]
-        finally:
-            self.train(was_training)
 
 
 def build_model(cfg: ModelConfig) -> RecurrentPrototypeSegmenter:
