@@ -23,26 +23,26 @@ QUEUE=$(cat <<Q
 chaos_setting1_crapnet_lite|$CV --dataset chaos --setting 1 --method crapnet --out RUNS/chaos_setting1_crapnet_lite
 chaos_setting1_alpnet_lite|$CV --dataset chaos --setting 1 --method alpnet --out RUNS/chaos_setting1_alpnet_lite
 chaos_setting1_panet_lite|$CV --dataset chaos --setting 1 --method panet --out RUNS/chaos_setting1_panet_lite
-chaos_setting1_alpnet-attention_lite|$CV --dataset chaos --setting 1 --method alpnet --set model.attention=on --out RUNS/chaos_setting1_alpnet-attention_lite
-chaos_setting1_alpnet-carafe_lite|$CV --dataset chaos --setting 1 --method alpnet --set model.prototypes=carafe --out RUNS/chaos_setting1_alpnet-carafe_lite
-chaos_setting1_crapnet-aligned_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.carafe_window=aligned --out RUNS/chaos_setting1_crapnet-aligned_lite
 sabs_setting1_crapnet_lite|$CV --dataset sabs --setting 1 --method crapnet --out RUNS/sabs_setting1_crapnet_lite
 sabs_setting1_alpnet_lite|$CV --dataset sabs --setting 1 --method alpnet --out RUNS/sabs_setting1_alpnet_lite
 sabs_setting1_panet_lite|$CV --dataset sabs --setting 1 --method panet --out RUNS/sabs_setting1_panet_lite
-budget_chaos_setting1_f0_crapnet|BUDGET crapnet
-budget_chaos_setting1_f0_alpnet|BUDGET alpnet
 chaos_setting2_crapnet_lite|$CV --dataset chaos --setting 2 --method crapnet --out RUNS/chaos_setting2_crapnet_lite
 chaos_setting2_alpnet_lite|$CV --dataset chaos --setting 2 --method alpnet --out RUNS/chaos_setting2_alpnet_lite
 chaos_setting2_panet_lite|$CV --dataset chaos --setting 2 --method panet --out RUNS/chaos_setting2_panet_lite
-chaos_setting1_crapnet_lite_seeds|$CV --dataset chaos --setting 1 --method crapnet --seeds 0,1,2 --out RUNS/chaos_setting1_crapnet_lite
-chaos_setting1_alpnet_lite_seeds|$CV --dataset chaos --setting 1 --method alpnet --seeds 0,1,2 --out RUNS/chaos_setting1_alpnet_lite
-chaos_setting1_panet_lite_seeds|$CV --dataset chaos --setting 1 --method panet --seeds 0,1,2 --out RUNS/chaos_setting1_panet_lite
 sabs_setting2_crapnet_lite|$CV --dataset sabs --setting 2 --method crapnet --out RUNS/sabs_setting2_crapnet_lite
 sabs_setting2_alpnet_lite|$CV --dataset sabs --setting 2 --method alpnet --out RUNS/sabs_setting2_alpnet_lite
 sabs_setting2_panet_lite|$CV --dataset sabs --setting 2 --method panet --out RUNS/sabs_setting2_panet_lite
+budget_chaos_setting1_f0_crapnet|BUDGET crapnet
+budget_chaos_setting1_f0_alpnet|BUDGET alpnet
+chaos_setting1_crapnet_lite_seeds|$CV --dataset chaos --setting 1 --method crapnet --seeds 0,1,2 --out RUNS/chaos_setting1_crapnet_lite
+chaos_setting1_alpnet_lite_seeds|$CV --dataset chaos --setting 1 --method alpnet --seeds 0,1,2 --out RUNS/chaos_setting1_alpnet_lite
+chaos_setting1_panet_lite_seeds|$CV --dataset chaos --setting 1 --method panet --seeds 0,1,2 --out RUNS/chaos_setting1_panet_lite
 sabs_setting1_crapnet_lite_seeds|$CV --dataset sabs --setting 1 --method crapnet --seeds 0,1,2 --out RUNS/sabs_setting1_crapnet_lite
 sabs_setting1_alpnet_lite_seeds|$CV --dataset sabs --setting 1 --method alpnet --seeds 0,1,2 --out RUNS/sabs_setting1_alpnet_lite
 sabs_setting1_panet_lite_seeds|$CV --dataset sabs --setting 1 --method panet --seeds 0,1,2 --out RUNS/sabs_setting1_panet_lite
+chaos_setting1_alpnet-attention_lite|$CV --dataset chaos --setting 1 --method alpnet --set model.attention=on --out RUNS/chaos_setting1_alpnet-attention_lite
+chaos_setting1_alpnet-carafe_lite|$CV --dataset chaos --setting 1 --method alpnet --set model.prototypes=carafe --out RUNS/chaos_setting1_alpnet-carafe_lite
+chaos_setting1_crapnet-aligned_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.carafe_window=aligned --out RUNS/chaos_setting1_crapnet-aligned_lite
 Q
 )
 
@@ -51,7 +51,7 @@ budget() {  # budget curve (§5): one 10,000-step training of fold 0, checkpoint
   $PY -m crapnet_core.cli train --dataset chaos --setting 1 --fold 0 --method "$method" --profile lite \
       --steps 10000 --set train.threads=1 --set train.checkpoint_every=1000 --set train.keep_checkpoints=10 \
       --no-progress --out "$run" $( [ -f "$run/config.json" ] && echo --resume ) &&
-  $PY -m crapnet_core.cli evaluate "$run" --checkpoints 1000,3000,10000 --no-progress
+  $PY -m crapnet_core.cli evaluate "$run" --checkpoints 1000,3000,5000,10000 --no-progress
 }
 
 record() {  # name command start_iso wall
