@@ -1,5 +1,6 @@
 #!/bin/bash
-# Issue 8 §7 (and §4, §5): the equal-budget study under the corrected `lite` profile (config version 2),
+# Issue 8 §7 (and §4, §5): the equal-budget study, then issue 10 (Tables 3-4 ablations over 5 folds,
+# the paper's other rows and the later methods) under the corrected `lite` profile (config version 2),
 # as a queue that N workers (default 2, one torch thread each) drain in order. Resumable: cross-validate
 # skips finished runs and resumes an interrupted one from its last checkpoint, so rerunning this script
 # after a stop continues where it was. Each finished summary is copied to results/<name>/ with
@@ -43,6 +44,32 @@ sabs_setting1_panet_lite_seeds|$CV --dataset sabs --setting 1 --method panet --s
 chaos_setting1_alpnet-attention_lite|$CV --dataset chaos --setting 1 --method alpnet --set model.attention=on --out RUNS/chaos_setting1_alpnet-attention_lite
 chaos_setting1_alpnet-carafe_lite|$CV --dataset chaos --setting 1 --method alpnet --set model.prototypes=carafe --out RUNS/chaos_setting1_alpnet-carafe_lite
 chaos_setting1_crapnet-aligned_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.carafe_window=aligned --out RUNS/chaos_setting1_crapnet-aligned_lite
+chaos_setting1_crapnet-blocks1_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.n_blocks=1 --out RUNS/chaos_setting1_crapnet-blocks1_lite
+chaos_setting1_crapnet-blocks7_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.n_blocks=7 --out RUNS/chaos_setting1_crapnet-blocks7_lite
+chaos_setting1_crapnet-blocks9_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.n_blocks=9 --out RUNS/chaos_setting1_crapnet-blocks9_lite
+chaos_setting1_crapnet-blocks12_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.n_blocks=12 --out RUNS/chaos_setting1_crapnet-blocks12_lite
+chaos_setting1_crapnet-blocks15_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.n_blocks=15 --out RUNS/chaos_setting1_crapnet-blocks15_lite
+chaos_setting1_crapnet-onebranch_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.branches=1 --out RUNS/chaos_setting1_crapnet-onebranch_lite
+chaos_setting1_alpnet_init_lite|$CV --dataset chaos --setting 1 --method alpnet_init --out RUNS/chaos_setting1_alpnet_init_lite
+chaos_setting2_alpnet_init_lite|$CV --dataset chaos --setting 2 --method alpnet_init --out RUNS/chaos_setting2_alpnet_init_lite
+sabs_setting1_alpnet_init_lite|$CV --dataset sabs --setting 1 --method alpnet_init --out RUNS/sabs_setting1_alpnet_init_lite
+sabs_setting2_alpnet_init_lite|$CV --dataset sabs --setting 2 --method alpnet_init --out RUNS/sabs_setting2_alpnet_init_lite
+chaos_setting1_adnet_lite|$CV --dataset chaos --setting 1 --method adnet --out RUNS/chaos_setting1_adnet_lite
+chaos_setting2_adnet_lite|$CV --dataset chaos --setting 2 --method adnet --out RUNS/chaos_setting2_adnet_lite
+sabs_setting1_adnet_lite|$CV --dataset sabs --setting 1 --method adnet --out RUNS/sabs_setting1_adnet_lite
+sabs_setting2_adnet_lite|$CV --dataset sabs --setting 2 --method adnet --out RUNS/sabs_setting2_adnet_lite
+chaos_setting1_qnet_lite|$CV --dataset chaos --setting 1 --method qnet --out RUNS/chaos_setting1_qnet_lite
+chaos_setting2_qnet_lite|$CV --dataset chaos --setting 2 --method qnet --out RUNS/chaos_setting2_qnet_lite
+sabs_setting1_qnet_lite|$CV --dataset sabs --setting 1 --method qnet --out RUNS/sabs_setting1_qnet_lite
+sabs_setting2_qnet_lite|$CV --dataset sabs --setting 2 --method qnet --out RUNS/sabs_setting2_qnet_lite
+chaos_setting1_alpnet_sup_lite|$CV --dataset chaos --setting 1 --method alpnet_sup --out RUNS/chaos_setting1_alpnet_sup_lite
+chaos_setting2_alpnet_sup_lite|$CV --dataset chaos --setting 2 --method alpnet_sup --out RUNS/chaos_setting2_alpnet_sup_lite
+sabs_setting1_alpnet_sup_lite|$CV --dataset sabs --setting 1 --method alpnet_sup --out RUNS/sabs_setting1_alpnet_sup_lite
+sabs_setting2_alpnet_sup_lite|$CV --dataset sabs --setting 2 --method alpnet_sup --out RUNS/sabs_setting2_alpnet_sup_lite
+chaos_setting1_rpnet_lite|$CV --dataset chaos --setting 1 --method rpnet --out RUNS/chaos_setting1_rpnet_lite
+chaos_setting2_rpnet_lite|$CV --dataset chaos --setting 2 --method rpnet --out RUNS/chaos_setting2_rpnet_lite
+sabs_setting1_rpnet_lite|$CV --dataset sabs --setting 1 --method rpnet --out RUNS/sabs_setting1_rpnet_lite
+sabs_setting2_rpnet_lite|$CV --dataset sabs --setting 2 --method rpnet --out RUNS/sabs_setting2_rpnet_lite
 Q
 )
 
