@@ -3,8 +3,11 @@
 # the paper's other rows and the later methods) under the corrected `lite` profile (config version 2),
 # as a queue that N workers (default 2, one torch thread each) drain in order. Resumable: cross-validate
 # skips finished runs and resumes an interrupted one from its last checkpoint, so rerunning this script
-# after a stop continues where it was. Each finished summary is copied to results/<name>/ with
-# run_info.json (command, start, wall, machine, commit).
+# after a stop continues where it was. Each training seed of a table is its own entry (name@seed<k>;
+# no suffix = seed 0, the profile's default): its summary is copied to results/<name>/seed<k>/ with
+# run_info.json (command, start, wall, machine, commit), and results/<name>/summary.* become the
+# aggregate over the seeds present (results/aggregate_seeds.py), so every finished entry can be
+# committed and a stop loses at most the entries in progress.
 #   results/run_study.sh                  # the whole queue, 2 workers
 #   WORKERS=1 ONLY="chaos_setting1_crapnet_lite" results/run_study.sh
 # Run it from a checkout whose code does not change meanwhile (e.g. a git worktree at a fixed commit);
@@ -27,6 +30,18 @@ chaos_setting1_panet_lite|$CV --dataset chaos --setting 1 --method panet --out R
 sabs_setting1_crapnet_lite|$CV --dataset sabs --setting 1 --method crapnet --out RUNS/sabs_setting1_crapnet_lite
 sabs_setting1_alpnet_lite|$CV --dataset sabs --setting 1 --method alpnet --out RUNS/sabs_setting1_alpnet_lite
 sabs_setting1_panet_lite|$CV --dataset sabs --setting 1 --method panet --out RUNS/sabs_setting1_panet_lite
+chaos_setting1_crapnet_lite@seed1|$CV --dataset chaos --setting 1 --method crapnet --seed 1 --out RUNS/chaos_setting1_crapnet_lite@seed1
+chaos_setting1_alpnet_lite@seed1|$CV --dataset chaos --setting 1 --method alpnet --seed 1 --out RUNS/chaos_setting1_alpnet_lite@seed1
+chaos_setting1_panet_lite@seed1|$CV --dataset chaos --setting 1 --method panet --seed 1 --out RUNS/chaos_setting1_panet_lite@seed1
+chaos_setting1_crapnet_lite@seed2|$CV --dataset chaos --setting 1 --method crapnet --seed 2 --out RUNS/chaos_setting1_crapnet_lite@seed2
+chaos_setting1_alpnet_lite@seed2|$CV --dataset chaos --setting 1 --method alpnet --seed 2 --out RUNS/chaos_setting1_alpnet_lite@seed2
+chaos_setting1_panet_lite@seed2|$CV --dataset chaos --setting 1 --method panet --seed 2 --out RUNS/chaos_setting1_panet_lite@seed2
+sabs_setting1_crapnet_lite@seed1|$CV --dataset sabs --setting 1 --method crapnet --seed 1 --out RUNS/sabs_setting1_crapnet_lite@seed1
+sabs_setting1_alpnet_lite@seed1|$CV --dataset sabs --setting 1 --method alpnet --seed 1 --out RUNS/sabs_setting1_alpnet_lite@seed1
+sabs_setting1_panet_lite@seed1|$CV --dataset sabs --setting 1 --method panet --seed 1 --out RUNS/sabs_setting1_panet_lite@seed1
+sabs_setting1_crapnet_lite@seed2|$CV --dataset sabs --setting 1 --method crapnet --seed 2 --out RUNS/sabs_setting1_crapnet_lite@seed2
+sabs_setting1_alpnet_lite@seed2|$CV --dataset sabs --setting 1 --method alpnet --seed 2 --out RUNS/sabs_setting1_alpnet_lite@seed2
+sabs_setting1_panet_lite@seed2|$CV --dataset sabs --setting 1 --method panet --seed 2 --out RUNS/sabs_setting1_panet_lite@seed2
 chaos_setting2_crapnet_lite|$CV --dataset chaos --setting 2 --method crapnet --out RUNS/chaos_setting2_crapnet_lite
 chaos_setting2_alpnet_lite|$CV --dataset chaos --setting 2 --method alpnet --out RUNS/chaos_setting2_alpnet_lite
 chaos_setting2_panet_lite|$CV --dataset chaos --setting 2 --method panet --out RUNS/chaos_setting2_panet_lite
@@ -35,12 +50,6 @@ sabs_setting2_alpnet_lite|$CV --dataset sabs --setting 2 --method alpnet --out R
 sabs_setting2_panet_lite|$CV --dataset sabs --setting 2 --method panet --out RUNS/sabs_setting2_panet_lite
 budget_chaos_setting1_f0_crapnet|BUDGET crapnet
 budget_chaos_setting1_f0_alpnet|BUDGET alpnet
-chaos_setting1_crapnet_lite_seeds|$CV --dataset chaos --setting 1 --method crapnet --seeds 0,1,2 --out RUNS/chaos_setting1_crapnet_lite
-chaos_setting1_alpnet_lite_seeds|$CV --dataset chaos --setting 1 --method alpnet --seeds 0,1,2 --out RUNS/chaos_setting1_alpnet_lite
-chaos_setting1_panet_lite_seeds|$CV --dataset chaos --setting 1 --method panet --seeds 0,1,2 --out RUNS/chaos_setting1_panet_lite
-sabs_setting1_crapnet_lite_seeds|$CV --dataset sabs --setting 1 --method crapnet --seeds 0,1,2 --out RUNS/sabs_setting1_crapnet_lite
-sabs_setting1_alpnet_lite_seeds|$CV --dataset sabs --setting 1 --method alpnet --seeds 0,1,2 --out RUNS/sabs_setting1_alpnet_lite
-sabs_setting1_panet_lite_seeds|$CV --dataset sabs --setting 1 --method panet --seeds 0,1,2 --out RUNS/sabs_setting1_panet_lite
 chaos_setting1_alpnet-attention_lite|$CV --dataset chaos --setting 1 --method alpnet --set model.attention=on --out RUNS/chaos_setting1_alpnet-attention_lite
 chaos_setting1_alpnet-carafe_lite|$CV --dataset chaos --setting 1 --method alpnet --set model.prototypes=carafe --out RUNS/chaos_setting1_alpnet-carafe_lite
 chaos_setting1_crapnet-aligned_lite|$CV --dataset chaos --setting 1 --method crapnet --set model.carafe_window=aligned --out RUNS/chaos_setting1_crapnet-aligned_lite
@@ -81,16 +90,16 @@ budget() {  # budget curve (§5): one 10,000-step training of fold 0, checkpoint
   $PY -m crapnet_core.cli evaluate "$run" --checkpoints 1000,3000,5000,10000 --no-progress
 }
 
-record() {  # name command start_iso wall
-  local name=$1 cmd=$2 start=$3 wall=$4 src
-  if [[ $name == budget_* ]]; then src=$RUNS/$name; files="budget.json budget.md"
-  else src=$RUNS/${name%_seeds}; files="summary.json summary.md"; fi
-  local dest=$RESULTS/${name%_seeds}
+record() {  # name command start_iso wall: copy the summary to RESULTS/<table>/seed<k>/ and re-aggregate
+  local name=$1 cmd=$2 start=$3 wall=$4 src=$RUNS/$1 dest files
+  if [[ $name == budget_* ]]; then dest=$RESULTS/$name; files="budget.json budget.md"
+  else
+    local table=${name%@seed*} seed=0
+    [[ $name == *@seed* ]] && seed=${name##*@seed}
+    dest=$RESULTS/$table/seed$seed; files="summary.json summary.md"
+  fi
   mkdir -p "$dest"
   for f in $files; do [ -f "$src/$f" ] && cp "$src/$f" "$dest/$f.tmp" && mv "$dest/$f.tmp" "$dest/$f"; done
-  if [[ $name == *_seeds ]]; then
-    for d in "$src"/seed*; do [ -f "$d/summary.json" ] && mkdir -p "$dest/$(basename $d)" && cp "$d"/summary.* "$dest/$(basename $d)/"; done
-  fi
   $PY - "$dest" "$cmd" "$start" "$wall" <<'PY'
 import json, os, platform, subprocess, sys
 import torch
@@ -104,6 +113,7 @@ info = {"command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data " +
 path = os.path.join(dest, "run_info.json")
 json.dump(info, open(path + ".tmp", "w"), indent=2); os.replace(path + ".tmp", path)
 PY
+  [[ $name == budget_* ]] || $PY results/aggregate_seeds.py "$(dirname "$dest")"
 }
 
 worker() {
