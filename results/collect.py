@@ -30,11 +30,24 @@ ORDER = [("chaos", 1, "crapnet"), ("chaos", 1, "alpnet"), ("chaos", 1, "panet"),
          ("sabs", 1, "crapnet"), ("sabs", 1, "alpnet"), ("sabs", 1, "panet"),
          ("sabs", 2, "crapnet"), ("sabs", 2, "alpnet"), ("sabs", 2, "panet"),
          # issue 8 §4: the component decomposition (CHAOS setting 1)
-         ("chaos", 1, "alpnet-attention"), ("chaos", 1, "alpnet-carafe"), ("chaos", 1, "crapnet-aligned")]
+         ("chaos", 1, "alpnet-attention"), ("chaos", 1, "alpnet-carafe"), ("chaos", 1, "crapnet-aligned"),
+         # issue 10: Tables 3-4 over 5 folds (CHAOS setting 1), then the paper's other rows and later methods
+         *[("chaos", 1, f"crapnet-blocks{n}") for n in (1, 7, 9, 12, 15)], ("chaos", 1, "crapnet-onebranch"),
+         *[(ds, st, m) for m in ("alpnet_init", "alpnet_sup", "rpnet", "adnet", "qnet")
+           for ds in ("chaos", "sabs") for st in (1, 2)]]
 NAMES = {"crapnet": "CRAPNet", "alpnet": "SSL-ALPNet", "panet": "SSL-PANet",
          "alpnet-attention": "SSL-ALPNet + attention", "alpnet-carafe": "SSL-ALPNet + CARAFE++ prototypes",
-         "crapnet-aligned": "CRAPNet, aligned CARAFE++ window"}
+         "crapnet-aligned": "CRAPNet, aligned CARAFE++ window",
+         **{f"crapnet-blocks{n}": f"CRAPNet, {n} block{'s' * (n > 1)}" for n in (1, 7, 9, 12, 15)},
+         "crapnet-onebranch": "CRAPNet, one branch", "alpnet_init": "ALPNet-init", "alpnet_sup": "ALPNet (supervised)",
+         "rpnet": "SSL-RPNet", "adnet": "ADNet", "qnet": "Q-Net"}
 DATASETS = {"chaos": "CHAOS MRI", "sabs": "Synapse CT"}
+
+
+def run_infos(folder: Path) -> list[dict]:
+    """The run_info.json of a table folder: one per seed (``seed<k>/``), or the folder's own (older layout)."""
+    paths = sorted(folder.glob("seed*/run_info.json")) or [p for p in [folder / "run_info.json"] if p.is_file()]
+    return [json.loads(p.read_text()) for p in paths]
 
 
 def _num(value, fmt: str = ".1f") -> str:
@@ -42,23 +55,24 @@ def _num(value, fmt: str = ".1f") -> str:
 
 
 def table() -> str:
-    lines = ["| dataset | setting | method | LK | RK | Spleen | Liver | Mean | paper Mean | HD95 mm | ASD mm | folds | wall |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | setting | method | LK | RK | Spleen | Liver | Mean | paper Mean | HD95 mm | ASD mm | folds | seeds | wall |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for ds, setting, method in ORDER:
         folder = HERE / f"{ds}_setting{setting}_{method}_lite"
         if not (folder / "summary.json").is_file():
             continue
         s = json.loads((folder / "summary.json").read_text())
-        info = json.loads((folder / "run_info.json").read_text()) if (folder / "run_info.json").is_file() else {}
+        infos = run_infos(folder)
         d = fold_spread(s, "dice")
         keys = ("left_kidney", "right_kidney", "spleen", "liver", "mean")
         cells = [format_pm(d[k]["mean"], d[k]["std"]) if k in d else "–" for k in keys]
         hd, asd = fold_spread(s, "hd95")["mean"], fold_spread(s, "asd")["mean"]
         paper = None if "-" in method else (s.get("paper_dice") or {}).get("Mean")  # no paper row for variants
-        wall = info.get("wall_seconds")
+        wall = sum(i["wall_seconds"] for i in infos) if infos else None
+        seeds = len(s.get("seeds") or [0])
         lines.append(f"| {DATASETS[ds]} | {setting} | {NAMES[method]} | " + " | ".join(cells)
                      + f" | {_num(paper, '.2f')} | {format_pm(hd['mean'], hd['std'], 1.0, 1)}"
-                     + f" | {format_pm(asd['mean'], asd['std'], 1.0, 1)} | {len(s['folds'])}"
+                     + f" | {format_pm(asd['mean'], asd['std'], 1.0, 1)} | {len(s['folds'])} | {seeds}"
                      + f" | {'–' if wall is None else f'{wall / 60:.0f} min'} |")
     return "\n".join(lines) + "\n"
 
@@ -67,10 +81,10 @@ def status() -> str:
     out = []
     for ds, setting, method in ORDER:
         name = f"{ds}_setting{setting}_{method}_lite"
-        info_path = HERE / name / "run_info.json"
-        if info_path.is_file():
-            info = json.loads(info_path.read_text())
-            out.append(f"- `{name}`: **done**, started {info['started_utc']}, wall {info['wall_seconds']} s")
+        infos = run_infos(HERE / name)
+        if infos:
+            done = ", ".join(f"{i['started_utc']} ({i['wall_seconds']} s, {i['commit']})" for i in infos)
+            out.append(f"- `{name}`: **done** ({len(infos)} seed(s)), started {done}")
         else:
             out.append(f"- `{name}`: **not finished** when this table was written (same command)")
     return "\n".join(out) + "\n"
