@@ -7,7 +7,8 @@
 # no suffix = seed 0, the profile's default): its summary is copied to results/<name>/seed<k>/ with
 # run_info.json (command, start, wall, machine, commit), and results/<name>/summary.* become the
 # aggregate over the seeds present (results/aggregate_seeds.py), so every finished entry can be
-# committed and a stop loses at most the entries in progress.
+# committed and a stop loses at most the entries in progress. An entry whose results folder already has
+# run_info.json is skipped (the run folders of an earlier session are gone; RERUN=1 runs it again).
 #   results/run_study.sh                  # the whole queue, 2 workers
 #   WORKERS=1 ONLY="chaos_setting1_crapnet_lite" results/run_study.sh
 # Run it from a checkout whose code does not change meanwhile (e.g. a git worktree at a fixed commit);
@@ -90,14 +91,24 @@ budget() {  # budget curve (§5): one 10,000-step training of fold 0, checkpoint
   $PY -m crapnet_core.cli evaluate "$run" --checkpoints 1000,3000,5000,10000 --no-progress
 }
 
+dest_of() {  # queue name -> the results folder its summary goes to
+  local name=$1 seed=0
+  if [[ $name == budget_* ]]; then echo "$RESULTS/$name"; return; fi
+  [[ $name == *@seed* ]] && seed=${name##*@seed}
+  echo "$RESULTS/${name%@seed*}/seed$seed"
+}
+
+done_before() {  # the entry's results are committed: run_info.json (budget curves: and the 10,000-step point)
+  local dest; dest=$(dest_of "$1")
+  [ -f "$dest/run_info.json" ] || return 1
+  [[ $1 == budget_* ]] && { grep -q '"step": 10000' "$dest/budget.json" 2>/dev/null || return 1; }
+  return 0
+}
+
 record() {  # name command start_iso wall: copy the summary to RESULTS/<table>/seed<k>/ and re-aggregate
-  local name=$1 cmd=$2 start=$3 wall=$4 src=$RUNS/$1 dest files
-  if [[ $name == budget_* ]]; then dest=$RESULTS/$name; files="budget.json budget.md"
-  else
-    local table=${name%@seed*} seed=0
-    [[ $name == *@seed* ]] && seed=${name##*@seed}
-    dest=$RESULTS/$table/seed$seed; files="summary.json summary.md"
-  fi
+  local name=$1 cmd=$2 start=$3 wall=$4 src=$RUNS/$1 dest files="summary.json summary.md"
+  dest=$(dest_of "$name")
+  [[ $name == budget_* ]] && files="budget.json budget.md"
   mkdir -p "$dest"
   for f in $files; do [ -f "$src/$f" ] && cp "$src/$f" "$dest/$f.tmp" && mv "$dest/$f.tmp" "$dest/$f"; done
   $PY - "$dest" "$cmd" "$start" "$wall" <<'PY'
@@ -113,7 +124,10 @@ info = {"command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data " +
 path = os.path.join(dest, "run_info.json")
 json.dump(info, open(path + ".tmp", "w"), indent=2); os.replace(path + ".tmp", path)
 PY
-  [[ $name == budget_* ]] || $PY results/aggregate_seeds.py "$(dirname "$dest")"
+  if [[ $name != budget_* ]]; then
+    rm -f "$(dirname "$dest")/run_info.json"  # a table of the older one-folder layout: seed<k>/ now hold them
+    $PY results/aggregate_seeds.py "$(dirname "$dest")"
+  fi
 }
 
 worker() {
@@ -129,6 +143,10 @@ worker() {
     [ -n "$line" ] || break
     local name=${line%%|*} cmd=${line#*|}
     cmd=${cmd//RUNS/$RUNS}
+    if [ -z "${RERUN:-}" ] && done_before "$name"; then  # committed by an earlier session
+      echo "[worker $w] $(date -u +%FT%TZ) $name already in $(dest_of "$name") (RERUN=1 reruns)" >> "$RUNS/progress.txt"
+      continue
+    fi
     local start=$(date +%s) start_iso=$(date -u +%FT%TZ) rc
     echo "[worker $w] $start_iso start $name" >> "$RUNS/progress.txt"
     if [[ $cmd == BUDGET* ]]; then budget ${cmd#BUDGET } > "$RUNS/$name.log" 2>&1; rc=$?
