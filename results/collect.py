@@ -3,6 +3,7 @@
     .venv/bin/python results/collect.py                      # print the Markdown table
     .venv/bin/python results/collect.py --update-readme      # rewrite the table block of results/README.md
     .venv/bin/python results/collect.py --rewrite-summaries  # re-render every summary.md from its summary.json
+    .venv/bin/python results/collect.py --update-book        # rewrite the generated tables of book/equal_budget.md
 
 Every Dice/HD95/ASD cell is mean ± sample standard deviation (ddof=1) over the folds,
 computed from the per-fold values of summary.json (crapnet_core.stats.fold_spread), so
@@ -106,6 +107,94 @@ def update_readme() -> None:
     path.write_text(new)
 
 
+def _summary(name: str, root: Path = HERE) -> dict | None:
+    path = root / f"{name}_lite" / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _dice_cell(s: dict | None) -> str:
+    """Mean Dice ± std over folds, and over seeds when there are several (0-100)."""
+    if s is None:
+        return "not run yet"
+    d = fold_spread(s, "dice")["mean"]
+    cell = format_pm(d["mean"], d["std"])
+    seeds = s.get("seeds") or [0]
+    if len(seeds) > 1:
+        std_seeds = s["mean"]["dice_std_over_seeds"]["mean"]
+        cell += f" (seeds ± {100 * std_seeds:.2f}, n = {len(seeds)})"
+    return cell
+
+
+def _paired_cell(a: str, b: str, root: Path = HERE) -> str:
+    path = root / "compare" / f"{a}_vs_{b.split('_', 2)[2]}.json"
+    if not path.is_file():
+        return "not run yet"
+    row = next(r for r in json.loads(path.read_text())["rows"] if r["organ"] == "mean")
+    verdict = "**resolved**" if row["resolved"] else "not resolved"
+    return (f"{100 * row['mean_diff']:+.2f} [{100 * row['ci_low']:+.2f}, {100 * row['ci_high']:+.2f}], "
+            f"p = {row['p_wilcoxon']:.2g}, n = {row['n']}: {verdict}")
+
+
+MAIN = ("crapnet", "alpnet", "panet")
+
+
+def book_blocks() -> dict[str, str]:
+    """The generated tables of book/equal_budget.md (name -> Markdown), all read from results/."""
+    blocks = {}
+    for setting in (1, 2):
+        lines = ["| | " + " | ".join(NAMES[m] for m in MAIN) + " |", "|---" * (len(MAIN) + 1) + "|"]
+        for ds in ("chaos", "sabs"):
+            lines.append(f"| {DATASETS[ds]} | " + " | ".join(_dice_cell(_summary(f"{ds}_setting{setting}_{m}"))
+                                                          for m in MAIN) + " |")
+        blocks[f"setting{setting}"] = "\n".join(lines) + "\n"
+    lines = ["| A − B | " + " | ".join(DATASETS.values()) + " |", "|---|---|---|"]
+    for a, b in (("crapnet", "alpnet"), ("crapnet", "panet"), ("alpnet", "panet")):
+        lines.append(f"| {NAMES[a]} − {NAMES[b]} | " + " | ".join(
+            _paired_cell(f"{ds}_setting1_{a}", f"{ds}_setting1_{b}") for ds in DATASETS) + " |")
+    blocks["paired"] = "\n".join(lines) + "\n"
+    rows = [("alpnet", "–", "average pooling", None), ("alpnet-attention", "5 blocks × 2 branches", "average pooling", "alpnet"),
+            ("alpnet-carafe", "–", "CARAFE++", "alpnet"), ("crapnet", "5 blocks × 2 branches", "CARAFE++", "alpnet"),
+            ("crapnet-aligned", "5 blocks × 2 branches", "CARAFE++ (window = cell)", "crapnet")]
+    # one code version for the whole decomposition: the current tables when its five rows were run at
+    # one commit, else the newest complete set kept under variants/ (never rows of two versions)
+    def commits(root: Path) -> set[str]:
+        return {i["commit"] for m, *_ in rows for i in run_infos(root / f"chaos_setting1_{m}_lite")}
+    root = next((r for r in (HERE, *sorted(HERE.glob("variants/lite_v*"), reverse=True))
+                 if len(commits(r)) == 1 and all(_summary(f"chaos_setting1_{m}", r) for m, *_ in rows)), HERE)
+    where = "results/" + (str(root.relative_to(HERE)) + "/" if root != HERE else "")
+    lines = [f"Run at commit {', '.join(sorted(commits(root)))}; tables and comparisons in `{where}`.", "",
+             "| model | attention | local prototypes | mean Dice (± over folds) | paired difference (vs.) |",
+             "|---|---|---|---|---|"]
+    for m, att, protos, ref in rows:
+        s = _summary(f"chaos_setting1_{m}", root)
+        paired = "–" if ref is None else \
+            f"{_paired_cell(f'chaos_setting1_{m}', f'chaos_setting1_{ref}', root)} ({NAMES[ref]})"
+        lines.append(f"| {NAMES[m]} | {att} | {protos} | {_dice_cell(s)} | {paired} |")
+    blocks["decomposition"] = "\n".join(lines) + "\n"
+    curves = {m: HERE / f"budget_chaos_setting1_f0_{m}" / "budget.json" for m in ("crapnet", "alpnet")}
+    points = {m: {p["step"]: p["dice"]["mean"] for p in json.loads(path.read_text())["points"]}
+              for m, path in curves.items() if path.is_file()}
+    steps = sorted({k for v in points.values() for k in v})
+    lines = ["| steps | " + " | ".join(NAMES[m] for m in curves) + " |", "|---|---|---|"]
+    for step in steps:
+        lines.append(f"| {step:,} | " + " | ".join(_num(None if points.get(m, {}).get(step) is None
+                                                         else 100 * points[m][step], ".2f") for m in curves) + " |")
+    blocks["budget"] = "\n".join(lines) + "\n"
+    return blocks
+
+
+def update_book(path: Path = HERE.parent / "book" / "equal_budget.md") -> None:
+    """Replace each ``<!-- results:NAME -->...<!-- /results:NAME -->`` block of the page."""
+    text = path.read_text()
+    for name, block in book_blocks().items():
+        marker = f"<!-- results:{name}: generated by `.venv/bin/python results/collect.py --update-book` -->\n"
+        text, n = re.subn(rf"<!-- results:{name}[:\s].*?<!-- /results:{name} -->\n",
+                          lambda m: marker + block + f"<!-- /results:{name} -->\n", text, flags=re.S)
+        if n > 1:
+            raise SystemExit(f"{path}: block {name} appears {n} times")
+    path.write_text(text)
+
+
 def rewrite_summaries(root: Path = HERE) -> list[Path]:
     """Re-render every ``root/*/summary.md`` (and the variants') from its ``summary.json``; no rerun.
 
@@ -134,5 +223,7 @@ if __name__ == "__main__":
             print(p)
     elif "--update-readme" in sys.argv[1:]:
         update_readme()
+    elif "--update-book" in sys.argv[1:]:
+        update_book()
     else:
         print(table(), end="")
