@@ -61,12 +61,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from .facts import DATASET_FOLDERS, DATASET_TITLES, FOLDS, PAPER_METHODS, PROFILES, SETTINGS  # noqa: F401 (re-exported)
+from .figures import machine_description  # provenance line (report layer)
 from .io import write_json, write_text
 
 LOG = logging.getLogger(__name__)
 
-#: Book profiles (the training profile of the runs has the same name).
-PROFILES = ("smoke", "lite", "paper")
+#: Book profiles (the training profile of the runs has the same name): facts.PROFILES.
 DEFAULT_PROFILE = "lite"
 
 #: The notebooks of the book, in order: file stem -> page title.
@@ -83,16 +84,12 @@ NOTEBOOKS = {
 }
 
 #: Everything the paper evaluates (Sec. 4, Tables 1-4, Fig. 3): what a profile may leave out.
-PAPER_FOLDS = (0, 1, 2, 3, 4)
-PAPER_SETTINGS = (1, 2)
-PAPER_METHODS = ("crapnet", "alpnet", "panet")
+PAPER_FOLDS = FOLDS
+PAPER_SETTINGS = SETTINGS
 PAPER_BLOCKS = (1, 5, 7, 9, 12, 15)  # Table 3
 PAPER_BRANCHES = (2, 1)  # Table 4
 DEFAULT_BLOCKS = 5
 DEFAULT_BRANCHES = 2
-DATASET_TITLES = {"chaos": "CHAOS-T2 MRI", "sabs": "Synapse/SABS CT", "phantom": "synthetic phantom"}
-#: Sub-folder of the data root holding each real dataset.
-DATASET_FOLDERS = {"chaos": "CHAOST2", "sabs": "SABS"}
 
 
 class BookError(RuntimeError):
@@ -628,40 +625,6 @@ def executed_results(plan: BookPlan, out_dir: str | os.PathLike, since: float | 
         out.append(JobResult(job, path, status, float(meta.get("wall_s") or 0.0), meta.get("error", ""),
                              Path(out_dir) / "logs" / f"{job.name}.log"))
     return out
-
-
-# ---------------------------------------------------------------------------- machine / provenance
-def machine_description() -> str:
-    """One line: OS, CPU model and cores, memory, GPU if any (for provenance notes)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    mem = ""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f", {int(line.split()[1]) / 2**20:.0f} GiB RAM"
-                break
-    except OSError:
-        pass
-    gpu = ""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = ", GPU " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    except Exception:  # noqa: BLE001
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu} ({cores} cores){mem}{gpu or ', no GPU'}"
 
 
 # ---------------------------------------------------------------------------- assemble + build

@@ -141,7 +141,7 @@ def plot_budget(budgets: Sequence[dict[str, Any]], organ: str = "mean", ax=None)
     one line per budget file (method, dataset, setting, fold)."""
     import matplotlib.pyplot as plt
 
-    from .figures import METHOD_LABELS
+    from .facts import METHOD_LABELS
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.8))

@@ -10,16 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from crapnet_core.methods import COMPONENTS as _REGISTERED_COMPONENTS
-from crapnet_core.methods import REGISTRY as _REGISTERED_METHODS
+from .facts import METHODS, METHODS_REGISTRY  # the method registry
 
-#: built-in methods (model.py / prototypes.py) + the registered ones (crapnet_core/methods/)
-METHODS = ("crapnet", "alpnet", "panet") + tuple(_REGISTERED_METHODS)
-#: Components of each method: (attention on z = attended features, prototype kind). The
-#: decomposition variants of issue 8 section 4 override one of them with ``model.attention`` /
-#: ``model.prototypes`` (e.g. SSL-ALPNet + attention = ``method=alpnet, attention=on``).
-METHOD_COMPONENTS = {"crapnet": (True, "carafe"), "alpnet": (False, "avgpool"), "panet": (False, "global"),
-                     **_REGISTERED_COMPONENTS}
+#: Components of each method: (attention on z = attended features, prototype kind), from the
+#: registry. The decomposition variants of issue 8 section 4 override one of them with
+#: ``model.attention`` / ``model.prototypes`` (e.g. SSL-ALPNet + attention = ``method=alpnet, attention=on``).
+METHOD_COMPONENTS = {name: (m.attention, m.prototypes) for name, m in METHODS_REGISTRY.items()}
 PROTOTYPE_KINDS = ("carafe", "avgpool", "global")
 CARAFE_WINDOWS = ("centred", "aligned")
 

@@ -49,32 +49,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .facts import CHAOS_LABELS, ORGANS, SABS_LABELS  # study facts: organs, label maps
 from .geometry import MODEL_SIZE, Geometry, GeometryError, make_geometry
 
 log = logging.getLogger(__name__)
 
-#: Organs of the few-shot benchmark, in the column order of the paper's tables.
-ORGANS = ("left_kidney", "right_kidney", "spleen", "liver")
-
 #: In-plane size of every slice (paper Sec. 4.3: images are scaled to 3 x 256 x 256).
 SLICE_SIZE = MODEL_SIZE
-
-CHAOS_LABELS: dict[str, int] = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
-SABS_LABELS: dict[str, int] = {
-    "spleen": 1,
-    "right_kidney": 2,
-    "left_kidney": 3,
-    "gallbladder": 4,
-    "esophagus": 5,
-    "liver": 6,
-    "stomach": 7,
-    "aorta": 8,
-    "inferior_vena_cava": 9,
-    "portal_splenic_vein": 10,
-    "pancreas": 11,
-    "right_adrenal_gland": 12,
-    "left_adrenal_gland": 13,
-}
 
 #: Body-mask thresholds of SSL-ALPNet's pseudo-label generation (on un-normalised intensities),
 #: used by the presets (and by folders read with ``--preset``). Other folders default to a

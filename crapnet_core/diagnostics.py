@@ -482,8 +482,9 @@ def variant_table(variants: dict[str, dict[str, Any]]):
     """Test Dice (0-100) per organ and mean for each variant, rows in :data:`VARIANTS` order."""
     import pandas as pd
 
-    short = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", "liver": "Liver", "mean": "Mean"}
-    rows = {v: {short.get(k, k): (None if x is None else 100 * x) for k, x in d["dice"].items()}
+    from .stats import ORGAN_SHORT
+
+    rows = {v: {ORGAN_SHORT.get(k, k): (None if x is None else 100 * x) for k, x in d["dice"].items()}
             for v, d in variants.items()}
     labels = {"full": "full (trained model)", "bypass": "attention bypassed (z = x)",
               "literal": "Eq. 14-16 literal (global prototype and scores from x)"}

@@ -32,14 +32,12 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import METHODS, LossConfig, ModelConfig, dataclass_from_dict
-from .prototype_grid import check_geometry, prototype_geometry
-from .datasets import ORGANS  # organ order of the paper's Tables 1-2 (LK, RK, Spleen, Liver)
+from .config import LossConfig, ModelConfig, dataclass_from_dict
+from .facts import METHODS, ORGANS, PROFILES, SETTING2_GROUPS  # study facts (Sec. 4.2; Tables 1-2 organ order)
 from .io import write_json
-from .protocol import SETTING2_GROUPS  # setting 2 test groups (Sec. 4.2)
+from .prototype_grid import check_geometry, prototype_geometry
 #: Short names for the setting-2 groups (used in run folder names and on the command line).
 GROUP_NAMES = {"kidneys": SETTING2_GROUPS[0], "liver_spleen": SETTING2_GROUPS[1]}
-PROFILES = ("smoke", "lite", "paper")
 #: Bumped when the meaning of a config field changes, so old run folders are not reused.
 #: 2: prototype grids derived from the input size (crapnet_core.prototype_grid), new model fields
 #: (carafe_window, attention, prototypes, free_geometry) and the test-time rule "argmax of

@@ -22,17 +22,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import platform
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-#: Organ order of the paper's tables.
-ORGANS = ("left_kidney", "right_kidney", "spleen", "liver")
-ORGAN_SHORT = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", "liver": "Liver"}
-#: Display names of our methods (as the paper names them).
-METHOD_LABELS = {"crapnet": "CRAPNet", "alpnet": "SSL-ALPNet", "panet": "SSL-PANet"}
-DATASET_LABELS = {"chaos": "Abdominal-MRI (CHAOS)", "sabs": "Abdominal-CT (Synapse)", "phantom": "phantom (synthetic)"}
+from .facts import DATASET_LABELS, METHOD_LABELS, ORGAN_SHORT, ORGANS  # study facts
+from .published import PUBLISHED, PUBLISHED_INCONSISTENT, PUBLISHED_METHOD_KEYS  # the one transcription
+
 #: Overlay colours (RGB 0..1) per organ; other organs get the tab20 palette.
 ORGAN_COLORS = {
     "liver": (0.85, 0.37, 0.01),
@@ -62,61 +60,6 @@ def set_style(dpi: int = 90) -> None:
     })
 
 # --------------------------------------------------------------------------- published
-#: The paper's Tables 1-4 (Dice, 0..100), organ order LK, RK, Spleen, Liver, then the mean.
-#: ``method`` keys are the paper's row names; :data:`PUBLISHED_METHOD_KEYS` maps ours to them.
-PUBLISHED: dict[str, Any] = {
-    "table1": {  # setting 1
-        "sabs": {
-            "ALPNet": (29.12, 31.32, 41.00, 65.07, 41.63),
-            "SSL-PANet": (56.52, 50.42, 55.72, 60.86, 57.88),
-            "SSL-ALPNet": (72.36, 71.81, 70.96, 78.29, 73.35),
-            "SSL-RPNet": (65.14, 66.73, 64.01, 72.99, 67.22),
-            "CRAPNet": (74.69, 74.18, 70.37, 75.41, 73.66),
-        },
-        "chaos": {
-            "ALPNet": (44.73, 48.42, 49.61, 62.35, 51.28),
-            "SSL-PANet": (58.83, 60.81, 61.32, 71.73, 63.17),
-            "SSL-ALPNet": (81.92, 85.18, 72.18, 76.10, 78.84),
-            "SSL-RPNet": (71.46, 81.96, 73.55, 75.99, 75.74),
-            "CRAPNet": (81.95, 86.42, 74.32, 76.46, 79.79),
-        },
-    },
-    "table2": {  # setting 2
-        "sabs": {
-            "ALPNet-init": (13.90, 11.61, 16.39, 41.71, 20.90),
-            "ALPNet": (34.96, 30.40, 27.73, 47.37, 35.11),
-            "SSL-PANet": (37.58, 34.69, 43.73, 61.71, 44.42),
-            "SSL-ALPNet": (63.34, 54.82, 60.25, 73.65, 63.02),
-            "CRAPNet": (70.91, 67.33, 70.17, 70.45, 69.72),
-        },
-        "chaos": {
-            "ALPNet-init": (19.28, 14.93, 23.76, 37.73, 23.93),
-            "ALPNet": (53.21, 58.99, 52.18, 37.32, 50.43),
-            "SSL-PANet": (47.71, 47.95, 58.73, 64.99, 54.85),
-            "SSL-ALPNet": (73.63, 78.39, 67.02, 73.05, 73.02),
-            "CRAPNet": (74.66, 82.77, 70.82, 73.82, 75.52),
-        },
-    },
-    "table3": {  # CHAOS MRI, setting 1, CRAPNet with N attention blocks
-        1: (80.39, 82.42, 74.52, 71.93, 77.30),
-        5: (81.95, 86.42, 74.32, 76.46, 79.79),
-        7: (82.08, 83.93, 73.35, 73.16, 78.13),
-        9: (80.27, 83.93, 73.61, 74.28, 78.02),
-        12: (82.41, 85.84, 71.88, 73.02, 78.29),
-        15: (80.71, 86.00, 73.88, 72.67, 78.31),
-    },
-    "table4": {  # CHAOS MRI, setting 1, two-branch vs one-branch attention
-        2: (81.95, 86.42, 74.32, 76.46, 79.79),
-        1: (78.08, 81.44, 71.65, 73.33, 76.13),
-    },
-}
-#: Rows where the paper's printed mean is not the mean of its four organs (transcribed as
-#: printed; the book says so under the tables): key -> (printed, mean of the organs).
-PUBLISHED_INCONSISTENT = {
-    ("table1", "sabs", "SSL-PANet"): (57.88, 55.88),
-    ("table3", 1): (77.30, 77.315),
-}
-PUBLISHED_METHOD_KEYS = {"crapnet": "CRAPNet", "alpnet": "SSL-ALPNet", "panet": "SSL-PANet"}
 _PAPER_TO_KEY = {v: k for k, v in PUBLISHED_METHOD_KEYS.items()}
 
 
@@ -310,22 +253,15 @@ def cross_validation(dataset: str, setting: int, method: str, profile: str, fold
                      data_root: str | None = None) -> dict[str, Any]:
     """Cross-validate over ``folds`` with runs shared under ``runs_root``; the summary dict.
 
-    Same runs as :func:`crapnet_core.runs.cross_validate` (one per fold, setting 2: one per
-    test group) but kept under the book's shared ``runs_root`` (so the one-fold pages and
-    this reuse each other's runs) and nothing written besides the runs.
+    :func:`crapnet_core.runs.cross_validate` (one run per fold, setting 2: one per test
+    group) with the runs kept under the book's shared ``runs_root`` (so the one-fold pages
+    and this reuse each other's runs) and nothing written besides the runs.
     """
-    from .runs import ensure_run, fold_configs, summarize_runs
+    from .runs import cross_validate
 
     extra = list(overrides) + ([f"data.data_root={data_root}"] if data_root else [])
-    run_dirs = []
-    name = None
-    for fold in folds:
-        for cfg in fold_configs(profile, dataset, setting, method, int(fold), extra):
-            run_dirs.append(ensure_run(cfg, runs_root, progress=False, device=device))
-            name = cfg.dataset_name()
-    if not run_dirs:
-        raise ValueError("cross_validation: no folds given")
-    return summarize_runs(run_dirs, dataset=name, setting=setting, method=method, profile=profile)
+    return cross_validate(dataset, setting, method, profile, runs_root, extra, folds=folds, progress=False,
+                          device=device, write_summary=False)
 
 
 def _scale(value: Any) -> float | None:
@@ -466,10 +402,36 @@ def ablation_table(ours, table: int, ours_label: str = "ours", spread: bool = Fa
 
 # --------------------------------------------------------------------------- provenance
 def machine_description() -> str:
-    """One line describing this machine (OS, CPU and cores, RAM, GPU)."""
-    from .book import machine_description as _md
+    """One line: OS, CPU model and cores, memory, GPU if any (for provenance notes)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    mem = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f", {int(line.split()[1]) / 2**20:.0f} GiB RAM"
+                break
+    except OSError:
+        pass
+    gpu = ""
+    try:
+        import torch
 
-    return _md()
+        if torch.cuda.is_available():
+            gpu = ", GPU " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except Exception:  # noqa: BLE001
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpu} ({cores} cores){mem}{gpu or ', no GPU'}"
 
 
 def provenance_md(profile: str, datasets: Sequence[str] | str, data_root: str | None = None,

@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+from .facts import DATASET_FOLDERS  # real datasets, in the order a notebook run by hand prefers them
+
 
 class DataRootNotSet(RuntimeError):
     """Raised when a preset dataset is asked for but no data root is known."""
@@ -55,8 +57,6 @@ def real_data_required() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-#: Real datasets in the order a notebook run by hand prefers them (sub-folder of the data root).
-DATASET_FOLDERS = {"chaos": "CHAOST2", "sabs": "SABS"}
 
 
 def default_dataset(explicit: str | os.PathLike | None = None) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import CHAOS_LABELS
+from .facts import CHAOS_LABELS
 
 #: Bump when the generator changes, so that a cached phantom is regenerated.
 PHANTOM_VERSION = 3

@@ -28,24 +28,19 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .experiment import ORGANS, ExperimentConfig, make_config
-from .figures import PUBLISHED, PUBLISHED_METHOD_KEYS
+from .facts import ORGAN_SHORT
 from .io import write_json, write_text
 from .metrics import json_number, nanmean
+from .published import PUBLISHED_METHOD_KEYS, published_dice
 from .stats import aggregate_seeds, fold_spread, format_pm, mean_std, per_scan_from_metrics
 
 log = logging.getLogger(__name__)
 
-ORGAN_COLUMNS = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", "liver": "Liver"}
+ORGAN_COLUMNS = ORGAN_SHORT
 
 #: The paper's Dice (Tables 1-2) for the methods this project implements, for comparison
 #: rows in summary.md: {(dataset, setting, method): (LK, RK, Spleen, Liver, Mean)}.
-PAPER_DICE = {
-    (dataset, setting, method): rows[paper_name]
-    for setting, table in ((1, "table1"), (2, "table2"))
-    for dataset, rows in PUBLISHED[table].items()
-    for method, paper_name in PUBLISHED_METHOD_KEYS.items()
-    if paper_name in rows
-}  # derived from the one transcription of the paper's Tables 1-2 (crapnet_core.figures)
+PAPER_DICE = published_dice()  # from the one transcription (crapnet_core.published)
 PAPER_NAMES = PUBLISHED_METHOD_KEYS
 
 
@@ -148,6 +143,7 @@ def cross_validate(
     device: str | None = None,
     runs_root: str | Path | None = None,
     groups: Sequence[str | Sequence[str]] | None = None,
+    write_summary: bool = True,
 ) -> dict[str, Any]:
     """Run the folds of one experiment (skipping finished ones) and write the summary.
 
@@ -155,7 +151,9 @@ def cross_validate(
     notebooks share them); ``out/summary.json`` and ``out/summary.md`` hold per-fold and mean
     Dice per organ (the paper averages the 5 folds) with the standard deviation over folds,
     every test scan's Dice, plus HD95 and ASD. ``groups``: the test groups (see
-    :func:`fold_configs`; any organs of the dataset's label map).
+    :func:`fold_configs`; any organs of the dataset's label map). ``write_summary=False``:
+    only the runs are written and the summary of :func:`summarize_runs` is returned (the
+    book's cross-validation pages). Errors: ``ValueError`` for a fold out of range or no folds.
 
     Every fold's config and every scan the folds need are checked before ``out`` or any
     run folder is created (:func:`crapnet_core.inputs.check_experiment_inputs`).
@@ -171,6 +169,8 @@ def cross_validate(
     for f in folds:
         if not 0 <= f < n_folds:
             raise ValueError(f"fold: {f} is out of range 0..{n_folds - 1}")
+    if not folds:
+        raise ValueError("cross_validate: no folds given")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     plan = [(f, cfg) for f in folds for cfg in fold_configs(profile, dataset, setting, method, f, overrides, groups)]
@@ -187,6 +187,8 @@ def cross_validate(
         runs.append((f, run_dir))
     summary = summarize_runs([r for _, r in runs], dataset=probe.dataset_name(), setting=setting,
                              method=method, profile=profile)
+    if not write_summary:
+        return summary
     summary["variant"] = probe.model.variant_name()  # e.g. alpnet-att for a decomposition variant
     summary["wall_seconds_this_call"] = round(time.time() - t0, 1)
     summary["overrides"] = list(overrides)

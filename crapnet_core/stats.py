@@ -34,10 +34,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-ORGAN_ORDER = ("left_kidney", "right_kidney", "spleen", "liver")
+from .facts import METHOD_LABELS
+from .facts import ORGAN_SHORT as _ORGAN_SHORT
+from .facts import ORGANS as ORGAN_ORDER  # the paper's column order
+
 #: Fewest paired values for a difference to count as resolved (see the module docstring).
 MIN_RESOLVE_N = 10
-ORGAN_SHORT = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", "liver": "Liver", "mean": "Mean"}
+ORGAN_SHORT = {**_ORGAN_SHORT, "mean": "Mean"}
 
 
 def _clean(values: Sequence[Any]) -> np.ndarray:
@@ -302,8 +305,6 @@ def paired_comparison(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapp
 
 
 def _label(summary: Mapping[str, Any]) -> str:
-    from .figures import METHOD_LABELS
-
     name = METHOD_LABELS.get(summary.get("method"), summary.get("method") or "?")
     seeds = summary.get("seeds")
     extra = f", seeds {','.join(map(str, seeds))}" if seeds else ""
@@ -388,8 +389,6 @@ def main_comparisons(summaries: Sequence[Mapping[str, Any]], pairs: Sequence[tup
     summary without per-scan values).
     """
     import pandas as pd
-
-    from .figures import METHOD_LABELS
 
     best: dict[tuple[Any, Any, str], Mapping[str, Any]] = {}
     for s in summaries:

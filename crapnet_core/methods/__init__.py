@@ -1,9 +1,10 @@
-"""The method registry: every few-shot method beyond the three built into ``model.py``.
+"""The few-shot methods beyond the three built into ``model.py``: one module each.
 
 ``crapnet``, ``alpnet`` and ``panet`` are wired into :class:`~crapnet_core.model.FewShotSegmenter`
 and :class:`~crapnet_core.prototypes.PrototypeClassifier`. Every other method is one module of
-this package plus one line of :data:`REGISTRY` (name -> module). This file imports nothing
-heavy (no torch), so that :mod:`crapnet_core.config` can list the names.
+this package plus one line of the method registry, :data:`crapnet_core.facts.METHODS_REGISTRY`
+(key -> display name, default components, module name here). This file imports nothing
+heavy (no torch) and finds a method's module through the registry.
 
 A method module defines
 
@@ -31,37 +32,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-#: method name -> module implementing it (the one line to add for a new method)
-REGISTRY: dict[str, str] = {
-    "alpnet_init": "crapnet_core.methods.alpnet_init",
-    "alpnet_sup": "crapnet_core.methods.alpnet_sup",
-    "rpnet": "crapnet_core.methods.rpnet",
-    "adnet": "crapnet_core.methods.adnet",
-    "qnet": "crapnet_core.methods.qnet",
-}
+from ..facts import METHODS_REGISTRY
 
-#: (attention, prototype kind) of each registered method, for ``config.METHOD_COMPONENTS`` (the
-#: prototype-grid rule checks the grids a method uses; rpnet/adnet/qnet use global prototypes only)
-COMPONENTS: dict[str, tuple[bool, str]] = {
-    "alpnet_init": (False, "avgpool"),
-    "alpnet_sup": (False, "avgpool"),
-    "rpnet": (False, "global"),
-    "adnet": (False, "global"),
-    "qnet": (False, "global"),
-}
-
-#: the row names of the paper's tables (or of the method's own paper) for reports
-PAPER_NAMES: dict[str, str] = {
-    "alpnet_init": "ALPNet-init",
-    "alpnet_sup": "ALPNet",
-    "rpnet": "SSL-RPNet",
-    "adnet": "ADNet",
-    "qnet": "Q-Net",
-}
+#: registered method -> its module (derived from the registry: methods with a module of their own)
+REGISTRY: dict[str, str] = {name: f"{__name__}.{m.module}" for name, m in METHODS_REGISTRY.items() if m.module}
 
 
 def is_registered(name: str) -> bool:
-    """True for a method of :data:`REGISTRY` (not for the built-in crapnet/alpnet/panet)."""
+    """True for a method with a module of this package (not for the built-in crapnet/alpnet/panet)."""
     return name in REGISTRY
 
 
@@ -85,4 +63,4 @@ def method_info(cfg) -> dict:
     return dict(fn(cfg)) if fn is not None else {}
 
 
-__all__ = ["REGISTRY", "COMPONENTS", "PAPER_NAMES", "is_registered", "get_method", "hook", "method_info"]
+__all__ = ["REGISTRY", "is_registered", "get_method", "hook", "method_info"]
