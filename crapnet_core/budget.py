@@ -73,7 +73,7 @@ def evaluate_checkpoints(
     from .experiment import ExperimentConfig
     from .io import write_json
     from .stats import per_scan_from_metrics
-    from .training import cpu_threads, load_model, resolve_device
+    from .checkpoints import cpu_threads, load_model, resolve_device
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"

@@ -422,7 +422,7 @@ def inside_attention(run_dir, n_train: int = 8, per_scan: int = 1, variants: Seq
     from pathlib import Path
 
     from .experiment import ExperimentConfig
-    from .training import cpu_threads, load_model, resolve_device
+    from .checkpoints import cpu_threads, load_model, resolve_device
 
     run_dir = Path(run_dir)
     cfg = ExperimentConfig.load(run_dir / "config.json")

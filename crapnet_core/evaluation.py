@@ -263,9 +263,9 @@ def evaluate_model(
     import torch
 
     from . import datasets as ds
+    from .checkpoints import resolve_device
     from .io import save_nifti
     from .protocol import make_fold
-    from .training import resolve_device
 
     t0 = time.time()
     device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
@@ -437,9 +437,9 @@ def evaluate(
     ``data.validation=true`` only) and writes ``RUN/metrics_validation.json`` and
     ``RUN/predictions_validation/``; ``metrics.json`` is left alone.
     """
+    from .checkpoints import cpu_threads, load_model, resolve_device
     from .experiment import ExperimentConfig
     from .io import write_json
-    from .training import cpu_threads, load_model, resolve_device
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"

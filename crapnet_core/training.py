@@ -42,21 +42,28 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .checkpoints import (  # re-exported: checkpoint loading lives apart from the training loop
+    CHECKPOINT_FORMAT,
+    CheckpointMismatch,
+    build_model,
+    check_checkpoint,
+    checkpoint_dir,
+    cpu_threads,
+    latest_checkpoint,
+    load_model,
+    read_checkpoint,
+    resolve_device,
+)
 from .experiment import ExperimentConfig, describe
 from .io import save_torch, write_json, write_text
 
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("step", "loss", "seg", "align", "lr", "seconds")
-CHECKPOINT_FORMAT = 1
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class CheckpointMismatch(ValueError):
-    """A checkpoint that does not belong to the given model config."""
 
 
 class RunFolderError(ValueError):
@@ -64,37 +71,6 @@ class RunFolderError(ValueError):
 
 
 # ---------------------------------------------------------------------- helpers
-def resolve_device(name: str | None):
-    """``auto`` -> CUDA when available else CPU; a clear error when CUDA is asked for but absent."""
-    import torch
-
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device: {name!r} asked for but CUDA is not available on this machine")
-    if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
-        raise ValueError(f"train.device: {name!r} is not one of auto, cpu, cuda, cuda:K")
-    return torch.device(name)
-
-
-@contextlib.contextmanager
-def cpu_threads(cfg: ExperimentConfig, device):
-    """Use ``train.threads`` CPU threads (0: every core) for torch kernels, restored afterwards.
-
-    On a CPU shared with other processes, fewer threads than cores avoids oversubscription
-    (OpenMP threads spin-waiting for each other); ``OMP_WAIT_POLICY=PASSIVE`` helps too.
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        n = cfg.train.threads or (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def num_workers(cfg: ExperimentConfig, device) -> int:
@@ -129,18 +105,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def build_model(cfg: ExperimentConfig):
-    """The few-shot segmenter of ``cfg.model`` (seeded with ``train.seed`` for a reproducible init)."""
-    import torch
-
-    from .methods import hook
-    from .model import FewShotSegmenter
-
-    torch.manual_seed(cfg.train.seed)
-    build = hook(cfg.model.method, "build_model")  # registered methods (crapnet_core/methods/)
-    return build(cfg.model) if build is not None else FewShotSegmenter(cfg.model)
 
 
 def loss_function(cfg: ExperimentConfig):
@@ -220,13 +184,6 @@ def _to_device(batch: dict[str, Any], device, channels_last: bool) -> dict[str, 
 
 
 # ---------------------------------------------------------------------- checkpoints
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    path = checkpoint_dir(run_dir) / "last.pt"
-    return path if path.is_file() else None
 
 
 def _link_last(step_path: Path) -> None:
@@ -270,54 +227,6 @@ def save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, opti
     for _, old in steps[: max(0, len(steps) - max(1, cfg.train.keep_checkpoints))]:
         old.unlink(missing_ok=True)
     return path
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - truncated zip, pickle error: all "unreadable"
-        raise CheckpointMismatch(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointMismatch(f"{path}: not a crapnet checkpoint (no model state)")
-    return state
-
-
-def check_checkpoint(state: dict[str, Any], cfg: ExperimentConfig, path: str | Path) -> None:
-    """Refuse a checkpoint whose model config differs from ``cfg.model`` (naming the fields)."""
-    saved = (state.get("config") or {}).get("model")
-    if saved is None:
-        return
-    current = cfg.to_dict()["model"]
-    diff = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
-    if diff:
-        parts = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in diff)
-        raise CheckpointMismatch(f"{path}: checkpoint does not match the model config ({parts})")
-
-
-def load_model(cfg: ExperimentConfig, checkpoint: str | Path, device=None):
-    """Build ``cfg``'s model and load ``checkpoint`` into it; returns ``(model, checkpoint_state)``.
-
-    A checkpoint of another architecture raises :class:`CheckpointMismatch` naming the
-    differing config fields (or, for checkpoints without a config, the mismatching tensors).
-    """
-    import torch
-
-    state = read_checkpoint(checkpoint)
-    check_checkpoint(state, cfg, checkpoint)
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(state["model"], strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0:3]
-        raise CheckpointMismatch(f"{checkpoint}: checkpoint does not match the model config ({' '.join(first)})") from None
-    model.to(device or torch.device("cpu"))
-    model.eval()
-    return model, state
 
 
 # ---------------------------------------------------------------------- metrics log
@@ -569,7 +478,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     try:
         for batch in loader:
             batch = _to_device(batch, device, channels_last)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else _null():
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
                 losses = episode_loss(model, batch, cfg.loss)
             loss = losses["total"]
             value = float(loss.detach())
@@ -603,14 +512,6 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     seconds = prev_seconds + time.time() - t0
     _mark_trained(run_dir, cfg, seconds)
     return run_dir / "checkpoints" / "last.pt"
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _mark_trained(run_dir: Path, cfg: ExperimentConfig, seconds: float) -> None:
