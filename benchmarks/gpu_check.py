@@ -229,9 +229,10 @@ def section_train(args, deadline: float, steps_per_s: float | None) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     res = dict(command=" ".join(cmd), returncode=proc.returncode, wall_s=round(time.time() - t0, 1), steps=steps,
                planned_minutes=round(minutes, 1), output_tail=(proc.stdout + proc.stderr)[-3000:])
-    metrics = run / "metrics.json"
-    if metrics.is_file():
-        m = json.loads(metrics.read_text())
+    from crapnet_core.evaluation import read_metrics
+
+    if (run / "metrics.json").is_file():
+        m = read_metrics(run)
         res["mean"] = m.get("mean")
         res["per_organ_dice"] = {o: v.get("dice_mean") for o, v in m.get("per_organ", {}).items()}
     print(f"train: {steps} steps, status {proc.returncode}, {res['wall_s']} s, mean {res.get('mean')}", flush=True)

@@ -61,9 +61,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .facts import DATASET_FOLDERS, DATASET_TITLES, FOLDS, PAPER_METHODS, PROFILES, SETTINGS  # noqa: F401 (re-exported)
+from .facts import (DATASET_FOLDERS, DATASET_TITLES, FOLDS, PAPER_METHODS, PROFILES,  # noqa: F401 (re-exported)
+                    SETTINGS, TABLE3_BLOCKS, TABLE4_BRANCHES)
 from .figures import machine_description  # provenance line (report layer)
 from .io import write_json, write_text
+from .paths import (ProjectNotFound, available_datasets, default_results_dir,  # noqa: F401 (re-exported)
+                    default_runs_root, repo_root)
+from .runs import run_config  # noqa: F401 (the plan's configs; re-exported)
 
 LOG = logging.getLogger(__name__)
 
@@ -86,40 +90,14 @@ NOTEBOOKS = {
 #: Everything the paper evaluates (Sec. 4, Tables 1-4, Fig. 3): what a profile may leave out.
 PAPER_FOLDS = FOLDS
 PAPER_SETTINGS = SETTINGS
-PAPER_BLOCKS = (1, 5, 7, 9, 12, 15)  # Table 3
-PAPER_BRANCHES = (2, 1)  # Table 4
+PAPER_BLOCKS = TABLE3_BLOCKS
+PAPER_BRANCHES = TABLE4_BRANCHES
 DEFAULT_BLOCKS = 5
 DEFAULT_BRANCHES = 2
 
 
 class BookError(RuntimeError):
     """The book could not be produced (a notebook failed, the build failed, bad setup)."""
-
-
-# ---------------------------------------------------------------------------- paths
-def repo_root() -> Path:
-    """The project folder (holds ``notebooks/``, ``book/``, ``_toc.yml``)."""
-    here = Path(__file__).resolve().parents[1]
-    if (here / "notebooks").is_dir() and (here / "_toc.yml").is_file():
-        return here
-    cwd = Path.cwd()
-    for cand in (cwd, *cwd.parents):
-        if (cand / "notebooks").is_dir() and (cand / "_toc.yml").is_file():
-            return cand
-    raise BookError(
-        f"cannot find the project folder (with notebooks/ and _toc.yml) above {here} or {cwd}; "
-        "run crapnet book from a clone of the repository"
-    )
-
-
-def default_runs_root() -> Path:
-    """``<repo>/runs``: training runs shared by the notebooks (git-ignored)."""
-    return repo_root() / "runs"
-
-
-def default_results_dir() -> Path:
-    """``<repo>/results``: committed cross-validation summaries."""
-    return repo_root() / "results"
 
 
 # ---------------------------------------------------------------------------- plan
@@ -189,42 +167,6 @@ def slugify(text: str) -> str:
     if not slug:
         raise ValueError(f"cannot make a file name from {text!r}")
     return slug
-
-
-def available_datasets(data_root: str | os.PathLike | None) -> list[str]:
-    """Real datasets present under ``data_root`` (``chaos``, ``sabs``), in that order."""
-    if not data_root:
-        return []
-    root = Path(data_root).expanduser()
-    return [
-        name
-        for name, sub in DATASET_FOLDERS.items()
-        if (root / sub).is_dir() and any((root / sub).glob("image_*.nii.gz"))
-    ]
-
-
-def run_config(profile: str, dataset: str, setting: int = 1, fold: int = 0, method: str = "crapnet",
-               blocks: int | None = None, branches: int | None = None, test_group: str | None = None,
-               steps: int | None = None, data_root: str | None = None, overrides: Sequence[str] = ()):
-    """The :class:`~crapnet_core.experiment.ExperimentConfig` of one training run of the book.
-
-    ``blocks``/``branches``/``steps`` = None keep the profile's values (so the runs of the
-    default configuration are the same runs, same hash, as ``crapnet cross-validate``'s);
-    ``data_root`` is a runtime field (not part of the hash). Notebooks 3-7 and the plan call
-    this, so that equal coordinates give equal configs and hence one shared run folder.
-    """
-    from .experiment import make_config
-
-    extra: list[str] = []
-    if blocks is not None:
-        extra.append(f"model.n_blocks={int(blocks)}")
-    if branches is not None:
-        extra.append(f"model.branches={int(branches)}")
-    if steps is not None:
-        extra.append(f"train.steps={int(steps)}")
-    if data_root:
-        extra.append(f"data.data_root={data_root}")
-    return make_config(profile, dataset, int(setting), int(fold), method, [*extra, *overrides], test_group=test_group)
 
 
 def _train_tag(dataset: str, setting: int, fold: int, method: str, blocks: int | None, branches: int | None,

@@ -390,8 +390,8 @@ def check_lab(root: str | os.PathLike | None = None, notebook: str = "notebooks/
     ``<root>/_build/screenshots/lab.png``). ``env``: the server's environment (e.g.
     ``JUPYTER_PATH`` holding the kernelspec).
     """
-    from .book import repo_root
     from .lab import JupyterServer
+    from .paths import repo_root
 
     root = Path(root) if root else repo_root()
     if not (root / notebook).is_file():
@@ -509,7 +509,7 @@ def _print_reports(reports: list[PageReport], t0: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .book import repo_root
+    from .paths import repo_root
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lab"]:

@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from . import book
+from .paths import ProjectNotFound
 
 
 def _positive_int(text: str) -> int:
@@ -87,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
             dry_run=args.plan, executor=args.executor, cluster_profile=args.cluster_profile,
             partition=args.partition, account=args.account, gpus_per_job=args.gpus_per_job, plan=plan,
         )
-    except book.BookError as err:
+    except (book.BookError, ProjectNotFound) as err:
         print(f"crapnet book: error: {err}", file=sys.stderr)
         return 1
     if args.plan:

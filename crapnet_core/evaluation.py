@@ -36,6 +36,7 @@ axis order and affine: Dice recomputed with any tool on the whole volume equals 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -468,9 +469,27 @@ def evaluate(
     return metrics
 
 
+def read_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+    """``RUN/metrics.json`` (``split="validation"``: ``RUN/metrics_validation.json``) as
+    :func:`evaluate` wrote it: the one reader of those files.
+
+    Errors: ``FileNotFoundError`` naming the file when the run is not evaluated;
+    ``ValueError`` when the file is not JSON (e.g. truncated).
+    """
+    path = Path(run_dir) / metrics_filename(split)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found; evaluate the run first") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
 __all__ = [
     "EMPTY_PREDICTION_POLICY", "support_positions", "support_slices", "chunk_index", "chunk_assignment",
     "organ_range", "prediction_file_name", "predict_chunks", "SPLITS", "metrics_filename", "support_tensors",
-    "evaluate_model", "summarize_per_scan", "evaluate",
+    "evaluate_model", "summarize_per_scan", "evaluate", "read_metrics",
     "Counts",
 ]

@@ -82,6 +82,10 @@ SETTING2_GROUPS: tuple[tuple[str, ...], ...] = (("left_kidney", "right_kidney"),
 #: Cross-validation folds of the paper (5-fold).
 FOLDS = (0, 1, 2, 3, 4)
 
+#: The paper's ablation axes: attention blocks per branch (Table 3), branches (Table 4).
+TABLE3_BLOCKS = (1, 5, 7, 9, 12, 15)
+TABLE4_BRANCHES = (2, 1)
+
 #: Training / book profiles (the book profile and the training profile share the name).
 PROFILES = ("smoke", "lite", "paper")
 
@@ -95,6 +99,6 @@ DATASET_LABELS = {"chaos": "Abdominal-MRI (CHAOS)", "sabs": "Abdominal-CT (Synap
 
 __all__ = [
     "ORGANS", "ORGAN_SHORT", "CHAOS_LABELS", "SABS_LABELS", "Method", "METHODS_REGISTRY", "METHODS",
-    "PAPER_METHODS", "METHOD_LABELS", "SETTINGS", "SETTING2_GROUPS", "FOLDS", "PROFILES", "DATASET_FOLDERS",
-    "DATASET_TITLES", "DATASET_LABELS",
+    "PAPER_METHODS", "METHOD_LABELS", "SETTINGS", "SETTING2_GROUPS", "FOLDS", "TABLE3_BLOCKS", "TABLE4_BRANCHES",
+    "PROFILES", "DATASET_FOLDERS", "DATASET_TITLES", "DATASET_LABELS",
 ]

@@ -20,13 +20,13 @@ writes the seed aggregate (per-scan Dice averaged over seeds, spreads over seeds
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .evaluation import read_metrics  # noqa: F401 (re-exported for the notebooks)
 from .experiment import ORGANS, ExperimentConfig, make_config
 from .facts import ORGAN_SHORT
 from .io import write_json, write_text
@@ -65,12 +65,9 @@ def run_dir_for(cfg: ExperimentConfig, runs_root: str | Path) -> Path:
 
 def is_evaluated(run_dir: str | Path, cfg: ExperimentConfig) -> bool:
     """``metrics.json`` exists, belongs to this config and to the fully trained model."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        return False
     try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        m = read_metrics(run_dir)
+    except (FileNotFoundError, ValueError):
         return False
     return m.get("config_hash") == cfg.config_hash() and int(m.get("step", -1)) == cfg.train.steps
 
@@ -106,6 +103,28 @@ def ensure_run(
         if evaluate and not is_evaluated(run_dir, cfg):
             evaluate_run(run_dir, device=cfg.train.device, progress=progress)
     return run_dir
+
+
+def run_config(profile: str, dataset: str, setting: int = 1, fold: int = 0, method: str = "crapnet",
+               blocks: int | None = None, branches: int | None = None, test_group: str | None = None,
+               steps: int | None = None, data_root: str | None = None, overrides: Sequence[str] = ()):
+    """The :class:`~crapnet_core.experiment.ExperimentConfig` of one training run of the book.
+
+    ``blocks``/``branches``/``steps`` = None keep the profile's values (so the runs of the
+    default configuration are the same runs, same hash, as ``crapnet cross-validate``'s);
+    ``data_root`` is a runtime field (not part of the hash). Notebooks 3-7 and the plan call
+    this, so that equal coordinates give equal configs and hence one shared run folder.
+    """
+    extra: list[str] = []
+    if blocks is not None:
+        extra.append(f"model.n_blocks={int(blocks)}")
+    if branches is not None:
+        extra.append(f"model.branches={int(branches)}")
+    if steps is not None:
+        extra.append(f"train.steps={int(steps)}")
+    if data_root:
+        extra.append(f"data.data_root={data_root}")
+    return make_config(profile, dataset, int(setting), int(fold), method, [*extra, *overrides], test_group=test_group)
 
 
 # ---------------------------------------------------------------------- cross-validation
@@ -244,7 +263,7 @@ def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method:
 
     per_fold: dict[int, dict[str, Any]] = {}
     for run_dir in run_dirs:
-        m = json.loads((Path(run_dir) / "metrics.json").read_text())
+        m = read_metrics(run_dir)
         fold = int(m["fold"])
         entry = per_fold.setdefault(fold, {"dice": {}, "dice_lcc": {}, "hd95": {}, "asd": {}, "runs": [],
                                            "support": {}, "per_scan": {}, "train_seconds": 0.0, "eval_seconds": 0.0})

@@ -136,6 +136,8 @@ def per_scan_dice(summary: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     if summary.get("per_scan"):
         return {o: {str(k): float(v) for k, v in scans.items() if v is not None}
                 for o, scans in summary["per_scan"].items()}
+    from .evaluation import read_metrics
+
     where = summary.get("_path")
     base = Path(where).parent if where else None
     if base is not None and summary.get("runs_root"):  # runs kept elsewhere (cross_validate_seeds)
@@ -144,11 +146,14 @@ def per_scan_dice(summary: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     missing: list[str] = []
     for entry in summary.get("per_fold", {}).values():
         for name in entry.get("runs", []):
-            path = base / name / "metrics.json" if base is not None else None
-            if path is None or not path.is_file():
+            try:
+                if base is None:
+                    raise FileNotFoundError(name)
+                metrics = read_metrics(base / name)
+            except FileNotFoundError:
                 missing.append(name)
                 continue
-            for organ, scans in per_scan_from_metrics(json.loads(path.read_text())).items():
+            for organ, scans in per_scan_from_metrics(metrics).items():
                 out.setdefault(organ, {}).update(scans)
     if missing or not out:
         raise ValueError(

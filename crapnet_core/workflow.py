@@ -138,7 +138,7 @@ class RunStep:
 
 
 def runs_read(job) -> list[dict]:
-    """The :func:`~crapnet_core.book.run_config` arguments of every run a notebook execution reads.
+    """The :func:`~crapnet_core.runs.run_config` arguments of every run a notebook execution reads.
 
     The notebooks call ``ensure_run`` for these; the workflow trains and evaluates them first,
     so that the notebooks only read (one training per run, however many notebooks read it).
@@ -176,7 +176,7 @@ def runs_read(job) -> list[dict]:
 
 
 def run_step(args: dict) -> RunStep:
-    from .book import run_config
+    from .runs import run_config
 
     cfg = run_config(**{k: v for k, v in args.items() if k != "data_root"})
     return RunStep(cfg.run_name(), args["dataset"], {k: v for k, v in args.items() if k != "data_root"})
@@ -198,8 +198,9 @@ class Study:
 
 def study(plan, root: Path | None = None, gpus_per_job: int = 0) -> Study:
     """The workflow's jobs for ``plan``: superpixels, runs, notebook executions, their content keys."""
-    from .book import notebook_parameters, notebook_path, job_parameters, repo_root, source_digest
+    from .book import job_parameters, notebook_parameters, notebook_path, source_digest
     from .datasets import resolve_dataset, scan_ids
+    from .paths import repo_root
 
     root = Path(root or repo_root())
     runs: dict[str, RunStep] = {}
@@ -326,8 +327,7 @@ def job_superpixels(spec: dict) -> None:
 
 def job_train(spec: dict) -> None:
     """Train one run (resume an interrupted training of the same key; start afresh after a change)."""
-    from .book import run_config
-    from .runs import run_dir_for, run_lock
+    from .runs import run_config, run_dir_for, run_lock
     from .training import clear_run, is_trained, latest_checkpoint, train
 
     cfg = run_config(**spec["args"], data_root=spec.get("data_root"))
@@ -351,9 +351,8 @@ def job_train(spec: dict) -> None:
 
 def job_evaluate(spec: dict) -> None:
     """1-shot evaluation of a trained run (writes RUN/metrics.json)."""
-    from .book import run_config
     from .evaluation import evaluate
-    from .runs import run_dir_for, run_lock
+    from .runs import run_config, run_dir_for, run_lock
 
     cfg = run_config(**spec["args"], data_root=spec.get("data_root"))
     run_dir = run_dir_for(cfg, spec["runs_root"])
@@ -466,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------- driving Snakemake
 def snakefile(root: Path | None = None) -> Path:
-    from .book import repo_root
+    from .paths import repo_root
 
     path = Path(root or repo_root()) / "workflow" / "Snakefile"
     if not path.is_file():
@@ -497,7 +496,7 @@ def snakemake_command(
     ``notebooks/`` and ``book/`` to run (default ``root``); ``targets``: the files to make
     (default: the book).
     """
-    from .book import repo_root
+    from .paths import repo_root
 
     root = Path(root or repo_root())
     notebooks_root = Path(notebooks_root or root)

@@ -28,7 +28,6 @@ and results/select_lite/trials.json + trials.md. ``--steps N`` overrides every t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crapnet_core.evaluation import evaluate  # noqa: E402
+from crapnet_core.evaluation import evaluate, read_metrics  # noqa: E402
 from crapnet_core.experiment import describe, make_config  # noqa: E402
 from crapnet_core.io import write_json, write_text  # noqa: E402
 from crapnet_core.training import is_trained, train, train_seconds  # noqa: E402
@@ -61,7 +60,7 @@ def run_trial(name: str, method: str, extra: list[str], runs_root: Path, progres
         if not is_trained(run):  # an interrupted trial resumes from its last checkpoint
             train(cfg, run, resume=(run / "config.json").is_file(), progress=progress)
         evaluate(run, progress=progress, save_predictions=False, split="validation")
-    m = json.loads(metrics_path.read_text())
+    m = read_metrics(run, split="validation")
     assert m["split"] == "validation"
     return {
         "trial": name, "method": method, "overrides": overrides, "config_hash": cfg.config_hash(), "run": run.name,
