@@ -79,8 +79,7 @@ NOTEBOOKS = {
     "01_data_exploration": "Data exploration",
     "02_superpixels": "Superpixel pseudo-labels",
     "03_train_fold": "Train and evaluate one fold",
-    "04_ablation_blocks": "Ablation: number of attention blocks",
-    "05_ablation_branches": "Ablation: two branches against one",
+    "04_ablation": "Ablations (one page per ablated axis)",
     "06_qualitative": "Qualitative results",
     "07_results": "Results against the paper",
     "08_inside_attention": "Inside the attention",
@@ -316,12 +315,10 @@ def plan_book(
     jobs = unique
 
     folds = list(scope["ablation_folds"])
-    jobs.append(Job("04_ablation_blocks", dict(profile=profile, dataset=main_ds, folds=folds,
-                                               blocks=list(scope["blocks"])), 2, main_ds,
-                    DATASET_TITLES.get(main_ds, main_ds)))
-    jobs.append(Job("05_ablation_branches", dict(profile=profile, dataset=main_ds, folds=folds,
-                                                 branches=list(scope["branches"])), 2, main_ds,
-                    DATASET_TITLES.get(main_ds, main_ds)))
+    for axis, what in (("blocks", "number of attention blocks"), ("branches", "two branches against one")):
+        jobs.append(Job("04_ablation", dict(profile=profile, dataset=main_ds, folds=folds, axis=axis,
+                                            values=list(scope[axis])), 2, f"{main_ds}-{axis}",
+                        f"{what}, {DATASET_TITLES.get(main_ds, main_ds)}"))
     for ds in train_sets:
         jobs.append(Job("06_qualitative", dict(profile=profile, dataset=ds, fold=scope["train_folds"][0],
                                                methods=list(scope["methods"])), 2, ds,

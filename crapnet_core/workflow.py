@@ -148,12 +148,9 @@ def runs_read(job) -> list[dict]:
     if job.notebook == "03_train_fold":
         return [dict(base, dataset=p["dataset"], setting=p["setting"], fold=p["fold"], method=p["method"],
                      blocks=p.get("blocks"), branches=p.get("branches"), test_group=p.get("test_group"))]
-    if job.notebook == "04_ablation_blocks":
-        return [dict(base, dataset=p["dataset"], setting=1, fold=f, method="crapnet", blocks=b)
-                for f in p["folds"] for b in p["blocks"]]
-    if job.notebook == "05_ablation_branches":
-        return [dict(base, dataset=p["dataset"], setting=1, fold=f, method="crapnet", branches=b)
-                for f in p["folds"] for b in p["branches"]]
+    if job.notebook == "04_ablation":  # axis: blocks or branches
+        return [dict(base, dataset=p["dataset"], setting=1, fold=f, method="crapnet", **{p["axis"]: v})
+                for f in p["folds"] for v in p["values"]]
     if job.notebook in ("08_inside_attention", "09_segment_your_own_scan"):  # the fold's crapnet run
         return [dict(base, dataset=p["dataset"], setting=p.get("setting", 1), fold=p["fold"],
                      method=p.get("method", "crapnet"))]

@@ -40,12 +40,9 @@ def _needed_configs(plan: book.BookPlan) -> set[str]:
         if job.notebook == "03_train_fold":
             need.add(book.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"], p["blocks"],
                                      p["branches"], p["test_group"]).config_hash())
-        elif job.notebook == "04_ablation_blocks":
-            need |= {book.run_config(p["profile"], p["dataset"], 1, f, "crapnet", blocks=b).config_hash()
-                     for f in p["folds"] for b in p["blocks"]}
-        elif job.notebook == "05_ablation_branches":
-            need |= {book.run_config(p["profile"], p["dataset"], 1, f, "crapnet", branches=b).config_hash()
-                     for f in p["folds"] for b in p["branches"]}
+        elif job.notebook == "04_ablation":
+            need |= {book.run_config(p["profile"], p["dataset"], 1, f, "crapnet", **{p["axis"]: v}).config_hash()
+                     for f in p["folds"] for v in p["values"]}
         elif job.notebook == "06_qualitative":
             need |= {book.run_config(p["profile"], p["dataset"], 1, p["fold"], m).config_hash() for m in p["methods"]}
         elif job.notebook == "08_inside_attention":
@@ -72,8 +69,8 @@ def test_plan_trains_every_run_the_notebooks_read_once(profile, fake_data_root, 
     stages = {j.notebook: j.stage for j in plan.jobs}
     assert stages["01_data_exploration"] == stages["02_superpixels"] == 0
     assert stages["03_train_fold"] == 1
-    assert {stages[n] for n in ("04_ablation_blocks", "05_ablation_branches", "06_qualitative", "07_results",
-                                "08_inside_attention")} == {2}
+    assert {stages[n] for n in ("04_ablation", "06_qualitative", "07_results", "08_inside_attention")} == {2}
+    assert sorted(j.params["axis"] for j in plan.by_notebook()["04_ablation"]) == ["blocks", "branches"]
     assert set(plan.by_notebook()) == set(book.NOTEBOOKS), "every notebook runs in every profile"
     names = [j.name for j in plan.jobs]
     assert len(names) == len(set(names))
@@ -87,8 +84,8 @@ def test_smoke_plan_is_phantom_and_lists_what_it_leaves_out(fake_data_root):
     text = "\n".join(plan.left_out)
     assert "folds 1, 2, 3, 4" in text
     assert "7, 9, 12, 15 attention blocks" in text
-    blocks = plan.by_notebook()["04_ablation_blocks"][0].params["blocks"]
-    assert blocks == [1, 5]
+    ablations = {j.params["axis"]: j.params["values"] for j in plan.by_notebook()["04_ablation"]}
+    assert ablations == {"blocks": [1, 5], "branches": [2, 1]}
 
 
 def test_lite_plan_real_data_and_phantom_fallback(fake_data_root, monkeypatch):
@@ -97,7 +94,8 @@ def test_lite_plan_real_data_and_phantom_fallback(fake_data_root, monkeypatch):
     trains = plan.by_notebook()["03_train_fold"]
     assert {j.params["dataset"] for j in trains} == {"chaos"}
     assert {j.params["fold"] for j in trains} == {0} and {j.params["setting"] for j in trains} == {1}
-    assert plan.by_notebook()["04_ablation_blocks"][0].params["blocks"] == list(book.PAPER_BLOCKS)
+    ablations = {j.params["axis"]: j.params["values"] for j in plan.by_notebook()["04_ablation"]}
+    assert ablations == {"blocks": list(book.PAPER_BLOCKS), "branches": list(book.PAPER_BRANCHES)}
     assert len(trains) == 3 + 5 + 1  # methods, block counts other than 5, one-branch
     assert any("Synapse/SABS CT" in item for item in plan.left_out)
     assert {j.params["dataset"] for j in plan.by_notebook()["01_data_exploration"]} == {"chaos", "sabs"}

@@ -40,7 +40,7 @@ def _notebooks() -> list[Path]:
 NOTEBOOKS = _notebooks()
 
 
-def test_the_seven_notebooks_exist():
+def test_the_notebooks_exist():
     names = [p.stem for p in NOTEBOOKS]
     assert names == list(book.NOTEBOOKS), names
 
