@@ -1,7 +1,7 @@
 """The research book: papermill batch runs of the notebooks, then the jupyter-book HTML build.
 
 ``crapnet book --profile smoke|lite|paper`` (see :mod:`crapnet_core.cli_book`) calls
-:func:`build_book`, which
+:func:`crapnet_core.workflow.build_book`, which
 
 1. makes a :class:`BookPlan` for the profile (:func:`plan_book`): which notebook runs with
    which parameters (one executed copy per dataset / fold / setting / method / ablation
@@ -16,7 +16,7 @@
    ``book/*.md`` and the executed notebooks (:func:`assemble_source`), with the toc's
    ``notebooks/<name>`` entries replaced by the executed copies, and
 4. runs the jupyter-book (Sphinx) build on it with notebook execution off
-   (:func:`build_html`); :func:`build_book` returns the path of ``index.html``.
+   (:func:`build_html`); ``build_book`` returns the path of ``index.html``.
 
 Layout under the output folder ``OUT`` (default ``<repo>/_build``, ignored by git)::
 
@@ -59,7 +59,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from .facts import (DATASET_FOLDERS, DATASET_TITLES, FOLDS, PAPER_METHODS, PROFILES,  # noqa: F401 (re-exported)
                     SETTINGS, TABLE3_BLOCKS, TABLE4_BRANCHES)
@@ -961,15 +961,7 @@ def _sphinx_main(source: str, html: str, doctrees: str) -> int:
     return int(result or 0)
 
 
-# ---------------------------------------------------------------------------- all together
-def default_jobs() -> int:
-    """Jobs at a time by default: every core this process may use (each job runs one thread)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
+# ---------------------------------------------------------------------------- plan files
 def save_plan(plan: BookPlan, path: str | os.PathLike) -> Path:
     """Write the plan as JSON (the workflow's input: ``--config plan=PATH``)."""
     return write_json(Path(path), plan.to_dict())
@@ -988,134 +980,6 @@ def load_or_plan(config: dict[str, Any]) -> BookPlan:
         return BookPlan(**data)
     return plan_book(config.get("profile", DEFAULT_PROFILE), config.get("data_root"), config.get("runs_root"),
                      config.get("results_dir"), config.get("device", "auto"))
-
-
-def _failures(out_dir: Path, since: float) -> list[str]:
-    """What failed in this build: the records the workflow's jobs wrote under OUT/logs/failed."""
-    lines = []
-    for rec in sorted((out_dir / "logs" / "failed").glob("*.txt")):
-        if rec.stat().st_mtime >= since - 1:
-            text = rec.read_text(errors="replace").strip().splitlines()
-            lines.append(f"- {text[0]}" if text else f"- {rec.stem}")
-            lines += [f"  {ln.strip()}" for ln in text[1:]]
-    return lines
-
-
-def _snakemake_errors(log: Path) -> list[str]:
-    """Snakemake's own "Error in rule" messages (jobs that failed before their body ran, e.g. on SLURM)."""
-    if not log.is_file():
-        return []
-    lines, text = [], log.read_text(errors="replace").splitlines()
-    for i, line in enumerate(text):
-        if line.startswith("Error in rule"):
-            lines.append(f"- {line.rstrip(':')}")
-            for follow in text[i + 1:i + 12]:
-                if follow.strip().startswith(("message:", "log:", "wildcards:")):
-                    lines.append(f"  {follow.strip()}")
-                elif not follow.startswith(" "):
-                    break
-    return lines
-
-
-def build_book(
-    profile: str = DEFAULT_PROFILE,
-    data_root: str | os.PathLike | None = None,
-    out_dir: str | os.PathLike | None = None,
-    jobs: int | None = None,
-    runs_root: str | os.PathLike | None = None,
-    results_dir: str | os.PathLike | None = None,
-    device: str = "auto",
-    force: bool = False,
-    progress: bool = True,
-    echo: Callable[[str], None] = print,
-    dry_run: bool = False,
-    executor: str = "local",
-    cluster_profile: str | os.PathLike | None = None,
-    partition: str | None = None,
-    account: str | None = None,
-    gpus_per_job: int | None = None,
-    plan: BookPlan | None = None,
-    root: Path | None = None,
-) -> Path:
-    """Plan the book and run the study's Snakemake workflow (``workflow/Snakefile``); returns ``OUT/html/index.html``.
-
-    ``jobs`` (default: every core) jobs run at a time, each with one thread; with GPUs, as
-    many trainings at once as there are GPUs, one each. ``executor="slurm"`` submits every job
-    (superpixels, training, evaluation, notebook execution) to SLURM, ``gpus_per_job`` GPUs
-    each (default 1 unless ``device == "cpu"``), ``partition``/``account`` as given,
-    further settings from the Snakemake profile ``cluster_profile`` (default
-    ``workflow/profiles/slurm``). ``dry_run``: print the workflow's jobs and stop (returns
-    the path index.html would have). ``force``: execute every notebook again (runs are kept).
-    A failed job raises :class:`BookError` naming each failure (notebook, parameters, failing
-    cell, partial notebook, log).
-    """
-    from . import workflow as wf
-
-    root = Path(root or repo_root())
-    out_dir = Path(out_dir).resolve() if out_dir else root / "_build"
-    plan = plan or plan_book(profile, data_root, runs_root, results_dir, device)
-    if plan.data_root:
-        os.environ["CRAPNET_DATA_ROOT"] = plan.data_root  # for the notebook kernels
-    if jobs is not None and int(jobs) < 1:
-        raise ValueError(f"--jobs: {jobs} must be at least 1")
-    if executor == "local":
-        jobs = int(jobs or default_jobs())
-        gpus = wf.gpu_count() if plan.device != "cpu" else 0
-        per_job = 1 if gpus else 0
-    else:
-        gpus = 0
-        per_job = (0 if plan.device == "cpu" else 1) if gpus_per_job is None else int(gpus_per_job)
-        cluster_profile = Path(cluster_profile).resolve() if cluster_profile else root / "workflow" / "profiles" / executor
-    out_dir.mkdir(parents=True, exist_ok=True)
-    where = f"{jobs} at a time" + (f", {gpus} GPU(s), one per training" if gpus else "")
-    if executor != "local":
-        queued = f"up to {jobs} jobs" if jobs else "jobs (as many as the cluster profile allows)"
-        where = f"executor {executor}, {queued} queued at a time, {per_job} GPU(s) per job"
-    echo(f"crapnet book: profile {plan.profile}, data {', '.join(plan.datasets)}, {len(plan.jobs)} notebook "
-         f"execution(s), {where} -> {out_dir}")
-    for note in plan.notes:
-        echo(f"note: {note}")
-    if "phantom" in plan.datasets:
-        from .phantom import phantom_root
-
-        phantom_root()  # generate once here, not concurrently in several jobs
-    plan_file = save_plan(plan, out_dir / "plan.json")
-    cmd = wf.snakemake_command(out_dir, plan_file, plan.profile, jobs, gpus=gpus, gpus_per_job=per_job,
-                               dry_run=dry_run, force=force, executor=executor, cluster_profile=cluster_profile,
-                               partition=partition, account=account, root=root)
-    started = time.time()
-    state = dict(plan=plan.to_dict(), started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 command=cmd)
-    if not dry_run:
-        write_json(out_dir / "book.json", dict(state, status="executing"))
-    say = echo if progress else (lambda line: None)
-    code = wf.run_snakemake(cmd, out_dir / "logs" / ("snakemake-plan.log" if dry_run else "snakemake.log"),
-                            echo=echo if dry_run else say, show=None if dry_run else wf.PROGRESS)
-    if dry_run:
-        if code != 0:
-            raise BookError(f"the workflow's dry run failed (status {code}); log {out_dir / 'logs' / 'snakemake-plan.log'}")
-        return out_dir / "html" / "index.html"
-    results = executed_results(plan, out_dir, since=started)
-    index = out_dir / "html" / "index.html"
-    if code != 0 or not index.is_file():
-        lines = _failures(out_dir, started) or _snakemake_errors(out_dir / "logs" / "snakemake.log") \
-            or [f"- see {out_dir / 'logs' / 'snakemake.log'}"]
-        err = (f"the book's workflow failed (Snakemake status {code}); what failed:\n" + "\n".join(lines)
-               + f"\nper-job logs: {out_dir / 'logs'}; Snakemake's log: {out_dir / 'logs' / 'snakemake.log'}")
-        write_json(out_dir / "book.json", dict(state, status="failed", error=err))
-        raise BookError(err)
-    total = time.time() - started
-    sphinx = out_dir / "logs" / "sphinx.log"
-    warnings = [ln for ln in sphinx.read_text(errors="replace").splitlines() if "WARNING" in ln or "ERROR" in ln] \
-        if sphinx.is_file() else []
-    write_json(out_dir / "book.json", dict(
-        state, status="ok", index=str(index), wall_s=round(total, 1), sphinx_warnings=len(warnings),
-        executions=[dict(name=r.job.name, status=r.status, wall_s=round(r.wall_s, 1)) for r in results],
-    ))
-    echo(f"notebooks: {sum(r.status == 'ok' for r in results)} executed, "
-         f"{sum(r.status == 'cached' for r in results)} reused; book built in {total:.0f} s "
-         f"({len(warnings)} Sphinx warning(s)): {index}")
-    return index
 
 
 if __name__ == "__main__":  # build subprocess: python -m crapnet_core.book _sphinx SRC HTML DOCTREES

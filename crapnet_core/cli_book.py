@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import book
+from . import book, workflow
 from .paths import ProjectNotFound
 
 
@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", metavar="DIR", default=None,
                    help="folder holding CHAOST2/ and SABS/ (default: $CRAPNET_DATA_ROOT; phantom when unset)")
     p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
-                   help=f"jobs at a time, one thread each (default: every core, here {book.default_jobs()}); "
+                   help=f"jobs at a time, one thread each (default: every core, here {workflow.default_jobs()}); "
                         "with GPUs, one training per GPU at a time; with --executor slurm: jobs submitted at a time")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder: executed notebooks, logs, html/ (default: <repo>/_build)")
@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         plan = book.plan_book(args.profile, args.data_root, args.runs, args.results, args.device)
         if args.plan:
             print(f"profile {plan.profile}: data {', '.join(plan.datasets)}; {len(plan.jobs)} notebook executions")
-        index = book.build_book(
+        index = workflow.build_book(
             profile=args.profile, data_root=args.data_root, out_dir=args.out, jobs=args.jobs,
             runs_root=args.runs, results_dir=args.results, device=args.device, force=args.force,
             dry_run=args.plan, executor=args.executor, cluster_profile=args.cluster_profile,

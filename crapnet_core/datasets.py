@@ -50,7 +50,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .facts import CHAOS_LABELS, ORGANS, SABS_LABELS  # study facts: organs, label maps
-from .geometry import MODEL_SIZE, Geometry, GeometryError, make_geometry
+from .geometry import MODEL_SIZE, Geometry, GeometryError, downsample_mask, make_geometry
 
 log = logging.getLogger(__name__)
 
@@ -835,15 +835,28 @@ def body_threshold_for(spec_or_threshold, image: np.ndarray) -> float:
     return float(threshold_otsu(x))
 
 
+def body_mask(slice2d: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean body mask of one slice: ``> threshold``, largest connected component, holes filled."""
+    from scipy import ndimage as ndi
+
+    mask = np.asarray(slice2d) > threshold
+    if not mask.any():
+        return mask
+    labels, n = ndi.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(np.argmax(sizes))
+    return ndi.binary_fill_holes(mask)
+
+
 def body_report(image: np.ndarray, label: np.ndarray | None, threshold: float) -> dict[str, float | None]:
     """Share of the image and of the labelled (non-zero) voxels inside the body mask.
 
-    The body mask is the superpixel step's (:func:`crapnet_core.superpixels.body_mask`,
-    slice by slice). Returns ``{"threshold", "image_share", "organ_share"}`` (fractions;
-    ``organ_share`` None without labelled voxels).
+    The body mask is the superpixel step's (:func:`body_mask`, slice by slice). Returns
+    ``{"threshold", "image_share", "organ_share"}`` (fractions; ``organ_share`` None without
+    labelled voxels).
     """
-    from .superpixels import body_mask
-
     image = np.asarray(image)
     body = np.zeros(image.shape, dtype=bool)
     for z in range(image.shape[2]):
@@ -923,34 +936,6 @@ def slice_tensor(norm_volume: np.ndarray, z: int, size: int = SLICE_SIZE):
     if t.shape[-2:] != (size, size):
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
     return t[0].expand(3, size, size).contiguous()
-
-
-def downsample_mask(mask2d, size: tuple[int, int]):
-    """A binary ``(H, W)`` mask on a smaller grid so that small structures survive.
-
-    Each output cell takes the share of its area the structure covers (area pooling,
-    ``adaptive_avg_pool2d``); cells covered at least half are foreground. When that leaves
-    nothing although the input has foreground (a structure smaller than half a cell), the
-    best-covered cell(s) are kept instead (max pooling of the shares): a support annotation
-    never silently disappears. Growing (``size`` >= input) uses nearest neighbour.
-    Returns ``(int64 tensor (h, w), below_resolution: bool)``.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.as_tensor(np.ascontiguousarray(np.asarray(mask2d) > 0))
-    h, w = int(size[0]), int(size[1])
-    if tuple(t.shape) == (h, w):
-        return t.long(), False
-    if h >= t.shape[0] and w >= t.shape[1]:
-        return F.interpolate(t[None, None].float(), size=(h, w), mode="nearest-exact")[0, 0].long(), False
-    share = F.adaptive_avg_pool2d(t[None, None].float(), (h, w))[0, 0]
-    out = share >= 0.5
-    below = False
-    if not bool(out.any()) and bool(t.any()):
-        out = share >= share.max()
-        below = True
-    return out.long(), below
 
 
 def mask_tensor(mask: np.ndarray, z: int | None = None, size: int = SLICE_SIZE):

@@ -194,7 +194,7 @@ def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequen
                     source: str = "support"):
     """Support images ``(len(zs), 3, S, S)`` and masks ``(len(zs), S, S)`` for the chosen slices.
 
-    Masks are shrunk by area pooling (:func:`~crapnet_core.datasets.downsample_mask`): an
+    Masks are shrunk by area pooling (:func:`~crapnet_core.geometry.downsample_mask`): an
     annotation smaller than half an input cell keeps its best-covered cell(s) and a warning
     naming ``source`` and the slice says it is below the model's resolution. An empty
     support mask is an error.
@@ -203,7 +203,8 @@ def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequen
 
     import torch
 
-    from .datasets import DatasetError, downsample_mask, slice_tensor
+    from .datasets import DatasetError, slice_tensor
+    from .geometry import downsample_mask
 
     images = torch.stack([slice_tensor(norm_volume, int(z), size) for z in zs])
     masks = []

@@ -164,12 +164,10 @@ class Geometry:
     def mask_to_model(self, mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """A binary file-order mask -> bool model grid; small structures survive shrinking.
 
-        Per slice :func:`crapnet_core.datasets.downsample_mask` (area pooling; a structure
-        below half a model voxel keeps its best-covered voxel(s)). Returns the mask and the
-        slices where that fallback was needed.
+        Per slice :func:`downsample_mask` (area pooling; a structure below half a model voxel
+        keeps its best-covered voxel(s)). Returns the mask and the slices where that fallback
+        was needed.
         """
-        from .datasets import downsample_mask
-
         canon = np.asarray(self.to_canonical(np.asarray(mask) > 0))
         if self.inplane != "resample":
             return np.ascontiguousarray(self._inplane(canon, order=0)), []
@@ -331,7 +329,35 @@ def axcodes(affine) -> tuple[str, ...]:
     return tuple(nib.aff2axcodes(np.asarray(affine, dtype=np.float64)))
 
 
+def downsample_mask(mask2d, size: tuple[int, int]):
+    """A binary ``(H, W)`` mask on a smaller grid so that small structures survive.
+
+    Each output cell takes the share of its area the structure covers (area pooling,
+    ``adaptive_avg_pool2d``); cells covered at least half are foreground. When that leaves
+    nothing although the input has foreground (a structure smaller than half a cell), the
+    best-covered cell(s) are kept instead (max pooling of the shares): a support annotation
+    never silently disappears. Growing (``size`` >= input) uses nearest neighbour.
+    Returns ``(int64 tensor (h, w), below_resolution: bool)``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.as_tensor(np.ascontiguousarray(np.asarray(mask2d) > 0))
+    h, w = int(size[0]), int(size[1])
+    if tuple(t.shape) == (h, w):
+        return t.long(), False
+    if h >= t.shape[0] and w >= t.shape[1]:
+        return F.interpolate(t[None, None].float(), size=(h, w), mode="nearest-exact")[0, 0].long(), False
+    share = F.adaptive_avg_pool2d(t[None, None].float(), (h, w))[0, 0]
+    out = share >= 0.5
+    below = False
+    if not bool(out.any()) and bool(t.any()):
+        out = share >= share.max()
+        below = True
+    return out.long(), below
+
+
 __all__ = [
     "CANONICAL_AXCODES", "MODEL_SIZE", "PRESET_CROPS", "Geometry", "GeometryError", "make_geometry",
-    "resize_inplane", "canonical_ornt", "axcodes",
+    "resize_inplane", "canonical_ornt", "axcodes", "downsample_mask",
 ]

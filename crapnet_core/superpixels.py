@@ -42,7 +42,7 @@ from typing import Iterable
 import numpy as np
 
 from . import datasets as _ds
-from .datasets import DatasetError, DatasetSpec, image_path, load_volume, read_nifti
+from .datasets import DatasetError, DatasetSpec, body_mask, image_path, load_volume, read_nifti
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +57,6 @@ class SuperpixelParams:
     min_size: int = 400
     sigma: float = 1.0
     scale: float = 1.0
-
-
-def body_mask(slice2d: np.ndarray, threshold: float) -> np.ndarray:
-    """Boolean body mask of one slice: ``> threshold``, largest connected component, holes filled."""
-    from scipy import ndimage as ndi
-
-    mask = np.asarray(slice2d) > threshold
-    if not mask.any():
-        return mask
-    labels, n = ndi.label(mask)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == int(np.argmax(sizes))
-    return ndi.binary_fill_holes(mask)
 
 
 def superpixels_slice(

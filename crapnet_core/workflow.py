@@ -1,8 +1,9 @@
 """The study as a Snakemake workflow: what each step is, what it depends on, and its job bodies.
 
 ``workflow/Snakefile`` declares the study's steps as Snakemake rules; this module gives it
-the facts (from :func:`crapnet_core.book.plan_book`) and the bodies of the jobs, and lets
-``crapnet book`` drive Snakemake (:func:`run_snakemake`). The rules, one job each::
+the facts (from :func:`crapnet_core.book.plan_book`) and the bodies of the jobs, and is
+``crapnet book``'s front door (:func:`build_book`: plan, then drive Snakemake with
+:func:`run_snakemake`). The rules, one job each::
 
     superpixels  one scan of a trained dataset   -> OUT/superpixels/<dataset>/<scan>.json
     train        one training run (config hash)  -> RUNS/<run>/TRAINED
@@ -39,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .io import write_json, write_text
 
@@ -54,20 +55,25 @@ RERUN_TRIGGERS = ("params", "input", "code", "software-env")
 
 # ---------------------------------------------------------------------------- library dependencies
 def _imported_modules(tree: ast.AST, package_of: str = PACKAGE) -> set[str]:
-    """``crapnet_core`` modules named by the imports anywhere in ``tree`` (also inside functions)."""
+    """``crapnet_core`` modules named by the imports anywhere in ``tree`` (also inside functions).
+
+    Relative imports (``from .x import y``, ``from ..data import x``) are resolved against
+    ``package_of``, the package of the importing module. ``from a import b`` names ``a`` and
+    ``a.b`` (a module or not: :func:`module_file` tells).
+    """
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == PACKAGE}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from .x import y / from . import x
-                base = PACKAGE if not node.module else f"{PACKAGE}.{node.module}"
+            if node.level:
+                parts = package_of.split(".")
+                base = ".".join(parts[: len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if base.split(".")[0] == PACKAGE:
                 found.add(base)
-                if not node.module:
-                    found |= {f"{PACKAGE}.{a.name}" for a in node.names}
-            elif node.module and node.module.split(".")[0] == PACKAGE:
-                found.add(node.module)
-                found |= {f"{node.module}.{a.name}" for a in node.names}
+                found |= {f"{base}.{a.name}" for a in node.names}
     return found
 
 
@@ -98,7 +104,8 @@ def library_closure(modules: Iterable[str]) -> list[Path]:
         if path is None or name in seen:
             continue
         seen[name] = path
-        todo.extend(_imported_modules(ast.parse(path.read_text(), str(path))) - set(seen))
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo.extend(_imported_modules(ast.parse(path.read_text(), str(path)), package) - set(seen))
     return sorted(set(seen.values()))
 
 
@@ -562,6 +569,148 @@ def run_snakemake(cmd: Sequence[str], log_file: Path, echo=print, show: re.Patte
             if show is None or show.search(line):
                 echo(line.rstrip("\n"))
         return proc.wait()
+
+
+# ---------------------------------------------------------------------------- crapnet book
+def default_jobs() -> int:
+    """Jobs at a time by default: every core this process may use (each job runs one thread)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _failures(out_dir: Path, since: float) -> list[str]:
+    """What failed in this build: the records the workflow's jobs wrote under OUT/logs/failed."""
+    lines = []
+    for rec in sorted((out_dir / "logs" / "failed").glob("*.txt")):
+        if rec.stat().st_mtime >= since - 1:
+            text = rec.read_text(errors="replace").strip().splitlines()
+            lines.append(f"- {text[0]}" if text else f"- {rec.stem}")
+            lines += [f"  {ln.strip()}" for ln in text[1:]]
+    return lines
+
+
+def _snakemake_errors(log: Path) -> list[str]:
+    """Snakemake's own "Error in rule" messages (jobs that failed before their body ran, e.g. on SLURM)."""
+    if not log.is_file():
+        return []
+    lines, text = [], log.read_text(errors="replace").splitlines()
+    for i, line in enumerate(text):
+        if line.startswith("Error in rule"):
+            lines.append(f"- {line.rstrip(':')}")
+            for follow in text[i + 1:i + 12]:
+                if follow.strip().startswith(("message:", "log:", "wildcards:")):
+                    lines.append(f"  {follow.strip()}")
+                elif not follow.startswith(" "):
+                    break
+    return lines
+
+
+def build_book(
+    profile: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    jobs: int | None = None,
+    runs_root: str | os.PathLike | None = None,
+    results_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    dry_run: bool = False,
+    executor: str = "local",
+    cluster_profile: str | os.PathLike | None = None,
+    partition: str | None = None,
+    account: str | None = None,
+    gpus_per_job: int | None = None,
+    plan: Any = None,
+    root: Path | None = None,
+) -> Path:
+    """Plan the book and run the study's Snakemake workflow (``workflow/Snakefile``); returns ``OUT/html/index.html``.
+
+    ``crapnet book``'s front door. ``profile``: ``smoke``, ``lite`` or ``paper`` (default
+    :data:`crapnet_core.book.DEFAULT_PROFILE`); ``plan``: a :class:`crapnet_core.book.BookPlan`
+    to run instead of planning one.
+
+    ``jobs`` (default: every core) jobs run at a time, each with one thread; with GPUs, as
+    many trainings at once as there are GPUs, one each. ``executor="slurm"`` submits every job
+    (superpixels, training, evaluation, notebook execution) to SLURM, ``gpus_per_job`` GPUs
+    each (default 1 unless ``device == "cpu"``), ``partition``/``account`` as given,
+    further settings from the Snakemake profile ``cluster_profile`` (default
+    ``workflow/profiles/slurm``). ``dry_run``: print the workflow's jobs and stop (returns
+    the path index.html would have). ``force``: execute every notebook again (runs are kept).
+    A failed job raises :class:`BookError` naming each failure (notebook, parameters, failing
+    cell, partial notebook, log).
+    """
+    from .book import DEFAULT_PROFILE, BookError, executed_results, plan_book, save_plan
+    from .paths import repo_root
+
+    root = Path(root or repo_root())
+    out_dir = Path(out_dir).resolve() if out_dir else root / "_build"
+    plan = plan or plan_book(profile or DEFAULT_PROFILE, data_root, runs_root, results_dir, device)
+    if plan.data_root:
+        os.environ["CRAPNET_DATA_ROOT"] = plan.data_root  # for the notebook kernels
+    if jobs is not None and int(jobs) < 1:
+        raise ValueError(f"--jobs: {jobs} must be at least 1")
+    if executor == "local":
+        jobs = int(jobs or default_jobs())
+        gpus = gpu_count() if plan.device != "cpu" else 0
+        per_job = 1 if gpus else 0
+    else:
+        gpus = 0
+        per_job = (0 if plan.device == "cpu" else 1) if gpus_per_job is None else int(gpus_per_job)
+        cluster_profile = Path(cluster_profile).resolve() if cluster_profile else root / "workflow" / "profiles" / executor
+    out_dir.mkdir(parents=True, exist_ok=True)
+    where = f"{jobs} at a time" + (f", {gpus} GPU(s), one per training" if gpus else "")
+    if executor != "local":
+        queued = f"up to {jobs} jobs" if jobs else "jobs (as many as the cluster profile allows)"
+        where = f"executor {executor}, {queued} queued at a time, {per_job} GPU(s) per job"
+    echo(f"crapnet book: profile {plan.profile}, data {', '.join(plan.datasets)}, {len(plan.jobs)} notebook "
+         f"execution(s), {where} -> {out_dir}")
+    for note in plan.notes:
+        echo(f"note: {note}")
+    if "phantom" in plan.datasets:
+        from .phantom import phantom_root
+
+        phantom_root()  # generate once here, not concurrently in several jobs
+    plan_file = save_plan(plan, out_dir / "plan.json")
+    cmd = snakemake_command(out_dir, plan_file, plan.profile, jobs, gpus=gpus, gpus_per_job=per_job,
+                            dry_run=dry_run, force=force, executor=executor, cluster_profile=cluster_profile,
+                            partition=partition, account=account, root=root)
+    started = time.time()
+    state = dict(plan=plan.to_dict(), started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 command=cmd)
+    if not dry_run:
+        write_json(out_dir / "book.json", dict(state, status="executing"))
+    say = echo if progress else (lambda line: None)
+    code = run_snakemake(cmd, out_dir / "logs" / ("snakemake-plan.log" if dry_run else "snakemake.log"),
+                         echo=echo if dry_run else say, show=None if dry_run else PROGRESS)
+    if dry_run:
+        if code != 0:
+            raise BookError(f"the workflow's dry run failed (status {code}); log {out_dir / 'logs' / 'snakemake-plan.log'}")
+        return out_dir / "html" / "index.html"
+    results = executed_results(plan, out_dir, since=started)
+    index = out_dir / "html" / "index.html"
+    if code != 0 or not index.is_file():
+        lines = _failures(out_dir, started) or _snakemake_errors(out_dir / "logs" / "snakemake.log") \
+            or [f"- see {out_dir / 'logs' / 'snakemake.log'}"]
+        err = (f"the book's workflow failed (Snakemake status {code}); what failed:\n" + "\n".join(lines)
+               + f"\nper-job logs: {out_dir / 'logs'}; Snakemake's log: {out_dir / 'logs' / 'snakemake.log'}")
+        write_json(out_dir / "book.json", dict(state, status="failed", error=err))
+        raise BookError(err)
+    total = time.time() - started
+    sphinx = out_dir / "logs" / "sphinx.log"
+    warnings = [ln for ln in sphinx.read_text(errors="replace").splitlines() if "WARNING" in ln or "ERROR" in ln] \
+        if sphinx.is_file() else []
+    write_json(out_dir / "book.json", dict(
+        state, status="ok", index=str(index), wall_s=round(total, 1), sphinx_warnings=len(warnings),
+        executions=[dict(name=r.job.name, status=r.status, wall_s=round(r.wall_s, 1)) for r in results],
+    ))
+    echo(f"notebooks: {sum(r.status == 'ok' for r in results)} executed, "
+         f"{sum(r.status == 'cached' for r in results)} reused; book built in {total:.0f} s "
+         f"({len(warnings)} Sphinx warning(s)): {index}")
+    return index
 
 
 if __name__ == "__main__":

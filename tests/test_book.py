@@ -200,7 +200,7 @@ def test_workflow_reuses_completed_notebooks_and_reports_failures(tmp_path):
     messages: list[str] = []
     since = time.time()
     assert _run_workflow(plan, out, root, targets, messages) != 0
-    text = "\n".join(book._failures(out, since))
+    text = "\n".join(wf._failures(out, since))
     assert "bad.ipynb" in text and '"x": 7' in text
     assert "code cell 4" in text and "raise ValueError" in text  # 4: after papermill's injected cell
     assert "broken on purpose 7" in text
@@ -431,8 +431,8 @@ def smoke_book(tmp_path_factory):
     """Build the book with the smoke profile on the phantom (the CI build)."""
     out = tmp_path_factory.mktemp("book")
     t0 = time.time()
-    index = book.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
-                            progress=False, echo=lambda m: None)
+    index = wf.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
+                          progress=False, echo=lambda m: None)
     return dict(out=out, index=index, seconds=time.time() - t0)
 
 
@@ -483,8 +483,8 @@ def test_smoke_book_has_every_page_figures_and_no_errors(smoke_book):
 def test_smoke_book_rebuild_reuses_executions(smoke_book):
     out = smoke_book["out"]
     t0 = time.time()
-    book.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
-                    progress=False, echo=lambda m: None)
+    wf.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
+                  progress=False, echo=lambda m: None)
     info = json.loads((out / "book.json").read_text())
     assert {e["status"] for e in info["executions"]} == {"cached"}
     assert time.time() - t0 < smoke_book["seconds"]
