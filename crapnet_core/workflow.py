@@ -42,12 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import crapnet_core
+
 from .io import write_json, write_text
 
 LOG = logging.getLogger(__name__)
 
-PACKAGE = "crapnet_core"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE = crapnet_core.__name__
+PACKAGE_DIR = Path(crapnet_core.__file__).resolve().parent  # wherever this module sits inside it
 
 #: Snakemake rerun triggers: content keys (params), input-set and rule-code changes; not mtime.
 RERUN_TRIGGERS = ("params", "input", "code", "software-env")
