@@ -61,6 +61,8 @@ MOVES: dict[str, str] = {
     "superpixels": "data.superpixels",
     "augment": "data.augment",
     "episodes": "data.episodes",
+    "geometry": "data.geometry",
+    "prepare": "data.prepare",
     # models: encoders, attention, CARAFE++, prototypes, the segmenter, losses
     "_torchvision": "models._torchvision",
     "config": "models.config",
@@ -70,6 +72,8 @@ MOVES: dict[str, str] = {
     "prototypes": "models.prototypes",
     "model": "models.segmenter",
     "losses": "models.losses",
+    "prototype_grid": "models.prototype_grid",
+    "methods": "models.methods",  # the package of the registered methods, moved as a whole
     # engine: configs and profiles, training, checkpoints, evaluation, metrics, runs, segment
     "experiment": "engine.experiment",
     "checkpoints": "engine.checkpoints",
@@ -78,25 +82,42 @@ MOVES: dict[str, str] = {
     "evaluation": "engine.evaluation",
     "runs": "engine.runs",
     "segment": "engine.segment",
+    "inputs": "engine.inputs",
+    "stats": "engine.stats",  # runs.cross_validate_seeds aggregates seeds with it
+    "budget": "engine.budget",
+    "diagnostics": "engine.diagnostics",
     # report: tables, plots, provenance
     "figures": "report.figures",
-    # book: site assembly and build, browser check
+    "findings": "report.findings",
+    "viewer": "report.viewer",
+    # book: plan, execution and site assembly, the Snakemake driver, JupyterLab, browser check
     "book": "book.build",
+    "workflow": "book.workflow",
+    "lab": "book.lab",
     "browser_check": "book.browser_check",
     # cli: the `crapnet` command (cli.py becomes the package cli/__init__.py)
     "cli": "cli",
     "cli_data": "cli.data",
     "cli_train": "cli.train",
     "cli_book": "cli.book",
+    "cli_stats": "cli.stats",
 }
+
+#: Sub-packages of crapnet_core that move as a whole (folder -> folder; their line is in MOVES).
+MOVED_PACKAGES = {"methods"}
 
 #: Docstrings of the package ``__init__.py`` files the script creates.
 PACKAGE_DOCS = {
-    "data": "Data layer: datasets and label maps on disk, the phantom, folds, superpixels, augmentation, episodes.",
-    "models": "Model layer: encoders, cycle-resemblance attention, CARAFE++, prototypes, the segmenter, losses.",
-    "engine": "Engine layer: experiment configs and profiles, training, checkpoints, evaluation, metrics, runs.",
-    "report": "Report layer: tables and plots against the paper's published numbers, provenance.",
-    "book": "Book layer: plan, papermill execution and jupyter-book assembly of the research book, browser check.",
+    "data": "Data layer: datasets and label maps on disk, scan geometry, the phantom, folds, superpixels,\n"
+            "augmentation, episodes, data preparation.",
+    "models": "Model layer: encoders, cycle-resemblance attention, CARAFE++, prototypes and their grid, the\n"
+              "segmenter, losses, the registered methods (methods/).",
+    "engine": "Engine layer: experiment configs and profiles, input checks, training, checkpoints, evaluation,\n"
+              "metrics, runs and cross-validation, statistics, budget curves, diagnostics, segment.",
+    "report": "Report layer: tables and plots against the paper's published numbers, provenance, findings,\n"
+              "slice viewer.",
+    "book": "Book layer: plan, papermill execution and jupyter-book assembly of the research book, the\n"
+            "Snakemake workflow that drives it, JupyterLab, browser check.",
 }
 
 #: ``__main__.py`` for a module that becomes a package of its own name and could be run with
@@ -114,11 +135,13 @@ PYTHON_NAMES = re.compile(r"(\.py|Snakefile|\.smk)$")
 
 # ----------------------------------------------------------------------------- names
 def old_path(old: str) -> Path:
-    return Path(PKG) / f"{old}.py"
+    return Path(PKG) / (old if old in MOVED_PACKAGES else f"{old}.py")
 
 
 def new_path(old: str) -> Path:
     new = MOVES[old]
+    if old in MOVED_PACKAGES:
+        return Path(PKG, *new.split("."))
     if new == old and "." not in new:
         # stays, except a module that becomes a package of its own name (cli -> cli/__init__.py)
         if any(v.startswith(new + ".") for v in MOVES.values()):
@@ -133,29 +156,47 @@ def is_package_init(old: str) -> bool:
 
 def pending(root: Path) -> dict[str, str]:
     """Moves still to do: ``{old: new}`` for the modules whose old file exists and must move."""
-    return {o: n for o, n in MOVES.items() if (root / old_path(o)).is_file() and new_path(o) != old_path(o)}
+    return {o: n for o, n in MOVES.items() if (root / old_path(o)).exists() and new_path(o) != old_path(o)}
 
 
 def unknown_modules(root: Path) -> list[str]:
-    """Top-level ``crapnet_core/*.py`` the table does not know (other branches' new modules)."""
-    return sorted(p.stem for p in (root / PKG).glob("*.py") if p.stem != "__init__" and p.stem not in MOVES)
+    """Top-level ``crapnet_core/*.py`` and sub-packages the table does not know (other branches' new modules)."""
+    layers = {v.split(".")[0] for v in MOVES.values() if "." in v}
+    modules = [p.stem for p in (root / PKG).glob("*.py") if p.stem != "__init__" and p.stem not in MOVES]
+    packages = [p.parent.name for p in (root / PKG).glob("*/__init__.py")
+                if p.parent.name not in MOVES and p.parent.name not in layers]
+    return sorted(modules + packages)
+
+
+def moved_file(rel: Path, moves: dict[str, str]) -> Path:
+    """Where the tracked file ``rel`` goes: a moved module, a file of a moved package, or nowhere."""
+    if rel.parts[0] != PKG:
+        return rel
+    if len(rel.parts) == 2 and rel.suffix == ".py" and rel.stem in moves:
+        return new_path(rel.stem)
+    if len(rel.parts) > 2 and rel.parts[1] in moves and rel.parts[1] in MOVED_PACKAGES:
+        return Path(new_path(rel.parts[1]), *rel.parts[2:])
+    return rel
 
 
 # ----------------------------------------------------------------------------- text rewriting
 def text_rewriter(moves: dict[str, str]):
-    """Rewrite ``crapnet_core.<old>`` dotted names and ``crapnet_core/<old>.py`` paths."""
+    """Rewrite ``crapnet_core.<old>`` dotted names and ``crapnet_core/<old>.py`` (``crapnet_core/<package>``) paths."""
     if not moves:
         return lambda s: s
     alt = "|".join(sorted(map(re.escape, moves), key=len, reverse=True))
     dotted = re.compile(rf"(?<![\w.]){PKG}\.({alt})(?![\w])")
     path = re.compile(rf"(?<![\w.]){PKG}/({alt})\.py\b")
+    packages = [p for p in moves if p in MOVED_PACKAGES]
+    package_path = re.compile(rf"(?<![\w.]){PKG}/({'|'.join(map(re.escape, packages))})(?![\w.])") if packages else None
 
     def path_sub(m: re.Match) -> str:
         return new_path(m.group(1)).as_posix()
 
     def rewrite(s: str) -> str:
         s = dotted.sub(lambda m: f"{PKG}.{moves[m.group(1)]}", s)
-        return path.sub(path_sub, s)
+        s = path.sub(path_sub, s)
+        return package_path.sub(path_sub, s) if package_path else s
 
     return rewrite
 
@@ -243,7 +284,18 @@ class ImportRewriter:
         try:
             tree = ast.parse(masked)
         except SyntaxError:
-            return source  # not Python (e.g. Snakemake rules): the text rewrite did the dotted names
+            # not Python as a whole (e.g. Snakemake rules): its one-line import statements only
+            # (the text rewrite did the dotted names)
+            lines = source.split("\n")
+            for i, line in enumerate(lines):
+                stripped = line.lstrip()
+                if stripped.startswith(("from ", "import ")):
+                    try:
+                        ast.parse(stripped)
+                    except SyntaxError:
+                        continue
+                    lines[i] = line[: len(line) - len(stripped)] + self.rewrite(stripped, f"{where}:{i + 1}")
+            return "\n".join(lines)
         lines = source.split("\n")
         edits = []
         for node in ast.walk(tree):
@@ -284,10 +336,7 @@ def tracked_files(root: Path) -> list[Path]:
 
 def rewrite_python(source: str, rel: Path, moves, text) -> tuple[str, list[str]]:
     old_file = rel if rel.parts[0] == PKG else None
-    new_file = None
-    if old_file is not None:
-        stem = rel.stem
-        new_file = new_path(stem) if (len(rel.parts) == 2 and stem in moves) else rel
+    new_file = moved_file(rel, moves) if old_file is not None else None
     rw = ImportRewriter(moves, old_file, new_file)
     # dotted names first (absolute imports, strings), then the import statements the dotted
     # pattern cannot see (from crapnet_core import x; relative imports, resolved at the old place)
@@ -364,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             new, n = text(raw), []
         notes += n
-        if rel.parts[0] == PKG and len(rel.parts) == 2 and rel.stem in moves and "__file__" in raw:
+        if moved_file(rel, moves) != rel and "__file__" in raw:
             notes.append(f"{rel}: uses __file__ and moves one folder down; check paths built from it")
         if new != raw:
             contents[rel] = new
@@ -374,9 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         src, dst = old_path(o), new_path(o)
         (root / dst.parent).mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "mv", str(src), str(dst)], cwd=root, check=True)
-    renamed = {old_path(o): new_path(o) for o in moves}
     for rel, new in contents.items():
-        (root / renamed.get(rel, rel)).write_text(new, encoding="utf-8")
+        (root / moved_file(rel, moves)).write_text(new, encoding="utf-8")
     # 3. package __init__.py files (docstring only)
     for pkg, doc in PACKAGE_DOCS.items():
         init = root / PKG / pkg / "__init__.py"
