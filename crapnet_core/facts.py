@@ -5,8 +5,8 @@ engine, report, book, cli) may import it. Source: the paper's Sec. 4.1-4.2 and T
 (organ order LK, RK, Spleen, Liver), the CHAOS and Synapse label maps of SSL-ALPNet's
 pre-processing, and this project's profiles (book/reproduce.md).
 
-Adding a method: its module in ``crapnet_core/methods/`` plus one line in
-:data:`METHODS_REGISTRY` (the contract of such a module: :mod:`crapnet_core.methods`).
+Adding a method: its module in ``crapnet_core/models/methods/`` plus one line in
+:data:`METHODS_REGISTRY` (the contract of such a module: :mod:`crapnet_core.models.methods`).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class Method(NamedTuple):
     label: display name (the row name of the paper's tables, or of the method's own paper).
     attention: support-query attention (Eq. 1-13) on by default (``model.attention=auto``).
     prototypes: default prototype kind (``carafe``, ``avgpool``, ``global``).
-    module: None for a method built into ``FewShotSegmenter`` (``crapnet_core/model.py``),
-        else its module in ``crapnet_core/methods/``.
+    module: None for a method built into ``FewShotSegmenter`` (``crapnet_core/models/segmenter.py``),
+        else its module in ``crapnet_core/models/methods/``.
     published: one of the paper's own methods: the book runs it, and cross-validation
         summaries compare it with the paper's row ``label`` (Tables 1-2).
     """

@@ -1,10 +1,10 @@
 """Choose the ``lite`` settings on the *validation* scan of CHAOS fold 0, setting 1 (issue 8 §2).
 
 Every trial trains with ``data.validation=true`` (the last training scan of the fold, CHAOS 39,
-is held out of training; ``crapnet_core/protocol.py``) and is scored only on that scan with
+is held out of training; ``crapnet_core/data/protocol.py``) and is scored only on that scan with
 the fold's support scan 8 (``metrics_validation.json``); the test scans 1 2 3 5 are never
 evaluated here. The prototype grids follow the input size by the rule of
-``crapnet_core/prototype_grid.py`` (96 px: sigma 2, pools 2 / 1; 128 px: sigma 2, pools 2 / 1).
+``crapnet_core/models/prototype_grid.py`` (96 px: sigma 2, pools 2 / 1; 128 px: sigma 2, pools 2 / 1).
 
 Candidates (``TRIALS``): the input size at a fixed ~3-minute budget per fold on 2 cores, the
 step count chosen so that each trial fills it (a 128-px step costs ~1.7x a 96-px step;
@@ -35,10 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crapnet_core.evaluation import evaluate, read_metrics  # noqa: E402
-from crapnet_core.experiment import describe, make_config  # noqa: E402
+from crapnet_core.engine.evaluation import evaluate, read_metrics  # noqa: E402
+from crapnet_core.engine.experiment import describe, make_config  # noqa: E402
 from crapnet_core.io import write_json, write_text  # noqa: E402
-from crapnet_core.training import is_trained, train, train_seconds  # noqa: E402
+from crapnet_core.engine.training import is_trained, train, train_seconds  # noqa: E402
 
 #: name -> overrides on top of the lite profile (runtime: one torch thread, as the result runs)
 TRIALS = {

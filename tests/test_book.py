@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from crapnet_core import book, figures
-from crapnet_core import workflow as wf
+from crapnet_core.book import build as book
+from crapnet_core.report import figures
+from crapnet_core.book import workflow as wf
 from crapnet_core.paths import real_data_required
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,14 +248,14 @@ def test_content_keys_and_undeclared_parameters(tmp_path):
 
 def test_library_dependencies_follow_the_imports():
     names = lambda files: {p.stem for p in files}  # noqa: E731
-    train = names(wf.library_closure(["crapnet_core.training"]))
+    train = names(wf.library_closure(["crapnet_core.engine.training"]))
     assert {"training", "model", "attention", "episodes", "superpixels", "experiment", "__init__"} <= train
     assert "book" not in train and "browser_check" not in train and "cli_book" not in train
-    sp = names(wf.library_closure(["crapnet_core.superpixels"]))
+    sp = names(wf.library_closure(["crapnet_core.data.superpixels"]))
     assert "superpixels" in sp and "model" not in sp and "training" not in sp
     mods = wf.notebook_modules(REPO / "notebooks" / "03_train_fold.ipynb")
-    assert {"crapnet_core.runs", "crapnet_core.book", "crapnet_core.training"} <= mods
-    assert "crapnet_core.model" in {f"crapnet_core.{n}" for n in names(wf.library_closure(mods))}
+    assert {"crapnet_core.engine.runs", "crapnet_core.book.build", "crapnet_core.engine.training"} <= mods
+    assert "crapnet_core.models.segmenter" in {f"crapnet_core.{n}" for n in names(wf.library_closure(mods))}
 
 
 def test_study_keys_change_only_where_the_notebook_changed(tmp_path, monkeypatch):
@@ -374,7 +375,7 @@ def test_comparison_table_puts_ours_under_published():
 
 
 def test_summary_frame_reads_cross_validation_summaries():
-    from crapnet_core.runs import summarize_runs  # noqa: F401  (the layout read below)
+    from crapnet_core.engine.runs import summarize_runs  # noqa: F401  (the layout read below)
 
     summary = {"dataset": "sabs", "setting": 2, "method": "alpnet", "profile": "lite", "folds": [0, 1, 2, 3, 4],
                "mean": {"dice": {"left_kidney": 0.4, "right_kidney": 0.5, "spleen": 0.6, "liver": 0.7, "mean": 0.55},
@@ -492,7 +493,7 @@ def test_smoke_book_rebuild_reuses_executions(smoke_book):
 
 @pytest.mark.slow
 def test_browser_renders_results_page(smoke_book):
-    from crapnet_core import browser_check
+    from crapnet_core.book import browser_check
 
     if browser_check.find_browser() is None:
         why = "Chromium not installed (Debian package `chromium`; .ci/run installs it)"
@@ -558,7 +559,7 @@ def lab_env(tmp_path_factory):
     JUPYTER_PATH; no CRAPNET_DATA_ROOT (so the notebooks' defaults pick the phantom) and no
     PYTHONPATH (the notebooks must find the repository themselves).
     """
-    from crapnet_core.lab import write_kernelspec
+    from crapnet_core.book.lab import write_kernelspec
 
     tmp = tmp_path_factory.mktemp("jupyter")
     write_kernelspec(tmp / "share")
@@ -572,7 +573,7 @@ def lab_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def jupyter_server(lab_env):
-    from crapnet_core.lab import JupyterServer
+    from crapnet_core.book.lab import JupyterServer
 
     with JupyterServer(REPO, app="server", env=lab_env) as server:
         yield server
@@ -587,7 +588,7 @@ def test_notebook_runs_through_a_jupyter_server(stem, smoke_book, jupyter_server
     defaults are what a person gets in JupyterLab: interactive widgets, the phantom without
     CRAPNET_DATA_ROOT, the smoke profile.
     """
-    from crapnet_core.lab import execute_notebook
+    from crapnet_core.book.lab import execute_notebook
 
     path = REPO / "notebooks" / f"{stem}.ipynb"
     params = {"runs_root": str(smoke_book["out"] / "runs")} if "runs_root" in book.notebook_parameters(path) else {}
@@ -602,7 +603,7 @@ def test_notebook_runs_through_a_jupyter_server(stem, smoke_book, jupyter_server
 
 @pytest.mark.slow
 def test_jupyterlab_opens_and_renders_a_notebook(lab_env, smoke_book):
-    from crapnet_core import browser_check
+    from crapnet_core.book import browser_check
 
     if browser_check.find_browser() is None:
         why = "Chromium not installed (Debian package `chromium`; .ci/run installs it)"
