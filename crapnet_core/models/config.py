@@ -1,6 +1,6 @@
 """Model and loss configuration (dataclasses saved with every run).
 
-Shared contract between ``model`` (which reads ``ModelConfig``), ``losses`` (``LossConfig``)
+Shared contract between ``segmenter`` (which reads ``ModelConfig``), ``losses`` (``LossConfig``)
 and ``experiment`` (which nests both in an ``ExperimentConfig`` with data and training
 settings and defines the profiles ``smoke``, ``lite`` and ``paper``).
 """

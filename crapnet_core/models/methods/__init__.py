@@ -1,4 +1,4 @@
-"""The few-shot methods beyond the three built into ``model.py``: one module each.
+"""The few-shot methods beyond the three built into ``segmenter.py``: one module each.
 
 ``crapnet``, ``alpnet`` and ``panet`` are wired into :class:`~crapnet_core.models.segmenter.FewShotSegmenter`
 and :class:`~crapnet_core.models.prototypes.PrototypeClassifier`. Every other method is one module of
