@@ -36,6 +36,23 @@ def test_registry_names_are_methods_and_modules_build():
         _cfg("nonet")
 
 
+def test_one_registry_a_method_is_one_module_and_one_line():
+    """facts.METHODS_REGISTRY is the only list of methods: the config's methods and components, the
+    methods package's modules and the published rows all come from it."""
+    from pathlib import Path
+
+    from crapnet_core import facts, published
+    from crapnet_core.models import config, methods
+
+    registry = facts.METHODS_REGISTRY
+    modules = {p.stem for p in Path(methods.__file__).parent.glob("*.py")} - {"__init__", "common"}
+    assert modules == {m.module for m in registry.values() if m.module}, "one module per registered method"
+    assert set(REGISTRY) == {k for k, m in registry.items() if m.module}
+    assert METHODS == config.METHODS == tuple(registry)
+    assert config.METHOD_COMPONENTS == {k: (m.attention, m.prototypes) for k, m in registry.items()}
+    assert facts.PAPER_METHODS == ("crapnet", "alpnet", "panet") == tuple(published.PUBLISHED_METHOD_KEYS)
+
+
 # ---------------------------------------------------------------------- ALPNet-init
 def test_alpnet_init_is_the_untrained_alpnet_network():
     cfg = _cfg("alpnet_init")
