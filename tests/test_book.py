@@ -247,15 +247,17 @@ def test_content_keys_and_undeclared_parameters(tmp_path):
 
 
 def test_library_dependencies_follow_the_imports():
-    names = lambda files: {p.stem for p in files}  # noqa: E731
+    package = REPO / "crapnet_core"
+    names = lambda files: {p.relative_to(package).with_suffix("").as_posix() for p in files}  # noqa: E731
     train = names(wf.library_closure(["crapnet_core.engine.training"]))
-    assert {"training", "model", "attention", "episodes", "superpixels", "experiment", "__init__"} <= train
-    assert "book" not in train and "browser_check" not in train and "cli_book" not in train
+    assert {"engine/training", "models/segmenter", "models/attention", "data/episodes", "data/superpixels",
+            "engine/experiment", "engine/checkpoints", "__init__", "engine/__init__"} <= train
+    assert not any(n.startswith(("book/", "cli/", "report/")) for n in train)
     sp = names(wf.library_closure(["crapnet_core.data.superpixels"]))
-    assert "superpixels" in sp and "model" not in sp and "training" not in sp
+    assert "data/superpixels" in sp and "models/segmenter" not in sp and "engine/training" not in sp
     mods = wf.notebook_modules(REPO / "notebooks" / "03_train_fold.ipynb")
-    assert {"crapnet_core.engine.runs", "crapnet_core.book.build", "crapnet_core.engine.training"} <= mods
-    assert "crapnet_core.models.segmenter" in {f"crapnet_core.{n}" for n in names(wf.library_closure(mods))}
+    assert {"crapnet_core.engine.runs", "crapnet_core.report.figures", "crapnet_core.engine.training"} <= mods
+    assert "models/segmenter" in names(wf.library_closure(mods))
 
 
 def test_study_keys_change_only_where_the_notebook_changed(tmp_path, monkeypatch):

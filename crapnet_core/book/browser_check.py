@@ -390,8 +390,8 @@ def check_lab(root: str | os.PathLike | None = None, notebook: str = "notebooks/
     ``<root>/_build/screenshots/lab.png``). ``env``: the server's environment (e.g.
     ``JUPYTER_PATH`` holding the kernelspec).
     """
-    from .lab import JupyterServer
     from ..paths import repo_root
+    from .lab import JupyterServer
 
     root = Path(root) if root else repo_root()
     if not (root / notebook).is_file():

@@ -61,13 +61,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..engine.runs import run_config  # noqa: F401 (the plan's configs; re-exported)
 from ..facts import (DATASET_FOLDERS, DATASET_TITLES, FOLDS, PAPER_METHODS, PROFILES,  # noqa: F401 (re-exported)
                     SETTINGS, TABLE3_BLOCKS, TABLE4_BRANCHES)
-from ..report.figures import machine_description  # provenance line (report layer)
 from ..io import write_json, write_text
 from ..paths import (ProjectNotFound, available_datasets, default_results_dir,  # noqa: F401 (re-exported)
                     default_runs_root, repo_root)
-from ..engine.runs import run_config  # noqa: F401 (the plan's configs; re-exported)
+from ..report.figures import machine_description  # provenance line (report layer)
 
 LOG = logging.getLogger(__name__)
 

@@ -95,8 +95,9 @@ def library_closure(modules: Iterable[str]) -> list[Path]:
     """Source files of ``modules`` and of every ``crapnet_core`` module they import, transitively.
 
     Imports are read with :mod:`ast` (module-level and function-level imports alike), so the
-    answer is conservative: a module imported anywhere counts. The package ``__init__`` is
-    always included (Python runs it on every import of the package).
+    answer is conservative: a module imported anywhere counts. The ``__init__`` of the
+    package and of every sub-package a module sits in is included (Python runs it on every
+    import of a module inside it).
     """
     seen: dict[str, Path] = {}
     todo = [PACKAGE, *modules]
@@ -107,6 +108,7 @@ def library_closure(modules: Iterable[str]) -> list[Path]:
             continue
         seen[name] = path
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo.append(package)
         todo.extend(_imported_modules(ast.parse(path.read_text(), str(path)), package) - set(seen))
     return sorted(set(seen.values()))
 
@@ -204,9 +206,9 @@ class Study:
 
 def study(plan, root: Path | None = None, gpus_per_job: int = 0) -> Study:
     """The workflow's jobs for ``plan``: superpixels, runs, notebook executions, their content keys."""
-    from .build import job_parameters, notebook_parameters, notebook_path, source_digest
     from ..data.datasets import resolve_dataset, scan_ids
     from ..paths import repo_root
+    from .build import job_parameters, notebook_parameters, notebook_path, source_digest
 
     root = Path(root or repo_root())
     runs: dict[str, RunStep] = {}
@@ -645,8 +647,8 @@ def build_book(
     A failed job raises :class:`BookError` naming each failure (notebook, parameters, failing
     cell, partial notebook, log).
     """
-    from .build import DEFAULT_PROFILE, BookError, executed_results, plan_book, save_plan
     from ..paths import repo_root
+    from .build import DEFAULT_PROFILE, BookError, executed_results, plan_book, save_plan
 
     root = Path(root or repo_root())
     out_dir = Path(out_dir).resolve() if out_dir else root / "_build"

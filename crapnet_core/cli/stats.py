@@ -16,8 +16,8 @@ from pathlib import Path
 
 
 def _cmd_compare(args) -> int:
-    from ..io import write_json, write_text
     from ..engine.stats import compare_results, comparison_markdown
+    from ..io import write_json, write_text
 
     if not 0.5 <= args.confidence < 1.0:
         raise ValueError(f"--confidence: {args.confidence} must be in [0.5, 1)")

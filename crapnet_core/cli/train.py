@@ -26,8 +26,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..models.config import METHODS
 from ..engine.experiment import PROFILES
+from ..models.config import METHODS
 
 
 def _add_experiment_args(p: argparse.ArgumentParser, with_fold: bool = True) -> None:

@@ -28,8 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .datasets import ORGANS, DatasetError, DatasetSpec, _id_sort_key, load_volume
 from ..facts import SETTING2_GROUPS  # setting 2 test groups (Sec. 4.2)
+from .datasets import ORGANS, DatasetError, DatasetSpec, _id_sort_key, load_volume
 
 
 @dataclass(frozen=True)

@@ -69,11 +69,11 @@ def evaluate_checkpoints(
     protocol (fold, support, organs of its config) with that checkpoint's weights; no
     predictions are written.
     """
+    from ..io import write_json
+    from .checkpoints import cpu_threads, load_model, resolve_device
     from .evaluation import evaluate_model
     from .experiment import ExperimentConfig
-    from ..io import write_json
     from .stats import per_scan_from_metrics
-    from .checkpoints import cpu_threads, load_model, resolve_device
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"

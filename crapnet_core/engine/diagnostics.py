@@ -309,8 +309,8 @@ def protocol_pairs(cfg, per_scan: int = 1, organs: Sequence[str] | None = None) 
     query_image, query_mask, organ, scan_id, slice_index.
     """
     from ..data import datasets as ds
-    from .evaluation import chunk_assignment, organ_range, support_slices
     from ..data.protocol import make_fold
+    from .evaluation import chunk_assignment, organ_range, support_slices
 
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
     fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds,
@@ -421,8 +421,8 @@ def inside_attention(run_dir, n_train: int = 8, per_scan: int = 1, variants: Seq
     """
     from pathlib import Path
 
-    from .experiment import ExperimentConfig
     from .checkpoints import cpu_threads, load_model, resolve_device
+    from .experiment import ExperimentConfig
 
     run_dir = Path(run_dir)
     cfg = ExperimentConfig.load(run_dir / "config.json")

@@ -265,9 +265,9 @@ def evaluate_model(
     import torch
 
     from ..data import datasets as ds
-    from .checkpoints import resolve_device
-    from ..io import save_nifti
     from ..data.protocol import make_fold
+    from ..io import save_nifti
+    from .checkpoints import resolve_device
 
     t0 = time.time()
     device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
@@ -439,9 +439,9 @@ def evaluate(
     ``data.validation=true`` only) and writes ``RUN/metrics_validation.json`` and
     ``RUN/predictions_validation/``; ``metrics.json`` is left alone.
     """
+    from ..io import write_json
     from .checkpoints import cpu_threads, load_model, resolve_device
     from .experiment import ExperimentConfig
-    from ..io import write_json
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"

@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..models.config import LossConfig, ModelConfig, dataclass_from_dict
 from ..facts import METHODS, ORGANS, PROFILES, SETTING2_GROUPS  # study facts (Sec. 4.2; Tables 1-2 organ order)
 from ..io import write_json
+from ..models.config import LossConfig, ModelConfig, dataclass_from_dict
 from ..models.prototype_grid import check_geometry, prototype_geometry
 #: Short names for the setting-2 groups (used in run folder names and on the command line).
 GROUP_NAMES = {"kidneys": SETTING2_GROUPS[0], "liver_spleen": SETTING2_GROUPS[1]}

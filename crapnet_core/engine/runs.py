@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .evaluation import read_metrics  # noqa: F401 (re-exported for the notebooks)
-from .experiment import ORGANS, ExperimentConfig, make_config
 from ..facts import ORGAN_SHORT
 from ..io import write_json, write_text
-from .metrics import json_number, nanmean
 from ..published import PUBLISHED_METHOD_KEYS, published_dice
+from .evaluation import read_metrics  # noqa: F401 (re-exported for the notebooks)
+from .experiment import ORGANS, ExperimentConfig, make_config
+from .metrics import json_number, nanmean
 from .stats import aggregate_seeds, fold_spread, format_pm, mean_std, per_scan_from_metrics
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,8 @@ def fold_configs(
     (setting 2: kidneys, liver_spleen), or the method's own ``test_groups`` (e.g. alpnet_sup:
     the two groups in both settings).
     """
-    from .experiment import SETTING2_GROUPS
     from ..models.methods import hook
+    from .experiment import SETTING2_GROUPS
 
     method_groups = hook(method, "test_groups")  # e.g. alpnet_sup: the two groups in both settings
     if (groups is None or len(groups) == 0) and method_groups is not None:

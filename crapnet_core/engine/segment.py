@@ -154,9 +154,9 @@ def segment_files(
     Give either ``run`` (a trained run folder) or ``checkpoint``. Returns a small report
     (support slices used, query slice range, predicted voxels, output path).
     """
+    from ..io import save_nifti
     from .checkpoints import load_model, read_checkpoint, resolve_device
     from .experiment import ExperimentConfig
-    from ..io import save_nifti
 
     out = Path(out)
     if out.exists() and not force:

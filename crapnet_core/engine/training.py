@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..io import save_torch, write_json, write_text
 from .checkpoints import (  # re-exported: checkpoint loading lives apart from the training loop
     CHECKPOINT_FORMAT,
     CheckpointMismatch,
@@ -55,7 +56,6 @@ from .checkpoints import (  # re-exported: checkpoint loading lives apart from t
     resolve_device,
 )
 from .experiment import ExperimentConfig, describe
-from ..io import save_torch, write_json, write_text
 
 log = logging.getLogger(__name__)
 
