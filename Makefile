@@ -45,8 +45,8 @@ lab: kernel
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 e2e: kernel
-	$(BIN)/python -m crapnet_core.browser_check
-	$(BIN)/python -m crapnet_core.browser_check lab
+	$(BIN)/python -m crapnet_core.book.browser_check
+	$(BIN)/python -m crapnet_core.book.browser_check lab
 
 slurm-check: venv
 	CRAPNET=$(BIN)/crapnet bash workflow/slurm_check.sh

@@ -4,7 +4,7 @@
         [--dataset phantom] [--profile lite] [--methods crapnet,alpnet] [--threads 1]
         [--rounds 6] [--steps 5] [--warmup 3]
 
-For each method it builds the model of the profile (``crapnet_core.training.build_model``),
+For each method it builds the model of the profile (``crapnet_core.engine.training.build_model``),
 takes one fixed batch of real training episodes, and times the model compute of a
 training step (``episode_loss`` forward, backward, SGD step): after ``--warmup`` steps,
 ``--rounds`` alternating rounds of ``--steps`` eager and ``--steps`` compiled steps (so that a
@@ -29,14 +29,14 @@ class _Stepper:
     """One model + optimizer; ``step(n)`` runs n training steps on the fixed batch, returns seconds."""
 
     def __init__(self, cfg, model, batch):
-        from crapnet_core.training import make_optimizer
+        from crapnet_core.engine.training import make_optimizer
 
         self.cfg, self.model, self.batch = cfg, model, batch
         self.opt, _ = make_optimizer(cfg, model)
         self.first_loss = None
 
     def step(self, n: int) -> float:
-        from crapnet_core.losses import episode_loss
+        from crapnet_core.models.losses import episode_loss
 
         t = time.perf_counter()
         for _ in range(n):
@@ -50,8 +50,8 @@ class _Stepper:
 
 
 def main() -> None:
-    from crapnet_core.experiment import make_config
-    from crapnet_core.training import build_episodes, build_model, compile_model
+    from crapnet_core.engine.experiment import make_config
+    from crapnet_core.engine.training import build_episodes, build_model, compile_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="phantom")

@@ -34,10 +34,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from crapnet_core.datasets import resolve_dataset, scan_ids
-    from crapnet_core.episodes import EpisodeDataset
-    from crapnet_core.protocol import Fold, make_fold
-    from crapnet_core.superpixels import compute_superpixels
+    from crapnet_core.data.datasets import resolve_dataset, scan_ids
+    from crapnet_core.data.episodes import EpisodeDataset
+    from crapnet_core.data.protocol import Fold, make_fold
+    from crapnet_core.data.superpixels import compute_superpixels
 
     spec = resolve_dataset(args.dataset, labels=args.labels)
     fold = make_fold(scan_ids(spec), 0)
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
           f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")
 
-    from crapnet_core.phantom import generate_phantom
+    from crapnet_core.data.phantom import generate_phantom
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         compute_superpixels(spec, tmp, ids, jobs=1, progress=False, timings=timings)
         wall = time.perf_counter() - t0
-    from crapnet_core.datasets import load_volume
+    from crapnet_core.data.datasets import load_volume
 
     slices = sum(load_volume(spec, i).n_slices for i in ids)
     print(f"superpixels: {len(ids)} scans ({slices} slices) in {wall:.2f} s: "

@@ -3,7 +3,7 @@
 For every (method, encoder, input size) it reports, for one episode (one support + one query,
 batch 1, as in the paper's training):
 
-* seconds per training step: forward, :func:`crapnet_core.losses.episode_loss` (Eq. 18-20,
+* seconds per training step: forward, :func:`crapnet_core.models.losses.episode_loss` (Eq. 18-20,
   with the alignment term), backward and an SGD step (momentum 0.9, weight decay 5e-4);
   median over ``--repeats`` timed steps after ``--warmup`` untimed ones;
 * peak memory: each configuration runs in a fresh child process; ``peak_rss_mb`` is the
@@ -72,9 +72,9 @@ def _episode(size: int):
 
 
 def _build(cfg):
-    """The model of ``cfg.method``: a registered method's module (crapnet_core/methods) or FewShotSegmenter."""
-    from crapnet_core.methods import hook
-    from crapnet_core.model import FewShotSegmenter
+    """The model of ``cfg.method``: a registered method's module (crapnet_core/models/methods) or FewShotSegmenter."""
+    from crapnet_core.models.methods import hook
+    from crapnet_core.models.segmenter import FewShotSegmenter
 
     build = hook(cfg.method, "build_model")
     return build(cfg) if build is not None else FewShotSegmenter(cfg)
@@ -82,8 +82,8 @@ def _build(cfg):
 
 def _loss_fn(model):
     """The episode loss of the model's method (registered methods bring their own)."""
-    from crapnet_core.losses import episode_loss
-    from crapnet_core.methods import hook
+    from crapnet_core.models.losses import episode_loss
+    from crapnet_core.models.methods import hook
 
     return hook(model.cfg.method, "episode_loss") or episode_loss
 
@@ -98,7 +98,7 @@ class _Stepper:
         self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
 
     def __call__(self) -> tuple[float, float]:
-        from crapnet_core.config import LossConfig
+        from crapnet_core.models.config import LossConfig
 
         t0, c0 = time.perf_counter(), time.process_time()
         loss = _loss_fn(self.model)(self.model, self.batch, LossConfig())["total"]
@@ -111,7 +111,7 @@ class _Stepper:
 def _flops(model, batch) -> tuple[int, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from crapnet_core.config import LossConfig
+    from crapnet_core.models.config import LossConfig
 
     counter = FlopCounterMode(display=False)
     with counter:
@@ -127,8 +127,8 @@ def run_child(args: argparse.Namespace) -> dict:
     """One configuration, in this (fresh) process."""
     import torch
 
-    from crapnet_core.config import ModelConfig
-    from crapnet_core.model import FewShotSegmenter
+    from crapnet_core.models.config import ModelConfig
+    from crapnet_core.models.segmenter import FewShotSegmenter
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -202,7 +202,7 @@ def run_learning_check(args: argparse.Namespace) -> dict:
     """Does the configuration learn? Short self-supervised training on real episodes.
 
     CHAOS (or ``--dataset``) fold 0, setting 1, episodes of ``--size`` pixels from
-    :class:`crapnet_core.episodes.EpisodeDataset` (seed 0); SGD (momentum 0.9, weight decay
+    :class:`crapnet_core.data.episodes.EpisodeDataset` (seed 0); SGD (momentum 0.9, weight decay
     5e-4) at ``--lr`` for ``--learn-steps`` steps, batch 1. Before and after: mean query
     cross-entropy (Eq. 18) and mean Dice of the thresholded prediction (eval mode) on 24
     held-out episodes (seed 999). The labels are superpixel pseudo-labels, not organs: this
@@ -210,12 +210,12 @@ def run_learning_check(args: argparse.Namespace) -> dict:
     """
     import torch
 
-    from crapnet_core.config import LossConfig, ModelConfig
-    from crapnet_core.datasets import resolve_dataset, scan_ids
-    from crapnet_core.episodes import EpisodeDataset
-    from crapnet_core.losses import episode_loss
-    from crapnet_core.model import FewShotSegmenter
-    from crapnet_core.protocol import make_fold
+    from crapnet_core.models.config import LossConfig, ModelConfig
+    from crapnet_core.data.datasets import resolve_dataset, scan_ids
+    from crapnet_core.data.episodes import EpisodeDataset
+    from crapnet_core.models.losses import episode_loss
+    from crapnet_core.models.segmenter import FewShotSegmenter
+    from crapnet_core.data.protocol import make_fold
 
     if args.threads:
         torch.set_num_threads(args.threads)

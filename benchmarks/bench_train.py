@@ -21,8 +21,8 @@ import torch
 
 
 def _loop(cfg, dataset, workers: int, steps: int, warmup: int) -> float:
-    from crapnet_core.losses import episode_loss
-    from crapnet_core.training import build_model, make_optimizer
+    from crapnet_core.models.losses import episode_loss
+    from crapnet_core.engine.training import build_model, make_optimizer
 
     model = build_model(cfg)
     model.train()
@@ -44,9 +44,9 @@ def _loop(cfg, dataset, workers: int, steps: int, warmup: int) -> float:
 
 
 def main() -> None:
-    from crapnet_core.experiment import make_config
-    from crapnet_core.losses import episode_loss
-    from crapnet_core.training import build_episodes, build_model, make_optimizer
+    from crapnet_core.engine.experiment import make_config
+    from crapnet_core.models.losses import episode_loss
+    from crapnet_core.engine.training import build_episodes, build_model, make_optimizer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="phantom")

@@ -33,7 +33,7 @@ def _write(out: Path, name: str, data: dict) -> dict:
 
 
 def _config(profile: str, dataset: str, method: str, device: str, data_root: str | None, extra=()):
-    from crapnet_core.experiment import make_config
+    from crapnet_core.engine.experiment import make_config
 
     overrides = [f"train.device={device}", *extra]
     if data_root and dataset in ("chaos", "sabs"):
@@ -53,8 +53,8 @@ def section_env(args) -> dict:
     except Exception as err:  # noqa: BLE001
         info["torch_error"] = repr(err)
     imports = {}
-    for mod in ("crapnet_core._torchvision", "numpy", "scipy", "nibabel", "skimage", "monai", "pandas", "yaml",
-                "tqdm", "crapnet_core.training"):
+    for mod in ("crapnet_core.models._torchvision", "numpy", "scipy", "nibabel", "skimage", "monai", "pandas", "yaml",
+                "tqdm", "crapnet_core.engine.training"):
         try:
             __import__(mod)
             imports[mod] = "ok"
@@ -74,7 +74,7 @@ def section_weights(args) -> dict:
     """Where torchvision would read the COCO (DeepLabV3-ResNet101) and ImageNet (ResNet-18) weights."""
     import torch
 
-    from crapnet_core._torchvision import torchvision  # the project's one torchvision import (see there)
+    from crapnet_core.models._torchvision import torchvision  # the project's one torchvision import (see there)
 
     ResNet18_Weights = torchvision.models.ResNet18_Weights
     DeepLabV3_ResNet101_Weights = torchvision.models.segmentation.DeepLabV3_ResNet101_Weights
@@ -93,7 +93,7 @@ def section_weights(args) -> dict:
 def _episode_batch(cfg):
     import torch
 
-    from crapnet_core.training import build_episodes
+    from crapnet_core.engine.training import build_episodes
 
     dataset, *_ = build_episodes(cfg)
     return torch.utils.data.default_collate([dataset[i] for i in range(cfg.train.batch_size)])
@@ -105,8 +105,8 @@ def timed_loop(cfg, seconds: float, max_steps: int, warmup: int) -> dict:
 
     import torch
 
-    from crapnet_core.losses import episode_loss
-    from crapnet_core.training import _to_device, build_model, make_optimizer, resolve_device
+    from crapnet_core.models.losses import episode_loss
+    from crapnet_core.engine.training import _to_device, build_model, make_optimizer, resolve_device
 
     device = resolve_device(cfg.train.device)
     cuda = device.type == "cuda"
@@ -229,9 +229,10 @@ def section_train(args, deadline: float, steps_per_s: float | None) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     res = dict(command=" ".join(cmd), returncode=proc.returncode, wall_s=round(time.time() - t0, 1), steps=steps,
                planned_minutes=round(minutes, 1), output_tail=(proc.stdout + proc.stderr)[-3000:])
-    metrics = run / "metrics.json"
-    if metrics.is_file():
-        m = json.loads(metrics.read_text())
+    from crapnet_core.engine.evaluation import read_metrics
+
+    if (run / "metrics.json").is_file():
+        m = read_metrics(run)
         res["mean"] = m.get("mean")
         res["per_organ_dice"] = {o: v.get("dice_mean") for o, v in m.get("per_organ", {}).items()}
     print(f"train: {steps} steps, status {proc.returncode}, {res['wall_s']} s, mean {res.get('mean')}", flush=True)

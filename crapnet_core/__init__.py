@@ -1,11 +1,22 @@
 """crapnet: few-shot medical image segmentation with Cycle-Resemblance Attention.
 
 A small library behind the ``crapnet`` command and the notebooks of the research book.
-One module per concept: ``datasets``, ``protocol``, ``phantom``, ``superpixels``,
-``augment``, ``episodes`` (data); ``encoders``, ``attention``, ``carafe``, ``prototypes``,
-``model``, ``losses`` (model); ``experiment``, ``training``, ``evaluation``, ``metrics``
-(runs); ``diagnostics`` (inside the attention), ``stats`` (spreads, seeds, paired tests),
-``budget`` (Dice against training steps) (analysis); ``book`` (papermill and jupyter-book).
+Layers, bottom to top; a module imports only its own layer and those below
+(tests/test_layout.py checks the import graph):
+
+- base: ``facts`` (organs, label maps, the method registry, settings, profiles),
+  ``published`` (the paper's Tables 1-4), ``io``, ``paths``;
+- ``data``: ``datasets``, ``geometry`` (scan grids), ``protocol``, ``phantom``,
+  ``superpixels``, ``augment``, ``episodes``, ``prepare``;
+- ``models``: ``config``, ``encoders``, ``attention``, ``carafe``, ``prototypes``,
+  ``prototype_grid``, ``segmenter``, ``losses``, ``methods`` (the registered methods);
+- ``engine``: ``experiment``, ``inputs``, ``checkpoints``, ``training``, ``evaluation``,
+  ``metrics``, ``runs``, ``stats`` (spreads, seeds, paired tests), ``budget`` (Dice against
+  training steps), ``diagnostics`` (inside the attention), ``segment``;
+- ``report``: ``figures`` (tables, plots, provenance), ``findings``, ``viewer``;
+- ``book``: ``build`` (plan, papermill and jupyter-book), ``workflow`` (the Snakemake
+  workflow and ``crapnet book``'s driver), ``lab``, ``browser_check``;
+- ``cli``: the ``crapnet`` command.
 """
 
 __version__ = "0.1.0"

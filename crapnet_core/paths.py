@@ -4,6 +4,8 @@
   it to ``../shared/data``. Read-only: crapnet never writes there.
 - ``CRAPNET_CACHE``: folder crapnet owns for derived files (superpixels, the phantom).
   Default ``~/.cache/crapnet``.
+- the project folder (:func:`repo_root`) and, under it, ``runs/`` (training runs shared by
+  the notebooks) and ``results/`` (committed cross-validation summaries).
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ import os
 import re
 from pathlib import Path
 
+from .facts import DATASET_FOLDERS  # real datasets, in the order a notebook run by hand prefers them
+
 
 class DataRootNotSet(RuntimeError):
     """Raised when a preset dataset is asked for but no data root is known."""
+
+
+class ProjectNotFound(RuntimeError):
+    """Raised when the project folder (a clone with ``notebooks/`` and ``_toc.yml``) is not found."""
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
@@ -55,8 +63,16 @@ def real_data_required() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-#: Real datasets in the order a notebook run by hand prefers them (sub-folder of the data root).
-DATASET_FOLDERS = {"chaos": "CHAOST2", "sabs": "SABS"}
+def available_datasets(data_root: str | os.PathLike | None) -> list[str]:
+    """Real datasets present under ``data_root`` (``chaos``, ``sabs``), in that order."""
+    if not data_root:
+        return []
+    root = Path(data_root).expanduser()
+    return [
+        name
+        for name, sub in DATASET_FOLDERS.items()
+        if (root / sub).is_dir() and any((root / sub).glob("image_*.nii.gz"))
+    ]
 
 
 def default_dataset(explicit: str | os.PathLike | None = None) -> str:
@@ -67,9 +83,29 @@ def default_dataset(explicit: str | os.PathLike | None = None) -> str:
     notebook opened by hand runs with or without the real data.
     """
     value = explicit if explicit is not None else os.environ.get("CRAPNET_DATA_ROOT")
-    if value:
-        root = Path(value).expanduser()
-        for name, sub in DATASET_FOLDERS.items():
-            if (root / sub).is_dir() and any((root / sub).glob("image_*.nii.gz")):
-                return name
-    return "phantom"
+    return next(iter(available_datasets(value)), "phantom")
+
+
+def repo_root() -> Path:
+    """The project folder (holds ``notebooks/``, ``book/``, ``_toc.yml``)."""
+    here = Path(__file__).resolve().parents[1]
+    if (here / "notebooks").is_dir() and (here / "_toc.yml").is_file():
+        return here
+    cwd = Path.cwd()
+    for cand in (cwd, *cwd.parents):
+        if (cand / "notebooks").is_dir() and (cand / "_toc.yml").is_file():
+            return cand
+    raise ProjectNotFound(
+        f"cannot find the project folder (with notebooks/ and _toc.yml) above {here} or {cwd}; "
+        "run crapnet book from a clone of the repository"
+    )
+
+
+def default_runs_root() -> Path:
+    """``<repo>/runs``: training runs shared by the notebooks (git-ignored)."""
+    return repo_root() / "runs"
+
+
+def default_results_dir() -> Path:
+    """``<repo>/results``: committed cross-validation summaries."""
+    return repo_root() / "results"

@@ -6,7 +6,7 @@
     .venv/bin/python results/collect.py --update-book        # rewrite the generated tables of book/equal_budget.md
 
 Every Dice/HD95/ASD cell is mean ± sample standard deviation (ddof=1) over the folds,
-computed from the per-fold values of summary.json (crapnet_core.stats.fold_spread), so
+computed from the per-fold values of summary.json (crapnet_core.engine.stats.fold_spread), so
 summaries written before the standard deviation was stored render the same way.
 ``--rewrite-summaries`` needs no rerun: it only re-renders summary.md (and refreshes the
 derived ``mean.dice_std_over_folds`` of summary.json to the same ddof=1 values).
@@ -23,8 +23,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run as a script from a checkout: use its crapnet_core
 
 from crapnet_core.io import write_json, write_text  # noqa: E402
-from crapnet_core.runs import summary_markdown  # noqa: E402
-from crapnet_core.stats import fold_spread, format_pm  # noqa: E402
+from crapnet_core.engine.runs import summary_markdown  # noqa: E402
+from crapnet_core.engine.stats import fold_spread, format_pm  # noqa: E402
 
 ORDER = [("chaos", 1, "crapnet"), ("chaos", 1, "alpnet"), ("chaos", 1, "panet"),
          ("chaos", 2, "crapnet"), ("chaos", 2, "alpnet"), ("chaos", 2, "panet"),

@@ -3,7 +3,7 @@
     CRAPNET_DATA_ROOT=../shared/data .venv/bin/python results/diagnose_runs.py \
         runs/study/chaos_setting1_crapnet_lite --out results/diagnostics/chaos_setting1_crapnet_lite
 
-For each trained run folder under RESULT (one per fold), crapnet_core.diagnostics.inside_attention
+For each trained run folder under RESULT (one per fold), crapnet_core.engine.diagnostics.inside_attention
 measures, on 8 training episodes and on the test support/query pairs: cycle consistency, column
 entropy / log N, ||W_z y|| / ||x|| per block, the resemblance weights, the valid local prototypes
 per organ, and the test Dice of the full model, with the attention bypassed (z = x) and with
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from crapnet_core import diagnostics as dg  # noqa: E402
+from crapnet_core.engine import diagnostics as dg  # noqa: E402
 from crapnet_core.io import write_text  # noqa: E402
 
 

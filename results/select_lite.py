@@ -1,10 +1,10 @@
 """Choose the ``lite`` settings on the *validation* scan of CHAOS fold 0, setting 1 (issue 8 §2).
 
 Every trial trains with ``data.validation=true`` (the last training scan of the fold, CHAOS 39,
-is held out of training; ``crapnet_core/protocol.py``) and is scored only on that scan with
+is held out of training; ``crapnet_core/data/protocol.py``) and is scored only on that scan with
 the fold's support scan 8 (``metrics_validation.json``); the test scans 1 2 3 5 are never
 evaluated here. The prototype grids follow the input size by the rule of
-``crapnet_core/prototype_grid.py`` (96 px: sigma 2, pools 2 / 1; 128 px: sigma 2, pools 2 / 1).
+``crapnet_core/models/prototype_grid.py`` (96 px: sigma 2, pools 2 / 1; 128 px: sigma 2, pools 2 / 1).
 
 Candidates (``TRIALS``): the input size at a fixed ~3-minute budget per fold on 2 cores, the
 step count chosen so that each trial fills it (a 128-px step costs ~1.7x a 96-px step;
@@ -28,7 +28,6 @@ and results/select_lite/trials.json + trials.md. ``--steps N`` overrides every t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,10 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crapnet_core.evaluation import evaluate  # noqa: E402
-from crapnet_core.experiment import describe, make_config  # noqa: E402
+from crapnet_core.engine.evaluation import evaluate, read_metrics  # noqa: E402
+from crapnet_core.engine.experiment import describe, make_config  # noqa: E402
 from crapnet_core.io import write_json, write_text  # noqa: E402
-from crapnet_core.training import is_trained, train, train_seconds  # noqa: E402
+from crapnet_core.engine.training import is_trained, train, train_seconds  # noqa: E402
 
 #: name -> overrides on top of the lite profile (runtime: one torch thread, as the result runs)
 TRIALS = {
@@ -61,7 +60,7 @@ def run_trial(name: str, method: str, extra: list[str], runs_root: Path, progres
         if not is_trained(run):  # an interrupted trial resumes from its last checkpoint
             train(cfg, run, resume=(run / "config.json").is_file(), progress=progress)
         evaluate(run, progress=progress, save_predictions=False, split="validation")
-    m = json.loads(metrics_path.read_text())
+    m = read_metrics(run, split="validation")
     assert m["split"] == "validation"
     return {
         "trial": name, "method": method, "overrides": overrides, "config_hash": cfg.config_hash(), "run": run.name,

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crapnet_core.attention import CycleResemblanceBlock, SupportQueryAttention, cycle_resemblance
+from crapnet_core.models.attention import CycleResemblanceBlock, SupportQueryAttention, cycle_resemblance
 
 # A[j, i]: support pixel j (rows) vs query pixel i (columns)
 A = torch.tensor(

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from crapnet_core import datasets as D
-from crapnet_core.augment import AugmentParams, SSLAugment, adjust_gamma
-from crapnet_core.episodes import EpisodeDataset
-from crapnet_core.protocol import SETTING2_GROUPS, make_fold
+from crapnet_core.data import datasets as D
+from crapnet_core.data.augment import AugmentParams, SSLAugment, adjust_gamma
+from crapnet_core.data.episodes import EpisodeDataset
+from crapnet_core.data.protocol import SETTING2_GROUPS, make_fold
 
 
 def _disc_mask(size=256):
@@ -115,7 +115,7 @@ def test_episodes_deterministic_in_seed_and_index(episodes, phantom, fold):
 
 
 def test_episode_mask_is_the_superpixel(phantom, fold):
-    from crapnet_core.superpixels import load_superpixels
+    from crapnet_core.data.superpixels import load_superpixels
 
     ds = EpisodeDataset(phantom, fold, size=256, seed=0, length=50, augment=False)
     for i in range(5):

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from crapnet_core import datasets as D
+from crapnet_core.data import datasets as D
 from crapnet_core.cli import main
 
 AFFINE = np.diag([-1.25, 1.25, 7.7, 1.0])
@@ -174,7 +174,7 @@ def _digests(folder):
 
 
 def test_inputs_never_modified(tmp_path, monkeypatch):
-    from crapnet_core.superpixels import compute_superpixels, load_superpixels
+    from crapnet_core.data.superpixels import compute_superpixels, load_superpixels
 
     monkeypatch.setenv("CRAPNET_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "data"

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from crapnet_core import book, figures
-from crapnet_core import workflow as wf
+from crapnet_core.book import build as book
+from crapnet_core.report import figures
+from crapnet_core.book import workflow as wf
 from crapnet_core.paths import real_data_required
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,12 +41,9 @@ def _needed_configs(plan: book.BookPlan) -> set[str]:
         if job.notebook == "03_train_fold":
             need.add(book.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"], p["blocks"],
                                      p["branches"], p["test_group"]).config_hash())
-        elif job.notebook == "04_ablation_blocks":
-            need |= {book.run_config(p["profile"], p["dataset"], 1, f, "crapnet", blocks=b).config_hash()
-                     for f in p["folds"] for b in p["blocks"]}
-        elif job.notebook == "05_ablation_branches":
-            need |= {book.run_config(p["profile"], p["dataset"], 1, f, "crapnet", branches=b).config_hash()
-                     for f in p["folds"] for b in p["branches"]}
+        elif job.notebook == "04_ablation":
+            need |= {book.run_config(p["profile"], p["dataset"], 1, f, "crapnet", **{p["axis"]: v}).config_hash()
+                     for f in p["folds"] for v in p["values"]}
         elif job.notebook == "06_qualitative":
             need |= {book.run_config(p["profile"], p["dataset"], 1, p["fold"], m).config_hash() for m in p["methods"]}
         elif job.notebook == "08_inside_attention":
@@ -72,8 +70,8 @@ def test_plan_trains_every_run_the_notebooks_read_once(profile, fake_data_root, 
     stages = {j.notebook: j.stage for j in plan.jobs}
     assert stages["01_data_exploration"] == stages["02_superpixels"] == 0
     assert stages["03_train_fold"] == 1
-    assert {stages[n] for n in ("04_ablation_blocks", "05_ablation_branches", "06_qualitative", "07_results",
-                                "08_inside_attention")} == {2}
+    assert {stages[n] for n in ("04_ablation", "06_qualitative", "07_results", "08_inside_attention")} == {2}
+    assert sorted(j.params["axis"] for j in plan.by_notebook()["04_ablation"]) == ["blocks", "branches"]
     assert set(plan.by_notebook()) == set(book.NOTEBOOKS), "every notebook runs in every profile"
     names = [j.name for j in plan.jobs]
     assert len(names) == len(set(names))
@@ -87,8 +85,8 @@ def test_smoke_plan_is_phantom_and_lists_what_it_leaves_out(fake_data_root):
     text = "\n".join(plan.left_out)
     assert "folds 1, 2, 3, 4" in text
     assert "7, 9, 12, 15 attention blocks" in text
-    blocks = plan.by_notebook()["04_ablation_blocks"][0].params["blocks"]
-    assert blocks == [1, 5]
+    ablations = {j.params["axis"]: j.params["values"] for j in plan.by_notebook()["04_ablation"]}
+    assert ablations == {"blocks": [1, 5], "branches": [2, 1]}
 
 
 def test_lite_plan_real_data_and_phantom_fallback(fake_data_root, monkeypatch):
@@ -97,7 +95,8 @@ def test_lite_plan_real_data_and_phantom_fallback(fake_data_root, monkeypatch):
     trains = plan.by_notebook()["03_train_fold"]
     assert {j.params["dataset"] for j in trains} == {"chaos"}
     assert {j.params["fold"] for j in trains} == {0} and {j.params["setting"] for j in trains} == {1}
-    assert plan.by_notebook()["04_ablation_blocks"][0].params["blocks"] == list(book.PAPER_BLOCKS)
+    ablations = {j.params["axis"]: j.params["values"] for j in plan.by_notebook()["04_ablation"]}
+    assert ablations == {"blocks": list(book.PAPER_BLOCKS), "branches": list(book.PAPER_BRANCHES)}
     assert len(trains) == 3 + 5 + 1  # methods, block counts other than 5, one-branch
     assert any("Synapse/SABS CT" in item for item in plan.left_out)
     assert {j.params["dataset"] for j in plan.by_notebook()["01_data_exploration"]} == {"chaos", "sabs"}
@@ -202,7 +201,7 @@ def test_workflow_reuses_completed_notebooks_and_reports_failures(tmp_path):
     messages: list[str] = []
     since = time.time()
     assert _run_workflow(plan, out, root, targets, messages) != 0
-    text = "\n".join(book._failures(out, since))
+    text = "\n".join(wf._failures(out, since))
     assert "bad.ipynb" in text and '"x": 7' in text
     assert "code cell 4" in text and "raise ValueError" in text  # 4: after papermill's injected cell
     assert "broken on purpose 7" in text
@@ -248,15 +247,17 @@ def test_content_keys_and_undeclared_parameters(tmp_path):
 
 
 def test_library_dependencies_follow_the_imports():
-    names = lambda files: {p.stem for p in files}  # noqa: E731
-    train = names(wf.library_closure(["crapnet_core.training"]))
-    assert {"training", "model", "attention", "episodes", "superpixels", "experiment", "__init__"} <= train
-    assert "book" not in train and "browser_check" not in train and "cli_book" not in train
-    sp = names(wf.library_closure(["crapnet_core.superpixels"]))
-    assert "superpixels" in sp and "model" not in sp and "training" not in sp
+    package = REPO / "crapnet_core"
+    names = lambda files: {p.relative_to(package).with_suffix("").as_posix() for p in files}  # noqa: E731
+    train = names(wf.library_closure(["crapnet_core.engine.training"]))
+    assert {"engine/training", "models/segmenter", "models/attention", "data/episodes", "data/superpixels",
+            "engine/experiment", "engine/checkpoints", "__init__", "engine/__init__"} <= train
+    assert not any(n.startswith(("book/", "cli/", "report/")) for n in train)
+    sp = names(wf.library_closure(["crapnet_core.data.superpixels"]))
+    assert "data/superpixels" in sp and "models/segmenter" not in sp and "engine/training" not in sp
     mods = wf.notebook_modules(REPO / "notebooks" / "03_train_fold.ipynb")
-    assert {"crapnet_core.runs", "crapnet_core.book", "crapnet_core.training"} <= mods
-    assert "crapnet_core.model" in {f"crapnet_core.{n}" for n in names(wf.library_closure(mods))}
+    assert {"crapnet_core.engine.runs", "crapnet_core.report.figures", "crapnet_core.engine.training"} <= mods
+    assert "models/segmenter" in names(wf.library_closure(mods))
 
 
 def test_study_keys_change_only_where_the_notebook_changed(tmp_path, monkeypatch):
@@ -376,7 +377,7 @@ def test_comparison_table_puts_ours_under_published():
 
 
 def test_summary_frame_reads_cross_validation_summaries():
-    from crapnet_core.runs import summarize_runs  # noqa: F401  (the layout read below)
+    from crapnet_core.engine.runs import summarize_runs  # noqa: F401  (the layout read below)
 
     summary = {"dataset": "sabs", "setting": 2, "method": "alpnet", "profile": "lite", "folds": [0, 1, 2, 3, 4],
                "mean": {"dice": {"left_kidney": 0.4, "right_kidney": 0.5, "spleen": 0.6, "liver": 0.7, "mean": 0.55},
@@ -433,8 +434,8 @@ def smoke_book(tmp_path_factory):
     """Build the book with the smoke profile on the phantom (the CI build)."""
     out = tmp_path_factory.mktemp("book")
     t0 = time.time()
-    index = book.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
-                            progress=False, echo=lambda m: None)
+    index = wf.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
+                          progress=False, echo=lambda m: None)
     return dict(out=out, index=index, seconds=time.time() - t0)
 
 
@@ -485,8 +486,8 @@ def test_smoke_book_has_every_page_figures_and_no_errors(smoke_book):
 def test_smoke_book_rebuild_reuses_executions(smoke_book):
     out = smoke_book["out"]
     t0 = time.time()
-    book.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
-                    progress=False, echo=lambda m: None)
+    wf.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
+                  progress=False, echo=lambda m: None)
     info = json.loads((out / "book.json").read_text())
     assert {e["status"] for e in info["executions"]} == {"cached"}
     assert time.time() - t0 < smoke_book["seconds"]
@@ -494,7 +495,7 @@ def test_smoke_book_rebuild_reuses_executions(smoke_book):
 
 @pytest.mark.slow
 def test_browser_renders_results_page(smoke_book):
-    from crapnet_core import browser_check
+    from crapnet_core.book import browser_check
 
     if browser_check.find_browser() is None:
         why = "Chromium not installed (Debian package `chromium`; .ci/run installs it)"
@@ -560,7 +561,7 @@ def lab_env(tmp_path_factory):
     JUPYTER_PATH; no CRAPNET_DATA_ROOT (so the notebooks' defaults pick the phantom) and no
     PYTHONPATH (the notebooks must find the repository themselves).
     """
-    from crapnet_core.lab import write_kernelspec
+    from crapnet_core.book.lab import write_kernelspec
 
     tmp = tmp_path_factory.mktemp("jupyter")
     write_kernelspec(tmp / "share")
@@ -574,7 +575,7 @@ def lab_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def jupyter_server(lab_env):
-    from crapnet_core.lab import JupyterServer
+    from crapnet_core.book.lab import JupyterServer
 
     with JupyterServer(REPO, app="server", env=lab_env) as server:
         yield server
@@ -589,7 +590,7 @@ def test_notebook_runs_through_a_jupyter_server(stem, smoke_book, jupyter_server
     defaults are what a person gets in JupyterLab: interactive widgets, the phantom without
     CRAPNET_DATA_ROOT, the smoke profile.
     """
-    from crapnet_core.lab import execute_notebook
+    from crapnet_core.book.lab import execute_notebook
 
     path = REPO / "notebooks" / f"{stem}.ipynb"
     params = {"runs_root": str(smoke_book["out"] / "runs")} if "runs_root" in book.notebook_parameters(path) else {}
@@ -604,7 +605,7 @@ def test_notebook_runs_through_a_jupyter_server(stem, smoke_book, jupyter_server
 
 @pytest.mark.slow
 def test_jupyterlab_opens_and_renders_a_notebook(lab_env, smoke_book):
-    from crapnet_core import browser_check
+    from crapnet_core.book import browser_check
 
     if browser_check.find_browser() is None:
         why = "Chromium not installed (Debian package `chromium`; .ci/run installs it)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crapnet_core.carafe import CARAFEDownsample, reassemble, reassemble_naive
+from crapnet_core.models.carafe import CARAFEDownsample, reassemble, reassemble_naive
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from crapnet_core.cli import main
-from crapnet_core.geometry import make_geometry
-from crapnet_core.phantom import generate_phantom
+from crapnet_core.data.geometry import make_geometry
+from crapnet_core.data.phantom import generate_phantom
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from crapnet_core import datasets as D
+from crapnet_core.data import datasets as D
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_sabs_crop_257_like_ssl_alpnet_and_restore(sabs):
     assert lab.shape[:2] == (257, 257) and vol.original_shape == lab.shape
     assert vol.label.shape == (256, 256, lab.shape[2]) and vol.geometry.inplane == "crop"
     # SSL-ALPNet keeps file voxels i, j < 256 of its (j, i, k) array; the file is LPS, so in the
-    # canonical (A, L, S) order the rows are that array's rows reversed (see crapnet_core.geometry)
+    # canonical (A, L, S) order the rows are that array's rows reversed (see crapnet_core.data.geometry)
     ssl_alpnet = np.transpose(lab, (1, 0, 2))[:256, :256, :]
     np.testing.assert_array_equal(vol.label, ssl_alpnet[::-1].astype(np.int16))
     back = D.restore_shape(vol.label, vol)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from crapnet_core import diagnostics as dg
-from crapnet_core.attention import CycleResemblanceBlock, SupportQueryAttention, cycle_resemblance
-from crapnet_core.config import ModelConfig
-from crapnet_core.model import FewShotSegmenter, fg_bg
-from crapnet_core.prototypes import PrototypeClassifier
+from crapnet_core.engine import diagnostics as dg
+from crapnet_core.models.attention import CycleResemblanceBlock, SupportQueryAttention, cycle_resemblance
+from crapnet_core.models.config import ModelConfig
+from crapnet_core.models.segmenter import FewShotSegmenter, fg_bg
+from crapnet_core.models.prototypes import PrototypeClassifier
 
 
 def _onehot(n: int, d: int | None = None) -> torch.Tensor:
@@ -166,8 +166,8 @@ def test_diagnose_traces_every_block_and_removes_its_hooks():
 
 
 def test_inside_attention_on_a_phantom_run(tmp_path):
-    from crapnet_core.experiment import make_config
-    from crapnet_core.runs import ensure_run
+    from crapnet_core.engine.experiment import make_config
+    from crapnet_core.engine.runs import ensure_run
 
     cfg = make_config("smoke", "phantom", 1, 0, "crapnet", ["train.steps=2"])
     run = ensure_run(cfg, tmp_path, progress=False)

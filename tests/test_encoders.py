@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crapnet_core import encoders
-from crapnet_core.encoders import CPU_ENCODER, ENCODERS, PAPER_ENCODER, PretrainedWeightsError, build_encoder
+from crapnet_core.models import encoders
+from crapnet_core.models.encoders import CPU_ENCODER, ENCODERS, PAPER_ENCODER, PretrainedWeightsError, build_encoder
 
 SMALL = [n for n in ENCODERS if n != PAPER_ENCODER]
 
@@ -72,7 +72,7 @@ def test_pretrained_missing_says_how_to_provide(tmp_path, monkeypatch):
 
 def test_pretrained_loads_from_local_cache(tmp_path, monkeypatch):
     """A weights file in the torch cache is loaded (never downloaded)."""
-    from crapnet_core._torchvision import classification_models
+    from crapnet_core.models._torchvision import classification_models
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     weights = classification_models().ResNet18_Weights.IMAGENET1K_V1

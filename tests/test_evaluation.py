@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from crapnet_core.evaluation import (
+from crapnet_core.engine.evaluation import (
     chunk_assignment,
     chunk_index,
     evaluate_model,
     support_positions,
     support_slices,
 )
-from crapnet_core.experiment import make_config
-from crapnet_core.metrics import confusion_counts, dice, dice_from_counts, surface_distances
+from crapnet_core.engine.experiment import make_config
+from crapnet_core.engine.metrics import confusion_counts, dice, dice_from_counts, surface_distances
 
 
 # ---------------------------------------------------------------- protocol rules
@@ -200,7 +200,7 @@ def test_empty_prediction_and_absent_organ(handmade, tmp_path):
 
 
 def test_evaluation_errors(handmade, tmp_path):
-    from crapnet_core.datasets import DatasetError
+    from crapnet_core.data.datasets import DatasetError
 
     # the dataset does not label the kidneys
     cfg = make_config("smoke", str(handmade), 1, 0, "panet", ["data.test_group=left_kidney"])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from crapnet_core.experiment import (
+from crapnet_core.engine.experiment import (
     CPU_ENCODER,
     ExperimentConfig,
     SETTING2_GROUPS,
@@ -27,7 +27,7 @@ def test_paper_profile_matches_sec_4_3():
 
 
 def test_cpu_encoder_exists():
-    from crapnet_core.encoders import ENCODERS
+    from crapnet_core.models.encoders import ENCODERS
 
     assert CPU_ENCODER in ENCODERS
     for profile in ("smoke", "lite"):
@@ -66,7 +66,7 @@ def test_setting2_groups():
     assert cfg.data.exclude_organs == ("liver", "spleen")
     assert make_config("smoke", setting=1).data.exclude_organs == ()
     # any group of organs is a setting-2 group now (issue 9, item 7); the dataset's label map
-    # is checked when the run starts (crapnet_core.inputs)
+    # is checked when the run starts (crapnet_core.engine.inputs)
     single = make_config("smoke", setting=2, test_group="liver")
     assert single.data.test_group == ("liver",) and single.data.exclude_organs == ("liver",)
     assert single.group_name() == "liver"
@@ -110,7 +110,7 @@ def test_hash_does_not_depend_on_the_process(tmp_path):
     import subprocess
     import sys
 
-    code = ("from crapnet_core.experiment import make_config; "
+    code = ("from crapnet_core.engine.experiment import make_config; "
             "print(make_config('lite', 'chaos', 2, 1, 'alpnet', test_group='liver_spleen').config_hash())")
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

@@ -1,4 +1,4 @@
-"""Orientation and in-plane grid (crapnet_core.geometry): the same scan in any layout gives the same answer."""
+"""Orientation and in-plane grid (crapnet_core.data.geometry): the same scan in any layout gives the same answer."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from nibabel.orientations import apply_orientation, inv_ornt_aff
 
-from crapnet_core import datasets as D
+from crapnet_core.data import datasets as D
 from crapnet_core.cli import main
-from crapnet_core.geometry import CANONICAL_AXCODES, make_geometry, resize_inplane
+from crapnet_core.data.geometry import CANONICAL_AXCODES, make_geometry, resize_inplane
 
 # file-order transforms with identical world geometry (nibabel orientation arrays)
 AS_STORED = np.array([[0, 1], [1, 1], [2, 1]])
@@ -129,9 +129,9 @@ def test_dataset_folder_same_metrics_for_every_layout(smoke_run, tmp_path):
     """The same dataset with every scan re-saved in another layout: same Dice, same world-space predictions."""
     import torch
 
-    from crapnet_core.evaluation import evaluate_model
-    from crapnet_core.experiment import ExperimentConfig
-    from crapnet_core.training import load_model
+    from crapnet_core.engine.evaluation import evaluate_model
+    from crapnet_core.engine.experiment import ExperimentConfig
+    from crapnet_core.engine.training import load_model
 
     spec = D.resolve_dataset("phantom")
     cfg = ExperimentConfig.load(smoke_run / "config.json")
@@ -165,10 +165,10 @@ def test_metrics_are_computed_on_the_file_grid(smoke_run, tmp_path):
     """A 384 x 384 copy of the phantom: predictions saved on the file grid, Dice recomputed there."""
     import torch
 
-    from crapnet_core.evaluation import evaluate_model
-    from crapnet_core.experiment import ExperimentConfig
-    from crapnet_core.metrics import dice
-    from crapnet_core.training import load_model
+    from crapnet_core.engine.evaluation import evaluate_model
+    from crapnet_core.engine.experiment import ExperimentConfig
+    from crapnet_core.engine.metrics import dice
+    from crapnet_core.engine.training import load_model
 
     spec = D.resolve_dataset("phantom")
     d = tmp_path / "big"
@@ -208,9 +208,9 @@ def test_segment_nonfinite_formats_and_recorded_intensities(smoke_run, tmp_path,
     import SimpleITK as sitk
     import torch
 
-    from crapnet_core.datasets import intensity_profile
-    from crapnet_core.experiment import ExperimentConfig
-    from crapnet_core.protocol import make_fold
+    from crapnet_core.data.datasets import intensity_profile
+    from crapnet_core.engine.experiment import ExperimentConfig
+    from crapnet_core.data.protocol import make_fold
 
     spec = D.resolve_dataset("phantom")
     ids = D.scan_ids(spec)

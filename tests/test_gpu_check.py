@@ -41,8 +41,8 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
 
 
 def test_compile_switch_is_runtime_only_and_keeps_parameter_names():
-    from crapnet_core.experiment import make_config
-    from crapnet_core.training import build_model, compile_model
+    from crapnet_core.engine.experiment import make_config
+    from crapnet_core.engine.training import build_model, compile_model
 
     cfg = make_config("smoke", "phantom", 1, 0, "crapnet", [])
     on = make_config("smoke", "phantom", 1, 0, "crapnet", ["train.compile=true"])

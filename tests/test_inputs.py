@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crapnet_core import datasets as ds
+from crapnet_core.data import datasets as ds
 from crapnet_core.cli import main
-from crapnet_core.experiment import ExperimentConfig, SuperpixelConfig, make_config
+from crapnet_core.engine.experiment import ExperimentConfig, SuperpixelConfig, make_config
 from crapnet_core.io import write_json, write_text
 from crapnet_core.paths import safe_name
 
@@ -126,8 +126,8 @@ def test_superpixel_section_defaults_keep_the_hash_and_changes_count():
 
 
 def test_superpixels_command_and_training_share_one_cache(odd_data, capsys):
-    from crapnet_core.superpixels import SuperpixelParams, cache_folder, load_superpixels
-    from crapnet_core.training import build_episodes
+    from crapnet_core.data.superpixels import SuperpixelParams, cache_folder, load_superpixels
+    from crapnet_core.engine.training import build_episodes
 
     data = odd_data
     cfg = make_config("smoke", str(data), 1, 0, "alpnet",
@@ -187,7 +187,7 @@ def test_setting2_custom_group_with_odd_names_trains_and_evaluates(odd_data, tmp
     preds = sorted(p.relative_to(run / "predictions").as_posix() for p in (run / "predictions").rglob("*"))
     assert preds == ["1_left_kidney.nii.gz", "1_liver_bile.nii.gz"]  # no sub-folder from "/"
     # the episodes never show a slice with an organ of the group (setting 2)
-    from crapnet_core.training import build_episodes
+    from crapnet_core.engine.training import build_episodes
 
     dataset, spec, _, _ = build_episodes(cfg)
     for sid, z in dataset.slices:

@@ -12,7 +12,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from crapnet_core import book, figures, findings, viewer
+from crapnet_core.book import build as book
+from crapnet_core.report import figures, findings, viewer
 from crapnet_core.paths import default_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +111,7 @@ def test_notebook_runs_by_hand_and_static_in_the_book(stem):
 def test_segment_notebook_calls_the_cli_function():
     nb = nbformat.read(str(REPO / "notebooks" / "09_segment_your_own_scan.ipynb"), as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "from crapnet_core.segment import segment_files" in code and "segment_files(" in code
+    assert "from crapnet_core.engine.segment import segment_files" in code and "segment_files(" in code
     params = book.notebook_parameters(REPO / "notebooks" / "09_segment_your_own_scan.ipynb")
     for name in ("support_image", "support_label", "organ", "query_image", "run", "out"):
         assert name in params

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crapnet_core.config import LossConfig, ModelConfig
-from crapnet_core.encoders import CPU_ENCODER
-from crapnet_core.losses import alignment_loss, episode_loss, weighted_cross_entropy
-from crapnet_core.model import FewShotSegmenter
+from crapnet_core.models.config import LossConfig, ModelConfig
+from crapnet_core.models.encoders import CPU_ENCODER
+from crapnet_core.models.losses import alignment_loss, episode_loss, weighted_cross_entropy
+from crapnet_core.models.segmenter import FewShotSegmenter
 
 
 def _log_softmax(a, b):

@@ -1,4 +1,4 @@
-"""The registered methods (crapnet_core/methods): their parts against known values, and smoke runs."""
+"""The registered methods (crapnet_core/models/methods): their parts against known values, and smoke runs."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crapnet_core.config import METHODS
-from crapnet_core.experiment import make_config
-from crapnet_core.methods import REGISTRY, get_method
-from crapnet_core.methods import adnet, alpnet_sup, qnet, rpnet
-from crapnet_core.model import FewShotSegmenter, fg_bg
-from crapnet_core.prototypes import masked_average, pool_mask
-from crapnet_core.runs import ensure_run, fold_configs
-from crapnet_core.training import build_episodes, build_model, loss_function, make_optimizer, read_checkpoint
+from crapnet_core.models.config import METHODS
+from crapnet_core.engine.experiment import make_config
+from crapnet_core.models.methods import REGISTRY, get_method
+from crapnet_core.models.methods import adnet, alpnet_sup, qnet, rpnet
+from crapnet_core.models.segmenter import FewShotSegmenter, fg_bg
+from crapnet_core.models.prototypes import masked_average, pool_mask
+from crapnet_core.engine.runs import ensure_run, fold_configs
+from crapnet_core.engine.training import build_episodes, build_model, loss_function, make_optimizer, read_checkpoint
 
 
 def _cfg(method, *over, setting=1, group=None):
@@ -34,6 +34,23 @@ def test_registry_names_are_methods_and_modules_build():
         get_method("nonet")
     with pytest.raises(ValueError, match="is not one of crapnet"):
         _cfg("nonet")
+
+
+def test_one_registry_a_method_is_one_module_and_one_line():
+    """facts.METHODS_REGISTRY is the only list of methods: the config's methods and components, the
+    methods package's modules and the published rows all come from it."""
+    from pathlib import Path
+
+    from crapnet_core import facts, published
+    from crapnet_core.models import config, methods
+
+    registry = facts.METHODS_REGISTRY
+    modules = {p.stem for p in Path(methods.__file__).parent.glob("*.py")} - {"__init__", "common"}
+    assert modules == {m.module for m in registry.values() if m.module}, "one module per registered method"
+    assert set(REGISTRY) == {k for k, m in registry.items() if m.module}
+    assert METHODS == config.METHODS == tuple(registry)
+    assert config.METHOD_COMPONENTS == {k: (m.attention, m.prototypes) for k, m in registry.items()}
+    assert facts.PAPER_METHODS == ("crapnet", "alpnet", "panet") == tuple(published.PUBLISHED_METHOD_KEYS)
 
 
 # ---------------------------------------------------------------------- ALPNet-init
@@ -57,8 +74,8 @@ def test_method_rules_are_checked_when_the_config_is_made(tmp_path):
             _cfg(method, "model.attention=on")
         with pytest.raises(ValueError, match="model.prototypes"):
             _cfg(method, "model.prototypes=carafe")
-    from crapnet_core.experiment import apply_overrides
-    from crapnet_core.training import train
+    from crapnet_core.engine.experiment import apply_overrides
+    from crapnet_core.engine.training import train
 
     bad = apply_overrides(_cfg("alpnet_init"), ["train.steps=3"])  # built around make_config's check
     with pytest.raises(ValueError, match="train.steps: alpnet_init"):
@@ -94,7 +111,7 @@ def test_alpnet_sup_trains_on_the_other_group():
 
 @pytest.mark.parametrize("setting", [1, 2])
 def test_manual_episodes_follow_the_rule(setting):
-    from crapnet_core.datasets import load_volume
+    from crapnet_core.data.datasets import load_volume
 
     cfg = _cfg("alpnet_sup", "train.steps=40", "data.augment=false", setting=setting, group="kidneys")
     dataset, spec, fold, _ = build_episodes(cfg)

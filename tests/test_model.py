@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crapnet_core.config import ModelConfig
-from crapnet_core.encoders import CPU_ENCODER
-from crapnet_core.losses import episode_loss
-from crapnet_core.model import FewShotSegmenter
+from crapnet_core.models.config import ModelConfig
+from crapnet_core.models.encoders import CPU_ENCODER
+from crapnet_core.models.losses import episode_loss
+from crapnet_core.models.segmenter import FewShotSegmenter
 
 VARIANTS = [("crapnet", 2), ("crapnet", 1), ("alpnet", 2), ("panet", 2)]
 

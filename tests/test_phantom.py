@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from crapnet_core import datasets as D
-from crapnet_core.phantom import generate_phantom, phantom_root
+from crapnet_core.data import datasets as D
+from crapnet_core.data.phantom import generate_phantom, phantom_root
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import pytest
 
 sitk = pytest.importorskip("SimpleITK")
 
-from crapnet_core import datasets as ds  # noqa: E402
+from crapnet_core.data import datasets as ds  # noqa: E402
 from crapnet_core.cli import main  # noqa: E402
-from crapnet_core.prepare import PrepareError, keep_locale, prepare_dataset  # noqa: E402
+from crapnet_core.data.prepare import PrepareError, keep_locale, prepare_dataset  # noqa: E402
 
 
 def _centroid_mm(label: np.ndarray, affine: np.ndarray, value: int) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crapnet_core.datasets import ORGANS, DatasetError, load_volume, resolve_dataset, scan_ids
-from crapnet_core.protocol import (
+from crapnet_core.data.datasets import ORGANS, DatasetError, load_volume, resolve_dataset, scan_ids
+from crapnet_core.data.protocol import (
     SETTING2_GROUPS,
     Fold,
     excluded_organs,
@@ -99,7 +99,7 @@ def test_setting2_drops_every_slice_with_a_test_organ(chaos_dir):
 
 
 def test_training_slices_unknown_organ(tmp_path):
-    from crapnet_core.datasets import DatasetSpec
+    from crapnet_core.data.datasets import DatasetSpec
 
     spec = DatasetSpec("x", tmp_path, {"liver": 1}, "MR", 50.0)
     with pytest.raises(DatasetError, match="spleen"):

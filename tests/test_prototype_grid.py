@@ -1,4 +1,4 @@
-"""Prototype geometry rule (crapnet_core.prototype_grid), its config check, the test-time argmax of
+"""Prototype geometry rule (crapnet_core.models.prototype_grid), its config check, the test-time argmax of
 upsampled logits and the largest-connected-component row (issue 8 sections 1 and 6)."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crapnet_core.config import ModelConfig
-from crapnet_core.experiment import apply_overrides, make_config
-from crapnet_core.prototype_grid import (
+from crapnet_core.models.config import ModelConfig
+from crapnet_core.engine.experiment import apply_overrides, make_config
+from crapnet_core.models.prototype_grid import (
     PAPER_CELL_PX, TOLERANCE, cell_px, cell_ratio, check_geometry, geometry_markdown, geometry_rows,
     prototype_geometry,
 )
-from crapnet_core.metrics import largest_component
+from crapnet_core.engine.metrics import largest_component
 
 
 # ---------------------------------------------------------------- the rule
@@ -44,7 +44,7 @@ def test_rows_report_grid_px_and_mm():
     assert r["mm"]["CHAOS"][0] == pytest.approx(256 / 6 * 1.25)  # 53.3 mm
     assert rows["alpnet_pool_test"]["grid"] == 12 and rows["alpnet_pool_test"]["within"]
     # the old lite geometry (sigma 4 at 96 px): a 3 x 3 grid of 107-mm cells, outside the factor
-    from crapnet_core.prototype_grid import PrototypeGeometry
+    from crapnet_core.models.prototype_grid import PrototypeGeometry
 
     old = {r["field"]: r for r in geometry_rows(96, PrototypeGeometry(4, 4, 2))}
     assert old["carafe_factor"]["grid"] == 3 and not old["carafe_factor"]["within"]
@@ -102,7 +102,7 @@ def test_check_geometry_on_a_bare_config():
 
 # ---------------------------------------------------------------- test-time rule: argmax of upsampled logits
 def _fixed_score_model(scores: torch.Tensor):
-    from crapnet_core.model import FewShotSegmenter, SegmenterOutput
+    from crapnet_core.models.segmenter import FewShotSegmenter, SegmenterOutput
 
     model = FewShotSegmenter(ModelConfig(method="panet", encoder="resnet18_l2", feature_dim=16))
 
@@ -117,7 +117,7 @@ def _fixed_score_model(scores: torch.Tensor):
 
 
 def test_predict_chunks_takes_the_argmax_of_logits_upsampled_to_the_label_grid():
-    from crapnet_core.evaluation import predict_chunks
+    from crapnet_core.engine.evaluation import predict_chunks
 
     # feature grid 1 x 2: foreground-minus-background logit +20 (left) and -1 (right), input
     # 8 px, label grid 32 px. One bilinear step of the logits to 32 columns gives 23 foreground
@@ -143,7 +143,7 @@ def test_predict_chunks_takes_the_argmax_of_logits_upsampled_to_the_label_grid()
 
 
 def test_segmenter_predict_logits_matches_forward():
-    from crapnet_core.model import FewShotSegmenter
+    from crapnet_core.models.segmenter import FewShotSegmenter
 
     torch.manual_seed(0)
     model = FewShotSegmenter(ModelConfig(method="crapnet", encoder="resnet18_l2", feature_dim=32, n_blocks=1,
@@ -182,8 +182,8 @@ def test_evaluation_reports_dice_lcc_separately(tmp_path):
 
     import nibabel as nib
 
-    from crapnet_core.evaluation import evaluate_model
-    from crapnet_core.runs import summary_markdown, summarize_runs
+    from crapnet_core.engine.evaluation import evaluate_model
+    from crapnet_core.engine.runs import summary_markdown, summarize_runs
 
     root = tmp_path / "ds"
     root.mkdir()

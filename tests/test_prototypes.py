@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from crapnet_core.prototypes import PrototypeClassifier, class_score, local_prototypes, masked_average, pool_mask
+from crapnet_core.models.prototypes import PrototypeClassifier, class_score, local_prototypes, masked_average, pool_mask
 
 
 def test_pool_mask_fractions():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from crapnet_core.cli import main
-from crapnet_core.experiment import make_config
-from crapnet_core.runs import ensure_run, summary_markdown
+from crapnet_core.engine.experiment import make_config
+from crapnet_core.engine.runs import ensure_run, summary_markdown
 
 
 def test_cross_validate_smoke_end_to_end(tmp_path, capsys):
@@ -38,7 +38,7 @@ def test_cross_validate_smoke_end_to_end(tmp_path, capsys):
     m = json.loads((run / "metrics.json").read_text())
     assert m["support"]["scan_id"] and set(m["support"]["slices"]) == set(summary["organs"])
     # predictions: one per test scan and organ, aligned with the input volume file
-    from crapnet_core import datasets as ds
+    from crapnet_core.data import datasets as ds
 
     spec = ds.resolve_dataset("phantom")
     sid = m["test_scans"][0]
@@ -98,7 +98,7 @@ def test_train_evaluate_segment_commands(tmp_path, capsys):
     m = json.loads((run / "metrics.json").read_text())
     assert m["step"] == 2
 
-    from crapnet_core import datasets as ds
+    from crapnet_core.data import datasets as ds
 
     spec = ds.resolve_dataset("phantom")
     sup, qry = m["support"]["scan_id"], m["test_scans"][0]

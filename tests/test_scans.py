@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from crapnet_core import datasets as D
+from crapnet_core.data import datasets as D
 from crapnet_core.cli import main
 
 AFFINE = np.diag([-1.25, 1.25, 7.7, 1.0])
@@ -201,7 +201,7 @@ def test_body_mask_works_on_any_intensity_range(tmp_path):
 
 
 def test_superpixels_do_not_depend_on_the_intensity_scale(tmp_path, monkeypatch):
-    from crapnet_core.superpixels import load_superpixels
+    from crapnet_core.data.superpixels import load_superpixels
 
     img, lab, aff = _phantom_scan("1")
     monkeypatch.setenv("CRAPNET_CACHE", str(tmp_path / "cache"))
@@ -217,7 +217,7 @@ def test_superpixels_do_not_depend_on_the_intensity_scale(tmp_path, monkeypatch)
 
 
 def test_ct_query_intensity_convention_is_checked():
-    from crapnet_core.segment import match_intensities
+    from crapnet_core.engine.segment import match_intensities
 
     profile = {"min": 0.0, "max": 255.0, "p0.5": 0.0, "p50": 60.0, "p99.5": 230.0, "convention": "0-255",
                "modality": "CT"}
@@ -253,7 +253,7 @@ def test_small_support_structures_survive_downsampling():
 
 
 def test_support_tensors_warn_below_resolution_and_refuse_empty():
-    from crapnet_core.evaluation import support_tensors
+    from crapnet_core.engine.evaluation import support_tensors
 
     vol = np.zeros((256, 256, 2), np.float32)
     mask = np.zeros((256, 256, 2), bool)

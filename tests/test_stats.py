@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from crapnet_core import stats
+from crapnet_core.engine import stats
 from crapnet_core.cli import main
-from crapnet_core.runs import summary_markdown
+from crapnet_core.engine.runs import summary_markdown
 
 
 def _summary(method: str, per_fold_dice: dict[int, dict[str, float]], per_scan=None, seeds=None):
@@ -193,7 +193,7 @@ def test_cross_validate_seeds_and_budget_curve(tmp_path, capsys):
 
 
 def test_book_tables_show_mean_pm_std_over_folds():
-    from crapnet_core import figures
+    from crapnet_core.report import figures
 
     organs = list(figures.ORGANS)
     s = _summary("crapnet", {0: {"liver": 0.6, "spleen": 0.2}, 1: {"liver": 0.8, "spleen": 0.4}})
@@ -232,7 +232,7 @@ def test_budget_files_load_and_plot(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from crapnet_core import budget
+    from crapnet_core.engine import budget
 
     b = {"run": "r", "method": "crapnet", "dataset": "chaos", "setting": 1, "fold": 0, "organs": ["liver"],
          "points": [{"step": 1000, "dice": {"liver": 0.5, "mean": 0.5}},
@@ -251,7 +251,7 @@ def test_budget_files_load_and_plot(tmp_path):
 
 
 def test_ablation_table_mean_pm_std_over_folds():
-    from crapnet_core import figures
+    from crapnet_core.report import figures
 
     runs = []
     for fold, d in ((0, 0.4), (1, 0.6)):

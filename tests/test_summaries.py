@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from crapnet_core import figures, findings
+from crapnet_core.report import figures, findings
 
 
 def _write(root, name, method, overrides=(), variant=None, mean=0.5):

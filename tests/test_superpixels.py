@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from crapnet_core import datasets as D
-from crapnet_core.phantom import generate_phantom
-from crapnet_core.superpixels import (
+from crapnet_core.data import datasets as D
+from crapnet_core.data.phantom import generate_phantom
+from crapnet_core.data.superpixels import (
     SuperpixelParams,
     body_mask,
     cache_folder,

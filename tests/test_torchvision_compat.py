@@ -1,4 +1,4 @@
-"""crapnet_core/_torchvision.py: the one import path for torchvision."""
+"""crapnet_core/models/_torchvision.py: the one import path for torchvision."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-import crapnet_core._torchvision as tvc
+import crapnet_core.models._torchvision as tvc
 
 
 def test_import_gives_torchvision_module():
@@ -55,7 +55,7 @@ def test_reimport_is_idempotent():
 
 def test_fresh_interpreter_import_twice():
     code = (
-        "import importlib, crapnet_core._torchvision as a; import torchvision;"
+        "import importlib, crapnet_core.models._torchvision as a; import torchvision;"
         "b = importlib.reload(a); assert b.torchvision is torchvision;"
         "from torchvision.models.segmentation import deeplabv3_resnet101;"
         "print('ok', a.COMPILED_OPS_MISSING)"

@@ -7,8 +7,8 @@ import csv
 import pytest
 import torch
 
-from crapnet_core.experiment import make_config
-from crapnet_core.training import (
+from crapnet_core.engine.experiment import make_config
+from crapnet_core.engine.training import (
     CheckpointMismatch,
     RunFolderError,
     TrainingDiverged,
@@ -28,7 +28,7 @@ def _smoke(**over):
 
 def test_overfit_a_fixed_episode():
     """A few SGD steps on one episode lower its loss (model + loss + optimiser are wired right)."""
-    from crapnet_core.losses import episode_loss
+    from crapnet_core.models.losses import episode_loss
 
     cfg = _smoke(train__lr=0.01)
     dataset, *_ = build_episodes(cfg)
@@ -37,7 +37,7 @@ def test_overfit_a_fixed_episode():
     model.train()
     opt, _ = make_optimizer(cfg, model)
     losses = []
-    from crapnet_core.training import cpu_threads
+    from crapnet_core.engine.training import cpu_threads
 
     with cpu_threads(cfg, torch.device("cpu")):
         losses = _overfit(model, batch, cfg, opt, episode_loss)
@@ -95,7 +95,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch, capsys):
-    import crapnet_core.losses as losses
+    import crapnet_core.models.losses as losses
 
     real = losses.episode_loss
     calls = {"n": 0}
@@ -157,7 +157,7 @@ def test_run_folder_rules(tmp_path):
 
 
 def test_setting2_excludes_the_test_group_from_training():
-    from crapnet_core import datasets as ds
+    from crapnet_core.data import datasets as ds
 
     cfg = make_config("smoke", "phantom", 2, 0, "crapnet", test_group="liver_spleen")
     dataset, spec, fold, _ = build_episodes(cfg)

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from crapnet_core.cli import main
-from crapnet_core.experiment import make_config
-from crapnet_core.protocol import make_fold
+from crapnet_core.engine.experiment import make_config
+from crapnet_core.data.protocol import make_fold
 
 CHAOS_IDS = [1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39]
 
@@ -32,8 +32,8 @@ def test_validation_scan_is_the_last_training_scan_and_leaves_training():
 
 
 def test_training_never_sees_the_validation_scan():
-    from crapnet_core import datasets as ds
-    from crapnet_core.protocol import training_slices
+    from crapnet_core.data import datasets as ds
+    from crapnet_core.data.protocol import training_slices
 
     spec = ds.resolve_dataset("phantom")
     fold = make_fold(ds.scan_ids(spec), 0, validation=True)
@@ -50,7 +50,7 @@ def test_cli_train_evaluate_on_validation(tmp_path, capsys):
     assert main(args) == 0
     assert (run / "metrics_validation.json").is_file() and not (run / "metrics.json").exists()
     m = json.loads((run / "metrics_validation.json").read_text())
-    from crapnet_core import datasets as ds
+    from crapnet_core.data import datasets as ds
 
     fold = make_fold(ds.scan_ids(ds.resolve_dataset("phantom")), 1, validation=True)
     assert m["split"] == "validation" and m["test_scans"] == list(fold.validation_ids)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crapnet_core.config import ModelConfig
-from crapnet_core.experiment import make_config
-from crapnet_core.model import FewShotSegmenter
+from crapnet_core.models.config import ModelConfig
+from crapnet_core.engine.experiment import make_config
+from crapnet_core.models.segmenter import FewShotSegmenter
 
 VARIANTS = {
     "alpnet": [],
@@ -80,7 +80,7 @@ def test_variant_shapes_and_one_training_step(name):
 
 
 def test_variant_summary_has_no_paper_row():
-    from crapnet_core.runs import summary_markdown
+    from crapnet_core.engine.runs import summary_markdown
 
     summary = {"dataset": "chaos", "setting": 1, "method": "alpnet", "variant": "alpnet-att", "profile": "lite",
                "organs": ["left_kidney", "right_kidney", "spleen", "liver"], "folds": [0],

@@ -1,0 +1,5 @@
+"""Engine layer: experiment configs and profiles, input checks, training, checkpoints, evaluation,
+metrics, runs and cross-validation, statistics, budget curves, diagnostics, segment.
+
+Imports nothing: the layer order is checked by tests/test_layout.py.
+"""

@@ -1,0 +1,496 @@
+"""The 1-shot evaluation protocol of SSL-ALPNet (Ouyang et al., 2020), followed by the paper.
+
+For one fold and one test organ:
+
+1. The support is the fold's support scan (``protocol.make_fold(...).support_id``). Let
+   ``zs`` be the sorted list of its n slices that contain the organ.
+2. Each test (query) scan's organ range ``[z_min, z_max]`` (first and last slice holding
+   the organ in the ground truth) is split into ``n_parts = 3`` equal chunks; slice ``z``
+   belongs to chunk ``floor((z - z_min) * n_parts / (z_max - z_min))`` clipped to
+   ``n_parts - 1`` (:func:`chunk_index`).
+3. Chunk p is segmented with the support slice ``zs[floor(f_p * n)]``,
+   ``f_p = (2p + 1) / (2 n_parts)`` = 1/6, 1/2, 5/6 (:func:`support_positions`).
+4. Only the query slices in ``[z_min, z_max]`` are predicted and scored. TP, FP and FN are
+   summed over those slices: one Dice per scan and organ (:mod:`crapnet_core.engine.metrics`).
+   Means per organ are over scans, the overall mean is over organs.
+
+Beyond the paper, and reported separately (``dice_lcc`` next to ``dice``): the Dice of the
+largest 3-D connected component of each scan's prediction on the scored slab
+(:func:`crapnet_core.engine.metrics.largest_component`, 26-connectivity), a standard
+post-processing step in medical segmentation. ``dice`` and the saved predictions are
+always the raw model output.
+
+Beyond the paper, HD95 and ASD (mm, from the volume spacing) are computed on the same
+scored slab with MONAI; an empty prediction makes them undefined (``null``, left out of
+the means and counted in ``n_empty_pred``; see :mod:`crapnet_core.engine.metrics`).
+
+Grid: the model sees the canonical 256 x 256 grid (:mod:`crapnet_core.data.geometry`); its
+foreground probability is mapped back to the FILE's own in-plane grid (bilinear; zero
+outside a preset crop) before the 0.5 threshold, and Dice/HD95/ASD are computed there
+against the file's own label voxels with the file's spacing (organ range included).
+
+The saved predictions ``RUN/predictions/<scan>_<organ>.nii.gz`` hold 1 where the model
+predicts the organ on the scored slices and 0 everywhere else, in the input file's shape,
+axis order and affine: Dice recomputed with any tool on the whole volume equals the reported one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data.geometry import MODEL_SIZE
+from .metrics import Counts, confusion_counts, json_number, largest_component, nanmean, nanstd, surface_distances
+
+log = logging.getLogger(__name__)
+
+EMPTY_PREDICTION_POLICY = (
+    "HD95/ASD are undefined when the prediction (or ground truth) on the scored slices is empty: "
+    "recorded as null, left out of the HD95/ASD means and counted in n_empty_pred; Dice is 0 there "
+    "and always included."
+)
+
+
+# ---------------------------------------------------------------------- protocol (pure)
+def support_positions(n: int, n_parts: int = 3) -> list[int]:
+    """Positions ``floor(f_p * n)``, ``f_p = (2p + 1) / (2 n_parts)``, in a list of ``n`` support slices.
+
+    Exact integer arithmetic (``((2p + 1) * n) // (2 n_parts)``), so no float round-off.
+    ``n_parts = 3`` gives f_p = 1/6, 1/2, 5/6 (SSL-ALPNet's ``get_support`` percentages).
+    """
+    if n < 1:
+        raise ValueError("support_positions: the support scan has no slice with the organ")
+    if n_parts < 1:
+        raise ValueError(f"support_positions: n_parts={n_parts} must be at least 1")
+    return [((2 * p + 1) * n) // (2 * n_parts) for p in range(n_parts)]
+
+
+def support_slices(organ_slices: Sequence[int], n_parts: int = 3) -> list[int]:
+    """The support slice index (z) used for each chunk, from the sorted slices containing the organ."""
+    zs = sorted(int(z) for z in organ_slices)
+    return [zs[i] for i in support_positions(len(zs), n_parts)]
+
+
+def chunk_index(z: int, z_min: int, z_max: int, n_parts: int = 3) -> int:
+    """Chunk (0..n_parts-1) of query slice ``z`` in the organ range ``[z_min, z_max]``.
+
+    ``floor((z - z_min) / ((z_max - z_min) / n_parts))`` clipped to ``[0, n_parts - 1]``, as
+    SSL-ALPNet's ``ValidationDataset``; computed as ``((z - z_min) * n_parts) // (z_max - z_min)``
+    in integers. A one-slice range is chunk 0.
+    """
+    if z_max < z_min:
+        raise ValueError(f"chunk_index: empty organ range [{z_min}, {z_max}]")
+    span = z_max - z_min
+    if span == 0:
+        return 0
+    part = ((int(z) - z_min) * n_parts) // span
+    return int(min(max(part, 0), n_parts - 1))
+
+
+def chunk_assignment(z_min: int, z_max: int, n_parts: int = 3) -> list[tuple[int, int]]:
+    """``[(z, chunk), ...]`` for every slice of the organ range ``[z_min, z_max]`` (the scored slices)."""
+    return [(z, chunk_index(z, z_min, z_max, n_parts)) for z in range(int(z_min), int(z_max) + 1)]
+
+
+def organ_range(organ_slices: Sequence[int]) -> tuple[int, int] | None:
+    """``(z_min, z_max)`` of the slices containing the organ; None when it is absent."""
+    zs = [int(z) for z in organ_slices]
+    return (min(zs), max(zs)) if zs else None
+
+
+# ---------------------------------------------------------------------- prediction core
+def _autocast(device, enabled: bool):
+    import torch
+
+    if enabled and getattr(device, "type", str(device)) == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def predict_chunks(
+    model,
+    support_images,
+    support_masks,
+    query_volume: np.ndarray,
+    assignment: Sequence[tuple[int, int]],
+    size: int,
+    batch_size: int = 8,
+    device=None,
+    amp: bool = True,
+    channels_last: bool = False,
+    geometry=None,
+) -> dict[int, np.ndarray]:
+    """Segment the query slices of ``assignment`` with the support slice of their chunk.
+
+    support_images: float32 ``(n_parts, 3, S, S)``; support_masks: ``(n_parts, S, S)`` {0,1}.
+    query_volume: normalised ``(H, W, Z)`` model-grid array (slices are resized to S x S).
+    ``assignment``: ``[(z, chunk)]``. Query slices of one chunk go through the model in
+    batches of ``batch_size`` with the chunk's support broadcast (support batch 1, query
+    batch B). Returns ``{z: bool (H', W')}`` on ``geometry``'s canonical FILE grid
+    (:meth:`Geometry.prob_to_canonical`) when ``geometry`` is given, else on ``(H, W)``.
+
+    Decision rule (SSL-ALPNet's reference): a model with ``predict_logits(support_image,
+    support_mask, query_image, size)`` (``FewShotSegmenter``) gives its 2 class logits
+    bilinearly upsampled in one step to the grid the model slice covers (the file slice, or
+    the preset's crop, outside which every voxel is background), and the label is their
+    argmax (ties: background). A model offering only ``predict`` (foreground probability at
+    S x S, e.g. hand-made test models) is upsampled bilinearly and thresholded at 0.5.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..data.datasets import slice_tensor
+
+    device = torch.device(device or "cpu")
+    height, width = query_volume.shape[:2]
+    out: dict[int, np.ndarray] = {}
+    by_chunk: dict[int, list[int]] = {}
+    for z, part in assignment:
+        by_chunk.setdefault(int(part), []).append(int(z))
+    memory_format = torch.channels_last if (channels_last and device.type == "cuda") else torch.contiguous_format
+    for part, zs in sorted(by_chunk.items()):
+        s_img = support_images[part : part + 1].to(device).contiguous(memory_format=memory_format)
+        s_mask = support_masks[part : part + 1].to(device)
+        for start in range(0, len(zs), batch_size):
+            batch_z = zs[start : start + batch_size]
+            q = torch.stack([slice_tensor(query_volume, z, size) for z in batch_z]).to(device)
+            q = q.contiguous(memory_format=memory_format)
+            if hasattr(model, "predict_logits"):
+                crop = geometry is not None and geometry.inplane == "crop"
+                if crop:
+                    grid = (MODEL_SIZE, MODEL_SIZE)
+                elif geometry is not None:
+                    grid = tuple(int(n) for n in geometry.canon_shape[:2])
+                else:
+                    grid = (height, width)
+                with torch.no_grad(), _autocast(device, amp):
+                    logits = model.predict_logits(s_img, s_mask, q, size=grid)  # (B, 2, *grid)
+                logits = logits.float()
+                if crop:  # zero logits outside the crop: a tie, i.e. background
+                    logits = geometry.prob_to_canonical(logits)
+                fg = (logits.argmax(dim=1) == 1).cpu().numpy()
+            else:
+                with torch.no_grad(), _autocast(device, amp):
+                    prob = model.predict(s_img, s_mask, q)  # (B, S, S) foreground probability
+                prob = prob.float()[:, None]
+                if geometry is not None:
+                    prob = geometry.prob_to_canonical(prob)
+                elif prob.shape[-2:] != (height, width):
+                    prob = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
+                fg = (prob[:, 0] > 0.5).cpu().numpy()
+            for i, z in enumerate(batch_z):
+                out[z] = fg[i]
+    return out
+
+
+def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequence[int], size: int,
+                    source: str = "support"):
+    """Support images ``(len(zs), 3, S, S)`` and masks ``(len(zs), S, S)`` for the chosen slices.
+
+    Masks are shrunk by area pooling (:func:`~crapnet_core.data.geometry.downsample_mask`): an
+    annotation smaller than half an input cell keeps its best-covered cell(s) and a warning
+    naming ``source`` and the slice says it is below the model's resolution. An empty
+    support mask is an error.
+    """
+    import warnings
+
+    import torch
+
+    from ..data.datasets import DatasetError, slice_tensor
+    from ..data.geometry import downsample_mask
+
+    images = torch.stack([slice_tensor(norm_volume, int(z), size) for z in zs])
+    masks = []
+    for z in zs:
+        m2d = np.asarray(binary_mask[:, :, int(z)]) > 0
+        if not m2d.any():
+            raise DatasetError(f"{source}: the support mask of slice {int(z)} is empty")
+        m, below = downsample_mask(m2d, (size, size))
+        if below:
+            warnings.warn(
+                f"{source}: the structure on support slice {int(z)} ({int(m2d.sum())} voxels) is smaller than half "
+                f"a model input cell ({size} x {size} input); kept as its best-covered cell(s) -- it is below "
+                f"the model's resolution",
+                stacklevel=2,
+            )
+        masks.append(m)
+    return images, torch.stack(masks)
+
+
+# ---------------------------------------------------------------------- evaluation
+def prediction_file_name(scan_id: str, organ: str) -> str:
+    """``<scan>_<organ>.nii.gz`` with the organ as one safe file-name part (``paths.safe_name``:
+    ``"left kidney"`` -> ``left_kidney``, ``"a/b"`` -> ``a_b``; never a sub-folder)."""
+    from ..paths import safe_name
+
+    return f"{safe_name(scan_id)}_{safe_name(organ)}.nii.gz"
+
+
+#: Scans a run can be evaluated on: the fold's test scans or its held-out validation scan.
+SPLITS = ("test", "validation")
+
+
+def metrics_filename(split: str = "test") -> str:
+    """``metrics.json`` for the test split, ``metrics_validation.json`` for the validation split."""
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    return "metrics.json" if split == "test" else f"metrics_{split}.json"
+
+
+def evaluate_model(
+    model,
+    cfg,
+    device=None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    save_predictions: bool | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Run the 1-shot protocol for ``cfg``'s dataset, fold and test organs with ``model``.
+
+    ``split``: ``test`` (the fold's test scans; the reported numbers) or ``validation`` (the
+    scan held out of training by ``data.validation=true``, for choosing settings only; a
+    ``ValueError`` when the run was trained without that hold-out). Writes the predictions
+    under ``out_dir/predictions`` (``out_dir/predictions_validation`` for the validation
+    split) when ``save_predictions`` and returns the metrics dictionary (see :func:`evaluate`),
+    without writing it.
+    """
+    import torch
+
+    from ..data import datasets as ds
+    from ..data.protocol import make_fold
+    from ..io import save_nifti
+    from .checkpoints import resolve_device
+
+    t0 = time.time()
+    device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
+    save = cfg.eval.save_predictions if save_predictions is None else bool(save_predictions)
+    spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
+    ids = ds.scan_ids(spec)
+    fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    if split == "validation" and not fold.validation_ids:
+        raise ValueError(
+            "split validation: this run was trained with data.validation=false, so no scan was held out of its "
+            "training; train with --set data.validation=true to evaluate on a validation scan"
+        )
+    query_ids = fold.validation_ids if split == "validation" else fold.test_ids
+    stats = ds.normalization_stats(spec, fold.train_ids)
+    organs = list(cfg.data.test_group)
+    for organ in organs:
+        spec.label_id(organ)  # clear DatasetError when the dataset does not label the organ
+    n_parts = cfg.eval.n_parts
+    size = cfg.data.input_size
+
+    model.eval()
+    model.to(device)
+    support_vol = ds.load_volume(spec, fold.support_id)
+    support_norm = ds.normalize(support_vol, spec, stats)
+    support_info: dict[str, Any] = {"scan_id": fold.support_id, "slices": {}, "n_slices_with_organ": {}}
+    per_scan: dict[str, dict[str, Any]] = {}
+    pred_name = "predictions" if split == "test" else f"predictions_{split}"
+    pred_dir = Path(out_dir) / pred_name if out_dir is not None else None
+    file_labels: dict[str, np.ndarray] = {}  # query scans' labels on their own grid (canonical order)
+
+    jobs = [(organ, sid) for organ in organs for sid in query_ids]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc=f"evaluate fold {cfg.data.fold}", unit="scan")
+    support_file_label, _, _ = ds.read_nifti(support_vol.label_path)
+    for organ in organs:
+        lid = spec.label_id(organ)
+        # the support mask from the file's own labels: small structures survive the in-plane step
+        s_fg, _ = support_vol.geometry.mask_to_model(support_file_label == lid)
+        s_zs = np.flatnonzero(s_fg.any(axis=(0, 1))).astype(np.int64)
+        if s_zs.size == 0:
+            raise ds.DatasetError(
+                f"{support_vol.label_path}: organ {organ!r} (label {lid}) is absent from the support scan "
+                f"{fold.support_id}; it cannot serve as the 1-shot support for fold {cfg.data.fold}"
+            )
+        chosen = support_slices(s_zs.tolist(), n_parts)
+        support_info["slices"][organ] = chosen
+        support_info["n_slices_with_organ"][organ] = int(s_zs.size)
+        s_img, s_mask = support_tensors(support_norm, s_fg, chosen, size,
+                                        source=str(support_vol.label_path))
+        per_scan[organ] = {}
+        for sid in query_ids:
+            vol = ds.load_volume(spec, sid)
+            geom = vol.geometry
+            if sid not in file_labels:
+                file_labels[sid] = vol.file_label()
+            gt = file_labels[sid] == lid  # scored on the file's own grid
+            rng = organ_range(np.flatnonzero(gt.any(axis=(0, 1))).tolist())
+            if rng is None:
+                ds.organ_slices(vol, organ, spec)  # the warning naming the file
+                per_scan[organ][sid] = {"absent": True}
+                if bar is not None:
+                    bar.update(1)
+                continue
+            z_min, z_max = rng
+            assignment = chunk_assignment(z_min, z_max, n_parts)
+            norm = ds.normalize(vol, spec, stats)
+            fg = predict_chunks(
+                model, s_img, s_mask, norm, assignment, size, cfg.eval.batch_size, device,
+                amp=cfg.train.amp, channels_last=cfg.train.channels_last, geometry=geom,
+            )
+            pred = np.zeros(gt.shape, dtype=np.uint8)
+            for z, mask in fg.items():
+                pred[:, :, z] = mask
+            slab = slice(z_min, z_max + 1)
+            counts = confusion_counts(pred[:, :, slab], gt[:, :, slab])
+            dist = surface_distances(pred[:, :, slab], gt[:, :, slab], geom.canon_spacing)
+            lcc = confusion_counts(largest_component(pred[:, :, slab]), gt[:, :, slab])  # extra row
+            per_scan[organ][sid] = {
+                "dice": json_number(counts.dice),
+                "dice_lcc": json_number(lcc.dice),
+                "hd95": json_number(dist["hd95"]),
+                "asd": json_number(dist["asd"]),
+                "tp": counts.tp, "fp": counts.fp, "fn": counts.fn,
+                "z_range": [int(z_min), int(z_max)],
+                "chunks": [int(sum(1 for _, p in assignment if p == k)) for k in range(n_parts)],
+                "empty_prediction": bool(counts.tp + counts.fp == 0),
+            }
+            if save and pred_dir is not None:
+                path = pred_dir / prediction_file_name(sid, organ)
+                save_nifti(path, geom.from_canonical(pred), vol.affine)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(organ=organ, dice=f"{counts.dice:.3f}")
+    if bar is not None:
+        bar.close()
+
+    per_organ = summarize_per_scan(per_scan)
+    mean = {
+        "dice": json_number(nanmean([per_organ[o]["dice_mean"] for o in organs])),
+        "hd95": json_number(nanmean([per_organ[o]["hd95_mean"] for o in organs])),
+        "asd": json_number(nanmean([per_organ[o]["asd_mean"] for o in organs])),
+        "dice_lcc": json_number(nanmean([per_organ[o]["dice_lcc_mean"] for o in organs])),
+    }
+    return {
+        "dataset": spec.name,
+        "setting": cfg.data.setting,
+        "fold": cfg.data.fold,
+        "method": cfg.model.method,
+        "variant": cfg.model.variant_name(),
+        "profile": cfg.profile,
+        "config_hash": cfg.config_hash(),
+        "organs": organs,
+        "split": split,
+        "test_scans": list(query_ids),  # the scans scored (the validation scan for split=validation)
+        "support": support_info,
+        "n_parts": n_parts,
+        "per_scan": per_scan,
+        "per_organ": per_organ,
+        "mean": mean,
+        "empty_prediction_policy": EMPTY_PREDICTION_POLICY,
+        "units": {"dice": "fraction 0..1", "dice_lcc": "fraction 0..1", "hd95": "mm", "asd": "mm"},
+        "postprocessing": {"dice": "none (raw argmax)",
+                           "dice_lcc": "largest 3-D connected component (26-connectivity) of the prediction "
+                                       "on the scored slices; beyond the paper, reported separately"},
+        "device": str(device),
+        "seconds": round(time.time() - t0, 2),
+    }
+
+
+def summarize_per_scan(per_scan: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per organ: mean/std Dice over scans, mean HD95/ASD over scans where defined, counts."""
+    out: dict[str, dict[str, Any]] = {}
+    for organ, scans in per_scan.items():
+        rows = [r for r in scans.values() if not r.get("absent")]
+        dices = [r["dice"] for r in rows]
+        out[organ] = {
+            "dice_mean": json_number(nanmean(dices)),
+            "dice_std": json_number(nanstd(dices)),
+            "dice_lcc_mean": json_number(nanmean([r.get("dice_lcc") for r in rows])),
+            "dice_lcc_std": json_number(nanstd([r.get("dice_lcc") for r in rows])),
+            "hd95_mean": json_number(nanmean([r["hd95"] for r in rows])),
+            "asd_mean": json_number(nanmean([r["asd"] for r in rows])),
+            "n_scans": len(rows),
+            "n_absent": len(scans) - len(rows),
+            "n_empty_pred": sum(1 for r in rows if r["hd95"] is None),
+        }
+    return out
+
+
+def evaluate(
+    run_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    save_predictions: bool | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Evaluate the run in ``run_dir`` (its ``config.json`` and final checkpoint, or ``checkpoint``).
+
+    Writes ``RUN/metrics.json`` (Dice, HD95, ASD per scan and organ; means per organ; the
+    overall mean; the support scan and slices used) and ``RUN/predictions/<scan>_<organ>.nii.gz``
+    (same shape and affine as the input volume files). Returns the metrics dictionary.
+    ``split="validation"`` scores the fold's validation scan instead (runs trained with
+    ``data.validation=true`` only) and writes ``RUN/metrics_validation.json`` and
+    ``RUN/predictions_validation/``; ``metrics.json`` is left alone.
+    """
+    from ..io import write_json
+    from .checkpoints import cpu_threads, load_model, resolve_device
+    from .experiment import ExperimentConfig
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train first or pass a run folder")
+    cfg = ExperimentConfig.load(cfg_path)
+    if checkpoint is None:
+        checkpoint = run_dir / "checkpoints" / "last.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: no checkpoint in {run_dir}; train the run first")
+    dev = resolve_device(device or cfg.train.device)
+    model, meta = load_model(cfg, checkpoint, dev)
+    with cpu_threads(cfg, dev):
+        metrics = evaluate_model(model, cfg, dev, out_dir=run_dir, progress=progress,
+                                 save_predictions=save_predictions, split=split)
+    metrics["checkpoint"] = str(Path(checkpoint).resolve())
+    metrics["step"] = int(meta.get("step", -1))
+    metrics["trained_steps"] = int(cfg.train.steps)
+    from ..models.methods import method_info
+
+    if method_info(cfg):
+        metrics["method_info"] = method_info(cfg)  # e.g. alpnet_init: how the encoder was initialised
+    write_json(run_dir / metrics_filename(split), metrics)
+    mean_dice = metrics["mean"]["dice"]
+    log.info("%s: mean Dice %.4f", run_dir, math.nan if mean_dice is None else mean_dice)
+    return metrics
+
+
+def read_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+    """``RUN/metrics.json`` (``split="validation"``: ``RUN/metrics_validation.json``) as
+    :func:`evaluate` wrote it: the one reader of those files.
+
+    Errors: ``FileNotFoundError`` naming the file when the run is not evaluated;
+    ``ValueError`` when the file is not JSON (e.g. truncated).
+    """
+    path = Path(run_dir) / metrics_filename(split)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found; evaluate the run first") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+__all__ = [
+    "EMPTY_PREDICTION_POLICY", "support_positions", "support_slices", "chunk_index", "chunk_assignment",
+    "organ_range", "prediction_file_name", "predict_chunks", "SPLITS", "metrics_filename", "support_tensors",
+    "evaluate_model", "summarize_per_scan", "evaluate", "read_metrics",
+    "Counts",
+]

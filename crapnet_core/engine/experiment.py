@@ -1,0 +1,591 @@
+"""One experiment = one config object: data + model + loss + training + evaluation settings.
+
+An :class:`ExperimentConfig` is built from a named *profile* (``smoke``, ``lite``,
+``paper``), the experiment's coordinates (dataset, setting, fold, method, test group) and
+command-line style overrides ``"section.field=value"``. It is saved as ``config.json`` in
+every run folder and identified by :meth:`ExperimentConfig.config_hash`, a stable hash of
+everything that changes the *result* (runtime-only knobs such as the device, the number of
+data-loading workers or the checkpoint interval are left out of it, so that the same
+experiment run on CPU or GPU shares one run folder name).
+
+Profiles (Sec. 4.3 of the paper for ``paper``):
+
+- ``smoke``: seconds on a laptop CPU; tiny input, fast CPU encoder, a handful of steps.
+  Used by tests and CI (phantom data).
+- ``lite``: fast CPU encoder, input size and step count such that one fold trains and
+  evaluates in about 3 minutes on 2 CPU cores (first tuned on the test scans of CHAOS fold 0,
+  setting 1; from config version 2 re-chosen on the fold's validation scan with
+  ``results/select_lite.py``; see ``results/README.md``). Its prototype grids follow the
+  input size (``crapnet_core/models/prototype_grid.py``).
+- ``paper``: DeepLabV3 ResNet-101 encoder, 256 x 256 input, 5 attention blocks,
+  100,000 steps of SGD (lr 1e-3, momentum 0.9, weight decay 5e-4, lr x 0.95 every 1000
+  steps), one episode per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..facts import METHODS, ORGANS, PROFILES, SETTING2_GROUPS  # study facts (Sec. 4.2; Tables 1-2 organ order)
+from ..io import write_json
+from ..models.config import LossConfig, ModelConfig, dataclass_from_dict
+from ..models.prototype_grid import check_geometry, prototype_geometry
+#: Short names for the setting-2 groups (used in run folder names and on the command line).
+GROUP_NAMES = {"kidneys": SETTING2_GROUPS[0], "liver_spleen": SETTING2_GROUPS[1]}
+#: Bumped when the meaning of a config field changes, so old run folders are not reused.
+#: 2: prototype grids derived from the input size (crapnet_core.models.prototype_grid), new model fields
+#: (carafe_window, attention, prototypes, free_geometry) and the test-time rule "argmax of
+#: the class logits upsampled to the label grid" (metrics of version-1 runs used a 0.5
+#: threshold on upsampled probabilities).
+CONFIG_VERSION = 2
+
+#: Fields that do not change what is computed (only how fast / where): left out of the hash.
+RUNTIME_FIELDS = {
+    "data": {"data_root"},
+    "model": {"free_geometry"},
+    "train": {"device", "num_workers", "threads", "checkpoint_every", "keep_checkpoints", "log_every", "compile"},
+    "eval": {"batch_size", "save_predictions"},
+}
+
+
+@dataclass
+class DataConfig:
+    """Which data, which fold, which organs.
+
+    dataset: ``chaos``, ``sabs``, ``phantom`` or a folder path (see ``datasets.resolve_dataset``).
+    labels: labels file for a folder dataset (None: ``labels.json``/``labels.yaml`` inside it).
+    data_root: folder holding ``CHAOST2/`` and ``SABS/`` (None: ``$CRAPNET_DATA_ROOT``).
+    setting: 1 (test organs may appear in training slices as background) or 2 (slices
+        containing a test organ are never used for training), Sec. 4.2.
+    fold: cross-validation fold, 0..n_folds-1.
+    test_group: organs evaluated by this run (names of the dataset's label map). Setting 1:
+        by default the four benchmark organs; setting 2: by default the kidneys (the paper's
+        groups are ``kidneys`` and ``liver_spleen``), and any group of organs of any label map
+        can be given (``--group a,b``); its slices are excluded from training.
+    input_size: side S of the square network input (slices are resized 256 -> S).
+    augment: geometric + intensity augmentation of the query in self-supervised episodes.
+    validation: hold the last training scan (sorted order) out of training as the fold's
+        validation scan, for choosing settings with ``crapnet evaluate RUN --split validation``
+        (``protocol.make_fold``); False for the reported runs (the paper's protocol).
+
+    A dataset, labels file or data root given as a relative path that exists is stored as an
+    absolute path, so that a run folder can be evaluated from any working directory.
+    """
+
+    dataset: str = "phantom"
+    labels: str | None = None
+    data_root: str | None = None
+    setting: int = 1
+    fold: int = 0
+    n_folds: int = 5
+    test_group: tuple[str, ...] = ORGANS
+    input_size: int = 256
+    augment: bool = True
+    validation: bool = False
+
+    def __post_init__(self) -> None:
+        self.test_group = tuple(self.test_group)
+        if self.setting not in (1, 2):
+            raise ValueError(f"data.setting: {self.setting} must be 1 or 2")
+        if self.n_folds < 2:
+            raise ValueError(f"data.n_folds: {self.n_folds} must be at least 2")
+        if not 0 <= self.fold < self.n_folds:
+            raise ValueError(f"data.fold: {self.fold} is out of range 0..{self.n_folds - 1}")
+        if self.input_size < 32 or self.input_size % 8:
+            raise ValueError(f"data.input_size: {self.input_size} must be a multiple of 8, at least 32")
+        if not self.test_group:
+            raise ValueError("data.test_group: at least one organ is needed")
+        if any(not str(o).strip() for o in self.test_group):
+            raise ValueError(f"data.test_group: an organ name is empty in {list(self.test_group)}")
+        if len(set(self.test_group)) != len(self.test_group):
+            raise ValueError(f"data.test_group: an organ is named twice in {list(self.test_group)}")
+        self.dataset, self.labels, self.data_root = _absolute_paths(self.dataset, self.labels, self.data_root)
+
+    @property
+    def exclude_organs(self) -> tuple[str, ...]:
+        """Organs whose slices are dropped from training (setting 2: the test group)."""
+        return self.test_group if self.setting == 2 else ()
+
+
+def _absolute_paths(dataset: str, labels: str | None, data_root: str | None) -> tuple[str, str | None, str | None]:
+    """Relative paths that exist (from the current folder) become absolute; names stay names.
+
+    A dataset folder is taken as a folder exactly when ``datasets.resolve_dataset`` would
+    take it (an existing folder wins over a preset name); a labels argument that is a file
+    becomes absolute (a preset name such as ``chaos`` stays).
+    """
+    import os
+
+    if dataset and not os.path.isabs(dataset) and os.path.isdir(os.path.expanduser(dataset)):
+        dataset = os.path.abspath(os.path.expanduser(dataset))
+    if labels and not os.path.isabs(labels) and os.path.isfile(os.path.expanduser(labels)):
+        labels = os.path.abspath(os.path.expanduser(labels))
+    if data_root and not os.path.isabs(data_root) and os.path.isdir(os.path.expanduser(data_root)):
+        data_root = os.path.abspath(os.path.expanduser(data_root))
+    return dataset, labels, data_root
+
+
+@dataclass
+class SuperpixelConfig:
+    """Superpixel pseudo-labels and the episodes drawn from them (Sec. 3.7; SSL-ALPNet "MIDDLE").
+
+    min_size, sigma, scale: Felzenszwalb-Huttenlocher parameters
+        (``skimage.segmentation.felzenszwalb``; SSL-ALPNet: 400, 1, 1). They name the
+        superpixel cache folder (``superpixels.cache_folder``), the same one that
+        ``crapnet superpixels --min-size/--sigma/--scale`` fills.
+    min_area: a superpixel is used as an episode's foreground when it covers at least this
+        many pixels of the 256 x 256 slice (default 200, half of min_size=400;
+        ``episodes.EpisodeDataset``).
+
+    Left out of the config hash while every field is at its default, so runs made before
+    this section existed keep their hash.
+    """
+
+    min_size: int = 400
+    sigma: float = 1.0
+    scale: float = 1.0
+    min_area: int = 200
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_size, bool) or int(self.min_size) != self.min_size or self.min_size < 1:
+            raise ValueError(f"superpixels.min_size: {self.min_size!r} must be a positive integer (pixels)")
+        if not float(self.sigma) >= 0:
+            raise ValueError(f"superpixels.sigma: {self.sigma!r} must be >= 0 (Gaussian smoothing, pixels)")
+        if not float(self.scale) > 0:
+            raise ValueError(f"superpixels.scale: {self.scale!r} must be positive")
+        if isinstance(self.min_area, bool) or int(self.min_area) != self.min_area or self.min_area < 1:
+            raise ValueError(f"superpixels.min_area: {self.min_area!r} must be a positive integer (pixels)")
+        self.min_size, self.min_area = int(self.min_size), int(self.min_area)
+        self.sigma, self.scale = float(self.sigma), float(self.scale)
+
+    def params(self):
+        """The Felzenszwalb parameters as ``superpixels.SuperpixelParams`` (the cache key's part)."""
+        from ..data.superpixels import SuperpixelParams
+
+        return SuperpixelParams(min_size=self.min_size, sigma=self.sigma, scale=self.scale)
+
+
+@dataclass
+class TrainConfig:
+    """Self-supervised episodic training (Sec. 4.3).
+
+    steps: optimisation steps (one batch of episodes each; paper: 100,000).
+    batch_size: episodes per step (paper: 1).
+    lr, momentum, weight_decay: SGD (paper: 1e-3, 0.9, 5e-4).
+    lr_step, lr_gamma: multi-step schedule, lr x ``lr_gamma`` every ``lr_step`` steps
+        (paper: 0.95 every 1000).
+    seed: seeds the model initialisation and the episode stream (episode i of the run is
+        ``EpisodeDataset(seed=seed)[i]``).
+    device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:k]``.
+    amp: bfloat16 autocast on CUDA (ignored on CPU).
+    channels_last: channels-last memory format on CUDA.
+    num_workers: data-loading workers (-1: automatic, 0 on CPU, 6 on CUDA).
+    threads: torch CPU threads (0: all cores).
+    checkpoint_every: save a checkpoint every N steps (and always at the end).
+    keep_checkpoints: how many ``step_<n>.pt`` files to keep (``last.pt`` is always kept).
+    log_every: write a metrics-log row every N steps.
+    compile: run the model through ``torch.compile`` (runtime only; see
+        ``benchmarks/bench_compile.py`` for what it gains).
+    """
+
+    steps: int = 100_000
+    batch_size: int = 1
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_step: int = 1000
+    lr_gamma: float = 0.95
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    num_workers: int = -1
+    threads: int = 0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if int(self.steps) < 0:
+            raise ValueError(f"train.steps: {self.steps} must be at least 0 (0: evaluate the initial weights)")
+        for name in ("batch_size", "lr_step", "checkpoint_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"train.{name}: {getattr(self, name)} must be at least 1")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr: {self.lr} must be positive")
+
+
+@dataclass
+class EvalConfig:
+    """The 1-shot evaluation protocol of SSL-ALPNet (followed by the paper).
+
+    n_parts: chunks of the query organ's slice range; chunk p is matched with the support
+        slice at floor(f_p * n), f_p = (2p + 1) / (2 n_parts) (1/6, 1/2, 5/6 for 3).
+    batch_size: query slices per forward pass.
+    save_predictions: write ``predictions/<scan>_<organ>.nii.gz``.
+    """
+
+    n_parts: int = 3
+    batch_size: int = 8
+    save_predictions: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_parts < 1:
+            raise ValueError(f"eval.n_parts: {self.n_parts} must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError(f"eval.batch_size: {self.batch_size} must be at least 1")
+
+
+SECTIONS = {"data": DataConfig, "superpixels": SuperpixelConfig, "model": ModelConfig, "loss": LossConfig,
+            "train": TrainConfig, "eval": EvalConfig}
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines one run (saved as ``RUN/config.json``)."""
+
+    profile: str = "smoke"
+    data: DataConfig = field(default_factory=DataConfig)
+    superpixels: SuperpixelConfig = field(default_factory=SuperpixelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    version: int = CONFIG_VERSION
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["data"]["test_group"] = list(self.data.test_group)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"ExperimentConfig: unknown section(s) {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for name, section_cls in SECTIONS.items():
+            if name in data:
+                kwargs[name] = dataclass_from_dict(section_cls, dict(data[name]))
+        return cls(profile=data.get("profile", "custom"), version=int(data.get("version", CONFIG_VERSION)), **kwargs)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as JSON (atomically), with its hash for reference."""
+        payload = self.to_dict()
+        payload["config_hash"] = self.config_hash()
+        return write_json(path, payload)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ExperimentConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        data.pop("config_hash", None)
+        return cls.from_dict(data)
+
+    # ------------------------------------------------------------------ identity
+    def hashed_dict(self) -> dict[str, Any]:
+        """The config without runtime-only fields (what :meth:`config_hash` covers)."""
+        from ..data.geometry import DATA_PIPELINE_VERSION
+
+        out = self.to_dict()
+        out.pop("profile", None)  # the profile is a name for a set of values, not a value
+        for section, names in RUNTIME_FIELDS.items():
+            for name in names:
+                out[section].pop(name, None)
+        if self.superpixels == SuperpixelConfig():
+            out.pop("superpixels")  # at the defaults: the hash of runs made before the section existed
+        # not a setting: the version of how scans become model input (orientation, grid), so
+        # that runs made under another version are never reused as if they were these
+        out["data_pipeline"] = DATA_PIPELINE_VERSION
+        return out
+
+    def config_hash(self) -> str:
+        """12 hex digits of SHA-256 over the canonical JSON of :meth:`hashed_dict`."""
+        text = json.dumps(self.hashed_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def dataset_name(self) -> str:
+        """Short dataset name for folder names (``chaos``, ``sabs``, ``phantom``, folder name)."""
+        name = self.data.dataset
+        return name.lower() if name.lower() in ("chaos", "sabs", "phantom") else Path(name).name or "dataset"
+
+    def group_name(self) -> str:
+        """``all`` in setting 1, ``kidneys`` / ``liver_spleen`` (or the organ list) in setting 2."""
+        if self.data.setting == 1:
+            return "all"
+        for key, group in GROUP_NAMES.items():
+            if tuple(group) == tuple(self.data.test_group):
+                return key
+        from ..paths import safe_name
+
+        return "-".join(safe_name(o) for o in self.data.test_group)  # organ names never make sub-folders
+
+    def run_name(self) -> str:
+        """Folder name of this experiment under a runs root: readable coordinates + hash."""
+        return (
+            f"{self.dataset_name()}_s{self.data.setting}_{self.group_name()}_f{self.data.fold}"
+            f"_{self.model.variant_name()}_{self.profile}_{self.config_hash()}"
+        )
+
+    def copy(self) -> "ExperimentConfig":
+        return copy.deepcopy(self)
+
+
+# ---------------------------------------------------------------------- profiles
+#: Fast CPU encoder used by ``smoke`` and ``lite`` (see crapnet_core.models.encoders.ENCODERS).
+CPU_ENCODER = "resnet18_l2"
+
+
+def _profile_values(profile: str) -> dict[str, dict[str, Any]]:
+    """Section -> field -> value for a named profile (on top of the dataclass defaults)."""
+    if profile == "paper":
+        return {
+            "data": {"input_size": 256},
+            "model": {"encoder": "deeplabv3_resnet101", "pretrained": True, "n_blocks": 5},
+            "train": {"steps": 100_000, "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
+                      "lr_step": 1000, "lr_gamma": 0.95, "checkpoint_every": 1000, "log_every": 10},
+            "eval": {"batch_size": 16},
+        }
+    if profile == "lite":
+        # chosen on the VALIDATION scan of CHAOS fold 0, setting 1 (scan 39, held out of training),
+        # never on test scans: 128 px / 650 steps beat 96 px / 1100 steps at an equal budget
+        # (method-averaged validation Dice 49.5 vs 47.1; results/select_lite/trials.md). At 128 px
+        # the prototype rule gives the paper's grids (CRAPNet 8 x 8, ALPNet 8 x 8 / 16 x 16).
+        return {
+            "data": {"input_size": 128},
+            "model": {"encoder": CPU_ENCODER, "pretrained": False, "n_blocks": 5},
+            # one torch thread: for this small model at 96-128 px a second thread buys little, and on
+            # a shared 2-core machine (a cross-validation beside a book build) two threads per
+            # process oversubscribe the cores and ran up to 20x slower (measured: 3.4 s/step
+            # against 0.15 s/step). Not part of the config hash; override with --set train.threads=0.
+            "train": {"steps": 650, "lr": 1e-3, "lr_step": 1000, "lr_gamma": 0.95,
+                      "checkpoint_every": 250, "log_every": 5, "num_workers": 0, "threads": 1},
+            "eval": {"batch_size": 16},
+        }
+    if profile == "smoke":
+        return {
+            "data": {"input_size": 64},
+            # free_geometry: at 64 px one feature pixel is 32 px of the 256-px slice, 2x SSL-ALPNet's
+            # 16-px test cell, and no integer pool is finer (crapnet_core/models/prototype_grid.py); smoke only
+            # checks the plumbing
+            "model": {"encoder": CPU_ENCODER, "pretrained": False, "n_blocks": 1, "attention_dim": 32,
+                      "free_geometry": True},
+            "train": {"steps": 3, "lr": 1e-3, "lr_step": 1000, "checkpoint_every": 2, "log_every": 1,
+                      "num_workers": 0, "threads": 1},
+            "eval": {"batch_size": 16},
+        }
+    raise ValueError(f"profile: {profile!r} is not one of {', '.join(PROFILES)}")
+
+
+def parse_group(value: str | Sequence[str] | int | None, setting: int) -> tuple[str, ...]:
+    """Test group from a name (``kidneys``, ``liver_spleen``), an index (0/1), a comma list or None.
+
+    None means every organ in setting 1 and the first group (kidneys) in setting 2.
+    """
+    if setting not in (1, 2):
+        raise ValueError(f"setting: {setting} must be 1 or 2")
+    if value is None or value == "" or value == "all":
+        return ORGANS if setting == 1 else SETTING2_GROUPS[0]
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        idx = int(value)
+        groups = [ORGANS] if setting == 1 else list(SETTING2_GROUPS)
+        if not 0 <= idx < len(groups):
+            raise ValueError(f"group: {idx} is out of range 0..{len(groups) - 1} for setting {setting}")
+        return tuple(groups[idx])
+    if isinstance(value, str) and value in GROUP_NAMES:
+        return tuple(GROUP_NAMES[value])
+    organs = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
+    if setting == 2:
+        for group in SETTING2_GROUPS:
+            if sorted(group) == sorted(organs):
+                return tuple(group)
+    return organs
+
+
+def make_config(
+    profile: str = "smoke",
+    dataset: str = "phantom",
+    setting: int = 1,
+    fold: int = 0,
+    method: str = "crapnet",
+    overrides: Sequence[str] = (),
+    test_group: str | Sequence[str] | int | None = None,
+) -> ExperimentConfig:
+    """Build the config of one experiment.
+
+    ``profile`` picks the preset values, ``dataset``/``setting``/``fold``/``method``/``test_group``
+    the coordinates, then ``overrides`` (``"section.field=value"``, applied last, so they win).
+    ``test_group`` defaults to all organs (setting 1) or the kidneys (setting 2).
+    The prototype grids (``model.carafe_factor``, ``model.alpnet_pool_train/test``) follow
+    the input size by the rule of :mod:`crapnet_core.models.prototype_grid` unless set explicitly; see
+    :func:`apply_overrides` for the check.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: {method!r} is not one of {', '.join(METHODS)}")
+    from ..models.methods import hook
+
+    values = copy.deepcopy(_profile_values(profile))
+    size = int(values.get("data", {}).get("input_size", DataConfig.input_size))
+    values.setdefault("model", {}).update(prototype_geometry(size).as_overrides())
+    method_values = hook(method, "profile_values")  # a registered method's own values (alpnet_init: 0 steps)
+    if method_values is not None:
+        for section, items in method_values(profile).items():
+            values[section] = dict(values.get(section, {}), **items)
+    groups = hook(method, "test_groups")
+    if test_group is None and groups is not None:
+        test_group = groups(int(setting))[0]  # e.g. alpnet_sup: one organ group per run in both settings
+    data = dict(values.get("data", {}), dataset=str(dataset), setting=int(setting), fold=int(fold),
+                test_group=parse_group(test_group, int(setting)))
+    cfg = ExperimentConfig(
+        profile=profile,
+        data=DataConfig(**data),
+        superpixels=SuperpixelConfig(**values.get("superpixels", {})),
+        model=ModelConfig(**dict(values.get("model", {}), method=method)),
+        loss=LossConfig(**values.get("loss", {})),
+        train=TrainConfig(**values.get("train", {})),
+        eval=EvalConfig(**values.get("eval", {})),
+    )
+    cfg = apply_overrides(cfg, overrides)
+    check = hook(method, "validate")  # a registered method's own rules (e.g. alpnet_init: 0 steps)
+    if check is not None:
+        check(cfg)
+    return cfg
+
+
+# ---------------------------------------------------------------------- overrides
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+def _convert(text: str, annotation: Any, where: str) -> Any:
+    """Convert the string ``text`` to the type ``annotation`` of field ``where``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if type(None) in args and text.strip().lower() in ("none", "null", ""):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(text, inner[0], where)
+    if annotation is bool:
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"{where}: {text!r} is not a boolean (use true/false)")
+    if annotation is int:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            number = float("nan")
+        if number == number and number.is_integer():
+            return int(number)  # "1e5" -> 100000
+        raise ValueError(f"{where}: {text!r} is not an integer")
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{where}: {text!r} is not a number") from None
+    if origin in (tuple, list):
+        text = text.strip()
+        if text.startswith("["):
+            items = json.loads(text)
+        else:
+            items = [t.strip() for t in text.split(",") if t.strip()]
+        inner = args[0] if args else str
+        return tuple(_convert(str(i), inner, where) for i in items)
+    return text
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """Return a copy of ``cfg`` with ``"section.field=value"`` overrides applied.
+
+    Values are converted to the field's type (``true``/``false`` for booleans, comma lists
+    for tuples, ``none`` for optional fields); every section is re-validated.
+
+    Prototype geometry: when ``data.input_size`` is overridden, the grid fields not given
+    explicitly (``model.carafe_factor``, ``model.alpnet_pool_train``, ``model.alpnet_pool_test``)
+    are re-derived by :func:`crapnet_core.models.prototype_grid.prototype_geometry`; the result is then
+    checked by :func:`crapnet_core.models.prototype_grid.check_geometry` (``ValueError`` for cells outside
+    a factor 1.5 of the paper's, unless ``model.free_geometry=true``).
+    """
+    out = cfg.copy()
+    pending = {name: asdict(getattr(out, name)) for name in SECTIONS}
+    group_given = False
+    given: set[str] = set()
+    for item in overrides or ():
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected section.field=value (e.g. model.n_blocks=7)")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key == "profile":
+            out.profile = value.strip()
+            continue
+        if "." not in key:
+            raise ValueError(f"override {item!r}: expected section.field=value with section one of {', '.join(SECTIONS)}")
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            raise ValueError(f"override {item!r}: unknown section {section!r}; known: {', '.join(SECTIONS)}")
+        section_cls = SECTIONS[section]
+        hints = typing.get_type_hints(section_cls)
+        if name not in {f.name for f in fields(section_cls)}:
+            raise ValueError(
+                f"override {item!r}: {section_cls.__name__} has no field {name!r}; "
+                f"known: {', '.join(f.name for f in fields(section_cls))}"
+            )
+        given.add(key)
+        if section == "data" and name == "test_group":
+            pending[section][name] = value  # parsed below, once the setting is known
+            group_given = True
+        else:
+            pending[section][name] = _convert(value, hints[name], key)
+    if "data.input_size" in given:
+        derived = prototype_geometry(int(pending["data"]["input_size"])).as_overrides()
+        for name, value in derived.items():
+            if f"model.{name}" not in given:
+                pending["model"][name] = value
+    data = pending["data"]
+    setting = int(data["setting"])
+    if group_given:
+        data["test_group"] = parse_group(data["test_group"], setting)
+    elif setting != cfg.data.setting:
+        data["test_group"] = parse_group(None, setting)  # the setting changed: its default group
+    for name, section_cls in SECTIONS.items():
+        setattr(out, name, section_cls(**pending[name]))
+    check_geometry(out)
+    return out
+
+
+def describe(cfg: ExperimentConfig) -> str:
+    """One line naming the experiment (for logs and progress bars)."""
+    return (
+        f"{cfg.dataset_name()} setting {cfg.data.setting} ({cfg.group_name()}) fold {cfg.data.fold} "
+        f"{cfg.model.variant_name()} [{cfg.profile}, {cfg.model.encoder}, {cfg.data.input_size}px, "
+        f"{cfg.train.steps} steps, hash {cfg.config_hash()}]"
+    )
+
+
+__all__ = [
+    "ORGANS", "SETTING2_GROUPS", "GROUP_NAMES", "PROFILES", "CPU_ENCODER",
+    "DataConfig", "SuperpixelConfig", "TrainConfig", "EvalConfig", "ExperimentConfig",
+    "make_config", "apply_overrides", "parse_group", "describe", "is_dataclass",
+]

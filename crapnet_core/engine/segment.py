@@ -1,0 +1,237 @@
+"""Segment an organ in a new scan from one annotated example (``crapnet segment``).
+
+The same code path as the evaluation (:mod:`crapnet_core.engine.evaluation`): the support
+slices are taken at ``floor(f_p * n)`` of the support's organ slices (f_p = 1/6, 1/2, 5/6),
+the query's slice range (``query_range``, default every slice, since a new scan has no
+label to give the organ's range) is split into 3 equal chunks, chunk p is segmented with
+support slice p by :func:`~crapnet_core.engine.evaluation.predict_chunks`.
+
+Input conventions: the same loading mechanism as the dataset folders
+(:func:`crapnet_core.data.datasets.make_volume`, rules in :mod:`crapnet_core.data.geometry`): support
+and query are reoriented to the canonical orientation using their affines (any axis order
+or flips give the same result in world space), brought to the 256 x 256 in-plane grid
+(resampled unless 256 x 256; the SABS preset's crop when the run was trained on SABS and
+the file is 257 x 257), then resized to the model's input size. The prediction goes back
+to the query file's own grid, axis order and affine (1 = organ, 0 = elsewhere, uint8).
+``--query-range z0:z1`` counts axial slices inferior -> superior from 0 (the canonical
+order; for files stored with the third axis running to superior, as CHAOS and SABS, that
+is the file's third index).
+
+Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``,
+``.mhd``) and DICOM series (a folder holding one series), read by
+:func:`crapnet_core.data.datasets.read_scan`; the output is NIfTI.
+
+Intensities are normalised as in training: MR per-volume z-score (any scale works); CT
+``(x - mean) / std`` with the training statistics stored in the checkpoint, so a CT scan
+must be in the training data's intensity convention. The checkpoint records the training
+scans' intensity profile; a CT query in another convention is mapped when the mapping is
+known (raw HU -> the SABS copy's 0..255: SSL-ALPNet's window [-125, 275] HU) and refused
+otherwise, with one line naming the file and both ranges. NaN/infinite voxels are refused
+(``replace_nonfinite=True``: set to the scan's lowest value). A support annotation smaller
+than half a model input cell is kept as its best-covered cell(s), with a warning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .evaluation import chunk_assignment, predict_chunks, support_slices, support_tensors
+
+
+def _preset_of(cfg) -> str | None:
+    """The preset whose in-plane rule applies to new scans of a run (its training data's preset)."""
+    from ..data.datasets import PRESETS
+
+    for key in (cfg.data.labels, cfg.data.dataset):
+        if key is not None and str(key).lower() in PRESETS:
+            return str(key).lower()
+    return None
+
+
+_NONFINITE_HINT = "fix the file, or pass --replace-nonfinite to set them to the scan's lowest value"
+
+
+def _load_support(image: Path, label: Path, preset: str | None, replace_nonfinite: bool = False):
+    from ..data.datasets import check_finite, make_volume, read_scan
+
+    img, aff, zooms = read_scan(image)
+    lab, lab_aff, _ = read_scan(label)
+    img = check_finite(img, image, "image", replace=replace_nonfinite, hint=_NONFINITE_HINT)
+    check_finite(lab, label, "label volume")
+    if img.shape != lab.shape:
+        raise ValueError(f"--support-label: shape {lab.shape} differs from --support-image shape {img.shape}")
+    if not np.allclose(aff, lab_aff, atol=1e-3):
+        raise ValueError(f"--support-label: {label} affine differs from the --support-image affine "
+                         f"(max difference {np.abs(aff - lab_aff).max():.4g} mm)")
+    return make_volume("support", img, aff, zooms, lab, image, label, preset=preset), lab
+
+
+def _load_query(image: Path, preset: str | None, replace_nonfinite: bool = False):
+    from ..data.datasets import check_finite, make_volume, read_scan
+
+    img, aff, zooms = read_scan(image)
+    img = check_finite(img, image, "image", replace=replace_nonfinite, hint=_NONFINITE_HINT)
+    return make_volume("query", img, aff, zooms, None, image, None, preset=preset)
+
+
+def match_intensities(vol, profile: dict | None, ct: bool, what: str) -> str:
+    """Check (and where known, map in place) a scan's intensity convention against the training data's.
+
+    ``profile``: the checkpoint's ``intensity_profile`` (None for runs that predate it: CT
+    is then not checked, with a warning). MR: nothing to check (per-volume z-score).
+    Returns a one-line note for the report; raises ``ValueError`` naming the file when the
+    conventions differ and no mapping is known.
+    """
+    import warnings
+
+    from ..data.datasets import hu_to_uint8_window, intensity_convention
+
+    if not ct:
+        return "MR: z-scored per volume (any intensity scale)"
+    lo, hi = float(vol.image.min()), float(vol.image.max())
+    conv = intensity_convention(lo, hi, "CT")
+    if profile is None:
+        warnings.warn(f"{vol.image_path}: the run records no training intensity profile (trained before it was "
+                      f"recorded); the CT intensity convention ({conv}, {lo:.4g}..{hi:.4g}) is not checked",
+                      stacklevel=2)
+        return f"CT {conv} (not checked: no training profile in the run)"
+    train = profile.get("convention", "other")
+    train_range = f"{profile['min']:.4g}..{profile['max']:.4g}"
+    if conv == train:
+        return f"CT {conv}, as the training data"
+    if conv == "hu" and train == "0-255":
+        vol.image = hu_to_uint8_window(vol.image)
+        return "CT HU mapped to the training data's 0..255 (window [-125, 275] HU, SSL-ALPNet's preprocessing)"
+    raise ValueError(
+        f"{what}: {vol.image_path} has CT intensities {lo:.4g}..{hi:.4g} ({conv}) but the model was trained on "
+        f"{train_range} ({train}); no mapping is known: give the scan in the training data's convention"
+    )
+
+
+def _normalized(vol, stats) -> np.ndarray:
+    """MR (``stats`` None): per-volume z-score on the model grid; CT: the training statistics."""
+    from ..data.datasets import DatasetError, apply_normalization
+
+    if stats is None:
+        x = vol.image
+        std = float(x.std(dtype=np.float64))
+        if std == 0:
+            raise DatasetError(f"{vol.image_path}: constant image; cannot z-score normalise")
+        return apply_normalization(x, (float(x.mean(dtype=np.float64)), std))
+    return apply_normalization(vol.image, (float(stats[0]), float(stats[1])))
+
+
+def _parse_range(text: str | None, n: int, path: Path) -> tuple[int, int]:
+    if not text:
+        return 0, n - 1
+    try:
+        lo, hi = (int(v) for v in str(text).split(":"))
+    except ValueError:
+        raise ValueError(f"--query-range: {text!r} is not z0:z1 (first and last slice, inclusive)") from None
+    if not 0 <= lo <= hi < n:
+        raise ValueError(f"--query-range: {lo}:{hi} is outside 0:{n - 1} ({path} has {n} slices)")
+    return lo, hi
+
+
+def segment_files(
+    support_image: str | Path,
+    support_label: str | Path,
+    query_image: str | Path,
+    out: str | Path,
+    organ_label: int = 1,
+    run: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    device: str | None = None,
+    query_range: str | None = None,
+    force: bool = False,
+    replace_nonfinite: bool = False,
+) -> dict[str, Any]:
+    """Segment the organ labelled ``organ_label`` in ``support_label`` in ``query_image``; write ``out``.
+
+    Give either ``run`` (a trained run folder) or ``checkpoint``. Returns a small report
+    (support slices used, query slice range, predicted voxels, output path).
+    """
+    from ..io import save_nifti
+    from .checkpoints import load_model, read_checkpoint, resolve_device
+    from .experiment import ExperimentConfig
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
+    if not str(out).endswith((".nii", ".nii.gz")):
+        raise ValueError(f"--out: {out} must end with .nii or .nii.gz")
+    if run is not None:
+        run = Path(run)
+        cfg_path = run / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"--run: {run} is not a run folder (no config.json)")
+        cfg = ExperimentConfig.load(cfg_path)
+        checkpoint = run / "checkpoints" / "last.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"--run: {checkpoint} not found; train the run first")
+    elif checkpoint is not None:
+        state = read_checkpoint(checkpoint)
+        if "config" not in state:
+            raise ValueError(f"--checkpoint: {checkpoint} holds no config; use --run with its run folder")
+        cfg = ExperimentConfig.from_dict(state["config"])
+    else:
+        raise ValueError("segment: give --run or --checkpoint")
+    dev = resolve_device(device or cfg.train.device)
+    model, state = load_model(cfg, checkpoint, dev)
+    stats = state.get("norm_stats")
+
+    preset = _preset_of(cfg)
+    profile = state.get("intensity_profile")
+    s_vol, s_lab = _load_support(Path(support_image), Path(support_label), preset, replace_nonfinite)
+    if not (np.asarray(s_lab) == int(organ_label)).any():
+        raise ValueError(f"--support-label: {support_label} holds no voxel with label {organ_label}")
+    fg, _ = s_vol.geometry.mask_to_model(np.asarray(s_lab) == int(organ_label))  # small structures survive
+    zs = np.flatnonzero(fg.any(axis=(0, 1)))
+    chosen = support_slices(zs.tolist(), cfg.eval.n_parts)
+    s_note = match_intensities(s_vol, profile, stats is not None, "--support-image")
+    sup_images, sup_masks = support_tensors(_normalized(s_vol, stats), fg, chosen, cfg.data.input_size,
+                                            source=str(support_label))
+
+    q_vol = _load_query(Path(query_image), preset, replace_nonfinite)
+    q_note = match_intensities(q_vol, profile, stats is not None, "--query-image")
+    q_norm = _normalized(q_vol, stats)
+    geom = q_vol.geometry
+    z_min, z_max = _parse_range(query_range, q_vol.n_slices, Path(query_image))
+    assignment = chunk_assignment(z_min, z_max, cfg.eval.n_parts)
+    fg_q = predict_chunks(model, sup_images, sup_masks, q_norm, assignment, cfg.data.input_size,
+                          cfg.eval.batch_size, dev, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                          geometry=geom)
+    pred = np.zeros(geom.canon_shape, dtype=np.uint8)
+    for z, mask in fg_q.items():
+        pred[:, :, z] = mask
+    pred = geom.from_canonical(pred)
+    save_nifti(out, pred, geom.file_affine)
+    return {
+        "out": str(out),
+        "checkpoint": str(checkpoint),
+        "support_slices": [int(z) for z in chosen],
+        "query_range": [int(z_min), int(z_max)],
+        "predicted_voxels": int(pred.sum()),
+        "shape": list(pred.shape),
+        "orientation": {"file": "".join(_axcodes(geom.file_affine)), "model": "".join(_canon())},
+        "in_plane": geom.inplane,
+        "intensity": {"support": s_note, "query": q_note},
+    }
+
+
+def _axcodes(affine):
+    from ..data.geometry import axcodes
+
+    return axcodes(affine)
+
+
+def _canon():
+    from ..data.geometry import CANONICAL_AXCODES
+
+    return CANONICAL_AXCODES
+
+
+__all__ = ["segment_files"]

@@ -1,0 +1,539 @@
+"""Self-supervised episodic training (Sec. 3.7 and 4.3 of the paper).
+
+One step = one batch of ``train.batch_size`` episodes (paper: 1) from
+:class:`crapnet_core.data.episodes.EpisodeDataset`: step ``t`` (0-based) uses the episode
+indices ``t * B .. t * B + B - 1``. Episodes are deterministic in ``(seed, index)``, so a
+resumed run sees exactly the data the uninterrupted run would have seen; the checkpoint
+also restores the model, optimiser, scheduler and random states, hence ``--resume``
+reproduces the uninterrupted run's parameters.
+
+Optimisation (Sec. 4.3): SGD, lr 1e-3, momentum 0.9, weight decay 5e-4, lr x 0.95 every
+1000 steps (``torch.optim.lr_scheduler.StepLR`` stepped once per step). Loss: Eq. 20
+(``losses.episode_loss``: weighted cross-entropy Eq. 18 + lambda x alignment Eq. 19).
+
+Run folder written here::
+
+    RUN/config.json                 the ExperimentConfig (with its hash)
+    RUN/checkpoints/step_<n>.pt     every ``checkpoint_every`` steps (last ``keep_checkpoints`` kept)
+    RUN/checkpoints/last.pt         the latest checkpoint (hard link to the newest step file)
+    RUN/metrics.csv                 step, loss, seg, align, lr, seconds
+    RUN/TRAINED                     JSON marker written when every step is done
+    RUN/tensorboard/                event files, only when ``tensorboard`` is installed
+
+Devices: on CUDA, bfloat16 autocast, channels-last tensors, pinned memory and
+data-loading workers with prefetching; on CPU, ``torch.set_num_threads`` over the cores
+and the episodes made in the main process (measured faster on 2 cores, see
+``benchmarks/bench_train.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io as _io
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..io import save_torch, write_json, write_text
+from .checkpoints import (  # re-exported: checkpoint loading lives apart from the training loop
+    CHECKPOINT_FORMAT,
+    CheckpointMismatch,
+    build_model,
+    check_checkpoint,
+    checkpoint_dir,
+    cpu_threads,
+    latest_checkpoint,
+    load_model,
+    read_checkpoint,
+    resolve_device,
+)
+from .experiment import ExperimentConfig, describe
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("step", "loss", "seg", "align", "lr", "seconds")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked (other config, finished run without --force...)."""
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def num_workers(cfg: ExperimentConfig, device) -> int:
+    """Data-loading workers: ``train.num_workers`` or 0 on CPU / min(6, cores) on CUDA."""
+    if cfg.train.num_workers >= 0:
+        return int(cfg.train.num_workers)
+    return 0 if device.type == "cpu" else max(1, min(6, (os.cpu_count() or 2) - 1))
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def loss_function(cfg: ExperimentConfig):
+    """The episode loss of ``cfg.model.method``: its module's ``episode_loss`` or Eq. 18-20."""
+    from ..models.losses import episode_loss
+    from ..models.methods import hook
+
+    return hook(cfg.model.method, "episode_loss") or episode_loss
+
+
+def compile_model(model):
+    """``model`` with its forward and its classifier compiled by ``torch.compile``, in place.
+
+    In place (``nn.Module.compile``), so parameter names and checkpoints are those of the
+    eager model. Used when ``train.compile`` is true; figures in ``benchmarks/bench_compile.py``.
+    """
+    model.compile()
+    classifier = getattr(model, "classifier", None)
+    if classifier is not None:  # also called on its own by the alignment loss (losses.alignment_loss)
+        classifier.compile()
+    return model
+
+
+def build_episodes(cfg: ExperimentConfig):
+    """``(episodes, DatasetSpec, Fold, stats)`` for the run's dataset, fold and setting.
+
+    episodes: :class:`EpisodeDataset` (superpixels), the method's own ``build_episodes`` (e.g.
+    alpnet_sup's manual-label episodes) or None when ``train.steps`` is 0.
+    """
+    from ..data import datasets as ds
+    from ..data.episodes import EpisodeDataset
+    from ..data.protocol import make_fold
+
+    from ..models.methods import hook
+
+    spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
+    fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
+    from .inputs import check_group
+
+    check_group(spec, cfg.data.test_group, cfg.data.setting)  # the dataset must label every organ the run is about
+    stats = ds.normalization_stats(spec, fold.train_ids)
+    if cfg.train.steps == 0:
+        return None, spec, fold, stats  # nothing to train on (e.g. alpnet_init)
+    custom = hook(cfg.model.method, "build_episodes")  # e.g. alpnet_sup: manual-label episodes
+    if custom is not None:
+        return custom(cfg, spec, fold, stats), spec, fold, stats
+    dataset = EpisodeDataset(
+        spec, fold, exclude_organs=cfg.data.exclude_organs, size=cfg.data.input_size,
+        seed=cfg.train.seed, length=cfg.train.steps * cfg.train.batch_size, stats=stats,
+        augment=cfg.data.augment, min_superpixel_area=cfg.superpixels.min_area,
+        superpixel_params=cfg.superpixels.params(),
+    )
+    return dataset, spec, fold, stats
+
+
+def make_optimizer(cfg: ExperimentConfig, model):
+    """SGD + StepLR as in Sec. 4.3."""
+    import torch
+
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                          weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.train.lr_step, gamma=cfg.train.lr_gamma)
+    return opt, sched
+
+
+def _to_device(batch: dict[str, Any], device, channels_last: bool) -> dict[str, Any]:
+    import torch
+
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and value.ndim == 4 and value.is_floating_point():
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def _link_last(step_path: Path) -> None:
+    """Point ``last.pt`` at ``step_path`` atomically (hard link, copy when links fail)."""
+    import shutil
+
+    last = step_path.parent / "last.pt"
+    tmp = step_path.parent / f".last.{os.getpid()}.tmp"
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(step_path, tmp)
+    except OSError:
+        shutil.copyfile(step_path, tmp)
+    os.replace(tmp, last)
+
+
+def save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, optimizer, scheduler,
+                    stats, seconds: float, intensity: dict | None = None) -> Path:
+    """Write ``step_<step>.pt`` atomically, point ``last.pt`` at it, prune old step files."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "step": int(step),
+        "config": cfg.to_dict(),
+        "config_hash": cfg.config_hash(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "norm_stats": None if stats is None else [float(stats[0]), float(stats[1])],
+        "intensity_profile": intensity,  # raw intensities of the training scans (segment checks queries)
+        "seconds": float(seconds),
+    }
+    path = checkpoint_dir(run_dir) / f"step_{step}.pt"
+    save_torch(path, state)
+    _link_last(path)
+    steps = sorted(
+        (int(p.stem.split("_")[1]), p) for p in checkpoint_dir(run_dir).glob("step_*.pt")
+        if p.stem.split("_")[1].isdigit()
+    )
+    for _, old in steps[: max(0, len(steps) - max(1, cfg.train.keep_checkpoints))]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------- metrics log
+class MetricsLog:
+    """``metrics.csv`` (append per row) + TensorBoard scalars when ``tensorboard`` is installed."""
+
+    def __init__(self, run_dir: Path, resume_step: int) -> None:
+        self.path = run_dir / "metrics.csv"
+        if resume_step > 0 and self.path.is_file():
+            # drop rows written after the checkpoint we resume from (they will be redone)
+            rows = list(csv.DictReader(self.path.open()))
+            kept = [r for r in rows if int(r["step"]) <= resume_step]
+            buf = _io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+            write_text(self.path, buf.getvalue())
+        else:
+            write_text(self.path, ",".join(CSV_COLUMNS) + "\n")
+        self.fh = self.path.open("a", newline="")
+        self.writer = csv.writer(self.fh)
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
+
+            self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=resume_step + 1)
+        except Exception:  # noqa: BLE001 - tensorboard missing: CSV only
+            self.tb = None
+
+    def write(self, step: int, losses: dict[str, float], lr: float, seconds: float) -> None:
+        self.writer.writerow([step, f"{losses['total']:.6f}", f"{losses['seg']:.6f}", f"{losses['align']:.6f}",
+                              f"{lr:.6g}", f"{seconds:.2f}"])
+        self.fh.flush()
+        if self.tb is not None:
+            for key, value in losses.items():
+                self.tb.add_scalar(f"loss/{key}", value, step)
+            self.tb.add_scalar("lr", lr, step)
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics_csv(run_dir: str | Path) -> list[dict[str, float]]:
+    """Rows of ``RUN/metrics.csv`` as floats (for notebooks)."""
+    path = Path(run_dir) / "metrics.csv"
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(path.open())]
+
+
+# ---------------------------------------------------------------------- run folders
+RUN_ITEMS = ("config.json", "checkpoints", "metrics.csv", "metrics.json", "predictions", "TRAINED",
+             "tensorboard", "train.log")
+
+
+def is_trained(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "TRAINED").is_file() and latest_checkpoint(run_dir) is not None
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove what a run writes (only crapnet's own items; the folder itself is kept)."""
+    import shutil
+
+    for name in RUN_ITEMS:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def _is_failed_start(run_dir: Path) -> bool:
+    """A run folder whose training never wrote a checkpoint (a start that failed or was stopped
+    before its first checkpoint): nothing in it can be resumed, so it may be replaced."""
+    return latest_checkpoint(run_dir) is None and not (run_dir / "TRAINED").exists()
+
+
+def inspect_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False,
+                    force: bool = False) -> tuple[str, int]:
+    """Decide what training ``cfg`` into ``run_dir`` does, without touching it.
+
+    Returns ``(action, start_step)``, action one of ``"new"`` (empty or absent folder, or a
+    failed start: a config.json without any checkpoint), ``"clear"`` (``force``: start over),
+    ``"resume"``. Raises :class:`RunFolderError` for the cases of :func:`prepare_run_dir`.
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: exists and is not a folder")
+    if run_dir.is_dir() and not cfg_path.is_file():
+        others = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")]
+        if others:
+            raise RunFolderError(
+                f"{run_dir}: folder is not empty and is not a crapnet run folder (no config.json); choose another --out"
+            )
+    if not cfg_path.is_file():
+        return "new", 0
+    if force or _is_failed_start(run_dir):
+        return "clear", 0
+    try:
+        old = ExperimentConfig.load(cfg_path)
+        old_hash = old.config_hash()
+    except (ValueError, TypeError) as err:
+        old_hash = f"unreadable ({err})"
+    if old_hash != cfg.config_hash():
+        raise RunFolderError(
+            f"{run_dir}: holds a run of another config (hash {old_hash}, this config {cfg.config_hash()}); "
+            f"choose another --out or pass --force to overwrite it"
+        )
+    if is_trained(run_dir):
+        raise RunFolderError(
+            f"{run_dir}: already holds the finished run of this config; pass --force to train it again"
+        )
+    step = int(read_checkpoint(latest_checkpoint(run_dir)).get("step", 0))
+    if not resume:
+        raise RunFolderError(
+            f"{run_dir}: holds an unfinished run of this config (checkpoint at step {step}); "
+            f"pass --resume to continue it or --force to start over"
+        )
+    return "resume", step
+
+
+def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, force: bool = False) -> tuple[Path, int]:
+    """Check ``run_dir`` for training ``cfg`` and make it ready; returns ``(run_dir, start_step)``.
+
+    - empty / new folder: start at 0;
+    - a folder that is not a run folder (files but no config.json): refused;
+    - a failed start (config.json but no checkpoint, e.g. bad input found at start): replaced;
+    - a run of another config: refused (``force`` replaces it);
+    - a finished run of this config: refused without ``force`` (which starts over);
+    - an unfinished run of this config: ``resume`` continues from ``checkpoints/last.pt``,
+      otherwise refused (``force`` starts over).
+    """
+    run_dir = Path(run_dir)
+    action, start = inspect_run_dir(cfg, run_dir, resume=resume, force=force)
+    if action == "clear":
+        clear_run(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, start
+
+
+# ---------------------------------------------------------------------- training loop
+def train(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    force: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> Path:
+    """Train ``cfg`` into ``run_dir``; returns the final checkpoint (``checkpoints/last.pt``).
+
+    ``resume=True`` continues an interrupted run exactly from its last checkpoint.
+    ``on_step(step, losses)`` is called after every completed step (1-based step count).
+    Raises :class:`TrainingDiverged` on a NaN/infinite loss (the last good checkpoint stays),
+    :class:`RunFolderError` when ``run_dir`` cannot be used as asked.
+    """
+    from .inputs import check_experiment_inputs
+
+    from ..models.methods import hook
+
+    check = hook(cfg.model.method, "validate")  # a registered method's own rules, before anything is written
+    if check is not None:
+        check(cfg)
+    # Nothing is written to run_dir before the folder, the config and every scan the run
+    # needs (training, test and support scans) are checked and the episodes are built: a
+    # bad input found here leaves the folder as it was (the superpixel cache may be filled).
+    run_dir = Path(run_dir)
+    inspect_run_dir(cfg, run_dir, resume=resume, force=force)
+    check_experiment_inputs(cfg)
+    device = resolve_device(cfg.train.device)
+    with cpu_threads(cfg, device):
+        seed_everything(cfg.train.seed)
+        episodes = build_episodes(cfg)
+        run_dir, start = prepare_run_dir(cfg, run_dir, resume=resume, force=force)
+        return _train(cfg, run_dir, start, device, progress, on_step, episodes)
+
+
+def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: bool,
+           on_step: Callable[[int, dict[str, float]], None] | None, episodes) -> Path:
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cfg.save(run_dir / "config.json")
+
+    episode_loss = loss_function(cfg)
+
+    dataset, spec, fold, stats = episodes
+    from ..data.datasets import intensity_profile
+
+    intensity = intensity_profile(spec, fold.train_ids)
+    model = build_model(cfg).to(device)
+    channels_last = bool(cfg.train.channels_last and device.type == "cuda")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        compile_model(model)
+    optimizer, scheduler = make_optimizer(cfg, model)
+    prev_seconds = 0.0
+    if start > 0:
+        state = read_checkpoint(latest_checkpoint(run_dir))
+        check_checkpoint(state, cfg, latest_checkpoint(run_dir))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        prev_seconds = float(state.get("seconds", 0.0))
+        log.info("%s: resuming at step %d of %d", run_dir, start, cfg.train.steps)
+    else:
+        seed_everything(cfg.train.seed + 1)  # training-time randomness (dropout...), after the init
+
+    total = cfg.train.steps
+    if total == 0:  # an untrained model (alpnet_init): its initial weights are the checkpoint
+        save_checkpoint(run_dir, cfg, 0, model, optimizer, scheduler, stats, 0.0)
+    if start >= total:
+        _mark_trained(run_dir, cfg, prev_seconds)
+        return run_dir / "checkpoints" / "last.pt"
+
+    B = cfg.train.batch_size
+    indices = list(range(start * B, total * B))
+    workers = num_workers(cfg, device)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=B,
+        sampler=indices,  # sequential: step t <- episodes t*B .. t*B+B-1, the same after a resume
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        drop_last=False,
+        # own generator: creating the iterator must not consume the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+    metrics_log = MetricsLog(run_dir, start)
+    use_amp = bool(cfg.train.amp and device.type == "cuda")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=f"train f{cfg.data.fold} {cfg.model.method}", unit="step",
+                   dynamic_ncols=True)
+    log.info("training %s on %s (%d data workers)", describe(cfg), device, workers)
+    t0 = time.time()
+    step = start
+    model.train()
+    try:
+        for batch in loader:
+            batch = _to_device(batch, device, channels_last)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
+                losses = episode_loss(model, batch, cfg.loss)
+            loss = losses["total"]
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                last = latest_checkpoint(run_dir)
+                kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+                raise TrainingDiverged(
+                    f"training diverged: loss is {value} at step {step + 1} of {total} "
+                    f"(run {run_dir}); {kept}. Try a lower train.lr."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            seconds = prev_seconds + time.time() - t0
+            scalars = {k: float(losses[k].detach()) for k in ("total", "seg", "align")}
+            if step % cfg.train.log_every == 0 or step == total:
+                metrics_log.write(step, scalars, optimizer.param_groups[0]["lr"], seconds)
+            if step % cfg.train.checkpoint_every == 0 or step == total:
+                save_checkpoint(run_dir, cfg, step, model, optimizer, scheduler, stats, seconds, intensity)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{scalars['total']:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            if on_step is not None:
+                on_step(step, scalars)
+    finally:
+        metrics_log.close()
+        if bar is not None:
+            bar.close()
+    seconds = prev_seconds + time.time() - t0
+    _mark_trained(run_dir, cfg, seconds)
+    return run_dir / "checkpoints" / "last.pt"
+
+
+def _mark_trained(run_dir: Path, cfg: ExperimentConfig, seconds: float) -> None:
+    from ..models.methods import method_info
+
+    marker = {"steps": cfg.train.steps, "config_hash": cfg.config_hash(), "train_seconds": round(seconds, 2)}
+    info = method_info(cfg)
+    if info:
+        marker["method_info"] = info
+    write_json(run_dir / "TRAINED", marker)
+
+
+def train_seconds(run_dir: str | Path) -> float | None:
+    path = Path(run_dir) / "TRAINED"
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text()).get("train_seconds", math.nan))
+
+
+__all__ = [
+    "TrainingDiverged", "CheckpointMismatch", "RunFolderError", "train", "load_model", "build_model",
+    "build_episodes", "make_optimizer", "save_checkpoint", "read_checkpoint", "check_checkpoint",
+    "latest_checkpoint", "inspect_run_dir", "prepare_run_dir", "is_trained", "clear_run", "read_metrics_csv", "resolve_device",
+    "train_seconds", "loss_function",
+]

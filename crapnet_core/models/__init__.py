@@ -1,0 +1,5 @@
+"""Model layer: encoders, cycle-resemblance attention, CARAFE++, prototypes and their grid, the
+segmenter, losses, the registered methods (methods/).
+
+Imports nothing: the layer order is checked by tests/test_layout.py.
+"""
