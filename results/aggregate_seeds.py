@@ -5,7 +5,7 @@
 Each training seed of a table is its own queue entry in results/run_study.sh (so that every
 finished seed is committed on its own and a stopped session loses at most the seed in
 progress); its summary lands in ``<name>/seed<k>/``. This writes ``<name>/summary.json|md``:
-with one seed, that seed's summary; with several, crapnet_core.stats.aggregate_seeds over them
+with one seed, that seed's summary; with several, crapnet_core.engine.stats.aggregate_seeds over them
 (the same function ``crapnet cross-validate --seeds`` uses: per-scan Dice averaged over seeds,
 std over seeds and over folds). A seed folder whose summary has other folds, dataset, setting or
 method than the rest is an error naming it.
@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's crapnet_core
 
 from crapnet_core.io import write_json, write_text  # noqa: E402
-from crapnet_core.runs import summary_markdown  # noqa: E402
-from crapnet_core.stats import aggregate_seeds  # noqa: E402
+from crapnet_core.engine.runs import summary_markdown  # noqa: E402
+from crapnet_core.engine.stats import aggregate_seeds  # noqa: E402
 
 
 def aggregate(folder: Path) -> dict:
