@@ -260,6 +260,22 @@ def test_library_dependencies_follow_the_imports():
     assert "models/segmenter" in names(wf.library_closure(mods))
 
 
+def test_content_keys_track_the_whole_library():
+    """Each job kind's key covers the modules that decide its result, including the registry's
+    method modules (imported by name at run time); a stale module name is an error, not a key
+    over the package ``__init__`` alone (which would never re-run anything after a change)."""
+    package = REPO / "crapnet_core"
+    names = lambda files: {p.relative_to(package).with_suffix("").as_posix() for p in files}  # noqa: E731
+    train = names(wf.library_closure(wf.TRAIN_MODULES))
+    assert {"engine/training", "models/attention", "models/methods/rpnet", "models/methods/qnet",
+            "models/methods/adnet", "models/methods/alpnet_sup", "data/superpixels"} <= train
+    assert {"engine/evaluation", "models/methods/rpnet", "engine/metrics"} <= names(wf.library_closure(wf.EVAL_MODULES))
+    assert "data/superpixels" in names(wf.library_closure(wf.SUPERPIXEL_MODULES))
+    assert {"book/build", "report/figures"} <= names(wf.library_closure(wf.BOOK_MODULES))
+    with pytest.raises(ValueError, match="crapnet_core.training"):
+        wf.library_closure(["crapnet_core.training"])  # the flat layout's name
+
+
 def test_study_keys_change_only_where_the_notebook_changed(tmp_path, monkeypatch):
     monkeypatch.delenv("CRAPNET_DATA_ROOT", raising=False)
     root = tmp_path / "repo"

@@ -91,14 +91,38 @@ def module_file(module: str) -> Path | None:
     return None
 
 
+#: What decides each kind of job's result: these modules and everything they import (content keys).
+SUPERPIXEL_MODULES = (f"{PACKAGE}.data.superpixels",)
+TRAIN_MODULES = (f"{PACKAGE}.engine.training",)
+EVAL_MODULES = (f"{PACKAGE}.engine.evaluation",)
+BOOK_MODULES = (f"{PACKAGE}.book.build",)
+
+
+def _dynamic_imports(module: str) -> set[str]:
+    """Modules that ``module`` imports by name at run time (``importlib``), which :mod:`ast` cannot see:
+    the method registry's modules (:data:`crapnet_core.facts.METHODS_REGISTRY`) for its package."""
+    methods = f"{PACKAGE}.models.methods"
+    if module != methods:
+        return set()
+    from ..facts import METHODS_REGISTRY
+
+    return {f"{methods}.{m.module}" for m in METHODS_REGISTRY.values() if m.module}
+
+
 def library_closure(modules: Iterable[str]) -> list[Path]:
     """Source files of ``modules`` and of every ``crapnet_core`` module they import, transitively.
 
     Imports are read with :mod:`ast` (module-level and function-level imports alike), so the
-    answer is conservative: a module imported anywhere counts. The ``__init__`` of the
-    package and of every sub-package a module sits in is included (Python runs it on every
-    import of a module inside it).
+    answer is conservative: a module imported anywhere counts; the registry's method modules,
+    imported by name at run time, count for :mod:`crapnet_core.models.methods`. The ``__init__``
+    of the package and of every sub-package a module sits in is included (Python runs it on every
+    import of a module inside it). ValueError for a name in ``modules`` that is no module of the
+    package (a key built from a stale name would silently stop tracking the library).
     """
+    modules = list(modules)
+    missing = [m for m in modules if module_file(m) is None]
+    if missing:
+        raise ValueError(f"library_closure: not a {PACKAGE} module: {', '.join(missing)}")
     seen: dict[str, Path] = {}
     todo = [PACKAGE, *modules]
     while todo:
@@ -109,12 +133,14 @@ def library_closure(modules: Iterable[str]) -> list[Path]:
         seen[name] = path
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         todo.append(package)
-        todo.extend(_imported_modules(ast.parse(path.read_text(), str(path)), package) - set(seen))
+        found = _imported_modules(ast.parse(path.read_text(), str(path)), package) | _dynamic_imports(name)
+        todo.extend(found - set(seen))
     return sorted(set(seen.values()))
 
 
 def notebook_modules(path: str | os.PathLike) -> set[str]:
-    """``crapnet_core`` modules imported by the code cells of a notebook (IPython magics skipped)."""
+    """``crapnet_core`` modules imported by the code cells of a notebook (IPython magics skipped;
+    names imported from a module are not modules and are left out)."""
     nb = json.loads(Path(path).read_text())
     found: set[str] = set()
     for cell in nb.get("cells", []):
@@ -126,7 +152,7 @@ def notebook_modules(path: str | os.PathLike) -> set[str]:
             found |= _imported_modules(ast.parse(src))
         except SyntaxError:
             found |= {f"{PACKAGE}.{m}" for m in re.findall(rf"{PACKAGE}\.(\w+)", src)} | {PACKAGE}
-    return found
+    return {m for m in found if module_file(m) is not None}  # ``from a import b``: b may be a name, not a module
 
 
 def content_key(files: Iterable[str | os.PathLike] = (), **values: Any) -> str:
@@ -226,13 +252,13 @@ def study(plan, root: Path | None = None, gpus_per_job: int = 0) -> Study:
         scans[ds] = [str(i) for i in scan_ids(spec)]
 
     keys: dict[str, str] = {}
-    sp_files = library_closure([f"{PACKAGE}.superpixels"])
+    sp_files = library_closure(SUPERPIXEL_MODULES)
     for ds, ids in scans.items():
         for sid in ids:
             keys[f"superpixels:{ds}:{sid}"] = content_key(sp_files, dataset=ds, scan=sid, data_root=plan.data_root)
     # what decides a run's result: the training (and evaluation) code and everything it imports
-    train_files = library_closure([f"{PACKAGE}.training"])
-    eval_files = library_closure([f"{PACKAGE}.evaluation"])
+    train_files = library_closure(TRAIN_MODULES)
+    eval_files = library_closure(EVAL_MODULES)
     for name, step in runs.items():
         keys[f"train:{name}"] = content_key(train_files, args=step.args)
         keys[f"evaluate:{name}"] = content_key(eval_files, args=step.args)
@@ -252,7 +278,7 @@ def study(plan, root: Path | None = None, gpus_per_job: int = 0) -> Study:
             gpu=int(gpus_per_job if "device" in declared else 0),
         )
         keys[f"notebook:{job.name}"] = content_key(lib, source=sha, params=params)
-    book_files = [*library_closure([f"{PACKAGE}.book"]), *sorted((root / "book").glob("*.md")),
+    book_files = [*library_closure(BOOK_MODULES), *sorted((root / "book").glob("*.md")),
                   *[p for p in (root / "_toc.yml", root / "_config.yml") if p.is_file()]]
     keys["html"] = content_key(book_files, plan=plan.to_dict())
     return Study(plan, root, runs, reads, scans, notebooks, keys, int(gpus_per_job))
