@@ -355,3 +355,26 @@ def test_smoke_train_and_evaluate(method, tmp_path, monkeypatch):
         assert m["method_info"]["training_organs"] == ["spleen", "liver"]
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and len(rows) == 3
+
+
+def test_method_constants_enter_the_config_hash(monkeypatch):
+    """A registered method's module constants are part of its runs' identity; the built-in
+    methods' hashes are unchanged by the hook (the committed runs keep their hashes)."""
+    from crapnet_core.engine.experiment import make_config
+    from crapnet_core.models.methods import rpnet
+
+    # a run of the CHAOS setting-1 lite study (results/chaos_setting1_crapnet_lite, fold 0): its
+    # hash before registered methods had constants in the hash
+    crapnet = make_config(dataset="chaos", setting=1, fold=0, method="crapnet", profile="lite")
+    assert "method_constants" not in crapnet.hashed_dict()
+    assert crapnet.config_hash() == "7804db2a7044"
+
+    cfg = make_config(dataset="chaos", setting=1, fold=0, method="rpnet", profile="lite")
+    assert cfg.hashed_dict()["method_constants"] == {"correlation_radius": 5, "context_channels": 64,
+                                                     "train_iters": 4, "eval_iters": 10}
+    before = cfg.config_hash()
+    monkeypatch.setattr(rpnet, "EVAL_ITERS", 11)
+    assert cfg.config_hash() != before
+    for method in ("adnet", "qnet", "alpnet_sup"):
+        assert make_config(dataset="chaos", setting=1, fold=0, method=method, profile="lite").hashed_dict()[
+            "method_constants"]

@@ -312,6 +312,13 @@ class ExperimentConfig:
         # not a setting: the version of how scans become model input (orientation, grid), so
         # that runs made under another version are never reused as if they were these
         out["data_pipeline"] = DATA_PIPELINE_VERSION
+        # a registered method's own constants (RPNet's iterations, ADNet's initial threshold...):
+        # not config fields, but they decide what the run computes
+        from ..models.methods import hashed_constants
+
+        constants = hashed_constants(self.model.method)
+        if constants:
+            out["method_constants"] = constants
         return out
 
     def config_hash(self) -> str:

@@ -20,6 +20,10 @@ A method module defines
     the organ groups one fold is run for (default: all organs in setting 1, the two groups in setting 2).
 ``build_episodes(cfg, spec, fold, stats) -> Dataset`` (optional; default: superpixel episodes)
     the training episodes (same item keys as :class:`~crapnet_core.data.episodes.EpisodeDataset`).
+``hashed_constants() -> dict`` (optional, expected whenever the module has constants that change
+    what a run computes: iterations, radii, initial values...)
+    JSON-able name -> value, added to the run's config hash (``method_constants``), so that a run
+    made with other values of them is never reused as if it were this one.
 ``validate(cfg) -> None`` (optional)
     raise ValueError (one line naming the field) for a config the method cannot run as asked;
     called by ``make_config`` and ``training.train``.
@@ -57,10 +61,17 @@ def hook(name: str, attribute: str):
     return getattr(get_method(name), attribute, None)
 
 
+def hashed_constants(name: str) -> dict | None:
+    """The constants of method ``name``'s module that enter the config hash; None for the built-in
+    methods and for a module without them (their hashes stay as they were)."""
+    fn = hook(name, "hashed_constants")
+    return dict(fn()) if fn is not None else None
+
+
 def method_info(cfg) -> dict:
     """Facts about how the run's model was made (``cfg``: ExperimentConfig); {} when none."""
     fn = hook(cfg.model.method, "method_info")
     return dict(fn(cfg)) if fn is not None else {}
 
 
-__all__ = ["REGISTRY", "is_registered", "get_method", "hook", "method_info"]
+__all__ = ["REGISTRY", "is_registered", "get_method", "hook", "hashed_constants", "method_info"]

@@ -186,6 +186,11 @@ def validate(cfg) -> None:
     require_own_components(cfg, "adnet")
 
 
+def hashed_constants() -> dict:
+    """The module constants that decide a run (config hash, :mod:`crapnet_core.models.methods`)."""
+    return {"initial_threshold": INITIAL_THRESHOLD}
+
+
 def method_info(cfg) -> dict:
     from crapnet_core.models.methods.common import encoder_init
 
@@ -193,4 +198,4 @@ def method_info(cfg) -> dict:
 
 
 __all__ = ["AnomalySegmenter", "anomaly_scores", "foreground_probability", "alignment_loss", "episode_loss",
-           "build_model", "nll", "INITIAL_THRESHOLD"]
+           "build_model", "nll", "hashed_constants", "INITIAL_THRESHOLD"]

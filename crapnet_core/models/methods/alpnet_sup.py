@@ -175,6 +175,11 @@ def build_episodes(cfg, spec, fold, stats) -> ManualEpisodeDataset:
     )
 
 
+def hashed_constants() -> dict:
+    """The module constants that decide a run (config hash, :mod:`crapnet_core.models.methods`)."""
+    return {"min_foreground": MIN_FOREGROUND}
+
+
 def method_info(cfg) -> dict:
     from crapnet_core.models.methods.common import encoder_init
 

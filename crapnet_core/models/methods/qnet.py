@@ -124,8 +124,13 @@ def validate(cfg) -> None:
     require_own_components(cfg, "qnet")
 
 
+def hashed_constants() -> dict:
+    """The module constants that decide a run (config hash, :mod:`crapnet_core.models.methods`)."""
+    return {"initial_threshold": INITIAL_THRESHOLD, "refine_iters": REFINE_ITERS, "refine_lr": REFINE_LR}
+
+
 def method_info(cfg) -> dict:
     return dict(adnet.method_info(cfg), prototype_refinement={"iterations": REFINE_ITERS, "adam_lr": REFINE_LR})
 
 __all__ = ["QueryInformedSegmenter", "refine_prototype", "refinement_loss", "minmax_sigmoid", "build_model",
-           "episode_loss", "REFINE_ITERS", "REFINE_LR"]
+           "episode_loss", "hashed_constants", "REFINE_ITERS", "REFINE_LR"]

@@ -201,6 +201,12 @@ def validate(cfg) -> None:
     require_own_components(cfg, "rpnet")
 
 
+def hashed_constants() -> dict:
+    """The module constants that decide a run (config hash, :mod:`crapnet_core.models.methods`)."""
+    return {"correlation_radius": CORRELATION_RADIUS, "context_channels": CONTEXT_CHANNELS,
+            "train_iters": TRAIN_ITERS, "eval_iters": EVAL_ITERS}
+
+
 def method_info(cfg) -> dict:
     """Encoder initialisation and the module constants in force (not config fields: recorded here)."""
     from crapnet_core.models.methods.common import encoder_init
@@ -210,4 +216,4 @@ def method_info(cfg) -> dict:
 
 
 __all__ = ["local_correlation", "ContextRelationEncoder", "RecurrentPrototypeSegmenter", "two_class_scores",
-           "episode_loss", "build_model", "CORRELATION_RADIUS", "TRAIN_ITERS", "EVAL_ITERS"]
+           "episode_loss", "build_model", "hashed_constants", "CORRELATION_RADIUS", "TRAIN_ITERS", "EVAL_ITERS"]
