@@ -87,7 +87,7 @@ def status() -> str:
             done = ", ".join(f"{i['started_utc']} ({i['wall_seconds']} s, {i['commit']})" for i in infos)
             out.append(f"- `{name}`: **done** ({len(infos)} seed(s)), started {done}")
         else:
-            out.append(f"- `{name}`: **not finished** when this table was written (same command)")
+            out.append(f"- `{name}`: **not run yet** when this table was written (queued in `results/run_study.sh`)")
     return "\n".join(out) + "\n"
 
 
