@@ -147,11 +147,12 @@ def book_blocks() -> dict[str, str]:
             lines.append(f"| {DATASETS[ds]} | " + " | ".join(_dice_cell(_summary(f"{ds}_setting{setting}_{m}"))
                                                           for m in MAIN) + " |")
         blocks[f"setting{setting}"] = "\n".join(lines) + "\n"
-    lines = ["| A − B | " + " | ".join(DATASETS.values()) + " |", "|---|---|---|"]
-    for a, b in (("crapnet", "alpnet"), ("crapnet", "panet"), ("alpnet", "panet")):
-        lines.append(f"| {NAMES[a]} − {NAMES[b]} | " + " | ".join(
-            _paired_cell(f"{ds}_setting1_{a}", f"{ds}_setting1_{b}") for ds in DATASETS) + " |")
-    blocks["paired"] = "\n".join(lines) + "\n"
+    for setting, key in ((1, "paired"), (2, "paired2")):
+        lines = ["| A − B | " + " | ".join(DATASETS.values()) + " |", "|---|---|---|"]
+        for a, b in (("crapnet", "alpnet"), ("crapnet", "panet"), ("alpnet", "panet")):
+            lines.append(f"| {NAMES[a]} − {NAMES[b]} | " + " | ".join(
+                _paired_cell(f"{ds}_setting{setting}_{a}", f"{ds}_setting{setting}_{b}") for ds in DATASETS) + " |")
+        blocks[key] = "\n".join(lines) + "\n"
     rows = [("alpnet", "–", "average pooling", None), ("alpnet-attention", "5 blocks × 2 branches", "average pooling", "alpnet"),
             ("alpnet-carafe", "–", "CARAFE++", "alpnet"), ("crapnet", "5 blocks × 2 branches", "CARAFE++", "alpnet"),
             ("crapnet-aligned", "5 blocks × 2 branches", "CARAFE++ (window = cell)", "crapnet")]
