@@ -2,7 +2,8 @@
 # Paired per-scan comparisons (issue 8 §5, issue 10) of every committed table pair below, written to
 # results/compare/<A>_vs_<B>.{json,md} by `crapnet compare` (95 % BCa bootstrap CI of the mean
 # per-scan difference, Wilcoxon signed-rank p; for seed-aggregated tables the per-scan Dice is the
-# mean over the seeds). A pair whose two summaries are not both present, or were run at different
+# mean over the seeds; tables with different seeds are compared on their common seed 0, see summary_of).
+# A pair whose two summaries are not both present, or were run at different
 # commits (run_info.json; e.g. a table not yet rerun on the current code), is skipped with a line.
 #   results/compare_all.sh
 set -u
@@ -24,16 +25,22 @@ pairs+=("chaos_setting1_alpnet-attention chaos_setting1_alpnet" "chaos_setting1_
 for v in blocks1 blocks7 blocks9 blocks12 blocks15 onebranch; do
   pairs+=("chaos_setting1_crapnet-$v chaos_setting1_crapnet")
 done
+seeds() { (cd "$R/${1}_lite" 2>/dev/null && ls -d seed* 2>/dev/null | tr '\n' ' '); }
+# the summary a pair uses: the seed aggregate when both tables have the same seeds, else seed 0 of each
+# (e.g. a one-seed ablation point against the three-seed 5-block table: same seed, same noise on both sides)
+summary_of() { if [ "$(seeds "$1")" = "$(seeds "$2")" ] || [ ! -d "$R/${1}_lite/seed0" ]; then echo "$R/${1}_lite/summary.json"
+               else echo "$R/${1}_lite/seed0/summary.json"; fi; }
+commits() { cat "$(dirname "$1")"/run_info.json "$(dirname "$1")"/seed*/run_info.json 2>/dev/null |
+            grep -o '"commit": "[0-9a-f]*"' | sort -u | tr '\n' ' '; }
 mkdir -p $R/compare
 for pair in "${pairs[@]}"; do
   read -r a b <<< "$pair"
-  A=$R/${a}_lite/summary.json B=$R/${b}_lite/summary.json
-  commits() { cat "$R/${1}_lite"/run_info.json "$R/${1}_lite"/seed*/run_info.json 2>/dev/null |
-              grep -o '"commit": "[0-9a-f]*"' | sort -u | tr '\n' ' '; }
-  if [ -f "$A" ] && [ -f "$B" ] && [ "$(commits "$a")" != "$(commits "$b")" ]; then
-    echo "skipped $a vs $b (run at different commits: $(commits "$a")/ $(commits "$b"))"
+  A=$(summary_of "$a" "$b") B=$(summary_of "$b" "$a")
+  if [ -f "$A" ] && [ -f "$B" ] && [ "$(commits "$A")" != "$(commits "$B")" ]; then
+    echo "skipped $a vs $b (run at different commits: $(commits "$A")/ $(commits "$B"))"
   elif [ -f "$A" ] && [ -f "$B" ]; then
-    $PY -m crapnet_core.cli compare "$A" "$B" --out "$R/compare/${a}_vs_${b#*_setting?_}" >/dev/null && echo "compared $a vs $b"
+    $PY -m crapnet_core.cli compare "$A" "$B" --out "$R/compare/${a}_vs_${b#*_setting?_}" >/dev/null &&
+      echo "compared $a vs $b (${A#$R/} vs ${B#$R/})"
   else
     echo "skipped $a vs $b (summary missing)"
   fi

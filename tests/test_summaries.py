@@ -25,12 +25,31 @@ def test_variants_are_recognised_and_left_out_by_default(tmp_path):
     _write(tmp_path, "chaos_setting1_alpnet-carafe_lite", "alpnet", ["model.prototypes=carafe"], mean=0.49)
     _write(tmp_path, "chaos_setting1_crapnet-aligned_lite", "crapnet", variant="crapnet-aligned", mean=0.43)
     _write(tmp_path, "chaos_setting1_crapnet_lite", "crapnet", mean=0.44)
+    # Tables 3-4 points: one written by code that stored the bare method as its variant
+    _write(tmp_path, "chaos_setting1_crapnet-blocks7_lite", "crapnet", ["model.n_blocks=7"], variant="crapnet", mean=0.37)
+    _write(tmp_path, "chaos_setting1_crapnet-onebranch_lite", "crapnet", ["train.threads=1", "model.branches=1"], mean=0.41)
     main = figures.load_summaries(tmp_path, profile="lite")
     assert sorted(s["variant"] for s in main) == ["alpnet", "crapnet"]
     every = figures.load_summaries(tmp_path, profile="lite", variants=True)
-    assert sorted(s["variant"] for s in every) == ["alpnet", "alpnet-att", "alpnet-carafe", "crapnet", "crapnet-aligned"]
+    assert sorted(s["variant"] for s in every) == ["alpnet", "alpnet-att", "alpnet-carafe", "crapnet", "crapnet-aligned",
+                                                            "crapnet-blocks7", "crapnet-onebranch"]
     text = findings.findings_md(tmp_path, "results.md")
-    # one number per method, std over the (equal) folds (the variants' 39.0 / 49.0 / 43.0 never appear), best first
+    # one number per method, std over the (equal) folds (the variants' 39.0 / 49.0 / 43.0 / 37.0 / 41.0 never
+    # appear: an ablation point averaged into the CRAPNet row would be a wrong number), best first
     assert "SSL-ALPNet [45.0 ± 0.0](results.md) (paper 78.84); CRAPNet [44.0 ± 0.0](results.md)" in text
-    for value in ("39.0", "49.0", "43.0"):
+    for value in ("39.0", "49.0", "43.0", "37.0", "41.0"):
         assert value not in text
+
+
+def test_variant_names_mark_every_ablation_axis():
+    from crapnet_core.models.config import ModelConfig
+
+    assert ModelConfig(method="crapnet").variant_name() == "crapnet"
+    assert ModelConfig(method="crapnet", n_blocks=7).variant_name() == "crapnet-blocks7"
+    assert ModelConfig(method="crapnet", branches=1).variant_name() == "crapnet-onebranch"
+    assert ModelConfig(method="alpnet", attention="on", n_blocks=1).variant_name() == "alpnet-att-blocks1"
+    # without attention the block count changes nothing: not a variant
+    assert ModelConfig(method="alpnet", n_blocks=7).variant_name() == "alpnet"
+    assert figures.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=12"]}) == "crapnet-blocks12"
+    assert figures.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=5"]}) == "crapnet"
+    assert figures.summary_variant({"method": "crapnet", "variant": "crapnet-aligned", "overrides": []}) == "crapnet-aligned"

@@ -31,6 +31,7 @@ from ..io import write_json, write_text
 from ..published import PUBLISHED_METHOD_KEYS, published_dice
 from .evaluation import read_metrics  # noqa: F401 (re-exported for the notebooks)
 from .experiment import ORGANS, ExperimentConfig, make_config
+from ..models.config import summary_variant
 from .metrics import json_number, nanmean
 from .stats import aggregate_seeds, fold_spread, format_pm, mean_std, per_scan_from_metrics
 
@@ -337,7 +338,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     organs = summary["organs"]
     head = [ORGAN_COLUMNS.get(o, o) for o in organs] + ["Mean"]
     name = PAPER_NAMES.get(summary["method"], summary["method"])
-    variant = summary.get("variant", summary["method"])
+    variant = summary_variant(summary) or summary["method"]
     if variant != summary["method"]:  # a component variant: no paper row to compare with
         name = f"{name} variant `{variant}`"
     ds_label = {"chaos": "Abdominal-MRI (CHAOS T2-SPIR)", "sabs": "Abdominal-CT (Synapse/BTCV)"}.get(

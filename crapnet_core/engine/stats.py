@@ -37,6 +37,7 @@ import numpy as np
 from ..facts import METHOD_LABELS
 from ..facts import ORGAN_SHORT as _ORGAN_SHORT
 from ..facts import ORGANS as ORGAN_ORDER  # the paper's column order
+from ..models.config import summary_variant
 
 #: Fewest paired values for a difference to count as resolved (see the module docstring).
 MIN_RESOLVE_N = 10
@@ -310,9 +311,18 @@ def paired_comparison(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapp
 
 
 def _label(summary: Mapping[str, Any]) -> str:
-    name = METHOD_LABELS.get(summary.get("method"), summary.get("method") or "?")
+    """E.g. ``CRAPNet variant crapnet-blocks7 (chaos, setting 1, lite, seed 0)``: the method, the
+    model variant when it is not the method's own (ablation points and decomposition rows share
+    the method's label otherwise), and the training seed(s) (one seed: from a ``seed<k>/`` folder)."""
+    method = summary.get("method")
+    name = METHOD_LABELS.get(method, method or "?")
+    variant = summary_variant(summary)
+    if variant and variant != method:
+        name += f" variant {variant}"
     seeds = summary.get("seeds")
-    extra = f", seeds {','.join(map(str, seeds))}" if seeds else ""
+    folder = Path(str(summary.get("_path", ""))).parent.name
+    extra = (f", seeds {','.join(map(str, seeds))}" if seeds
+             else f", seed {folder[4:]}" if folder[:4] == "seed" and folder[4:].isdigit() else "")
     return f"{name} ({summary.get('dataset')}, setting {summary.get('setting')}, {summary.get('profile')}{extra})"
 
 

@@ -7,8 +7,9 @@ settings and defines the profiles ``smoke``, ``lite`` and ``paper``).
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Mapping
 
 from ..facts import METHODS, METHODS_REGISTRY  # the method registry
 
@@ -18,6 +19,8 @@ from ..facts import METHODS, METHODS_REGISTRY  # the method registry
 METHOD_COMPONENTS = {name: (m.attention, m.prototypes) for name, m in METHODS_REGISTRY.items()}
 PROTOTYPE_KINDS = ("carafe", "avgpool", "global")
 CARAFE_WINDOWS = ("centred", "aligned")
+#: The paper's attention: 5 blocks per branch, two branches (Sec. 4.4, Tables 3-4).
+DEFAULT_BLOCKS, DEFAULT_BRANCHES = 5, 2
 
 
 @dataclass
@@ -71,8 +74,8 @@ class ModelConfig:
     encoder: str = "deeplabv3_resnet101"
     pretrained: bool = False
     feature_dim: int = 256
-    n_blocks: int = 5
-    branches: int = 2
+    n_blocks: int = DEFAULT_BLOCKS
+    branches: int = DEFAULT_BRANCHES
     attention_dim: int = 64
     carafe_factor: int = 4
     carafe_kernel: int = 5
@@ -119,7 +122,12 @@ class ModelConfig:
 
     def variant_name(self) -> str:
         """The method, plus the component switches that differ from its preset, e.g. ``crapnet``,
-        ``alpnet-att`` (+ attention), ``alpnet-carafe`` (+ CARAFE++ prototypes), ``crapnet-aligned``."""
+        ``alpnet-att`` (+ attention), ``alpnet-carafe`` (+ CARAFE++ prototypes), ``crapnet-aligned``,
+        and the ablation points of Tables 3-4 when the attention runs: ``crapnet-blocks7``
+        (``n_blocks`` other than the paper's 5), ``crapnet-onebranch`` (``branches=1``).
+
+        Any name other than the bare method marks a variant, which the Tables 1-2 analogues and the
+        findings leave out (``crapnet_core.report.figures.load_summaries``)."""
         default_att, default_kind = METHOD_COMPONENTS.get(self.method, (False, None))
         parts = [self.method]
         if self.uses_attention != default_att:
@@ -128,6 +136,10 @@ class ModelConfig:
             parts.append(str(self.prototype_kind))
         if self.prototype_kind == "carafe" and self.carafe_window != "centred":
             parts.append(self.carafe_window)
+        if self.uses_attention and int(self.n_blocks) != DEFAULT_BLOCKS:
+            parts.append(f"blocks{int(self.n_blocks)}")
+        if self.uses_attention and int(self.branches) != DEFAULT_BRANCHES:
+            parts.append("onebranch")
         return "-".join(parts)
 
     @property
@@ -174,4 +186,40 @@ def dataclass_from_dict(cls, data: dict[str, Any]):
     return cls(**data)
 
 
-__all__ = ["METHODS", "METHOD_COMPONENTS", "PROTOTYPE_KINDS", "CARAFE_WINDOWS", "ModelConfig", "LossConfig", "dataclass_from_dict", "asdict", "field"]
+__all__ = ["METHODS", "METHOD_COMPONENTS", "PROTOTYPE_KINDS", "CARAFE_WINDOWS", "ModelConfig", "LossConfig", "dataclass_from_dict", "asdict", "field",
+           "summary_variant"]
+
+
+def summary_variant(summary: Mapping[str, Any]) -> str | None:
+    """The model variant of a summary (``ModelConfig.variant_name``: ``crapnet``, ``alpnet-att``,
+    ``crapnet-blocks7``, ``crapnet-onebranch``...).
+
+    Two sources: the ``variant`` field the run wrote, and the name re-derived from the ``model.*``
+    entries of its ``overrides``. A name other than the bare method wins (the stored one when both
+    are), so a summary whose code predates a variant axis (e.g. an ablation over ``model.n_blocks``
+    run before the block count entered the name, which stored ``crapnet``) is still recognised as a
+    variant; None when neither source says.
+    """
+    method = summary.get("method")
+    stored = str(summary["variant"]) if summary.get("variant") else None
+    derived = None
+    if method:
+        hints = typing.get_type_hints(ModelConfig)
+        given = {}
+        for item in summary.get("overrides") or ():
+            key, _, value = str(item).partition("=")
+            name, value = key.strip()[6:], value.strip()
+            if not key.strip().startswith("model.") or name not in hints or name == "method":
+                continue
+            kind = hints[name]
+            given[name] = (value.lower() in ("1", "true", "yes", "on") if kind is bool
+                            else kind(value) if kind in (int, float) else value)
+        try:
+            derived = ModelConfig(method=method, **given).variant_name()
+        except (TypeError, ValueError):
+            derived = None
+    if stored and stored != method:
+        return stored
+    if derived and derived != method:
+        return derived
+    return stored or derived

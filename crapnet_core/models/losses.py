@@ -59,16 +59,13 @@ def _class_weights(cfg: LossConfig, device: torch.device) -> torch.Tensor:
     return torch.tensor([cfg.background_weight, cfg.foreground_weight], dtype=torch.float32, device=device)
 
 
-def episode_loss(
-    model: FewShotSegmenter, batch: dict, cfg: LossConfig | None = None
-) -> dict[str, torch.Tensor]:
-    """Eq. 20 on a batch of episodes -> dict(total, seg, align) (scalar tensors; total has grad).
+def episode_tensors(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
+    """The checked tensors of a batch of episodes, on the model's device, for every method's loss.
 
-    batch: dict with ``support_image`` (B, 3, H, W), ``support_mask`` (B, H, W) {0, 1},
-    ``query_image`` (B, 3, H, W), ``query_mask`` (B, H, W) {0, 1} (other keys are ignored).
-    Tensors are moved to the model's device.
+    Returns (support_image (B, 3, H, W), support_mask (B, H, W), query_image (B, 3, H, W),
+    query_mask (B, H, W)). KeyError names the missing keys; ValueError when the query mask's shape
+    does not match the query image.
     """
-    cfg = cfg if cfg is not None else LossConfig()
     missing = [k for k in BATCH_KEYS if k not in batch]
     if missing:
         raise KeyError(f"episode_loss: batch lacks {', '.join(missing)} (has {', '.join(map(str, batch))})")
@@ -79,6 +76,20 @@ def episode_loss(
             f"episode_loss: query_mask has shape {tuple(qry_mask.shape)}, expected "
             f"{(qry_img.shape[0], *qry_img.shape[-2:])} matching query_image"
         )
+    return sup_img, sup_mask, qry_img, qry_mask
+
+
+def episode_loss(
+    model: FewShotSegmenter, batch: dict, cfg: LossConfig | None = None
+) -> dict[str, torch.Tensor]:
+    """Eq. 20 on a batch of episodes -> dict(total, seg, align) (scalar tensors; total has grad).
+
+    batch: dict with ``support_image`` (B, 3, H, W), ``support_mask`` (B, H, W) {0, 1},
+    ``query_image`` (B, 3, H, W), ``query_mask`` (B, H, W) {0, 1} (other keys are ignored).
+    Tensors are moved to the model's device.
+    """
+    cfg = cfg if cfg is not None else LossConfig()
+    sup_img, sup_mask, qry_img, qry_mask = episode_tensors(model, batch)
     out = model(sup_img, sup_mask, qry_img)
     seg = weighted_cross_entropy(out.logits, qry_mask, _class_weights(cfg, out.logits.device), cfg.reduction)
     if cfg.align_weight > 0:
@@ -89,4 +100,4 @@ def episode_loss(
     return {"total": total, "seg": seg, "align": align}
 
 
-__all__ = ["episode_loss", "alignment_loss", "weighted_cross_entropy", "IGNORE_INDEX"]
+__all__ = ["episode_loss", "episode_tensors", "alignment_loss", "weighted_cross_entropy", "IGNORE_INDEX"]

@@ -137,27 +137,10 @@ def per_scan_frame(metrics: Mapping[str, Any]):
 
 
 def summary_variant(summary: Mapping[str, Any]) -> str | None:
-    """The model variant of a summary (``ModelConfig.variant_name``: ``crapnet``, ``alpnet-att``...).
+    """The model variant of a summary: :func:`crapnet_core.models.config.summary_variant`."""
+    from ..models.config import summary_variant as variant
 
-    From its ``variant`` field, else from the ``model.*`` entries of its ``overrides`` (summaries
-    written before the field existed); None when neither says.
-    """
-    if summary.get("variant"):
-        return str(summary["variant"])
-    method = summary.get("method")
-    if not method:
-        return None
-    from ..models.config import ModelConfig
-
-    fields = {}
-    for item in summary.get("overrides") or ():
-        key, _, value = str(item).partition("=")
-        if key.startswith("model.") and key[6:] in ("attention", "prototypes", "carafe_window"):
-            fields[key[6:]] = value.strip()
-    try:
-        return ModelConfig(method=method, **fields).variant_name()
-    except (TypeError, ValueError):
-        return None
+    return variant(summary)
 
 
 def load_summaries(results_dir: str | os.PathLike, profile: str | None = None,

@@ -148,18 +148,10 @@ def alignment_loss(model: AnomalySegmenter, out: SegmenterOutput) -> torch.Tenso
 
 
 def _forward_batch(model, batch: dict):
-    from crapnet_core.models.losses import BATCH_KEYS
+    """(model output, query mask) of a batch of episodes (checked by ``losses.episode_tensors``)."""
+    from crapnet_core.models.losses import episode_tensors
 
-    missing = [k for k in BATCH_KEYS if k not in batch]
-    if missing:
-        raise KeyError(f"episode_loss: batch lacks {', '.join(missing)} (has {', '.join(map(str, batch))})")
-    device = next(model.parameters()).device
-    sup_img, sup_mask, qry_img, qry_mask = (batch[k].to(device, non_blocking=True) for k in BATCH_KEYS)
-    if qry_mask.shape != (qry_img.shape[0], *qry_img.shape[-2:]):
-        raise ValueError(
-            f"episode_loss: query_mask has shape {tuple(qry_mask.shape)}, expected "
-            f"{(qry_img.shape[0], *qry_img.shape[-2:])} matching query_image"
-        )
+    sup_img, sup_mask, qry_img, qry_mask = episode_tensors(model, batch)
     return model(sup_img, sup_mask, qry_img), qry_mask
 
 
