@@ -23,7 +23,8 @@ RUNS=${RUNS:-$ROOT/runs/study}
 WORKERS=${WORKERS:-2}
 mkdir -p "$RUNS"
 CV="$PY -m crapnet_core.cli cross-validate --profile lite --set train.threads=1 --no-progress"
-# name | command (paths relative to the checkout); order = priority
+# name | command (paths relative to the checkout); order = priority: issue 8, then Tables 3-4, the paper's rows
+# (ALPNet-init, supervised ALPNet, SSL-RPNet setting 1), the later methods, and SSL-RPNet setting 2 (no paper row) last
 QUEUE=$(cat <<Q
 chaos_setting1_crapnet_lite|$CV --dataset chaos --setting 1 --method crapnet --out RUNS/chaos_setting1_crapnet_lite
 chaos_setting1_alpnet_lite|$CV --dataset chaos --setting 1 --method alpnet --out RUNS/chaos_setting1_alpnet_lite
@@ -64,6 +65,12 @@ chaos_setting1_alpnet_init_lite|$CV --dataset chaos --setting 1 --method alpnet_
 chaos_setting2_alpnet_init_lite|$CV --dataset chaos --setting 2 --method alpnet_init --out RUNS/chaos_setting2_alpnet_init_lite
 sabs_setting1_alpnet_init_lite|$CV --dataset sabs --setting 1 --method alpnet_init --out RUNS/sabs_setting1_alpnet_init_lite
 sabs_setting2_alpnet_init_lite|$CV --dataset sabs --setting 2 --method alpnet_init --out RUNS/sabs_setting2_alpnet_init_lite
+chaos_setting1_alpnet_sup_lite|$CV --dataset chaos --setting 1 --method alpnet_sup --out RUNS/chaos_setting1_alpnet_sup_lite
+chaos_setting2_alpnet_sup_lite|$CV --dataset chaos --setting 2 --method alpnet_sup --out RUNS/chaos_setting2_alpnet_sup_lite
+sabs_setting1_alpnet_sup_lite|$CV --dataset sabs --setting 1 --method alpnet_sup --out RUNS/sabs_setting1_alpnet_sup_lite
+sabs_setting2_alpnet_sup_lite|$CV --dataset sabs --setting 2 --method alpnet_sup --out RUNS/sabs_setting2_alpnet_sup_lite
+chaos_setting1_rpnet_lite|$CV --dataset chaos --setting 1 --method rpnet --out RUNS/chaos_setting1_rpnet_lite
+sabs_setting1_rpnet_lite|$CV --dataset sabs --setting 1 --method rpnet --out RUNS/sabs_setting1_rpnet_lite
 chaos_setting1_adnet_lite|$CV --dataset chaos --setting 1 --method adnet --out RUNS/chaos_setting1_adnet_lite
 chaos_setting2_adnet_lite|$CV --dataset chaos --setting 2 --method adnet --out RUNS/chaos_setting2_adnet_lite
 sabs_setting1_adnet_lite|$CV --dataset sabs --setting 1 --method adnet --out RUNS/sabs_setting1_adnet_lite
@@ -72,13 +79,7 @@ chaos_setting1_qnet_lite|$CV --dataset chaos --setting 1 --method qnet --out RUN
 chaos_setting2_qnet_lite|$CV --dataset chaos --setting 2 --method qnet --out RUNS/chaos_setting2_qnet_lite
 sabs_setting1_qnet_lite|$CV --dataset sabs --setting 1 --method qnet --out RUNS/sabs_setting1_qnet_lite
 sabs_setting2_qnet_lite|$CV --dataset sabs --setting 2 --method qnet --out RUNS/sabs_setting2_qnet_lite
-chaos_setting1_alpnet_sup_lite|$CV --dataset chaos --setting 1 --method alpnet_sup --out RUNS/chaos_setting1_alpnet_sup_lite
-chaos_setting2_alpnet_sup_lite|$CV --dataset chaos --setting 2 --method alpnet_sup --out RUNS/chaos_setting2_alpnet_sup_lite
-sabs_setting1_alpnet_sup_lite|$CV --dataset sabs --setting 1 --method alpnet_sup --out RUNS/sabs_setting1_alpnet_sup_lite
-sabs_setting2_alpnet_sup_lite|$CV --dataset sabs --setting 2 --method alpnet_sup --out RUNS/sabs_setting2_alpnet_sup_lite
-chaos_setting1_rpnet_lite|$CV --dataset chaos --setting 1 --method rpnet --out RUNS/chaos_setting1_rpnet_lite
 chaos_setting2_rpnet_lite|$CV --dataset chaos --setting 2 --method rpnet --out RUNS/chaos_setting2_rpnet_lite
-sabs_setting1_rpnet_lite|$CV --dataset sabs --setting 1 --method rpnet --out RUNS/sabs_setting1_rpnet_lite
 sabs_setting2_rpnet_lite|$CV --dataset sabs --setting 2 --method rpnet --out RUNS/sabs_setting2_rpnet_lite
 Q
 )

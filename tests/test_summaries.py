@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from crapnet_core.report import figures, findings
 
 
@@ -53,3 +55,47 @@ def test_variant_names_mark_every_ablation_axis():
     assert figures.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=12"]}) == "crapnet-blocks12"
     assert figures.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=5"]}) == "crapnet"
     assert figures.summary_variant({"method": "crapnet", "variant": "crapnet-aligned", "overrides": []}) == "crapnet-aligned"
+
+
+def test_every_registry_method_sits_under_its_published_row_and_in_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    for method, mean in (("crapnet", 0.40), ("alpnet_sup", 0.30), ("alpnet_init", 0.10), ("rpnet", 0.33), ("adnet", 0.35)):
+        _write(tmp_path, f"chaos_setting1_{method}_lite", method, mean=mean)
+    ours = figures.summary_frame(figures.load_summaries(tmp_path, profile="lite")).assign(source="ours")
+    table = figures.comparison_table(ours, 1, "chaos")
+    rows = list(table.index)
+    # the supervised ALPNet (ours) right under the paper's ALPNet row, SSL-RPNet likewise; ADNet (no paper row) last
+    assert rows.index(("ALPNet", "ours")) == rows.index(("ALPNet", "published")) + 1
+    assert rows.index(("SSL-RPNet", "ours")) == rows.index(("SSL-RPNet", "published")) + 1
+    assert rows[-1] == ("ADNet", "ours") and table.loc[("ALPNet", "ours"), "Mean"] == 30.0
+    fig = figures.comparison_figure(ours, fig=Figure())
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["ALPNet-init", "ALPNet", "SSL-PANet", "SSL-ALPNet", "SSL-RPNet", "CRAPNet", "ADNet"]
+
+
+def test_one_seed_of_each_table_and_the_decomposition_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    _write(tmp_path, "chaos_setting1_alpnet_lite", "alpnet", mean=0.45)  # aggregate over seeds 0, 1
+    _write(tmp_path / "chaos_setting1_alpnet_lite", "seed0", "alpnet", mean=0.47)
+    _write(tmp_path / "chaos_setting1_alpnet_lite", "seed1", "alpnet", mean=0.43)
+    _write(tmp_path, "chaos_setting1_alpnet-attention_lite", "alpnet", ["model.attention=on"], mean=0.39)  # one seed
+    _write(tmp_path, "chaos_setting1_panet_lite", "panet", mean=0.41)
+    _write(tmp_path / "chaos_setting1_panet_lite", "seed2", "panet", mean=0.40)  # no seed 0: left out
+    seed0 = {s["variant"]: s for s in figures.load_summaries(tmp_path, "lite", variants=True, seed=0)}
+    assert sorted(seed0) == ["alpnet", "alpnet-att"]
+    assert seed0["alpnet"]["mean"]["dice"]["mean"] == 0.47
+    fig = figures.decomposition_figure(list(seed0.values()), fig=Figure())
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["SSL-ALPNet", "SSL-ALPNet\n+ attention"]
+    heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches if p.get_height() > 0)
+    assert heights == [39.0, 47.0]  # bars: the mean over folds, 0-100
+    with pytest.raises(ValueError, match="no decomposition summary"):
+        figures.decomposition_figure(list(seed0.values()), setting=2)

@@ -60,7 +60,13 @@ def set_style(dpi: int = 90) -> None:
     })
 
 # --------------------------------------------------------------------------- published
-_PAPER_TO_KEY = {v: k for k, v in PUBLISHED_METHOD_KEYS.items()}
+#: The paper's row name -> our method key: every registry method is labelled with its row name
+#: (ALPNet-init, ALPNet = supervised, SSL-RPNet ...), so each published row finds its method.
+_PAPER_TO_KEY = {label: key for key, label in METHOD_LABELS.items()}
+#: Row order of the Tables 1-2 analogues and bar order of the comparison figure: the paper's
+#: tables, then the methods that came after it (registry order).
+_PAPER_ORDER = ("alpnet_init", "alpnet_sup", "panet", "alpnet", "rpnet", "crapnet")
+METHOD_ORDER = (*[k for k in _PAPER_ORDER if k in METHOD_LABELS], *[k for k in METHOD_LABELS if k not in _PAPER_ORDER])
 
 
 def published_frame(table: int):
@@ -144,7 +150,7 @@ def summary_variant(summary: Mapping[str, Any]) -> str | None:
 
 
 def load_summaries(results_dir: str | os.PathLike, profile: str | None = None,
-                   variants: bool = False) -> list[dict[str, Any]]:
+                   variants: bool = False, seed: int | None = None) -> list[dict[str, Any]]:
     """Cross-validation summaries committed under ``results_dir`` (``*/summary.json``).
 
     Each summary is returned as read, with ``_path`` and ``variant`` (:func:`summary_variant`)
@@ -152,12 +158,22 @@ def load_summaries(results_dir: str | os.PathLike, profile: str | None = None,
     ``profile`` field equals it. Component variants (the decomposition rows, e.g. SSL-ALPNet +
     attention) are left out unless ``variants``: the Tables 1-2 analogues and the findings
     compare the methods as published, one row per method.
+
+    ``seed``: one training seed instead of the aggregate over seeds: ``<folder>/seed<k>/summary.json``
+    where the folder has it; a table that was run with one seed only (no ``seed*/`` folders or only
+    ``seed<k>/``) is read as it is; a table with other seeds only is left out.
     """
     out = []
     root = Path(results_dir)
     if not root.is_dir():
         return out
     for path in sorted(root.glob("*/summary.json")):
+        if seed is not None:
+            seeds = sorted(p.name for p in path.parent.glob("seed*") if (p / "summary.json").is_file())
+            if f"seed{seed}" in seeds:
+                path = path.parent / f"seed{seed}" / "summary.json"
+            elif seeds:
+                continue
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
@@ -286,7 +302,7 @@ def comparison_table(ours, table: int, dataset: str, reference: str | None = Non
     both = both.assign(organ=both["organ"].map(lambda o: ORGAN_SHORT.get(o, "Mean" if o == "mean" else o)))
     wide = both.pivot_table(index=["method", "source"], columns="organ", values="dice", aggfunc="mean")
     wide = wide[[c for c in [*ORGAN_SHORT.values(), "Mean"] if c in wide.columns]]
-    method_order = ["ALPNet-init", "ALPNet", "SSL-PANet", "SSL-ALPNet", "SSL-RPNet", "CRAPNet"]
+    method_order = [METHOD_LABELS[k] for k in METHOD_ORDER]
     wide = wide.reindex(sorted(wide.index, key=lambda i: (method_order.index(i[0]) if i[0] in method_order else 99,
                                                           not str(i[1]).startswith("published"), str(i[1]))))
     wide.columns.name = None
@@ -790,6 +806,57 @@ def plot_organ_panels(frame, x: str = "method", hue: str = "source", title: str 
     return fig
 
 
+#: The component decomposition (issue 8 section 4): model variant -> its row label, in the order of the
+#: book's table (SSL-ALPNet, + attention, + CARAFE++ prototypes, both = CRAPNet, CRAPNet aligned window).
+DECOMPOSITION = {"alpnet": "SSL-ALPNet", "alpnet-att": "SSL-ALPNet\n+ attention", "alpnet-carafe": "SSL-ALPNet\n+ CARAFE++",
+                 "crapnet": "CRAPNet", "crapnet-aligned": "CRAPNet,\naligned window"}
+
+
+def decomposition_figure(summaries: Iterable[Mapping[str, Any]], dataset: str = "chaos", setting: int = 1,
+                         fig=None, size: tuple[float, float] = (7.0, 3.6)):
+    """Mean Dice over organs of each decomposition row, one point per fold joined across the rows.
+
+    ``summaries``: e.g. :func:`load_summaries` ``(results, "lite", variants=True, seed=0)``; those of
+    ``dataset`` / ``setting`` whose variant is in :data:`DECOMPOSITION` are drawn (bars: mean over
+    folds, error bars: standard deviation over folds, ddof=1; Dice 0-100). ValueError when none is.
+    Returns the figure.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    rows = []
+    for s in summaries:
+        variant = s.get("variant") or summary_variant(s)
+        if s.get("dataset") != dataset or int(s.get("setting", 0)) != setting or variant not in DECOMPOSITION:
+            continue
+        for fold, entry in (s.get("per_fold") or {}).items():
+            value = (entry.get("dice") or {}).get("mean")
+            if value is not None:
+                rows.append({"row": DECOMPOSITION[variant], "fold": str(fold), "dice": 100 * float(value)})
+    if not rows:
+        raise ValueError(f"decomposition_figure: no decomposition summary for {dataset} setting {setting}")
+    frame = pd.DataFrame(rows)
+    order = [label for label in DECOMPOSITION.values() if label in set(frame["row"])]
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure()
+    fig.set_size_inches(*size)
+    ax = fig.subplots()
+    sns.barplot(data=frame, x="row", y="dice", order=order, errorbar=("sd", 1), color="0.85", edgecolor="0.4",
+                capsize=0.15, ax=ax)
+    sns.pointplot(data=frame, x="row", y="dice", order=order, hue="fold", palette="colorblind", errorbar=None,
+                  markersize=4, linewidth=0.8, ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylabel("mean Dice over organs (0-100)")
+    ax.set_title(f"{DATASET_LABELS.get(dataset, dataset)}, setting {setting}: bars mean ± std over folds, lines one fold",
+                 fontsize=9)
+    ax.legend(title="fold", fontsize=8, title_fontsize=8, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def comparison_figure(ours, fig=None, size: tuple[float, float] = (3.0, 3.4)):
     """Mean Dice over the four organs per method, ours next to the published (Tables 1-2), one panel per
     (dataset, setting) of ``ours``; every panel of the paper when ``ours`` is empty or None.
@@ -817,7 +884,6 @@ def comparison_figure(ours, fig=None, size: tuple[float, float] = (3.0, 3.4)):
         fig = plt.figure()
     fig.set_size_inches(size[0] * len(panels) + 0.6, size[1])
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    order = [k for k in PUBLISHED_METHOD_KEYS if k in set(pub["method_key"])]
     for i, (ax, (dataset, setting)) in enumerate(zip(axes, panels)):
         ref = dataset if dataset in ("chaos", "sabs") else "chaos"
         p = pub[(pub["dataset"] == ref) & (pub["setting"] == setting)].assign(source="published")
@@ -826,6 +892,7 @@ def comparison_figure(ours, fig=None, size: tuple[float, float] = (3.0, 3.4)):
             frames.append(mine[(mine["dataset"] == dataset) & (mine["setting"] == setting)])
         both = pd.concat(frames, ignore_index=True)
         both["label"] = both["method_key"].map(METHOD_LABELS)
+        order = [k for k in METHOD_ORDER if k in set(both["method_key"])]  # this panel's methods
         sources = list(dict.fromkeys(both["source"]))
         colors = dict(zip(sources, sns.color_palette("colorblind", len(sources))))
         sns.barplot(data=both, x="label", y="dice", hue="source", order=[METHOD_LABELS[k] for k in order],
@@ -961,7 +1028,7 @@ def qualitative_figure(spec, runs: Mapping[str, str | os.PathLike], metrics: Map
 
 
 __all__ = [
-    "set_style", "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "DATASET_LABELS", "PUBLISHED", "PUBLISHED_METHOD_KEYS",
+    "set_style", "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "METHOD_ORDER", "DECOMPOSITION", "decomposition_figure", "DATASET_LABELS", "PUBLISHED", "PUBLISHED_METHOD_KEYS",
     "PUBLISHED_INCONSISTENT",
     "published_frame", "run_frame", "per_scan_frame", "load_summaries", "summaries_provenance", "summary_frame", "cross_validation", "comparison_table", "fold_mean", "styled", "published_notes_md",
     "ablation_table", "provenance_md", "left_out_md", "machine_description", "window", "show_overlay",

@@ -69,7 +69,7 @@ def findings_md(results_dir: str | os.PathLike, results_link: str | None, figure
             parts = []
             for key in ranked.index:
                 std = sub.loc[key, "dice_std"] if "dice_std" in sub else None
-                paper = pub[f"table{setting}"].get(dataset, {}).get(figures.PUBLISHED_METHOD_KEYS.get(key, ""), None)
+                paper = pub[f"table{setting}"].get(dataset, {}).get(figures.METHOD_LABELS.get(key, ""), None)
                 text = f"{figures.METHOD_LABELS.get(key, key)} {link(_fmt(sub.loc[key, 'dice'], std))}"
                 if paper is not None:
                     text += f" (paper {paper[-1]:.2f})"
