@@ -20,7 +20,8 @@ for ds in chaos sabs; do
 done
 # the decomposition (CHAOS setting 1)
 pairs+=("chaos_setting1_alpnet-attention chaos_setting1_alpnet" "chaos_setting1_alpnet-carafe chaos_setting1_alpnet"
-        "chaos_setting1_crapnet chaos_setting1_alpnet-carafe" "chaos_setting1_crapnet-aligned chaos_setting1_crapnet")
+        "chaos_setting1_crapnet chaos_setting1_alpnet-carafe" "chaos_setting1_crapnet-aligned chaos_setting1_crapnet"
+        "chaos_setting1_crapnet chaos_setting1_alpnet seed0")  # third word: seed 0 of both (-> ..._seed0.json)
 # Tables 3-4 over five folds: every ablation point against the 5-block two-branch model
 for v in blocks1 blocks7 blocks9 blocks12 blocks15 onebranch; do
   pairs+=("chaos_setting1_crapnet-$v chaos_setting1_crapnet")
@@ -34,12 +35,13 @@ commits() { cat "$(dirname "$1")"/run_info.json "$(dirname "$1")"/seed*/run_info
             grep -o '"commit": "[0-9a-f]*"' | sort -u | tr '\n' ' '; }
 mkdir -p $R/compare
 for pair in "${pairs[@]}"; do
-  read -r a b <<< "$pair"
-  A=$(summary_of "$a" "$b") B=$(summary_of "$b" "$a")
+  read -r a b only <<< "$pair"
+  A=$(summary_of "$a" "$b") B=$(summary_of "$b" "$a") out="$R/compare/${a}_vs_${b#*_setting?_}"
+  if [ "${only:-}" = seed0 ]; then A=$R/${a}_lite/seed0/summary.json B=$R/${b}_lite/seed0/summary.json out=${out}_seed0; fi
   if [ -f "$A" ] && [ -f "$B" ] && [ "$(commits "$A")" != "$(commits "$B")" ]; then
     echo "skipped $a vs $b (run at different commits: $(commits "$A")/ $(commits "$B"))"
   elif [ -f "$A" ] && [ -f "$B" ]; then
-    $PY -m crapnet_core.cli compare "$A" "$B" --out "$R/compare/${a}_vs_${b#*_setting?_}" >/dev/null &&
+    $PY -m crapnet_core.cli compare "$A" "$B" --out "$out" >/dev/null &&
       echo "compared $a vs $b (${A#$R/} vs ${B#$R/})"
   else
     echo "skipped $a vs $b (summary missing)"
