@@ -174,9 +174,9 @@ def book_blocks() -> dict[str, str]:
              "|---|---|---|---|---|"]
     for m, att, protos, ref in rows:
         s = _seed0(f"chaos_setting1_{m}", root)  # seed 0 of every row, as the paired tests (compare_all.sh)
-        # the paired tests of seed 0 against seed 0 (compare_all.sh; CRAPNet vs SSL-ALPNet: the _seed0 file)
+        # the paired tests of seed 0 against seed 0 (compare_all.sh: the _seed0 files)
         name = f"chaos_setting1_{m}"
-        paired = "–" if ref is None else f"{_paired_cell(name, f'chaos_setting1_{ref}' + ('_seed0' if m == 'crapnet' else ''), root)} ({NAMES[ref]})"
+        paired = "–" if ref is None else f"{_paired_cell(name, f'chaos_setting1_{ref}_seed0', root)} ({NAMES[ref]})"
         lines.append(f"| {NAMES[m]} | {att} | {protos} | {_dice_cell(s)} | {paired} |")
     blocks["decomposition"] = "\n".join(lines) + "\n"
     curves = {m: HERE / f"budget_chaos_setting1_f0_{m}" / "budget.json" for m in ("crapnet", "alpnet")}
@@ -227,9 +227,9 @@ def ablation_blocks(root: Path = HERE) -> dict[str, str]:
         for v in points:
             default = v == (5 if axis == "blocks" else 2)
             name = "chaos_setting1_crapnet" + ("" if default else f"-blocks{v}" if axis == "blocks" else "-onebranch")
-            s = base if default else _summary(name, root)
+            s = base if default else _seed0(name, root)
             paper = PUBLISHED[key][v][-1]
-            paired = "reference" if default else _paired_cell(name, "chaos_setting1_crapnet", root)
+            paired = "reference" if default else _paired_cell(name, "chaos_setting1_crapnet_seed0", root)
             lines.append(f"| {v}{' (paper)' if default else ''} | " + " | ".join(_organ_cells(s))
                          + f" | {paper:.2f} | {paired} |")
         lines += ["", f"Dice 0-100, mean ± standard deviation over the five folds of CHAOS MRI setting 1, `lite`, "
@@ -247,8 +247,10 @@ ALL_METHODS = ("alpnet_init", "alpnet_sup", "panet", "alpnet", "rpnet", "crapnet
 
 def method_blocks(root: Path = HERE) -> dict[str, str]:
     """Every method of the registry on both datasets (one table per setting): mean Dice ± std over folds
-    (seed 0; with the spread over seeds where a table has several), the paper's mean where it has the
-    row, and the paired per-scan difference from CRAPNet (results/compare/)."""
+    (the seed aggregate, with the spread over seeds, where a table has several seeds), the paper's mean
+    where it has the row, and the paired per-scan difference from CRAPNet (results/compare/, made by
+    compare_all.sh: on the seed aggregates when both tables have the same seeds, else on seed 0 of
+    both, as the page says)."""
     from crapnet_core.facts import METHOD_LABELS  # the paper's row names
     from crapnet_core.published import PUBLISHED
 

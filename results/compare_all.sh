@@ -19,14 +19,15 @@ for ds in chaos sabs; do
   done
 done
 # the decomposition (CHAOS setting 1)
-pairs+=("chaos_setting1_alpnet-attention chaos_setting1_alpnet" "chaos_setting1_alpnet-carafe chaos_setting1_alpnet"
-        "chaos_setting1_crapnet chaos_setting1_alpnet-carafe" "chaos_setting1_crapnet-aligned chaos_setting1_crapnet"
-        "chaos_setting1_crapnet chaos_setting1_alpnet seed0")  # third word: seed 0 of both (-> ..._seed0.json)
+# (third word seed0: seed 0 of both tables, whatever seeds they have, -> <A>_vs_<B>_seed0.json)
+pairs+=("chaos_setting1_alpnet-attention chaos_setting1_alpnet seed0" "chaos_setting1_alpnet-carafe chaos_setting1_alpnet seed0"
+        "chaos_setting1_crapnet chaos_setting1_alpnet-carafe seed0" "chaos_setting1_crapnet-aligned chaos_setting1_crapnet seed0"
+        "chaos_setting1_crapnet chaos_setting1_alpnet seed0")
 # Tables 3-4 over five folds: every ablation point against the 5-block two-branch model
 for v in blocks1 blocks7 blocks9 blocks12 blocks15 onebranch; do
-  pairs+=("chaos_setting1_crapnet-$v chaos_setting1_crapnet")
+  pairs+=("chaos_setting1_crapnet-$v chaos_setting1_crapnet seed0")
 done
-seeds() { (cd "$R/${1}_lite" 2>/dev/null && ls -d seed* 2>/dev/null | tr '\n' ' '); }
+seeds() { (cd "$R/${1}_lite" 2>/dev/null && ls -d seed*/summary.json 2>/dev/null | tr '\n' ' '); }  # finished seeds
 # the summary a pair uses: the seed aggregate when both tables have the same seeds, else seed 0 of each
 # (e.g. a one-seed ablation point against the three-seed 5-block table: same seed, same noise on both sides)
 summary_of() { if [ "$(seeds "$1")" = "$(seeds "$2")" ] || [ ! -d "$R/${1}_lite/seed0" ]; then echo "$R/${1}_lite/summary.json"

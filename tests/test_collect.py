@@ -43,7 +43,7 @@ def test_ablation_rows_use_seed0_of_the_reference_and_their_own_runs(collect, tm
     _summary(tmp_path / "chaos_setting1_crapnet_lite", "crapnet", [0.40, 0.50], seeds=[0, 1, 2])  # aggregate
     _summary(tmp_path / "chaos_setting1_crapnet_lite" / "seed0", "crapnet", [0.42, 0.52])
     _summary(tmp_path / "chaos_setting1_crapnet-blocks7_lite", "crapnet", [0.30, 0.34], ["model.n_blocks=7"])
-    _compare(tmp_path, "chaos_setting1_crapnet-blocks7_vs_crapnet", -0.15, -0.2, -0.1, True)
+    _compare(tmp_path, "chaos_setting1_crapnet-blocks7_vs_crapnet_seed0", -0.15, -0.2, -0.1, True)
     t3 = collect.ablation_blocks(tmp_path)["table3"]
     rows = {line.split(" | ")[0].strip("| "): line for line in t3.splitlines() if line.startswith("| ")}
     assert "47.00 ± 7.07" in rows["5 (paper)"]  # seed 0 (0.42, 0.52), not the seed aggregate (0.45)

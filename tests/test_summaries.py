@@ -55,6 +55,13 @@ def test_variant_names_mark_every_ablation_axis():
     assert figures.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=12"]}) == "crapnet-blocks12"
     assert figures.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=5"]}) == "crapnet"
     assert figures.summary_variant({"method": "crapnet", "variant": "crapnet-aligned", "overrides": []}) == "crapnet-aligned"
+    # values read back as `--set` parsed them (7.0 and 1e1 are integers there), never a crash
+    assert figures.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=7.0"]}) == "crapnet-blocks7"
+    assert figures.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=1e1"]}) == "crapnet-blocks10"
+    assert figures.summary_variant({"method": "crapnet", "variant": "crapnet", "overrides": ["model.n_blocks=x"]}) == "crapnet"
+    # an axis the run's code did not name yet extends the stored variant
+    old = {"method": "crapnet", "variant": "crapnet-aligned", "overrides": ["model.carafe_window=aligned", "model.n_blocks=7"]}
+    assert figures.summary_variant(old) == "crapnet-aligned-blocks7"
 
 
 def test_every_registry_method_sits_under_its_published_row_and_in_the_figure(tmp_path):

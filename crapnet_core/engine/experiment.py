@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 from ..facts import METHODS, ORGANS, PROFILES, SETTING2_GROUPS  # study facts (Sec. 4.2; Tables 1-2 organ order)
 from ..io import write_json
-from ..models.config import LossConfig, ModelConfig, dataclass_from_dict
+from ..models.config import LossConfig, ModelConfig, convert_value, dataclass_from_dict
 from ..models.prototype_grid import check_geometry, prototype_geometry
 #: Short names for the setting-2 groups (used in run folder names and on the command line).
 GROUP_NAMES = {"kidneys": SETTING2_GROUPS[0], "liver_spleen": SETTING2_GROUPS[1]}
@@ -475,52 +475,8 @@ def make_config(
 
 
 # ---------------------------------------------------------------------- overrides
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n"}
-
-
-def _convert(text: str, annotation: Any, where: str) -> Any:
-    """Convert the string ``text`` to the type ``annotation`` of field ``where``."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if type(None) in args and text.strip().lower() in ("none", "null", ""):
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(text, inner[0], where)
-    if annotation is bool:
-        low = text.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError(f"{where}: {text!r} is not a boolean (use true/false)")
-    if annotation is int:
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            number = float(text)
-        except ValueError:
-            number = float("nan")
-        if number == number and number.is_integer():
-            return int(number)  # "1e5" -> 100000
-        raise ValueError(f"{where}: {text!r} is not an integer")
-    if annotation is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{where}: {text!r} is not a number") from None
-    if origin in (tuple, list):
-        text = text.strip()
-        if text.startswith("["):
-            items = json.loads(text)
-        else:
-            items = [t.strip() for t in text.split(",") if t.strip()]
-        inner = args[0] if args else str
-        return tuple(_convert(str(i), inner, where) for i in items)
-    return text
+# the one converter of "section.field=value" strings (in models.config: summaries are read with it too)
+_convert = convert_value
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:

@@ -7,6 +7,7 @@ settings and defines the profiles ``smoke``, ``lite`` and ``paper``).
 
 from __future__ import annotations
 
+import json
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
@@ -187,7 +188,57 @@ def dataclass_from_dict(cls, data: dict[str, Any]):
 
 
 __all__ = ["METHODS", "METHOD_COMPONENTS", "PROTOTYPE_KINDS", "CARAFE_WINDOWS", "ModelConfig", "LossConfig", "dataclass_from_dict", "asdict", "field",
-           "summary_variant"]
+           "summary_variant", "convert_value"]
+
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+def convert_value(text: str, annotation: Any, where: str) -> Any:
+    """Convert the string ``text`` to the type ``annotation`` of field ``where`` (ValueError naming
+    ``where`` when it cannot): ``true``/``false`` for booleans, ``1e5`` for integers, comma lists or
+    JSON for tuples, ``none`` for optional fields. The one parser of ``--set`` overrides."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if type(None) in args and text.strip().lower() in ("none", "null", ""):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return convert_value(text, inner[0], where)
+    if annotation is bool:
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"{where}: {text!r} is not a boolean (use true/false)")
+    if annotation is int:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            number = float("nan")
+        if number == number and number.is_integer():
+            return int(number)  # "1e5" -> 100000
+        raise ValueError(f"{where}: {text!r} is not an integer")
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{where}: {text!r} is not a number") from None
+    if origin in (tuple, list):
+        text = text.strip()
+        if text.startswith("["):
+            items = json.loads(text)
+        else:
+            items = [t.strip() for t in text.split(",") if t.strip()]
+        inner = args[0] if args else str
+        return tuple(convert_value(str(i), inner, where) for i in items)
+    return text
 
 
 def summary_variant(summary: Mapping[str, Any]) -> str | None:
@@ -195,10 +246,12 @@ def summary_variant(summary: Mapping[str, Any]) -> str | None:
     ``crapnet-blocks7``, ``crapnet-onebranch``...).
 
     Two sources: the ``variant`` field the run wrote, and the name re-derived from the ``model.*``
-    entries of its ``overrides``. A name other than the bare method wins (the stored one when both
-    are), so a summary whose code predates a variant axis (e.g. an ablation over ``model.n_blocks``
-    run before the block count entered the name, which stored ``crapnet``) is still recognised as a
-    variant; None when neither source says.
+    entries of its ``overrides`` (converted as ``--set`` converts them). The derived name wins when it
+    says more than the stored one (the stored one is the bare method, or the derived one extends it),
+    so a summary whose code predates a variant axis (e.g. an ablation over ``model.n_blocks`` run
+    before the block count entered the name, which stored ``crapnet``) is still recognised as a
+    variant; otherwise the stored name; None when neither source says. Overrides that do not
+    convert or validate are ignored (the stored name then decides).
     """
     method = summary.get("method")
     stored = str(summary["variant"]) if summary.get("variant") else None
@@ -211,15 +264,12 @@ def summary_variant(summary: Mapping[str, Any]) -> str | None:
             name, value = key.strip()[6:], value.strip()
             if not key.strip().startswith("model.") or name not in hints or name == "method":
                 continue
-            kind = hints[name]
-            given[name] = (value.lower() in ("1", "true", "yes", "on") if kind is bool
-                            else kind(value) if kind in (int, float) else value)
-        try:
-            derived = ModelConfig(method=method, **given).variant_name()
+            given[name] = value
+        try:  # the CLI's converter: whatever `--set` accepted reads back the same way
+            fields_ = {name: convert_value(value, hints[name], f"model.{name}") for name, value in given.items()}
+            derived = ModelConfig(method=method, **fields_).variant_name()
         except (TypeError, ValueError):
             derived = None
-    if stored and stored != method:
-        return stored
-    if derived and derived != method:
-        return derived
+    if derived and derived != method and (not stored or stored == method or derived.startswith(stored + "-")):
+        return derived  # the overrides name more than the stored field (an axis newer than the run's code)
     return stored or derived
