@@ -106,3 +106,8 @@ def test_one_seed_of_each_table_and_the_decomposition_figure(tmp_path):
     assert heights == [39.0, 47.0]  # bars: the mean over folds, 0-100
     with pytest.raises(ValueError, match="no decomposition summary"):
         figures.decomposition_figure(list(seed0.values()), setting=2)
+    # the notebook draws the figure only when a component row exists for that dataset / setting
+    assert figures.has_decomposition(list(seed0.values()))
+    assert not figures.has_decomposition([seed0["alpnet"]])  # an end point alone: nothing to decompose
+    assert not figures.has_decomposition(list(seed0.values()), setting=2)
+    assert not figures.has_decomposition(list(seed0.values()), dataset="sabs")

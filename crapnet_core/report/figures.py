@@ -812,6 +812,26 @@ DECOMPOSITION = {"alpnet": "SSL-ALPNet", "alpnet-att": "SSL-ALPNet\n+ attention"
                  "crapnet": "CRAPNet", "crapnet-aligned": "CRAPNet,\naligned window"}
 
 
+def _decomposition_points(summaries: Iterable[Mapping[str, Any]], dataset: str, setting: int):
+    """(variant, fold, mean Dice 0-100) of every fold of the summaries of ``dataset`` / ``setting`` whose
+    variant is a row of :data:`DECOMPOSITION`."""
+    for s in summaries:
+        variant = s.get("variant") or summary_variant(s)
+        if s.get("dataset") != dataset or int(s.get("setting", 0)) != setting or variant not in DECOMPOSITION:
+            continue
+        for fold, entry in (s.get("per_fold") or {}).items():
+            value = (entry.get("dice") or {}).get("mean")
+            if value is not None:
+                yield variant, str(fold), 100 * float(value)
+
+
+def has_decomposition(summaries: Iterable[Mapping[str, Any]], dataset: str = "chaos", setting: int = 1) -> bool:
+    """Whether ``summaries`` hold a component row of :data:`DECOMPOSITION` (one beyond the two end points,
+    SSL-ALPNet and CRAPNet, which every results folder has) for ``dataset`` / ``setting``: when False,
+    :func:`decomposition_figure` would only repeat the main comparison."""
+    return any(variant not in ("alpnet", "crapnet") for variant, *_ in _decomposition_points(summaries, dataset, setting))
+
+
 def decomposition_figure(summaries: Iterable[Mapping[str, Any]], dataset: str = "chaos", setting: int = 1,
                          fig=None, size: tuple[float, float] = (7.0, 3.6)):
     """Mean Dice over organs of each decomposition row, one point per fold joined across the rows.
@@ -824,15 +844,8 @@ def decomposition_figure(summaries: Iterable[Mapping[str, Any]], dataset: str = 
     import pandas as pd
     import seaborn as sns
 
-    rows = []
-    for s in summaries:
-        variant = s.get("variant") or summary_variant(s)
-        if s.get("dataset") != dataset or int(s.get("setting", 0)) != setting or variant not in DECOMPOSITION:
-            continue
-        for fold, entry in (s.get("per_fold") or {}).items():
-            value = (entry.get("dice") or {}).get("mean")
-            if value is not None:
-                rows.append({"row": DECOMPOSITION[variant], "fold": str(fold), "dice": 100 * float(value)})
+    rows = [{"row": DECOMPOSITION[variant], "fold": fold, "dice": dice}
+            for variant, fold, dice in _decomposition_points(summaries, dataset, setting)]
     if not rows:
         raise ValueError(f"decomposition_figure: no decomposition summary for {dataset} setting {setting}")
     frame = pd.DataFrame(rows)
@@ -1028,7 +1041,7 @@ def qualitative_figure(spec, runs: Mapping[str, str | os.PathLike], metrics: Map
 
 
 __all__ = [
-    "set_style", "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "METHOD_ORDER", "DECOMPOSITION", "decomposition_figure", "DATASET_LABELS", "PUBLISHED", "PUBLISHED_METHOD_KEYS",
+    "set_style", "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "METHOD_ORDER", "DECOMPOSITION", "decomposition_figure", "has_decomposition", "DATASET_LABELS", "PUBLISHED", "PUBLISHED_METHOD_KEYS",
     "PUBLISHED_INCONSISTENT",
     "published_frame", "run_frame", "per_scan_frame", "load_summaries", "summaries_provenance", "summary_frame", "cross_validation", "comparison_table", "fold_mean", "styled", "published_notes_md",
     "ablation_table", "provenance_md", "left_out_md", "machine_description", "window", "show_overlay",
