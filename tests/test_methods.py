@@ -217,6 +217,19 @@ def test_rpnet_recurrent_refinement():
     rep = model(img[:1].expand(2, -1, -1, -1), mask[:1].expand(2, -1, -1), img).logits
     assert torch.allclose(one, rep, atol=1e-4)
     assert torch.allclose(model.predict_logits(img[:1], mask[:1], img, size=(64, 64)), one, atol=1e-5)
+    # eval_iters = 0: the initial prototypical prediction itself, before any refinement; 1: one CRE pass on it
+    x_s1, x_q2 = model.encoder(torch.cat([img[:1], img])).split([1, 2])  # eval mode: BN running statistics
+    s0_eval = rpnet.two_class_scores(x_q2, masked_average(x_s1, fg[:1]).expand(2, -1),
+                                     masked_average(x_s1, bg[:1]).expand(2, -1), 20.0)
+    model.eval_iters = 0
+    zero = model(img[:1], mask[:1], img)
+    assert zero.masks == [] and torch.allclose(zero.scores, s0_eval, atol=1e-4)
+    model.eval_iters = 1
+    assert len(model(img[:1], mask[:1], img).masks) == 1
+    with pytest.raises(ValueError, match=">= 0 at evaluation"):
+        rpnet.RecurrentPrototypeSegmenter(cfg, eval_iters=-1)
+    with pytest.raises(ValueError, match=">= 1 in training"):
+        rpnet.RecurrentPrototypeSegmenter(cfg, train_iters=0)
 
 
 # ---------------------------------------------------------------------- ADNet

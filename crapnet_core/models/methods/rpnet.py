@@ -110,7 +110,12 @@ def two_class_scores(features: torch.Tensor, fg_proto: torch.Tensor, bg_proto: t
 class RecurrentPrototypeSegmenter(nn.Module):
     """SSL-RPNet. forward(support_image (Bs,3,H,W), support_mask (Bs,H,W), query_image (B,3,H,W))
     -> :class:`~crapnet_core.models.segmenter.SegmenterOutput` (logits (B, 2, H, W); support/query features are
-    the context features z_s, z_q of the last iteration; ``masks``: the query masks fed to the CRE)."""
+    the context features z_s, z_q of the last iteration; ``masks``: the query masks fed to the CRE).
+
+    ``train_iters`` (>= 1) / ``eval_iters`` (>= 0; default ``TRAIN_ITERS`` / ``EVAL_ITERS``): refinement
+    iterations in train / eval mode; ``eval_iters`` = 0 returns the initial prototypical-network scores on
+    the encoder features (query features = the encoder's), the starting point the refinement improves on.
+    ValueError for counts below these bounds."""
 
     def __init__(self, cfg: ModelConfig, train_iters: int | None = None, eval_iters: int | None = None,
                  radius: int = CORRELATION_RADIUS) -> None:
@@ -119,8 +124,10 @@ class RecurrentPrototypeSegmenter(nn.Module):
         self.alpha = float(cfg.alpha)
         self.train_iters = int(TRAIN_ITERS if train_iters is None else train_iters)
         self.eval_iters = int(EVAL_ITERS if eval_iters is None else eval_iters)
-        if self.train_iters < 1 or self.eval_iters < 1:
-            raise ValueError(f"RPNet: refinement iterations must be >= 1, got {self.train_iters}, {self.eval_iters}")
+        # eval_iters = 0: the initial mask's scores, no refinement (a diagnostic: results/rpnet_iterations.py)
+        if self.train_iters < 1 or self.eval_iters < 0:
+            raise ValueError(f"RPNet: refinement iterations must be >= 1 in training and >= 0 at evaluation, "
+                             f"got {self.train_iters}, {self.eval_iters}")
         self.encoder = build_encoder(cfg.encoder, pretrained=cfg.pretrained, feature_dim=cfg.feature_dim)
         self.cre = ContextRelationEncoder(cfg.feature_dim, radius, CONTEXT_CHANNELS)
 

@@ -1,0 +1,140 @@
+"""SSL-RPNet's recurrent refinement at the ``lite`` budget, on the *validation* scan (issue 10).
+
+Why: the 5-fold SSL-RPNet tables score below the untrained ALPNet-init (CHAOS setting 1:
+14.6 against 21.9), and a first look (``book/method.md``) saw the Dice fall as the number of
+refinement iterations at test grows. This script measures that on data that is not a test scan,
+so that it can explain the table (and choose a count, if one is ever chosen) without touching
+the test scans.
+
+What it does: trains SSL-RPNet on CHAOS fold 0, setting 1, ``lite`` with ``data.validation=true``
+(the last training scan of the fold, CHAOS 39, held out of training, as ``select_lite.py``) and
+scores the trained model on that scan only (support scan 8) with ``eval_iters`` = each of
+``ITERATIONS`` refinement iterations at test (training always runs RPNet's 4; the reference
+evaluates with 10, ``rpnet.EVAL_ITERS``; 0 = the initial query mask, the prototypical-network
+prediction on the encoder features that the refinement starts from). The count is set on the model instance
+(``RecurrentPrototypeSegmenter.eval_iters``), so one trained model serves every row and the run's
+config hash stays the reference's. SSL-ALPNet's validation Dice of ``select_lite`` (same scan,
+same support, same ``lite`` grid; ``results/select_lite/trials.json``, trial v128) is printed
+beside it when present, for scale.
+
+Run from the repository root (about 6 min of training + ~1 min per row on one core):
+
+    CRAPNET_DATA_ROOT=../shared/data OMP_WAIT_POLICY=PASSIVE .venv/bin/python results/rpnet_iterations.py
+
+Writes runs/rpnet_iterations/<run>/ (resumable: training resumes from its last checkpoint, rows
+already scored are kept in rows.json) and results/rpnet_iterations/iterations.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from crapnet_core.engine.checkpoints import cpu_threads, load_model, resolve_device  # noqa: E402
+from crapnet_core.engine.evaluation import evaluate_model  # noqa: E402
+from crapnet_core.engine.experiment import describe, make_config  # noqa: E402
+from crapnet_core.engine.training import is_trained, train, train_seconds  # noqa: E402
+from crapnet_core.io import write_json, write_text  # noqa: E402
+
+ITERATIONS = (0, 1, 2, 4, 10)
+ORGANS = ("left_kidney", "right_kidney", "spleen", "liver")
+SHORT = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", "liver": "Liver"}
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def markdown(info: dict) -> str:
+    lines = ["# SSL-RPNet: refinement iterations at test, on the validation scan (CHAOS fold 0, setting 1)", "",
+             f"Validation scan {', '.join(info['validation_scans'])} (support scan {info['support_scan']}), "
+             f"held out of training; test scans never evaluated. Model: `{info['describe']}`, trained with "
+             f"{info['train_iters']} refinement iterations ({info['train_seconds']:.0f} s). Dice in percent.", "",
+             "| iterations at test | " + " | ".join(SHORT[o] for o in ORGANS) + " | Mean | eval s |",
+             "|---:|" + "---:|" * (len(ORGANS) + 2)]
+    for row in info["rows"]:
+        label = "0 (initial mask, no refinement)" if row["eval_iters"] == 0 else str(row["eval_iters"])
+        lines.append(f"| {label} | " + " | ".join(_pct(row['dice'][o]) for o in ORGANS)
+                     + f" | {_pct(row['mean_dice'])} | {row['eval_seconds']:.0f} |")
+    ref = info.get("alpnet_validation")
+    if ref:
+        lines.append(f"| SSL-ALPNet, `select_lite` {ref['trial']} | " + " | ".join(_pct(ref['dice'][o]) for o in ORGANS)
+                     + f" | {_pct(ref['mean_dice'])} | – |")
+    lines += ["", f"Command: `{info['command']}`; commit {info['commit']}; {info['machine']}; torch {info['torch']}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", default=str(ROOT / "runs" / "rpnet_iterations"), help="run folder root")
+    p.add_argument("--out", default=str(ROOT / "results" / "rpnet_iterations"), help="where iterations.{json,md} go")
+    p.add_argument("--steps", type=int, default=None, help="override the lite steps (a quick check of the script only)")
+    p.add_argument("--iterations", default=",".join(map(str, ITERATIONS)), help="refinement counts at test, e.g. 0,1,10 (0: the initial mask)")
+    args = p.parse_args(argv)
+    try:
+        iterations = [int(x) for x in args.iterations.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--iterations {args.iterations!r}: expected integers joined by commas, e.g. 1,2,4,10")
+    if not iterations or min(iterations) < 0:
+        p.error(f"--iterations {args.iterations!r}: every count must be >= 0")
+    overrides = ["data.validation=true", "train.threads=1"] + ([f"train.steps={args.steps}"] if args.steps else [])
+    cfg = make_config("lite", "chaos", 1, 0, "rpnet", overrides)
+    run = Path(args.runs) / cfg.run_name()
+    if not is_trained(run):  # an interrupted training resumes from its last checkpoint
+        print(f"rpnet_iterations: training {describe(cfg)} -> {run}", file=sys.stderr, flush=True)
+        train(cfg, run, resume=(run / "config.json").is_file(), progress=False)
+    dev = resolve_device("cpu")
+    model, _ = load_model(cfg, run / "checkpoints" / "last.pt", dev)
+    rows_path = run / "rows.json"
+    done = {r["eval_iters"]: r for r in (json.loads(rows_path.read_text()) if rows_path.is_file() else [])}
+    for n in iterations:
+        if n in done:
+            continue
+        model.eval_iters = n  # the instance's count; the config (and its hash) keep the reference's
+        t0 = time.time()
+        with cpu_threads(cfg, dev):
+            m = evaluate_model(model, cfg, dev, out_dir=run, progress=False, save_predictions=False, split="validation")
+        assert m["split"] == "validation"
+        done[n] = {"eval_iters": n, "dice": {o: m["per_organ"].get(o, {}).get("dice_mean") for o in ORGANS},
+                   "mean_dice": m["mean"]["dice"], "eval_seconds": round(time.time() - t0, 1),
+                   "validation_scans": m["test_scans"], "support_scan": m["support"]["scan_id"]}
+        write_json(rows_path, sorted(done.values(), key=lambda r: r["eval_iters"]))
+        print(f"rpnet_iterations: {n} iterations: mean Dice {100 * m['mean']['dice']:.2f}", file=sys.stderr, flush=True)
+    rows = [done[n] for n in sorted(iterations)]
+    alp = None
+    trials = ROOT / "results" / "select_lite" / "trials.json"
+    if trials.is_file():
+        for r in json.loads(trials.read_text()).get("rows", []):
+            if r.get("method") == "alpnet" and r.get("trial") == "v128":
+                alp = {"trial": r["trial"], "dice": r["dice"], "mean_dice": r["mean_dice"]}
+    from crapnet_core.models.methods import rpnet
+    import torch
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    info = {"describe": describe(cfg), "config_hash": cfg.config_hash(), "run": run.name, "train_iters": rpnet.TRAIN_ITERS,
+            "reference_eval_iters": rpnet.EVAL_ITERS, "train_seconds": train_seconds(run), "rows": rows,
+            "validation_scans": rows[0]["validation_scans"], "support_scan": rows[0]["support_scan"],
+            "alpnet_validation": alp,
+            "command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data .venv/bin/python results/rpnet_iterations.py"
+                       + (f" {' '.join(argv if argv is not None else sys.argv[1:])}" if (argv or sys.argv[1:]) else ""),
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+            "machine": f"{os.cpu_count()}-core CPU ({cpu}), no GPU, shared with other jobs", "torch": torch.__version__}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "iterations.json", info)
+    write_text(out / "iterations.md", markdown(info))
+    print(markdown(info))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
