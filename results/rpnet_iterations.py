@@ -23,6 +23,8 @@ Run from the repository root (about 6 min of training + ~1 min per row on one co
 
 Writes runs/rpnet_iterations/<run>/ (resumable: training resumes from its last checkpoint, rows
 already scored are kept in rows.json) and results/rpnet_iterations/iterations.{json,md}.
+``--steps N`` trains N steps instead of lite's 650 (does a longer budget lift the model?):
+results/rpnet_iterations/steps<N>/.
 """
 
 from __future__ import annotations
@@ -76,8 +78,10 @@ def markdown(info: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default=str(ROOT / "runs" / "rpnet_iterations"), help="run folder root")
-    p.add_argument("--out", default=str(ROOT / "results" / "rpnet_iterations"), help="where iterations.{json,md} go")
-    p.add_argument("--steps", type=int, default=None, help="override the lite steps (a quick check of the script only)")
+    p.add_argument("--out", default=None, help="where iterations.{json,md} go (default results/rpnet_iterations, "
+                   "results/rpnet_iterations/steps<N> with --steps)")
+    p.add_argument("--steps", type=int, default=None, help="training steps instead of lite's (a longer budget; "
+                   "or a quick check of the script with a few)")
     p.add_argument("--iterations", default=",".join(map(str, ITERATIONS)), help="refinement counts at test, e.g. 0,1,10 (0: the initial mask)")
     args = p.parse_args(argv)
     try:
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                        + (f" {' '.join(argv if argv is not None else sys.argv[1:])}" if (argv or sys.argv[1:]) else ""),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
             "machine": f"{os.cpu_count()}-core CPU ({cpu}), no GPU, shared with other jobs", "torch": torch.__version__}
-    out = Path(args.out)
+    out = Path(args.out) if args.out else ROOT / "results" / "rpnet_iterations" / (f"steps{args.steps}" if args.steps else "")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "iterations.json", info)
     write_text(out / "iterations.md", markdown(info))
