@@ -13,11 +13,10 @@ scores the trained model on that scan only (support scan 8) with ``eval_iters`` 
 evaluates with 10, ``rpnet.EVAL_ITERS``; 0 = the initial query mask, the prototypical-network
 prediction on the encoder features that the refinement starts from). The count is set on the model instance
 (``RecurrentPrototypeSegmenter.eval_iters``), so one trained model serves every row and the run's
-config hash stays the reference's. SSL-ALPNet's validation Dice of ``select_lite`` (same scan,
-same support, same ``lite`` grid; ``results/select_lite/trials.json``, trial v128) is printed
-beside it when present, for scale.
+config hash stays the reference's. For scale, SSL-ALPNet is trained with the same overrides
+(same steps, same validation hold-out; same encoder and grid) and scored on the same scan.
 
-Run from the repository root (about 6 min of training + ~1 min per row on one core):
+Run from the repository root (about 6 + 2 min of training + ~1 min per row on one core):
 
     CRAPNET_DATA_ROOT=../shared/data OMP_WAIT_POLICY=PASSIVE .venv/bin/python results/rpnet_iterations.py
 
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crapnet_core.engine.checkpoints import cpu_threads, load_model, resolve_device  # noqa: E402
-from crapnet_core.engine.evaluation import evaluate_model  # noqa: E402
+from crapnet_core.engine.evaluation import evaluate, evaluate_model, metrics_filename, read_metrics  # noqa: E402
 from crapnet_core.engine.experiment import describe, make_config  # noqa: E402
 from crapnet_core.engine.training import is_trained, train, train_seconds  # noqa: E402
 from crapnet_core.io import write_json, write_text  # noqa: E402
@@ -69,8 +68,8 @@ def markdown(info: dict) -> str:
                      + f" | {_pct(row['mean_dice'])} | {row['eval_seconds']:.0f} |")
     ref = info.get("alpnet_validation")
     if ref:
-        lines.append(f"| SSL-ALPNet, `select_lite` {ref['trial']} | " + " | ".join(_pct(ref['dice'][o]) for o in ORGANS)
-                     + f" | {_pct(ref['mean_dice'])} | – |")
+        lines.append(f"| SSL-ALPNet, same steps and split ({ref['train_seconds']:.0f} s) | "
+                     + " | ".join(_pct(ref['dice'][o]) for o in ORGANS) + f" | {_pct(ref['mean_dice'])} | – |")
     lines += ["", f"Command: `{info['command']}`; commit {info['commit']}; {info['machine']}; torch {info['torch']}."]
     return "\n".join(lines) + "\n"
 
@@ -114,12 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         write_json(rows_path, sorted(done.values(), key=lambda r: r["eval_iters"]))
         print(f"rpnet_iterations: {n} iterations: mean Dice {100 * m['mean']['dice']:.2f}", file=sys.stderr, flush=True)
     rows = [done[n] for n in sorted(iterations)]
-    alp = None
-    trials = ROOT / "results" / "select_lite" / "trials.json"
-    if trials.is_file():
-        for r in json.loads(trials.read_text()).get("rows", []):
-            if r.get("method") == "alpnet" and r.get("trial") == "v128":
-                alp = {"trial": r["trial"], "dice": r["dice"], "mean_dice": r["mean_dice"]}
+    # the scale: SSL-ALPNet with the same overrides, scored on the same validation scan
+    alp_cfg = make_config("lite", "chaos", 1, 0, "alpnet", overrides)
+    alp_run = Path(args.runs) / alp_cfg.run_name()
+    if not is_trained(alp_run):
+        print(f"rpnet_iterations: training {describe(alp_cfg)} -> {alp_run}", file=sys.stderr, flush=True)
+        train(alp_cfg, alp_run, resume=(alp_run / "config.json").is_file(), progress=False)
+    if not (alp_run / metrics_filename("validation")).is_file():
+        evaluate(alp_run, progress=False, save_predictions=False, split="validation")
+    m = read_metrics(alp_run, split="validation")
+    assert m["split"] == "validation" and m["test_scans"] == rows[0]["validation_scans"]
+    alp = {"describe": describe(alp_cfg), "run": alp_run.name, "train_seconds": train_seconds(alp_run),
+           "dice": {o: m["per_organ"].get(o, {}).get("dice_mean") for o in ORGANS}, "mean_dice": m["mean"]["dice"]}
     from crapnet_core.models.methods import rpnet
     import torch
 
