@@ -40,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from crapnet_core.engine.checkpoints import cpu_threads, load_model, resolve_device  # noqa: E402
 from crapnet_core.engine.evaluation import evaluate, evaluate_model, metrics_filename, read_metrics  # noqa: E402
 from crapnet_core.engine.experiment import describe, make_config  # noqa: E402
@@ -59,7 +61,8 @@ def markdown(info: dict) -> str:
     lines = ["# SSL-RPNet: refinement iterations at test, on the validation scan (CHAOS fold 0, setting 1)", "",
              f"Validation scan {', '.join(info['validation_scans'])} (support scan {info['support_scan']}), "
              f"held out of training; test scans never evaluated. Model: `{info['describe']}`, trained with "
-             f"{info['train_iters']} refinement iterations ({info['train_seconds']:.0f} s). Dice in percent.", "",
+             f"{info['train_iters']} refinement iterations ({info['train_seconds']:.0f} s). CRE BatchNorm at test: "
+             f"{info['cre_batchnorm']}. Dice in percent.", "",
              "| iterations at test | " + " | ".join(SHORT[o] for o in ORGANS) + " | Mean | eval s |",
              "|---:|" + "---:|" * (len(ORGANS) + 2)]
     for row in info["rows"]:
@@ -81,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                    "results/rpnet_iterations/steps<N> with --steps)")
     p.add_argument("--steps", type=int, default=None, help="training steps instead of lite's (a longer budget; "
                    "or a quick check of the script with a few)")
+    p.add_argument("--cre-batch-stats", action="store_true",
+                   help="evaluate with the CRE's BatchNorm on batch statistics instead of its running estimates "
+                        "(does the train/eval difference of BatchNorm explain the refinement's drift?); "
+                        "output under <out>/cre_batch_stats")
     p.add_argument("--iterations", default=",".join(map(str, ITERATIONS)), help="refinement counts at test, e.g. 0,1,10 (0: the initial mask)")
     args = p.parse_args(argv)
     try:
@@ -97,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         train(cfg, run, resume=(run / "config.json").is_file(), progress=False)
     dev = resolve_device("cpu")
     model, _ = load_model(cfg, run / "checkpoints" / "last.pt", dev)
-    rows_path = run / "rows.json"
+    if args.cre_batch_stats:
+        # torch's BatchNorm uses the batch's statistics in eval mode too when it keeps no running estimates
+        for m in model.cre.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.track_running_stats, m.running_mean, m.running_var = False, None, None
+    rows_path = run / ("rows_cre_batch_stats.json" if args.cre_batch_stats else "rows.json")
     done = {r["eval_iters"]: r for r in (json.loads(rows_path.read_text()) if rows_path.is_file() else [])}
     for n in iterations:
         if n in done:
@@ -126,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     alp = {"describe": describe(alp_cfg), "run": alp_run.name, "train_seconds": train_seconds(alp_run),
            "dice": {o: m["per_organ"].get(o, {}).get("dice_mean") for o in ORGANS}, "mean_dice": m["mean"]["dice"]}
     from crapnet_core.models.methods import rpnet
-    import torch
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    info = {"describe": describe(cfg), "config_hash": cfg.config_hash(), "run": run.name, "train_iters": rpnet.TRAIN_ITERS,
+    info = {"cre_batchnorm": "batch statistics" if args.cre_batch_stats else "running estimates (torch eval mode)",
+            "describe": describe(cfg), "config_hash": cfg.config_hash(), "run": run.name, "train_iters": rpnet.TRAIN_ITERS,
             "reference_eval_iters": rpnet.EVAL_ITERS, "train_seconds": train_seconds(run), "rows": rows,
             "validation_scans": rows[0]["validation_scans"], "support_scan": rows[0]["support_scan"],
             "alpnet_validation": alp,
@@ -138,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
             "machine": f"{os.cpu_count()}-core CPU ({cpu}), no GPU, shared with other jobs", "torch": torch.__version__}
     out = Path(args.out) if args.out else ROOT / "results" / "rpnet_iterations" / (f"steps{args.steps}" if args.steps else "")
+    if args.cre_batch_stats:
+        out = out / "cre_batch_stats"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "iterations.json", info)
     write_text(out / "iterations.md", markdown(info))
