@@ -36,24 +36,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
 
 from crapnet_core.engine.checkpoints import cpu_threads, load_model, resolve_device  # noqa: E402
 from crapnet_core.engine.evaluation import evaluate_model  # noqa: E402
 from crapnet_core.engine.experiment import ExperimentConfig  # noqa: E402
 from crapnet_core.engine.runs import summarize_runs, summary_markdown  # noqa: E402
 from crapnet_core.io import write_json, write_text  # noqa: E402
-
-
-def batch_statistics(model: torch.nn.Module) -> int:
-    """Make the CRE's BatchNorm layers normalise with batch statistics in eval mode too (torch does so
-    for a layer that keeps no running estimates). Returns how many layers were switched."""
-    n = 0
-    for m in model.cre.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.track_running_stats, m.running_mean, m.running_var = False, None, None
-            n += 1
-    return n
+from crapnet_core.models.methods import rpnet  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if (dst / "metrics.json").is_file():
             continue
         model, _ = load_model(cfg, src / "checkpoints" / "last.pt", dev)
-        assert batch_statistics(model) > 0
+        assert rpnet.use_batch_statistics(model) > 0
         t0 = time.time()
         with cpu_threads(cfg, dev):
             m = evaluate_model(model, cfg, dev, progress=False, save_predictions=False)

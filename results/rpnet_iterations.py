@@ -47,6 +47,7 @@ from crapnet_core.engine.evaluation import evaluate, evaluate_model, metrics_fil
 from crapnet_core.engine.experiment import describe, make_config  # noqa: E402
 from crapnet_core.engine.training import is_trained, train, train_seconds  # noqa: E402
 from crapnet_core.io import write_json, write_text  # noqa: E402
+from crapnet_core.models.methods import rpnet  # noqa: E402
 
 ITERATIONS = (0, 1, 2, 4, 10)
 ORGANS = ("left_kidney", "right_kidney", "spleen", "liver")
@@ -105,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = resolve_device("cpu")
     model, _ = load_model(cfg, run / "checkpoints" / "last.pt", dev)
     if args.cre_batch_stats:
-        # torch's BatchNorm uses the batch's statistics in eval mode too when it keeps no running estimates
-        for m in model.cre.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.track_running_stats, m.running_mean, m.running_var = False, None, None
+        assert rpnet.use_batch_statistics(model) > 0
     rows_path = run / ("rows_cre_batch_stats.json" if args.cre_batch_stats else "rows.json")
     done = {r["eval_iters"]: r for r in (json.loads(rows_path.read_text()) if rows_path.is_file() else [])}
     for n in iterations:
@@ -137,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     assert m["split"] == "validation" and m["test_scans"] == rows[0]["validation_scans"]
     alp = {"describe": describe(alp_cfg), "run": alp_run.name, "train_seconds": train_seconds(alp_run),
            "dice": {o: m["per_organ"].get(o, {}).get("dice_mean") for o in ORGANS}, "mean_dice": m["mean"]["dice"]}
-    from crapnet_core.models.methods import rpnet
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     info = {"cre_batchnorm": "batch statistics" if args.cre_batch_stats else "running estimates (torch eval mode)",

@@ -226,6 +226,16 @@ def test_rpnet_recurrent_refinement():
     assert zero.masks == [] and torch.allclose(zero.scores, s0_eval, atol=1e-4)
     model.eval_iters = 1
     assert len(model(img[:1], mask[:1], img).masks) == 1
+    # use_batch_statistics: in eval mode the CRE then normalises exactly as in train mode (batch statistics)
+    model.eval_iters = rpnet.EVAL_ITERS
+    x_fg, x_bg = torch.randn(2, cfg.feature_dim, 8, 8), torch.randn(2, cfg.feature_dim, 8, 8)
+    running = model.cre(x_fg, x_bg)
+    model.cre.train()
+    batch = model.cre(x_fg, x_bg)
+    model.cre.eval()
+    assert not torch.allclose(running, batch, atol=1e-3)
+    assert rpnet.use_batch_statistics(model) == 3  # the CRE's three BatchNorm layers
+    assert torch.allclose(model.cre(x_fg, x_bg), batch, atol=1e-5) and not model.cre.training
     with pytest.raises(ValueError, match=">= 0 at evaluation"):
         rpnet.RecurrentPrototypeSegmenter(cfg, eval_iters=-1)
     with pytest.raises(ValueError, match=">= 1 in training"):

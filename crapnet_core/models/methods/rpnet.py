@@ -176,6 +176,20 @@ class RecurrentPrototypeSegmenter(nn.Module):
             return torch.softmax(out.logits.float(), dim=1)[:, 1]
 
 
+def use_batch_statistics(model: RecurrentPrototypeSegmenter) -> int:
+    """Make the CRE's BatchNorm layers normalise with the statistics of the batch at hand in eval mode too
+    (torch does so for a layer without running estimates; the estimates are dropped, so this is for
+    evaluation only). A diagnostic of the refinement's drift at test (``results/rpnet_iterations.py
+    --cre-batch-stats``, ``results/rpnet_batch_stats.py``); the reference evaluates with the running
+    estimates. Returns the number of layers switched."""
+    n = 0
+    for m in model.cre.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.track_running_stats, m.running_mean, m.running_var = False, None, None
+            n += 1
+    return n
+
+
 def build_model(cfg: ModelConfig) -> RecurrentPrototypeSegmenter:
     return RecurrentPrototypeSegmenter(cfg)
 
@@ -223,4 +237,4 @@ def method_info(cfg) -> dict:
 
 
 __all__ = ["local_correlation", "ContextRelationEncoder", "RecurrentPrototypeSegmenter", "two_class_scores",
-           "episode_loss", "build_model", "hashed_constants", "CORRELATION_RADIUS", "TRAIN_ITERS", "EVAL_ITERS"]
+           "episode_loss", "build_model", "use_batch_statistics", "hashed_constants", "CORRELATION_RADIUS", "TRAIN_ITERS", "EVAL_ITERS"]
