@@ -36,7 +36,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
 from crapnet_core.engine.checkpoints import cpu_threads, load_model, resolve_device  # noqa: E402
 from crapnet_core.engine.evaluation import evaluate_model  # noqa: E402
 from crapnet_core.engine.experiment import ExperimentConfig  # noqa: E402
