@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -46,16 +44,29 @@ from crapnet_core.engine.checkpoints import cpu_threads, load_model, resolve_dev
 from crapnet_core.engine.evaluation import evaluate, evaluate_model, metrics_filename, read_metrics  # noqa: E402
 from crapnet_core.engine.experiment import describe, make_config  # noqa: E402
 from crapnet_core.engine.training import is_trained, train, train_seconds  # noqa: E402
+from crapnet_core.facts import ORGAN_SHORT, ORGANS  # noqa: E402
 from crapnet_core.io import write_json, write_text  # noqa: E402
 from crapnet_core.models.methods import rpnet  # noqa: E402
+from crapnet_core.report.figures import machine_description  # noqa: E402
 
 ITERATIONS = (0, 1, 2, 4, 10)
-ORGANS = ("left_kidney", "right_kidney", "spleen", "liver")
-SHORT = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", "liver": "Liver"}
 
 
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
+
+
+def _dice(metrics: dict) -> dict:
+    """Mean Dice (0-1) per organ of one evaluation's metrics."""
+    return {o: metrics["per_organ"].get(o, {}).get("dice_mean") for o in ORGANS}
+
+
+def _trained(cfg, run: Path) -> Path:
+    """Train ``cfg`` into ``run`` unless it is trained (an interrupted training resumes from its last checkpoint)."""
+    if not is_trained(run):
+        print(f"rpnet_iterations: training {describe(cfg)} -> {run}", file=sys.stderr, flush=True)
+        train(cfg, run, resume=(run / "config.json").is_file(), progress=False)
+    return run
 
 
 def markdown(info: dict) -> str:
@@ -64,7 +75,7 @@ def markdown(info: dict) -> str:
              f"held out of training; test scans never evaluated. Model: `{info['describe']}`, trained with "
              f"{info['train_iters']} refinement iterations ({info['train_seconds']:.0f} s). CRE BatchNorm at test: "
              f"{info['cre_batchnorm']}. Dice in percent.", "",
-             "| iterations at test | " + " | ".join(SHORT[o] for o in ORGANS) + " | Mean | eval s |",
+             "| iterations at test | " + " | ".join(ORGAN_SHORT[o] for o in ORGANS) + " | Mean | eval s |",
              "|---:|" + "---:|" * (len(ORGANS) + 2)]
     for row in info["rows"]:
         label = "0 (initial mask, no refinement)" if row["eval_iters"] == 0 else str(row["eval_iters"])
@@ -99,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--iterations {args.iterations!r}: every count must be >= 0")
     overrides = ["data.validation=true", "train.threads=1"] + ([f"train.steps={args.steps}"] if args.steps else [])
     cfg = make_config("lite", "chaos", 1, 0, "rpnet", overrides)
-    run = Path(args.runs) / cfg.run_name()
-    if not is_trained(run):  # an interrupted training resumes from its last checkpoint
-        print(f"rpnet_iterations: training {describe(cfg)} -> {run}", file=sys.stderr, flush=True)
-        train(cfg, run, resume=(run / "config.json").is_file(), progress=False)
+    run = _trained(cfg, Path(args.runs) / cfg.run_name())
     dev = resolve_device("cpu")
     model, _ = load_model(cfg, run / "checkpoints" / "last.pt", dev)
     if args.cre_batch_stats:
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         with cpu_threads(cfg, dev):
             m = evaluate_model(model, cfg, dev, out_dir=run, progress=False, save_predictions=False, split="validation")
         assert m["split"] == "validation"
-        done[n] = {"eval_iters": n, "dice": {o: m["per_organ"].get(o, {}).get("dice_mean") for o in ORGANS},
+        done[n] = {"eval_iters": n, "dice": _dice(m),
                    "mean_dice": m["mean"]["dice"], "eval_seconds": round(time.time() - t0, 1),
                    "validation_scans": m["test_scans"], "support_scan": m["support"]["scan_id"]}
         write_json(rows_path, sorted(done.values(), key=lambda r: r["eval_iters"]))
@@ -125,18 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [done[n] for n in sorted(iterations)]
     # the scale: SSL-ALPNet with the same overrides, scored on the same validation scan
     alp_cfg = make_config("lite", "chaos", 1, 0, "alpnet", overrides)
-    alp_run = Path(args.runs) / alp_cfg.run_name()
-    if not is_trained(alp_run):
-        print(f"rpnet_iterations: training {describe(alp_cfg)} -> {alp_run}", file=sys.stderr, flush=True)
-        train(alp_cfg, alp_run, resume=(alp_run / "config.json").is_file(), progress=False)
+    alp_run = _trained(alp_cfg, Path(args.runs) / alp_cfg.run_name())
     if not (alp_run / metrics_filename("validation")).is_file():
         evaluate(alp_run, progress=False, save_predictions=False, split="validation")
     m = read_metrics(alp_run, split="validation")
     assert m["split"] == "validation" and m["test_scans"] == rows[0]["validation_scans"]
     alp = {"describe": describe(alp_cfg), "run": alp_run.name, "train_seconds": train_seconds(alp_run),
-           "dice": {o: m["per_organ"].get(o, {}).get("dice_mean") for o in ORGANS}, "mean_dice": m["mean"]["dice"]}
+           "dice": _dice(m), "mean_dice": m["mean"]["dice"]}
 
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     info = {"cre_batchnorm": "batch statistics" if args.cre_batch_stats else "running estimates (torch eval mode)",
             "describe": describe(cfg), "config_hash": cfg.config_hash(), "run": run.name, "train_iters": rpnet.TRAIN_ITERS,
             "reference_eval_iters": rpnet.EVAL_ITERS, "train_seconds": train_seconds(run), "rows": rows,
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data .venv/bin/python results/rpnet_iterations.py"
                        + (f" {' '.join(argv if argv is not None else sys.argv[1:])}" if (argv or sys.argv[1:]) else ""),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
-            "machine": f"{os.cpu_count()}-core CPU ({cpu}), no GPU, shared with other jobs", "torch": torch.__version__}
+            "machine": machine_description() + ", shared with other jobs", "torch": torch.__version__}
     out = Path(args.out) if args.out else ROOT / "results" / "rpnet_iterations" / (f"steps{args.steps}" if args.steps else "")
     if args.cre_batch_stats:
         out = out / "cre_batch_stats"
