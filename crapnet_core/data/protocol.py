@@ -44,12 +44,13 @@ class Fold:
     validation_ids: tuple[str, ...] = ()
 
 
-def make_fold(ids: Iterable[str | int], fold: int, n_folds: int = 5, validation: bool = False) -> Fold:
+def make_fold(ids: Iterable[str | int], fold: int, n_folds: int = 5, validation: bool | int = False) -> Fold:
     """Fold ``fold`` (0-based) of ``n_folds`` over ``ids`` (sorted as integers here).
 
     ``test = sorted_ids[n*fold//n_folds : n*(fold+1)//n_folds]``, ``support`` = the id after
     the last test id (wrapping), ``train`` = the rest. ``validation=True`` moves the last
-    training scan (sorted order) to ``validation_ids`` (module docstring).
+    training scan (sorted order) to ``validation_ids`` (module docstring); an integer ``k`` moves
+    the last ``k`` training scans (CHAOS fold 0 with ``k = 4``: 36 37 38 39, the test scans of fold 4).
     """
     ids_l = [str(i) for i in ids]
     ids_s = sorted(set(ids_l), key=_id_sort_key)
@@ -69,10 +70,14 @@ def make_fold(ids: Iterable[str | int], fold: int, n_folds: int = 5, validation:
     if not train:
         raise ValueError(f"make_fold: fold {fold} leaves no training scans")
     val: tuple[str, ...] = ()
-    if validation:
-        if len(train) < 2:
-            raise ValueError(f"make_fold: fold {fold} has {len(train)} training scan(s); a validation scan needs 2")
-        train, val = train[:-1], train[-1:]
+    n_val = int(validation)
+    if n_val < 0:
+        raise ValueError(f"make_fold: validation must be a bool or a count >= 0, got {validation!r}")
+    if n_val:
+        if len(train) < n_val + 1:
+            raise ValueError(f"make_fold: fold {fold} has {len(train)} training scan(s); {n_val} validation "
+                             f"scan(s) need {n_val + 1}")
+        train, val = train[:-n_val], train[-n_val:]
     return Fold(index=fold, test_ids=test, support_id=support, train_ids=train, validation_ids=val)
 
 

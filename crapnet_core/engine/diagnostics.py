@@ -314,7 +314,7 @@ def protocol_pairs(cfg, per_scan: int = 1, organs: Sequence[str] | None = None) 
 
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
     fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds,
-                     validation=getattr(cfg.data, "validation", False))  # same training scans as the run
+                     validation=cfg.data.n_validation)  # same training scans as the run
     stats = ds.normalization_stats(spec, fold.train_ids)
     size, n_parts = cfg.data.input_size, cfg.eval.n_parts
     s_vol = ds.load_volume(spec, fold.support_id)

@@ -274,7 +274,7 @@ def evaluate_model(
     save = cfg.eval.save_predictions if save_predictions is None else bool(save_predictions)
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
     ids = ds.scan_ids(spec)
-    fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
+    fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds, validation=cfg.data.n_validation)
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
     if split == "validation" and not fold.validation_ids:

@@ -70,9 +70,12 @@ class DataConfig:
         can be given (``--group a,b``); its slices are excluded from training.
     input_size: side S of the square network input (slices are resized 256 -> S).
     augment: geometric + intensity augmentation of the query in self-supervised episodes.
-    validation: hold the last training scan (sorted order) out of training as the fold's
-        validation scan, for choosing settings with ``crapnet evaluate RUN --split validation``
+    validation: hold the last training scan(s) (sorted order) out of training as the fold's
+        validation scans, for choosing settings with ``crapnet evaluate RUN --split validation``
         (``protocol.make_fold``); False for the reported runs (the paper's protocol).
+    validation_scans: how many training scans ``validation`` holds out (default 1, the ``lite``
+        selection's scan 39 of CHAOS fold 0; 4 holds out CHAOS 36-39 from fold 0, i.e. exactly the
+        test scans of fold 4). Left out of the config hash at 1, so earlier runs keep their hash.
 
     A dataset, labels file or data root given as a relative path that exists is stored as an
     absolute path, so that a run folder can be evaluated from any working directory.
@@ -88,9 +91,14 @@ class DataConfig:
     input_size: int = 256
     augment: bool = True
     validation: bool = False
+    validation_scans: int = 1
 
     def __post_init__(self) -> None:
         self.test_group = tuple(self.test_group)
+        if isinstance(self.validation_scans, bool) or int(self.validation_scans) != self.validation_scans \
+                or self.validation_scans < 1:
+            raise ValueError(f"data.validation_scans: {self.validation_scans!r} must be a positive integer")
+        self.validation_scans = int(self.validation_scans)
         if self.setting not in (1, 2):
             raise ValueError(f"data.setting: {self.setting} must be 1 or 2")
         if self.n_folds < 2:
@@ -106,6 +114,11 @@ class DataConfig:
         if len(set(self.test_group)) != len(self.test_group):
             raise ValueError(f"data.test_group: an organ is named twice in {list(self.test_group)}")
         self.dataset, self.labels, self.data_root = _absolute_paths(self.dataset, self.labels, self.data_root)
+
+    @property
+    def n_validation(self) -> int:
+        """Scans held out of training for validation: ``validation_scans`` when ``validation``, else 0."""
+        return self.validation_scans if self.validation else 0
 
     @property
     def exclude_organs(self) -> tuple[str, ...]:
@@ -307,6 +320,8 @@ class ExperimentConfig:
         for section, names in RUNTIME_FIELDS.items():
             for name in names:
                 out[section].pop(name, None)
+        if self.data.validation_scans == DataConfig.validation_scans:
+            out["data"].pop("validation_scans")  # at the default: the hash of runs made before the field existed
         if self.superpixels == SuperpixelConfig():
             out.pop("superpixels")  # at the defaults: the hash of runs made before the section existed
         # not a setting: the version of how scans become model input (orientation, grid), so

@@ -68,7 +68,7 @@ def check_experiment_inputs(cfg) -> CheckedInputs:
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
     ids = ds.scan_ids(spec)
     try:
-        fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
+        fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds, validation=cfg.data.n_validation)
     except ValueError as err:
         raise DatasetError(f"{spec.root}: {err}") from None
     group = tuple(cfg.data.test_group)

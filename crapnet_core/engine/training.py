@@ -141,7 +141,7 @@ def build_episodes(cfg: ExperimentConfig):
     from ..models.methods import hook
 
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
-    fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds, validation=cfg.data.validation)
+    fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds, validation=cfg.data.n_validation)
     from .inputs import check_group
 
     check_group(spec, cfg.data.test_group, cfg.data.setting)  # the dataset must label every organ the run is about
