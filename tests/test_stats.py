@@ -270,3 +270,26 @@ def test_ablation_table_mean_pm_std_over_folds():
     assert t3.loc[(15, "published"), "Mean"] == "78.31"
     one = figures.fold_mean(runs[0])  # one fold: no spread, the mean alone
     assert figures.ablation_table(one, 3, spread=True).loc[(5, "ours"), "Liver"] == "40.00"
+
+
+def test_validation_budget_curve_with_several_held_out_scans(tmp_path, capsys):
+    """data.validation_scans=k holds the last k training scans out; --checkpoints ... --split validation
+    scores exactly those scans into budget_validation.json (the converged budget's selection)."""
+    from crapnet_core.data.protocol import make_fold
+
+    fold = make_fold([str(i) for i in range(1, 21)], 0, 5, validation=4)
+    assert fold.validation_ids == ("17", "18", "19", "20") and not set(fold.validation_ids) & set(fold.train_ids)
+    assert make_fold(range(1, 21), 0, 5, validation=True).validation_ids == ("20",)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "phantom", "--profile", "smoke", "--method", "panet", "--out", str(run),
+                 "--no-progress", "--set", "data.validation=true", "--set", "data.validation_scans=2",
+                 "--set", "train.keep_checkpoints=10"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["data"]["validation_scans"] == 2
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--checkpoints", "all", "--split", "validation", "--no-progress"]) == 0
+    assert "Validation Dice" in capsys.readouterr().out
+    budget = json.loads((run / "budget_validation.json").read_text())
+    assert budget["split"] == "validation" and len(budget["scans"]) == 2
+    assert [p["step"] for p in budget["points"]] == [2, 3]
+    assert not (run / "budget.json").exists()

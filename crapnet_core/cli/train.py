@@ -5,6 +5,7 @@
     crapnet train ... --resume                                             (continue a killed run)
     crapnet evaluate RUN [--checkpoint CKPT] [--split validation]
     crapnet evaluate RUN --checkpoints all          (budget curve: every step_<n>.pt -> RUN/budget.json)
+    crapnet evaluate RUN --checkpoints 1000,2000 --split validation   (-> RUN/budget_validation.json)
     crapnet cross-validate --dataset chaos --setting 2 --method alpnet --profile lite --out DIR
     crapnet cross-validate ... --seeds 0,1,2       (one cross-validation per training seed + aggregate)
     crapnet segment --run RUN --support-image S.nii.gz --support-label L.nii.gz \\
@@ -143,13 +144,12 @@ def _cmd_evaluate(args) -> int:
     if args.checkpoints is not None:
         if args.checkpoint is not None:
             raise ValueError("--checkpoint and --checkpoints: give one of them")
-        if getattr(args, "split", "test") != "test":
-            raise ValueError("--checkpoints: the budget curve is measured on the test scans (drop --split)")
-        from ..engine.budget import budget_markdown, evaluate_checkpoints
+        from ..engine.budget import budget_filename, budget_markdown, evaluate_checkpoints
 
-        budget = evaluate_checkpoints(args.run, args.checkpoints, device=args.device, progress=not args.no_progress)
+        budget = evaluate_checkpoints(args.run, args.checkpoints, device=args.device, progress=not args.no_progress,
+                                      split=args.split)
         print(budget_markdown(budget))
-        print(Path(args.run) / "budget.json")
+        print(Path(args.run) / budget_filename(args.split))
         return 0
 
     m = evaluate(args.run, checkpoint=args.checkpoint, device=args.device, progress=not args.no_progress,

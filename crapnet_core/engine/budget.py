@@ -57,17 +57,29 @@ def parse_checkpoints(value: str, available: Sequence[int]) -> list[int]:
     return steps
 
 
+def budget_filename(split: str = "test") -> str:
+    """``budget.json`` for the test split, ``budget_validation.json`` for the validation split."""
+    from .evaluation import SPLITS
+
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    return "budget.json" if split == "test" else f"budget_{split}.json"
+
+
 def evaluate_checkpoints(
     run_dir: str | Path,
     checkpoints: str = "all",
     device: str | None = None,
     progress: bool = True,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Evaluate the chosen checkpoints of a run and write ``RUN/budget.json``; returns its dict.
 
     checkpoints: ``"all"`` or a comma list of steps. Each point's Dice is the run's test
     protocol (fold, support, organs of its config) with that checkpoint's weights; no
-    predictions are written.
+    predictions are written. ``split="validation"`` scores the validation scans held out by
+    ``data.validation=true`` instead and writes ``RUN/budget_validation.json`` (for choosing a
+    budget without the test scans; ``ValueError`` for a run trained without the hold-out).
     """
     from ..io import write_json
     from .checkpoints import cpu_threads, load_model, resolve_device
@@ -88,7 +100,7 @@ def evaluate_checkpoints(
         t0 = time.time()
         model, meta = load_model(cfg, available[step], dev)
         with cpu_threads(cfg, dev):
-            m = evaluate_model(model, cfg, dev, out_dir=None, progress=progress, save_predictions=False)
+            m = evaluate_model(model, cfg, dev, out_dir=None, progress=progress, save_predictions=False, split=split)
         dice = {o: r["dice_mean"] for o, r in m["per_organ"].items()}
         dice["mean"] = m["mean"]["dice"]
         points.append({"step": int(meta.get("step", step)), "checkpoint": available[step].name, "dice": dice,
@@ -97,8 +109,9 @@ def evaluate_checkpoints(
     out = {"run": run_dir.name, "config_hash": cfg.config_hash(), "dataset": cfg.dataset_name(),
            "setting": cfg.data.setting, "fold": cfg.data.fold, "method": cfg.model.method, "profile": cfg.profile,
            "trained_steps": cfg.train.steps, "organs": list(cfg.data.test_group), "points": points,
+           "split": split, "scans": m["test_scans"] if points else [],
            "units": {"dice": "fraction 0..1", "step": "training iterations"}}
-    write_json(run_dir / "budget.json", out)
+    write_json(run_dir / budget_filename(split), out)
     return out
 
 
@@ -108,7 +121,8 @@ def budget_markdown(budget: dict[str, Any]) -> str:
 
     organs = budget["organs"]
     head = [ORGAN_SHORT.get(o, o) for o in organs] + ["Mean"]
-    lines = [f"Test Dice (0-100) against training steps: {budget['method']}, {budget['dataset']} setting "
+    what = "Validation" if budget.get("split") == "validation" else "Test"
+    lines = [f"{what} Dice (0-100) against training steps: {budget['method']}, {budget['dataset']} setting "
              f"{budget['setting']} fold {budget['fold']} (run `{budget['run']}`).", "",
              "| Step | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for p in budget["points"]:
@@ -156,4 +170,4 @@ def plot_budget(budgets: Sequence[dict[str, Any]], organ: str = "mean", ax=None)
     return ax.figure
 
 
-__all__ = ["load_budgets", "plot_budget", "checkpoint_steps", "parse_checkpoints", "evaluate_checkpoints", "budget_markdown"]
+__all__ = ["budget_filename", "load_budgets", "plot_budget", "checkpoint_steps", "parse_checkpoints", "evaluate_checkpoints", "budget_markdown"]
