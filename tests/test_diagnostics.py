@@ -180,3 +180,31 @@ def test_inside_attention_on_a_phantom_run(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert res["variants"]["full"]["dice"]["mean"] == pytest.approx(metrics["mean"]["dice"], abs=1e-6)
     assert set(res["variants"]) == {"full"}
+
+
+def test_eq13_bounds_match_the_formula_and_a_numerical_minimum():
+    """Eq. 13 without a temperature: weights differ by at most e^2; at N = 256 the entropy of the softmax is at
+    least 0.914 log N and the largest mean-one weight 7.2; projected gradient descent finds nothing lower."""
+    import math
+
+    import torch
+
+    from crapnet_core.engine.diagnostics import eq13_bounds
+
+    b = eq13_bounds(256)
+    assert b["min_entropy_ratio"] == pytest.approx(0.9144, abs=1e-4) and b["min_entropy_k"] == 53
+    assert b["max_weight"] == pytest.approx(256 * math.e**2 / (math.e**2 + 255))
+    n = 12
+    z = (torch.linspace(-1, 1, n)).requires_grad_()
+    opt = torch.optim.Adam([z], lr=0.05)
+    for _ in range(800):
+        p = torch.softmax(z, 0)
+        h = -(p * torch.log(p)).sum()
+        opt.zero_grad()
+        h.backward()
+        opt.step()
+        with torch.no_grad():
+            z.clamp_(-1, 1)
+    assert h.item() / math.log(n) >= eq13_bounds(n)["min_entropy_ratio"] - 1e-6
+    with pytest.raises(ValueError):
+        eq13_bounds(1)

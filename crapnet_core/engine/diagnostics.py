@@ -17,7 +17,16 @@ forward pass):
   (0 = identity, as at initialisation; :func:`residual_ratio`).
 * **resemblance weights** w = N_u softmax_j(cos(x(j), x(j*))) (Eq. 13, mean one):
   their distribution (:func:`weight_summary`; all 1 when every cycle comes back to a
-  pixel equally resembling its start).
+  pixel equally resembling its start), and their entropy against the bound the formula sets.
+
+What the formula itself allows (:func:`eq13_bounds`): Eq. 13 is a softmax over cosine
+similarities in [-1, 1] *without a temperature*, so two weights differ by at most a factor e^2;
+at N = 256 pixels the largest weight is at most N e^2 / (e^2 + N - 1) = 7.2 (mean-one scale) and
+the entropy of softmax_j is at least 0.914 log N (reached with about a fifth of the logits at +1,
+the rest at -1). A trained model cannot make Eq. 13 selective beyond that, whatever it learns.
+The **column entropy** above is a different quantity: that of this project's own column softmax
+of A with its 1/sqrt(d) scale (Eq. 1's normaliser C(x) read as a softmax), which has no such
+bound. It is a reading of the implementation, not a quantity the paper defines.
 
 Per support (:func:`prototype_counts`): the number of valid local foreground / background
 prototypes under the ``threshold`` rule (0.95, Sec. 3.6) on the classifier's prototype grid,
@@ -70,6 +79,36 @@ def column_entropy(cyc: CycleResemblance) -> tuple[torch.Tensor, float]:
     p = cyc.column_softmax.float()  # (B, N_u, N_o), each column sums to one over dim 1
     ent = -(p * torch.log(p.clamp_min(1e-30))).sum(dim=1)  # (B, N_o); 0 log 0 = 0
     return ent.mean(dim=1), math.log(p.shape[1])
+
+
+def eq13_bounds(n: int) -> dict[str, float]:
+    """What Eq. 13 (softmax over cosine similarities, no temperature) allows for ``n`` pixels.
+
+    Returns {"n", "max_weight" (largest w = n softmax_j on the mean-one scale: one logit at +1,
+    the rest at -1), "max_ratio" (e^2: largest ratio of two weights), "min_entropy_ratio" (the
+    smallest entropy of softmax_j over log n, a vertex of [-1, 1]^n with k logits at +1),
+    "min_entropy_k" (that k)}. Errors: ``ValueError`` for n < 2.
+    """
+    if int(n) < 2:
+        raise ValueError(f"eq13_bounds: n = {n} must be at least 2")
+    n = int(n)
+    e2 = math.e ** 2
+    best = (math.inf, 0)
+    # dH/dz_i = -p_i (z_i - sum_j p_j z_j): along each logit the entropy rises up to the weighted mean
+    # and falls beyond it, so its minimum over the box [-1, 1]^n lies at a vertex (k logits at +1)
+    for k in range(1, n):
+        z = k * e2 + (n - k)
+        p_hi, p_lo = e2 / z, 1.0 / z
+        ent = -(k * p_hi * math.log(p_hi) + (n - k) * p_lo * math.log(p_lo))
+        best = min(best, (ent, k))
+    return {"n": n, "max_weight": n * e2 / (e2 + n - 1), "max_ratio": e2,
+            "min_entropy_ratio": best[0] / math.log(n), "min_entropy_k": best[1]}
+
+
+def weight_entropy(cyc: CycleResemblance) -> torch.Tensor:
+    """Entropy (nats) of Eq. 13's softmax_j over the updated pixels, (B,) float32 (w / N_u is that softmax)."""
+    p = cyc.weights.float() / cyc.weights.shape[1]
+    return -(p * torch.log(p.clamp_min(1e-30))).sum(dim=1)
 
 
 def residual_ratio(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -157,7 +196,9 @@ def block_statistics(traces: Sequence[BlockTrace]) -> list[dict[str, Any]]:
     """One row per (block call, episode of the batch): branch, block, the four quantities.
 
     Keys: branch, block, episode, cycle_consistency, column_entropy, log_n, entropy_ratio
-    (entropy / log N_u), residual_ratio, w_mean, w_std, w_min, w_max, n_updated, n_other.
+    (entropy / log N_u), residual_ratio, w_mean, w_std, w_min, w_max, n_updated, n_other, and
+    Eq. 13 against its bound (:func:`eq13_bounds`): w_entropy_ratio (entropy of softmax_j / log N_u),
+    w_entropy_bound (the formula's minimum of that ratio), w_max_bound (the formula's largest w).
     """
     rows = []
     for t in traces:
@@ -165,6 +206,8 @@ def block_statistics(traces: Sequence[BlockTrace]) -> list[dict[str, Any]]:
         ent, log_n = column_entropy(t.cycle)
         rr = residual_ratio(t.x, t.z)
         w = t.cycle.weights.float()
+        went = weight_entropy(t.cycle)
+        bound = eq13_bounds(w.shape[1])
         for b in range(cc.shape[0]):
             rows.append({
                 "branch": t.branch, "block": t.index + 1, "episode": b,
@@ -174,6 +217,8 @@ def block_statistics(traces: Sequence[BlockTrace]) -> list[dict[str, Any]]:
                 "w_mean": float(w[b].mean()), "w_std": float(w[b].std(unbiased=False)),
                 "w_min": float(w[b].min()), "w_max": float(w[b].max()),
                 "n_updated": int(t.cycle.cycle_back.shape[1]), "n_other": int(t.cycle.best_other.shape[1]),
+                "w_entropy_ratio": float(went[b]) / log_n if log_n > 0 else float("nan"),
+                "w_entropy_bound": bound["min_entropy_ratio"], "w_max_bound": bound["max_weight"],
             })
     return rows
 
@@ -550,4 +595,4 @@ def plot_weights(weights: dict[str, dict[tuple[str, int], np.ndarray]], bins: in
 
 __all__ = ["block_table", "prototype_table", "variant_table", "plot_blocks", "plot_weights", "VARIANTS", "cycle_consistency", "column_entropy", "residual_ratio", "weight_summary", "BlockTrace",
            "trace_attention", "trace_attention_blocks", "block_statistics", "resemblance_weights", "prototype_counts", "literal_scores",
-           "AttentionVariant", "training_episodes", "protocol_pairs", "diagnose", "variant_dice", "inside_attention"]
+           "AttentionVariant", "eq13_bounds", "weight_entropy", "training_episodes", "protocol_pairs", "diagnose", "variant_dice", "inside_attention"]
