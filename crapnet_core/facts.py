@@ -86,8 +86,11 @@ FOLDS = (0, 1, 2, 3, 4)
 TABLE3_BLOCKS = (1, 5, 7, 9, 12, 15)
 TABLE4_BRANCHES = (2, 1)
 
-#: Training / book profiles (the book profile and the training profile share the name).
+#: Book profiles (the book profile and the training profile of its runs share the name).
 PROFILES = ("smoke", "lite", "paper")
+#: Training profiles: the book's, plus ``converged`` (lite's geometry at the budget chosen on validation
+#: scans in results/select_converged/, issue 18), which the study declares but no book profile trains.
+RUN_PROFILES = ("smoke", "lite", "converged", "paper")
 
 #: Sub-folder of the data root holding each real dataset (in the order a notebook run by
 #: hand prefers them).
@@ -100,5 +103,5 @@ DATASET_LABELS = {"chaos": "Abdominal-MRI (CHAOS)", "sabs": "Abdominal-CT (Synap
 __all__ = [
     "ORGANS", "ORGAN_SHORT", "CHAOS_LABELS", "SABS_LABELS", "Method", "METHODS_REGISTRY", "METHODS",
     "PAPER_METHODS", "METHOD_LABELS", "SETTINGS", "SETTING2_GROUPS", "FOLDS", "TABLE3_BLOCKS", "TABLE4_BRANCHES",
-    "PROFILES", "DATASET_FOLDERS", "DATASET_TITLES", "DATASET_LABELS",
+    "PROFILES", "RUN_PROFILES", "DATASET_FOLDERS", "DATASET_TITLES", "DATASET_LABELS",
 ]

@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..engine.experiment import PROFILES
+from ..engine.experiment import RUN_PROFILES
 from ..models.config import METHODS
 
 
@@ -54,7 +54,7 @@ def _add_experiment_args(p: argparse.ArgumentParser, with_fold: bool = True) -> 
                    help="crapnet, alpnet (SSL-ALPNet), panet (SSL-PANet) or a registered method: "
                         "alpnet_init, alpnet_sup (supervised ALPNet), rpnet (SSL-RPNet), adnet, qnet "
                         "(book/method.md)")
-    p.add_argument("--profile", choices=PROFILES, default="smoke")
+    p.add_argument("--profile", choices=RUN_PROFILES, default="smoke")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set model.n_blocks=7 (repeatable)")
     p.add_argument("--steps", type=int, help="shortcut for --set train.steps=N")
