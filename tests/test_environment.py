@@ -147,3 +147,16 @@ def test_metrics_record_the_training_and_evaluation_environment(tmp_path, device
     assert m["environment"]["evaluate"]["device"]["type"] == device
     on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert on_disk["environment"]["evaluate"]["packages"] == m["environment"]["evaluate"]["packages"]
+
+
+def test_this_build_page_shows_the_environment_and_the_rerun_spread():
+    from crapnet_core.book.build import environment_md
+
+    env = environment()
+    md = "\n".join(environment_md(env, {"machine": "2-core CPU (X)", "spread": {
+        "n": 2, "identical": 1, "mean_difference": -0.02, "mean_abs_difference": 0.02, "max_abs_difference": 0.0386,
+        "sd_difference": 0.01}}))
+    assert f"| torch | {torch.__version__} |" in md and f"| scipy | {env['packages']['scipy']} |" in md
+    assert env["cpu"]["torch_capability"] in md and "intra-op" in md
+    assert "moved by 2.00 points on average (largest 3.86)" in md and "1 of 2" in md
+    assert "Not recorded." in "\n".join(environment_md(None))
