@@ -245,7 +245,8 @@ def describe(env: dict[str, Any] | None) -> str:
 
 
 def machine_line() -> str:
-    """``"<usable cores>-core CPU (<model>), no GPU"`` (or the GPU's name): the provenance line."""
+    """``"<cores>-core CPU (<model>), no GPU"`` (or the GPU's name): the provenance line (the
+    machine's logical cores; the cores this process may use are in :func:`cpu_info`)."""
     cpu = cpu_info()
     gpu = "no GPU"
     try:
@@ -255,7 +256,7 @@ def machine_line() -> str:
             gpu = "GPU " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     except ImportError:
         pass
-    return f"{cpu['usable_cores']}-core CPU ({cpu['model']}), {gpu}"
+    return f"{cpu['logical_cores']}-core CPU ({cpu['model']}), {gpu}"
 
 
 # --------------------------------------------------------------------------- run folders
