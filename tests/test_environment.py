@@ -160,3 +160,26 @@ def test_this_build_page_shows_the_environment_and_the_rerun_spread():
     assert env["cpu"]["torch_capability"] in md and "intra-op" in md
     assert "moved by 2.00 points on average (largest 3.86)" in md and "1 of 2" in md
     assert "Not recorded." in "\n".join(environment_md(None))
+
+
+def test_the_interim_runners_flat_record_compares_on_its_fields():
+    """The first converged-study runs recorded a flat environment (cpu_model, cpu_flags, ...)."""
+    from crapnet_core.engine.environment import normalise
+
+    import monai  # noqa: F401  (sets CUBLAS_WORKSPACE_CONFIG, as in a training process)
+
+    env = environment()
+    flat = {"python": env["python"], "packages": dict(env["packages"]), "cpu_model": env["cpu"]["model"],
+            "cpu_flags": sorted(set(env["cpu"]["flags"] or []) - {"f16c"} | {"sse4_1"}),
+            "torch_cpu_capability": env["cpu"]["torch_capability"], "cpu_count": 2,
+            "torch_threads": env["threads"]["torch_intra_op"]}
+    assert normalise(flat)["cpu"]["flags"] == [f for f in env["cpu"]["flags"] or [] if f != "f16c"]
+    assert normalise(env) is env
+    assert differences(flat, env) == []  # f16c: not looked for by the flat recorder, not a difference
+    assert differences(env, flat) == []
+    flat["torch_cpu_capability"] = "AVX2"
+    flat["packages"]["numpy"] = "1.0"
+    out = differences(flat, env)
+    assert any(d.startswith("cpu.torch_capability: AVX2 ->") for d in out)
+    assert any(d.startswith("packages.numpy: 1.0 ->") for d in out)
+    assert "torch kernels AVX2" in describe(flat)

@@ -203,24 +203,52 @@ NOT_NUMERIC = ("cpu.microcode", "cpu.logical_cores", "cpu.usable_cores", "os", "
                "threads.env.CUDA_VISIBLE_DEVICES", "source", "differences_between_runs", "resumes")
 
 
+def normalise(env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A record in :func:`environment`'s layout, also from the interim runner's flat layout
+    (``cpu_model``, ``cpu_flags``, ``torch_cpu_capability``, ``torch_threads``, ``OMP_NUM_THREADS``:
+    the first converged-study runs), which gets ``"partial": True`` (it has fewer fields)."""
+    if not env or "cpu" in env:
+        return env
+    flags = env.get("cpu_flags")
+    out: dict[str, Any] = {
+        "python": env.get("python"), "packages": env.get("packages", {}),
+        "cpu": {"model": env.get("cpu_model"), "torch_capability": env.get("torch_cpu_capability"),
+                "flags": None if flags is None else [f for f in KERNEL_FLAGS if f in set(flags)]},
+        "threads": {"torch_intra_op": env.get("torch_threads"),
+                    "env": {k: env[k] for k in KERNEL_ENV if k in env}},
+        "partial": True,
+    }
+    return out
+
+
 def differences(a: dict[str, Any] | None, b: dict[str, Any] | None, all_keys: bool = False) -> list[str]:
     """``"key: A -> B"`` for every field where two :func:`environment` records differ.
 
     Dotted keys (``packages.scipy``, ``cpu.flags``, ``threads.torch_intra_op``). Fields that
-    cannot change a number (:data:`NOT_NUMERIC`) are left out unless ``all_keys``. A missing
-    record gives ``["environment: not recorded"]``.
+    cannot change a number (:data:`NOT_NUMERIC`) are left out unless ``all_keys``; a partial
+    record (:func:`normalise`) is compared on the fields it has. A missing record gives
+    ``["environment: not recorded"]``.
     """
     if not a or not b:
         return ["environment: not recorded" + ("" if a else " (first)") + ("" if b else " (second)")]
+    a, b = normalise(a), normalise(b)
     fa, fb = _flatten(a), _flatten(b)
+    keys = set(fa) | set(fb)
+    if a.get("partial") or b.get("partial"):
+        keys = {k for k in set(fa) & set(fb) if k != "partial"} | {k for k in set(fa) ^ set(fb)
+                                                                    if k.startswith("packages.")}
     out = []
-    for key in sorted(set(fa) | set(fb)):
+    for key in sorted(keys):
         if not all_keys and any(key == k or key.startswith(k + ".") for k in NOT_NUMERIC):
             continue
         va, vb = fa.get(key), fb.get(key)
         if va != vb:
             if isinstance(va, list) and isinstance(vb, list):
                 gone, new = [x for x in va if x not in vb], [x for x in vb if x not in va]
+                # a partial record's recorder may not have looked for a flag it lacks
+                new, gone = ([] if a.get("partial") else new), ([] if b.get("partial") else gone)
+                if not gone and not new:
+                    continue
                 out.append(f"{key}: " + ", ".join([f"-{x}" for x in gone] + [f"+{x}" for x in new]))
             else:
                 out.append(f"{key}: {va} -> {vb}")
@@ -231,6 +259,7 @@ def describe(env: dict[str, Any] | None) -> str:
     """One line for tables and pages: packages, CPU model, ISA, threads, device."""
     if not env:
         return "not recorded"
+    env = normalise(env)
     pk = env.get("packages", {})
     cpu = env.get("cpu", {})
     th = env.get("threads", {})
@@ -348,6 +377,6 @@ def deterministic(device: Any = None, enabled: bool = True) -> Iterator[None]:
 
 __all__ = [
     "NUMERIC_PACKAGES", "KERNEL_FLAGS", "KERNEL_ENV", "ENVIRONMENT_FILE", "environment", "package_versions",
-    "cpu_info", "machine_line", "torch_build", "thread_info", "device_info", "differences", "describe", "write_run_environment",
+    "cpu_info", "machine_line", "normalise", "torch_build", "thread_info", "device_info", "differences", "describe", "write_run_environment",
     "read_run_environment", "provenance_environment", "deterministic",
 ]
