@@ -7,6 +7,9 @@
 #               JupyterLab opening and rendering a notebook (screenshots under _build/screenshots)
 #   make slurm-check  build the smoke book through a real single-node SLURM on this machine
 #               (root; installs slurm-wlm and munge with apt-get when missing)
+#   make lock   regenerate requirements.lock (every package, exact versions and hashes) from
+#               pyproject.toml's ranges and extras + constraints.txt, with pip-tools in .lock-tools/;
+#               pins that still satisfy the ranges are kept; LOCK_ARGS=--upgrade takes the newest
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -16,16 +19,33 @@ PROFILE ?=
 JOBS   ?= $(shell nproc 2>/dev/null || echo 1)
 LAB_ARGS ?=
 KERNEL := $(VENV)/share/jupyter/kernels/crapnet/kernel.json
+LOCK   := requirements.lock
+LOCK_TOOLS := .lock-tools
+PIP_TOOLS_VERSION := 7.6.2
+LOCK_ARGS ?=
 
-.PHONY: venv test book lab kernel e2e slurm-check clean-venv
+.PHONY: venv test book lab kernel e2e slurm-check clean-venv lock
 
-$(STAMP): pyproject.toml constraints.txt
+# The environment is the lock: every package at the exact version (and file hash) of
+# requirements.lock, then crapnet itself (editable, without resolving anything again).
+# torch is pinned there to the local CPU wheel (constraints.txt), so no CUDA stack is pulled in.
+$(STAMP): $(LOCK) pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first, alone, so that pip takes the pinned (local CPU) wheel and never the CUDA stack
-	$(BIN)/python -m pip install --quiet -c constraints.txt torch
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,test]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+# pip-compile resolves with this pip's own configuration (indexes, find-links), i.e. exactly
+# what `make` installs; it runs in its own small venv so the project's .venv stays the lock.
+lock:
+	test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOLS) && \
+		$(LOCK_TOOLS)/bin/python -m pip install --quiet --upgrade pip && \
+		$(LOCK_TOOLS)/bin/python -m pip install --quiet pip-tools==$(PIP_TOOLS_VERSION); }
+	$(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--extra book --extra test -c constraints.txt --no-emit-index-url --no-emit-find-links \
+		$(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
 
 venv: $(STAMP)
 

@@ -112,7 +112,7 @@ record() {  # name command start_iso wall: copy the summary to RESULTS/<table>/s
   [[ $name == budget_* ]] && files="budget.json budget.md"
   mkdir -p "$dest"
   for f in $files; do [ -f "$src/$f" ] && cp "$src/$f" "$dest/$f.tmp" && mv "$dest/$f.tmp" "$dest/$f"; done
-  $PY - "$dest" "$cmd" "$start" "$wall" <<'PY'
+  SRC=$src $PY - "$dest" "$cmd" "$start" "$wall" <<'PY'
 import json, os, platform, subprocess, sys
 import torch
 dest, cmd, start, wall = sys.argv[1:5]
@@ -122,6 +122,10 @@ info = {"command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data " +
         "started_utc": start, "wall_seconds": int(wall), "commit": commit,
         "machine": f"{os.cpu_count()}-core CPU ({cpu}), no GPU, shared with other jobs", "torch": torch.__version__,
         "encoder_init": "random (no pretrained weights)", "profile": "lite (config version 2)"}
+# packages, CPU kernels, threads, device: the fold runs' training records (crapnet_core.engine.environment)
+from pathlib import Path
+from crapnet_core.engine.environment import provenance_environment
+info["environment"] = provenance_environment(sorted(p.parent for p in Path(os.environ["SRC"]).rglob("environment.json")))
 path = os.path.join(dest, "run_info.json")
 json.dump(info, open(path + ".tmp", "w"), indent=2); os.replace(path + ".tmp", path)
 PY

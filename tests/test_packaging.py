@@ -1,5 +1,6 @@
-"""The install story stays consistent: pyproject ranges, conda's environment.yml, the
-constraints pins used by the Makefile, and CI calling the README's test command."""
+"""The install story stays consistent: pyproject ranges, the lock (requirements.lock) that
+`make` installs, conda's environment.yml, the constraints pins, and CI calling the README's
+test command."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,12 +51,63 @@ def test_environment_yml_has_the_same_packages_as_pyproject():
     )
 
 
+def _lock() -> dict[str, tuple[Version, list[str]]]:
+    """requirements.lock: normalised name -> (version, its --hash lines)."""
+    out: dict[str, tuple[Version, list[str]]] = {}
+    name = None
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("--hash="):
+            out[name][1].append(line)
+            continue
+        req = Requirement(line.rstrip(" \\"))
+        exact = [s.version for s in req.specifier if s.operator == "=="]
+        assert len(exact) == 1 and not req.marker, f"requirements.lock: {line!r} is not an exact pin"
+        name = canonicalize_name(req.name)
+        out[name] = (Version(exact[0]), [])
+    return out
+
+
+def _numeric() -> set[str]:
+    from crapnet_core.engine.environment import NUMERIC_PACKAGES
+
+    return {canonicalize_name(n) for n in NUMERIC_PACKAGES}
+
+
 def test_environment_yml_versions_are_compatible_with_pyproject():
-    pyproject, conda = _pyproject_requirements(), _conda_requirements()
+    """Numeric packages: the lock's exact version (inside pyproject's range); the rest: pyproject's range."""
+    pyproject, conda, lock = _pyproject_requirements(), _conda_requirements(), _lock()
     for name, req in pyproject.items():
-        assert conda[name].specifier == req.specifier, (
-            f"{name}: environment.yml says '{conda[name].specifier}', pyproject.toml says '{req.specifier}'"
-        )
+        if canonicalize_name(name) in _numeric():
+            locked = lock[canonicalize_name(name)][0]
+            assert str(conda[name].specifier) == f"=={locked.public}", (
+                f"{name}: environment.yml says '{conda[name].specifier}', requirements.lock has {locked}"
+            )
+            assert locked in req.specifier, f"{name}: the lock's {locked} is outside pyproject's {req.specifier}"
+        else:
+            assert conda[name].specifier == req.specifier, (
+                f"{name}: environment.yml says '{conda[name].specifier}', pyproject.toml says '{req.specifier}'"
+            )
+
+
+def test_the_lock_pins_every_requirement_inside_its_range_with_hashes():
+    pyproject, lock = _pyproject_requirements(), _lock()
+    for name, req in pyproject.items():
+        key = canonicalize_name(name)
+        assert key in lock, f"{name}: required by pyproject.toml but missing from requirements.lock (run make lock)"
+        assert req.specifier.contains(lock[key][0], prereleases=True), (
+            f"{name}: requirements.lock pins {lock[key][0]}, outside pyproject's {req.specifier} (run make lock)")
+    assert _numeric() <= set(lock)
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            pin = Requirement(line)
+            assert pin.specifier.contains(lock[canonicalize_name(pin.name)][0]), (
+                f"constraints.txt says {line}, requirements.lock has {lock[canonicalize_name(pin.name)][0]}")
+    unhashed = [n for n, (_, hashes) in lock.items() if not hashes]
+    assert not unhashed, f"requirements.lock: no --hash for {unhashed}"
 
 
 def test_constraints_pins_satisfy_pyproject_ranges():
@@ -79,6 +132,12 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^CRAPNET_DATA_ROOT=\.\./shared/data make test$", ci, re.M), ci
 
 
-def test_makefile_uses_the_constraints_file():
+def test_makefile_installs_the_lock_and_regenerates_it_with_the_constraints():
     makefile = (REPO / "Makefile").read_text()
-    assert "-c constraints.txt" in makefile
+    stamp = re.search(r"^\$\(STAMP\): (.*)$", makefile, re.M)
+    assert stamp and "$(LOCK)" in stamp.group(1), "the venv must be rebuilt when requirements.lock changes"
+    assert "LOCK   := requirements.lock" in makefile
+    assert "--require-hashes -r $(LOCK)" in makefile and "--no-deps" in makefile
+    lock_rule = makefile.split("\nlock:", 1)[1]
+    assert "pip-compile" in lock_rule and "-c constraints.txt" in lock_rule and "--generate-hashes" in lock_rule
+    assert "make lock" in (REPO / "README.md").read_text()

@@ -67,6 +67,7 @@ from ..facts import (DATASET_FOLDERS, DATASET_TITLES, FOLDS, PAPER_METHODS, PROF
 from ..io import write_json, write_text
 from ..paths import (ProjectNotFound, available_datasets, default_results_dir,  # noqa: F401 (re-exported)
                     default_runs_root, repo_root)
+from ..engine.environment import environment  # packages, CPU kernels, threads of the build
 from ..report.figures import machine_description  # provenance line (report layer)
 
 LOG = logging.getLogger(__name__)
@@ -707,9 +708,63 @@ def _local_mathjax() -> Path | None:
     return path if path.is_file() else None
 
 
+def environment_md(env: dict[str, Any] | None, rerun: dict[str, Any] | None = None) -> list[str]:
+    """The "Environment" section of the This build page: the packages, CPU kernels and threads of
+    this build (:func:`crapnet_core.engine.environment.environment`), and the committed rerun
+    check's spread when ``rerun`` (``results/rerun_check/rerun_check.json``) is given."""
+    from ..engine.environment import NUMERIC_PACKAGES
+
+    lines = ["## Environment", ""]
+    if not env:
+        return lines + ["Not recorded.", ""]
+    cpu, threads, build = env.get("cpu", {}), env.get("threads", {}), env.get("torch_build", {})
+    packages = env.get("packages", {})
+    lines += [
+        "What computed this build's numbers beside the code and the configs (every training run also "
+        "records its own in `RUN/environment.json`): the versions of the numeric packages, the CPU's "
+        "instruction sets (oneDNN, MKL and torch choose their kernels from them), the threads and the device.",
+        "",
+        "| | |", "|---|---|",
+        f"| Python | {env.get('python')} |",
+        *[f"| {name} | {packages.get(name) or 'not installed'} |" for name in NUMERIC_PACKAGES],
+        f"| CPU | {cpu.get('model')} ({cpu.get('vendor')}, family/model/stepping {cpu.get('family_model_stepping')}) |",
+        f"| instruction sets | {', '.join(cpu.get('flags') or []) or 'not readable'} |",
+        f"| torch CPU kernels | {cpu.get('torch_capability')}; oneDNN {build.get('onednn')}, MKL {build.get('mkl')} |",
+        f"| threads | torch {threads.get('torch_intra_op')} intra-op, {threads.get('torch_inter_op')} inter-op; "
+        f"{', '.join(f'{k}={v}' for k, v in (threads.get('env') or {}).items()) or 'no thread variables set'} |",
+        f"| deterministic algorithms | {env.get('deterministic')} (training always: `train.deterministic`) |",
+        f"| device | {(env.get('device') or {}).get('name') or (env.get('device') or {}).get('type')} |",
+        "",
+    ]
+    if rerun and rerun.get("spread"):
+        sp = rerun["spread"]
+        lines += [
+            f"**Rerun check** (`results/rerun_check/`, {rerun.get('machine')}): {sp['n']} committed fold(s) "
+            f"trained again with their exact configs; the fold-mean Dice moved by {100 * sp['mean_abs_difference']:.2f} "
+            f"points on average (largest {100 * sp['max_abs_difference']:.2f}); {sp['identical']} of {sp['n']} "
+            "identical. The same command on the same machine gives the same weights bit for bit; on another CPU "
+            "expect differences of this size.",
+            "",
+        ]
+    return lines
+
+
+def _rerun_check(results_dir: str | None) -> dict[str, Any] | None:
+    """The committed rerun check (``results/rerun_check/rerun_check.json``), None when absent."""
+    path = Path(results_dir or "") / "rerun_check" / "rerun_check.json"
+    if not results_dir or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        LOG.warning("book: %s is not valid JSON; the rerun check is left off the This build page", path)
+        return None
+
+
 def build_info_page(plan: BookPlan, results: Sequence[JobResult], pages: dict[str, str], when: str,
-                    machine: str) -> str:
-    """Markdown of the generated "This build" page: profile, data, machine, executions, left out."""
+                    machine: str, env: dict[str, Any] | None = None, rerun: dict[str, Any] | None = None) -> str:
+    """Markdown of the generated "This build" page: profile, data, machine, environment
+    (:func:`environment_md`), executions, left out."""
     lines = [
         "# This build",
         "",
@@ -733,6 +788,7 @@ def build_info_page(plan: BookPlan, results: Sequence[JobResult], pages: dict[st
         ]
     for note in plan.notes:
         lines += [f"{note}", ""]
+    lines += environment_md(env, rerun)
     lines += ["## Left out by this profile", ""]
     lines += [f"- {item}" for item in plan.left_out] or ["- nothing"]
     lines += ["", "## Notebook executions", "",
@@ -867,7 +923,8 @@ def assemble_source(plan: BookPlan, results: Sequence[JobResult], out_dir: str |
         LOG.warning("book: page %s in _toc.yml is missing from the checkout; left out of the build", page)
         plan_for_page.left_out.append(f"Page {page}: listed in _toc.yml but missing from this checkout.")
     write_text(src / f"{BUILD_PAGE}.md",
-               relativise(build_info_page(plan_for_page, results, pages, when, machine), replacements))
+               relativise(build_info_page(plan_for_page, results, pages, when, machine, environment(),
+                                          _rerun_check(plan.results_dir)), replacements))
     # the opening page's findings: numbers from results/ at build time, linked to the results page
     from ..report.findings import findings_figure, findings_md
 

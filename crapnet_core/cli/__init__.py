@@ -8,6 +8,7 @@ The notebooks call the same library functions that these sub-commands call.
     crapnet superpixels ...         (cli_data)
     crapnet train / evaluate / cross-validate / segment ...   (cli_train)
     crapnet compare A B             (cli_stats)
+    crapnet rerun-check ...         (cli_rerun)
     crapnet book ...                (cli_book)
 """
 
@@ -21,7 +22,8 @@ import sys
 from .. import __version__
 
 #: Modules that contribute sub-commands, in the order they appear in ``crapnet --help``.
-COMMAND_MODULES = ("crapnet_core.cli.data", "crapnet_core.cli.train", "crapnet_core.cli.stats", "crapnet_core.cli.book")
+COMMAND_MODULES = ("crapnet_core.cli.data", "crapnet_core.cli.train", "crapnet_core.cli.stats", "crapnet_core.cli.rerun",
+                   "crapnet_core.cli.book")
 
 
 class UserError(Exception):
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for provenance records
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

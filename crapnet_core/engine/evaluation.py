@@ -433,7 +433,8 @@ def evaluate(
     """Evaluate the run in ``run_dir`` (its ``config.json`` and final checkpoint, or ``checkpoint``).
 
     Writes ``RUN/metrics.json`` (Dice, HD95, ASD per scan and organ; means per organ; the
-    overall mean; the support scan and slices used) and ``RUN/predictions/<scan>_<organ>.nii.gz``
+    overall mean; the support scan and slices used; ``environment``: the training's and this
+    evaluation's :func:`crapnet_core.engine.environment.environment`) and ``RUN/predictions/<scan>_<organ>.nii.gz``
     (same shape and affine as the input volume files). Returns the metrics dictionary.
     ``split="validation"`` scores the fold's validation scan instead (runs trained with
     ``data.validation=true`` only) and writes ``RUN/metrics_validation.json`` and
@@ -454,9 +455,12 @@ def evaluate(
             raise FileNotFoundError(f"{checkpoint}: no checkpoint in {run_dir}; train the run first")
     dev = resolve_device(device or cfg.train.device)
     model, meta = load_model(cfg, checkpoint, dev)
+    from .environment import environment, read_run_environment
+
     with cpu_threads(cfg, dev):
         metrics = evaluate_model(model, cfg, dev, out_dir=run_dir, progress=progress,
                                  save_predictions=save_predictions, split=split)
+        evaluated_in = environment(dev)
     metrics["checkpoint"] = str(Path(checkpoint).resolve())
     metrics["step"] = int(meta.get("step", -1))
     metrics["trained_steps"] = int(cfg.train.steps)
@@ -464,6 +468,9 @@ def evaluate(
 
     if method_info(cfg):
         metrics["method_info"] = method_info(cfg)  # e.g. alpnet_init: how the encoder was initialised
+    # what computed these numbers: the training start's record (RUN/environment.json; None for
+    # runs trained before it existed) and this evaluation's (engine.environment)
+    metrics["environment"] = {"train": read_run_environment(run_dir), "evaluate": evaluated_in}
     write_json(run_dir / metrics_filename(split), metrics)
     mean_dice = metrics["mean"]["dice"]
     log.info("%s: mean Dice %.4f", run_dir, math.nan if mean_dice is None else mean_dice)

@@ -52,7 +52,8 @@ CONFIG_VERSION = 2
 RUNTIME_FIELDS = {
     "data": {"data_root"},
     "model": {"free_geometry"},
-    "train": {"device", "num_workers", "threads", "checkpoint_every", "keep_checkpoints", "log_every", "compile"},
+    "train": {"device", "num_workers", "threads", "checkpoint_every", "keep_checkpoints", "log_every", "compile",
+              "deterministic"},
     "eval": {"batch_size", "save_predictions"},
 }
 
@@ -208,6 +209,9 @@ class TrainConfig:
     log_every: write a metrics-log row every N steps.
     compile: run the model through ``torch.compile`` (runtime only; see
         ``benchmarks/bench_compile.py`` for what it gains).
+    deterministic: train under ``torch.use_deterministic_algorithms(True)``
+        (:func:`crapnet_core.engine.environment.deterministic`; on CPU it leaves the weights
+        unchanged, on CUDA it warns where an op has no deterministic kernel). Runtime only.
     """
 
     steps: int = 100_000
@@ -227,6 +231,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 1
     compile: bool = False
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         if int(self.steps) < 0:

@@ -14,6 +14,7 @@ Optimisation (Sec. 4.3): SGD, lr 1e-3, momentum 0.9, weight decay 5e-4, lr x 0.9
 Run folder written here::
 
     RUN/config.json                 the ExperimentConfig (with its hash)
+    RUN/environment.json            packages, CPU kernels, threads, device at the start (engine.environment)
     RUN/checkpoints/step_<n>.pt     every ``checkpoint_every`` steps (last ``keep_checkpoints`` kept)
     RUN/checkpoints/last.pt         the latest checkpoint (hard link to the newest step file)
     RUN/metrics.csv                 step, loss, seg, align, lr, seconds
@@ -55,6 +56,7 @@ from .checkpoints import (  # re-exported: checkpoint loading lives apart from t
     read_checkpoint,
     resolve_device,
 )
+from .environment import deterministic, write_run_environment
 from .experiment import ExperimentConfig, describe
 
 log = logging.getLogger(__name__)
@@ -279,7 +281,7 @@ def read_metrics_csv(run_dir: str | Path) -> list[dict[str, float]]:
 
 # ---------------------------------------------------------------------- run folders
 RUN_ITEMS = ("config.json", "checkpoints", "metrics.csv", "metrics.json", "predictions", "TRAINED",
-             "tensorboard", "train.log")
+             "tensorboard", "train.log", "environment.json")
 
 
 def is_trained(run_dir: str | Path) -> bool:
@@ -398,7 +400,7 @@ def train(
     inspect_run_dir(cfg, run_dir, resume=resume, force=force)
     check_experiment_inputs(cfg)
     device = resolve_device(cfg.train.device)
-    with cpu_threads(cfg, device):
+    with cpu_threads(cfg, device), deterministic(device, cfg.train.deterministic):
         seed_everything(cfg.train.seed)
         episodes = build_episodes(cfg)
         run_dir, start = prepare_run_dir(cfg, run_dir, resume=resume, force=force)
@@ -414,6 +416,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     cfg.save(run_dir / "config.json")
+    write_run_environment(run_dir, device, start)
 
     episode_loss = loss_function(cfg)
 
