@@ -6,7 +6,7 @@ torch's own kernels (ATEN_CPU_CAPABILITY), oneDNN (ONEDNN_MAX_CPU_ISA), MKL
 (MKL_ENABLE_INSTRUCTIONS) and numpy (NPY_DISABLE_CPU_FEATURES) may use. Their spread is what a
 rerun on another CPU can give; the committed fold (AMD EPYC) is listed beside them.
 
-    CRAPNET_DATA_ROOT=../shared/data .venv/bin/python results/rerun_kernels.py [--runs runs/rerun_kernels]
+    CRAPNET_DATA_ROOT=../shared/data .venv/bin/python benchmarks/rerun_kernels.py [--runs runs/rerun_kernels]
 
 Finished variants (``RUNS/<variant>/metrics.json``) are reused. Writes
 ``results/rerun_check/kernels.json`` and ``kernels.md``.
@@ -21,11 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from crapnet_core.engine.environment import environment, machine_line
+from crapnet_core.io import write_json, write_text
 
-from crapnet_core.engine.environment import environment, machine_line  # noqa: E402
-from crapnet_core.io import write_json, write_text  # noqa: E402
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
 
 COMMAND = ["-m", "crapnet_core.cli", "train", "--profile", "lite", "--set", "train.threads=1", "--dataset", "chaos",
            "--setting", "1", "--fold", "0", "--method", "crapnet", "--evaluate", "--no-progress"]
@@ -49,19 +49,19 @@ def run_variant(name: str, env_vars: dict[str, str], runs: Path) -> dict:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", **env_vars}
         print(f"{name}: training {run}", file=sys.stderr)
         subprocess.run([sys.executable, *COMMAND, "--out", str(run), "--force"], check=True, env=env,
-                       cwd=HERE.parent)
+                       cwd=RESULTS.parent)
     return json.loads((run / "metrics.json").read_text())
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs/rerun_kernels", help="folder of the variants' run folders")
-    ap.add_argument("--out", default=str(HERE / "rerun_check"), help="folder for kernels.json/.md")
+    ap.add_argument("--out", default=str(RESULTS / "rerun_check"), help="folder for kernels.json/.md")
     ap.add_argument("--note", default=None, help="a provenance note kept in both files")
     args = ap.parse_args()
     runs, out = Path(args.runs), Path(args.out)
-    committed = json.loads((HERE / "chaos_setting1_crapnet_lite" / "seed0" / "summary.json").read_text())
-    info = json.loads((HERE / "chaos_setting1_crapnet_lite" / "seed0" / "run_info.json").read_text())
+    committed = json.loads((RESULTS / "chaos_setting1_crapnet_lite" / "seed0" / "summary.json").read_text())
+    info = json.loads((RESULTS / "chaos_setting1_crapnet_lite" / "seed0" / "run_info.json").read_text())
     rows = []
     for name, (env_vars, meaning) in VARIANTS.items():
         m = run_variant(name, env_vars, runs)
@@ -70,7 +70,7 @@ def main() -> int:
                      "dice": {**dice, "mean": m["mean"]["dice"]}})
     record = {
         "command": "python " + " ".join(COMMAND) + " --out RUNS/<variant>",
-        "script": "CRAPNET_DATA_ROOT=../shared/data .venv/bin/python results/rerun_kernels.py",
+        "script": "CRAPNET_DATA_ROOT=../shared/data .venv/bin/python benchmarks/rerun_kernels.py",
         "machine": machine_line(), "environment": environment(), "variants": rows,
         "committed": {"dice": committed["per_fold"]["0"]["dice"], "machine": info.get("machine"),
                       "commit": info.get("commit"), "run": committed["per_fold"]["0"]["runs"][0]},
