@@ -221,7 +221,7 @@ def compare_tables(a: Mapping[str, Any], b: Mapping[str, Any], seeds_a: Sequence
     """Fold-level and per-scan tests of A - B for every organ and the per-scan organ mean.
 
     a, b: :func:`load_table` dicts (same dataset and setting, else ValueError). seeds_a/seeds_b:
-    None = the seeds both tables have (ValueError when they share none). Returns {"a", "b"
+    None = the seeds both tables have (when they share none: every seed of each side). Returns {"a", "b"
     (label, table, path, seeds), "dataset", "setting", "confidence", "rows": [{"organ", "n",
     "n_folds", "mean_a", "mean_b", "mean_diff", fold-level keys of
     :func:`crapnet_core.engine.inference.fold_level_test` ("ci_low", "ci_high", "p", "p_source",
@@ -234,11 +234,8 @@ def compare_tables(a: Mapping[str, Any], b: Mapping[str, Any], seeds_a: Sequence
                              "a paired comparison needs the same scans")
     if seeds_a is None or seeds_b is None:
         common = sorted(set(a["seeds"]) & set(b["seeds"]))
-        if not common:
-            raise ValueError(f"{a['path']} (seeds {sorted(a['seeds'])}) and {b['path']} (seeds {sorted(b['seeds'])}) "
-                             "share no training seed; name the seeds of each side")
-        seeds_a = common if seeds_a is None else seeds_a
-        seeds_b = common if seeds_b is None else seeds_b
+        seeds_a = (common or sorted(a["seeds"])) if seeds_a is None else seeds_a
+        seeds_b = (common or sorted(b["seeds"])) if seeds_b is None else seeds_b
     seeds_a, seeds_b = sorted(int(s) for s in seeds_a), sorted(int(s) for s in seeds_b)
     rows = []
     for r in paired_rows(a, b, seeds_a, seeds_b):

@@ -185,6 +185,8 @@ def decide(excludes_zero: bool, p_corrected: float | None, one_seed: bool, mean_
         call, reason = "weak", "corrected p < 0.05, interval includes 0"
     else:
         call, reason = "not resolved", "interval includes 0" + ("" if p_corrected is None else ", corrected p ≥ 0.05")
+    if alpha != ALPHA:
+        reason = reason.replace("0.05", f"{alpha:g}")
     if call == "resolved" and one_seed:
         if band is None:
             call, reason = "weak", "one seed and no seed band measured for this dataset and profile"
@@ -238,50 +240,51 @@ def seed_band(results_dir: str | Path, dataset: str, profile: str = "lite",
 
 
 # ---------------------------------------------------------------------- families
-def _profile_of(name: str) -> str:
-    return name.rsplit("_", 1)[-1]
-
-
-def _dataset_of(name: str) -> str:
-    return name.split("_setting", 1)[0]
-
-
-def evaluate_family(fam: Family, results_dir: str | Path, bands: Mapping[tuple[str, str], Any] | None = None,
-                    seed: int = 0) -> dict[str, Any]:
+def evaluate_family(fam: Family, results_dir: str | Path, bands: dict[tuple[str, str], Any] | None = None,
+                    seed: int = 0, confidence: float = CONFIDENCE, n_resamples: int | None = None,
+                    progress=None) -> dict[str, Any]:
     """Every declared comparison of ``fam`` on the tables under ``results_dir``, with Holm and the calls.
 
-    bands: {(dataset, profile): :func:`seed_band` dict or None} (computed when missing). Returns
+    Table names are folders under ``results_dir`` (an absolute path is used as it is). bands:
+    {(dataset, profile): :func:`seed_band` dict or None}, filled in place where missing.
+    ``confidence``: the interval's level; the rule's alpha is ``1 - confidence``. Returns
     {"family", "title", "question", "m" (declared size), "comparisons": [{"key", "a", "b",
     "seeds", "status" ("done" / "not run yet" / "not comparable: ..."), "result"
     (:func:`crapnet_core.engine.comparisons.compare_tables` dict or None), "p_holm", "call",
     "reason", "one_seed", "band"}]}; the call is that of the organ-mean row; organ rows get
     ``p_holm`` corrected over the organs of their comparison and their own call (same rule).
+    ``progress``: a callable given each comparison's key before it is computed.
     """
+    from .inference import N_RESAMPLES
+
     root = Path(results_dir)
-    bands = dict(bands or {})
+    bands = {} if bands is None else bands
+    alpha = 1 - confidence
     entries = []
     for comp in fam.comparisons:
-        entry: dict[str, Any] = {"key": comp.key, "a": comp.a, "b": comp.b, "seeds": comp.seeds, "status": "done",
+        entry: dict[str, Any] = {"key": comp.key, "a": comp.a, "b": comp.b,
+                                 "seeds": None if comp.seeds is None else list(comp.seeds), "status": "done",
                                  "result": None, "p_holm": None, "call": None, "reason": None, "one_seed": None,
                                  "band": None}
-        if not ((root / comp.a).is_dir() and (root / comp.b).is_dir()):
-            missing = [n for n in (comp.a, comp.b) if not (root / n).is_dir()]
-            entry["status"] = "not run yet"
-            entry["missing"] = missing
+        missing = [n for n in (comp.a, comp.b) if not (root / n).exists()]
+        if missing:
+            entry["status"], entry["missing"] = "not run yet", missing
             entries.append(entry)
             continue
+        if progress is not None:
+            progress(comp.key)
         try:
             a, b = load_table(root / comp.a), load_table(root / comp.b)
             seeds = list(comp.seeds) if comp.seeds is not None else None
-            entry["result"] = compare_tables(a, b, seeds, seeds, CONFIDENCE, seed=seed)
+            entry["result"] = compare_tables(a, b, seeds, seeds, confidence, n_resamples or N_RESAMPLES, seed)
         except (ValueError, FileNotFoundError) as err:
             entry["status"] = f"not comparable: {err}"
             entries.append(entry)
             continue
-        key = (_dataset_of(comp.a), _profile_of(comp.a))
+        res = entry["result"]
+        key = (str(res["dataset"]), str(res["profile"]))
         if key not in bands:
             bands[key] = seed_band(root, *key, seed=seed)
-        res = entry["result"]
         entry["one_seed"] = min(len(res["a"]["seeds"]), len(res["b"]["seeds"])) == 1
         entry["band"] = bands[key]["band"] if bands[key] else None
         entries.append(entry)
@@ -291,22 +294,20 @@ def evaluate_family(fam: Family, results_dir: str | Path, bands: Mapping[tuple[s
             continue
         e["p_holm"] = p
         row = mean_row(e["result"])
-        e["call"], e["reason"] = decide(row["excludes_zero"], p, e["one_seed"], row["mean_diff"], e["band"])
+        e["call"], e["reason"] = decide(row["excludes_zero"], p, e["one_seed"], row["mean_diff"], e["band"], alpha)
         organ_rows = [r for r in e["result"]["rows"] if r["organ"] != "mean"]
         for r, q in zip(organ_rows, holm([r["p"] for r in organ_rows])):
             r["p_holm"] = q
-            r["call"], r["reason"] = decide(r["excludes_zero"], q, e["one_seed"], r["mean_diff"], e["band"])
+            r["call"], r["reason"] = decide(r["excludes_zero"], q, e["one_seed"], r["mean_diff"], e["band"], alpha)
         row["p_holm"], row["call"], row["reason"] = p, e["call"], e["reason"]
     return {"family": fam.key, "title": fam.title, "question": fam.question, "m": len(fam.comparisons),
-            "comparisons": entries}
+            "confidence": confidence, "comparisons": entries}
 
 
 def all_comparisons(results_dir: str | Path, families: Sequence[Family] = FAMILIES, seed: int = 0) -> dict[str, Any]:
     """Every declared family evaluated on ``results_dir``: {"families": {key: evaluate_family dict},
     "bands": {"<dataset>/<profile>": seed_band dict or None}, "rule": the declared constants}."""
     bands: dict[tuple[str, str], Any] = {}
-    for key in {(_dataset_of(c.a), _profile_of(c.a)) for f in families for c in f.comparisons}:
-        bands[key] = seed_band(results_dir, *key, seed=seed)
     out = {f.key: evaluate_family(f, results_dir, bands, seed) for f in families}
     return {"families": out, "bands": {f"{k[0]}/{k[1]}": v for k, v in sorted(bands.items())},
             "rule": {"alpha": ALPHA, "confidence": CONFIDENCE, "correction": CORRECTION}}
