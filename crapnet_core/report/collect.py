@@ -34,7 +34,7 @@ from .stats_tables import (DATASET_SHORT, VARIANT_LABELS, call_md, ci, family_ta
 ANALYSIS_VERSION = "issue19-1"
 #: page (relative to the repository) -> the generated blocks it holds
 PAGES: dict[str, tuple[str, ...]] = {
-    "book/equal_budget.md": ("selection", "setting1", "paired", "main_text", "setting2", "paired2", "setting2_text",
+    "book/equal_budget.md": ("selection", "choices", "setting1", "paired", "main_text", "setting2", "paired2", "setting2_text",
                              "decomposition", "decomposition_text", "diagnostics", "explain", "budget", "budget_text"),
     "book/ablations.md": ("table3", "table4", "ablations_text"),
     "book/results.md": ("methods1", "methods2", "methods_family", "methods_text", "rpnet_text"),
@@ -212,7 +212,8 @@ def _ablation_blocks(results: Path, an: Mapping) -> dict[str, str]:
                          + f" | {PUBLISHED[key][v][-1]:.2f} | {paired} |")
         lines += ["", "Dice 0-100, mean ± standard deviation over the five folds of CHAOS MRI setting 1, `lite`, training "
                   "seed 0 for every row; the paired comparison is seed 0 against seed 0, scan by scan, with the fold "
-                  "as the unit (the *Ablations* family below: Holm over its six comparisons, the CHAOS seed band)."]
+                  f"as the unit (the *Ablations* family below: Holm over its {an['families']['ablations']['m']} comparisons, "
+                  "the CHAOS seed band)."]
         out[key] = "\n".join(lines) + "\n"
     out["table4"] += "\n" + family_table(an["families"]["ablations"], show_where=False)
     return out
@@ -340,7 +341,7 @@ def collect(results_dir: str | Path, repo_root: str | Path, check: bool = False,
     return changed
 
 
-__all__ = ["ANALYSIS_VERSION", "PAGES", "collect", "rewrite_summaries", "analysis", "blocks", "table_blocks", "fill", "read_summary",
+__all__ = ["ANALYSIS_VERSION", "PAGES", "NUMBER_CHECKED", "ALLOWED_NUMBERS", "hand_typed_numbers", "collect", "rewrite_summaries", "analysis", "blocks", "table_blocks", "fill", "read_summary",
            "dice_cell", "paired_cell", "readme_table", "inputs_sha256", "entry", "label"]
 
 
@@ -367,3 +368,33 @@ def rewrite_summaries(results: str | Path) -> list[Path]:
         write_text(path.with_suffix(".md"), summary_markdown(s))
         done.append(path.with_suffix(".md"))
     return done
+
+
+#: Pages whose prose must carry no result number outside the generated blocks (README included).
+NUMBER_CHECKED = ("book/equal_budget.md", "book/ablations.md", "book/results.md", "book/limitations.md",
+                  "book/intro.md", "results/README.md")
+#: Numbers that may appear in hand-written prose of those pages: constants of the method or the code,
+#: not results (each with where it comes from).
+ALLOWED_NUMBERS = {
+    "0.95": "SSL-ALPNet's foreground-fraction rule for local prototypes (Ouyang et al. 2020)",
+    "1.5": "the prototype-grid rule's tolerance (crapnet_core.models.prototype_grid.TOLERANCE)",
+    "0.05": "the decision rule's alpha (crapnet_core.engine.decision.ALPHA)",
+    "95 %": "the level of the intervals (1 - ALPHA)",
+    "× 0.95": "the paper's learning-rate schedule",
+}
+_NUMBER = re.compile(r"(?<![\w.])(?:[+−-]\d[\d,]*(?:\.\d+)?|\d[\d,]*\.\d+|\d+(?:\.\d+)? ?%)(?![\w])")
+
+
+def hand_typed_numbers(text: str) -> list[str]:
+    """Result-like numbers (decimals, signed numbers, percentages) in ``text`` outside the generated
+    blocks, code, links, comments and math, minus :data:`ALLOWED_NUMBERS`: what a page must not carry."""
+    text = re.sub(r"<!-- results:(\S+?)[:\s].*?<!-- /results:\1 -->", " ", text, flags=re.S)
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
+    text = re.sub(r"`[^`]*`", " ", text)
+    text = re.sub(r"\$[^$]*\$", " ", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    text = re.sub(r"\{[a-z:]+\}`[^`]*`", " ", text)
+    for allowed in sorted(ALLOWED_NUMBERS, key=len, reverse=True):
+        text = text.replace(allowed, " ")
+    return _NUMBER.findall(text)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..facts import METHOD_LABELS
-from .stats_tables import DATASET_SHORT, call_md, ci, pts, pval, table_label
+from .stats_tables import DATASET_SHORT, call_md, ci, minus, pts, pval, table_label
 
 
 def _mean_row(e: Mapping) -> dict:
@@ -44,8 +44,16 @@ def _n(x: float, digits: int = 1) -> str:
 
 
 def _range(values, digits: int = 1, scale: float = 100.0) -> str:
+    """``0.3–2.2``; with a negative end: ``−10.6 to −3.7`` (true minus signs)."""
     v = [scale * x for x in values]
-    return f"{min(v):.{digits}f}–{max(v):.{digits}f}"
+    lo, hi = min(v), max(v)
+    if lo < 0:
+        return minus(f"{lo:.{digits}f} to {hi:.{digits}f}")
+    return f"{lo:.{digits}f}–{hi:.{digits}f}"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{'none' if n == 0 else n} {what}"
 
 
 def _calls(fam: Mapping) -> dict[str, list[dict]]:
@@ -103,8 +111,8 @@ def selection(results: Path, readme: bool = False) -> str:
              f"5-fold protocol" if folds else f"scan {scan_text}")
 
     def trial(k):
-        return (f"{_n(100 * avg[k]['mean_dice'] if isinstance(avg[k], dict) else 100 * avg[k], 2)} (CRAPNet "
-                f"{_n(100 * rows[(k, 'crapnet')]['mean_dice'], 2)}, SSL-ALPNet {_n(100 * rows[(k, 'alpnet')]['mean_dice'], 2)})")
+        return (f"{_n(100 * avg[k]['mean_dice'], 2)}: CRAPNet {_n(100 * rows[(k, 'crapnet')]['mean_dice'], 2)}, "
+                f"SSL-ALPNet {_n(100 * rows[(k, 'alpnet')]['mean_dice'], 2)}")
 
     text = (f"The `lite` profile was chosen on one validation scan held out of the training of CHAOS fold 0 "
             f"({where}), by a rule fixed before running (`results/select_lite/trials.md`): {chosen} "
@@ -135,8 +143,7 @@ def main_text(results: Path, an: Mapping) -> str:
     lines = [f"CRAPNet − SSL-ALPNet, three seeds, is {_diff(ca)} on CHAOS and {_diff(sa)} on Synapse CT "
              "(Dice points, fold-level 95 % interval, call)."]
     n_res, n_weak = len(c["resolved"]), len(c["weak"])
-    lines.append(f"Of the {fam['m']} comparisons of the family, {n_res} {'is' if n_res == 1 else 'are'} resolved and "
-                 f"{n_weak} weak" + (": " + "; ".join(f"{_name(x)} on {_where(x)} ({_diff(x)})" for x in c["resolved"] + c["weak"])
+    lines.append(f"Of the {fam['m']} comparisons of the family, {_count(n_res, 'resolved')} and {_count(n_weak, 'weak')}" + (": " + "; ".join(f"{_name(x)} on {_where(x)} ({_diff(x)})" for x in c["resolved"] + c["weak"])
                                      if n_res + n_weak else "") + ".")
     flipped = [x for k, x in e.items() if x and _mean_row(x)["scan_ci_low"] is not None
                and (_mean_row(x)["scan_ci_low"] > 0 or _mean_row(x)["scan_ci_high"] < 0) and x["call"] != "resolved"]
@@ -193,8 +200,8 @@ def setting2_text(results: Path, an: Mapping) -> str:
         text.append(f"On CHAOS, setting 2 costs every method {_range(drops, 1)} points against setting 1 (fewer "
                     "training slices, and none that show the test organ).")
     text.append(f"CRAPNet − SSL-ALPNet is {_diff(ca)} on CHAOS and CRAPNet − SSL-PANet {_diff(cp)} (one seed each). "
-                f"Of the family's {fam['m']} comparisons {len(c['resolved'])} {'is' if len(c['resolved']) == 1 else 'are'} "
-                f"resolved and {len(c['weak'])} weak.")
+                f"Of the family's {fam['m']} comparisons, {_count(len(c['resolved']), 'resolved')} and "
+                f"{_count(len(c['weak']), 'weak')}.")
     was = [x for x in fam["comparisons"] if x.get("result") and _mean_row(x)["scan_ci_low"] > 0 and x["call"] != "resolved"]
     if was:
         text.append("The per-scan test had called " + ", ".join(f"{_name(x)} on {_where(x)}" for x in was)
@@ -335,8 +342,8 @@ def ablations_text(results: Path, an: Mapping) -> str:
     others = [p3[5][-1] - v[-1] for k, v in p3.items() if k != 5]
     drop = PUBLISHED["table4"][2][-1] - PUBLISHED["table4"][1][-1]
     band = next((v for k, v in an["bands"].items() if k == "chaos/lite" and v), None)
-    text = [f"At this budget (CHAOS setting 1, `lite`, seed 0), {len(c['resolved'])} of the {len(done)} ablation "
-            f"comparisons {'is' if len(c['resolved']) == 1 else 'are'} resolved and {len(c['weak'])} weak"
+    text = [f"At this budget (CHAOS setting 1, `lite`, seed 0), of the {len(done)} ablation comparisons "
+            f"{_count(len(c['resolved']), 'resolved')} and {_count(len(c['weak']), 'weak')}"
             + (": " + "; ".join(f"{_name(e)} {_diff(e)}" for e in c["resolved"] + c["weak"]) if c["resolved"] + c["weak"] else "")
             + "."]
     if nr:

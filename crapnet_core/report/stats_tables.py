@@ -22,6 +22,7 @@ DATASET_SHORT = {"chaos": "CHAOS MRI", "sabs": "Synapse CT"}
 VARIANT_LABELS = {
     "alpnet-attention": "SSL-ALPNet + attention", "alpnet-carafe": "SSL-ALPNet + CARAFE++ prototypes",
     "crapnet-aligned": "CRAPNet, aligned CARAFE++ window", "crapnet-onebranch": "CRAPNet, one branch",
+    "alpnet_sup": "ALPNet (supervised)",
     **{f"crapnet-blocks{n}": f"CRAPNet, {n} block{'s' * (n > 1)}" for n in (1, 5, 7, 9, 12, 15)},
 }
 
