@@ -498,6 +498,7 @@ def limitations_study(results: Path, an: Mapping) -> str:
 def choices(results: Path) -> str:
     """Item 5 of issue 19: what was chosen where (method page and study page)."""
     from ..engine.experiment import make_config
+    from ..models.encoders import OUTPUT_STRIDE
 
     lite, paper = make_config("lite", "phantom", 1, 0, "crapnet"), make_config("paper", "phantom", 1, 0, "crapnet")
     ext = {n: c.model.carafe_kernel / c.data.input_size for n, c in (("lite", lite), ("paper", paper))}
@@ -510,12 +511,15 @@ def choices(results: Path) -> str:
         f"of the training of fold 0; {'it is a test scan' if len(scans) == 1 else 'they are test scans'} of fold "
         f"{', '.join(sorted({str(fold_of.get(s, '?')) for s in scans}))}, so {'it enters' if len(scans) == 1 else 'they enter'} "
         "the 5-fold means (tested there by another model). The choice rested on that one scan"
-        + (" (the converged budget's rule, `results/select_converged/rule.md`, uses four validation scans, the test "
-           "scans of fold 4, and reports every 5-fold mean also without fold 4)" if conv.is_file() else "") + ".\n"
+        + (" (the converged budget's rule, `results/select_converged/rule.md`, holds out several validation scans and "
+           "names the fold whose test set holds them)" if conv.is_file() else "") + ".\n"
         f"- **CARAFE++ window at reduced size.** `lite` keeps the paper's {lite.model.carafe_kernel} × "
         f"{lite.model.carafe_kernel} reassembly kernel at σ = {lite.model.carafe_factor} ({lite.data.input_size} px "
-        f"input; the paper: σ = {paper.model.carafe_factor} at {paper.data.input_size} px), so the window covers "
-        f"{_n(ext['lite'] / ext['paper'], 1)} times the paper's physical extent of the image.\n"
+        f"input; the paper: σ = {paper.model.carafe_factor} at {paper.data.input_size} px): the window spans the same "
+        f"number of feature pixels on a {lite.data.input_size // OUTPUT_STRIDE} × {lite.data.input_size // OUTPUT_STRIDE} "
+        f"feature map instead of {paper.data.input_size // OUTPUT_STRIDE} × {paper.data.input_size // OUTPUT_STRIDE}, "
+        f"so it covers {_n(ext['lite'] / ext['paper'], 1)} "
+        "times the paper's physical extent of the image.\n"
         "- **CARAFE++ cells as local prototypes.** Each CARAFE++ output cell is used as a *local* prototype under "
         "SSL-ALPNet's 0.95 rule (a cell is a foreground prototype when at least 0.95 of it is foreground); the paper "
         "calls the CARAFE++ output the global prototype.\n"
