@@ -376,7 +376,7 @@ def methods_text(results: Path, an: Mapping) -> str:
     fam = an["families"]["methods"]
     sup = {(ds, st): _entry(an, "methods", f"{ds}_setting{st}_alpnet_sup_lite", f"{ds}_setting{st}_crapnet_lite")
            for ds in ("chaos", "sabs") for st in (1, 2)}
-    gaps = {k: [PUBLISHED[f"table{st}"][ds][METHOD_LABELS[k]][-1] - m(ds, st, k) for ds in ("chaos", "sabs") for st in (1, 2)
+    gaps = {k: [PUBLISHED[f"table{st}"][ds][METHOD_LABELS[k]][-1] - 100 * m(ds, st, k) for ds in ("chaos", "sabs") for st in (1, 2)
                 if m(ds, st, k) is not None] for k in ("alpnet", "crapnet", "panet")}
     sup_gap = [(PUBLISHED[f"table{st}"][ds]["ALPNet"][-1], m(ds, st, "alpnet_sup")) for ds in ("chaos", "sabs") for st in (1, 2)]
     later = [e for e in fam["comparisons"] if e.get("result") and any(x in e["a"] for x in ("_adnet_", "_qnet_"))]
@@ -484,8 +484,9 @@ def limitations_study(results: Path, an: Mapping) -> str:
     s2 = [e for e in an["families"]["setting2"]["comparisons"] if e.get("result") and "_crapnet_" in e["a"] and "_alpnet_" in e["b"]]
     calls1 = sorted({e["call"] for e in main})
     text = (f"**What the equal-budget study can and cannot say.** At the `lite` budget CRAPNet − SSL-ALPNet in setting 1 "
-            f"is {' / '.join(calls1)} on " + " and ".join(f"{_where(e)} ({_diff(e)})" for e in main)
-            + "; in setting 2 (one seed) " + "; ".join(f"{_where(e)}: {_diff(e)}" for e in s2) + ". "
+            f"is {' / '.join(calls1)} on " + " and ".join(f"{DATASET_SHORT[e['result']['dataset']]} ({_diff(e)})" for e in main)
+            + "; in setting 2 (one seed) it is " + " and ".join(f"{_diff(e)} on {DATASET_SHORT[e['result']['dataset']]}" for e in s2)
+            + ". "
             "The diagnostics show why the attention does not help there: it stays nearly uniform and its small residual "
             "lowers the Dice at test ([the equal-budget study](equal_budget.md)). This says nothing about the paper's "
             "regime (COCO-pretrained ResNet-101, 100,000 steps), which needs a GPU. The setting-1 comparison of CRAPNet, "
