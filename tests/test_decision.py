@@ -97,3 +97,20 @@ def test_seed_band_and_one_seed_calls(tmp_path):
     mean = next(r for r in done["result"]["rows"] if r["organ"] == "mean")
     assert mean["excludes_zero"] and done["p_holm"] < 0.05 and band["band"] > 0.01
     assert done["one_seed"] and done["call"] == "weak" and "seed band" in done["reason"]
+
+
+def test_per_run_layout_merges_test_groups_and_refuses_duplicates(tmp_path):
+    folder = tmp_path / "chaos_setting1_alpnet_sup_converged" / "seed0"
+    for name, organs in (("run_k", ("left_kidney",)), ("run_l", ("liver",))):
+        (folder / name).mkdir(parents=True)
+        per_scan = {o: {"1": {"dice": 0.5}, "2": {"dice": 0.6}} for o in organs}
+        (folder / name / "metrics.json").write_text(json.dumps({"fold": 0, "per_scan": per_scan}))
+        (folder / name / "config.json").write_text(json.dumps({"data": {"dataset": "chaos", "setting": 1},
+                                                               "model": {"method": "alpnet_sup"}, "profile": "converged"}))
+    t = load_table(tmp_path / "chaos_setting1_alpnet_sup_converged")
+    assert sorted(t["seeds"][0]) == ["left_kidney", "liver"] and t["fold_of"] == {"1": 0, "2": 0}
+    assert t["dataset"] == "chaos" and t["profile"] == "converged"
+    (folder / "run_x").mkdir()
+    (folder / "run_x" / "metrics.json").write_text(json.dumps({"fold": 0, "per_scan": {"liver": {"1": {"dice": 0.1}}}}))
+    with pytest.raises(ValueError, match="also scored by another run"):
+        load_table(tmp_path / "chaos_setting1_alpnet_sup_converged")

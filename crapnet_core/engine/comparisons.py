@@ -91,6 +91,9 @@ def _from_runs(folder: Path) -> tuple[dict[str, dict[str, float]], dict[str, int
             raise ValueError(f"{path}: no 'fold' (not a crapnet evaluate metrics.json)")
         for organ, values in per_scan_from_metrics(m).items():
             for sid, v in values.items():
+                if sid in scans.get(organ, {}):  # two runs of one seed scoring the same organ and scan
+                    raise ValueError(f"{path}: {organ} of scan {sid} is also scored by another run of {folder}; "
+                                     "one run per fold and test group is expected")
                 scans.setdefault(organ, {})[sid] = v
                 fold_of[sid] = int(m["fold"])
     return scans, fold_of
