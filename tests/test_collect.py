@@ -1,76 +1,80 @@
-"""results/collect.py: the book's generated tables read the right summaries and comparisons."""
+"""The collector (crapnet_core.report.collect): committed pages are what it regenerates; no hand-typed numbers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from crapnet_core.report import collect as col
+
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
 
 
-@pytest.fixture(scope="module")
-def collect():
-    spec = importlib.util.spec_from_file_location("collect_script", REPO / "results" / "collect.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def test_committed_pages_are_what_the_collector_regenerates():
+    """A page, README or cached comparison that differs from what the collector writes fails here:
+    rerun `.venv/bin/python results/collect.py --update-book` after changing results, prose or the rule."""
+    stale = col.collect(RESULTS, REPO, check=True)
+    assert stale == [], f"stale generated files (run results/collect.py --update-book): {stale}"
 
 
-def _summary(folder: Path, method: str, fold_means, overrides=(), seeds=None):
+def test_cached_comparisons_match_their_inputs():
+    data = json.loads((RESULTS / "compare" / "analysis.json").read_text())
+    assert data["inputs_sha256"] == col.inputs_sha256(RESULTS)
+    assert data["analysis_version"] == col.ANALYSIS_VERSION
+    assert data["rule"] == {"alpha": 0.05, "confidence": 0.95, "correction": "Holm"}
+
+
+@pytest.mark.parametrize("page", col.NUMBER_CHECKED)
+def test_no_hand_typed_result_number_outside_the_generated_blocks(page):
+    found = col.hand_typed_numbers((REPO / page).read_text())
+    assert found == [], f"{page}: numbers typed by hand outside <!-- results:... --> blocks: {found}"
+
+
+def test_the_number_check_catches_typed_results():
+    text = ("Under this budget (paired: CHAOS −1.05 [-4.13, 1.49]) the attention changes 2.5–7 % and bypassing "
+            "gains +4.5; the 0.95 rule and `code 1.23` are fine.\n<!-- results:x -->\n44.71\n<!-- /results:x -->\n")
+    assert col.hand_typed_numbers(text) == ["−1.05", "-4.13", "1.49", "2.5", "7 %", "+4.5"]
+
+
+def test_fill_needs_every_block_once():
+    text = "a\n<!-- results:one -->\nold\n<!-- /results:one -->\nb\n"
+    out = col.fill(text, {"one": "new table\n"}, ["one"], "page.md")
+    assert "new table" in out and "old" not in out and out.startswith("a\n") and out.endswith("b\n")
+    assert col.fill(out, {"one": "new table\n"}, ["one"], "page.md") == out  # idempotent
+    with pytest.raises(ValueError, match="page.md: block two appears 0 times"):
+        col.fill(text, {"two": "x"}, ["two"], "page.md")
+
+
+def _summary(folder: Path, method: str, per_fold_dice, overrides=()):
     folder.mkdir(parents=True, exist_ok=True)
-    per_fold = {str(f): {"dice": {o: m for o in ("left_kidney", "right_kidney", "spleen", "liver", "mean")}}
-                for f, m in enumerate(fold_means)}
-    s = {"dataset": "chaos", "setting": 1, "method": method, "profile": "lite", "folds": list(range(len(fold_means))),
-         "organs": ["left_kidney", "right_kidney", "spleen", "liver"], "per_fold": per_fold,
-         "overrides": list(overrides), "mean": {"dice": {"mean": sum(fold_means) / len(fold_means)}}}
-    if seeds:
-        s["seeds"] = seeds
-        s["mean"]["dice_std_over_seeds"] = {"mean": 0.005}
+    organs = ("left_kidney", "right_kidney", "spleen", "liver")
+    per_fold = {}
+    for f, m in enumerate(per_fold_dice):
+        scans = {str(4 * f + i): m + 0.01 * i for i in range(4)}
+        per_fold[str(f)] = {"dice": {o: m + 0.015 for o in (*organs, "mean")},
+                            "hd95": {o: 10.0 for o in (*organs, "mean")}, "asd": {o: 2.0 for o in (*organs, "mean")},
+                            "per_scan": {o: scans for o in organs}}
+    s = {"dataset": "chaos", "setting": 1, "method": method, "profile": "lite", "folds": list(range(len(per_fold_dice))),
+         "organs": list(organs), "per_fold": per_fold, "overrides": list(overrides),
+         "mean": {"dice": {"mean": sum(per_fold_dice) / len(per_fold_dice)}}}
     (folder / "summary.json").write_text(json.dumps(s))
 
 
-def _compare(root: Path, name: str, diff: float, lo: float, hi: float, resolved: bool):
-    (root / "compare").mkdir(exist_ok=True)
-    row = {"organ": "mean", "mean_diff": diff, "ci_low": lo, "ci_high": hi, "resolved": resolved,
-           "p_wilcoxon": 0.01, "n": 20}
-    (root / "compare" / f"{name}.json").write_text(json.dumps({"rows": [row]}))
-
-
-def test_ablation_rows_use_seed0_of_the_reference_and_their_own_runs(collect, tmp_path):
-    _summary(tmp_path / "chaos_setting1_crapnet_lite", "crapnet", [0.40, 0.50], seeds=[0, 1, 2])  # aggregate
-    _summary(tmp_path / "chaos_setting1_crapnet_lite" / "seed0", "crapnet", [0.42, 0.52])
-    _summary(tmp_path / "chaos_setting1_crapnet-blocks7_lite", "crapnet", [0.30, 0.34], ["model.n_blocks=7"])
-    _compare(tmp_path, "chaos_setting1_crapnet-blocks7_vs_crapnet_seed0", -0.15, -0.2, -0.1, True)
-    t3 = collect.ablation_blocks(tmp_path)["table3"]
-    rows = {line.split(" | ")[0].strip("| "): line for line in t3.splitlines() if line.startswith("| ")}
-    assert "47.00 ± 7.07" in rows["5 (paper)"]  # seed 0 (0.42, 0.52), not the seed aggregate (0.45)
-    assert "32.00 ± 2.83" in rows["7"] and "-15.00 [-20.00, -10.00]" in rows["7"] and "**resolved**" in rows["7"]
-    assert "not run yet" in rows["9"] and "78.02" in rows["9"]  # the paper's mean stays, our cells are "–"
-    assert "± 0.50 (std) over its 3 training seeds" in t3
-
-
-def test_method_table_shows_each_method_minus_crapnet(collect, tmp_path):
-    _summary(tmp_path / "chaos_setting1_crapnet_lite", "crapnet", [0.40, 0.50])
-    _summary(tmp_path / "chaos_setting1_adnet_lite", "adnet", [0.20, 0.30])
-    _compare(tmp_path, "chaos_setting1_crapnet_vs_adnet", 0.20, 0.15, 0.25, True)  # compare_all.sh: crapnet − adnet
-    table = collect.method_blocks(tmp_path)["methods1"]
-    adnet = next(line for line in table.splitlines() if line.startswith("| ADNet"))
-    assert "25.00 ± 7.07" in adnet and "-20.00 [-25.00, -15.00]" in adnet
-    alpnet_sup = next(line for line in table.splitlines() if line.startswith("| ALPNet (supervised)"))
-    assert "51.28" in alpnet_sup  # the paper's supervised ALPNet row (Table 1, CHAOS)
-
-
-def test_update_book_needs_every_block_once(collect, tmp_path, monkeypatch):
-    monkeypatch.setattr(collect, "book_blocks", lambda: {n: f"table {n}\n" for names in collect.PAGES.values()
-                                                         for n in names})
-    for page, names in collect.PAGES.items():
-        (tmp_path / page).write_text("".join(f"<!-- results:{n} -->\nold\n<!-- /results:{n} -->\n" for n in names))
-    collect.update_book(tmp_path)
-    assert "table table3" in (tmp_path / "ablations.md").read_text()
-    assert "old" not in (tmp_path / "results.md").read_text()
-    (tmp_path / "ablations.md").write_text("no blocks here\n")
-    with pytest.raises(SystemExit, match="table3 appears 0 times"):
-        collect.update_book(tmp_path)
+def test_tables_read_seed0_and_the_family_calls(tmp_path):
+    _summary(tmp_path / "chaos_setting1_crapnet_lite" / "seed0", "crapnet", [0.40, 0.50, 0.45, 0.42, 0.48])
+    _summary(tmp_path / "chaos_setting1_crapnet-blocks7_lite" / "seed0", "crapnet", [0.30, 0.34, 0.31, 0.29, 0.33],
+             ["model.n_blocks=7"])
+    an = col.analysis(tmp_path)
+    e = col.entry(an, "ablations", "chaos_setting1_crapnet-blocks7_lite", "chaos_setting1_crapnet_lite")
+    assert e["status"] == "done" and e["result"]["rows"][-1]["mean_diff"] == pytest.approx(-0.136)
+    # one seed and no three-seed tables under this results folder: no band, so at most weak
+    assert e["band"] is None and e["call"] in ("weak", "not resolved")
+    blocks = col.table_blocks(tmp_path, an)
+    rows = {line.split(" | ")[0].strip("| "): line for line in blocks["table3"].splitlines() if line.startswith("| ")}
+    assert "46.50 ± 4.12" in rows["5 (paper)"] and "−13.60 [" in rows["7"]
+    assert "not run yet" in rows["9"] and "78.02" in rows["9"]  # the paper's mean stays, ours are "–"
+    assert "| CRAPNet, 7 blocks − CRAPNet | 0 | −13.60 |" in blocks["table4"]  # the family table
+    assert "not run yet" in blocks["paired"]  # the main family has no table here

@@ -86,8 +86,6 @@ def test_paired_comparison_pairs_by_scan_and_averages_organs_per_scan():
     assert rows["mean"]["n"] == 3
     assert rows["mean"]["mean_a"] == pytest.approx(np.mean([0.7, 0.7, 0.7]))
     assert rows["mean"]["mean_diff"] == pytest.approx(np.mean([0.05, 0.15, 0.1]))
-    md = stats.comparison_markdown(res)
-    assert "| Liver | 3 | 80.00 | 70.00 | 10.00 | [10.00, 10.00] |" in md
     with pytest.raises(ValueError, match="share no"):
         stats.paired_comparison({"liver": {"1": 0.5}}, {"liver": {"2": 0.5}})
 
@@ -124,31 +122,51 @@ def test_per_scan_dice_needs_per_scan_values(tmp_path):
     assert stats.per_scan_dice(stats.load_summary(tmp_path)) == {"liver": {"3": 0.5}}
 
 
+def _fold_summary(method: str, per_fold_scans: dict[int, dict[str, dict[str, float]]], setting: int = 1):
+    """A one-seed summary whose folds hold per-scan Dice ({fold: {organ: {scan: Dice}}})."""
+    s = _summary(method, {f: {o: float(np.mean(list(v.values()))) for o, v in scans.items()}
+                          for f, scans in per_fold_scans.items()})
+    for f, scans in per_fold_scans.items():
+        s["per_fold"][str(f)]["per_scan"] = scans
+    s["setting"] = setting
+    return s
+
+
 def test_compare_cli_writes_table_and_rejects_bad_input(tmp_path, capsys):
-    a = _summary("crapnet", {0: {"liver": 0.6, "spleen": 0.2}},
-                 per_scan={"liver": {str(i): 0.5 + 0.01 * i for i in range(10)}, "spleen": {"1": 0.2, "2": 0.3}})
-    b = _summary("alpnet", {0: {"liver": 0.6, "spleen": 0.2}},
-                 per_scan={"liver": {str(i): 0.4 + 0.01 * i for i in range(10)}, "spleen": {"1": 0.25, "2": 0.2}})
-    for name, s in (("a", a), ("b", b)):
+    rng = np.random.default_rng(0)
+    fa, fb = {}, {}
+    for f in range(5):  # 5 folds x 4 scans; A is 10 points better on the liver in every scan
+        ids = [str(4 * f + i) for i in range(4)]
+        base = {sid: float(rng.uniform(0.4, 0.6)) for sid in ids}
+        fa[f] = {"liver": {sid: v + 0.1 for sid, v in base.items()}, "spleen": {sid: 0.3 for sid in ids}}
+        fb[f] = {"liver": base, "spleen": {sid: 0.3 + float(rng.normal(0, 0.01)) for sid in ids}}
+    for name, s in (("a", _fold_summary("crapnet", fa)), ("b", _fold_summary("alpnet", fb))):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(s))
     rc = main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp"),
-               "--resamples", "500"])
+               "--resamples", "2000", "--results", str(tmp_path)])
     assert rc == 0
     out = json.loads((tmp_path / "cmp.json").read_text())
-    liver = next(r for r in out["rows"] if r["organ"] == "liver")
-    assert liver["mean_diff"] == pytest.approx(0.1) and liver["resolved"]
-    assert liver["p_wilcoxon"] == pytest.approx(2 / 2**10)
+    (entry,) = out["comparisons"]
+    liver = next(r for r in entry["result"]["rows"] if r["organ"] == "liver")
+    assert liver["mean_diff"] == pytest.approx(0.1) and liver["ci_low"] == pytest.approx(0.1)
+    assert liver["n_folds"] == 5 and liver["p_wilcoxon"] < 1e-4
+    # one seed on each side and no seed band measured under --results: at most weak
+    assert liver["call"] == "weak" and "no seed band" in liver["reason"]
     md = (tmp_path / "cmp.md").read_text()
-    assert "Resolved: Liver" in md and "Too few paired scans to resolve (n < 10" in md and "Spleen" in md
+    assert "| Liver | 20 | 5 |" in md and "95 % CI, folds" in md and "Wilcoxon p" in md
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "summary.json" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "summary.json").write_text(json.dumps(dict(b, setting=2)))
+    (tmp_path / "c" / "summary.json").write_text(json.dumps(_fold_summary("alpnet", fb, setting=2)))
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
     assert "different setting" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "a")]) == 2
+    assert "in pairs" in capsys.readouterr().err
+    assert main(["compare", "--family", "main", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_cross_validate_seeds_and_budget_curve(tmp_path, capsys):
@@ -171,7 +189,7 @@ def test_cross_validate_seeds_and_budget_curve(tmp_path, capsys):
                                                           + s1["per_scan"]["liver"][sid]) / 2)
     assert "mean ± std over seeds" in (out / "summary.md").read_text()
     capsys.readouterr()
-    assert main(["compare", str(out / "seed0"), str(out / "seed1"), "--resamples", "200"]) == 0
+    assert main(["compare", str(out / "seed0"), str(out / "seed1"), "--resamples", "1000"]) == 0
     assert "| Liver |" in capsys.readouterr().out
 
     # budget curve: every kept checkpoint of one run; the last point equals the run's metrics.json
@@ -213,19 +231,6 @@ def test_book_tables_show_mean_pm_std_over_folds():
     assert table.loc[("SSL-RPNet", "published"), "Liver"] != ""
     numeric = figures.comparison_table(frame, 1, "chaos")
     assert numeric.loc[("CRAPNet", "ours"), "Liver"] == pytest.approx(70.0)
-
-
-def test_main_comparisons_table_and_notes():
-    scans = {"liver": {str(i): 0.5 + 0.01 * i for i in range(10)}}
-    a = _summary("crapnet", {0: {"liver": 0.6, "spleen": 0.2}}, per_scan=scans)
-    b = _summary("alpnet", {0: {"liver": 0.6, "spleen": 0.2}},
-                 per_scan={"liver": {k: v + 0.05 for k, v in scans["liver"].items()}})
-    c = _summary("panet", {0: {"liver": 0.6, "spleen": 0.2}})  # no per-scan values
-    frame, notes = stats.main_comparisons([a, b, c], n_resamples=300)
-    assert set(frame.comparison) == {"CRAPNet − SSL-ALPNet"}
-    liver = frame[frame.organ == "Liver"].iloc[0]
-    assert liver["A − B"] == pytest.approx(-5.0) and liver["resolved"] == "yes" and liver["scans"] == 10
-    assert len(notes) == 2 and all("no per-scan Dice" in n for n in notes)
 
 
 def test_budget_files_load_and_plot(tmp_path):

@@ -12,10 +12,11 @@
   difference, bootstrap 95 % confidence interval of the mean difference
   (``scipy.stats.bootstrap``, BCa) and the Wilcoxon signed-rank p-value
   (``scipy.stats.wilcoxon``, two-sided), per organ and for the per-scan mean over organs.
-  A difference is *resolved* when its confidence interval excludes 0 and it rests on at least
-  ``MIN_RESOLVE_N`` = 10 paired values: with fewer, the bootstrap interval is too narrow
-  (it under-covers; e.g. with 4 scans the exact Wilcoxon p cannot go below 0.125), so such
-  rows are reported but never called resolved.
+  This is the *secondary*, per-scan analysis: it treats the scans of a fold, which share one
+  trained model, as independent. What the pages call resolved is decided at the fold level
+  (:mod:`crapnet_core.engine.inference`, :mod:`crapnet_core.engine.decision`); the per-scan
+  ``resolved`` flag (CI excludes 0 on at least ``MIN_RESOLVE_N`` = 10 paired values) is kept
+  for this column only.
 
 Units: Dice as a fraction 0..1 in every dict returned here; the Markdown tables show 0-100.
 
@@ -34,10 +35,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..facts import METHOD_LABELS
 from ..facts import ORGAN_SHORT as _ORGAN_SHORT
 from ..facts import ORGANS as ORGAN_ORDER  # the paper's column order
-from ..models.config import summary_variant
 
 #: Fewest paired values for a difference to count as resolved (see the module docstring).
 MIN_RESOLVE_N = 10
@@ -310,132 +309,5 @@ def paired_comparison(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapp
     return {"rows": rows, "confidence": confidence, "n_resamples": n_resamples, "seed": seed}
 
 
-def _label(summary: Mapping[str, Any]) -> str:
-    """E.g. ``CRAPNet variant crapnet-blocks7 (chaos, setting 1, lite, seed 0)``: the method, the
-    model variant when it is not the method's own (ablation points and decomposition rows share
-    the method's label otherwise), and the training seed(s) (one seed: from a ``seed<k>/`` folder)."""
-    method = summary.get("method")
-    name = METHOD_LABELS.get(method, method or "?")
-    variant = summary_variant(summary)
-    if variant and variant != method:
-        name += f" variant {variant}"
-    seeds = summary.get("seeds")
-    folder = Path(str(summary.get("_path", ""))).parent.name
-    extra = (f", seeds {','.join(map(str, seeds))}" if seeds
-             else f", seed {folder[4:]}" if folder[:4] == "seed" and folder[4:].isdigit() else "")
-    return f"{name} ({summary.get('dataset')}, setting {summary.get('setting')}, {summary.get('profile')}{extra})"
-
-
-def compare_results(source_a: str | Path, source_b: str | Path, confidence: float = 0.95,
-                    n_resamples: int = 9999, seed: int = 0) -> dict[str, Any]:
-    """:func:`paired_comparison` of two cross-validate folders / summary.json files.
-
-    Both must be the same dataset and setting (else ValueError naming the two). Returns the
-    comparison dict with ``a``/``b`` (label, path) added.
-    """
-    sa, sb = load_summary(source_a), load_summary(source_b)
-    for key in ("dataset", "setting"):
-        if sa.get(key) != sb.get(key):
-            raise ValueError(f"{sa['_path']} and {sb['_path']}: different {key} "
-                             f"({sa.get(key)} vs {sb.get(key)}); a paired comparison needs the same scans")
-    out = paired_comparison(per_scan_dice(sa), per_scan_dice(sb), confidence, n_resamples, seed)
-    out["a"] = {"label": _label(sa), "path": sa["_path"], "method": sa.get("method"), "seeds": sa.get("seeds")}
-    out["b"] = {"label": _label(sb), "path": sb["_path"], "method": sb.get("method"), "seeds": sb.get("seeds")}
-    out["dataset"], out["setting"] = sa.get("dataset"), sa.get("setting")
-    return out
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
-
-
-def comparison_markdown(result: Mapping[str, Any]) -> str:
-    """Markdown table of :func:`compare_results` / :func:`paired_comparison` (Dice 0-100)."""
-    a = result.get("a", {}).get("label", "A")
-    b = result.get("b", {}).get("label", "B")
-    conf = int(round(100 * result["confidence"]))
-    lines = [f"**A** = {a}; **B** = {b}. Paired per-scan Dice differences A − B (0-100); "
-             f"{conf} % bootstrap CI (BCa, {result['n_resamples']} resamples, seed {result['seed']}) of the "
-             "mean difference; two-sided Wilcoxon signed-rank p. *Resolved*: the CI excludes 0.", "",
-             f"| Organ | scans | A | B | A − B | {conf} % CI | Wilcoxon p | resolved |",
-             "|---|---|---|---|---|---|---|---|"]
-
-    def f(v):
-        return "–" if v is None else f"{100 * v:.2f}"
-
-    for r in result["rows"]:
-        ci = "–" if r["ci_low"] is None else f"[{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}]"
-        lines.append(f"| {ORGAN_SHORT.get(r['organ'], r['organ'])} | {r['n']} | {f(r['mean_a'])} | {f(r['mean_b'])} "
-                     f"| {f(r['mean_diff'])} | {ci} | {_p(r['p_wilcoxon'])} | {'yes' if r['resolved'] else 'no'} |")
-    resolved = [ORGAN_SHORT.get(r["organ"], r["organ"]) for r in result["rows"] if r["resolved"]]
-    unresolved = [ORGAN_SHORT.get(r["organ"], r["organ"]) for r in result["rows"]
-                  if not r["resolved"] and r["n"] >= MIN_RESOLVE_N]
-    few = [ORGAN_SHORT.get(r["organ"], r["organ"]) for r in result["rows"] if r["n"] < MIN_RESOLVE_N]
-    lines += ["", f"Resolved: {', '.join(resolved) or 'none'}. Not resolved (CI contains 0): "
-              f"{', '.join(unresolved) or 'none'}."]
-    if few:
-        lines.append(f"Too few paired scans to resolve (n < {MIN_RESOLVE_N}; the bootstrap CI under-covers): "
-                     f"{', '.join(few)}.")
-    return "\n".join(lines) + "\n"
-
-
-def _has_per_scan(summary: Mapping[str, Any]) -> bool:
-    try:
-        return bool(per_scan_dice(summary))
-    except ValueError:
-        return False
-
-
-#: The main comparison of issue 8 §5: (A, B) method pairs, A - B.
-MAIN_PAIRS = (("crapnet", "alpnet"), ("crapnet", "panet"), ("alpnet", "panet"))
-
-
-def main_comparisons(summaries: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]] = MAIN_PAIRS,
-                     confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0):
-    """Paired comparisons of every method pair present for each (dataset, setting).
-
-    summaries: cross-validation summaries (e.g. :func:`crapnet_core.report.figures.load_summaries`);
-    for a method with several (e.g. one seed and a seed aggregate) the one with the most
-    seeds is used. Returns (frame, notes): a pandas DataFrame with one row per (dataset,
-    setting, A, B, organ) -- n, Dice of A and B, A - B, CI, Wilcoxon p, resolved, all Dice
-    0-100 -- and a list of Markdown notes for pairs that could not be compared (e.g. a
-    summary without per-scan values).
-    """
-    import pandas as pd
-
-    best: dict[tuple[Any, Any, str], Mapping[str, Any]] = {}
-    for s in summaries:
-        key = (s.get("dataset"), s.get("setting"), s.get("method"))
-        if key not in best or len(s.get("seeds") or [0]) > len(best[key].get("seeds") or [0]):
-            best[key] = s
-    rows, notes = [], []
-    for dataset, setting in sorted({(k[0], k[1]) for k in best}, key=str):
-        for ma, mb in pairs:
-            sa, sb = best.get((dataset, setting, ma)), best.get((dataset, setting, mb))
-            if sa is None or sb is None:
-                continue
-            label = f"{METHOD_LABELS.get(ma, ma)} − {METHOD_LABELS.get(mb, mb)}"
-            try:
-                res = paired_comparison(per_scan_dice(sa), per_scan_dice(sb), confidence, n_resamples, seed)
-            except ValueError:
-                lacking = [Path(x.get("_path", "?")).parent.name for x in (sa, sb) if not _has_per_scan(x)]
-                notes.append(f"- {dataset} setting {setting}, {label}: not compared, no per-scan Dice in "
-                             f"{', '.join(f'`{n}`' for n in lacking) or 'one of the summaries'} (written before "
-                             "summaries kept per-scan values; rerun its cross-validation).")
-                continue
-            for r in res["rows"]:
-                pct = (lambda v: None if v is None else 100 * v)
-                rows.append({"dataset": dataset, "setting": setting, "comparison": label,
-                             "seeds": ",".join(map(str, sa.get("seeds") or [])) or "–",
-                             "organ": ORGAN_SHORT.get(r["organ"], r["organ"]), "scans": r["n"],
-                             "A": pct(r["mean_a"]), "B": pct(r["mean_b"]), "A − B": pct(r["mean_diff"]),
-                             "CI low": pct(r["ci_low"]), "CI high": pct(r["ci_high"]),
-                             "Wilcoxon p": r["p_wilcoxon"], "resolved": "yes" if r["resolved"] else "no"})
-    return pd.DataFrame(rows), notes
-
-
-__all__ = ["MIN_RESOLVE_N", "MAIN_PAIRS", "main_comparisons", "mean_std", "format_pm", "fold_spread", "load_summary", "summary_path", "per_scan_from_metrics",
-           "per_scan_dice", "aggregate_seeds", "paired_test", "paired_comparison", "compare_results",
-           "comparison_markdown"]
+__all__ = ["MIN_RESOLVE_N", "ORGAN_SHORT", "mean_std", "format_pm", "fold_spread", "load_summary", "summary_path",
+           "per_scan_from_metrics", "per_scan_dice", "aggregate_seeds", "paired_test", "paired_comparison"]

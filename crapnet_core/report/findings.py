@@ -1,12 +1,12 @@
 """The findings at the top of the book's opening page, written at build time from ``results/``.
 
-:func:`findings_md` reads the cross-validation summaries committed under ``results/``
-(``*/summary.json`` of ``crapnet cross-validate``, via
-:func:`crapnet_core.report.figures.load_summaries`) and writes a few sentences: per dataset and
-setting, each method's mean Dice over the five folds (with the standard deviation over folds
-when the summary gives it) next to the paper's Tables 1-2, the ranking of CRAPNet, and the
-gap to the published numbers. Every number of ours links to the results page that shows it
-in a table; nothing is typed by hand. :func:`findings_figure` draws the one figure
+:func:`findings_md` reads the cross-validation summaries committed under ``results/`` (via
+:func:`crapnet_core.report.figures.load_summaries`) and the fold-level comparisons of the declared
+families (:func:`crapnet_core.report.collect.analysis`) and writes a few sentences: what the study
+shows (the main comparison, the decomposition, supervision against self-supervision, the distance
+to the paper's Tables 1-2) and how sure it is (the unit, the correction, the seed band), each
+difference with its fold-level interval and its call under the declared rule. Numbers link to the
+results page; nothing is typed by hand. :func:`findings_figure` draws the one figure
 (:func:`crapnet_core.report.figures.comparison_figure`) into a PNG without pyplot.
 """
 
@@ -30,18 +30,117 @@ def findings_frame(results_dir: str | os.PathLike, profile: str = RESULTS_PROFIL
     return figures.summary_frame(summaries), summaries
 
 
-def _fmt(value: float, std: float | None) -> str:
-    return f"{value:.1f} ± {std:.1f}" if std is not None and std == std else f"{value:.1f}"
+def _diff(e, link) -> str:
+    """``−0.55 [−5.54, +4.45]`` (Dice points, fold-level 95 % interval), linked."""
+    from .stats_tables import ci, pts
+
+    r = next(x for x in e["result"]["rows"] if x["organ"] == "mean")
+    return link(f"{pts(r['mean_diff'])} {ci(r['ci_low'], r['ci_high'])}")
+
+
+def _entry(an, family: str, a: str, b: str):
+    for e in (an or {}).get("families", {}).get(family, {}).get("comparisons", []):
+        if e["a"] == a and e["b"] == b and e.get("result"):
+            return e
+    return None
+
+
+def _verdict(calls: list[str]) -> str:
+    if all(c == "not resolved" for c in calls):
+        return "not resolved under the declared rule"
+    return "under the declared rule: " + ", ".join(calls)
+
+
+def findings_sentences(results_dir: str | os.PathLike, frame, link, profile: str = RESULTS_PROFILE) -> list[str]:
+    """The findings as a few sentences: what the study shows and how sure it is (every number generated).
+
+    Reads the committed summaries (``frame``: :func:`findings_frame`'s) and the fold-level comparisons of
+    the declared families (:func:`crapnet_core.report.collect.analysis`); a sentence whose comparisons
+    are not committed is left out.
+    """
+    from ..published import PUBLISHED
+    from .collect import analysis
+    from .stats_tables import DATASET_SHORT, call_md, minus
+
+    try:
+        an = analysis(results_dir)
+    except (ValueError, FileNotFoundError, KeyError):
+        an = None
+    out = []
+    main = [(ds, _entry(an, "main", f"{ds}_setting1_crapnet_{profile}", f"{ds}_setting1_alpnet_{profile}"))
+            for ds in ("chaos", "sabs")]
+    main = [(ds, e) for ds, e in main if e]
+    if main:
+        calls = [e["call"] for _, e in main]
+        head = ("CRAPNet and SSL-ALPNet cannot be told apart" if set(calls) == {"not resolved"}
+                else "CRAPNet against SSL-ALPNet")
+        seeds = ", ".join(sorted({str(len(e["result"]["a"]["seeds"])) for _, e in main}))
+        out.append(f"**At the `{profile}` budget {head}**: CRAPNet − SSL-ALPNet is "
+                   + " and ".join(f"{_diff(e, link)} Dice points on {DATASET_SHORT[ds]}" for ds, e in main)
+                   + f" (setting 1, {seeds} training seeds, fold-level 95 % intervals), {_verdict(calls)}.")
+    att = _entry(an, "decomposition", f"chaos_setting1_alpnet-attention_{profile}", f"chaos_setting1_alpnet_{profile}")
+    car = _entry(an, "decomposition", f"chaos_setting1_alpnet-carafe_{profile}", f"chaos_setting1_alpnet_{profile}")
+    if att and car:
+        out.append(f"Of its two halves, the attention blocks change SSL-ALPNet's Dice by {_diff(att, link)} "
+                   f"({call_md(att['call'])}) and the CARAFE++ prototypes by {_diff(car, link)} ({call_md(car['call'])}) "
+                   "on CHAOS MRI: the attention has not learned a selective correspondence at this budget "
+                   "([the equal-budget study](equal_budget.md)).")
+    sup = [(ds, st, _entry(an, "methods", f"{ds}_setting{st}_alpnet_sup_{profile}", f"{ds}_setting{st}_crapnet_{profile}"))
+           for ds in ("chaos", "sabs") for st in (1, 2)]
+    sup = [x for x in sup if x[2]]
+    if sup:
+        beaten = any(e["call"] == "resolved" and next(r for r in e["result"]["rows"] if r["organ"] == "mean")["mean_diff"] < 0
+                     for *_, e in sup)
+        out.append(("Self-supervision beats supervision from other organs' labels in part: supervised " if beaten else
+                    "Supervision from other organs' labels is not beaten by self-supervision here: supervised ")
+                   + "ALPNet − CRAPNet is " + "; ".join(f"{_diff(e, link)} ({call_md(e['call'])}) on "
+                                                         f"{DATASET_SHORT[ds]} setting {st}" for ds, st, e in sup) + ".")
+    if frame is not None:
+        means = frame[frame["organ"] == "mean"]
+        ssl, other = [], []
+        for _, r in means.iterrows():
+            label = figures.METHOD_LABELS.get(r["method_key"], "")
+            paper = PUBLISHED[f"table{r['setting']}"].get(r["dataset"], {}).get(label)
+            if paper is None:
+                continue
+            gap = paper[-1] - r["dice"]
+            (other if r["method_key"] in ("alpnet_sup", "alpnet_init") else ssl).append(gap)
+        if ssl:
+            text = (f"Every self-supervised row of ours is {minus(f'{min(ssl):.1f}')}–{minus(f'{max(ssl):.1f}')} Dice "
+                    "points below the paper's Tables 1–2: these runs start from random weights and train a small encoder "
+                    "for a small fraction of the paper's steps on a CPU (see [Limitations](limitations.md)), so they "
+                    "compare the methods under one budget and do not reproduce the paper's absolute numbers")
+            if other:
+                text += (f"; the supervised ALPNet and the untrained network, which need no long self-supervised "
+                         f"training, are {minus(f'{min(other):+.2f}')} to {minus(f'{max(other):+.2f}')} points from the "
+                         "paper's rows (paper minus ours)")
+            out.append(text + ".")
+    bands = {k.split("/")[0]: v for k, v in (an or {}).get("bands", {}).items() if k.endswith(f"/{profile}") and v}
+    n_fold = sum(p["excludes_zero"] for b in bands.values() for p in b["pairs"])
+    n_pairs = sum(len(b["pairs"]) for b in bands.values())
+    if bands:
+        out.append("**How sure:** every comparison treats the fold, whose scans share one trained model, as the unit; "
+                   "p-values are Holm-corrected within declared families; and a one-seed difference must exceed the seed "
+                   "band (" + ", ".join(f"± {100 * b['band']:.2f} on {DATASET_SHORT[d]}" for d, b in bands.items())
+                   + f"; {n_fold} of {n_pairs} comparisons of a method with itself across seeds are resolved at the fold "
+                   "level) to be called resolved. Five folds make fold-level intervals wide: most differences of a "
+                   "few points are not resolved, which says the study cannot tell, not that the methods are equal.")
+    conv = _entry(an, "converged", "chaos_setting1_crapnet_converged", "chaos_setting1_alpnet_converged")
+    if conv:
+        out.append(f"At the converged budget, CRAPNet − SSL-ALPNet on CHAOS MRI is {_diff(conv, link)} "
+                   f"({call_md(conv['call'])}).")
+    return out
 
 
 def findings_md(results_dir: str | os.PathLike, results_link: str | None, figure: str | None = None,
                 profile: str = RESULTS_PROFILE, folder_label: str = "results/") -> str:
-    """Markdown of the findings: sentences per (dataset, setting), ranking, gap to the paper, figure.
+    """Markdown of the findings: a few generated sentences (what the study shows, how sure), then the figure.
 
     ``results_link``: the results page (a document path for a MyST link, e.g.
-    ``../notebooks/07_results__lite.ipynb``) that every number links to; ``figure``: the
-    figure's file name relative to the including page (None: no figure). Mean Dice 0-100
-    over the four organs; "±" is the standard deviation over folds (as in the summary).
+    ``../notebooks/07_results__lite.ipynb``) that the numbers link to; ``figure``: the figure's file
+    name relative to the including page (None: no figure). Differences in Dice points (0-100) with
+    their fold-level 95 % intervals and calls under the declared rule
+    (:mod:`crapnet_core.engine.decision`).
     """
     frame, summaries = findings_frame(results_dir, profile)
 
@@ -58,44 +157,10 @@ def findings_md(results_dir: str | os.PathLike, results_link: str | None, figure
             "",
         ]
     else:
-        means = frame[frame["organ"] == "mean"]
-        pub = figures.PUBLISHED
-        wins, cells, gaps = 0, 0, []
-        sentences = []
-        for (dataset, setting), sub in means.groupby(["dataset", "setting"], sort=True):
-            sub = sub.set_index("method_key")
-            ranked = sub["dice"].sort_values(ascending=False)
-            folds = sorted({int(f) for fs in sub["folds"] for f in str(fs).split(",") if f != ""})
-            parts = []
-            for key in ranked.index:
-                std = sub.loc[key, "dice_std"] if "dice_std" in sub else None
-                paper = pub[f"table{setting}"].get(dataset, {}).get(figures.METHOD_LABELS.get(key, ""), None)
-                text = f"{figures.METHOD_LABELS.get(key, key)} {link(_fmt(sub.loc[key, 'dice'], std))}"
-                if paper is not None:
-                    text += f" (paper {paper[-1]:.2f})"
-                    gaps.append(paper[-1] - sub.loc[key, "dice"])
-                parts.append(text)
-            top = ranked.index[0]
-            cells += 1
-            wins += top == "crapnet"
-            name = figures.DATASET_LABELS.get(dataset, dataset)
-            sentences.append(f"- **{name}, setting {setting}** ({len(folds)} folds): " + "; ".join(parts) + ".")
-        lines += [
-            f"Mean Dice (0–100) over the four organs, cross-validated with the `{profile}` profile "
-            f"({len(summaries)} summaries under `{folder_label}`; ± is the standard deviation over folds; each "
-            "number links to its table), best method first, with the paper's Tables 1–2 in brackets:",
-            "",
-            *sentences,
-            "",
-            f"CRAPNet has the highest mean Dice in {wins} of {cells} dataset–setting combinations; which of "
-            "these differences the paired per-scan tests resolve, and why, is on "
-            "[the equal-budget study](equal_budget.md) page."
-            + (f" Every number of ours is {min(gaps):.0f}–{max(gaps):.0f} Dice points below the paper's: these "
-               "runs start from random weights on a CPU with a small encoder and a small fraction of the paper's "
-               "training steps (see [Limitations](limitations.md)), so they compare the methods under one equal "
-               "budget and do not reproduce the paper's absolute numbers." if gaps else ""),
-            "",
-        ]
+        sentences = findings_sentences(results_dir, frame, link, profile)
+        lines += [" ".join(sentences) if sentences else
+                  f"{len(summaries)} cross-validated `{profile}` summaries are committed under `{folder_label}`; "
+                  "the tables are on the " + link("results page") + ".", ""]
     if figure:
         lines += [
             "```{figure} " + figure,
@@ -123,4 +188,4 @@ def findings_figure(results_dir: str | os.PathLike, path: str | os.PathLike, pro
     return path
 
 
-__all__ = ["findings_md", "findings_figure", "findings_frame", "RESULTS_PROFILE"]
+__all__ = ["findings_md", "findings_sentences", "findings_figure", "findings_frame", "RESULTS_PROFILE"]

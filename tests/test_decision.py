@@ -1,0 +1,116 @@
+"""The declared decision rule (issue 19): Holm, the calls, the seed band, families on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crapnet_core.engine import decision as dec
+from crapnet_core.engine.comparisons import load_table
+from crapnet_core.facts import METHODS
+
+
+def test_holm_known_values_and_missing_comparisons():
+    # Holm (1979): ascending p 0.01, 0.02, 0.04 with m = 3 -> 0.03, 0.04, 0.04
+    assert dec.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    # a declared comparison not run yet counts with p = 1 and makes the others' threshold stricter
+    adj = dec.holm([0.01, None, 0.02], 3)
+    assert adj[1] is None and adj[0] == pytest.approx(0.03) and adj[2] == pytest.approx(0.04)
+    assert dec.holm([0.01, 0.02], 4) == pytest.approx([0.04, 0.06])
+    with pytest.raises(ValueError, match="smaller"):
+        dec.holm([0.1, 0.2], 1)
+    with pytest.raises(ValueError, match="lie in"):
+        dec.holm([1.5])
+
+
+def test_decide_the_rule():
+    assert dec.decide(True, 0.01, False, 0.05, None)[0] == "resolved"
+    assert dec.decide(True, 0.2, False, 0.05, None) == ("weak", "interval excludes 0, corrected p ≥ 0.05")
+    assert dec.decide(False, 0.01, False, 0.05, None)[0] == "weak"
+    assert dec.decide(False, 0.2, False, 0.05, None)[0] == "not resolved"
+    # one seed: inside the band, or no band, never resolved
+    assert dec.decide(True, 0.01, True, 0.02, 0.03) == ("weak", "one seed, inside the seed band")
+    assert dec.decide(True, 0.01, True, -0.05, 0.03)[0] == "resolved"
+    assert dec.decide(True, 0.01, True, 0.05, None)[0] == "weak"
+
+
+def test_declared_families_name_known_tables():
+    seen = set()
+    for fam in dec.FAMILIES:
+        assert fam.key not in seen and fam.comparisons
+        seen.add(fam.key)
+        for c in fam.comparisons:
+            for name in (c.a, c.b):
+                ds, rest = name.split("_setting")
+                setting, body = rest.split("_", 1)
+                method = body.rsplit("_", 1)[0].split("-")[0]
+                assert ds in ("chaos", "sabs") and setting in ("1", "2") and method in METHODS, name
+    with pytest.raises(ValueError, match="declared: main"):
+        dec.family("nope")
+
+
+def _table(root: Path, name: str, seed: int, offsets: dict[int, float], noise: float, rng, dataset="chaos"):
+    """results/<name>/seed<k>/summary.json with 5 folds x 4 scans, fold f shifted by offsets[f]."""
+    per_fold = {}
+    for f in range(5):
+        scans = {str(4 * f + i): 0.5 + offsets[f] + float(rng.normal(0, noise)) for i in range(4)}
+        per_fold[str(f)] = {"per_scan": {"liver": scans}, "dice": {"liver": float(np.mean(list(scans.values())))}}
+    s = {"dataset": dataset, "setting": 1, "method": name.split("_")[2].split("-")[0], "profile": "lite",
+         "organs": ["liver"], "folds": list(range(5)), "per_fold": per_fold}
+    folder = root / name / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(s))
+
+
+def test_seed_band_and_one_seed_calls(tmp_path):
+    rng = np.random.default_rng(0)
+    # three-seed tables: the same method with a model effect per (fold, seed) of sd 0.02
+    for m in ("crapnet", "alpnet", "panet"):
+        for k in range(3):
+            _table(tmp_path, f"chaos_setting1_{m}_lite", k, {f: float(rng.normal(0, 0.02)) for f in range(5)}, 0.005, rng)
+    band = dec.seed_band(tmp_path, "chaos")
+    assert band["df"] == 6 and len(band["pairs"]) == 9
+    means = {t: v["seed_means"] for t, v in band["tables"].items()}
+    pooled = np.mean([np.var(list(v.values()), ddof=1) for v in means.values()])
+    from scipy import stats as sps
+    assert band["band"] == pytest.approx(sps.t.ppf(0.975, 6) * np.sqrt(2 * pooled))
+    assert dec.seed_band(tmp_path, "sabs") is None
+    # a one-seed variant 1 point better in every scan of every fold: interval and test agree, but
+    # 1 point is inside the band -> weak
+    base = load_table(tmp_path / "chaos_setting1_crapnet_lite")["seeds"][0]["liver"]
+    folder = tmp_path / "chaos_setting1_crapnet-blocks7_lite" / "seed0"
+    folder.mkdir(parents=True)
+    per_fold = {str(f): {"per_scan": {"liver": {s: base[s] + 0.01 + float(rng.normal(0, 0.002))
+                                                for s in map(str, range(4 * f, 4 * f + 4))}}} for f in range(5)}
+    (folder / "summary.json").write_text(json.dumps({"dataset": "chaos", "setting": 1, "method": "crapnet",
+                                                     "profile": "lite", "per_fold": per_fold}))
+    fam = dec.Family("t", "test", "?", (dec.Comparison("chaos_setting1_crapnet-blocks7_lite",
+                                                      "chaos_setting1_crapnet_lite", (0,)),
+                                       dec.Comparison("chaos_setting1_crapnet-blocks9_lite",
+                                                      "chaos_setting1_crapnet_lite", (0,))))
+    ev = dec.evaluate_family(fam, tmp_path)
+    done, missing = ev["comparisons"]
+    assert missing["status"] == "not run yet" and missing["call"] is None
+    mean = next(r for r in done["result"]["rows"] if r["organ"] == "mean")
+    assert mean["excludes_zero"] and done["p_holm"] < 0.05 and band["band"] > 0.01
+    assert done["one_seed"] and done["call"] == "weak" and "seed band" in done["reason"]
+
+
+def test_per_run_layout_merges_test_groups_and_refuses_duplicates(tmp_path):
+    folder = tmp_path / "chaos_setting1_alpnet_sup_converged" / "seed0"
+    for name, organs in (("run_k", ("left_kidney",)), ("run_l", ("liver",))):
+        (folder / name).mkdir(parents=True)
+        per_scan = {o: {"1": {"dice": 0.5}, "2": {"dice": 0.6}} for o in organs}
+        (folder / name / "metrics.json").write_text(json.dumps({"fold": 0, "per_scan": per_scan}))
+        (folder / name / "config.json").write_text(json.dumps({"data": {"dataset": "chaos", "setting": 1},
+                                                               "model": {"method": "alpnet_sup"}, "profile": "converged"}))
+    t = load_table(tmp_path / "chaos_setting1_alpnet_sup_converged")
+    assert sorted(t["seeds"][0]) == ["left_kidney", "liver"] and t["fold_of"] == {"1": 0, "2": 0}
+    assert t["dataset"] == "chaos" and t["profile"] == "converged"
+    (folder / "run_x").mkdir()
+    (folder / "run_x" / "metrics.json").write_text(json.dumps({"fold": 0, "per_scan": {"liver": {"1": {"dice": 0.1}}}}))
+    with pytest.raises(ValueError, match="also scored by another run"):
+        load_table(tmp_path / "chaos_setting1_alpnet_sup_converged")
