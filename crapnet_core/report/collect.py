@@ -40,7 +40,8 @@ PAGES: dict[str, tuple[str, ...]] = {
     "book/results.md": ("methods1", "methods2", "methods_family", "methods_text", "rpnet_text"),
     "book/limitations.md": ("limitations_study",),
     "book/method.md": ("choices",),
-    "results/README.md": ("rule", "seed_band", "comparisons", "results-table", "selection_readme", "paper_gap"),
+    "results/README.md": ("rule", "seed_band", "comparisons", "results-table", "selection_readme", "paper_gap",
+                          "rerun"),
 }
 _DATASETS = ("chaos", "sabs")
 MAIN = ("crapnet", "alpnet", "panet")

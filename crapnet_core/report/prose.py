@@ -549,6 +549,46 @@ def paper_gap(results: Path, an: Mapping) -> str:
             "`book/equal_budget.md`, `book/ablations.md` and `book/results.md`.\n")
 
 
+def rerun_text(results: Path) -> str:
+    """The rerun check (issue 25) in sentences: committed vs rerun fold Dice and the kernel variants'
+    range, from ``results/rerun_check/rerun_check.json`` and ``kernels.json``."""
+    import json
+
+    folder = results / "rerun_check"
+    path = folder / "rerun_check.json"
+    if not path.is_file():
+        return "No rerun check has been committed yet (`crapnet rerun-check`).\n"
+    check = json.loads(path.read_text())
+    parts = []
+    for f in check.get("folds", []):
+        comp = f.get("comparison") or {}
+        mean = (comp.get("dice") or {}).get("mean") or {}
+        if mean.get("committed") is None or mean.get("rerun") is None:
+            continue
+        machine = (f.get("committed_run_info") or {}).get("machine", "an unrecorded machine")
+        parts.append(f"`{f['sample']}` (table:seed:fold) was {_n(100 * mean['committed'], 2)} when committed "
+                     f"({machine}) and reruns here to {_n(100 * mean['rerun'], 2)} "
+                     f"({_n(100 * (mean['rerun'] - mean['committed']), 2)} points)")
+    text = [f"`rerun_check/` holds `crapnet rerun-check`'s table (committed against rerun Dice of sampled folds, "
+            f"configs and hashes checked; run on {check.get('machine', '?')} at commit `{check.get('commit', '?')}`), "
+            "`kernels.md` (the same fold under lowered CPU kernel families, `benchmarks/rerun_kernels.py`) and "
+            "`diagnosis.md`."]
+    if parts:
+        text.append("Fold mean Dice: " + "; ".join(parts) + ".")
+    kpath = folder / "kernels.json"
+    if kpath.is_file():
+        k = json.loads(kpath.read_text())
+        vals = [100 * v["dice"]["mean"] for v in k.get("variants") or []
+                if isinstance(v, Mapping) and (v.get("dice") or {}).get("mean") is not None]
+        if vals:
+            text.append(f"On this machine, changing only the instruction set of torch's, oneDNN's and MKL's kernels "
+                        f"moves the same fold between {_n(min(vals), 2)} and {_n(max(vals), 2)} "
+                        f"({len(vals)} variants): the committed `lite` numbers depend on the CPU by a few Dice points "
+                        "per fold, not on the code or the package versions.")
+    text.append("Runs record their environment (`RUN/environment.json`, `run_info.json` → `environment`).")
+    return " ".join(text) + "\n"
+
+
 def prose_blocks(results: Path, an: Mapping, repo: Path) -> dict[str, str]:
     """Every generated block of sentences (name -> Markdown)."""
     return {"selection": selection(results), "selection_readme": selection(results, readme=True),
@@ -557,8 +597,8 @@ def prose_blocks(results: Path, an: Mapping, repo: Path) -> dict[str, str]:
             "explain": explain(results, an), "budget_text": budget_text(results),
             "ablations_text": ablations_text(results, an), "methods_text": methods_text(results, an),
             "rpnet_text": rpnet_text(results, an), "limitations_study": limitations_study(results, an),
-            "choices": choices(results), "paper_gap": paper_gap(results, an)}
+            "choices": choices(results), "paper_gap": paper_gap(results, an), "rerun": rerun_text(results)}
 
 
 __all__ = ["prose_blocks", "selection", "main_text", "setting2_text", "decomposition_text", "diagnostics", "explain",
-           "budget_text", "ablations_text", "methods_text", "rpnet_text", "limitations_study", "choices", "paper_gap"]
+           "budget_text", "ablations_text", "methods_text", "rpnet_text", "limitations_study", "choices", "paper_gap", "rerun_text"]
