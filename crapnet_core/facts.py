@@ -97,11 +97,13 @@ RUN_PROFILES = ("smoke", "lite", "converged", "paper")
 DATASET_FOLDERS = {"chaos": "CHAOST2", "sabs": "SABS"}
 #: Short dataset titles (book pages, plan, footer).
 DATASET_TITLES = {"chaos": "CHAOS-T2 MRI", "sabs": "Synapse/SABS CT", "phantom": "synthetic phantom"}
+#: Short dataset names of the generated tables (book pages, results/README.md).
+DATASET_SHORT = {"chaos": "CHAOS MRI", "sabs": "Synapse CT", "phantom": "phantom"}
 #: Dataset names as the paper's tables head them (figures, captions).
 DATASET_LABELS = {"chaos": "Abdominal-MRI (CHAOS)", "sabs": "Abdominal-CT (Synapse)", "phantom": "phantom (synthetic)"}
 
 __all__ = [
     "ORGANS", "ORGAN_SHORT", "CHAOS_LABELS", "SABS_LABELS", "Method", "METHODS_REGISTRY", "METHODS",
     "PAPER_METHODS", "METHOD_LABELS", "SETTINGS", "SETTING2_GROUPS", "FOLDS", "TABLE3_BLOCKS", "TABLE4_BRANCHES",
-    "PROFILES", "RUN_PROFILES", "DATASET_FOLDERS", "DATASET_TITLES", "DATASET_LABELS",
+    "PROFILES", "RUN_PROFILES", "DATASET_FOLDERS", "DATASET_TITLES", "DATASET_SHORT", "DATASET_LABELS",
 ]

@@ -15,7 +15,7 @@ import pytest
 
 #: The layer order, bottom to top (defined once, here). A module may import modules of its
 #: own layer and of the layers below it.
-LAYERS = ("base", "data", "models", "engine", "report", "book", "cli")
+LAYERS = ("base", "data", "models", "engine", "report", "study", "book", "cli")
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "crapnet_core"
 

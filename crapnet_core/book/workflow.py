@@ -296,13 +296,16 @@ def gpu_count() -> int:
 
 
 @contextlib.contextmanager
-def claim_gpu(lock_dir: Path, n_devices: int) -> Iterator[str | None]:
-    """Hold one free device of ``n_devices`` (flock on ``lock_dir/gpu<k>.lock``) and yield its id.
+def claim_gpu(lock_dir: Path, n_devices: int, slots: int = 1) -> Iterator[str | None]:
+    """Hold one free slot of ``n_devices`` devices (flock on ``lock_dir/gpu<k>.lock``, or
+    ``gpu<k>.<j>.lock`` for ``slots`` > 1) and yield the device's id.
 
-    Snakemake's ``gpu`` resource caps how many jobs run on GPUs at once; this picks *which*
-    device a job gets on one machine (a SLURM job is given its device by SLURM instead).
-    Devices are the entries of ``CUDA_VISIBLE_DEVICES`` when set, else ``0..n_devices-1``.
-    Yields None when ``n_devices`` is 0. Waits while every device is held.
+    Snakemake's ``gpu`` resource caps how many jobs run on GPUs at once (devices x ``slots``);
+    this picks *which* device a job gets on one machine (a SLURM job is given its device by SLURM
+    instead). ``slots``: trainings that share one device at once (several fit on a large GPU).
+    Devices are the entries of ``CUDA_VISIBLE_DEVICES`` when set, else ``0..n_devices-1``; the
+    slots of one device are taken before the next device's second slot (jobs spread over devices
+    first). Yields None when ``n_devices`` is 0. Waits while every slot is held.
     """
     if n_devices <= 0:
         yield None
@@ -310,9 +313,11 @@ def claim_gpu(lock_dir: Path, n_devices: int) -> Iterator[str | None]:
     visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     devices = visible or [str(i) for i in range(n_devices)]
     lock_dir.mkdir(parents=True, exist_ok=True)
+    names = [(dev, f"gpu{dev}.lock" if slots <= 1 else f"gpu{dev}.{j}.lock") for j in range(max(1, slots))
+             for dev in devices]
     while True:
-        for dev in devices:
-            fh = open(lock_dir / f"gpu{dev}.lock", "w")
+        for dev, name in names:
+            fh = open(lock_dir / name, "w")
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -333,7 +338,7 @@ def _device_env(spec: dict) -> Iterator[None]:
     if int(spec.get("gpu", 0)) <= 0 or os.environ.get("SLURM_JOB_ID"):
         yield
         return
-    with claim_gpu(Path(spec["out"]) / ".gpu-locks", gpu_count()) as dev:
+    with claim_gpu(Path(spec["out"]) / ".gpu-locks", gpu_count(), int(spec.get("per_gpu", 1) or 1)) as dev:
         if dev is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = dev
         yield
@@ -523,20 +528,27 @@ def snakemake_command(
     root: Path | None = None,
     notebooks_root: Path | None = None,
     targets: Sequence[str] = (),
+    workflow_file: str = "Snakefile",
+    config: Sequence[str] | None = None,
 ) -> list[str]:
     """The ``snakemake`` command line that ``crapnet book`` runs (Snakemake's CLI, in this venv).
 
     ``root``: the checkout holding ``workflow/``; ``notebooks_root``: the folder holding the
     ``notebooks/`` and ``book/`` to run (default ``root``); ``targets``: the files to make
-    (default: the book).
+    (default: the book). ``workflow_file`` and ``config`` (``NAME=VALUE`` items): another workflow
+    of ``workflow/`` and its config (``crapnet study``: ``study.smk``, profile ``study``).
     """
     from ..paths import repo_root
 
     root = Path(root or repo_root())
     notebooks_root = Path(notebooks_root or root)
-    cmd = [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(snakefile(root)), "--directory", str(out_dir),
-           "--workflow-profile", str(root / "workflow" / "profiles" / profile),
-           "--config", f"plan={plan_file}", f"repo={notebooks_root}", f"gpus_per_job={gpus_per_job}"]
+    path = snakefile(root) if workflow_file == "Snakefile" else root / "workflow" / workflow_file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the workflow is missing from this checkout")
+    items = list(config) if config is not None else [f"plan={plan_file}", f"repo={notebooks_root}",
+                                                      f"gpus_per_job={gpus_per_job}"]
+    cmd = [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(path), "--directory", str(out_dir),
+           "--workflow-profile", str(root / "workflow" / "profiles" / profile), "--config", *items]
     if executor == "local":
         cmd += ["--cores", str(cores), "--resources", f"gpu={gpus}"]
     else:

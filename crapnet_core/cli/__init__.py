@@ -9,6 +9,7 @@ The notebooks call the same library functions that these sub-commands call.
     crapnet train / evaluate / cross-validate / segment ...   (cli_train)
     crapnet compare A B             (cli_stats)
     crapnet rerun-check ...         (cli_rerun)
+    crapnet study plan|run|status|collect|analysis|migrate   (cli_study)
     crapnet book ...                (cli_book)
 """
 
@@ -23,7 +24,7 @@ from .. import __version__
 
 #: Modules that contribute sub-commands, in the order they appear in ``crapnet --help``.
 COMMAND_MODULES = ("crapnet_core.cli.data", "crapnet_core.cli.train", "crapnet_core.cli.stats", "crapnet_core.cli.rerun",
-                   "crapnet_core.cli.book")
+                   "crapnet_core.cli.study", "crapnet_core.cli.book")
 
 
 class UserError(Exception):

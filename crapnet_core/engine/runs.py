@@ -258,9 +258,16 @@ def cross_validate_seeds(
     return agg
 
 
-def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method: str, profile: str) -> dict[str, Any]:
-    """Combine the ``metrics.json`` of evaluated runs into per-fold and 5-fold tables."""
+def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method: str, profile: str,
+                   train_seconds_of=None) -> dict[str, Any]:
+    """Combine the ``metrics.json`` of evaluated runs into per-fold and 5-fold tables.
+
+    ``train_seconds_of(run_dir)``: a run's training seconds (default: its ``TRAINED`` marker; the
+    study's result folders keep them in ``run_info.json``); None when unknown.
+    """
     from .training import train_seconds
+
+    train_seconds_of = train_seconds_of or train_seconds
 
     per_fold: dict[int, dict[str, Any]] = {}
     for run_dir in run_dirs:
@@ -278,8 +285,8 @@ def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method:
         entry["runs"].append(Path(run_dir).name)
         entry["support"].update({o: {"scan_id": m["support"]["scan_id"], "slices": s}
                                  for o, s in m["support"]["slices"].items()})
-        entry["train_seconds"] += train_seconds(run_dir) or 0.0
-        entry["eval_seconds"] += float(m.get("seconds", 0.0))
+        entry["train_seconds"] += train_seconds_of(run_dir) or 0.0
+        entry["eval_seconds"] += float(m.get("seconds") or 0.0)  # None: not recorded (derived records)
     organs = [o for o in ORGANS if any(o in e["dice"] for e in per_fold.values())]
     organs += sorted({o for e in per_fold.values() for o in e["dice"]} - set(organs))
     for entry in per_fold.values():

@@ -1,6 +1,6 @@
 """SSL-RPNet's 5-fold models re-evaluated with the CRE's BatchNorm on batch statistics (issue 10).
 
-Why: on the validation scan (``results/rpnet_iterations.py --cre-batch-stats``; CHAOS fold 0,
+Why: on the validation scan (analysis ``rpnet_iterations --cre-batch-stats``; CHAOS fold 0,
 never a test scan) the refinement drifts when the context relation encoder (CRE) normalises with
 its running estimates (torch eval mode, as the reference evaluates) and improves the mask when it
 normalises with the statistics of the batch at hand (650 steps: 27.9 -> 32.9 mean Dice after 10
@@ -12,15 +12,17 @@ protocol), switches the CRE's BatchNorm layers to batch statistics, and evaluate
 choice was made on the validation scan before this script ran; its output is a second row for the
 same models, not a replacement of the reference-protocol table.
 
-    CRAPNET_DATA_ROOT=../shared/data OMP_WAIT_POLICY=PASSIVE .venv/bin/python results/rpnet_batch_stats.py \
-        --dataset chaos --runs /work/compute/runs/study/chaos_setting1_rpnet_lite [--folds 0,1]
+    CRAPNET_DATA_ROOT=../shared/data OMP_WAIT_POLICY=PASSIVE crapnet study analysis rpnet_batch_stats_chaos \
+        [--runs DIR] [--folds 0,1]
 
-``--runs``: the folder of the table's fold runs (``results/run_study.sh``'s RUNS/<table>); each
-fold's run is found by its name and its own ``config.json``. Writes
-``runs/rpnet_batch_stats/<dataset>/<run>/metrics.json`` (resumable: evaluated folds are kept)
-and, once all five folds are there, ``results/rpnet_iterations/batch_stats_5fold/<dataset>_setting1/
-summary.{json,md}`` (kept outside the ``*_lite`` tables so that no table averages it into the
-SSL-RPNet row); compare it with ``crapnet compare``.
+The declared analysis names the table (``chaos_setting1_rpnet_lite``, ``sabs_setting1_rpnet_lite``);
+``--runs``: the folder holding the table's fold runs (default: the runs folder, where
+``crapnet study run --tables TABLE`` trains them); each fold's run is found by its name and its own
+``config.json``. Writes ``<runs>/rpnet_batch_stats/<dataset>/<run>/metrics.json`` (resumable:
+evaluated folds are kept) and, once all five folds are there, the declared output folder
+``results/rpnet_iterations/batch_stats_5fold/<dataset>_setting1/summary.{json,md}`` (kept outside
+the ``*_lite`` tables so that no table averages it into the SSL-RPNet row); compare it with
+``crapnet compare``.
 """
 
 from __future__ import annotations
@@ -28,29 +30,29 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from crapnet_core.engine.checkpoints import cpu_threads, load_model, resolve_device  # noqa: E402
-from crapnet_core.engine.evaluation import evaluate_model  # noqa: E402
-from crapnet_core.engine.experiment import ExperimentConfig  # noqa: E402
-from crapnet_core.engine.runs import summarize_runs, summary_markdown  # noqa: E402
-from crapnet_core.io import write_json, write_text  # noqa: E402
-from crapnet_core.models.methods import rpnet  # noqa: E402
+from ...engine.checkpoints import cpu_threads, load_model, resolve_device
+from ...engine.evaluation import evaluate_model
+from ...engine.experiment import ExperimentConfig
+from ...engine.runs import summarize_runs, summary_markdown
+from ...io import write_json, write_text
+from ...models.methods import rpnet
+from ..provenance import git_commit
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, choices=["chaos", "sabs"])
-    p.add_argument("--runs", required=True, help="the committed table's fold runs (RUNS/<dataset>_setting1_rpnet_lite)")
+def main(argv: list[str] | None = None, dataset: str = "chaos", out: str | Path | None = None,
+         runs: str | Path = "runs", name: str = "rpnet_batch_stats_chaos") -> int:
+    """``crapnet study analysis rpnet_batch_stats_<dataset> [--runs DIR] [--folds F]``: ``dataset``
+    (of the declared table), ``out`` (the declared output folder) and ``runs`` (the runs folder)."""
+    p = argparse.ArgumentParser(prog=f"crapnet study analysis {name}", description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", default=str(runs), help="the folder holding the table's fold runs (default: the runs folder)")
     p.add_argument("--folds", default="0,1,2,3,4", help="folds to evaluate in this call, e.g. 3,4 (two processes)")
-    p.add_argument("--out-runs", default=str(ROOT / "runs" / "rpnet_batch_stats"))
+    p.add_argument("--out-runs", default=str(Path(runs) / "rpnet_batch_stats"))
     args = p.parse_args(argv)
+    args.dataset = dataset
     try:
         folds = [int(f) for f in args.folds.split(",") if f.strip()]
     except ValueError:
@@ -93,18 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize_runs([d.parent for d in done], dataset=json.loads(done[0].read_text())["dataset"],
                                  setting=1, method="rpnet", profile="lite")
         summary["variant"] = "rpnet (CRE BatchNorm on batch statistics at test)"
-        summary["command"] = ("OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data .venv/bin/python "
-                              f"results/rpnet_batch_stats.py --dataset {args.dataset} --runs <RUNS>/{runs.name}")
-        summary["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                           capture_output=True, text=True).stdout.strip()
-        summary["models"] = f"the trained fold runs of results/{runs.name} (trained at that table's commit)"
-        out = ROOT / "results" / "rpnet_iterations" / "batch_stats_5fold" / f"{args.dataset}_setting1"
+        table = f"{args.dataset}_setting1_rpnet_lite"
+        summary["command"] = ("OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data "
+                              f"crapnet study analysis {name} --runs <RUNS>")
+        summary["commit"] = git_commit()
+        summary["models"] = f"the trained fold runs of results/{table} (trained at that table's commit)"
+        out = Path(out) if out else Path("results") / "rpnet_iterations" / "batch_stats_5fold" / f"{args.dataset}_setting1"
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "summary.json", summary)
         write_text(out / "summary.md", summary_markdown(summary))
         print(f"rpnet_batch_stats: 5-fold mean Dice {100 * summary['mean']['dice']['mean']:.2f} -> {out}", flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

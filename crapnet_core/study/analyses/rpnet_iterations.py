@@ -7,7 +7,7 @@ so that it can explain the table (and choose a count, if one is ever chosen) wit
 the test scans.
 
 What it does: trains SSL-RPNet on CHAOS fold 0, setting 1, ``lite`` with ``data.validation=true``
-(the last training scan of the fold, CHAOS 39, held out of training, as ``select_lite.py``) and
+(the last training scan of the fold, CHAOS 39, held out of training, as ``select_lite``) and
 scores the trained model on that scan only (support scan 8) with ``eval_iters`` = each of
 ``ITERATIONS`` refinement iterations at test (training always runs RPNet's 4; the reference
 evaluates with 10, ``rpnet.EVAL_ITERS``; 0 = the initial query mask, the prototypical-network
@@ -16,11 +16,12 @@ prediction on the encoder features that the refinement starts from). The count i
 config hash stays the reference's. For scale, SSL-ALPNet is trained with the same overrides
 (same steps, same validation hold-out; same encoder and grid) and scored on the same scan.
 
-Run from the repository root (about 6 + 2 min of training + ~1 min per row on one core):
+Run it as the declared analysis ``rpnet_iterations`` (about 6 + 2 min of training + ~1 min per
+row on one core):
 
-    CRAPNET_DATA_ROOT=../shared/data OMP_WAIT_POLICY=PASSIVE .venv/bin/python results/rpnet_iterations.py
+    CRAPNET_DATA_ROOT=../shared/data OMP_WAIT_POLICY=PASSIVE crapnet study analysis rpnet_iterations
 
-Writes runs/rpnet_iterations/<run>/ (resumable: training resumes from its last checkpoint, rows
+Writes <runs>/rpnet_iterations/<run>/ (resumable: training resumes from its last checkpoint, rows
 already scored are kept in rows.json) and results/rpnet_iterations/iterations.{json,md}.
 ``--steps N`` trains N steps instead of lite's 650 (does a longer budget lift the model?):
 results/rpnet_iterations/steps<N>/.
@@ -30,24 +31,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from crapnet_core.engine.checkpoints import cpu_threads, load_model, resolve_device  # noqa: E402
-from crapnet_core.engine.evaluation import evaluate, evaluate_model, metrics_filename, read_metrics  # noqa: E402
-from crapnet_core.engine.experiment import describe, make_config  # noqa: E402
-from crapnet_core.engine.training import is_trained, train, train_seconds  # noqa: E402
-from crapnet_core.facts import ORGAN_SHORT, ORGANS  # noqa: E402
-from crapnet_core.io import write_json, write_text  # noqa: E402
-from crapnet_core.models.methods import rpnet  # noqa: E402
-from crapnet_core.report.figures import machine_description  # noqa: E402
+from ...engine.checkpoints import cpu_threads, load_model, resolve_device
+from ...engine.evaluation import evaluate, evaluate_model, metrics_filename, read_metrics
+from ...engine.experiment import describe, make_config
+from ...engine.training import is_trained, train, train_seconds
+from ...facts import ORGAN_SHORT, ORGANS
+from ...io import write_json, write_text
+from ...models.methods import rpnet
+from ...report.figures import machine_description
+from ..provenance import git_commit
 
 ITERATIONS = (0, 1, 2, 4, 10)
 
@@ -89,9 +85,13 @@ def markdown(info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", default=str(ROOT / "runs" / "rpnet_iterations"), help="run folder root")
+def main(argv: list[str] | None = None, out: str | Path = "results/rpnet_iterations", runs: str | Path = "runs") -> int:
+    """``crapnet study analysis rpnet_iterations [OPTIONS]``: ``out`` and ``runs`` are the declared output
+    folder and the runs folder."""
+    import torch
+
+    p = argparse.ArgumentParser(prog="crapnet study analysis rpnet_iterations", description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", default=str(Path(runs) / "rpnet_iterations"), help="run folder root")
     p.add_argument("--out", default=None, help="where iterations.{json,md} go (default results/rpnet_iterations, "
                    "results/rpnet_iterations/steps<N> with --steps)")
     p.add_argument("--steps", type=int, default=None, help="training steps instead of lite's (a longer budget; "
@@ -146,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             "reference_eval_iters": rpnet.EVAL_ITERS, "train_seconds": train_seconds(run), "rows": rows,
             "validation_scans": rows[0]["validation_scans"], "support_scan": rows[0]["support_scan"],
             "alpnet_validation": alp,
-            "command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data .venv/bin/python results/rpnet_iterations.py"
-                       + (f" {' '.join(argv if argv is not None else sys.argv[1:])}" if (argv or sys.argv[1:]) else ""),
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+            "command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data crapnet study analysis rpnet_iterations"
+                       + (f" {' '.join(argv)}" if argv else ""),
+            "commit": git_commit(),
             "machine": machine_description() + ", shared with other jobs", "torch": torch.__version__}
-    out = Path(args.out) if args.out else ROOT / "results" / "rpnet_iterations" / (f"steps{args.steps}" if args.steps else "")
+    out = Path(args.out) if args.out else Path(out) / (f"steps{args.steps}" if args.steps else "")
     if args.cre_batch_stats:
         out = out / "cre_batch_stats"
     out.mkdir(parents=True, exist_ok=True)
@@ -159,6 +159,3 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(info))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,13 +16,13 @@ reported but does not decide: on the shared 2-core machine it measures the other
 as much as the trial (``BUDGET_SECONDS`` is None; set it to exclude slow candidates on a
 quiet machine).
 
-Run from the repository root (about 4 x 3 min with the defaults):
+Run it as the declared analysis ``select_lite`` (about 4 x 3 min with the defaults):
 
-    CRAPNET_DATA_ROOT=../shared/data OMP_WAIT_POLICY=PASSIVE .venv/bin/python results/select_lite.py
+    CRAPNET_DATA_ROOT=../shared/data OMP_WAIT_POLICY=PASSIVE crapnet study analysis select_lite
 
-Writes runs/select_lite/<run>/ (runs are skipped when their metrics_validation.json exists)
-and results/select_lite/trials.json + trials.md. ``--steps N`` overrides every trial's steps
-(a quick check of the script only: its output goes to --out, default results/select_lite).
+Writes <runs>/select_lite/<run>/ (runs are skipped when their metrics_validation.json exists)
+and the declared output folder (results/select_lite/) trials.json + trials.md. ``--steps N``
+overrides every trial's steps (a quick check only: give ``--out`` another folder).
 """
 
 from __future__ import annotations
@@ -32,13 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from crapnet_core.engine.evaluation import evaluate, read_metrics  # noqa: E402
-from crapnet_core.engine.experiment import describe, make_config  # noqa: E402
-from crapnet_core.io import write_json, write_text  # noqa: E402
-from crapnet_core.engine.training import is_trained, train, train_seconds  # noqa: E402
+from ...engine.evaluation import evaluate, read_metrics
+from ...engine.experiment import describe, make_config
+from ...engine.training import is_trained, train, train_seconds
+from ...facts import ORGANS
+from ...io import write_json, write_text
 
 #: name -> overrides on top of the lite profile (runtime: one torch thread, as the result runs)
 TRIALS = {
@@ -46,7 +44,6 @@ TRIALS = {
     "v128": ["data.input_size=128", "train.steps=650"],
 }
 BUDGET_SECONDS: float | None = None
-ORGANS = ("left_kidney", "right_kidney", "spleen", "liver")
 
 
 def run_trial(name: str, method: str, extra: list[str], runs_root: Path, progress: bool) -> dict:
@@ -108,13 +105,15 @@ def markdown(rows: list[dict], best: str | None, scores: dict, check_only: bool)
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, out: str | Path = "results/select_lite", runs: str | Path = "runs") -> int:
+    """``crapnet study analysis select_lite [OPTIONS]``: ``out`` and ``runs`` are the declared output
+    folder and the runs folder (``--out``/``--runs`` override them)."""
+    p = argparse.ArgumentParser(prog="crapnet study analysis select_lite", description=__doc__.split("\n")[0])
     p.add_argument("--methods", default="crapnet,alpnet", help="comma list (default crapnet,alpnet)")
     p.add_argument("--trials", default=",".join(TRIALS), help=f"comma list of {', '.join(TRIALS)}")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every trial (script check only)")
-    p.add_argument("--runs", default="runs/select_lite", help="folder for the trial runs")
-    p.add_argument("--out", default="results/select_lite", help="folder for trials.json / trials.md")
+    p.add_argument("--runs", default=str(Path(runs) / "select_lite"), help="folder for the trial runs")
+    p.add_argument("--out", default=str(out), help="folder for trials.json / trials.md")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -135,6 +134,3 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

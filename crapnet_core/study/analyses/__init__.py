@@ -1,0 +1,57 @@
+"""The study's one-off analyses, as library functions (declared under ``analyses`` in study.yaml).
+
+``crapnet study analysis NAME [OPTIONS]`` runs the declared analysis NAME: its function (a module
+of this package), with the declared output folder under ``results/`` and, where it names one, the
+declared table whose fold runs it reads. Each function keeps its own options (``--help``).
+
+- ``select_lite``: the ``lite`` settings chosen on the validation scan of CHAOS fold 0 (issue 8 §2).
+- ``rpnet_iterations``: SSL-RPNet's refinement iterations at test, on the validation scan (issue 10).
+- ``rpnet_batch_stats``: a committed SSL-RPNet table's fold models re-evaluated with the CRE's
+  BatchNorm on batch statistics (issue 10).
+- ``diagnose_runs``: "inside the attention" of every fold of a CRAPNet table (issue 8 §3).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Sequence
+
+#: function name -> module of this package (imported when the analysis runs).
+ANALYSES = {
+    "select_lite": "select_lite",
+    "rpnet_iterations": "rpnet_iterations",
+    "rpnet_batch_stats": "rpnet_batch_stats",
+    "diagnose_runs": "diagnose_runs",
+}
+
+
+def run_analysis(name: str, argv: Sequence[str] = (), declaration=None, root: str | Path | None = None,
+                 runs_root: str | Path | None = None) -> int:
+    """Run the declared analysis ``name`` with the extra command-line options ``argv``.
+
+    ``root``: the repository (its ``results/`` receives the output; default: this checkout);
+    ``runs_root``: where trainings go (default ``<root>/runs``). ValueError for an undeclared name.
+    """
+    from ...paths import repo_root
+    from ..declaration import load_declaration
+
+    decl = declaration or load_declaration()
+    if name not in decl.analyses:
+        raise ValueError(f"analysis {name!r} is not declared; declared: {', '.join(decl.analyses)}")
+    a = decl.analyses[name]
+    root = Path(root or repo_root())
+    runs_root = Path(runs_root or root / "runs")
+    out = root / a.out
+    module = importlib.import_module(f"{__name__}.{ANALYSES[a.function]}")
+    argv = list(argv)
+    if a.function == "diagnose_runs":
+        table = decl.table(a.table)
+        runs = None if "--result" in argv else module.table_runs(table, runs_root)
+        return module.main(argv, out=out, runs=runs, command=f"crapnet study analysis {name}")
+    if a.function == "rpnet_batch_stats":
+        return module.main(argv, dataset=decl.table(a.table).dataset, out=out, runs=runs_root, name=name)
+    return module.main(argv, out=out, runs=runs_root)
+
+
+__all__ = ["ANALYSES", "run_analysis"]

@@ -1,0 +1,679 @@
+"""The study as data: load and validate ``study.yaml``, and expand it into runs.
+
+``crapnet_core/study/study.yaml`` declares every table the project reports (dataset, setting,
+method or variant with its overrides, profile, folds, training seeds, budget curve, family, page),
+the paired comparisons between tables, the extra evaluations (support choice, k-shot), the rerun
+sample, the one-off analyses and what the book trains at each profile. :func:`load_declaration`
+reads it and checks every entry against the library (method registry and names of
+:mod:`crapnet_core.facts`, profiles, config overrides via :func:`~crapnet_core.engine.experiment.make_config`,
+the variant the overrides make); a bad entry is one :class:`DeclarationError` naming it.
+
+:meth:`Table.runs` expands a table into its runs: one per seed, fold and test group, each with
+its :class:`~crapnet_core.engine.experiment.ExperimentConfig` (runtime settings included) and the
+name of its result folder ``results/<table>/seed<s>/<run_name>/``. Tables at a profile the engine
+does not define yet (``pending_profiles``) are validated against the profile they are based on
+and expand to runs without a config (``Run.pending`` says why).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..facts import DATASET_TITLES, METHODS, PROFILES, SETTINGS
+
+#: The packaged declaration.
+DECLARATION = Path(__file__).with_name("study.yaml")
+
+#: Comparison modes: ``common`` = seed aggregates when both tables have the same seeds, else seed 0
+#: of each; ``seed0`` = seed 0 of both (file name ends in ``_seed0``).
+COMPARE_ON = ("common", "seed0")
+#: Extra evaluations of fold models (issue 22) and the file each writes next to metrics.json.
+SUPPORT_KINDS = {"support": "support.json", "kshot": "kshot.json"}
+#: What the results page of a book profile does with the profile's tables.
+BOOK_RESULTS = ("train", "committed")
+#: Fields of a ``left_out`` item of the book section, besides ``why``.
+LEFT_OUT_KEYS = ("methods", "settings", "folds", "datasets", "points", "variants")
+
+_TOP = {"version", "families", "pages", "pending_profiles", "runtime", "legacy_hashes", "defaults", "tables",
+        "comparisons", "support_studies", "rerun_check", "analyses", "book"}
+_TABLE = {"name", "label", "dataset", "setting", "method", "variant", "overrides", "profile", "folds", "seeds", "family",
+          "page", "priority", "seed_priority", "budget", "budget_priority", "summary"}
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+class DeclarationError(ValueError):
+    """An entry of the study declaration is invalid (the message names the entry)."""
+
+
+# ---------------------------------------------------------------------------- the entries
+@dataclass(frozen=True)
+class Run:
+    """One training run of a declared table: (table, seed, fold, test group).
+
+    ``config``: its ExperimentConfig (runtime settings included); None for a pending profile.
+    ``folder``: the result folder name, ``ExperimentConfig.run_name()`` (None when pending).
+    ``prefix``: the folder name without the config hash (``chaos_s1_all_f0_crapnet_lite``).
+    """
+
+    table: str
+    seed: int
+    fold: int
+    group: str
+    config: Any = None
+    folder: str | None = None
+    prefix: str | None = None
+    pending: str | None = None
+
+    @property
+    def hash(self) -> str | None:
+        return None if self.folder is None else self.folder.rsplit("_", 1)[1]
+
+    def where(self) -> str:
+        return f"{self.table}/seed{self.seed}/{self.folder or f'fold {self.fold} ({self.group})'}"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One declared table: a cross-validation of one method or variant at one profile."""
+
+    name: str
+    dataset: str
+    setting: int
+    method: str
+    variant: str
+    overrides: tuple[str, ...]
+    profile: str
+    folds: tuple[int, ...]
+    seeds: tuple[int, ...]
+    family: str | None
+    page: str
+    priority: int = 0
+    seed_priority: int | None = None
+    budget: tuple[int, ...] | str | None = None
+    budget_priority: int | None = None
+    summary: bool = True
+    runtime: tuple[str, ...] = ()
+    pending: str | None = None           # why nothing of this table can run yet (pending profile)
+    based_on: str | None = None          # the profile a pending profile is validated against
+    label: str = ""                      # display name (the method's, or the variant's declared label)
+
+    @property
+    def is_variant(self) -> bool:
+        return self.variant != self.method
+
+    def priority_of(self, seed: int) -> int:
+        """Snakemake priority of the runs of ``seed`` (the first declared seed: ``priority``)."""
+        if seed != self.seeds[0] and self.seed_priority is not None:
+            return self.seed_priority
+        return self.priority
+
+    def budget_runtime(self, steps: int) -> list[str]:
+        """Runtime overrides that keep the checkpoints the budget curve evaluates."""
+        if self.budget is None:
+            return []
+        every = 1000 if self.budget == "all" else math.gcd(*self.budget)
+        return [f"train.checkpoint_every={every}", f"train.keep_checkpoints={max(1, math.ceil(steps / every))}"]
+
+    def overrides_for(self, seed: int) -> list[str]:
+        """Every override of a run of ``seed``: the table's, the seed, the runtime settings."""
+        return [*self.overrides, f"train.seed={int(seed)}", *self.runtime]
+
+    def configs(self, seed: int, fold: int) -> list[Any]:
+        """The ExperimentConfigs of one fold and seed: one per test group (ValueError if pending)."""
+        if self.pending:
+            raise ValueError(f"table {self.name}: {self.pending}")
+        from ..engine.runs import fold_configs
+
+        cfgs = fold_configs(self.profile, self.dataset, self.setting, self.method, fold, self.overrides_for(seed))
+        if self.budget is not None:
+            extra = self.budget_runtime(cfgs[0].train.steps)
+            cfgs = [_with(c, extra) for c in cfgs]
+        return cfgs
+
+    def runs(self) -> list[Run]:
+        """Every run of the table (seed-major, then fold, then test group)."""
+        return list(_table_runs(self))
+
+
+def _with(cfg, overrides: Sequence[str]):
+    from ..engine.experiment import apply_overrides
+
+    return apply_overrides(cfg, overrides)
+
+
+@functools.lru_cache(maxsize=None)
+def _table_runs(table: Table) -> tuple[Run, ...]:
+    out = []
+    for seed in table.seeds:
+        for fold in table.folds:
+            if table.pending:
+                out.append(Run(table.name, seed, fold, "-", pending=table.pending))
+                continue
+            for cfg in table.configs(seed, fold):
+                name = cfg.run_name()
+                out.append(Run(table.name, seed, fold, cfg.group_name(), cfg, name, name.rsplit("_", 1)[0]))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired per-scan comparison ``a`` − ``b`` of two declared tables, in one family."""
+
+    a: str
+    b: str
+    family: str
+    on: str
+    name: str          # the file stem under results/compare/
+
+
+@dataclass(frozen=True)
+class SupportStudy:
+    """Extra evaluations (support choice, k-shot) of the fold models of declared tables (issue 22)."""
+
+    name: str
+    tables: tuple[str, ...]
+    seeds: tuple[int, ...]
+    kinds: tuple[str, ...]
+    shots: tuple[int, ...]
+    page: str
+
+
+@dataclass(frozen=True)
+class RerunFold:
+    """One committed fold of the rerun check (issue 25)."""
+
+    table: str
+    seed: int
+    fold: int
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A one-off analysis: a function of :mod:`crapnet_core.study.analyses`, its output folder."""
+
+    name: str
+    function: str
+    out: str
+    page: str
+    table: str | None = None
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """What a book profile leaves out of the paper's evaluation, and why."""
+
+    why: str
+    methods: tuple[str, ...] = ()
+    settings: tuple[int, ...] = ()
+    folds: tuple[int, ...] = ()
+    datasets: tuple[str, ...] = ()
+    points: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    variants: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        from ..facts import METHOD_LABELS
+
+        parts = []
+        if self.methods:
+            parts.append(", ".join(METHOD_LABELS[m] for m in self.methods))
+        if self.variants:
+            parts.append("variants " + ", ".join(self.variants))
+        if self.datasets:
+            parts.append(", ".join(DATASET_TITLES.get(d, d) for d in self.datasets))
+        if self.settings:
+            parts.append("setting " + ", ".join(map(str, self.settings)))
+        if self.folds:
+            parts.append("folds " + ", ".join(map(str, self.folds)))
+        for axis, values in self.points.items():
+            unit = {"blocks": "attention blocks", "branches": "branch(es)"}.get(axis, axis)
+            parts.append(f"ablation points with {', '.join(map(str, values))} {unit}")
+        return f"{'; '.join(parts)}: {self.why}"
+
+
+@dataclass(frozen=True)
+class BookScope:
+    """What ``crapnet book --profile P`` trains and shows (the ``book`` section of the declaration)."""
+
+    profile: str
+    one_fold: Mapping[str, Any]
+    ablation_folds: tuple[int, ...]
+    results: str
+    left_out: tuple[LeftOut, ...]
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """The whole declaration, validated (see the module docstring)."""
+
+    path: str
+    families: Mapping[str, str]
+    pages: Mapping[str, str]
+    pending_profiles: Mapping[str, Mapping[str, str]]
+    tables: Mapping[str, Table]
+    comparisons: tuple[Comparison, ...]
+    support_studies: tuple[SupportStudy, ...]
+    rerun_check: tuple[RerunFold, ...]
+    analyses: Mapping[str, Analysis]
+    book: Mapping[str, BookScope]
+    legacy: tuple[Mapping[str, Any], ...] = ()
+
+    def table(self, name: str) -> Table:
+        if name not in self.tables:
+            raise DeclarationError(f"{self.path}: no table {name!r} is declared")
+        return self.tables[name]
+
+    def select(self, names: Iterable[str] = (), profiles: Iterable[str] = ()) -> list[Table]:
+        """Declared tables, in declaration order: those named (exact names or shell patterns), or of
+        ``profiles``, or all. An unknown name is a DeclarationError."""
+        import fnmatch
+
+        names, profiles = list(names), list(profiles)
+        for p in profiles:
+            if p not in set(PROFILES) | set(self.pending_profiles):
+                raise DeclarationError(f"--profile {p!r}: no such profile ({', '.join(self.profiles())})")
+        chosen = []
+        for name in names:
+            hits = [t for t in self.tables if fnmatch.fnmatchcase(t, name)]
+            if not hits:
+                raise DeclarationError(f"--tables {name!r}: no declared table matches it")
+            chosen += hits
+        out = [t for n, t in self.tables.items() if (not names or n in chosen) and (not profiles or t.profile in profiles)]
+        return out
+
+    def profiles(self) -> list[str]:
+        return list(dict.fromkeys([*PROFILES, *self.pending_profiles]))
+
+    def runs(self, tables: Iterable[Table] | None = None) -> list[Run]:
+        return [r for t in (self.tables.values() if tables is None else tables) for r in t.runs()]
+
+    def comparisons_of(self, tables: Iterable[Table]) -> list[Comparison]:
+        """The comparisons both of whose tables are among ``tables``."""
+        names = {t.name for t in tables}
+        return [c for c in self.comparisons if c.a in names and c.b in names]
+
+    def accepted_hashes(self, cfg) -> dict[str, str]:
+        """Config hashes under which a committed run of ``cfg`` counts as done: hash -> why.
+
+        The current hash; and, for a registered method whose module constants still have the values
+        a ``legacy_hashes`` entry records, the hash computed without them (runs committed before the
+        constants entered the hash)."""
+        out = {cfg.config_hash(): "current"}
+        for entry in self.legacy:
+            constants = entry["constants"].get(cfg.model.method)
+            if constants is None:
+                continue
+            from ..models.methods import hashed_constants
+
+            if dict(hashed_constants(cfg.model.method) or {}) != dict(constants):
+                continue  # a constant changed since: the old runs are another experiment
+            d = cfg.hashed_dict()
+            d.pop(entry["without"], None)
+            out[hash_of(d)] = f"hash without {entry['without']} (before {entry['since']}; constants unchanged)"
+        return out
+
+
+def hash_of(hashed: Mapping[str, Any]) -> str:
+    """The config hash of a ``hashed_dict``: :meth:`ExperimentConfig.config_hash`'s formula (a test
+    checks that both agree)."""
+    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------- loading
+def _expand(entry: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    """An entry with ``grid: {k: [values]}``: one copy per combination, ``{k}`` in strings replaced."""
+    if not isinstance(entry, Mapping):
+        raise DeclarationError(f"{where}: expected a mapping, got {entry!r}")
+    if "grid" not in entry:
+        return [dict(entry)]
+    grid = entry["grid"]
+    if not isinstance(grid, Mapping) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+        raise DeclarationError(f"{where}: grid must map names to non-empty lists, got {grid!r}")
+    body = {k: v for k, v in entry.items() if k != "grid"}
+    out = []
+    for combo in itertools.product(*grid.values()):
+        values = dict(zip(grid, combo))
+
+        def fill(obj):
+            if isinstance(obj, str):
+                try:
+                    text = obj.format(**values)
+                except (KeyError, IndexError) as err:
+                    raise DeclarationError(f"{where}: {obj!r} names {err} which is not in its grid") from None
+                return int(text) if obj.startswith("{") and obj.endswith("}") and text.lstrip("-").isdigit() else text
+            if isinstance(obj, list):
+                return [fill(v) for v in obj]
+            if isinstance(obj, Mapping):
+                return {k: fill(v) for k, v in obj.items()}
+            return obj
+
+        out.append(fill(body))
+    return out
+
+
+def _ints(value: Any, what: str, lo: int = 0) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) or v < lo
+                                                       for v in value):
+        raise DeclarationError(f"{what}: expected a non-empty list of integers >= {lo}, got {value!r}")
+    if len(set(value)) != len(value):
+        raise DeclarationError(f"{what}: a value is given twice in {value!r}")
+    return tuple(value)
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+        raise DeclarationError(f"{what}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _table(d: dict[str, Any], decl: dict[str, Any]) -> Table:
+    from ..engine.experiment import RUNTIME_FIELDS, make_config
+
+    name = d.get("name")
+    if not isinstance(name, str) or not _SAFE.fullmatch(name):
+        raise DeclarationError(f"table {name!r}: a table needs a name usable as a folder name")
+    what = f"table {name}"
+    unknown = sorted(set(d) - _TABLE)
+    if unknown:
+        raise DeclarationError(f"{what}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_TABLE))}")
+    defaults = decl.get("defaults") or {}
+    get = lambda k: d.get(k, defaults.get(k))  # noqa: E731
+    dataset, method, profile = d.get("dataset"), d.get("method"), d.get("profile")
+    if dataset not in DATASET_TITLES:
+        raise DeclarationError(f"{what}: dataset {dataset!r} is not one of {', '.join(DATASET_TITLES)}")
+    try:
+        setting = int(d.get("setting"))
+    except (TypeError, ValueError):
+        setting = None
+    if setting not in SETTINGS:
+        raise DeclarationError(f"{what}: setting {d.get('setting')!r} is not one of {', '.join(map(str, SETTINGS))}")
+    if method not in METHODS:
+        raise DeclarationError(f"{what}: method {method!r} is not one of {', '.join(METHODS)}")
+    pending_profiles = decl.get("pending_profiles") or {}
+    if profile not in PROFILES and profile not in pending_profiles:
+        raise DeclarationError(f"{what}: profile {profile!r} is not one of {', '.join(PROFILES)} "
+                               f"(nor a pending profile: {', '.join(pending_profiles) or 'none'})")
+    pending = based_on = None
+    if profile in pending_profiles:
+        pending = f"profile {profile} is not defined yet: {' '.join(pending_profiles[profile]['why'].split())}"
+        based_on = pending_profiles[profile]["based_on"]
+    overrides = _strings(d.get("overrides"), f"{what}: overrides")
+    runtime = _strings((decl.get("runtime") or {}).get(profile, []), f"runtime of profile {profile}")
+    for o in overrides:
+        key = o.split("=", 1)[0].strip()
+        section, _, fname = key.partition(".")
+        if fname in RUNTIME_FIELDS.get(section, ()) or key == "train.seed":
+            raise DeclarationError(f"{what}: override {o!r} is not part of the config hash; seeds go in `seeds`, "
+                                   "runtime settings in `runtime`")
+    folds = _ints(get("folds"), f"{what}: folds")
+    seeds = _ints(get("seeds"), f"{what}: seeds")
+    try:
+        cfg = make_config(based_on or profile, dataset, setting, folds[0], method, [*overrides, *runtime])
+        plain = make_config(based_on or profile, dataset, setting, folds[0], method, list(overrides))
+    except (ValueError, TypeError) as err:
+        raise DeclarationError(f"{what}: {err}") from None
+    if cfg.config_hash() != plain.config_hash():
+        raise DeclarationError(f"{what}: the runtime settings of profile {profile} {list(runtime)} change the config "
+                               "hash; only runtime-only fields belong there")
+    bad_folds = [f for f in folds if not 0 <= f < cfg.data.n_folds]
+    if bad_folds:
+        raise DeclarationError(f"{what}: folds {bad_folds} are out of range 0..{cfg.data.n_folds - 1}")
+    made = cfg.model.variant_name()
+    variant = d.get("variant", method)
+    if variant != made:
+        raise DeclarationError(f"{what}: variant {variant!r} is not what its method and overrides make ({made!r}); "
+                               f"declare `variant: {made}`" if made != method else
+                               f"{what}: variant {variant!r} is not what its method and overrides make ({made!r})")
+    family = d.get("family")
+    if family is not None and family not in (decl.get("families") or {}):
+        raise DeclarationError(f"{what}: family {family!r} is not one of {', '.join(decl.get('families') or {})}")
+    page = d.get("page")
+    if page not in (decl.get("pages") or {}):
+        raise DeclarationError(f"{what}: page {page!r} is not one of {', '.join(decl.get('pages') or {})}")
+    budget = d.get("budget")
+    if budget is not None and budget != "all":
+        budget = _ints(budget, f"{what}: budget", lo=1)
+        too_long = [b for b in budget if b > cfg.train.steps]
+        if too_long:
+            raise DeclarationError(f"{what}: budget steps {too_long} exceed the run's {cfg.train.steps} steps")
+    summary = d.get("summary", True)
+    if not isinstance(summary, bool):
+        raise DeclarationError(f"{what}: summary must be true or false, got {summary!r}")
+    prio = {}
+    for key in ("priority", "seed_priority", "budget_priority"):
+        value = get(key) if key == "priority" else d.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise DeclarationError(f"{what}: {key} must be an integer, got {value!r}")
+        prio[key] = value
+    from ..facts import METHOD_LABELS
+
+    label = d.get("label") or (METHOD_LABELS[method] if variant == method else f"{METHOD_LABELS[method]} ({variant})")
+    if not isinstance(label, str):
+        raise DeclarationError(f"{what}: label must be text, got {label!r}")
+    return Table(name, dataset, setting, method, variant, overrides, profile, folds, seeds, family, page,
+                 int(prio["priority"] or 0), prio["seed_priority"],
+                 budget if budget in (None, "all") else tuple(budget), prio["budget_priority"], summary,
+                 runtime, pending, based_on, label)
+
+
+def _comparison_name(a: Table, b: Table, on: str) -> str:
+    strip = f"_{a.profile}"
+    base_a = a.name[: -len(strip)] if a.name.endswith(strip) else a.name
+    base_b = b.name[: -len(strip)] if b.name.endswith(strip) else b.name
+    prefix = f"{b.dataset}_setting{b.setting}_"
+    short_b = base_b[len(prefix):] if base_b.startswith(prefix) else base_b
+    return f"{base_a}_vs_{short_b}" + ("_seed0" if on == "seed0" else "") + ("" if a.profile == "lite" else f"_{a.profile}")
+
+
+def _book(profile: str, d: Any, tables: Mapping[str, Table]) -> BookScope:
+    what = f"book.{profile}"
+    if profile not in PROFILES:
+        raise DeclarationError(f"{what}: {profile!r} is not a book profile ({', '.join(PROFILES)})")
+    if not isinstance(d, Mapping):
+        raise DeclarationError(f"{what}: expected a mapping")
+    unknown = sorted(set(d) - {"one_fold", "ablation_folds", "results", "left_out"})
+    if unknown:
+        raise DeclarationError(f"{what}: unknown field(s) {', '.join(unknown)}")
+    one = dict(d.get("one_fold") or {})
+    if set(one) - {"datasets", "folds", "settings", "methods"}:
+        raise DeclarationError(f"{what}.one_fold: unknown field(s) {sorted(set(one) - {'datasets', 'folds', 'settings', 'methods'})}")
+    if one.get("datasets") not in ("main", "all"):
+        raise DeclarationError(f"{what}.one_fold.datasets: expected main or all, got {one.get('datasets')!r}")
+    one["folds"] = _ints(one.get("folds"), f"{what}.one_fold.folds")
+    one["settings"] = _ints(one.get("settings"), f"{what}.one_fold.settings", lo=1)
+    one["methods"] = _strings(one.get("methods"), f"{what}.one_fold.methods")
+    for m in one["methods"]:
+        if m not in METHODS:
+            raise DeclarationError(f"{what}.one_fold: method {m!r} is not one of {', '.join(METHODS)}")
+    if d.get("results") not in BOOK_RESULTS:
+        raise DeclarationError(f"{what}.results: expected one of {', '.join(BOOK_RESULTS)}, got {d.get('results')!r}")
+    left = []
+    for i, item in enumerate(d.get("left_out") or []):
+        w = f"{what}.left_out[{i}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("why"), str) or not item["why"].strip():
+            raise DeclarationError(f"{w}: each item needs a `why`")
+        unknown = sorted(set(item) - {"why", *LEFT_OUT_KEYS})
+        if unknown:
+            raise DeclarationError(f"{w}: unknown field(s) {', '.join(unknown)}; known: why, {', '.join(LEFT_OUT_KEYS)}")
+        methods = _strings(item.get("methods"), f"{w}.methods")
+        for m in methods:
+            if m not in METHODS:
+                raise DeclarationError(f"{w}: method {m!r} is not one of {', '.join(METHODS)}")
+        datasets = _strings(item.get("datasets"), f"{w}.datasets")
+        for ds in datasets:
+            if ds not in DATASET_TITLES:
+                raise DeclarationError(f"{w}: dataset {ds!r} is not one of {', '.join(DATASET_TITLES)}")
+        points = {}
+        for axis, values in (item.get("points") or {}).items():
+            if axis not in ("blocks", "branches"):
+                raise DeclarationError(f"{w}.points: axis {axis!r} is not blocks or branches")
+            points[axis] = _ints(values, f"{w}.points.{axis}", lo=1)
+        variants = _strings(item.get("variants"), f"{w}.variants")
+        known_variants = {t.variant for t in tables.values()}
+        for v in variants:
+            if v not in known_variants:
+                raise DeclarationError(f"{w}: variant {v!r} is no declared table's variant")
+        settings = _ints(item["settings"], f"{w}.settings", lo=1) if "settings" in item else ()
+        folds = _ints(item["folds"], f"{w}.folds") if "folds" in item else ()
+        if not (methods or datasets or points or variants or settings or folds):
+            raise DeclarationError(f"{w}: name what is left out ({', '.join(LEFT_OUT_KEYS)})")
+        left.append(LeftOut(" ".join(item["why"].split()), methods, settings, folds, datasets, points, variants))
+    abl = _ints(d.get("ablation_folds"), f"{what}.ablation_folds")
+    return BookScope(profile, one, abl, d["results"], tuple(left))
+
+
+def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
+    """Validate the parsed YAML ``data`` (see :func:`load_declaration`)."""
+    if not isinstance(data, Mapping):
+        raise DeclarationError(f"{path}: expected a mapping at the top")
+    unknown = sorted(set(data) - _TOP)
+    if unknown:
+        raise DeclarationError(f"{path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(_TOP))}")
+    if data.get("version") != 1:
+        raise DeclarationError(f"{path}: version {data.get('version')!r} is not 1")
+    for name, spec in (data.get("pending_profiles") or {}).items():
+        if name in PROFILES:
+            raise DeclarationError(f"{path}: pending profile {name!r} is defined by the engine now "
+                                   f"({', '.join(PROFILES)}): remove it from pending_profiles")
+        if not isinstance(spec, Mapping) or spec.get("based_on") not in PROFILES or not spec.get("why"):
+            raise DeclarationError(f"{path}: pending profile {name!r} needs `based_on` (one of "
+                                   f"{', '.join(PROFILES)}) and `why`")
+    for profile in data.get("runtime") or {}:
+        if profile not in PROFILES and profile not in (data.get("pending_profiles") or {}):
+            raise DeclarationError(f"{path}: runtime: {profile!r} is not a profile")
+    tables: dict[str, Table] = {}
+    for i, raw in enumerate(data.get("tables") or []):
+        for entry in _expand(raw, f"tables[{i}]"):
+            t = _table(entry, data)
+            if t.name in tables:
+                raise DeclarationError(f"table {t.name}: declared twice")
+            tables[t.name] = t
+    families = dict(data.get("families") or {})
+
+    comparisons: list[Comparison] = []
+    for i, raw in enumerate(data.get("comparisons") or []):
+        for entry in _expand(raw, f"comparisons[{i}]"):
+            fam, on = entry.get("family"), entry.get("seeds", "common")
+            if fam not in families:
+                raise DeclarationError(f"comparisons[{i}]: family {fam!r} is not one of {', '.join(families)}")
+            if on not in COMPARE_ON:
+                raise DeclarationError(f"comparisons[{i}]: seeds {on!r} is not one of {', '.join(COMPARE_ON)}")
+            for pair in entry.get("pairs") or []:
+                a_name, sep, b_name = str(pair).partition(" vs ")
+                what = f"comparison {pair!r}"
+                if not sep:
+                    raise DeclarationError(f"{what}: expected 'TABLE_A vs TABLE_B'")
+                for n in (a_name, b_name):
+                    if n not in tables:
+                        raise DeclarationError(f"{what}: no table {n!r} is declared")
+                a, b = tables[a_name], tables[b_name]
+                if (a.dataset, a.setting, a.profile) != (b.dataset, b.setting, b.profile):
+                    raise DeclarationError(f"{what}: the tables differ in dataset, setting or profile; "
+                                           "a paired comparison needs the same test scans")
+                if on == "seed0" and (0 not in a.seeds or 0 not in b.seeds):
+                    raise DeclarationError(f"{what}: seeds: seed0 needs seed 0 in both tables")
+                if on == "common" and a.seeds != b.seeds and (0 not in a.seeds or 0 not in b.seeds):
+                    raise DeclarationError(f"{what}: tables with other seeds are compared on seed 0, which one lacks")
+                comparisons.append(Comparison(a_name, b_name, fam, on, _comparison_name(a, b, on)))
+    names = [c.name for c in comparisons]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DeclarationError(f"comparisons: declared twice: {', '.join(dupes)}")
+
+    pages = dict(data.get("pages") or {})
+    studies = []
+    for i, raw in enumerate(data.get("support_studies") or []):
+        for e in _expand(raw, f"support_studies[{i}]"):
+            what = f"support study {e.get('name')!r}"
+            ts = _strings(e.get("tables"), f"{what}: tables")
+            for t in ts:
+                if t not in tables:
+                    raise DeclarationError(f"{what}: no table {t!r} is declared")
+            kinds = _strings(e.get("kinds"), f"{what}: kinds")
+            for k in kinds:
+                if k not in SUPPORT_KINDS:
+                    raise DeclarationError(f"{what}: kind {k!r} is not one of {', '.join(SUPPORT_KINDS)}")
+            if e.get("page") not in pages:
+                raise DeclarationError(f"{what}: page {e.get('page')!r} is not one of {', '.join(pages)}")
+            studies.append(SupportStudy(str(e["name"]), ts, _ints(e.get("seeds"), f"{what}: seeds"), kinds,
+                                        _ints(e.get("shots"), f"{what}: shots", lo=1), e["page"]))
+    rerun = []
+    for i, raw in enumerate(data.get("rerun_check") or []):
+        for e in _expand(raw, f"rerun_check[{i}]"):
+            what = f"rerun_check {e!r}"
+            t = tables.get(e.get("table"))
+            if t is None:
+                raise DeclarationError(f"{what}: no table {e.get('table')!r} is declared")
+            if e.get("seed") not in t.seeds or e.get("fold") not in t.folds:
+                raise DeclarationError(f"{what}: seed {e.get('seed')!r} / fold {e.get('fold')!r} is not a run of {t.name}")
+            rerun.append(RerunFold(t.name, int(e["seed"]), int(e["fold"])))
+    from .analyses import ANALYSES
+
+    analyses = {}
+    for name, e in (data.get("analyses") or {}).items():
+        what = f"analysis {name}"
+        if not isinstance(e, Mapping) or e.get("function") not in ANALYSES:
+            raise DeclarationError(f"{what}: function {None if not isinstance(e, Mapping) else e.get('function')!r} "
+                                   f"is not one of {', '.join(ANALYSES)}")
+        if e.get("table") is not None and e["table"] not in tables:
+            raise DeclarationError(f"{what}: no table {e['table']!r} is declared")
+        if e.get("page") not in pages:
+            raise DeclarationError(f"{what}: page {e.get('page')!r} is not one of {', '.join(pages)}")
+        out = str(e.get("out", ""))
+        if not out.startswith("results/") or ".." in Path(out).parts:
+            raise DeclarationError(f"{what}: out {out!r} must be a folder under results/")
+        analyses[name] = Analysis(name, e["function"], out, e["page"], e.get("table"))
+    book = {p: _book(p, d, tables) for p, d in (data.get("book") or {}).items()}
+    missing = [p for p in PROFILES if p not in book]
+    if missing:
+        raise DeclarationError(f"{path}: book: no entry for profile(s) {', '.join(missing)}")
+    legacy = []
+    for i, e in enumerate(data.get("legacy_hashes") or []):
+        if not isinstance(e, Mapping) or not isinstance(e.get("without"), str) or not isinstance(e.get("constants"), Mapping):
+            raise DeclarationError(f"legacy_hashes[{i}]: needs `without`, `since` and `constants`")
+        for m in e["constants"]:
+            if m not in METHODS:
+                raise DeclarationError(f"legacy_hashes[{i}]: method {m!r} is not one of {', '.join(METHODS)}")
+        legacy.append(dict(e))
+    return Declaration(path, families, pages, dict(data.get("pending_profiles") or {}), tables, tuple(comparisons),
+                       tuple(studies), tuple(rerun), analyses, book, tuple(legacy))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, mtime: float) -> Declaration:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no study declaration there") from None
+    except yaml.YAMLError as err:
+        raise DeclarationError(f"{path}: not valid YAML ({err})") from None
+    return parse_declaration(data, path)
+
+
+def load_declaration(path: str | os.PathLike | None = None) -> Declaration:
+    """The validated study declaration (default: the packaged ``study.yaml``; cached per file version).
+
+    Errors: :class:`DeclarationError` naming the first invalid entry; FileNotFoundError.
+    """
+    p = Path(path or DECLARATION).resolve()
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no study declaration there")
+    return _load(str(p), p.stat().st_mtime)
+
+
+__all__ = ["DECLARATION", "DeclarationError", "Declaration", "Table", "Run", "Comparison", "SupportStudy",
+           "RerunFold", "Analysis", "LeftOut", "BookScope", "load_declaration", "parse_declaration", "hash_of",
+           "COMPARE_ON", "SUPPORT_KINDS"]

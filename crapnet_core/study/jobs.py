@@ -1,0 +1,150 @@
+"""The bodies of the study workflow's jobs (``workflow/study.smk``), one function each.
+
+- :func:`run_job`: train one declared run in the runs folder (resuming an interrupted training),
+  evaluate it, and publish ``config.json``, ``metrics.json`` and ``run_info.json`` into
+  ``results/<table>/seed<s>/<run_name>/`` at once (:func:`crapnet_core.study.layout.publish_run`);
+- :func:`budget_job`: the test Dice of the declared checkpoints of that run -> ``budget.json``;
+- :func:`seed_summary_job`, :func:`table_summary_job`: the summaries made from the run folders;
+- :func:`compare_job`: one declared paired comparison -> ``results/compare/<name>.{json,md}``.
+
+Each takes the declaration, the results folder and the runs folder; the workflow's driver
+(:mod:`crapnet_core.book.study_flow`) calls them in one process per job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..io import write_json, write_text
+from . import layout
+from .declaration import Comparison, Declaration, Run
+from .provenance import run_info, utc_now
+
+LOG = logging.getLogger(__name__)
+
+
+def find_run(decl: Declaration, table: str, seed: int, folder: str) -> Run:
+    """The declared run of ``table`` and ``seed`` whose result folder is ``folder`` (ValueError if none)."""
+    for run in decl.table(table).runs():
+        if run.seed == int(seed) and run.folder == folder:
+            return run
+    raise ValueError(f"{table}/seed{seed}/{folder}: no declared run has this result folder (its config hash is "
+                     "not what the declaration gives; `crapnet study status` lists the declared runs)")
+
+
+def _command(run: Run) -> str:
+    return f"crapnet study run --tables {run.table}  # seed {run.seed}, fold {run.fold}, group {run.group}"
+
+
+def trained_run(run: Run, runs_root: str | os.PathLike, device: str | None = None, progress: bool = False) -> Path:
+    """Train ``run`` under ``runs_root`` unless it is trained (an interrupted training resumes from its last
+    checkpoint); returns the run folder. The inputs are checked before anything is written."""
+    from ..engine.inputs import check_experiment_inputs
+    from ..engine.runs import run_dir_for, run_lock
+    from ..engine.training import is_trained, latest_checkpoint, train
+
+    cfg = run.config.copy()
+    if device:
+        cfg.train.device = device
+    run_dir = run_dir_for(cfg, runs_root)
+    if not is_trained(run_dir):
+        check_experiment_inputs(cfg)
+    with run_lock(run_dir):
+        if not is_trained(run_dir):
+            resume = latest_checkpoint(run_dir) is not None and (run_dir / "config.json").is_file()
+            LOG.info("%s: %s", run_dir, "resuming training" if resume else "training")
+            train(cfg, run_dir, resume=resume, progress=progress)
+    return run_dir
+
+
+def run_job(decl: Declaration, table: str, seed: int, folder: str, results_dir: str | os.PathLike,
+            runs_root: str | os.PathLike, device: str | None = None, progress: bool = False) -> Path:
+    """Train, evaluate and publish one declared run (see the module docstring); returns the result folder."""
+    from ..engine.evaluation import evaluate, read_metrics
+    from ..engine.runs import is_evaluated, run_lock
+    from ..engine.training import train_seconds
+
+    run = find_run(decl, table, seed, folder)
+    started, t0 = utc_now(), time.time()
+    run_dir = trained_run(run, runs_root, device, progress)
+    with run_lock(run_dir):
+        if not is_evaluated(run_dir, run.config):
+            evaluate(run_dir, device=device or run.config.train.device, progress=progress)
+    metrics = read_metrics(run_dir)
+    if metrics.get("config_hash") != run.hash or int(metrics.get("step", -1)) != run.config.train.steps:
+        raise ValueError(f"{run_dir}/metrics.json: config hash {metrics.get('config_hash')} at step "
+                         f"{metrics.get('step')}, expected {run.hash} at step {run.config.train.steps}")
+    saved = json.loads((run_dir / "config.json").read_text())
+    info = run_info(_command(run), started, time.time() - t0, train_seconds(run_dir), metrics.get("device"),
+                    note=None if saved.get("config_hash") == run.hash else "config.json of the runs folder differs")
+    dest = layout.result_dir(results_dir, run)
+    return layout.publish_run(dest, {"config.json": saved, "metrics.json": layout.result_metrics(metrics, run_dir),
+                                     "run_info.json": info})
+
+
+def budget_job(decl: Declaration, table: str, seed: int, folder: str, results_dir: str | os.PathLike,
+               runs_root: str | os.PathLike, device: str | None = None) -> Path:
+    """The declared budget curve of one run: test Dice at its saved checkpoints -> ``budget.json`` in the
+    result folder (the run is trained first if the runs folder lacks it; its checkpoints are kept by the
+    runtime settings the declaration adds)."""
+    from ..engine.budget import evaluate_checkpoints
+
+    run = find_run(decl, table, seed, folder)
+    t = decl.table(table)
+    run_dir = trained_run(run, runs_root, device)
+    which = "all" if t.budget == "all" else ",".join(str(s) for s in t.budget)
+    budget = evaluate_checkpoints(run_dir, which, device=device, progress=False)
+    dest = layout.result_dir(results_dir, run) / layout.BUDGET_FILE
+    write_json(dest, budget)
+    return dest
+
+
+def seed_summary_job(decl: Declaration, table: str, seed: int, results_dir: str | os.PathLike) -> Path:
+    return layout.write_seed_summary(decl, decl.table(table), int(seed), results_dir)
+
+
+def table_summary_job(decl: Declaration, table: str, results_dir: str | os.PathLike) -> Path:
+    return layout.write_table_summary(decl.table(table), results_dir)
+
+
+def comparison_inputs(decl: Declaration, comparison: Comparison, results_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """The two summaries a comparison reads: the seed aggregates when both tables have the same seeds
+    (``seeds: common``), else seed 0 of each."""
+    a, b = decl.table(comparison.a), decl.table(comparison.b)
+    root = Path(results_dir)
+    if comparison.on == "common" and a.seeds == b.seeds:
+        return root / a.name / "summary.json", root / b.name / "summary.json"
+    return root / a.name / "seed0" / "summary.json", root / b.name / "seed0" / "summary.json"
+
+
+def compare_job(decl: Declaration, name: str, results_dir: str | os.PathLike) -> Path:
+    """One declared comparison (:func:`crapnet_core.engine.stats.compare_results`, 95 % BCa bootstrap
+    of the mean per-scan difference, Wilcoxon p) -> ``results/compare/<name>.{json,md}``."""
+    from ..engine.stats import compare_results, comparison_markdown
+
+    comparison = next((c for c in decl.comparisons if c.name == name), None)
+    if comparison is None:
+        raise ValueError(f"comparison {name!r} is not declared")
+    path_a, path_b = comparison_inputs(decl, comparison, results_dir)
+    result = compare_results(path_a, path_b)
+    base = Path(results_dir).parent
+    for side, path in (("a", path_a), ("b", path_b)):  # as the repository names them, not this machine
+        result[side]["path"] = os.path.relpath(path, base)
+    result["family"] = comparison.family
+    out = Path(results_dir) / "compare" / name
+    write_json(out.with_name(name + ".json"), result)
+    write_text(out.with_name(name + ".md"), comparison_markdown(result))
+    return out.with_name(name + ".json")
+
+
+#: step name -> (job function, what its arguments are), for the workflow's job entry.
+JOBS: dict[str, Any] = {"run": run_job, "budget": budget_job, "seed_summary": seed_summary_job,
+                        "table_summary": table_summary_job, "compare": compare_job}
+
+__all__ = ["find_run", "trained_run", "run_job", "budget_job", "seed_summary_job", "table_summary_job",
+           "comparison_inputs", "compare_job", "JOBS"]

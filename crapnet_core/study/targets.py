@@ -1,0 +1,78 @@
+"""What the study workflow makes for a selection of declared tables (read by ``workflow/study.smk``).
+
+:func:`study_targets` turns the selected tables into the files of the per-run results layout
+(:mod:`crapnet_core.study.layout`) and the facts each Snakemake rule needs: the run folders
+(``run``), the budget curves (``budget``), the summaries per seed and per table, the declared
+comparisons between selected tables, and each job's priority (the declaration's order of work).
+Runs already done under an accepted config hash are targets under their existing folder name, so
+Snakemake finds them and skips them; pending tables (a profile not defined yet) make no target.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import layout
+from .declaration import Declaration, Run, Table
+from .jobs import comparison_inputs
+
+
+@dataclass
+class StudyTargets:
+    """The files and per-job facts of one workflow run."""
+
+    results: Path
+    tables: list[Table]
+    runs: dict[tuple[str, int, str], Run] = field(default_factory=dict)     # (table, seed, folder) -> run
+    folders: dict[tuple[str, int, str], str] = field(default_factory=dict)  # (table, seed, fold-group) -> folder
+    priority: dict[tuple[str, int], int] = field(default_factory=dict)      # (table, seed) -> priority
+    seed_inputs: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    table_inputs: dict[str, list[str]] = field(default_factory=dict)
+    compare_inputs: dict[str, list[str]] = field(default_factory=dict)
+    targets: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+
+    def run_file(self, table: str, seed: int, folder: str, name: str = "metrics.json") -> str:
+        return str(self.results / table / f"seed{seed}" / folder / name)
+
+    def budget_priority(self, table: str) -> int:
+        t = next(t for t in self.tables if t.name == table)
+        return t.priority if t.budget_priority is None else t.budget_priority
+
+
+def study_targets(decl: Declaration, tables: list[Table], results_dir: str | os.PathLike) -> StudyTargets:
+    """The targets of ``tables`` (see the module docstring)."""
+    results = Path(results_dir).resolve()
+    st = StudyTargets(results, list(tables))
+    names = {t.name for t in tables}
+    for table in tables:
+        if table.pending:
+            st.pending.append(f"{table.name}: {table.pending}")
+            continue
+        for seed in table.seeds:
+            st.priority[(table.name, seed)] = table.priority_of(seed)
+            files = []
+            for run in (r for r in table.runs() if r.seed == seed):
+                folder = layout.output_folder(decl, run, results)
+                st.runs[(table.name, seed, folder)] = run
+                metrics = st.run_file(table.name, seed, folder)
+                files.append(metrics)
+                st.targets.append(metrics)
+                if table.budget is not None:
+                    st.targets.append(st.run_file(table.name, seed, folder, layout.BUDGET_FILE))
+            if table.summary:
+                st.seed_inputs[(table.name, seed)] = files
+                st.targets.append(str(results / table.name / f"seed{seed}" / "summary.json"))
+        if table.summary:
+            st.table_inputs[table.name] = [str(results / table.name / f"seed{s}" / "summary.json") for s in table.seeds]
+            st.targets.append(str(results / table.name / "summary.json"))
+    for c in decl.comparisons:
+        if c.a in names and c.b in names and not decl.tables[c.a].pending and not decl.tables[c.b].pending:
+            st.compare_inputs[c.name] = [str(p.resolve()) for p in comparison_inputs(decl, c, results)]
+            st.targets.append(str(results / "compare" / f"{c.name}.json"))
+    return st
+
+
+__all__ = ["StudyTargets", "study_targets"]

@@ -1,0 +1,87 @@
+# The declared study as a Snakemake workflow (Snakemake 9): crapnet_core/study/study.yaml -> results/.
+#
+#   run            one run of a table (train, evaluate)  -> RESULTS/<table>/seed<s>/<run_name>/metrics.json
+#   budget         its declared budget curve             -> RESULTS/<table>/seed<s>/<run_name>/budget.json
+#   seed_summary   the seed's cross-validation summary   -> RESULTS/<table>/seed<s>/summary.json
+#   table_summary  the summary over the declared seeds   -> RESULTS/<table>/summary.json
+#   compare        one declared paired comparison        -> RESULTS/compare/<name>.json
+#
+# Front door: `crapnet study run [--profile P] [--tables T] [--jobs N] [--executor slurm ...]`
+# (crapnet_core/book/study_flow.py), which runs
+#   snakemake --snakefile workflow/study.smk --directory <runs>/.study --workflow-profile workflow/profiles/study
+#             --config results=<results> runs=<runs> tables=<t1,t2,...> ...
+# A run's folder appears complete or not at all, so a stopped workflow loses only the runs in progress,
+# and a run whose folder exists (committed, on any machine) is never trained again. What each job does:
+# crapnet_core/study/jobs.py; the targets: crapnet_core/study/targets.py.
+
+import json
+import sys
+from pathlib import Path
+
+from crapnet_core.study.declaration import load_declaration
+from crapnet_core.study.targets import study_targets
+
+DECL = load_declaration(config.get("declaration") or None)
+TABLES = DECL.select([t for t in str(config.get("tables", "")).split(",") if t])
+S = study_targets(DECL, TABLES, config["results"])
+RES = str(S.results)
+PY = sys.executable
+GPUS_PER_JOB = int(config.get("gpus_per_job", 0))
+JOB_CONFIG = json.dumps(dict(config, results=RES))
+
+# one thread per job, idle OpenMP threads sleep: N independent jobs fill N cores
+shell.prefix("export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1; ")
+
+wildcard_constraints:
+    table=r"[^/]+",
+    seed=r"\d+",
+    run=r"[^/]+",
+    name=r"[^/]+",
+
+localrules: all, seed_summary, table_summary, compare
+
+
+rule all:
+    input: S.targets
+
+
+rule run:
+    output: f"{RES}/{{table}}/seed{{seed}}/{{run}}/metrics.json"
+    log: "logs/run/{table}__seed{seed}__{run}.log"
+    threads: 1
+    resources:
+        gpu=GPUS_PER_JOB,
+    priority: lambda w: S.priority[(w.table, int(w.seed))]
+    shell: "{PY} -m crapnet_core.book.study_flow run {wildcards.table} {wildcards.seed} {wildcards.run} {JOB_CONFIG:q} > {log} 2>&1"
+
+
+rule budget:
+    input: f"{RES}/{{table}}/seed{{seed}}/{{run}}/metrics.json"
+    output: f"{RES}/{{table}}/seed{{seed}}/{{run}}/budget.json"
+    log: "logs/budget/{table}__seed{seed}__{run}.log"
+    threads: 1
+    resources:
+        gpu=GPUS_PER_JOB,
+    priority: lambda w: S.budget_priority(w.table)
+    shell: "{PY} -m crapnet_core.book.study_flow budget {wildcards.table} {wildcards.seed} {wildcards.run} {JOB_CONFIG:q} > {log} 2>&1"
+
+
+rule seed_summary:
+    input: lambda w: S.seed_inputs[(w.table, int(w.seed))]
+    output: f"{RES}/{{table}}/seed{{seed}}/summary.json"
+    log: "logs/summary/{table}__seed{seed}.log"
+    shell: "{PY} -m crapnet_core.book.study_flow seed_summary {wildcards.table} {wildcards.seed} - {JOB_CONFIG:q} > {log} 2>&1"
+
+
+rule table_summary:
+    input: lambda w: S.table_inputs[w.table]
+    output: f"{RES}/{{table}}/summary.json"
+    log: "logs/summary/{table}.log"
+    shell: "{PY} -m crapnet_core.book.study_flow table_summary {wildcards.table} - - {JOB_CONFIG:q} > {log} 2>&1"
+
+
+rule compare:
+    input: lambda w: S.compare_inputs[w.name]
+    output: f"{RES}/compare/{{name}}.json"
+    log: "logs/compare/{name}.log"
+    shell: "{PY} -m crapnet_core.book.study_flow compare {wildcards.name} - - {JOB_CONFIG:q} > {log} 2>&1"
