@@ -47,9 +47,6 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 
 def _rss_mb() -> float:
     # ru_maxrss is in kilobytes on Linux

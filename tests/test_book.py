@@ -51,9 +51,11 @@ def _needed_configs(plan: book.BookPlan) -> set[str]:
         elif job.notebook == "07_results":
             need |= {book.run_config(p["profile"], d, 1, p["run_fold"], m).config_hash()
                      for d in p["run_datasets"] for m in p["run_methods"]}
-            need |= {book.run_config(p["profile"], d, s, f, m, test_group=g).config_hash()
-                     for d in p["cv_datasets"] for s in p["cv_settings"] for m in p["cv_methods"]
-                     for f in p["cv_folds"] for g in ([None] if s == 1 else ["kidneys", "liver_spleen"])}
+            for t in p["tables"]:  # the declared tables the page cross-validates: one run per fold and group
+                groups = ([None] if t["setting"] == 1 else ["kidneys", "liver_spleen"]) if t["method"] != "alpnet_sup" \
+                    else ["kidneys", "liver_spleen"]
+                need |= {book.run_config(p["profile"], t["dataset"], t["setting"], f, t["method"], test_group=g,
+                                         overrides=t["overrides"]).config_hash() for f in t["folds"] for g in groups}
     return need
 
 
@@ -332,12 +334,64 @@ def test_book_plan_is_the_workflow_dry_run(tmp_path, capsys, monkeypatch):
                  "--plan"]) == 0
     text = capsys.readouterr().out
     assert "This was a dry-run" in text
-    counts = dict(re.findall(r"^(notebook|train|evaluate|superpixels|html)\s+(\d+)$", text, re.M))
+    counts = dict(re.findall(r"^\s*(notebook|train|evaluate|superpixels|html)\s+(\d+)$", text, re.M))
     plan = book.plan_book("smoke", runs_root=tmp_path / "runs")
     assert int(counts["notebook"]) == len(plan.jobs) and int(counts["html"]) == 1
-    assert int(counts["train"]) == int(counts["evaluate"]) == len(wf.study(plan).runs) == 11
-    assert "left out:" in text and not (tmp_path / "runs").exists()
+    assert int(counts["train"]) == int(counts["evaluate"]) == len(wf.study(plan).runs) == 17
+    assert len(re.findall(r"^\s+notebook\s+\d+$", text, re.M)) == 1, "the job table is printed once"
+    assert "left out:" in text and "not implemented" not in text
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists(), "a dry run writes nothing"
+    assert re.search(r"^cost: 16 training\(s\), 48 steps, 17 evaluation\(s\)", text, re.M)
     assert main(["book", "--profile", "smoke", "--partition", "p"]) == 2
+
+
+@pytest.mark.parametrize("profile", book.PROFILES)
+def test_every_method_and_ablation_point_is_planned_or_truthfully_left_out(profile, fake_data_root, tmp_path):
+    """Issue 24: each method of the registry and each ablation point of the declaration is trained by the
+    plan, shown from committed results, or in the plan's left-out list, with a reason that holds."""
+    from crapnet_core.facts import METHODS
+    from crapnet_core.study.declaration import load_declaration
+
+    decl = load_declaration()
+    plan = book.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path,
+                          results_dir=REPO / "results" if profile == "lite" else tmp_path / "no-results")
+    configs = wf.plan_configs(plan)
+    trained = {c.model.method for c in configs}
+    results = next(j for j in plan.jobs if j.notebook == "07_results").params
+    shown = {decl.table(t).method for t in results["committed"]}
+    scope = decl.book[profile]
+    left_methods = {m for item in scope.left_out for m in item.methods}
+    for m in METHODS:
+        assert m in trained | shown | left_methods, f"{profile}: {m} is neither planned nor left out"
+    # every ablation point declared at any profile: trained (on the ablation pages) or left out
+    points = {("blocks", c.model.n_blocks) for t in decl.tables.values() if t.family == "ablations" and not t.pending
+              for c in t.configs(t.seeds[0], t.folds[0])}
+    points |= {("branches", 1)}
+    planned = {(j.params["axis"], v) for j in plan.jobs if j.notebook == "04_ablation" for v in j.params["values"]}
+    left_points = {(axis, v) for item in scope.left_out for axis, vs in item.points.items() for v in vs}
+    for point in points:
+        assert point in planned | left_points, f"{profile}: ablation point {point} is neither planned nor left out"
+    # truthful: nothing left out is also trained in what the item names; committed tables exist
+    for item in scope.left_out:
+        for m in item.methods:
+            clash = [c for c in configs if c.model.method == m and (not item.settings or c.data.setting in item.settings)
+                     and (not item.folds or c.data.fold in item.folds)]
+            assert not clash, f"{profile}: {m} is left out ({item.why}) but trained: {clash[0].run_name()}"
+        for axis, vs in item.points.items():
+            assert not {(axis, v) for v in vs} & planned, f"{profile}: ablation point left out and planned"
+        for f in item.folds:
+            assert all(c.data.fold != f for c in configs), f"{profile}: fold {f} left out but trained"
+        for v in item.variants:
+            assert all(c.model.variant_name() != v for c in configs), f"{profile}: variant {v} left out but trained"
+    for name in results["committed"]:
+        assert (REPO / "results" / name / "summary.json").is_file()
+    text = "\n".join(plan.left_out)
+    assert "not implemented" not in text
+    if profile == "paper":  # every row of the paper's tables and the later methods, 5 folds, both settings
+        assert {(c.model.method, c.data.setting) for c in configs} == {(m, s) for m in METHODS for s in (1, 2)}
+        assert {c.data.fold for c in configs} == {0, 1, 2, 3, 4}
+        lines = wf.plan_summary(plan)
+        assert any(re.match(r"cost: \d+ training\(s\), [\d,]+ steps, .* GPU-hours \(the paper", ln) for ln in lines)
 
 
 # ----------------------------------------------------------------------------- figures

@@ -101,8 +101,9 @@ def test_notebook_runs_by_hand_and_static_in_the_book(stem):
     assert params.get("interactive") == "True", f"{stem}: no `interactive = True` parameter"
     assert nb.metadata.kernelspec.name == "crapnet", f"{stem}: kernel {nb.metadata.kernelspec.name!r}, not crapnet"
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "Path.cwd().parents" in code and "sys.path.insert(0" in code, f"{stem}: does not find the repository"
-    assert "figures.set_style()" in code and "sns.set_theme" not in code, f"{stem}: not the book's figure style"
+    assert "sys.path" not in code, f"{stem}: imports the installed crapnet_core, never a path of its own"
+    assert "from crapnet_core.report.notebook import setup" in code and "setup(" in code, f"{stem}: no set-up call"
+    assert "sns.set_theme" not in code and "set_style" not in code, f"{stem}: the set-up call sets the style"
     plan = book.BookPlan("smoke", ["phantom"], None, "r", "s", "cpu", [])
     job = book.Job(stem, {}, 0, "x", "x")
     assert book.job_parameters(job, plan, params)["interactive"] is False  # the book renders static figures

@@ -209,19 +209,20 @@ def _config_hash(job: Job) -> str:
                       p["branches"], p["test_group"]).config_hash()
 
 
-#: Per profile: (folds, settings, methods, blocks, branches, qualitative methods) for the trained runs.
-_SCOPES = {
-    # phantom only, seconds per run: every kind of page, the smallest set of points
-    "smoke": dict(train_folds=(0,), train_settings=(1,), methods=PAPER_METHODS, blocks=(1, 5), branches=(2, 1),
-                  ablation_folds=(0,), cv_folds=(0,), cv_settings=(1, 2), cv_methods=PAPER_METHODS),
-    # ~3 min per run on 2 CPU cores: CHAOS fold 0 setting 1 for every method and ablation point
-    "lite": dict(train_folds=(0,), train_settings=(1,), methods=PAPER_METHODS, blocks=PAPER_BLOCKS,
-                 branches=PAPER_BRANCHES, ablation_folds=(0,), cv_folds=(), cv_settings=(), cv_methods=()),
-    # everything of the paper (GPU)
-    "paper": dict(train_folds=PAPER_FOLDS, train_settings=PAPER_SETTINGS, methods=PAPER_METHODS,
-                  blocks=PAPER_BLOCKS, branches=PAPER_BRANCHES, ablation_folds=PAPER_FOLDS,
-                  cv_folds=PAPER_FOLDS, cv_settings=PAPER_SETTINGS, cv_methods=PAPER_METHODS),
-}
+def ablation_points(decl, profile: str) -> dict[str, list[int]]:
+    """The ablation points of the book's ablation pages at ``profile``: every attention-block count and
+    branch count of the profile's declared ablation tables (family ``ablations``) and of their reference
+    (the table they are compared with), blocks ascending, branches descending (the paper's Tables 3-4)."""
+    tables = [t for t in decl.select(profiles=[profile]) if t.family == "ablations" and not t.pending]
+    refs = {c.b for c in decl.comparisons if c.a in {t.name for t in tables}}
+    configs = [decl.tables[n].configs(decl.tables[n].seeds[0], decl.tables[n].folds[0])[0] for n in refs]
+    configs += [t.configs(t.seeds[0], t.folds[0])[0] for t in tables]
+    if not configs:
+        return {"blocks": [], "branches": []}
+    ref = configs[0].model if refs else None
+    blocks = sorted({c.model.n_blocks for c in configs if ref is None or c.model.branches == ref.branches})
+    branches = sorted({c.model.branches for c in configs if ref is None or c.model.n_blocks == ref.n_blocks}, reverse=True)
+    return {"blocks": blocks, "branches": branches}
 
 
 def plan_book(
@@ -231,18 +232,24 @@ def plan_book(
     results_dir: str | os.PathLike | None = None,
     device: str = "auto",
 ) -> BookPlan:
-    """The executions of a book profile and the folds / points it leaves out.
+    """The executions of a book profile and what it leaves out, as the study declaration says.
 
-    - ``smoke``: the phantom (always), tiny runs: fold 0 setting 1 for each method, blocks
-      1 and 5, one and two branches, a 2-fold cross-validation in both settings on the
-      phantom for the results page. For CI: a few minutes in total.
-    - ``lite``: the real data when ``data_root`` (or ``$CRAPNET_DATA_ROOT``) holds it, else
-      the phantom. Trains CHAOS fold 0, setting 1: three methods, every block count of
-      Table 3, one and two branches (about 3 minutes each on 2 CPU cores); explores both
-      datasets; the results page reads the 5-fold summaries committed under ``results/``.
-    - ``paper``: every fold, setting, method and ablation point of the paper on both
-      datasets (GPU: about 4 hours per run in the paper).
+    The ``book`` section of ``crapnet_core/study/study.yaml`` decides, per profile: the runs of the
+    one-fold pages (datasets, folds, settings, methods), the folds of the ablation pages (their points:
+    the profile's declared ablation tables), and whether the results page cross-validates the profile's
+    declared tables itself (``train``: smoke, paper) or shows those committed under ``results/``
+    (``committed``: lite). What a profile leaves out is the declaration's list, with its reasons,
+    plus what this build lacks (a dataset not found, a committed table not run yet).
+
+    - ``smoke``: the phantom (always), tiny runs: every method of the registry once, setting 1 and 2.
+    - ``lite``: the real data when ``data_root`` (or ``$CRAPNET_DATA_ROOT``) holds it, else the
+      phantom; fold 0 of CHAOS setting 1 for the one-fold and ablation pages (about 3 minutes a run on
+      2 CPU cores); the results page shows the committed 5-fold lite tables.
+    - ``paper``: every declared paper table (every method of Tables 1-2 and the later ones, both
+      datasets and settings, the ablation points), 5 folds (GPU: about 4 hours per run in the paper).
     """
+    from ..study.declaration import load_declaration
+
     if profile not in PROFILES:
         raise ValueError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
     if data_root is None:
@@ -253,6 +260,8 @@ def plan_book(
             raise FileNotFoundError(f"--data-root: {data_root} is not a folder")
     runs_root = str(Path(runs_root).resolve()) if runs_root else str(default_runs_root())
     results_dir = str(Path(results_dir).resolve()) if results_dir else str(default_results_dir())
+    decl = load_declaration()
+    scope = decl.book[profile]
 
     real = available_datasets(data_root)
     notes: list[str] = []
@@ -279,9 +288,8 @@ def plan_book(
         if profile != "smoke" and real and name not in real:
             left_out.append(f"{DATASET_TITLES[name]}: not found under {data_root}/{DATASET_FOLDERS[name]}.")
 
-    scope = _SCOPES[profile]
-    # Trained runs: the primary dataset (CHAOS when present: the paper's ablations are on MRI).
-    train_sets = datasets if profile == "paper" else datasets[:1]
+    one = scope.one_fold
+    train_sets = list(datasets) if one["datasets"] == "all" else datasets[:1]
     jobs: list[Job] = []
     for ds in datasets:
         jobs.append(Job("01_data_exploration", dict(profile=profile, dataset=ds), 0, ds,
@@ -289,20 +297,22 @@ def plan_book(
         jobs.append(Job("02_superpixels", dict(profile=profile, dataset=ds), 0, ds, DATASET_TITLES.get(ds, ds)))
 
     main_ds = train_sets[0]
+    first_fold = one["folds"][0]
     for ds in train_sets:
-        for setting in scope["train_settings"]:
+        for setting in one["settings"]:
             groups = [None] if setting == 1 else ["kidneys", "liver_spleen"]
-            for fold in scope["train_folds"]:
-                for method in scope["methods"]:
+            for fold in one["folds"]:
+                for method in one["methods"]:
                     for group in groups:
                         jobs.append(_train_job(profile, ds, setting, fold, method, group=group))
-    # ablation points (setting 1, CHAOS / the main dataset, crapnet); a point whose config
-    # equals a run already planned (e.g. the profile's own block count) is that run.
-    for fold in scope["ablation_folds"]:
+    # ablation points (setting 1, the main dataset, crapnet); a point whose config equals a run already
+    # planned (e.g. the profile's own block count) is that run.
+    points = ablation_points(decl, profile)
+    for fold in scope.ablation_folds:
         jobs.append(_train_job(profile, main_ds, 1, fold, "crapnet"))  # the reference point
-        for blocks in scope["blocks"]:
+        for blocks in points["blocks"]:
             jobs.append(_train_job(profile, main_ds, 1, fold, "crapnet", blocks=blocks))
-        for branches in scope["branches"]:
+        for branches in points["branches"]:
             jobs.append(_train_job(profile, main_ds, 1, fold, "crapnet", branches=branches))
     unique: list[Job] = []
     seen: set[str] = set()
@@ -315,73 +325,51 @@ def plan_book(
         unique.append(job)
     jobs = unique
 
-    folds = list(scope["ablation_folds"])
+    folds = list(scope.ablation_folds)
     for axis, what in (("blocks", "number of attention blocks"), ("branches", "two branches against one")):
         jobs.append(Job("04_ablation", dict(profile=profile, dataset=main_ds, folds=folds, axis=axis,
-                                            values=list(scope[axis])), 2, f"{main_ds}-{axis}",
+                                            values=list(points[axis])), 2, f"{main_ds}-{axis}",
                         f"{what}, {DATASET_TITLES.get(main_ds, main_ds)}"))
     for ds in train_sets:
-        jobs.append(Job("06_qualitative", dict(profile=profile, dataset=ds, fold=scope["train_folds"][0],
-                                               methods=list(scope["methods"])), 2, ds,
+        jobs.append(Job("06_qualitative", dict(profile=profile, dataset=ds, fold=first_fold,
+                                               methods=list(one["methods"])), 2, ds,
                         DATASET_TITLES.get(ds, ds)))
     for ds in train_sets:  # diagnostics of the CRAPNet run of the first trained fold (stage 1 trains it)
         jobs.append(Job("08_inside_attention", dict(profile=profile, dataset=ds, setting=1,
-                                                    fold=scope["train_folds"][0], method="crapnet"), 2, ds,
+                                                    fold=first_fold, method="crapnet"), 2, ds,
                         DATASET_TITLES.get(ds, ds)))
-    cv_datasets = ["phantom"] if "phantom" in datasets else (train_sets if profile == "paper" else [])
-    run_datasets = [] if cv_datasets else [main_ds]
-    jobs.append(Job("07_results", dict(profile=profile, datasets=list(datasets), cv_datasets=cv_datasets,
-                                       cv_folds=list(scope["cv_folds"]), cv_settings=list(scope["cv_settings"]),
-                                       cv_methods=list(scope["cv_methods"]), run_datasets=run_datasets,
-                                       run_fold=scope["train_folds"][0], run_methods=list(scope["methods"])),
+    # the results page: the profile's declared tables of page `results`, cross-validated by this build
+    # (train) or read from results/ (committed), with this build's own one-fold runs beside the latter
+    tables = decl.results_page_tables(profile, datasets)
+    for t in decl.results_page_tables(profile):
+        if t["dataset"] not in datasets:
+            left_out.append(f"Table {t['name']}: its dataset is not part of this build.")
+    committed, missing = [], []
+    if scope.results == "committed":
+        for t in decl.select(profiles=[profile]):
+            if t.pending or not t.summary:
+                continue
+            (committed if (Path(results_dir) / t.name / "summary.json").is_file() else missing).append(t.name)
+        for name in missing:
+            left_out.append(f"Table {name}: declared at {profile} but not run yet (no results/{name}/summary.json; "
+                            f"`crapnet study run --tables {name}` makes it).")
+    run_datasets = [main_ds] if scope.results == "committed" else []
+    jobs.append(Job("07_results", dict(profile=profile, datasets=list(datasets), tables=tables,
+                                       committed=committed, run_datasets=run_datasets, run_fold=first_fold,
+                                       run_methods=list(one["methods"])),
                     2, profile, f"profile {profile}"))
     # "Segment your own scan", demonstrated on the fold's support and first test scan with its crapnet run
-    jobs.append(Job("09_segment_your_own_scan", dict(profile=profile, dataset=main_ds, fold=scope["train_folds"][0]),
+    jobs.append(Job("09_segment_your_own_scan", dict(profile=profile, dataset=main_ds, fold=first_fold),
                     2, main_ds, DATASET_TITLES.get(main_ds, main_ds)))
 
-    # ---- what is left out (listed on the "This build" page and by the notebooks)
-    if profile != "paper":
-        ran_folds = ", ".join(str(f) for f in scope["train_folds"])
-        skip_folds = [f for f in PAPER_FOLDS if f not in scope["train_folds"]]
-        left_out.append(
-            f"Training runs of folds {', '.join(map(str, skip_folds))} (this build trains fold {ran_folds} only; "
-            "the paper averages folds 0-4)."
-        )
-        skip_settings = [s for s in PAPER_SETTINGS if s not in scope["train_settings"]]
-        if skip_settings:
-            left_out.append(
-                f"Training runs in setting {', '.join(map(str, skip_settings))} (test organs removed from training)"
-                + (" outside the phantom cross-validation of the results page." if scope["cv_settings"] else ".")
-            )
-        others = [d for d in datasets if d not in train_sets]
-        for d in others:
+    # ---- what is left out (listed on the "This build" page and by the notebooks): the declaration's list
+    for d in datasets:
+        if d not in train_sets:
             left_out.append(
                 f"Training runs, ablations and qualitative figures on {DATASET_TITLES.get(d, d)} "
                 "(explored on the data pages; its cross-validated results, if committed, are on the results page)."
             )
-        skip_blocks = [b for b in PAPER_BLOCKS if b not in scope["blocks"]]
-        if skip_blocks:
-            left_out.append(f"Ablation points with {', '.join(map(str, skip_blocks))} attention blocks (Table 3).")
-        skip_abl = [f for f in PAPER_FOLDS if f not in scope["ablation_folds"]]
-        if skip_abl:
-            left_out.append(
-                f"Ablations (Tables 3-4) on folds {', '.join(map(str, skip_abl))}: this build's ablation tables "
-                f"are from fold {', '.join(map(str, scope['ablation_folds']))} only, the paper's from 5 folds."
-            )
-        if not scope["cv_folds"]:
-            left_out.append(
-                "Cross-validation by this build: the results page shows the 5-fold summaries committed under "
-                "results/ (lite profile, produced by `crapnet cross-validate`) and this build's fold-0 runs."
-            )
-        elif tuple(scope["cv_folds"]) != PAPER_FOLDS:
-            skip_cv = [f for f in PAPER_FOLDS if f not in scope["cv_folds"]]
-            ran = scope["cv_folds"]
-            left_out.append(
-                f"Folds {', '.join(map(str, skip_cv))} of the phantom cross-validation on the results page "
-                f"(it runs fold{'s' if len(ran) > 1 else ''} {', '.join(map(str, ran))})."
-            )
-    left_out.append("ALPNet (supervised), ALPNet-init and SSL-RPNet rows of Tables 1-2: not implemented here; "
-                    "their published numbers are shown for reference.")
+    left_out[:0] = [item.describe() for item in scope.left_out]
 
     plan = BookPlan(profile, list(datasets), data_root, runs_root, results_dir, device, jobs, left_out, notes)
     _check_plan(plan)

@@ -194,15 +194,18 @@ def runs_read(job) -> list[dict]:
     if job.notebook == "06_qualitative":
         return [dict(base, dataset=p["dataset"], setting=1, fold=p["fold"], method=m) for m in p["methods"]]
     if job.notebook == "07_results":
-        from ..engine.experiment import SETTING2_GROUPS
+        from ..engine.runs import fold_configs
+        from ..facts import ORGANS
 
         out = []
-        for d in p.get("cv_datasets", []):
-            for s in p.get("cv_settings", []):
-                for m in p.get("cv_methods", []):
-                    for f in p.get("cv_folds", []):
-                        for g in ([None] if int(s) == 1 else list(SETTING2_GROUPS)):
-                            out.append(dict(base, dataset=d, setting=s, fold=f, method=m, test_group=g))
+        for t in p.get("tables", []):  # the declared tables the page cross-validates (one run per fold and group)
+            overrides = [*t.get("overrides", []), *[f"train.seed={s}" for s in t.get("seeds", [0])[:1] if s]]
+            for f in t["folds"]:
+                for cfg in fold_configs(p["profile"], t["dataset"], t["setting"], t["method"], f, overrides):
+                    # the run's organs (setting 1: all of them, or a method's own groups, e.g. supervised ALPNet's)
+                    group = None if tuple(cfg.data.test_group) == ORGANS else ",".join(cfg.data.test_group)
+                    out.append(dict(base, dataset=t["dataset"], setting=t["setting"], fold=f, method=t["method"],
+                                    test_group=group, overrides=overrides))
         out += [dict(base, dataset=d, setting=1, fold=p["run_fold"], method=m)
                 for d in p.get("run_datasets", []) for m in p.get("run_methods", [])]
         return out
@@ -214,6 +217,50 @@ def run_step(args: dict) -> RunStep:
 
     cfg = run_config(**{k: v for k, v in args.items() if k != "data_root"})
     return RunStep(cfg.run_name(), args["dataset"], {k: v for k, v in args.items() if k != "data_root"})
+
+
+def plan_configs(plan) -> list:
+    """The ExperimentConfig of every distinct training run the book's notebooks read (one per run folder)."""
+    from ..engine.runs import run_config
+
+    out = {}
+    for job in plan.jobs:
+        for args in runs_read(job):
+            cfg = run_config(**{k: v for k, v in args.items() if k != "data_root"})
+            out.setdefault(cfg.run_name(), cfg)
+    return list(out.values())
+
+
+def plan_summary(plan, per_gpu: int = 1) -> list[str]:
+    """What ``crapnet book --plan`` states before anything runs: the trainings of each method and the cost
+    (:func:`crapnet_core.study.cost.estimate`), what the results page shows, what the profile leaves out."""
+    from ..facts import METHOD_LABELS, METHODS
+    from ..study.cost import estimate
+
+    configs = plan_configs(plan)
+    lines = [f"profile {plan.profile}: data {', '.join(plan.datasets)}; {len(plan.jobs)} notebook executions"]
+    cost = estimate(plan.profile, configs)
+    lines.append(f"cost: {cost.describe(per_gpu)}")
+    by_method = {m: [c for c in configs if c.model.method == m] for m in METHODS}
+    lines.append("trains:")
+    for m, cfgs in by_method.items():
+        if not cfgs:
+            continue
+        variants = sorted({c.model.variant_name() for c in cfgs} - {m})
+        where = sorted({(c.dataset_name(), c.data.setting) for c in cfgs})
+        lines.append(f"  - {METHOD_LABELS[m]}: {len(cfgs)} run(s), "
+                     f"{'; '.join(f'{d} setting {s}' for d, s in where)}, fold(s) "
+                     f"{', '.join(map(str, sorted({c.data.fold for c in cfgs})))}"
+                     + (f" (with {', '.join(variants)})" if variants else ""))
+    for job in plan.jobs:
+        if job.notebook == "04_ablation":
+            lines.append(f"  - ablation points ({job.params['axis']}): {', '.join(map(str, job.params['values']))} "
+                         f"on {job.params['dataset']}, fold(s) {', '.join(map(str, job.params['folds']))}")
+    results = next((j for j in plan.jobs if j.notebook == "07_results"), None)
+    if results is not None and results.params.get("committed"):
+        shown = results.params["committed"]
+        lines.append(f"shows from results/ (committed, not retrained): {len(shown)} table(s): {', '.join(shown)}")
+    return lines
 
 
 @dataclass
@@ -444,7 +491,8 @@ def job_spec(step: str, name: str, config: dict[str, Any], key: str = "") -> dic
     plan = load_or_plan(config)
     root = Path(config["repo"])
     gpu = int(config.get("gpus_per_job", 0))
-    base = dict(out=config["out"], data_root=plan.data_root, runs_root=plan.runs_root, device=plan.device, key=key)
+    base = dict(out=config["out"], data_root=plan.data_root, runs_root=plan.runs_root, device=plan.device, key=key,
+                per_gpu=int(config.get("per_gpu", 1)))
     if step == "superpixels":
         dataset, scan = name.split(":", 1)
         return dict(base, name=f"superpixels_{dataset}_{scan}", dataset=dataset, scan=scan,
@@ -530,6 +578,7 @@ def snakemake_command(
     targets: Sequence[str] = (),
     workflow_file: str = "Snakefile",
     config: Sequence[str] | None = None,
+    per_gpu: int = 1,
 ) -> list[str]:
     """The ``snakemake`` command line that ``crapnet book`` runs (Snakemake's CLI, in this venv).
 
@@ -546,7 +595,7 @@ def snakemake_command(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the workflow is missing from this checkout")
     items = list(config) if config is not None else [f"plan={plan_file}", f"repo={notebooks_root}",
-                                                      f"gpus_per_job={gpus_per_job}"]
+                                                      f"gpus_per_job={gpus_per_job}", f"per_gpu={per_gpu}"]
     cmd = [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(path), "--directory", str(out_dir),
            "--workflow-profile", str(root / "workflow" / "profiles" / profile), "--config", *items]
     if executor == "local":
@@ -649,6 +698,43 @@ def _snakemake_errors(log: Path) -> list[str]:
     return lines
 
 
+#: The job-count table of Snakemake's dry run (printed once by ``crapnet book --plan``).
+_JOB_TABLE = re.compile(r"^(job\s+count|-+\s+-+|\w+\s+\d+)$")
+
+
+def _dry_run(plan, out_dir: Path, jobs, gpus: int, per_job: int, per_gpu: int, executor: str, cluster_profile,
+             partition, account, root: Path, echo: Callable[[str], None]) -> Path:
+    """Snakemake's dry run of the plan, writing nothing into ``out_dir``: the plan file and the log go to a
+    temporary folder; Snakemake works in ``out_dir`` when an earlier build left its records there (to say
+    what is already done), else in the temporary folder. Echoes the job counts once."""
+    import tempfile
+
+    from .build import BookError, save_plan
+
+    with tempfile.TemporaryDirectory(prefix="crapnet-plan-") as tmp:
+        tmp = Path(tmp)
+        plan_file = save_plan(plan, tmp / "plan.json")
+        work = out_dir if (out_dir / ".snakemake").is_dir() else tmp / "build"
+        cmd = snakemake_command(work, plan_file, plan.profile, jobs, gpus=gpus, gpus_per_job=per_job, dry_run=True,
+                                executor=executor, cluster_profile=cluster_profile, partition=partition,
+                                account=account, root=root, per_gpu=per_gpu)
+        lines: list[str] = []
+        code = run_snakemake(cmd, tmp / "snakemake-plan.log", echo=lines.append)
+        if code != 0:
+            raise BookError(f"the workflow's dry run failed (status {code}):\n" + "\n".join(lines[-30:]))
+    table, done = [], False
+    for line in lines:  # Snakemake prints the job table twice (the DAG, then the summary): show it once
+        if _JOB_TABLE.match(line.strip()) and not done:
+            table.append(line.rstrip())
+        elif table and not done:
+            done = True
+    echo("jobs of the workflow (Snakemake's dry run):")
+    for line in table or [ln for ln in lines if "Nothing to be done" in ln]:
+        echo(f"  {line}")
+    echo(next((ln.strip() for ln in lines if ln.startswith("This was a dry-run")), "This was a dry-run."))
+    return out_dir / "html" / "index.html"
+
+
 def build_book(
     profile: str | None = None,
     data_root: str | os.PathLike | None = None,
@@ -668,6 +754,7 @@ def build_book(
     gpus_per_job: int | None = None,
     plan: Any = None,
     root: Path | None = None,
+    per_gpu: int = 1,
 ) -> Path:
     """Plan the book and run the study's Snakemake workflow (``workflow/Snakefile``); returns ``OUT/html/index.html``.
 
@@ -680,8 +767,11 @@ def build_book(
     (superpixels, training, evaluation, notebook execution) to SLURM, ``gpus_per_job`` GPUs
     each (default 1 unless ``device == "cpu"``), ``partition``/``account`` as given,
     further settings from the Snakemake profile ``cluster_profile`` (default
-    ``workflow/profiles/slurm``). ``dry_run``: print the workflow's jobs and stop (returns
-    the path index.html would have). ``force``: execute every notebook again (runs are kept).
+    ``workflow/profiles/slurm``). ``per_gpu``: trainings that share one GPU at once (several fit on
+    a large GPU). ``dry_run``: print the workflow's job counts once and stop, writing nothing into
+    ``out_dir`` (Snakemake reads the records of an earlier build there, if any, else it runs in a
+    temporary folder); returns the path index.html would have. ``force``: execute every notebook
+    again (runs are kept).
     A failed job raises :class:`BookError` naming each failure (notebook, parameters, failing
     cell, partial notebook, log).
     """
@@ -695,6 +785,8 @@ def build_book(
         os.environ["CRAPNET_DATA_ROOT"] = plan.data_root  # for the notebook kernels
     if jobs is not None and int(jobs) < 1:
         raise ValueError(f"--jobs: {jobs} must be at least 1")
+    if int(per_gpu) < 1:
+        raise ValueError(f"--per-gpu: {per_gpu} must be at least 1")
     if executor == "local":
         jobs = int(jobs or default_jobs())
         gpus = gpu_count() if plan.device != "cpu" else 0
@@ -703,8 +795,7 @@ def build_book(
         gpus = 0
         per_job = (0 if plan.device == "cpu" else 1) if gpus_per_job is None else int(gpus_per_job)
         cluster_profile = Path(cluster_profile).resolve() if cluster_profile else root / "workflow" / "profiles" / executor
-    out_dir.mkdir(parents=True, exist_ok=True)
-    where = f"{jobs} at a time" + (f", {gpus} GPU(s), one per training" if gpus else "")
+    where = f"{jobs} at a time" + (f", {gpus} GPU(s), {per_gpu} training(s) per GPU" if gpus else "")
     if executor != "local":
         queued = f"up to {jobs} jobs" if jobs else "jobs (as many as the cluster profile allows)"
         where = f"executor {executor}, {queued} queued at a time, {per_job} GPU(s) per job"
@@ -716,22 +807,20 @@ def build_book(
         from ..data.phantom import phantom_root
 
         phantom_root()  # generate once here, not concurrently in several jobs
+    if dry_run:
+        return _dry_run(plan, out_dir, jobs, gpus * int(per_gpu), per_job, int(per_gpu), executor, cluster_profile,
+                        partition, account, root, echo)
+    out_dir.mkdir(parents=True, exist_ok=True)
     plan_file = save_plan(plan, out_dir / "plan.json")
-    cmd = snakemake_command(out_dir, plan_file, plan.profile, jobs, gpus=gpus, gpus_per_job=per_job,
-                            dry_run=dry_run, force=force, executor=executor, cluster_profile=cluster_profile,
-                            partition=partition, account=account, root=root)
+    cmd = snakemake_command(out_dir, plan_file, plan.profile, jobs, gpus=gpus * int(per_gpu), gpus_per_job=per_job,
+                            force=force, executor=executor, cluster_profile=cluster_profile,
+                            partition=partition, account=account, root=root, per_gpu=int(per_gpu))
     started = time.time()
     state = dict(plan=plan.to_dict(), started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  command=cmd)
-    if not dry_run:
-        write_json(out_dir / "book.json", dict(state, status="executing"))
+    write_json(out_dir / "book.json", dict(state, status="executing"))
     say = echo if progress else (lambda line: None)
-    code = run_snakemake(cmd, out_dir / "logs" / ("snakemake-plan.log" if dry_run else "snakemake.log"),
-                         echo=echo if dry_run else say, show=None if dry_run else PROGRESS)
-    if dry_run:
-        if code != 0:
-            raise BookError(f"the workflow's dry run failed (status {code}); log {out_dir / 'logs' / 'snakemake-plan.log'}")
-        return out_dir / "html" / "index.html"
+    code = run_snakemake(cmd, out_dir / "logs" / "snakemake.log", echo=say, show=PROGRESS)
     results = executed_results(plan, out_dir, since=started)
     index = out_dir / "html" / "index.html"
     if code != 0 or not index.is_file():

@@ -1,11 +1,13 @@
 """``crapnet book``: execute the notebooks (papermill) and build the HTML research book.
 
     crapnet book [--profile smoke|lite|paper] [--data-root DIR] [--jobs N] [--out DIR]
-                 [--runs DIR] [--device auto|cpu|cuda] [--force] [--plan]
+                 [--runs DIR] [--device auto|cpu|cuda] [--per-gpu N] [--force] [--plan]
                  [--executor slurm [--partition P] [--account A] [--gpus-per-job N] [--cluster-profile DIR]]
 
-The front door of the study's Snakemake workflow (``workflow/Snakefile``); ``--plan`` is its
-dry run. See :mod:`crapnet_core.book.build` for the layout of what it writes.
+The front door of the book's Snakemake workflow (``workflow/Snakefile``), which trains and shows what
+the study declaration (``crapnet_core/study/study.yaml``) says for the profile. ``--plan`` states the
+cost (trainings, steps, device-hours) and what is trained, shown and left out, with the workflow's
+dry run, and writes nothing. See :mod:`crapnet_core.book.build` for the layout of what it writes.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ def register(subparsers) -> None:
             "Execute the notebooks with papermill (one executed copy per dataset, fold, setting, method and "
             "ablation point of the profile; completed executions are reused), then build the jupyter-book "
             "HTML and print the path of index.html. Runs the study's Snakemake workflow (workflow/Snakefile): "
-            "superpixels, trainings, evaluations, notebook executions, HTML build. Profiles: smoke (phantom, "
-            "a few minutes), lite (real data when CRAPNET_DATA_ROOT is set, else the phantom; < 45 min on 2 CPU "
-            "cores), paper (everything; GPU)."
+            "superpixels, trainings, evaluations, notebook executions, HTML build; what it trains and shows at each "
+            "profile is declared in crapnet_core/study/study.yaml. Profiles: smoke (phantom, seconds per run, the "
+            "whole book a few minutes), lite (real data when CRAPNET_DATA_ROOT is set, else the phantom; about 3 "
+            "minutes per run, < 45 min on 2 CPU cores), paper (every table of the paper; GPU). --plan states the "
+            "cost before anything runs."
         ),
     )
     p.add_argument("--profile", choices=book.PROFILES, default=book.DEFAULT_PROFILE,
@@ -55,9 +59,11 @@ def register(subparsers) -> None:
     p.add_argument("--results", metavar="DIR", default=None,
                    help="committed cross-validation summaries read by the results page (default: <repo>/results)")
     p.add_argument("--device", default="auto", help="training device for the runs: auto, cpu, cuda[:k]")
+    p.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
+                   help="trainings that share one GPU at once (default 1; the paper's training needs about 7 GB)")
     p.add_argument("--force", action="store_true", help="execute every notebook again, even when complete")
     p.add_argument("--plan", action="store_true",
-                   help="the workflow's dry run: print the jobs that would run and what the profile leaves out")
+                   help="state the cost, what is trained, shown and left out, and the workflow's dry run; write nothing")
     p.add_argument("--executor", choices=("local", "slurm"), default="local",
                    help="local (default) or slurm: each job is its own SLURM job (snakemake-executor-plugin-slurm)")
     p.add_argument("--partition", metavar="P", default=None, help="SLURM partition of the jobs (--executor slurm)")
@@ -81,18 +87,19 @@ def _run(args: argparse.Namespace) -> int:
     try:
         plan = book.plan_book(args.profile, args.data_root, args.runs, args.results, args.device)
         if args.plan:
-            print(f"profile {plan.profile}: data {', '.join(plan.datasets)}; {len(plan.jobs)} notebook executions")
+            print("\n".join(workflow.plan_summary(plan, args.per_gpu)))
         index = workflow.build_book(
             profile=args.profile, data_root=args.data_root, out_dir=args.out, jobs=args.jobs,
             runs_root=args.runs, results_dir=args.results, device=args.device, force=args.force,
             dry_run=args.plan, executor=args.executor, cluster_profile=args.cluster_profile,
             partition=args.partition, account=args.account, gpus_per_job=args.gpus_per_job, plan=plan,
+            per_gpu=args.per_gpu,
         )
     except (book.BookError, ProjectNotFound) as err:
         print(f"crapnet book: error: {err}", file=sys.stderr)
         return 1
     if args.plan:
-        print("left out:")
+        print("left out:" if plan.left_out else "left out: nothing")
         for item in plan.left_out:
             print(f"  - {item}")
         return 0

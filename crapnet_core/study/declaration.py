@@ -38,6 +38,8 @@ DECLARATION = Path(__file__).with_name("study.yaml")
 COMPARE_ON = ("common", "seed0")
 #: Extra evaluations of fold models (issue 22) and the file each writes next to metrics.json.
 SUPPORT_KINDS = {"support": "support.json", "kshot": "kshot.json"}
+#: The one-off analyses' functions: modules of :mod:`crapnet_core.study.analyses`.
+ANALYSIS_FUNCTIONS = ("select_lite", "rpnet_iterations", "rpnet_batch_stats", "diagnose_runs")
 #: What the results page of a book profile does with the profile's tables.
 BOOK_RESULTS = ("train", "committed")
 #: Fields of a ``left_out`` item of the book section, besides ``why``.
@@ -288,6 +290,19 @@ class Declaration:
             chosen += hits
         out = [t for n, t in self.tables.items() if (not names or n in chosen) and (not profiles or t.profile in profiles)]
         return out
+
+    def results_page_tables(self, profile: str, datasets: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The declared tables the book's results page cross-validates at ``profile`` (its ``book`` entry
+        says ``results: train``; [] for ``committed``), as JSON-able dicts (name, label, dataset, setting,
+        method, variant, overrides, folds, seeds); ``datasets``: only those of these datasets."""
+        scope = self.book.get(profile)
+        if scope is None or scope.results != "train":
+            return []
+        keep = None if datasets is None else set(datasets)
+        return [dict(name=t.name, label=t.label, dataset=t.dataset, setting=t.setting, method=t.method,
+                     variant=t.variant, overrides=list(t.overrides), folds=list(t.folds), seeds=list(t.seeds))
+                for t in self.select(profiles=[profile])
+                if t.page == "results" and not t.pending and (keep is None or t.dataset in keep)]
 
     def profiles(self) -> list[str]:
         return list(dict.fromkeys([*PROFILES, *self.pending_profiles]))
@@ -618,14 +633,12 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
             if e.get("seed") not in t.seeds or e.get("fold") not in t.folds:
                 raise DeclarationError(f"{what}: seed {e.get('seed')!r} / fold {e.get('fold')!r} is not a run of {t.name}")
             rerun.append(RerunFold(t.name, int(e["seed"]), int(e["fold"])))
-    from .analyses import ANALYSES
-
     analyses = {}
     for name, e in (data.get("analyses") or {}).items():
         what = f"analysis {name}"
-        if not isinstance(e, Mapping) or e.get("function") not in ANALYSES:
+        if not isinstance(e, Mapping) or e.get("function") not in ANALYSIS_FUNCTIONS:
             raise DeclarationError(f"{what}: function {None if not isinstance(e, Mapping) else e.get('function')!r} "
-                                   f"is not one of {', '.join(ANALYSES)}")
+                                   f"is not one of {', '.join(ANALYSIS_FUNCTIONS)}")
         if e.get("table") is not None and e["table"] not in tables:
             raise DeclarationError(f"{what}: no table {e['table']!r} is declared")
         if e.get("page") not in pages:

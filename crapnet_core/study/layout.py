@@ -352,6 +352,9 @@ def migrate_table(decl: Declaration, table: Table, results_dir: str | os.PathLik
                 metrics["config_hash"] = committed_hash
                 files["metrics.json"] = metrics
                 train_s = entry.get("train_seconds") if one_run else None
+                fold_totals = {} if one_run else {"fold_train_seconds": entry.get("train_seconds"),
+                                                  "fold_eval_seconds": entry.get("eval_seconds"),
+                                                  "fold_runs": len(names)}
                 fold_note = None if one_run else (
                     f"the summary kept only the fold's total over its {len(names)} test groups: "
                     f"{entry.get('train_seconds')} s training, {entry.get('eval_seconds')} s evaluation")
@@ -361,7 +364,7 @@ def migrate_table(decl: Declaration, table: Table, results_dir: str | os.PathLik
                     raise ValueError(f"{root / BUDGET_FILE}: config hash {committed_hash} is not an accepted hash of "
                                      f"{run.where()} ({', '.join(accepted)})")
                 last = max(budget["points"], key=lambda p: p["step"])
-                files[BUDGET_FILE] = dict(budget, run=f"{run.prefix}_{committed_hash}")
+                files[BUDGET_FILE] = root / BUDGET_FILE  # moved as it is (its `run` names the old run folder)
                 organs = [o for o in budget["organs"]]
                 files["metrics.json"] = {
                     "dataset": budget["dataset"], "setting": budget["setting"], "fold": budget["fold"],
@@ -373,7 +376,7 @@ def migrate_table(decl: Declaration, table: Table, results_dir: str | os.PathLik
                     "units": {"dice": "fraction 0..1"}, "seconds": last.get("seconds"),
                     DERIVED: {"from": f"{table.name}/{BUDGET_FILE} point at step {last['step']} (the trained model)",
                               "lost": "HD95/ASD (the budget curve keeps Dice only)"}}
-                train_s, fold_note = None, None
+                train_s, fold_note, fold_totals = None, None, {}
             else:
                 continue
             cfg_json["config_hash"] = committed_hash
@@ -403,8 +406,8 @@ def migrate_table(decl: Declaration, table: Table, results_dir: str | os.PathLik
                 "wall_seconds": info.get("wall_seconds"), "wall_seconds_scope": "the whole table (all folds) of this seed",
                 "train_seconds": train_s, "commit": info.get("commit"), "machine": info.get("machine"),
                 "environment": {"packages": {"torch": info.get("torch")}, "recorded": "torch only (before issue 25)"},
-                "encoder_init": info.get("encoder_init"), "profile": info.get("profile"), "note": "; ".join(note),
-                "migrated": True}
+                **fold_totals, "encoder_init": info.get("encoder_init"), "profile": info.get("profile"),
+                "note": "; ".join(note), "migrated": True}
             dest = sdir / f"{run.prefix}_{committed_hash}"
             written.append(publish_run(dest, files))
     return written

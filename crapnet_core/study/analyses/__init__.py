@@ -17,13 +17,10 @@ import importlib
 from pathlib import Path
 from typing import Sequence
 
+from ..declaration import ANALYSIS_FUNCTIONS
+
 #: function name -> module of this package (imported when the analysis runs).
-ANALYSES = {
-    "select_lite": "select_lite",
-    "rpnet_iterations": "rpnet_iterations",
-    "rpnet_batch_stats": "rpnet_batch_stats",
-    "diagnose_runs": "diagnose_runs",
-}
+ANALYSES = {name: name for name in ANALYSIS_FUNCTIONS}
 
 
 def run_analysis(name: str, argv: Sequence[str] = (), declaration=None, root: str | Path | None = None,

@@ -1,0 +1,301 @@
+"""The study as data: the declaration, the per-run results layout, status, migration and the workflow."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crapnet_core.facts import DATASET_TITLES, METHODS
+from crapnet_core.study import layout
+from crapnet_core.study.declaration import (DECLARATION, DeclarationError, hash_of, load_declaration,
+                                            parse_declaration)
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
+
+
+@pytest.fixture(scope="module")
+def decl():
+    return load_declaration()
+
+
+def _small(data: dict, keep: int = 3) -> dict:
+    """A trimmed copy of the packaged declaration (fast to validate): its first table entries, the book."""
+    out = copy.deepcopy(data)
+    out["tables"] = out["tables"][:keep]
+    for key in ("comparisons", "support_studies", "rerun_check", "analyses"):
+        out.pop(key, None)
+    for scope in out["book"].values():
+        scope["left_out"] = [i for i in scope.get("left_out", []) if "variants" not in i]
+    return out
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return yaml.safe_load(DECLARATION.read_text())
+
+
+# ----------------------------------------------------------------------------- the declaration
+def test_declaration_names_come_from_the_facts(decl):
+    assert {t.method for t in decl.tables.values()} == set(METHODS), "every method of the registry is declared"
+    assert {t.dataset for t in decl.tables.values()} <= set(DATASET_TITLES)
+    lite = decl.select(profiles=["lite"])
+    assert len(lite) == 43 and sum(len(t.runs()) for t in lite) == 357
+    assert all(t.pending for t in decl.select(profiles=["converged"])), "converged waits for its profile"
+    assert {c.family for c in decl.comparisons} == set(decl.families)
+    for page, path in decl.pages.items():
+        assert (REPO / path).is_file() or page == "support", f"page {page}: {path} missing"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["tables"][0].update(method="crapnet2"), "table {dataset}_setting1_{method}_lite: method 'crapnet2'"),
+    (lambda d: d["tables"][0].update(overrides=["model.n_blockz=3"]), "has no field 'n_blockz'"),
+    (lambda d: d["tables"][0].update(overrides=["model.n_blocks=7"]), "variant 'crapnet' is not what"),
+    (lambda d: d["tables"][0].update(overrides=["train.threads=2"]), "not part of the config hash"),
+    (lambda d: d["tables"][0].update(profile="huge"), "profile 'huge' is not one of"),
+    (lambda d: d["tables"][0].update(page="nowhere"), "page 'nowhere' is not one of"),
+    (lambda d: d["tables"][0].update(family="misc"), "family 'misc' is not one of"),
+    (lambda d: d["tables"][0].update(colour="red"), "unknown field(s) colour"),
+    (lambda d: d.update(comparisons=[{"family": "main", "pairs": ["chaos_setting1_crapnet_lite vs nothing_lite"]}]),
+     "no table 'nothing_lite' is declared"),
+    (lambda d: d.update(comparisons=[{"family": "main", "seeds": "seed0",
+                                      "pairs": ["chaos_setting1_crapnet_lite vs chaos_setting1_panet_lite",
+                                                "chaos_setting1_crapnet_lite vs chaos_setting1_panet_lite"]}]),
+     "declared twice"),
+    (lambda d: d["book"]["smoke"]["left_out"].append({"methods": ["dino"], "why": "x"}), "method 'dino'"),
+    (lambda d: d["pending_profiles"].update(lite={"based_on": "lite", "why": "x"}), "defined by the engine now"),
+])
+def test_a_bad_entry_is_one_clear_error_naming_it(raw, change, message):
+    data = _small(raw)
+    change(data)
+    with pytest.raises(DeclarationError) as err:
+        parse_declaration(data, "study.yaml")
+    assert message.split("{")[0] in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_cli_says_the_error_in_one_line(tmp_path, raw, capsys):
+    from crapnet_core.cli import main
+
+    data = _small(raw)
+    data["tables"][0]["method"] = "crapnet2"
+    bad = tmp_path / "study.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    assert main(["study", "status", "--declaration", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "method 'crapnet2'" in err[0]
+
+
+def test_committed_config_hashes_are_recomputed_from_the_declaration(decl):
+    """The committed runs keep their config hashes: a sample recomputed from the declaration."""
+    def run(table, seed, fold, group="all"):
+        return next(r for r in decl.table(table).runs() if (r.seed, r.fold, r.group) == (seed, fold, group))
+
+    assert run("chaos_setting1_crapnet_lite", 0, 0).hash == "7804db2a7044"
+    assert run("chaos_setting1_crapnet_lite", 1, 0).hash == "f85ff0b95c82"
+    assert run("sabs_setting1_alpnet_lite", 2, 0).hash == "5c45b746b677"
+    assert run("chaos_setting2_crapnet_lite", 0, 0, "kidneys").hash == "d139f6f007d5"
+    assert run("chaos_setting1_crapnet-blocks12_lite", 0, 0).hash == "b8eec1043bd7"
+    assert run("chaos_setting1_alpnet-attention_lite", 0, 0).hash == "ba6e46487824"
+    assert run("budget_chaos_setting1_f0_crapnet", 0, 0).hash == "cacb5e86fa1d"
+    # a registered method run before its module constants entered the hash: accepted at its old hash,
+    # while the constants keep the declared values
+    adnet = run("chaos_setting1_adnet_lite", 0, 0)
+    assert adnet.hash != "4d156b36e1a0" and "4d156b36e1a0" in decl.accepted_hashes(adnet.config)
+
+
+def test_hash_of_is_the_config_hash(decl):
+    cfg = decl.table("chaos_setting1_rpnet_lite").runs()[0].config
+    assert hash_of(cfg.hashed_dict()) == cfg.config_hash()
+
+
+def test_a_changed_method_constant_makes_the_old_runs_stale(decl, monkeypatch):
+    from crapnet_core.models.methods import adnet
+
+    cfg = decl.table("chaos_setting1_adnet_lite").runs()[0].config
+    assert len(decl.accepted_hashes(cfg)) == 2
+    monkeypatch.setattr(adnet, "INITIAL_THRESHOLD", -5.0)
+    assert list(decl.accepted_hashes(cfg)) == [cfg.config_hash()]
+
+
+# ----------------------------------------------------------------------------- the committed results
+def test_committed_results_are_done_except_the_declared_missing_tables(decl):
+    states = layout.states(decl, RESULTS, decl.select(profiles=["lite"]))
+    assert {s.status for s in states} <= {"done", "missing"}, "a committed run is stale"
+    missing = {s.run.table for s in states if s.status == "missing"}
+    assert missing == {"chaos_setting2_rpnet_lite", "sabs_setting2_rpnet_lite"}  # queued last, not run yet
+    assert layout.undeclared(decl, RESULTS, decl.select(profiles=["lite"])) == []
+
+
+def test_migrated_runs_reproduce_every_committed_seed_summary(decl):
+    """Each committed seed summary is what its per-run folders give (Dice, HD95, ASD, per scan, support)."""
+    checked = 0
+    for table in decl.select(profiles=["lite"]):
+        for seed in table.seeds:
+            path = RESULTS / table.name / f"seed{seed}" / "summary.json"
+            if not table.summary or not path.is_file():
+                continue
+            old, new = json.loads(path.read_text()), layout.seed_summary(decl, table, seed, RESULTS)
+            for fold, entry in old["per_fold"].items():
+                for key in ("dice", "dice_lcc", "hd95", "asd"):
+                    assert new["per_fold"][fold][key] == pytest.approx(entry[key], abs=1e-9), (table.name, fold, key)
+                assert new["per_fold"][fold]["per_scan"] == entry["per_scan"]
+                assert new["per_fold"][fold]["support"] == entry["support"]
+            checked += 1
+    assert checked == 51
+
+
+def test_results_holds_only_results():
+    code = [p for p in RESULTS.rglob("*") if p.suffix in (".py", ".sh", ".ipynb")]
+    assert code == []
+
+
+def test_no_sys_path_insert_anywhere():
+    found = []
+    for path in REPO.rglob("*"):
+        if any(part in (".git", ".venv", "_build", "runs", ".cache", "node_modules") for part in path.parts):
+            continue
+        if path.suffix in (".py", ".ipynb", ".sh") and path.name != Path(__file__).name:
+            if "sys.path.insert" in path.read_text(errors="replace"):
+                found.append(str(path.relative_to(REPO)))
+    assert found == []
+
+
+# ----------------------------------------------------------------------------- status, layout
+def _fake_run(folder: Path, cfg_hash: str, budget: bool = False) -> None:
+    files = {"config.json": {"config_hash": cfg_hash}, "metrics.json": {"config_hash": cfg_hash},
+             "run_info.json": {"command": "x"}}
+    if budget:
+        files["budget.json"] = {"points": []}
+    layout.publish_run(folder, files)
+
+
+def test_status_says_done_missing_and_stale_and_never_reads_a_stale_run(decl, tmp_path):
+    table = decl.table("phantom_setting1_alpnet_smoke")
+    run = table.runs()[0]
+    assert layout.run_state(decl, run, tmp_path).status == "missing"
+    _fake_run(layout.seed_dir(tmp_path, table.name, 0) / f"{run.prefix}_0123456789ab", "0123456789ab")
+    state = layout.run_state(decl, run, tmp_path)
+    assert state.status == "stale" and "0123456789ab" in state.why and run.hash in state.why
+    with pytest.raises(ValueError, match="not every run is done"):
+        layout.seed_summary(decl, table, 0, tmp_path)
+    (layout.seed_dir(tmp_path, table.name, 0) / "notarun").mkdir()
+    assert any("notarun" in x for x in layout.undeclared(decl, tmp_path, [table]))
+    text = layout.status_report(decl, tmp_path, [table])
+    assert "1 stale" in text and "stale    " in text
+    _fake_run(layout.result_dir(tmp_path, run), run.hash)
+    assert layout.run_state(decl, run, tmp_path).status == "done"
+
+
+def test_a_budget_table_is_done_only_with_its_curve(decl, tmp_path):
+    table = decl.table("budget_chaos_setting1_f0_alpnet")
+    run = table.runs()[0]
+    assert run.config.train.checkpoint_every == 1000 and run.config.train.keep_checkpoints == 10
+    _fake_run(layout.result_dir(tmp_path, run), run.hash)
+    assert layout.run_state(decl, run, tmp_path).status == "missing"
+    _fake_run(layout.result_dir(tmp_path, run), run.hash, budget=True)
+    assert layout.run_state(decl, run, tmp_path).status == "done"
+
+
+def test_publish_run_replaces_a_folder_at_once(tmp_path):
+    dest = tmp_path / "t" / "seed0" / "run_abc"
+    dest.mkdir(parents=True)  # the empty folder Snakemake makes for an output
+    layout.publish_run(dest, {"metrics.json": {"a": 1}})
+    assert json.loads((dest / "metrics.json").read_text()) == {"a": 1}
+    layout.publish_run(dest, {"metrics.json": {"a": 2}, "run_info.json": {}})
+    assert sorted(p.name for p in dest.iterdir()) == ["metrics.json", "run_info.json"]
+    assert [p.name for p in dest.parent.iterdir()] == ["run_abc"], "no temporary folder left"
+
+
+def test_migration_derives_run_folders_from_a_summary(decl, tmp_path):
+    """A table committed as seed summaries only gets one folder per run, at the committed hash."""
+    name = "chaos_setting2_alpnet_lite"
+    src = RESULTS / name / "seed0"
+    dst = tmp_path / name / "seed0"
+    dst.mkdir(parents=True)
+    for f in ("summary.json", "run_info.json"):
+        shutil.copy(src / f, dst / f)
+    written = layout.migrate_table(decl, decl.table(name), tmp_path)
+    assert len(written) == 10 and all(p.parent == dst for p in written)
+    for p in written:
+        committed = RESULTS / name / "seed0" / p.name
+        for f in layout.RUN_FILES:
+            assert json.loads((p / f).read_text()) == json.loads((committed / f).read_text()), (p.name, f)
+    assert layout.migrate_table(decl, decl.table(name), tmp_path) == [], "done runs are kept"
+
+
+# ----------------------------------------------------------------------------- the workflow
+def test_study_plan_and_status_commands(capsys):
+    from crapnet_core.cli import main
+
+    assert main(["study", "plan", "--profile", "lite"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"profile lite: 43 table\(s\), 357 run\(s\): 337 done, 20 missing", out)
+    assert "chaos_setting2_rpnet_lite: 10 run(s)" in out and "CPU core-hours" in out
+    assert main(["study", "plan", "--profile", "paper"]) == 0
+    assert "GPU-hours" in capsys.readouterr().out
+    assert main(["study", "run"]) == 2, "run needs a selection"
+    assert "--profile P" in capsys.readouterr().err
+
+
+def _run_study(results: Path, runs: Path, repo: Path, tables: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "crapnet_core.cli", "study", "run", "--tables", tables,
+                             "--results", str(results), "--runs", str(runs), "--jobs", "1", "--device", "cpu"],
+                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+def test_a_stopped_study_continues_in_a_fresh_clone(decl, tmp_path):
+    """Stop `crapnet study run` of a tiny smoke study after its first run, commit, clone afresh, continue:
+    the finished run is not trained again, the rest is made, and the summaries and comparison appear."""
+    tables = "phantom_setting1_crapnet_smoke,phantom_setting1_alpnet_smoke"
+    first = tmp_path / "first"
+    (first / "results").mkdir(parents=True)
+    proc = _run_study(first / "results", first / "runs", REPO, tables)
+    deadline = time.time() + 900
+    done: list[Path] = []
+    while time.time() < deadline and not done:
+        done = sorted((first / "results").glob("*/seed0/*/metrics.json"))
+        if proc.poll() is not None:
+            break
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the machine goes away mid-study
+    proc.wait()
+    assert len(done) == 1, f"expected one finished run when stopped, found {done}"
+    finished = done[0].parent
+    kept = {f.name: f.read_bytes() for f in finished.iterdir()}
+    # commit what is there and clone it afresh: no runs folder, no Snakemake records
+    subprocess.run(["git", "init", "-q", str(first)], check=True)
+    subprocess.run(["git", "-C", str(first), "add", "results"], check=True)
+    subprocess.run(["git", "-C", str(first), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "stop"],
+                   check=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(first), str(clone)], check=True)
+    proc = _run_study(clone / "results", clone / "runs", REPO, tables)
+    out, _ = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, out
+    again = clone / "results" / finished.relative_to(first / "results")
+    assert {f.name: f.read_bytes() for f in again.iterdir()} == kept, "the finished run was made again"
+    trained = sorted(p.name for p in (clone / "runs").iterdir() if not p.name.startswith("."))
+    assert finished.name not in trained and len(trained) == 1, trained
+    for t in tables.split(","):
+        assert (clone / "results" / t / "summary.json").is_file()
+        states = layout.states(decl, clone / "results", [decl.table(t)])
+        assert [s.status for s in states] == ["done"]
+    cmp = json.loads((clone / "results" / "compare" / "phantom_setting1_crapnet_vs_alpnet_smoke.json").read_text())
+    assert cmp["a"]["path"] == "results/phantom_setting1_crapnet_smoke/summary.json" and cmp["family"] == "main"
+    info = json.loads(next((clone / "results").glob("*/seed0/*/run_info.json")).read_text())
+    assert {"command", "started_utc", "wall_seconds", "train_seconds", "commit", "machine", "environment"} <= set(info)
