@@ -59,10 +59,15 @@ def from_results(profile: str, results: Path) -> dict:
             info = json.loads((folder / "run_info.json").read_text())
             metrics = json.loads((folder / "metrics.json").read_text())
             machines.add(info.get("machine"))
-            if info.get("train_seconds") and run.config.train.steps:
-                steps.setdefault(run.config.model.method, []).append(info["train_seconds"] / run.config.train.steps)
-            if metrics.get("seconds"):
-                evals.append(float(metrics["seconds"]))
+            n = 1
+            train = info.get("train_seconds")
+            if train is None and info.get("fold_train_seconds"):  # a fold of several runs kept one total
+                train, n = info["fold_train_seconds"], int(info["fold_runs"])
+            if train and run.config.train.steps:
+                steps.setdefault(run.config.model.method, []).append(train / (n * run.config.train.steps))
+            evaluation = metrics.get("seconds") or (info.get("fold_eval_seconds") or 0) / n
+            if evaluation:
+                evals.append(float(evaluation))
     return {"source": f"the committed runs of the declared {profile} tables under results/ (median over runs)",
             "machines": sorted(m for m in machines if m), "runs_per_method": {m: len(v) for m, v in steps.items()},
             "seconds_per_step": {m: round(statistics.median(v), 4) for m, v in sorted(steps.items())},

@@ -15,7 +15,7 @@ Profiles (Sec. 4.3 of the paper for ``paper``):
 - ``lite``: fast CPU encoder, input size and step count such that one fold trains and
   evaluates in about 3 minutes on 2 CPU cores (first tuned on the test scans of CHAOS fold 0,
   setting 1; from config version 2 re-chosen on the fold's validation scan with
-  ``results/select_lite.py``; see ``results/README.md``). Its prototype grids follow the
+  ``crapnet study analysis select_lite``; see ``results/README.md``). Its prototype grids follow the
   input size (``crapnet_core/models/prototype_grid.py``).
 - ``converged``: ``lite`` with the number of steps chosen on validation scans by the doubling rule
   of :mod:`crapnet_core.engine.selection` (20,000; ``results/select_converged/``); a study

@@ -151,7 +151,7 @@ def _dice_cell(s: dict | None) -> str:
 
 def _paired_cell(a: str, b: str, root: Path | None = None, reverse: bool = False) -> str:
     """Mean paired per-scan difference a − b with its CI from results/compare/<a>_vs_<b>.json;
-    ``reverse``: the file is <b>_vs_<a> (compare_all.sh's direction) and the cell shows a − b anyway."""
+    ``reverse``: the file is <b>_vs_<a> (the declared comparison's direction) and the cell shows a − b anyway."""
     root = Path(root) if root is not None else _here()
     first, second = (b, a) if reverse else (a, b)
     path = root / "compare" / f"{first}_vs_{second.split('_', 2)[2]}.json"
@@ -199,8 +199,8 @@ def book_blocks() -> dict[str, str]:
              "| model | attention | local prototypes | mean Dice (± over folds) | paired difference (vs.) |",
              "|---|---|---|---|---|"]
     for m, att, protos, ref in rows:
-        s = _seed0(f"chaos_setting1_{m}", root)  # seed 0 of every row, as the paired tests (compare_all.sh)
-        # the paired tests of seed 0 against seed 0 (compare_all.sh: the _seed0 files)
+        s = _seed0(f"chaos_setting1_{m}", root)  # seed 0 of every row, as the paired tests (the declared comparisons)
+        # the paired tests of seed 0 against seed 0 (the declared comparisons' _seed0 files)
         name = f"chaos_setting1_{m}"
         paired = "–" if ref is None else f"{_paired_cell(name, f'chaos_setting1_{ref}_seed0', root)} ({NAMES[ref]})"
         lines.append(f"| {NAMES[m]} | {att} | {protos} | {_dice_cell(s)} | {paired} |")
@@ -240,7 +240,7 @@ def _organ_cells(s: dict | None) -> list[str]:
 
 def ablation_blocks(root: Path | None = None) -> dict[str, str]:
     """Tables 3-4 analogues over five folds (issue 10): each point seed 0, against the 5-block two-branch
-    model's seed 0 (paired per-scan test from results/compare/, made by compare_all.sh)."""
+    model's seed 0 (paired per-scan test from results/compare/, made by the declared comparisons)."""
     root = Path(root) if root is not None else _here()
     from ..published import PUBLISHED
 
@@ -277,7 +277,7 @@ def method_blocks(root: Path | None = None) -> dict[str, str]:
     """Every method of the registry on both datasets (one table per setting): mean Dice ± std over folds
     (the seed aggregate, with the spread over seeds, where a table has several seeds), the paper's mean
     where it has the row, and the paired per-scan difference from CRAPNet (results/compare/, made by
-    compare_all.sh: on the seed aggregates when both tables have the same seeds, else on seed 0 of
+    the declared comparisons: on the seed aggregates when both tables have the same seeds, else on seed 0 of
     both, as the page says)."""
     root = Path(root) if root is not None else _here()
     # METHOD_LABELS: the paper's row names (facts)

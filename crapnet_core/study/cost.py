@@ -91,9 +91,10 @@ def estimate(profile: str, configs: Iterable[Any], root: str | os.PathLike | Non
     unmeasured = sorted({c.model.method for c in configs if c.model.method not in per_step})
     seconds = sum(int(c.train.steps) * per_step.get(c.model.method, slowest) for c in configs)
     seconds += len(configs) * float(entry.get("evaluation_seconds") or 0.0)
-    source = (f"step rates measured on {rates.get('machine', 'this machine')}, one thread, "
-              f"{entry['dataset']} fold 0 ({rates.get('date_utc', '?')[:10]}, benchmarks/step_rates.json), "
-              f"plus {entry.get('evaluation_seconds')} s per evaluation")
+    machine = entry.get("machine") or ", ".join(entry.get("machines") or []) or "this machine"
+    source = (f"benchmarks/step_rates.json: {entry.get('source', 'measured')}, {machine}, "
+              f"{str(entry.get('date_utc', '?'))[:10]}; plus {entry.get('evaluation_seconds')} s per evaluation; "
+              "one thread per training, so the wall time is about this divided by the jobs at a time")
     return Cost(profile, trainings, steps, len(configs), seconds / 3600, "CPU core", source, tuple(unmeasured))
 
 

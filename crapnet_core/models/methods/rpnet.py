@@ -124,7 +124,7 @@ class RecurrentPrototypeSegmenter(nn.Module):
         self.alpha = float(cfg.alpha)
         self.train_iters = int(TRAIN_ITERS if train_iters is None else train_iters)
         self.eval_iters = int(EVAL_ITERS if eval_iters is None else eval_iters)
-        # eval_iters = 0: the initial mask's scores, no refinement (a diagnostic: results/rpnet_iterations.py)
+        # eval_iters = 0: the initial mask's scores, no refinement (a diagnostic: crapnet study analysis rpnet_iterations)
         if self.train_iters < 1 or self.eval_iters < 0:
             raise ValueError(f"RPNet: refinement iterations must be >= 1 in training and >= 0 at evaluation, "
                              f"got {self.train_iters}, {self.eval_iters}")
@@ -179,9 +179,9 @@ class RecurrentPrototypeSegmenter(nn.Module):
 def use_batch_statistics(model: RecurrentPrototypeSegmenter) -> int:
     """Make the CRE's BatchNorm layers normalise with the statistics of the batch at hand in eval mode too
     (torch does so for a layer without running estimates; the estimates are dropped, so this is for
-    evaluation only). A diagnostic of the refinement's drift at test (``results/rpnet_iterations.py
-    --cre-batch-stats``, ``results/rpnet_batch_stats.py``); the reference evaluates with the running
-    estimates. Returns the number of layers switched."""
+    evaluation only). A diagnostic of the refinement's drift at test (``crapnet study analysis
+    rpnet_iterations --cre-batch-stats``, ``crapnet study analysis rpnet_batch_stats_chaos``); the
+    reference evaluates with the running estimates. Returns the number of layers switched."""
     n = 0
     for m in model.cre.modules():
         if isinstance(m, nn.BatchNorm2d):
