@@ -308,6 +308,10 @@ def test_gpu_jobs_get_one_device_each(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     with wf.claim_gpu(tmp_path, 2) as first, wf.claim_gpu(tmp_path, 2) as second:
         assert (first, second) == ("3", "5")
+    # --per-gpu 2: two trainings share each device, spread over the devices first
+    with wf.claim_gpu(tmp_path / "s", 2, slots=2) as a, wf.claim_gpu(tmp_path / "s", 2, slots=2) as b, \
+            wf.claim_gpu(tmp_path / "s", 2, slots=2) as c, wf.claim_gpu(tmp_path / "s", 2, slots=2) as d:
+        assert [a, b, c, d] == ["3", "5", "3", "5"]
 
 
 def test_snakemake_command_local_and_slurm(tmp_path):

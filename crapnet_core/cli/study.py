@@ -68,13 +68,32 @@ def plan_lines(decl, tables, results, per_gpu: int = 1) -> list[str]:
     return lines
 
 
+def extra_lines(decl, tables) -> list[str]:
+    """The declared work besides the tables' runs: support studies, the rerun sample, the analyses."""
+    names = {t.name for t in tables}
+    lines = []
+    for st in decl.support_studies:
+        if set(st.tables) & names:
+            lines.append(f"support study {st.name}: {', '.join(st.kinds)} (k = {', '.join(map(str, st.shots))}) of "
+                         f"{', '.join(st.tables)}, seed(s) {', '.join(map(str, st.seeds))}: declared, not run by this "
+                         "workflow (the support-choice and k-shot evaluations of issue 22 are not in this library yet)")
+    rerun = [r for r in decl.rerun_check if r.table in names]
+    if rerun:
+        lines.append(f"rerun check (issue 25): {len(rerun)} committed fold(s): "
+                     + ", ".join(f"{r.table} seed {r.seed} fold {r.fold}" for r in rerun))
+    for a in decl.analyses.values():
+        if a.table is None or a.table in names:
+            lines.append(f"analysis {a.name}: `crapnet study analysis {a.name}` -> {a.out}")
+    return lines
+
+
 def _cmd_plan(args) -> int:
     from ..study.declaration import load_declaration
 
     decl = load_declaration(args.declaration)
     tables = _selection(args, decl)
     _, results, _ = _paths(args)
-    print("\n".join(plan_lines(decl, tables, results, args.per_gpu)))
+    print("\n".join(plan_lines(decl, tables, results, args.per_gpu) + extra_lines(decl, tables)))
     return 0
 
 

@@ -42,13 +42,32 @@ def run_analysis(name: str, argv: Sequence[str] = (), declaration=None, root: st
     out = root / a.out
     module = importlib.import_module(f"{__name__}.{ANALYSES[a.function]}")
     argv = list(argv)
+    own_runs = any(x in argv for x in ("--result", "--runs", "-h", "--help"))
+    if a.table is not None and not own_runs:
+        train_table(decl.table(a.table), runs_root)
     if a.function == "diagnose_runs":
-        table = decl.table(a.table)
-        runs = None if "--result" in argv else module.table_runs(table, runs_root)
+        runs = None if own_runs else module.table_runs(decl.table(a.table), runs_root)
         return module.main(argv, out=out, runs=runs, command=f"crapnet study analysis {name}")
     if a.function == "rpnet_batch_stats":
         return module.main(argv, dataset=decl.table(a.table).dataset, out=out, runs=runs_root, name=name)
     return module.main(argv, out=out, runs=runs_root)
+
+
+def train_table(table, runs_root: str | Path) -> list[Path]:
+    """The trained fold runs (first seed) of a declared table under ``runs_root``: trained where missing
+    (the runs folder is not committed; a committed result keeps only its numbers), resumed where
+    interrupted. Returns the run folders."""
+    import sys
+
+    from ..jobs import trained_run
+
+    out = []
+    for run in (r for r in table.runs() if r.seed == table.seeds[0]):
+        if run.config is None:
+            raise ValueError(f"table {table.name}: {run.pending}")
+        print(f"analysis: the run {run.folder} of {table.name}", file=sys.stderr, flush=True)
+        out.append(trained_run(run, runs_root))
+    return out
 
 
 __all__ = ["ANALYSES", "run_analysis"]

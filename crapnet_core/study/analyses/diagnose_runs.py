@@ -3,7 +3,7 @@
     CRAPNET_DATA_ROOT=../shared/data crapnet study analysis diagnostics_chaos_setting1_crapnet_lite
 
 The declared analysis names the table; its fold runs (seed 0) are read from the runs folder
-(``crapnet study run --tables TABLE`` trains them there), or from ``--result DIR``, a folder
+(trained there first where missing), or from ``--result DIR``, a folder
 holding one trained run folder per fold. For each trained run folder, crapnet_core.engine.diagnostics.inside_attention
 measures, on 8 training episodes and on the test support/query pairs: cycle consistency, column
 entropy / log N, ||W_z y|| / ||x|| per block, the resemblance weights, the valid local prototypes
@@ -30,7 +30,7 @@ def table_runs(table, runs_root: str | Path) -> list[Path]:
     missing = [p.name for p in found if not (p / "checkpoints" / "last.pt").is_file()]
     if missing or not found:
         raise ValueError(f"{runs_root}: the fold runs of {table.name} are not trained there "
-                         f"({', '.join(missing) or table.pending}); `crapnet study run --tables {table.name}` trains them")
+                         f"({', '.join(missing) or table.pending})")
     return found
 
 

@@ -16,8 +16,8 @@ same models, not a replacement of the reference-protocol table.
         [--runs DIR] [--folds 0,1]
 
 The declared analysis names the table (``chaos_setting1_rpnet_lite``, ``sabs_setting1_rpnet_lite``);
-``--runs``: the folder holding the table's fold runs (default: the runs folder, where
-``crapnet study run --tables TABLE`` trains them); each fold's run is found by its name and its own
+``--runs``: the folder holding the table's fold runs (default: the runs folder, where the analysis
+trains them first where missing); each fold's run is found by its name and its own
 ``config.json``. Writes ``<runs>/rpnet_batch_stats/<dataset>/<run>/metrics.json`` (resumable:
 evaluated folds are kept) and, once all five folds are there, the declared output folder
 ``results/rpnet_iterations/batch_stats_5fold/<dataset>_setting1/summary.{json,md}`` (kept outside
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None, dataset: str = "chaos", out: str | Path 
     for fold in folds:
         # the fold's run by its own config.json (the table may have been trained at an older commit whose
         # config hash differs from this code's; load_model still refuses a model config that differs)
-        found = [d for d in runs.glob(f"*_s1_all_f{fold}_rpnet_*") if (d / "config.json").is_file()]
+        found = [d for d in runs.glob(f"{args.dataset}_s1_all_f{fold}_rpnet_lite_*") if (d / "config.json").is_file()]
         if len(found) != 1:
             p.error(f"--runs {runs}: expected one SSL-RPNet setting-1 run of fold {fold}, found {len(found)}")
         src = found[0]
