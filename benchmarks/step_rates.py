@@ -84,7 +84,8 @@ def main() -> None:
     from crapnet_core.facts import METHODS
     from crapnet_core.paths import available_datasets
     from crapnet_core.report.figures import machine_description
-    from crapnet_core.study.provenance import environment, git_commit
+    from crapnet_core.engine.environment import environment
+    from crapnet_core.study.provenance import git_commit
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--measure", default="", help="profiles to measure now, e.g. smoke,lite")

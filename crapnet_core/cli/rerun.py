@@ -3,6 +3,7 @@
     crapnet rerun-check --results results --sample chaos_setting1_crapnet_lite:0:0 \\
         --sample sabs_setting1_crapnet_lite:0:2 --out results/rerun_check
     crapnet rerun-check --sample-file study.yaml --out results/rerun_check   (rerun_sample: [...])
+    crapnet rerun-check --out results/rerun_check    (the sample the study declares: rerun_check in study.yaml)
 
 Each sample is ``TABLE:SEED:FOLD`` (``results/TABLE/seed<SEED>/``, fold FOLD). The committed
 configs are rebuilt and their hashes checked before anything trains; the rerun's run folders
@@ -20,8 +21,11 @@ def _cmd_rerun_check(args) -> int:
     samples = list(args.samples or [])
     if args.sample_file:
         samples += read_samples(args.sample_file)
-    if not samples:
-        raise ValueError("--sample: give at least one TABLE:SEED:FOLD (or --sample-file)")
+    if not samples:  # the sample the study declares (crapnet_core/study/study.yaml: rerun_check)
+        from ..engine.rerun import RerunSample
+        from ..study.declaration import load_declaration
+
+        samples = [RerunSample(r.table, r.seed, r.fold) for r in load_declaration().rerun_check]
     diagnosis = None
     if args.diagnosis:
         from pathlib import Path
@@ -46,7 +50,8 @@ def register(subparsers) -> None:
                     "difference, with the environment of both where recorded.")
     p.add_argument("--results", default="results", help="the committed results folder (default results)")
     p.add_argument("--sample", dest="samples", action="append", default=None, metavar="TABLE:SEED:FOLD",
-                   help="a committed fold, e.g. chaos_setting1_crapnet_lite:0:0 (repeatable)")
+                   help="a committed fold, e.g. chaos_setting1_crapnet_lite:0:0 (repeatable; default: the sample "
+                        "the study declares, rerun_check in crapnet_core/study/study.yaml)")
     p.add_argument("--sample-file", default=None,
                    help="JSON/YAML list of TABLE:SEED:FOLD (or a mapping with rerun_sample: [...])")
     p.add_argument("--out", required=True, help="folder for rerun_check.json/.md")

@@ -79,8 +79,8 @@ def extra_lines(decl, tables) -> list[str]:
                          "workflow (the support-choice and k-shot evaluations of issue 22 are not in this library yet)")
     rerun = [r for r in decl.rerun_check if r.table in names]
     if rerun:
-        lines.append(f"rerun check (issue 25): {len(rerun)} committed fold(s): "
-                     + ", ".join(f"{r.table} seed {r.seed} fold {r.fold}" for r in rerun))
+        lines.append(f"rerun check (issue 25; `crapnet rerun-check --out results/rerun_check`): {len(rerun)} committed "
+                     "fold(s): " + ", ".join(f"{r.table} seed {r.seed} fold {r.fold}" for r in rerun))
     for a in decl.analyses.values():
         if a.table is None or a.table in names:
             lines.append(f"analysis {a.name}: `crapnet study analysis {a.name}` -> {a.out}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..facts import DATASET_TITLES, METHODS, PROFILES, SETTINGS
+from ..facts import DATASET_TITLES, METHODS, PROFILES, RUN_PROFILES, SETTINGS
 
 #: The packaged declaration.
 DECLARATION = Path(__file__).with_name("study.yaml")
@@ -280,7 +280,7 @@ class Declaration:
 
         names, profiles = list(names), list(profiles)
         for p in profiles:
-            if p not in set(PROFILES) | set(self.pending_profiles):
+            if p not in set(RUN_PROFILES) | set(self.pending_profiles):
                 raise DeclarationError(f"--profile {p!r}: no such profile ({', '.join(self.profiles())})")
         chosen = []
         for name in names:
@@ -305,7 +305,7 @@ class Declaration:
                 if t.page == "results" and not t.pending and (keep is None or t.dataset in keep)]
 
     def profiles(self) -> list[str]:
-        return list(dict.fromkeys([*PROFILES, *self.pending_profiles]))
+        return list(dict.fromkeys([*RUN_PROFILES, *self.pending_profiles]))
 
     def runs(self, tables: Iterable[Table] | None = None) -> list[Run]:
         return [r for t in (self.tables.values() if tables is None else tables) for r in t.runs()]
@@ -416,8 +416,8 @@ def _table(d: dict[str, Any], decl: dict[str, Any]) -> Table:
     if method not in METHODS:
         raise DeclarationError(f"{what}: method {method!r} is not one of {', '.join(METHODS)}")
     pending_profiles = decl.get("pending_profiles") or {}
-    if profile not in PROFILES and profile not in pending_profiles:
-        raise DeclarationError(f"{what}: profile {profile!r} is not one of {', '.join(PROFILES)} "
+    if profile not in RUN_PROFILES and profile not in pending_profiles:
+        raise DeclarationError(f"{what}: profile {profile!r} is not one of {', '.join(RUN_PROFILES)} "
                                f"(nor a pending profile: {', '.join(pending_profiles) or 'none'})")
     pending = based_on = None
     if profile in pending_profiles:
@@ -558,14 +558,14 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
     if data.get("version") != 1:
         raise DeclarationError(f"{path}: version {data.get('version')!r} is not 1")
     for name, spec in (data.get("pending_profiles") or {}).items():
-        if name in PROFILES:
+        if name in RUN_PROFILES:
             raise DeclarationError(f"{path}: pending profile {name!r} is defined by the engine now "
-                                   f"({', '.join(PROFILES)}): remove it from pending_profiles")
-        if not isinstance(spec, Mapping) or spec.get("based_on") not in PROFILES or not spec.get("why"):
+                                   f"({', '.join(RUN_PROFILES)}): remove it from pending_profiles")
+        if not isinstance(spec, Mapping) or spec.get("based_on") not in RUN_PROFILES or not spec.get("why"):
             raise DeclarationError(f"{path}: pending profile {name!r} needs `based_on` (one of "
-                                   f"{', '.join(PROFILES)}) and `why`")
+                                   f"{', '.join(RUN_PROFILES)}) and `why`")
     for profile in data.get("runtime") or {}:
-        if profile not in PROFILES and profile not in (data.get("pending_profiles") or {}):
+        if profile not in RUN_PROFILES and profile not in (data.get("pending_profiles") or {}):
             raise DeclarationError(f"{path}: runtime: {profile!r} is not a profile")
     tables: dict[str, Table] = {}
     for i, raw in enumerate(data.get("tables") or []):

@@ -80,7 +80,7 @@ def run_job(decl: Declaration, table: str, seed: int, folder: str, results_dir: 
         raise ValueError(f"{run_dir}/metrics.json: config hash {metrics.get('config_hash')} at step "
                          f"{metrics.get('step')}, expected {run.hash} at step {run.config.train.steps}")
     saved = json.loads((run_dir / "config.json").read_text())
-    info = run_info(_command(run), started, time.time() - t0, train_seconds(run_dir), metrics.get("device"),
+    info = run_info(_command(run), started, time.time() - t0, train_seconds(run_dir), run_dir,
                     note=None if saved.get("config_hash") == run.hash else "config.json of the runs folder differs")
     dest = layout.result_dir(results_dir, run)
     return layout.publish_run(dest, {"config.json": saved, "metrics.json": layout.result_metrics(metrics, run_dir),

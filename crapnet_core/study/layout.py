@@ -65,9 +65,19 @@ class RunState:
         return f"{self.status:8s} {where}" + (f"  ({self.why})" if self.why else "")
 
 
+def _budget_steps(folder: Path) -> set[int]:
+    try:
+        return {int(p["step"]) for p in json.loads((folder / BUDGET_FILE).read_text()).get("points", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
 def _complete(folder: Path, table: Table) -> bool:
+    """Every file of the run's result folder is there (a budget curve: with every declared step)."""
     needed = [*RUN_FILES] + ([BUDGET_FILE] if table.budget is not None else [])
-    return all((folder / f).is_file() for f in needed)
+    if not all((folder / f).is_file() for f in needed):
+        return False
+    return table.budget in (None, "all") or set(table.budget) <= _budget_steps(folder)
 
 
 def run_state(decl: Declaration, run: Run, results_dir: str | os.PathLike) -> RunState:
@@ -85,6 +95,9 @@ def run_state(decl: Declaration, run: Run, results_dir: str | os.PathLike) -> Ru
                 return RunState(run, "done", folder.name, "" if why == "current" else why)
             missing = [f for f in (*RUN_FILES, *([BUDGET_FILE] if table.budget is not None else []))
                        if not (folder / f).is_file()]
+            if not missing:
+                steps = sorted(set(table.budget) - _budget_steps(folder))
+                missing = [f"budget steps {', '.join(map(str, steps))}"]
             return RunState(run, "missing", folder.name, f"incomplete: no {', '.join(missing)}")
     if sdir.is_dir():
         others = sorted(p.name for p in sdir.iterdir() if p.is_dir() and p.name.startswith(run.prefix + "_")

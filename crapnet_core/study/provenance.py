@@ -9,16 +9,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import platform
 import subprocess
 from pathlib import Path
 from typing import Any
-
-#: Packages whose versions can change a result (issue 25): recorded with every run.
-PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-image", "monai", "nibabel", "SimpleITK")
-#: CPU instruction-set flags that decide which kernels run.
-CPU_FLAGS = ("avx", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
-
 
 def git_commit(root: str | os.PathLike | None = None) -> str | None:
     """The short commit of the checkout at ``root`` (default: this package's), ``+dirty`` appended when
@@ -39,52 +32,23 @@ def git_commit(root: str | os.PathLike | None = None) -> str | None:
     return (commit + ("+dirty" if dirty else "")) or None
 
 
-def environment() -> dict[str, Any]:
-    """Package versions, CPU model and instruction-set flags, thread counts, Python."""
-    from importlib import metadata
-
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(k)}
-    try:
-        import torch
-
-        threads["torch"] = torch.get_num_threads()
-    except Exception:  # noqa: BLE001 - torch missing: no thread count to record
-        pass
-    return {"packages": versions, "python": platform.python_version(), "cpu": cpu,
-            "cpu_flags": sorted(f for f in CPU_FLAGS if f in flags), "cpu_count": os.cpu_count(), "threads": threads}
-
-
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run_info(command: str, started_utc: str, wall_seconds: float, train_seconds: float | None,
-             device: str | None = None, note: str | None = None) -> dict[str, Any]:
-    """The ``run_info.json`` record of one run of the study (see the module docstring)."""
-    from ..report.figures import machine_description
+             run_dir: str | os.PathLike | None = None, note: str | None = None) -> dict[str, Any]:
+    """The ``run_info.json`` record of one run of the study (see the module docstring); ``environment``
+    is the run's training record (``RUN/environment.json``, :mod:`crapnet_core.engine.environment`)."""
+    from ..engine.environment import environment, machine_line, provenance_environment
 
     info = {"command": command, "started_utc": started_utc, "wall_seconds": round(float(wall_seconds), 1),
             "train_seconds": None if train_seconds is None else round(float(train_seconds), 2),
-            "commit": git_commit(), "machine": machine_description() + (f", device {device}" if device else ""),
-            "environment": environment()}
+            "commit": git_commit(), "machine": machine_line(),
+            "environment": provenance_environment([run_dir]) if run_dir else {**environment(), "source": "collection"}}
     if note:
         info["note"] = note
     return info
 
 
-__all__ = ["PACKAGES", "git_commit", "environment", "utc_now", "run_info"]
+__all__ = ["git_commit", "utc_now", "run_info"]
