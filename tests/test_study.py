@@ -52,7 +52,8 @@ def test_declaration_names_come_from_the_facts(decl):
     assert {t.dataset for t in decl.tables.values()} <= set(DATASET_TITLES)
     lite = decl.select(profiles=["lite"])
     assert len(lite) == 43 and sum(len(t.runs()) for t in lite) == 357
-    assert all(t.pending for t in decl.select(profiles=["converged"])), "converged waits for its profile"
+    converged = decl.select(profiles=["converged"])
+    assert not any(t.pending for t in converged) and sum(len(t.runs()) for t in converged) == 75
     assert {c.family for c in decl.comparisons} == set(decl.families)
     for page, path in decl.pages.items():
         assert (REPO / path).is_file() or page == "support", f"page {page}: {path} missing"
@@ -136,6 +137,16 @@ def test_committed_results_are_done_except_the_declared_missing_tables(decl):
     missing = {s.run.table for s in states if s.status == "missing"}
     assert missing == {"chaos_setting2_rpnet_lite", "sabs_setting2_rpnet_lite"}  # queued last, not run yet
     assert layout.undeclared(decl, RESULTS, decl.select(profiles=["lite"])) == []
+
+
+def test_every_committed_converged_run_is_a_declared_run(decl):
+    """The converged study's folds committed so far (by the interim runner) are declared runs, done."""
+    tables = decl.select(profiles=["converged"])
+    assert layout.undeclared(decl, RESULTS, tables) == []
+    states = layout.states(decl, RESULTS, tables)
+    assert not [s for s in states if s.status == "stale"]
+    found = sorted(RESULTS.glob("*_converged/seed*/*/metrics.json"))
+    assert len([s for s in states if s.status == "done"]) == len(found)
 
 
 def test_migrated_runs_reproduce_every_committed_seed_summary(decl):
