@@ -368,7 +368,7 @@ def test_every_method_and_ablation_point_is_planned_or_truthfully_left_out(profi
     for m in METHODS:
         assert m in trained | shown | left_methods, f"{profile}: {m} is neither planned nor left out"
     # every ablation point declared at any profile: trained (on the ablation pages) or left out
-    points = {("blocks", c.model.n_blocks) for t in decl.tables.values() if t.family == "ablations" and not t.pending
+    points = {("blocks", c.model.n_blocks) for t in decl.tables.values() if t.page == "ablations" and not t.pending
               for c in t.configs(t.seeds[0], t.folds[0])}
     points |= {("branches", 1)}
     planned = {(j.params["axis"], v) for j in plan.jobs if j.notebook == "04_ablation" for v in j.params["values"]}

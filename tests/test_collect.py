@@ -15,9 +15,9 @@ RESULTS = REPO / "results"
 
 def test_committed_pages_are_what_the_collector_regenerates():
     """A page, README or cached comparison that differs from what the collector writes fails here:
-    rerun `.venv/bin/python results/collect.py --update-book` after changing results, prose or the rule."""
+    rerun `crapnet study collect` after changing results, prose or the rule."""
     stale = col.collect(RESULTS, REPO, check=True)
-    assert stale == [], f"stale generated files (run results/collect.py --update-book): {stale}"
+    assert stale == [], f"stale generated files (run crapnet study collect): {stale}"
 
 
 def test_cached_comparisons_match_their_inputs():

@@ -31,10 +31,11 @@ def decl():
 
 
 def _small(data: dict, keep: int = 3) -> dict:
-    """A trimmed copy of the packaged declaration (fast to validate): its first table entries, the book."""
+    """A trimmed copy of the packaged declaration (fast to validate): its first table entries, the book
+    (the tests that use it take the decision rule's families away: they name tables not kept here)."""
     out = copy.deepcopy(data)
     out["tables"] = out["tables"][:keep]
-    for key in ("comparisons", "support_studies", "rerun_check", "analyses"):
+    for key in ("support_studies", "rerun_check", "analyses"):
         out.pop(key, None)
     for scope in out["book"].values():
         scope["left_out"] = [i for i in scope.get("left_out", []) if "variants" not in i]
@@ -66,18 +67,14 @@ def test_declaration_names_come_from_the_facts(decl):
     (lambda d: d["tables"][0].update(overrides=["train.threads=2"]), "not part of the config hash"),
     (lambda d: d["tables"][0].update(profile="huge"), "profile 'huge' is not one of"),
     (lambda d: d["tables"][0].update(page="nowhere"), "page 'nowhere' is not one of"),
-    (lambda d: d["tables"][0].update(family="misc"), "family 'misc' is not one of"),
+    (lambda d: d["tables"][0].update(family="misc"), "unknown field(s) family"),
     (lambda d: d["tables"][0].update(colour="red"), "unknown field(s) colour"),
-    (lambda d: d.update(comparisons=[{"family": "main", "pairs": ["chaos_setting1_crapnet_lite vs nothing_lite"]}]),
-     "no table 'nothing_lite' is declared"),
-    (lambda d: d.update(comparisons=[{"family": "main", "seeds": "seed0",
-                                      "pairs": ["chaos_setting1_crapnet_lite vs chaos_setting1_panet_lite",
-                                                "chaos_setting1_crapnet_lite vs chaos_setting1_panet_lite"]}]),
-     "declared twice"),
+    (lambda d: d["tables"].append(copy.deepcopy(d["tables"][0])), "declared twice"),
     (lambda d: d["book"]["smoke"]["left_out"].append({"methods": ["dino"], "why": "x"}), "method 'dino'"),
     (lambda d: d["pending_profiles"].update(lite={"based_on": "lite", "why": "x"}), "defined by the engine now"),
 ])
-def test_a_bad_entry_is_one_clear_error_naming_it(raw, change, message):
+def test_a_bad_entry_is_one_clear_error_naming_it(raw, change, message, monkeypatch):
+    monkeypatch.setattr("crapnet_core.engine.decision.FAMILIES", ())
     data = _small(raw)
     change(data)
     with pytest.raises(DeclarationError) as err:
@@ -86,9 +83,26 @@ def test_a_bad_entry_is_one_clear_error_naming_it(raw, change, message):
     assert "\n" not in str(err.value)
 
 
-def test_the_cli_says_the_error_in_one_line(tmp_path, raw, capsys):
+def test_a_pairing_of_the_decision_rule_must_name_declared_tables(raw, monkeypatch):
+    from crapnet_core.engine import decision
+
+    fam = decision.Family("main", "t", "q", (decision.Comparison("chaos_setting1_crapnet_lite", "nothing_lite"),))
+    monkeypatch.setattr(decision, "FAMILIES", (fam,))
+    with pytest.raises(DeclarationError, match="family main of crapnet_core/engine/decision.py: comparison "
+                                               "chaos_setting1_crapnet_lite - nothing_lite: no table 'nothing_lite'"):
+        parse_declaration(_small(raw), "study.yaml")
+    fam = decision.Family("main", "t", "q", (decision.Comparison("chaos_setting1_crapnet_lite", "chaos_setting2_crapnet_lite"),))
+    monkeypatch.setattr(decision, "FAMILIES", (fam,))
+    data = _small(raw)
+    data["tables"] = raw["tables"][:2]
+    with pytest.raises(DeclarationError, match="same test scans"):
+        parse_declaration(data, "study.yaml")
+
+
+def test_the_cli_says_the_error_in_one_line(tmp_path, raw, capsys, monkeypatch):
     from crapnet_core.cli import main
 
+    monkeypatch.setattr("crapnet_core.engine.decision.FAMILIES", ())
     data = _small(raw)
     data["tables"][0]["method"] = "crapnet2"
     bad = tmp_path / "study.yaml"
@@ -184,11 +198,11 @@ def test_no_sys_path_insert_anywhere():
 
 
 # ----------------------------------------------------------------------------- status, layout
-def _fake_run(folder: Path, cfg_hash: str, budget: bool = False) -> None:
+def _fake_run(folder: Path, cfg_hash: str, budget: tuple[int, ...] = ()) -> None:
     files = {"config.json": {"config_hash": cfg_hash}, "metrics.json": {"config_hash": cfg_hash},
              "run_info.json": {"command": "x"}}
     if budget:
-        files["budget.json"] = {"points": []}
+        files["budget.json"] = {"points": [{"step": s} for s in budget]}
     layout.publish_run(folder, files)
 
 
@@ -215,7 +229,10 @@ def test_a_budget_table_is_done_only_with_its_curve(decl, tmp_path):
     assert run.config.train.checkpoint_every == 1000 and run.config.train.keep_checkpoints == 10
     _fake_run(layout.result_dir(tmp_path, run), run.hash)
     assert layout.run_state(decl, run, tmp_path).status == "missing"
-    _fake_run(layout.result_dir(tmp_path, run), run.hash, budget=True)
+    _fake_run(layout.result_dir(tmp_path, run), run.hash, budget=(1000, 3000, 5000))
+    state = layout.run_state(decl, run, tmp_path)
+    assert state.status == "missing" and "budget steps 10000" in state.why
+    _fake_run(layout.result_dir(tmp_path, run), run.hash, budget=(1000, 3000, 5000, 10000))
     assert layout.run_state(decl, run, tmp_path).status == "done"
 
 
@@ -271,7 +288,7 @@ def _run_study(results: Path, runs: Path, repo: Path, tables: str) -> subprocess
 @pytest.mark.slow
 def test_a_stopped_study_continues_in_a_fresh_clone(decl, tmp_path):
     """Stop `crapnet study run` of a tiny smoke study after its first run, commit, clone afresh, continue:
-    the finished run is not trained again, the rest is made, and the summaries and comparison appear."""
+    the finished run is not trained again, the rest is made, and the summaries appear."""
     tables = "phantom_setting1_crapnet_smoke,phantom_setting1_alpnet_smoke"
     first = tmp_path / "first"
     (first / "results").mkdir(parents=True)
@@ -306,7 +323,5 @@ def test_a_stopped_study_continues_in_a_fresh_clone(decl, tmp_path):
         assert (clone / "results" / t / "summary.json").is_file()
         states = layout.states(decl, clone / "results", [decl.table(t)])
         assert [s.status for s in states] == ["done"]
-    cmp = json.loads((clone / "results" / "compare" / "phantom_setting1_crapnet_vs_alpnet_smoke.json").read_text())
-    assert cmp["a"]["path"] == "results/phantom_setting1_crapnet_smoke/summary.json" and cmp["family"] == "main"
     info = json.loads(next((clone / "results").glob("*/seed0/*/run_info.json")).read_text())
     assert {"command", "started_utc", "wall_seconds", "train_seconds", "commit", "machine", "environment"} <= set(info)

@@ -4,7 +4,7 @@
 #   budget         its declared budget curve             -> RESULTS/<table>/seed<s>/<run_name>/budget.json
 #   seed_summary   the seed's cross-validation summary   -> RESULTS/<table>/seed<s>/summary.json
 #   table_summary  the summary over the declared seeds   -> RESULTS/<table>/summary.json
-#   compare        one declared paired comparison        -> RESULTS/compare/<name>.json
+#   comparisons    the decision rule's families           -> RESULTS/compare/analysis.json (+ <family>.md)
 #
 # Front door: `crapnet study run [--profile P] [--tables T] [--jobs N] [--executor slurm ...]`
 # (crapnet_core/book/study_flow.py), which runs
@@ -36,9 +36,8 @@ wildcard_constraints:
     table=r"[^/]+",
     seed=r"\d+",
     run=r"[^/]+",
-    name=r"[^/]+",
 
-localrules: all, seed_summary, table_summary, compare
+localrules: all, seed_summary, table_summary, comparisons
 
 
 rule all:
@@ -80,8 +79,8 @@ rule table_summary:
     shell: "{PY} -m crapnet_core.book.study_flow table_summary {wildcards.table} - - {JOB_CONFIG:q} > {log} 2>&1"
 
 
-rule compare:
-    input: lambda w: S.compare_inputs[w.name]
-    output: f"{RES}/compare/{{name}}.json"
-    log: "logs/compare/{name}.log"
-    shell: "{PY} -m crapnet_core.book.study_flow compare {wildcards.name} - - {JOB_CONFIG:q} > {log} 2>&1"
+rule comparisons:
+    input: S.comparison_inputs
+    output: f"{RES}/compare/analysis.json"
+    log: "logs/comparisons.log"
+    shell: "{PY} -m crapnet_core.book.study_flow comparisons - - - {JOB_CONFIG:q} > {log} 2>&1"

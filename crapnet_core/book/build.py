@@ -211,9 +211,9 @@ def _config_hash(job: Job) -> str:
 
 def ablation_points(decl, profile: str) -> dict[str, list[int]]:
     """The ablation points of the book's ablation pages at ``profile``: every attention-block count and
-    branch count of the profile's declared ablation tables (family ``ablations``) and of their reference
+    branch count of the profile's declared ablation tables (page ``ablations``) and of their reference
     (the table they are compared with), blocks ascending, branches descending (the paper's Tables 3-4)."""
-    tables = [t for t in decl.select(profiles=[profile]) if t.family == "ablations" and not t.pending]
+    tables = [t for t in decl.select(profiles=[profile]) if t.page == "ablations" and not t.pending]
     refs = {c.b for c in decl.comparisons if c.a in {t.name for t in tables}}
     configs = [decl.tables[n].configs(decl.tables[n].seeds[0], decl.tables[n].folds[0])[0] for n in refs]
     configs += [t.configs(t.seeds[0], t.folds[0])[0] for t in tables]

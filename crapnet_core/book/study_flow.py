@@ -55,8 +55,9 @@ def _job(step: str, a: str, b: str, c: str, config: dict) -> None:
         print(jobs.seed_summary_job(decl, a, int(b), results))
     elif step == "table_summary":
         print(jobs.table_summary_job(decl, a, results))
-    elif step == "compare":
-        print(jobs.compare_job(decl, a, results))
+    elif step == "comparisons":
+        for path in jobs.comparisons_job(results):
+            print(path)
     else:
         raise ValueError(f"unknown step {step!r}")
 
@@ -64,7 +65,7 @@ def _job(step: str, a: str, b: str, c: str, config: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m crapnet_core.book.study_flow STEP A B C CONFIG_JSON``: the body of one study job."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    steps = ("run", "budget", "seed_summary", "table_summary", "compare")
+    steps = ("run", "budget", "seed_summary", "table_summary", "comparisons")
     if len(argv) != 5 or argv[0] not in steps:
         print(f"usage: python -m crapnet_core.book.study_flow {{{','.join(steps)}}} A B C CONFIG_JSON "
               "(run by workflow/study.smk)", file=sys.stderr)

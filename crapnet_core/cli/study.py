@@ -4,7 +4,7 @@
     crapnet study run    (--profile P | --tables T,...) [--jobs N] [--device D] [--per-gpu N]
                          [--executor slurm --partition P --account A --gpus-per-job N --cluster-profile DIR]
     crapnet study status [--profile P] [--tables T,...] [--all-runs]   done / missing / stale / pending per run
-    crapnet study collect                                   every generated table of the book and results/README.md
+    crapnet study collect [--check]                         every generated table and sentence of the book and results/README.md
     crapnet study analysis NAME [OPTIONS...]                a declared one-off analysis
     crapnet study migrate [--tables T,...]                  per-run folders for tables committed as summaries only
 
@@ -131,12 +131,16 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_collect(args) -> int:
-    from ..study.collect import collect
+    from ..report.collect import collect, rewrite_summaries
 
     root, results, _ = _paths(args)
-    for path in collect(results, Path(args.book).resolve() if args.book else root / "book"):
-        print(path)
-    return 0
+    if args.rewrite_summaries:
+        for path in rewrite_summaries(results):
+            print(f"wrote {path}")
+    changed = collect(results, root, check=args.check, progress=lambda page: print(f"rendering {page}", file=sys.stderr))
+    for path in changed:
+        print(f"{'stale' if args.check else 'wrote'} {path}")
+    return 1 if args.check and changed else 0
 
 
 def _cmd_analysis(args) -> int:
@@ -215,9 +219,11 @@ def register(subparsers) -> None:
     q.add_argument("--all-runs", action="store_true", help="one line per run, done ones too")
     q.set_defaults(func=_cmd_status)
 
-    q = sub.add_parser("collect", help="every generated table of the book's pages and results/README.md")
+    q = sub.add_parser("collect", help="every generated table and sentence of the book's pages and results/README.md")
     common(q)
-    q.add_argument("--book", default=None, metavar="DIR", help="the book's pages (default: <repo>/book)")
+    q.add_argument("--check", action="store_true", help="write nothing; list the stale files and exit 1 if any")
+    q.add_argument("--rewrite-summaries", action="store_true",
+                   help="also re-render every summary.md from its summary.json (no rerun)")
     q.set_defaults(func=_cmd_collect)
 
     q = sub.add_parser("analysis", help="run a declared one-off analysis (its own options follow its name)")

@@ -296,10 +296,17 @@ def explain(results: Path, an: Mapping) -> str:
     return " ".join(parts) + "\n"
 
 
+def budget_file(results: Path, table: str) -> Path:
+    """The budget curve of a one-fold budget table: in its run folder (``<table>/seed0/<run>/budget.json``,
+    the per-run layout of the study), else at the table's top (the layout before it)."""
+    found = sorted((Path(results) / table).glob("seed*/*/budget.json"))
+    return found[0] if found else Path(results) / table / "budget.json"
+
+
 def budget_text(results: Path) -> str:
     curves = {}
     for m in ("crapnet", "alpnet"):
-        path = results / f"budget_chaos_setting1_f0_{m}" / "budget.json"
+        path = budget_file(results, f"budget_chaos_setting1_f0_{m}")
         if path.is_file():
             curves[m] = {p["step"]: p["dice"] for p in json.loads(path.read_text())["points"]}
     if len(curves) < 2:
@@ -451,7 +458,7 @@ def rpnet_text(results: Path, an: Mapping) -> str:
         f"{pm(rp['sabs'])}, against ALPNet-init's {_n(100 * init['chaos'], 2)} / {_n(100 * init['sabs'], 2)} and the "
         f"paper's {PUBLISHED['table1']['chaos']['SSL-RPNet'][-1]:.2f} / {PUBLISHED['table1']['sabs']['SSL-RPNet'][-1]:.2f}; "
         f"against CRAPNet {_diff(crap['chaos'], 1)} and {_diff(crap['sabs'], 1)}). A diagnostic on the *validation* "
-        "scan of CHAOS fold 0 (held out of training; `results/rpnet_iterations.py`, tables in "
+        "scan of CHAOS fold 0 (held out of training; `crapnet study analysis rpnet_iterations`, tables in "
         "`results/rpnet_iterations/`) separates two causes. First, the encoder trained through RPNet's context "
         "relation encoder (CRE) is weaker for prototype matching than SSL-ALPNet's at the same steps: the *initial* "
         f"mask, the prototypical prediction that the refinement starts from, scores {_n(r650[0], 1)} mean Dice at the "
@@ -470,7 +477,7 @@ def rpnet_text(results: Path, an: Mapping) -> str:
     if five:
         text += (" With that one change, chosen on the validation scan, the *same* fold models score "
                  + " and ".join(f"{pm(s)} on {DATASET_SHORT[ds]}" for ds, s in five.items())
-                 + " (`results/rpnet_batch_stats.py`; against the reference protocol "
+                 + " (`crapnet study analysis rpnet_batch_stats_{chaos,sabs}`; against the reference protocol "
                  + ", ".join(f"{fl(r)}" for r in vs_ref.values()) + "; CRAPNet is ahead by "
                  + ", ".join(f"{fl(r)}" for r in vs_crap.values())
                  + "; fold-level analyses outside the declared families, so without a call). This second number is an "

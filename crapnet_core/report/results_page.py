@@ -5,7 +5,8 @@
 (``tables``: the study declaration's tables of the results page, when the book's profile trains
 them), and this build's one-fold runs (``run_datasets``) — and each method shows one section of
 the page: :meth:`glance` (mean Dice per method, ours next to the paper's), :meth:`table` (the
-Table 1 / Table 2 analogue), :meth:`per_organ`, :meth:`statistics` (paired per-scan comparisons),
+Table 1 / Table 2 analogue), :meth:`per_organ`, :meth:`statistics` (the declared families of
+comparisons under the declared rule),
 :meth:`budget` (test Dice against steps), :meth:`decomposition` and :meth:`provenance` (where every
 row of ours comes from). The notebook holds the page's prose and calls these; nothing is computed
 in the notebook itself.
@@ -169,26 +170,19 @@ class ResultsPage:
             plt.show()
 
     def statistics(self) -> None:
-        """Paired per-scan comparisons of the main methods on the committed summaries."""
-        import pandas as pd
+        """Every declared comparison of the committed results under the declared rule
+        (:mod:`crapnet_core.engine.decision`): the families' tables and the seed bands."""
+        from . import collect, stats_tables
 
-        from ..engine import stats
-
-        cmp_frame, cmp_notes = stats.main_comparisons(self.summaries) if self.summaries else (pd.DataFrame(), [])
-        if len(cmp_frame):
-            for (dataset, setting), grp in cmp_frame.groupby(["dataset", "setting"]):
-                t = grp.drop(columns=["dataset", "setting"]).set_index(["comparison", "organ"])
-                _display(figures.styled(t, f"{figures.DATASET_LABELS.get(dataset, dataset)}, setting {setting}: "
-                                           "paired per-scan Dice differences (0-100)", precision=3))
-                res = grp[grp.organ == "Mean"]
-                lines = [f"- {r.comparison}: {r['A − B']:+.2f} Dice [{r['CI low']:.2f}, {r['CI high']:.2f}], "
-                         f"p = {r['Wilcoxon p']:.3g} -> **{'resolved' if r.resolved == 'yes' else 'not resolved'}**"
-                         for _, r in res.iterrows()]
-                _display(_md("\n".join(lines)))
-        if cmp_notes:
-            _display(_md("Not compared:\n\n" + "\n".join(cmp_notes)))
-        if not len(cmp_frame) and not cmp_notes:
-            print("No pair of committed summaries to compare.")
+        if self.summaries:
+            analysis = collect.analysis(self.results_dir)  # cached in results/compare/analysis.json while its inputs are unchanged
+            _display(_md(stats_tables.rule_md()))
+            for fam in analysis["families"].values():
+                _display(_md(f"**{fam['title']}**. {fam['question']}\n\n" + stats_tables.family_table(fam)))
+            for band in analysis["bands"].values():
+                _display(_md(stats_tables.seed_band_md(band)))
+        else:
+            print("No committed summaries to compare.")
 
     def budget(self) -> None:
         """Test Dice against training steps from the committed budget curves (``budget.json``)."""

@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..engine.decision import ALPHA, CORRECTION
-from ..facts import DATASET_TITLES, METHOD_LABELS, ORGAN_SHORT
+from ..facts import DATASET_SHORT, DATASET_TITLES, METHOD_LABELS, ORGAN_SHORT  # noqa: F401 (DATASET_SHORT re-exported)
 
 ORGAN_NAMES = {**ORGAN_SHORT, "mean": "Mean"}
-DATASET_SHORT = {"chaos": "CHAOS MRI", "sabs": "Synapse CT"}
 #: Display names of the model variants of the decomposition and ablation tables (their method's
 #: name otherwise).
 VARIANT_LABELS = {

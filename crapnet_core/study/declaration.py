@@ -17,6 +17,7 @@ and expand to runs without a config (``Run.pending`` says why).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -45,9 +46,9 @@ BOOK_RESULTS = ("train", "committed")
 #: Fields of a ``left_out`` item of the book section, besides ``why``.
 LEFT_OUT_KEYS = ("methods", "settings", "folds", "datasets", "points", "variants")
 
-_TOP = {"version", "families", "pages", "pending_profiles", "runtime", "legacy_hashes", "defaults", "tables",
-        "comparisons", "support_studies", "rerun_check", "analyses", "book"}
-_TABLE = {"name", "label", "dataset", "setting", "method", "variant", "overrides", "profile", "folds", "seeds", "family",
+_TOP = {"version", "pages", "pending_profiles", "runtime", "legacy_hashes", "defaults", "tables",
+        "support_studies", "rerun_check", "analyses", "book"}
+_TABLE = {"name", "label", "dataset", "setting", "method", "variant", "overrides", "profile", "folds", "seeds",
           "page", "priority", "seed_priority", "budget", "budget_priority", "summary"}
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
@@ -450,9 +451,7 @@ def _table(d: dict[str, Any], decl: dict[str, Any]) -> Table:
         raise DeclarationError(f"{what}: variant {variant!r} is not what its method and overrides make ({made!r}); "
                                f"declare `variant: {made}`" if made != method else
                                f"{what}: variant {variant!r} is not what its method and overrides make ({made!r})")
-    family = d.get("family")
-    if family is not None and family not in (decl.get("families") or {}):
-        raise DeclarationError(f"{what}: family {family!r} is not one of {', '.join(decl.get('families') or {})}")
+    family = None  # set from the comparisons that name the table (_families)
     page = d.get("page")
     if page not in (decl.get("pages") or {}):
         raise DeclarationError(f"{what}: page {page!r} is not one of {', '.join(decl.get('pages') or {})}")
@@ -548,6 +547,32 @@ def _book(profile: str, d: Any, tables: Mapping[str, Table]) -> BookScope:
     return BookScope(profile, one, abl, d["results"], tuple(left))
 
 
+def _families(tables: Mapping[str, Table], path: str) -> tuple[dict[str, str], list[Comparison]]:
+    """The families of comparisons and their pairs, as the decision rule declares them
+    (:data:`crapnet_core.engine.decision.FAMILIES`, fixed before the comparisons were computed),
+    checked against the declared tables: a pair must name declared tables of one dataset, setting
+    and profile (the same test scans)."""
+    from ..engine.decision import FAMILIES
+
+    families, comparisons = {}, []
+    for fam in FAMILIES:
+        families[fam.key] = fam.title
+        for c in fam.comparisons:
+            what = f"family {fam.key} of crapnet_core/engine/decision.py: comparison {c.key}"
+            for n in (c.a, c.b):
+                if n not in tables:
+                    raise DeclarationError(f"{what}: no table {n!r} is declared in {path}")
+            a, b = tables[c.a], tables[c.b]
+            if (a.dataset, a.setting, a.profile) != (b.dataset, b.setting, b.profile):
+                raise DeclarationError(f"{what}: the tables differ in dataset, setting or profile; a paired "
+                                       "comparison needs the same test scans")
+            on = "seed0" if c.seeds == (0,) else "common"
+            if any(s not in a.seeds or s not in b.seeds for s in (c.seeds or ())):
+                raise DeclarationError(f"{what}: seeds {c.seeds} are not declared for both tables")
+            comparisons.append(Comparison(c.a, c.b, fam.key, on, _comparison_name(a, b, on)))
+    return families, comparisons
+
+
 def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
     """Validate the parsed YAML ``data`` (see :func:`load_declaration`)."""
     if not isinstance(data, Mapping):
@@ -574,37 +599,11 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
             if t.name in tables:
                 raise DeclarationError(f"table {t.name}: declared twice")
             tables[t.name] = t
-    families = dict(data.get("families") or {})
-
-    comparisons: list[Comparison] = []
-    for i, raw in enumerate(data.get("comparisons") or []):
-        for entry in _expand(raw, f"comparisons[{i}]"):
-            fam, on = entry.get("family"), entry.get("seeds", "common")
-            if fam not in families:
-                raise DeclarationError(f"comparisons[{i}]: family {fam!r} is not one of {', '.join(families)}")
-            if on not in COMPARE_ON:
-                raise DeclarationError(f"comparisons[{i}]: seeds {on!r} is not one of {', '.join(COMPARE_ON)}")
-            for pair in entry.get("pairs") or []:
-                a_name, sep, b_name = str(pair).partition(" vs ")
-                what = f"comparison {pair!r}"
-                if not sep:
-                    raise DeclarationError(f"{what}: expected 'TABLE_A vs TABLE_B'")
-                for n in (a_name, b_name):
-                    if n not in tables:
-                        raise DeclarationError(f"{what}: no table {n!r} is declared")
-                a, b = tables[a_name], tables[b_name]
-                if (a.dataset, a.setting, a.profile) != (b.dataset, b.setting, b.profile):
-                    raise DeclarationError(f"{what}: the tables differ in dataset, setting or profile; "
-                                           "a paired comparison needs the same test scans")
-                if on == "seed0" and (0 not in a.seeds or 0 not in b.seeds):
-                    raise DeclarationError(f"{what}: seeds: seed0 needs seed 0 in both tables")
-                if on == "common" and a.seeds != b.seeds and (0 not in a.seeds or 0 not in b.seeds):
-                    raise DeclarationError(f"{what}: tables with other seeds are compared on seed 0, which one lacks")
-                comparisons.append(Comparison(a_name, b_name, fam, on, _comparison_name(a, b, on)))
-    names = [c.name for c in comparisons]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DeclarationError(f"comparisons: declared twice: {', '.join(dupes)}")
+    families, comparisons = _families(tables, path)
+    for c in comparisons:
+        for n in (c.a, c.b):
+            if tables[n].family is None:
+                tables[n] = dataclasses.replace(tables[n], family=c.family)
 
     pages = dict(data.get("pages") or {})
     studies = []

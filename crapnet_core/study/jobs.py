@@ -5,7 +5,7 @@
   ``results/<table>/seed<s>/<run_name>/`` at once (:func:`crapnet_core.study.layout.publish_run`);
 - :func:`budget_job`: the test Dice of the declared checkpoints of that run -> ``budget.json``;
 - :func:`seed_summary_job`, :func:`table_summary_job`: the summaries made from the run folders;
-- :func:`compare_job`: one declared paired comparison -> ``results/compare/<name>.{json,md}``.
+- :func:`comparisons_job`: the fold-level comparisons of the declared families -> ``results/compare/``.
 
 Each takes the declaration, the results folder and the runs folder; the workflow's driver
 (:mod:`crapnet_core.book.study_flow`) calls them in one process per job.
@@ -22,7 +22,7 @@ from typing import Any
 
 from ..io import write_json, write_text
 from . import layout
-from .declaration import Comparison, Declaration, Run
+from .declaration import Declaration, Run
 from .provenance import run_info, utc_now
 
 LOG = logging.getLogger(__name__)
@@ -112,39 +112,18 @@ def table_summary_job(decl: Declaration, table: str, results_dir: str | os.PathL
     return layout.write_table_summary(decl.table(table), results_dir)
 
 
-def comparison_inputs(decl: Declaration, comparison: Comparison, results_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """The two summaries a comparison reads: the seed aggregates when both tables have the same seeds
-    (``seeds: common``), else seed 0 of each."""
-    a, b = decl.table(comparison.a), decl.table(comparison.b)
-    root = Path(results_dir)
-    if comparison.on == "common" and a.seeds == b.seeds:
-        return root / a.name / "summary.json", root / b.name / "summary.json"
-    return root / a.name / "seed0" / "summary.json", root / b.name / "seed0" / "summary.json"
+def comparisons_job(results_dir: str | os.PathLike) -> list[Path]:
+    """The fold-level comparisons of every declared family (:mod:`crapnet_core.engine.decision`) of the
+    results there are: ``results/compare/analysis.json``, ``<family>.md``, ``seed_band.md``
+    (:func:`crapnet_core.report.collect.write_comparisons`; the pages are ``crapnet study collect``'s)."""
+    from ..report.collect import write_comparisons
 
-
-def compare_job(decl: Declaration, name: str, results_dir: str | os.PathLike) -> Path:
-    """One declared comparison (:func:`crapnet_core.engine.stats.compare_results`, 95 % BCa bootstrap
-    of the mean per-scan difference, Wilcoxon p) -> ``results/compare/<name>.{json,md}``."""
-    from ..engine.stats import compare_results, comparison_markdown
-
-    comparison = next((c for c in decl.comparisons if c.name == name), None)
-    if comparison is None:
-        raise ValueError(f"comparison {name!r} is not declared")
-    path_a, path_b = comparison_inputs(decl, comparison, results_dir)
-    result = compare_results(path_a, path_b)
-    base = Path(results_dir).parent
-    for side, path in (("a", path_a), ("b", path_b)):  # as the repository names them, not this machine
-        result[side]["path"] = os.path.relpath(path, base)
-    result["family"] = comparison.family
-    out = Path(results_dir) / "compare" / name
-    write_json(out.with_name(name + ".json"), result)
-    write_text(out.with_name(name + ".md"), comparison_markdown(result))
-    return out.with_name(name + ".json")
+    return write_comparisons(results_dir)
 
 
 #: step name -> (job function, what its arguments are), for the workflow's job entry.
 JOBS: dict[str, Any] = {"run": run_job, "budget": budget_job, "seed_summary": seed_summary_job,
-                        "table_summary": table_summary_job, "compare": compare_job}
+                        "table_summary": table_summary_job, "comparisons": comparisons_job}
 
 __all__ = ["find_run", "trained_run", "run_job", "budget_job", "seed_summary_job", "table_summary_job",
-           "comparison_inputs", "compare_job", "JOBS"]
+           "comparisons_job", "JOBS"]

@@ -2,8 +2,8 @@
 
 :func:`study_targets` turns the selected tables into the files of the per-run results layout
 (:mod:`crapnet_core.study.layout`) and the facts each Snakemake rule needs: the run folders
-(``run``), the budget curves (``budget``), the summaries per seed and per table, the declared
-comparisons between selected tables, and each job's priority (the declaration's order of work).
+(``run``), the budget curves (``budget``), the summaries per seed and per table, the fold-level
+comparisons of the decision rule's families (once, over the tables there are), and each job's priority (the declaration's order of work).
 Runs already done under an accepted config hash are targets under their existing folder name, so
 Snakemake finds them and skips them; pending tables (a profile not defined yet) make no target.
 """
@@ -16,7 +16,6 @@ from pathlib import Path
 
 from . import layout
 from .declaration import Declaration, Run, Table
-from .jobs import comparison_inputs
 
 
 @dataclass
@@ -30,7 +29,7 @@ class StudyTargets:
     priority: dict[tuple[str, int], int] = field(default_factory=dict)      # (table, seed) -> priority
     seed_inputs: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     table_inputs: dict[str, list[str]] = field(default_factory=dict)
-    compare_inputs: dict[str, list[str]] = field(default_factory=dict)
+    comparison_inputs: list[str] = field(default_factory=list)   # summaries the family comparisons read
     targets: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
 
@@ -68,10 +67,15 @@ def study_targets(decl: Declaration, tables: list[Table], results_dir: str | os.
         if table.summary:
             st.table_inputs[table.name] = [str(results / table.name / f"seed{s}" / "summary.json") for s in table.seeds]
             st.targets.append(str(results / table.name / "summary.json"))
-    for c in decl.comparisons:
-        if c.a in names and c.b in names and not decl.tables[c.a].pending and not decl.tables[c.b].pending:
-            st.compare_inputs[c.name] = [str(p.resolve()) for p in comparison_inputs(decl, c, results)]
-            st.targets.append(str(results / "compare" / f"{c.name}.json"))
+    # the fold-level comparisons of the decision rule's families, once the selected tables they name are made
+    compared = {n for c in decl.comparisons for n in (c.a, c.b)} & names
+    for name in sorted(compared):
+        t = decl.tables[name]
+        if not t.pending:
+            st.comparison_inputs += [str(results / name / f"seed{s}" / "summary.json") for s in t.seeds]
+            st.comparison_inputs.append(str(results / name / "summary.json"))
+    if st.comparison_inputs:
+        st.targets.append(str(results / "compare" / "analysis.json"))
     return st
 
 
