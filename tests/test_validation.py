@@ -23,7 +23,7 @@ def test_validation_scan_is_the_last_training_scan_and_leaves_training():
     assert (f0.test_ids, f0.support_id) == (plain.test_ids, plain.support_id)  # test scans untouched
     f4 = make_fold(CHAOS_IDS, 4, validation=True)
     assert f4.validation_ids == ("34",) and f4.test_ids == ("36", "37", "38", "39")
-    with pytest.raises(ValueError, match="validation scan needs 2"):
+    with pytest.raises(ValueError, match=r"1 validation scan\(s\) need 2"):
         make_fold([1, 2, 3], 0, n_folds=2, validation=True)  # 1 test, 1 support, 1 training scan
     # the config field changes what is trained: part of the hash
     a = make_config("lite", "chaos", 1, 0, "crapnet")
