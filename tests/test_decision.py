@@ -104,12 +104,15 @@ def test_per_run_layout_merges_test_groups_and_refuses_duplicates(tmp_path):
     for name, organs in (("run_k", ("left_kidney",)), ("run_l", ("liver",))):
         (folder / name).mkdir(parents=True)
         per_scan = {o: {"1": {"dice": 0.5}, "2": {"dice": 0.6}} for o in organs}
-        (folder / name / "metrics.json").write_text(json.dumps({"fold": 0, "per_scan": per_scan}))
-        (folder / name / "config.json").write_text(json.dumps({"data": {"dataset": "chaos", "setting": 1},
-                                                               "model": {"method": "alpnet_sup"}, "profile": "converged"}))
+        (folder / name / "metrics.json").write_text(json.dumps({"dataset": "chaos", "setting": 1, "method": "alpnet_sup",
+                                                                "profile": "converged", "fold": 0, "per_scan": per_scan}))
     t = load_table(tmp_path / "chaos_setting1_alpnet_sup_converged")
     assert sorted(t["seeds"][0]) == ["left_kidney", "liver"] and t["fold_of"] == {"1": 0, "2": 0}
     assert t["dataset"] == "chaos" and t["profile"] == "converged"
+    # a seed folder with run folders is read from them, not from a summary.json beside them (migrated tables)
+    (folder / "summary.json").write_text(json.dumps({"dataset": "chaos", "setting": 1, "per_fold": {
+        "0": {"per_scan": {"liver": {"1": 0.9, "2": 0.9}}}}}))
+    assert load_table(tmp_path / "chaos_setting1_alpnet_sup_converged")["seeds"][0]["liver"] == {"1": 0.5, "2": 0.6}
     (folder / "run_x").mkdir()
     (folder / "run_x" / "metrics.json").write_text(json.dumps({"fold": 0, "per_scan": {"liver": {"1": {"dice": 0.1}}}}))
     with pytest.raises(ValueError, match="also scored by another run"):

@@ -209,13 +209,24 @@ def _config_hash(job: Job) -> str:
                       p["branches"], p["test_group"]).config_hash()
 
 
+def ablation_reference(decl, table):
+    """The table an ablation point is measured against: the declared table of the same dataset, setting,
+    profile and method with no overrides, off the ablation page (the method as the profile trains it; at
+    ``lite`` the reference of the ablations family of :data:`crapnet_core.engine.decision.FAMILIES`), or None."""
+    for r in decl.tables.values():
+        if (r.page != "ablations" and not r.overrides and not r.pending
+                and (r.dataset, r.setting, r.profile, r.method) == (table.dataset, table.setting, table.profile, table.method)):
+            return r
+    return None
+
+
 def ablation_points(decl, profile: str) -> dict[str, list[int]]:
     """The ablation points of the book's ablation pages at ``profile``: every attention-block count and
     branch count of the profile's declared ablation tables (page ``ablations``) and of their reference
-    (the table they are compared with), blocks ascending, branches descending (the paper's Tables 3-4)."""
+    (:func:`ablation_reference`), blocks ascending, branches descending (the paper's Tables 3-4)."""
     tables = [t for t in decl.select(profiles=[profile]) if t.page == "ablations" and not t.pending]
-    refs = {c.b for c in decl.comparisons if c.a in {t.name for t in tables}}
-    configs = [decl.tables[n].configs(decl.tables[n].seeds[0], decl.tables[n].folds[0])[0] for n in refs]
+    refs = {r.name for r in (ablation_reference(decl, t) for t in tables) if r is not None}
+    configs = [decl.tables[n].configs(decl.tables[n].seeds[0], decl.tables[n].folds[0])[0] for n in sorted(refs)]
     configs += [t.configs(t.seeds[0], t.folds[0])[0] for t in tables]
     if not configs:
         return {"blocks": [], "branches": []}

@@ -1,9 +1,10 @@
 """Paired comparisons of two result tables at the fold level, scan by scan and seed by seed.
 
 A *table* is one experiment's cross-validation: ``results/<table>/`` with one folder per
-training seed, ``seed<k>/``, holding either that seed's ``summary.json`` (``crapnet
-cross-validate``'s, with each fold's per-scan Dice) or one folder per trained run
-(``seed<k>/<run_name>/metrics.json``: the per-run results layout); a plain ``crapnet
+training seed, ``seed<k>/``, holding one folder per trained run
+(``seed<k>/<run_name>/metrics.json``: the per-run results layout, read first when present) or,
+for a seed committed before that layout, only that seed's ``summary.json`` (``crapnet
+cross-validate``'s, with each fold's per-scan Dice); a plain ``crapnet
 cross-validate --out`` folder or its ``summary.json`` works too (its seed is read from a
 ``seed<k>`` folder name or a ``train.seed=`` override, else 0).
 
@@ -124,14 +125,18 @@ def load_table(source: str | Path) -> dict[str, Any]:
     if seed_dirs:
         for sd in seed_dirs:
             k = int(sd.name[4:])
-            if (sd / "summary.json").is_file():
+            run_metrics = sorted(sd.glob("*/metrics.json"))
+            if run_metrics:  # the per-run layout: each fold's own record (migrated lite tables too)
+                scans, folds = _from_runs(sd)
+                meta = meta or _read(run_metrics[0])
+            elif (sd / "summary.json").is_file():  # a seed committed as its summary only
                 s = _read(sd / "summary.json")
                 meta = meta or s
                 scans, folds = _from_summary(sd / "summary.json", s)
             else:
-                scans, folds = _from_runs(sd)
-                if not scans:
-                    continue
+                continue
+            if not scans:
+                continue
             seeds[k] = scans
             sources.append((sd, folds, scans))
     if not seeds:
@@ -149,12 +154,6 @@ def load_table(source: str | Path) -> dict[str, Any]:
         for sid, f in folds.items():
             if fold_of.setdefault(sid, f) != f:
                 raise ValueError(f"{where}: scan {sid} is in fold {f} here and in fold {fold_of[sid]} in another seed")
-    if not meta and seed_dirs:  # per-run layout: read the coordinates from a run's config
-        cfg_path = next(iter(sorted(seed_dirs[0].glob("*/config.json"))), None)
-        if cfg_path is not None:
-            cfg = _read(cfg_path)
-            meta = {"dataset": cfg.get("data", {}).get("dataset"), "setting": cfg.get("data", {}).get("setting"),
-                    "method": cfg.get("model", {}).get("method"), "profile": cfg.get("profile")}
     return {"path": str(path), "name": folder.name if path.is_dir() else summary_file.parent.name,
             "dataset": meta.get("dataset"), "setting": meta.get("setting"), "method": meta.get("method"),
             "variant": meta.get("variant"), "profile": meta.get("profile"), "seeds": seeds, "fold_of": fold_of}
