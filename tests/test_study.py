@@ -280,6 +280,9 @@ def test_study_plan_and_status_commands(capsys):
     assert "chaos_setting2_rpnet_lite: 10 run(s)" in out and "CPU core-hours" in out
     assert main(["study", "plan", "--profile", "paper"]) == 0
     assert "GPU-hours" in capsys.readouterr().out
+    assert main(["study", "plan"]) == 0, "every profile at once"
+    out = capsys.readouterr().out
+    assert all(f"profile {p}:" in out for p in ("lite", "converged", "paper", "smoke"))
     assert main(["study", "run"]) == 2, "run needs a selection"
     assert "--profile P" in capsys.readouterr().err
 

@@ -53,12 +53,12 @@ def plan_lines(decl, tables, results, per_gpu: int = 1) -> list[str]:
         if todo:
             cost = estimate(profile, [s.run.config for s in todo])
             lines.append(f"  to run: {cost.describe(per_gpu)}")
-            rows = [(t, sum(1 for s in todo if s.run.table == t.name)) for t in ptables]
-            rows = sorted([r for r in rows if r[1]], key=lambda r: -r[0].priority)
-            for t, n in rows[:10]:
+            per_table = [(t, sum(1 for s in todo if s.run.table == t.name)) for t in ptables]
+            per_table = sorted([r for r in per_table if r[1]], key=lambda r: -r[0].priority)
+            for t, n in per_table[:10]:
                 lines.append(f"    {t.name}: {n} run(s) (priority {t.priority})")
-            if len(rows) > 10:
-                lines.append(f"    ... and {len(rows) - 10} more table(s) ({sum(n for _, n in rows[10:])} run(s))")
+            if len(per_table) > 10:
+                lines.append(f"    ... and {len(per_table) - 10} more table(s) ({sum(n for _, n in per_table[10:])} run(s))")
         if counts["pending"]:
             pend = sorted({t.pending for t in ptables if t.pending})
             lines.append(f"  pending: {'; '.join(pend)}")
