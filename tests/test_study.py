@@ -349,3 +349,13 @@ def test_the_ablation_references_are_those_of_the_decision_rule(decl):
             if t.page == "ablations":
                 ref = ablation_reference(decl, t)
                 assert ref is not None and (ref.dataset, ref.setting, ref.profile) == (t.dataset, t.setting, profile)
+
+
+def test_status_names_result_tables_the_declaration_does_not(decl, tmp_path):
+    (tmp_path / "chaos_setting1_crapnet-temp_lite" / "seed0" / "run_a").mkdir(parents=True)
+    (tmp_path / "chaos_setting1_crapnet-temp_lite" / "seed0" / "run_a" / "metrics.json").write_text("{}")
+    (tmp_path / "compare").mkdir()
+    assert layout.undeclared_tables(decl, tmp_path) == ["chaos_setting1_crapnet-temp_lite"]
+    text = layout.status_report(decl, tmp_path, list(decl.tables.values()))
+    assert "chaos_setting1_crapnet-temp_lite: 1 run folder(s)" in text
+    assert "crapnet-temp" not in layout.status_report(decl, tmp_path, [decl.table("chaos_setting1_crapnet_lite")])

@@ -146,6 +146,16 @@ def states(decl: Declaration, results_dir: str | os.PathLike, tables: Iterable[T
     return [run_state(decl, r, results_dir) for t in tables for r in t.runs()]
 
 
+def undeclared_tables(decl: Declaration, results_dir: str | os.PathLike) -> list[str]:
+    """Folders of ``results_dir`` laid out as a table (``seed<k>/`` inside) that the declaration does not
+    name: made outside the declared study (e.g. by a runner at another branch's code); never read by it."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and d.name not in decl.tables and any(s.is_dir() for s in d.glob("seed[0-9]*")))
+
+
 def status_report(decl: Declaration, results_dir: str | os.PathLike, tables: Sequence[Table],
                   verbose: bool = False) -> str:
     """The text of ``crapnet study status``: totals per profile, per table done / missing / stale / pending
@@ -181,6 +191,12 @@ def status_report(decl: Declaration, results_dir: str | os.PathLike, tables: Seq
     if extra:
         lines += ["", "Stale folders that no declared run names (never read; delete or declare them):"]
         lines += [f"    {x}" for x in extra]
+    if {t.name for t in tables} == set(decl.tables):  # the whole study: tables it does not declare
+        other = undeclared_tables(decl, results_dir)
+        if other:
+            lines += ["", "Result tables the declaration does not name (not part of the study; declare them to use them):"]
+            lines += [f"    {x}: {sum(1 for r in (Path(results_dir) / x).glob('seed*/*/metrics.json'))} run folder(s)"
+                      for x in other]
     return "\n".join(head + [""] + lines) + "\n"
 
 
@@ -426,6 +442,6 @@ def migrate_table(decl: Declaration, table: Table, results_dir: str | os.PathLik
     return written
 
 
-__all__ = ["RUN_FILES", "BUDGET_FILE", "RunState", "seed_dir", "result_dir", "run_state", "output_folder", "states",
+__all__ = ["RUN_FILES", "BUDGET_FILE", "RunState", "seed_dir", "result_dir", "run_state", "output_folder", "states", "undeclared_tables",
            "status_report", "undeclared", "publish_run", "result_metrics", "seed_summary", "write_seed_summary",
            "write_table_summary", "migrate_table"]
