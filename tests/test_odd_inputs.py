@@ -15,15 +15,9 @@ import pytest
 
 from crapnet_core.cli import main
 from crapnet_core.data import datasets as D
+from test_scans import _phantom_scan, _write_dicom_series  # tests/ is on sys.path (pytest's rootdir rule)
 
 LABELS = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}  # the phantom's (CHAOS's)
-
-
-def _phantom_scan(sid="1"):
-    spec = D.resolve_dataset("phantom")
-    img = nib.load(str(D.image_path(spec, sid)))
-    lab = nib.load(str(D.label_path(spec, sid)))
-    return np.asarray(img.dataobj).astype(np.float32), np.asarray(lab.dataobj).astype(np.uint8), img.affine
 
 
 def _save(path, arr, affine):
@@ -103,8 +97,6 @@ def test_segment_takes_a_dicom_support_with_a_nifti_label(run, tmp_path, capsys)
     """The DICOM series reads with its slice axis reversed (LPS-style), its NIfTI label is stored
     as the original: one world grid, so the label is reoriented, and the prediction is the one
     of the all-NIfTI pair."""
-    from test_scans import _write_dicom_series  # tests/ is on sys.path (pytest rootdir rule)
-
     img, lab, aff = _phantom_scan("1")
     q_img, _, q_aff = _phantom_scan("3")
     arr = np.rint(img).astype(np.int16)

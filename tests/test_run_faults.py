@@ -26,16 +26,11 @@ import pytest
 import torch
 
 from crapnet_core.cli import main
-from crapnet_core.engine.experiment import make_config
 from crapnet_core.engine.training import read_checkpoint, train
+from test_training import _smoke  # tests/ is on sys.path (pytest's rootdir rule)
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--dataset", "phantom", "--profile", "smoke", "--steps", "1", "--no-progress"]
-
-
-def _smoke(**over):
-    extra = [f"{k.replace('__', '.')}={v}" for k, v in over.items()]
-    return make_config("smoke", "phantom", 1, 0, "crapnet", ["train.device=cpu", *extra])
 
 
 @pytest.fixture(scope="module")

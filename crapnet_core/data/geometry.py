@@ -355,6 +355,10 @@ def _warn_thin_stack(shape, canon_shape, to_canon, canon_spacing, source: str) -
             return
 
 
+def _orientable(affine: np.ndarray) -> bool:
+    return affine.shape == (4, 4) and bool(np.isfinite(affine).all()) and abs(np.linalg.det(affine[:3, :3])) >= 1e-12
+
+
 def match_grid(ref_shape, ref_affine, shape, affine, atol: float = PAIR_ATOL_MM) -> tuple[np.ndarray | None, str]:
     """How an array of ``shape``/``affine`` lies on the grid of ``ref_shape``/``ref_affine``.
 
@@ -373,6 +377,15 @@ def match_grid(ref_shape, ref_affine, shape, affine, atol: float = PAIR_ATOL_MM)
     affine = np.asarray(affine, dtype=np.float64)
     if len(shape) != 3 or len(ref_shape) != 3:
         return None, f"shape {shape} vs the image's {ref_shape}"
+    identity = np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64)
+    if not (_orientable(ref_affine) and _orientable(affine)):
+        # no orientation to compare (make_geometry then says so, naming the image): the pair must agree as stored
+        if shape == ref_shape and ref_affine.shape == affine.shape and np.allclose(affine, ref_affine, atol=atol,
+                                                                                  equal_nan=True):
+            return identity, ""
+        if shape != ref_shape:
+            return None, f"shape {shape} differs from the image's {ref_shape}"
+        return None, "the affines differ and one of them gives no orientation (singular or not finite)"
     try:
         xform = ornt_transform(io_orientation(affine), io_orientation(ref_affine))
     except ValueError:
@@ -381,7 +394,7 @@ def match_grid(ref_shape, ref_affine, shape, affine, atol: float = PAIR_ATOL_MM)
     for src, (dst, _flip) in enumerate(xform):
         moved_shape[int(dst)] = shape[src]
     moved = affine @ inv_ornt_aff(xform, shape)
-    reordered = not np.array_equal(xform, np.array([[0, 1], [1, 1], [2, 1]], dtype=xform.dtype))
+    reordered = not np.array_equal(xform, identity)
     how = (f" (its axes {''.join(axcodes(affine))} reoriented to the image's {''.join(axcodes(ref_affine))})"
            if reordered else "")
     if tuple(moved_shape) != ref_shape:
