@@ -85,7 +85,7 @@ def evaluate_checkpoints(
     every checkpoint must belong to the run's config (its stored hash).
     """
     from ..io import check_output_folder
-    from .checkpoints import recorded_hash
+    from .checkpoints import run_hashes
     from .experiment import ExperimentConfig
     from .locks import run_lock
 
@@ -98,10 +98,10 @@ def evaluate_checkpoints(
         available = checkpoint_steps(run_dir)
         steps = parse_checkpoints(checkpoints, list(available))
         check_output_folder(run_dir, 2**20, what="run folder (budget file)")
-        return _evaluate_checkpoints(run_dir, cfg, available, steps, device, progress, split, recorded_hash(run_dir))
+        return _evaluate_checkpoints(run_dir, cfg, available, steps, device, progress, split, run_hashes(run_dir, cfg))
 
 
-def _evaluate_checkpoints(run_dir, cfg, available, steps, device, progress, split, folder_hash):
+def _evaluate_checkpoints(run_dir, cfg, available, steps, device, progress, split, hashes):
     from ..io import write_json
     from .checkpoints import cpu_threads, load_model, resolve_device
     from .evaluation import evaluate_model
@@ -111,7 +111,7 @@ def _evaluate_checkpoints(run_dir, cfg, available, steps, device, progress, spli
     points = []
     for step in steps:
         t0 = time.time()
-        model, meta = load_model(cfg, available[step], dev, expected_hashes=[folder_hash or ""])
+        model, meta = load_model(cfg, available[step], dev, run_hashes=hashes)
         with cpu_threads(cfg, dev):
             m = evaluate_model(model, cfg, dev, out_dir=None, progress=progress, save_predictions=False, split=split)
         dice = {o: r["dice_mean"] for o, r in m["per_organ"].items()}

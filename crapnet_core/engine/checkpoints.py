@@ -154,17 +154,24 @@ def _config_differences(saved: dict | None, cfg: ExperimentConfig, limit: int = 
     return ", ".join(parts)
 
 
-def check_checkpoint(state: dict[str, Any], cfg: ExperimentConfig, path: str | Path,
-                     expected_hashes: tuple[str, ...] | list[str] = ()) -> None:
-    """Refuse a checkpoint that does not belong to ``cfg`` (:class:`CheckpointMismatch`).
+def run_hashes(run_dir: str | Path, cfg: ExperimentConfig) -> tuple[str, ...]:
+    """The config hashes a checkpoint of the run in ``run_dir`` may carry: ``cfg``'s (its
+    ``config.json`` as loaded now) and the one ``config.json`` recorded when it was written."""
+    return tuple(h for h in (cfg.config_hash(), recorded_hash(run_dir)) if h)
 
-    First the model config (naming the differing ``model`` fields: another architecture),
-    then the config hash: the ``config_hash`` stored in the checkpoint must be ``cfg``'s
-    (or one of ``expected_hashes``: the hash ``RUN/config.json`` recorded, see
-    :func:`recorded_hash`), so a model of another seed, dataset or fold is never evaluated
-    or resumed under this run's config. A checkpoint written before hashes were stored is
-    compared through the config stored in it (and the message says so); one without any
-    config can only be checked tensor by tensor (:func:`load_model`), with a warning.
+
+def check_checkpoint(state: dict[str, Any], cfg: ExperimentConfig, path: str | Path,
+                     run_hashes: tuple[str, ...] | list[str] | None = None) -> None:
+    """Refuse a checkpoint that does not fit ``cfg`` (:class:`CheckpointMismatch`).
+
+    Always the model config (naming the differing ``model`` fields: another architecture).
+    With ``run_hashes`` (the checkpoint is used as a run folder's: :func:`run_hashes`), also
+    the config hash: the ``config_hash`` stored in the checkpoint must be one of them, so a
+    model of another seed, dataset or fold is never evaluated or resumed under this run's
+    config. A checkpoint written before hashes were stored is compared through the config
+    stored in it (and the message says so); one without any config can only be checked
+    tensor by tensor (:func:`load_model`), with a warning. Without ``run_hashes`` (a model
+    used under a config of one's own, e.g. on another dataset) only the architecture counts.
     """
     saved = (state.get("config") or {}).get("model")
     if saved is not None:
@@ -173,7 +180,9 @@ def check_checkpoint(state: dict[str, Any], cfg: ExperimentConfig, path: str | P
         if diff:
             parts = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in diff)
             raise CheckpointMismatch(f"{path}: checkpoint does not match the model config ({parts})")
-    accepted = {cfg.config_hash(), *(h for h in expected_hashes if h)}
+    if run_hashes is None:
+        return
+    accepted = {h for h in run_hashes if h}
     stored = state.get("config_hash")
     how = "stored in it"
     if not stored and isinstance(state.get("config"), dict):
@@ -198,8 +207,7 @@ def check_checkpoint(state: dict[str, Any], cfg: ExperimentConfig, path: str | P
         )
 
 
-def newest_intact_checkpoint(run_dir: str | Path, cfg: ExperimentConfig | None = None,
-                             expected_hashes: tuple[str, ...] | list[str] = ()
+def newest_intact_checkpoint(run_dir: str | Path, cfg: ExperimentConfig | None = None
                              ) -> tuple[Path | None, dict[str, Any] | None, list[tuple[Path, str]]]:
     """The newest checkpoint of a run that reads back: ``(path, state, skipped)``.
 
@@ -207,8 +215,8 @@ def newest_intact_checkpoint(run_dir: str | Path, cfg: ExperimentConfig | None =
     ``step_<n>.pt`` files from the newest down; each is read fully (``torch.load``) until the
     newest readable one is found. ``skipped``: ``[(path, reason)]`` of the damaged ones met on
     the way (truncated, overwritten...). ``(None, None, skipped)`` when none reads back. With
-    ``cfg``, the one found must belong to it (:func:`check_checkpoint`: a checkpoint of another
-    config is an error, never skipped over).
+    ``cfg`` (the run's config), the one found must belong to the run (:func:`check_checkpoint`
+    with :func:`run_hashes`: a checkpoint of another config is an error, never skipped over).
     """
     steps = step_checkpoints(run_dir)
     last = checkpoint_dir(run_dir) / "last.pt"
@@ -230,7 +238,7 @@ def newest_intact_checkpoint(run_dir: str | Path, cfg: ExperimentConfig | None =
     if best is None:
         return None, None, skipped
     if cfg is not None:
-        check_checkpoint(best[2], cfg, best[1], expected_hashes)
+        check_checkpoint(best[2], cfg, best[1], run_hashes(run_dir, cfg))
     return best[1], best[2], skipped
 
 
@@ -240,20 +248,20 @@ def describe_skipped(skipped: list[tuple[Path, str]]) -> str:
 
 
 def load_model(cfg: ExperimentConfig, checkpoint: str | Path, device=None, state: dict[str, Any] | None = None,
-               expected_hashes: tuple[str, ...] | list[str] = ()):
+               run_hashes: tuple[str, ...] | list[str] | None = None):
     """Build ``cfg``'s model and load ``checkpoint`` into it; returns ``(model, checkpoint_state)``.
 
     A checkpoint of another architecture raises :class:`CheckpointMismatch` naming the
-    differing config fields (or, for checkpoints without a config, the mismatching tensors);
-    one of another config (seed, data, fold...: its stored hash) raises it too
-    (:func:`check_checkpoint`; ``expected_hashes``: hashes also accepted, e.g. the one the run
-    folder's ``config.json`` recorded). ``state``: the checkpoint already read.
+    differing config fields (or, for checkpoints without a config, the mismatching tensors).
+    ``run_hashes`` (a run folder's checkpoint: :func:`run_hashes`): one of another config
+    (seed, data, fold...: its stored hash) raises it too (:func:`check_checkpoint`).
+    ``state``: the checkpoint already read.
     """
     import torch
 
     if state is None:
         state = read_checkpoint(checkpoint)
-    check_checkpoint(state, cfg, checkpoint, expected_hashes)
+    check_checkpoint(state, cfg, checkpoint, run_hashes)
     model = build_model(cfg)
     try:
         model.load_state_dict(state["model"], strict=True)
@@ -279,7 +287,7 @@ def run_checkpoint(run_dir: str | Path, cfg: ExperimentConfig) -> tuple[Path, di
     run_dir = Path(run_dir)
     if latest_checkpoint(run_dir) is None:
         raise FileNotFoundError(f"{checkpoint_dir(run_dir) / 'last.pt'}: no checkpoint in {run_dir}; train the run first")
-    path, state, skipped = newest_intact_checkpoint(run_dir, cfg, [recorded_hash(run_dir) or ""])
+    path, state, skipped = newest_intact_checkpoint(run_dir, cfg)
     if path is None:
         raise CheckpointUnreadable(f"{run_dir}: no intact checkpoint ({describe_skipped(skipped)}); "
                                    f"train the run again with --force")

@@ -497,7 +497,7 @@ def evaluate(
     predictions replace ``RUN/predictions`` only once all are written.
     """
     from ..io import check_output_folder, write_json
-    from .checkpoints import cpu_threads, load_model, recorded_hash, resolve_device, run_checkpoint
+    from .checkpoints import cpu_threads, load_model, resolve_device, run_checkpoint, run_hashes
     from .experiment import ExperimentConfig
     from .locks import run_lock
 
@@ -514,7 +514,7 @@ def evaluate(
         save = cfg.eval.save_predictions if save_predictions is None else bool(save_predictions)
         check_evaluation_space(cfg, run_dir, save)
         dev = resolve_device(device or cfg.train.device)
-        model, meta = load_model(cfg, checkpoint, dev, state=state, expected_hashes=[recorded_hash(run_dir) or ""])
+        model, meta = load_model(cfg, checkpoint, dev, state=state, run_hashes=run_hashes(run_dir, cfg))
         pred_name = "predictions" if split == "test" else f"predictions_{split}"
         from .environment import environment, read_run_environment
 

@@ -160,7 +160,7 @@ def segment_files(
     (support slices used, query slice range, predicted voxels, output path).
     """
     from ..io import check_output_folder, save_nifti
-    from .checkpoints import load_model, read_checkpoint, recorded_hash, resolve_device, run_checkpoint
+    from .checkpoints import load_model, read_checkpoint, resolve_device, run_checkpoint, run_hashes
     from .experiment import ExperimentConfig
 
     out = Path(out)
@@ -170,7 +170,7 @@ def segment_files(
         raise ValueError(f"--out: {out} must end with .nii or .nii.gz")
     query_size = Path(query_image).stat().st_size if Path(query_image).is_file() else 0
     check_output_folder(out.parent, query_size + 2**20, what="--out folder")  # before the work
-    expected: list[str] = []
+    belongs: tuple[str, ...] | None = None  # --checkpoint: its own config, nothing to compare
     if run is not None:
         run = Path(run)
         cfg_path = run / "config.json"
@@ -178,7 +178,7 @@ def segment_files(
             raise FileNotFoundError(f"--run: {run} is not a run folder (no config.json)")
         cfg = ExperimentConfig.load(cfg_path)
         checkpoint, state = run_checkpoint(run, cfg)  # last.pt or its intact copy, of this run's config
-        expected = [recorded_hash(run) or ""]
+        belongs = run_hashes(run, cfg)
     elif checkpoint is not None:
         state = read_checkpoint(checkpoint)
         if "config" not in state:
@@ -187,7 +187,7 @@ def segment_files(
     else:
         raise ValueError("segment: give --run or --checkpoint")
     dev = resolve_device(device or cfg.train.device)
-    model, state = load_model(cfg, checkpoint, dev, state=state, expected_hashes=expected)
+    model, state = load_model(cfg, checkpoint, dev, state=state, run_hashes=belongs)
     stats = state.get("norm_stats")
 
     preset = _preset_of(cfg)

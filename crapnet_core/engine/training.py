@@ -64,7 +64,6 @@ from .checkpoints import (  # re-exported: checkpoint loading lives apart from t
     load_model,
     newest_intact_checkpoint,
     read_checkpoint,
-    recorded_hash,
     resolve_device,
     step_checkpoints,
 )
@@ -218,7 +217,8 @@ def checkpoint_bytes(cfg: ExperimentConfig, run_dir: Path | None = None) -> int:
 
     The estimate: the model's parameters and buffers plus as much again for SGD's momentum
     buffers, plus 1 MiB (RNG states, config), from the model built on torch's ``meta`` device
-    (no memory, no initialisation). 0 when the model cannot be built there.
+    (no memory, no initialisation; pretrained weights are not read). 0 when the model cannot
+    be built there.
     """
     if run_dir is not None:
         sizes = [p.stat().st_size for p in checkpoint_dir(run_dir).glob("*.pt") if p.is_file()]
@@ -226,10 +226,12 @@ def checkpoint_bytes(cfg: ExperimentConfig, run_dir: Path | None = None) -> int:
             return max(sizes)
     import torch
 
+    shape_only = cfg.copy()
+    shape_only.model.pretrained = False  # the same tensors; no weights file to look for
     try:
         with torch.device("meta"):
-            model = build_model(cfg)
-    except Exception:  # noqa: BLE001 - e.g. pretrained weights that cannot load on meta: no estimate
+            model = build_model(shape_only)
+    except Exception:  # noqa: BLE001 - a model that cannot be built on meta: no estimate
         return 0
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
@@ -384,7 +386,7 @@ def inspect_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = F
             f"{run_dir}: holds a run of another config (hash {old_hash}, this config {cfg.config_hash()}); "
             f"choose another --out or pass --force to overwrite it"
         )
-    path, state, skipped = newest_intact_checkpoint(run_dir, cfg, [recorded_hash(run_dir) or ""])
+    path, state, skipped = newest_intact_checkpoint(run_dir, cfg)
     if path is None:
         raise RunFolderError(
             f"{run_dir}: no checkpoint of this run reads back ({describe_skipped(skipped)}); "
@@ -518,7 +520,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     optimizer, scheduler = make_optimizer(cfg, model)
     prev_seconds = 0.0
     if start > 0:
-        path, state, skipped = newest_intact_checkpoint(run_dir, cfg, [recorded_hash(run_dir) or ""])
+        path, state, skipped = newest_intact_checkpoint(run_dir, cfg)
         if path is None:
             raise RunFolderError(f"{run_dir}: no checkpoint of this run reads back ({describe_skipped(skipped)}); "
                                  f"pass --force to start over")
