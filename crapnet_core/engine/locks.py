@@ -46,10 +46,22 @@ _HELD: dict[tuple[str, int], list] = {}  # (real lock path, thread id) -> [fd, d
 _GUARD = threading.Lock()
 
 
+def _command_line() -> str:
+    """This process's command line as the user typed it (``crapnet train ...``)."""
+    argv = list(sys.argv) or ["python"]
+    prog = Path(argv[0]).name
+    if prog == "__main__.py":  # python -m crapnet_core.cli ... is the crapnet command
+        parent = Path(argv[0]).parent
+        prog = "crapnet" if (parent.name, parent.parent.name) == ("cli", "crapnet_core") else f"python -m {parent.name}"
+    elif prog in ("-c", ""):
+        prog = "python -c ..."
+    return " ".join([prog, *argv[1:]])[:500]
+
+
 def _record(command: str | None) -> dict:
     return {
         "pid": os.getpid(),
-        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:500],
+        "command": command or _command_line(),
         "host": socket.gethostname(),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
