@@ -264,12 +264,14 @@ def register(subparsers) -> None:
     src.add_argument("--run", help="trained run folder (uses RUN/checkpoints/last.pt)")
     src.add_argument("--checkpoint", help="checkpoint file (its config is stored inside)")
     p.add_argument("--support-image", required=True, help="annotated example scan (NIfTI, NRRD, MetaImage or DICOM folder)")
-    p.add_argument("--support-label", required=True, help="its label volume (same grid as --support-image)")
+    p.add_argument("--support-label", required=True,
+                   help="its label volume: integer ids on the world grid of --support-image (another axis order or "
+                        "flips are reoriented, without resampling)")
     p.add_argument("--support-organ-label", type=int, default=1, help="label id of the organ in --support-label")
     p.add_argument("--query-image", required=True, help="scan to segment (NIfTI, NRRD, MetaImage or DICOM folder)")
     p.add_argument("--query-range", default=None,
-                   help="z0:z1 axial slice range holding the organ in the query, counted inferior->superior "
-                        "from 0 (default: every slice)")
+                   help="z0:z1 axial slice range holding the organ in the query, both ends included (10:20 is "
+                        "11 slices), counted inferior->superior from 0 (default: every slice)")
     p.add_argument("--out", required=True, help="output NIfTI (same shape, axis order and affine as --query-image)")
     p.add_argument("--device", default=None)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")

@@ -40,7 +40,7 @@ import json
 import logging
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -306,7 +306,7 @@ def evaluate_model(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc=f"evaluate fold {cfg.data.fold}", unit="scan")
-    support_file_label, _, _ = ds.read_nifti(support_vol.label_path)
+    support_file_label = support_vol.label_on_image_axes()  # the pair rule, as the dataset loader
     for organ in organs:
         lid = spec.label_id(organ)
         # the support mask from the file's own labels: small structures survive the in-plane step
@@ -422,6 +422,56 @@ def summarize_per_scan(per_scan: dict[str, dict[str, dict[str, Any]]]) -> dict[s
     return out
 
 
+def check_evaluation_space(cfg, run_dir: Path, save_predictions: bool) -> None:
+    """Before evaluating: ``run_dir`` writable, with room for the predictions (``OSError`` naming it).
+
+    The predictions (compressed uint8 NIfTI, one per query scan and organ) take about what the
+    scans' compressed label files take; that is the estimate.
+    """
+    from ..data import datasets as ds
+    from ..io import check_output_folder
+
+    need = 2**20
+    if save_predictions:
+        try:
+            spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
+            sizes = [ds.label_path(spec, sid).stat().st_size for sid in ds.scan_ids(spec)]
+            need += int(len(cfg.data.test_group) * sum(sizes) / max(1, cfg.data.n_folds))
+        except (OSError, ValueError):
+            pass  # the evaluation itself reports a missing dataset, with its own message
+    check_output_folder(run_dir, need, what="run folder (metrics and predictions)")
+
+
+@contextmanager
+def _staged_folder(dest: Path, enabled: bool):
+    """Yield a staging root whose ``dest.name`` sub-folder replaces ``dest`` on success.
+
+    On an error the staging folder is removed and ``dest`` is left as it was. ``enabled``
+    False: yields ``None`` (nothing is written).
+    """
+    import os
+    import shutil
+
+    if not enabled:
+        yield None
+        return
+    stage = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        new = stage / dest.name
+        new.mkdir(exist_ok=True)
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def evaluate(
     run_dir: str | Path,
     checkpoint: str | Path | None = None,
@@ -429,6 +479,7 @@ def evaluate(
     progress: bool = True,
     save_predictions: bool | None = None,
     split: str = "test",
+    wait: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the run in ``run_dir`` (its ``config.json`` and final checkpoint, or ``checkpoint``).
 
@@ -439,39 +490,52 @@ def evaluate(
     ``split="validation"`` scores the fold's validation scan instead (runs trained with
     ``data.validation=true`` only) and writes ``RUN/metrics_validation.json`` and
     ``RUN/predictions_validation/``; ``metrics.json`` is left alone.
+
+    Holds the run folder's lock (another process holding it: ``RunFolderBusy`` naming it, or
+    ``wait=True`` to wait); checks the folder is writable and has room for the predictions
+    before the work; the checkpoint must belong to the run's config (its stored hash). The
+    predictions replace ``RUN/predictions`` only once all are written.
     """
-    from ..io import write_json
-    from .checkpoints import cpu_threads, load_model, resolve_device
+    from ..io import check_output_folder, write_json
+    from .checkpoints import cpu_threads, load_model, resolve_device, run_checkpoint, run_hashes
     from .experiment import ExperimentConfig
+    from .locks import run_lock
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train first or pass a run folder")
     cfg = ExperimentConfig.load(cfg_path)
-    if checkpoint is None:
-        checkpoint = run_dir / "checkpoints" / "last.pt"
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: no checkpoint in {run_dir}; train the run first")
-    dev = resolve_device(device or cfg.train.device)
-    model, meta = load_model(cfg, checkpoint, dev)
-    from .environment import environment, read_run_environment
+    check_output_folder(run_dir, what="run folder")  # read-only, no permission: said before anything
+    with run_lock(run_dir, wait=wait):  # one writer per run folder (a training of it, another evaluation)
+        state = None
+        if checkpoint is None:
+            checkpoint, state = run_checkpoint(run_dir, cfg)  # last.pt, or its intact copy; says what it skipped
+        save = cfg.eval.save_predictions if save_predictions is None else bool(save_predictions)
+        check_evaluation_space(cfg, run_dir, save)
+        dev = resolve_device(device or cfg.train.device)
+        model, meta = load_model(cfg, checkpoint, dev, state=state, run_hashes=run_hashes(run_dir, cfg))
+        pred_name = "predictions" if split == "test" else f"predictions_{split}"
+        from .environment import environment, read_run_environment
 
-    with cpu_threads(cfg, dev):
-        metrics = evaluate_model(model, cfg, dev, out_dir=run_dir, progress=progress,
-                                 save_predictions=save_predictions, split=split)
-        evaluated_in = environment(dev)
-    metrics["checkpoint"] = str(Path(checkpoint).resolve())
-    metrics["step"] = int(meta.get("step", -1))
-    metrics["trained_steps"] = int(cfg.train.steps)
-    from ..models.methods import method_info
+        with cpu_threads(cfg, dev), _staged_folder(run_dir / pred_name, save) as stage:
+            # predictions go to a staging folder that replaces RUN/predictions only when every scan is
+            # done: a failure (disk full...) leaves the previous predictions and metrics as they were
+            metrics = evaluate_model(model, cfg, dev, out_dir=stage, progress=progress,
+                                     save_predictions=save, split=split)
+            evaluated_in = environment(dev)
+            metrics["checkpoint"] = str(Path(checkpoint).resolve())
+            metrics["step"] = int(meta.get("step", -1))
+            metrics["trained_steps"] = int(cfg.train.steps)
+            from ..models.methods import method_info
 
-    if method_info(cfg):
-        metrics["method_info"] = method_info(cfg)  # e.g. alpnet_init: how the encoder was initialised
-    # what computed these numbers: the training start's record (RUN/environment.json; None for
-    # runs trained before it existed) and this evaluation's (engine.environment)
-    metrics["environment"] = {"train": read_run_environment(run_dir), "evaluate": evaluated_in}
-    write_json(run_dir / metrics_filename(split), metrics)
+            if method_info(cfg):
+                metrics["method_info"] = method_info(cfg)  # e.g. alpnet_init: how the encoder was initialised
+            # what computed these numbers: the training start's record (RUN/environment.json; None for
+            # runs trained before it existed) and this evaluation's (engine.environment)
+            metrics["environment"] = {"train": read_run_environment(run_dir), "evaluate": evaluated_in}
+            # written before the staged predictions move in (a rename, which needs no space)
+            write_json(run_dir / metrics_filename(split), metrics)
     mean_dice = metrics["mean"]["dice"]
     log.info("%s: mean Dice %.4f", run_dir, math.nan if mean_dice is None else mean_dice)
     return metrics

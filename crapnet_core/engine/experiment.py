@@ -98,7 +98,10 @@ class DataConfig:
     validation_scans: int = 1
 
     def __post_init__(self) -> None:
-        self.test_group = tuple(self.test_group)
+        from ..data.labels import organ_name
+
+        # NFC: an organ typed in NFD (some keyboards, macOS file names) is the label map's organ
+        self.test_group = tuple(organ_name(o) if isinstance(o, str) else o for o in self.test_group)
         if isinstance(self.validation_scans, bool) or int(self.validation_scans) != self.validation_scans \
                 or self.validation_scans < 1:
             raise ValueError(f"data.validation_scans: {self.validation_scans!r} must be a positive integer")

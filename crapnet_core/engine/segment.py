@@ -15,7 +15,12 @@ the file is 257 x 257), then resized to the model's input size. The prediction g
 to the query file's own grid, axis order and affine (1 = organ, 0 = elsewhere, uint8).
 ``--query-range z0:z1`` counts axial slices inferior -> superior from 0 (the canonical
 order; for files stored with the third axis running to superior, as CHAOS and SABS, that
-is the file's third index).
+is the file's third index); both ends are included (``10:20`` is 11 slices).
+
+The support label goes through the dataset loader's checks
+(:mod:`crapnet_core.data.labels`): the pair rule (a label in another axis order or with
+flips, on the support image's world grid, is reoriented; another grid is refused saying what
+differs) and the one label check (finite integer ids; a soft mask with 0.5 borders is refused).
 
 Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``,
 ``.mhd``) and DICOM series (a folder holding one series), read by
@@ -55,17 +60,17 @@ _NONFINITE_HINT = "fix the file, or pass --replace-nonfinite to set them to the 
 
 
 def _load_support(image: Path, label: Path, preset: str | None, replace_nonfinite: bool = False):
+    """The support volume and its label on the image's array, by the dataset loader's rules:
+    the pair rule (another axis order/flips on the same world grid: reoriented) and the one
+    label check (finite integer ids: a soft or interpolated mask is refused)."""
     from ..data.datasets import check_finite, make_volume, read_scan
+    from ..data.labels import check_label_values, pair_label
 
     img, aff, zooms = read_scan(image)
     lab, lab_aff, _ = read_scan(label)
     img = check_finite(img, image, "image", replace=replace_nonfinite, hint=_NONFINITE_HINT)
-    check_finite(lab, label, "label volume")
-    if img.shape != lab.shape:
-        raise ValueError(f"--support-label: shape {lab.shape} differs from --support-image shape {img.shape}")
-    if not np.allclose(aff, lab_aff, atol=1e-3):
-        raise ValueError(f"--support-label: {label} affine differs from the --support-image affine "
-                         f"(max difference {np.abs(aff - lab_aff).max():.4g} mm)")
+    lab = pair_label(img.shape, aff, lab, lab_aff, image, label)
+    check_label_values(lab, label)
     return make_volume("support", img, aff, zooms, lab, image, label, preset=preset), lab
 
 
@@ -154,8 +159,8 @@ def segment_files(
     Give either ``run`` (a trained run folder) or ``checkpoint``. Returns a small report
     (support slices used, query slice range, predicted voxels, output path).
     """
-    from ..io import save_nifti
-    from .checkpoints import load_model, read_checkpoint, resolve_device
+    from ..io import check_output_folder, save_nifti
+    from .checkpoints import load_model, read_checkpoint, resolve_device, run_checkpoint, run_hashes
     from .experiment import ExperimentConfig
 
     out = Path(out)
@@ -163,15 +168,17 @@ def segment_files(
         raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
     if not str(out).endswith((".nii", ".nii.gz")):
         raise ValueError(f"--out: {out} must end with .nii or .nii.gz")
+    query_size = Path(query_image).stat().st_size if Path(query_image).is_file() else 0
+    check_output_folder(out.parent, query_size + 2**20, what="--out folder")  # before the work
+    belongs: tuple[str, ...] | None = None  # --checkpoint: its own config, nothing to compare
     if run is not None:
         run = Path(run)
         cfg_path = run / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"--run: {run} is not a run folder (no config.json)")
         cfg = ExperimentConfig.load(cfg_path)
-        checkpoint = run / "checkpoints" / "last.pt"
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"--run: {checkpoint} not found; train the run first")
+        checkpoint, state = run_checkpoint(run, cfg)  # last.pt or its intact copy, of this run's config
+        belongs = run_hashes(run, cfg)
     elif checkpoint is not None:
         state = read_checkpoint(checkpoint)
         if "config" not in state:
@@ -180,7 +187,7 @@ def segment_files(
     else:
         raise ValueError("segment: give --run or --checkpoint")
     dev = resolve_device(device or cfg.train.device)
-    model, state = load_model(cfg, checkpoint, dev)
+    model, state = load_model(cfg, checkpoint, dev, state=state, run_hashes=belongs)
     stats = state.get("norm_stats")
 
     preset = _preset_of(cfg)
