@@ -330,6 +330,8 @@ class ExperimentConfig:
                 out[section].pop(name, None)
         if self.data.validation_scans == DataConfig.validation_scans:
             out["data"].pop("validation_scans")  # at the default: the hash of runs made before the field existed
+        if self.model.attention_temperature == ModelConfig.attention_temperature:
+            out["model"].pop("attention_temperature")  # at the default: the hash of runs made before the field existed
         if self.superpixels == SuperpixelConfig():
             out.pop("superpixels")  # at the defaults: the hash of runs made before the section existed
         # not a setting: the version of how scans become model input (orientation, grid), so
