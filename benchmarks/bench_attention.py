@@ -1,31 +1,37 @@
 """CRAPNet's training step against SSL-ALPNet's, side by side: time ratio and dispatched operators (issue 21).
 
     PYTHONPATH=$PWD nice -n 15 .venv/bin/python benchmarks/bench_attention.py \
-        [--profiles lite,paper] [--rounds 15] [--steps 2] [--warmup 3] [--threads 1] \
-        [--time-profiles lite] [--out benchmarks/attention_figures]
+        [--profiles lite,paper] [--time-profiles lite] [--rounds 15] [--steps 2] [--warmup 3] \
+        [--threads 1] [--out benchmarks/attention_figures]
 
 One process, one thread. Per profile it builds, with the profile's config (``make_config``;
-random weights, ``model.pretrained=false``), the models
+random weights, ``model.pretrained=false``) and one fixed synthetic episode of the profile's
+input size, these training steps (``episode_loss``, Eq. 18-20 with the alignment term,
+backward, SGD step of Sec. 4.3):
 
-* ``crapnet`` -- the attention as it runs in training (both branches batched,
-  ``crapnet_core.models.attention_fused``),
-* ``crapnet-reference`` -- the same model (same weights) with ``attention.fused = False``: the
-  blocks one by one, differentiated by autograd, i.e. the computation before issue 21,
-* ``alpnet`` (SSL-ALPNet) and ``panet`` (SSL-PANet),
+* ``crapnet``: as ``crapnet train`` runs it now: the attention batched over both branches
+  with a hand-written backward (``crapnet_core.models.attention_fused``), CARAFE++ summed by
+  taps on CPU (``models.carafe``), fused SGD on CPU (``engine.training.make_optimizer``);
+* ``crapnet-before``: the same model and weights computed as before issue 21: the blocks one
+  by one differentiated by autograd (``attention.fused = False``), CARAFE++ by ``unfold`` +
+  ``einsum`` (``by_taps = False``), SGD looping over the parameters (``foreach=False``);
+* ``alpnet`` / ``alpnet-before`` (SSL-ALPNet, fused / looping SGD), ``panet`` (SSL-PANet).
 
-and one fixed synthetic episode of the profile's input size. A training step is the one of
-``crapnet train``: ``episode_loss`` (Eq. 18-20, alignment included), backward, SGD step.
+Reported:
 
-* **Operators per step**: ``torch.profiler`` over one step, counting the ATen operators
-  dispatched (top-level ``aten::`` events, i.e. what a GPU would launch kernels for, at most
-  one launch each; nested calls are not counted twice) and all profiler events.
+* **Operators per step**: ``torch.profiler`` over one step; ``kernels`` = leaf ATen operators
+  that compute (views, reshapes, allocations and other metadata-only operators left out: the
+  proxy for the kernel launches of a GPU step), ``aten`` = every top-level ATen dispatch,
+  ``events`` = every profiler event. Also for the **GPU form**: loss and backward only (on a GPU
+  SGD runs as a few multi-tensor kernels for every method), with the new code's path off CPU
+  (every column in the attention, CARAFE++ by einsum) against the old code.
 * **Time per step** (only ``--time-profiles``): ``--rounds`` rounds; in each round every model
   runs ``--steps`` steps, in an order rotated from round to round, so that a change in the load
-  of a shared machine hits all alike. Reported: the median over rounds of process CPU seconds
-  per step (less disturbed by other work than the wall clock) and of wall seconds, and each
-  model's ratio to SSL-ALPNet computed within every round, median and range over rounds.
-* **Same results**: the losses of the first step of ``crapnet`` and ``crapnet-reference``
-  (same weights, same episode) and their largest relative gradient difference.
+  of a shared machine hits all alike. Medians over rounds of process CPU seconds per step (less
+  disturbed by other work than the wall clock) and of wall seconds; each model's ratio to
+  SSL-ALPNet (new code) computed within every round, median and range over rounds.
+* **Same results**: the first-step losses of ``crapnet`` and ``crapnet-before`` (same weights and
+  episode) and their largest gradient difference relative to the largest gradient.
 
 Writes ``OUT.json`` (everything) and ``OUT.md`` (the tables, with the command, machine, load
 and commit). Timings are only comparable within one run; quote ratios.
@@ -46,7 +52,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MODELS = ("crapnet", "crapnet-reference", "alpnet", "panet")
+MODELS = ("crapnet", "crapnet-before", "alpnet", "alpnet-before", "panet")
+#: Operators that only make views, allocate or change metadata: not kernels.
+METADATA_OPS = {
+    "aten::view", "aten::_unsafe_view", "aten::as_strided", "aten::empty", "aten::empty_strided", "aten::resize_",
+    "aten::detach", "aten::detach_", "aten::alias", "aten::lift_fresh", "aten::set_", "aten::_reshape_alias",
+    "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::transpose", "aten::t", "aten::permute",
+    "aten::select", "aten::slice", "aten::unbind", "aten::split", "aten::split_with_sizes", "aten::narrow",
+    "aten::reshape", "aten::flatten", "aten::unflatten", "aten::view_as", "aten::expand_as", "aten::to",
+    "aten::contiguous", "aten::chunk", "aten::result_type", "aten::is_nonzero", "aten::item",
+    "aten::_local_scalar_dense", "aten::numpy_T", "aten::new_empty", "aten::new_empty_strided",
+    "aten::empty_like", "aten::_has_compatible_shallow_copy_type", "aten::resolve_conj", "aten::resolve_neg",
+    "aten::mT", "aten::mH", "aten::adjoint", "aten::swapaxes", "aten::movedim", "aten::diagonal",
+}
+
+
+#: Matrix products: one kernel each (on CPU some loop over the batch with nested calls).
+BLAS_OPS = {"aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm", "aten::addbmm"}
 
 
 def episode(size: int) -> dict:
@@ -63,46 +85,80 @@ def episode(size: int) -> dict:
 
 
 class Stepper:
-    """A model, its SGD optimiser (Sec. 4.3) and one fixed episode; ``step()`` is a training step."""
+    """A model, its SGD optimiser (Sec. 4.3) and one fixed episode; ``step()`` is a training step.
 
-    def __init__(self, cfg, model, batch) -> None:
+    sgd: ``new`` (``make_optimizer``: fused on CPU), ``loop`` (one parameter at a time, as
+    before) or ``foreach`` (CUDA's default).
+    """
+
+    def __init__(self, cfg, model, batch, sgd: str = "new") -> None:
+        import torch
+
         from crapnet_core.engine.training import loss_function, make_optimizer
 
         self.cfg, self.model, self.batch = cfg, model.train(), batch
         self.loss_fn = loss_function(cfg)
-        self.opt, _ = make_optimizer(cfg, model)
+        if sgd == "new":
+            self.opt, _ = make_optimizer(cfg, model)
+        else:
+            self.opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                       weight_decay=cfg.train.weight_decay, foreach=sgd == "foreach")
 
-    def step(self) -> float:
+    def step(self, optimizer: bool = True) -> float:
         loss = self.loss_fn(self.model, self.batch, self.cfg.loss)["total"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
+        if optimizer:
+            self.opt.step()
         return float(loss.detach())
 
 
-def build(profile: str) -> dict:
-    """name -> Stepper for the profile (crapnet and crapnet-reference share their initial weights)."""
+def _old_code(model) -> None:
+    """Switch a CRAPNet model to the computation before issue 21 (same parameters)."""
+    if getattr(model, "attention", None) is not None:
+        model.attention.fused = False
+    carafe = getattr(getattr(model, "classifier", None), "carafe", None)
+    if carafe is not None:
+        carafe.by_taps = False
+
+
+def _gpu_form(model) -> None:
+    """The new code as it runs off CPU: every column in the attention, CARAFE++ by einsum (the
+    operators are counted without the SGD step: a GPU runs it as multi-tensor kernels)."""
+    if getattr(model, "attention", None) is not None:
+        model.attention.compact = False
+    carafe = getattr(getattr(model, "classifier", None), "carafe", None)
+    if carafe is not None:
+        carafe.by_taps = False
+
+
+def build(profile: str, gpu_form: bool = False) -> dict:
+    """name -> Stepper for the profile (models of one method share their initial weights)."""
     from crapnet_core.engine.experiment import make_config
     from crapnet_core.engine.training import build_model
 
     out = {}
     for name in MODELS:
-        method = name.split("-")[0]
+        method, before = name.split("-")[0], name.endswith("-before")
         cfg = make_config(profile, "phantom", 1, 0, method, ["train.threads=1", "model.pretrained=false"])
-        model = build_model(cfg)  # seeded with train.seed: the two crapnet models start equal
-        if name == "crapnet-reference":
-            model.attention.fused = False
-        out[name] = Stepper(cfg, model, episode(cfg.data.input_size))
+        model = build_model(cfg)  # seeded with train.seed: the same initial weights for both codes
+        if before:
+            _old_code(model)
+        elif gpu_form:
+            _gpu_form(model)
+        sgd = "loop" if before else "new"
+        out[name] = Stepper(cfg, model, episode(cfg.data.input_size), sgd)
     return out
 
 
-def count_operators(stepper: Stepper) -> dict:
-    """ATen operators dispatched by one training step (top level) and all profiler events."""
+def count_operators(stepper: Stepper, optimizer: bool = True) -> dict:
+    """Operators of one training step (``optimizer=False``: loss and backward only): compute kernels
+    (leaf, not metadata), top-level ATen calls, all profiler events."""
     from torch.profiler import ProfilerActivity, profile
 
-    stepper.step()  # warm: lazy initialisations are not part of a step
+    stepper.step(optimizer)  # warm: lazy initialisations are not part of a step
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        stepper.step()
+        stepper.step(optimizer)
     events = list(prof.events())
     aten = [e for e in events if e.name.startswith("aten::")]
     ids = {id(e) for e in aten}
@@ -116,14 +172,33 @@ def count_operators(stepper: Stepper) -> dict:
         return False
 
     top = [e for e in aten if not nested(e)]
-    return {"aten_top_level": len(top), "aten_all": len(aten), "events": len(events)}
+    # a kernel: an operator that computes and calls no other computing operator (bmm's own
+    # children are metadata operators, so "leaf" alone would miss it); a matrix product counts
+    # once whatever it calls on CPU (a batch loop of mm calls is one batched kernel on a GPU)
+    def under_blas(e) -> bool:
+        p = e.cpu_parent
+        while p is not None:
+            if p.name in BLAS_OPS:
+                return True
+            p = p.cpu_parent
+        return False
+
+    computing = [e for e in aten if e.name not in METADATA_OPS and not under_blas(e)]
+    has_computing_child = set()
+    for e in computing:
+        p = e.cpu_parent
+        while p is not None:
+            has_computing_child.add(id(p))
+            p = p.cpu_parent
+    kernels = [e for e in computing if id(e) not in has_computing_child]
+    return {"kernels": len(kernels), "aten_top_level": len(top), "events": len(events)}
 
 
 def same_results(steppers: dict) -> dict:
-    """First-step loss of crapnet and crapnet-reference (same weights and episode), largest gradient difference."""
+    """First-step loss of crapnet and crapnet-before (same weights and episode), largest gradient difference."""
     import torch
 
-    a, b = steppers["crapnet"], steppers["crapnet-reference"]
+    a, b = steppers["crapnet"], steppers["crapnet-before"]
     b.model.load_state_dict(a.model.state_dict())
     out = {}
     grads = []
@@ -184,39 +259,52 @@ def machine() -> dict:
             "commit": commit + ("+dirty" if dirty else "")}
 
 
+def _ratio(res: dict, a: str, b: str, key: str) -> str:
+    return f"{res[a][key] / res[b][key]:.2f}" if res.get(a) and res.get(b) else ""
+
+
 def markdown(result: dict) -> str:
+    m = result["machine"]
     lines = ["# CRAPNet's training step against SSL-ALPNet's (issue 21)", "",
-             f"Command: `{result['command']}`", "",
-             f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
-             f"{result['machine']['threads']} torch thread; torch {result['machine']['torch']}; "
-             f"commit {result['machine']['commit']}; load average at the start "
-             f"{', '.join(f'{x:.2f}' for x in result['load_start'])}, at the end "
-             f"{', '.join(f'{x:.2f}' for x in result['load_end'])}. Random weights, one synthetic episode "
-             "(batch 1), `episode_loss` + backward + SGD step.", ""]
+             f"Produced by `{result['command']}`.", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch thread; torch {m['torch']}; "
+             f"commit {m['commit']}; load average {', '.join(f'{x:.1f}' for x in result['load_start'])} at the "
+             f"start, {', '.join(f'{x:.1f}' for x in result['load_end'])} at the end (a shared machine: "
+             "absolute times are not idle-machine figures; the ratios are measured side by side). Random "
+             "weights, one synthetic episode (batch 1); a step = `episode_loss` (Eq. 18-20) + backward + SGD "
+             "step. `-before`: the same model and weights computed as before issue 21 (attention block by block "
+             "with autograd, CARAFE++ by unfold + einsum, SGD looping over the parameters).", ""]
     for prof, res in result["profiles"].items():
         lines += [f"## `{prof}`", ""]
+        ops, gpu = res["operators"], res["operators_gpu_form"]
         if "time" in res:
             t = res["time"]
-            lines += [f"Alternating in one process: {result['rounds']} rounds x {result['steps']} steps per model, "
+            lines += [f"Time: one process, {result['rounds']} rounds x {result['steps']} steps per model, the "
                       "order rotated each round; medians over rounds; ratio = CPU seconds per step / SSL-ALPNet's "
-                      "in the same round (median, range).", "",
-                      "| model | CPU s/step | wall s/step | ratio to SSL-ALPNet | range | ATen ops/step | all events/step |",
-                      "|---|---|---|---|---|---|---|"]
+                      "(new code) in the same round, median and range over rounds.", "",
+                      "| model | CPU s/step | wall s/step | ratio to SSL-ALPNet | range |", "|---|---|---|---|---|"]
             for n, row in t.items():
-                ops = res["operators"][n]
                 lines.append(f"| {n} | {row['cpu_s']:.4f} | {row['wall_s']:.4f} | **{row['ratio_to_alpnet']:.3f}** | "
-                             f"{row['ratio_min']:.3f}-{row['ratio_max']:.3f} | {ops['aten_top_level']} | {ops['events']} |")
-        else:
-            lines += ["| model | ATen ops/step | all ATen ops/step | all events/step |", "|---|---|---|---|"]
-            for n, ops in res["operators"].items():
-                lines.append(f"| {n} | {ops['aten_top_level']} | {ops['aten_all']} | {ops['events']} |")
+                             f"{row['ratio_min']:.3f}-{row['ratio_max']:.3f} |")
+            lines.append("")
+        lines += ["Operators dispatched in one training step (torch.profiler): `kernels` = leaf ATen operators that "
+                  "compute (no views or allocations), the proxy for a GPU's kernel launches; `aten` = top-level "
+                  "ATen calls; `events` = all profiler events. CPU form: the whole step as run here. GPU form: "
+                  "loss and backward only (a GPU's SGD is one multi-tensor kernel per operation for every "
+                  "method), the new code's path off CPU (every column, CARAFE++ by einsum) against the old "
+                  "code.", "",
+                  "| model | kernels (CPU form) | aten | events | kernels (GPU form) | aten | events |",
+                  "|---|---|---|---|---|---|---|"]
+        for n in ops:
+            g = gpu.get(n, {})
+            lines.append(f"| {n} | {ops[n]['kernels']} | {ops[n]['aten_top_level']} | {ops[n]['events']} | "
+                         f"{g.get('kernels', '')} | {g.get('aten_top_level', '')} | {g.get('events', '')} |")
+        lines += ["", f"CRAPNet new / before: kernels {_ratio(ops, 'crapnet', 'crapnet-before', 'kernels')} (CPU form), "
+                      f"{_ratio(gpu, 'crapnet', 'crapnet-before', 'kernels')} (GPU form).", ""]
         same = res["same_results"]
-        lines += ["", f"Same results (first step, same weights and episode): loss crapnet {same['loss'][0]:.6f}, "
-                      f"reference {same['loss'][1]:.6f} (relative difference {same['loss_rel_diff']:.1e}); largest "
-                      f"gradient difference / largest gradient {same['max_grad_diff_over_max_grad']:.1e}.", ""]
-    lines += ["ATen ops/step: top-level `aten::` operators dispatched in one training step (torch.profiler), "
-              "the count of kernel launches a GPU would make at most; all events: every profiler event "
-              "(autograd nodes and nested operators included).", ""]
+        lines += [f"Same results (first step, same weights and episode): loss {same['loss'][0]:.6f} (new) and "
+                  f"{same['loss'][1]:.6f} (before), relative difference {same['loss_rel_diff']:.1e}; largest "
+                  f"gradient difference / largest gradient {same['max_grad_diff_over_max_grad']:.1e}.", ""]
     return "\n".join(lines)
 
 
@@ -238,15 +326,18 @@ def main(argv: list[str] | None = None) -> int:
               "profiles": {}}
     timed = [x for x in args.time_profiles.split(",") if x]
     for prof in [x for x in args.profiles.split(",") if x]:
+        res = {"operators_gpu_form": {n: count_operators(s, optimizer=False)
+                                      for n, s in build(prof, gpu_form=True).items() if n != "alpnet-before"}}
         steppers = build(prof)
-        res = {"operators": {n: count_operators(s) for n, s in steppers.items()}}
-        print(prof, "operators", json.dumps(res["operators"]), flush=True)
+        res["operators"] = {n: count_operators(s) for n, s in steppers.items()}
+        print(prof, "operators", json.dumps(res["operators"]), json.dumps(res["operators_gpu_form"]), flush=True)
         if prof in timed:
             res["time"] = time_steps(steppers, args.rounds, args.steps, args.warmup)
             print(prof, "time", json.dumps(res["time"]), flush=True)
         res["same_results"] = same_results(steppers)
         print(prof, "same results", json.dumps(res["same_results"]), flush=True)
         result["profiles"][prof] = res
+        del steppers
     result["load_end"] = os.getloadavg()
     text = markdown(result)
     print(text)

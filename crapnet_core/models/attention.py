@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module
 
-from crapnet_core.models.attention_fused import CycleBlockFunction
+from crapnet_core.models.attention_fused import CycleBlockFunction, compact_by_default
 from crapnet_core.models.config import ATTENTION_TEMPERATURES as TEMPERATURES  # fixed, learned
 
 
@@ -223,8 +223,9 @@ class SupportQueryAttention(nn.Module):
 
     ``fused`` (default True): run the stack as one batched computation
     (:mod:`crapnet_core.models.attention_fused`) when x_s and x_q have the same shape and no
-    block has a forward hook; False: always block by block (the reference). Runtime only:
-    parameters and checkpoints are the same either way.
+    block has a forward hook; False: always block by block (the reference). ``compact``
+    (default None: on CPU outside ``torch.compile``): the fused path's used-columns form.
+    Runtime only: parameters and checkpoints are the same either way.
     """
 
     def __init__(self, channels: int = 256, inner_channels: int = 64, n_blocks: int = 5, branches: int = 2,
@@ -239,6 +240,7 @@ class SupportQueryAttention(nn.Module):
         self.channels, self.inner_channels = int(channels), int(inner_channels)
         self.temperature = _check_temperature(temperature)
         self.fused = True
+        self.compact: bool | None = None
         self.support_blocks = nn.ModuleList(
             CycleResemblanceBlock(channels, inner_channels, temperature) for _ in range(n_blocks))
         self.query_blocks = nn.ModuleList(
@@ -283,12 +285,13 @@ class SupportQueryAttention(nn.Module):
         n, k_, d = h * w, self.n_blocks, self.inner_channels
         xs_t, xq_t = x_s.flatten(2).transpose(1, 2), x_q.flatten(2).transpose(1, 2)  # (B, N, D)
         u = torch.stack([xs_t, xq_t])  # (2, B, N, D): updated sides
-        w_theta = self._stacked(lambda m: m.theta.weight).view(2, k_, d, dim)
-        w_g = self._stacked(lambda m: m.g.weight).view(2, k_, d, dim)
-        w_tg = torch.cat([w_theta, w_g], dim=2).unbind(1)  # K x (2, 2d, D)
+        # theta and g stacked (one projection per block)
+        w_tg = torch.cat([self._stacked(lambda m: m.theta.weight).view(2, k_, d, dim),
+                          self._stacked(lambda m: m.g.weight).view(2, k_, d, dim)], dim=2).unbind(1)  # K x (2, 2d, D)
         b_tg = torch.cat([self._stacked(lambda m: m.theta.bias), self._stacked(lambda m: m.g.bias)], dim=2).unbind(1)
-        w_z = self._stacked(lambda m: m.out.weight).view(2, k_, dim, d).unbind(1)
-        b_z = self._stacked(lambda m: m.out.bias).unbind(1)
+        # W_z with b_z as its last column (the bias enters the output product)
+        w_z = torch.cat([self._stacked(lambda m: m.out.weight).view(2, k_, dim, d),
+                         self._stacked(lambda m: m.out.bias).unsqueeze(3)], dim=3).unbind(1)  # K x (2, D, d + 1)
         w_phi = self._stacked(lambda m: m.phi.weight).view(2, k_, d, dim)
         b_phi = self._stacked(lambda m: m.phi.bias)  # (2, K, d)
         if self.temperature == "learned":
@@ -296,13 +299,14 @@ class SupportQueryAttention(nn.Module):
             taus = self._stacked(lambda m: m.log_temperature).exp().repeat_interleave(b, dim=0).unbind(1)
         else:
             scales, taus = [self.support_blocks[0].scale] * k_, [None] * k_
+        compact = compact_by_default(x_s) if self.compact is None else bool(self.compact)
         if self.branches == 2:
             # the other side is fixed along a branch: phi of every block in one product
             other = torch.stack([xq_t, xs_t]).view(2, b * n, dim)
             phi_all = torch.baddbmm(b_phi.view(2, 1, k_ * d), other, w_phi.view(2, k_ * d, dim).transpose(1, 2))
             eos = [t.view(2, b, n, d) for t in phi_all.split(d, dim=2)]
             for k in range(k_):
-                u = CycleBlockFunction.apply(u, eos[k], w_tg[k], b_tg[k], w_z[k], b_z[k], scales[k], taus[k])
+                u = CycleBlockFunction.apply(u, eos[k], w_tg[k], b_tg[k], w_z[k], scales[k], taus[k], compact)
         else:
             # one branch: each side's block k reads the other side's current features; phi of
             # the other side = the other group's rows of the product with the swapped weights
@@ -310,7 +314,7 @@ class SupportQueryAttention(nn.Module):
             for k in range(k_):
                 f = torch.baddbmm(b_phi_sw[:, k].unsqueeze(1), u.view(2, b * n, dim), w_phi_sw[:, k].transpose(1, 2))
                 eo = f.flip(0).view(2, b, n, d)
-                u = CycleBlockFunction.apply(u, eo, w_tg[k], b_tg[k], w_z[k], b_z[k], scales[k], taus[k])
+                u = CycleBlockFunction.apply(u, eo, w_tg[k], b_tg[k], w_z[k], scales[k], taus[k], compact)
         z = u.view(2, b, h, w, dim).permute(0, 1, 4, 2, 3)  # (2, B, D, H, W) views
         fmt = torch.channels_last if (x_s.is_contiguous(memory_format=torch.channels_last)
                                       and not x_s.is_contiguous()) else torch.contiguous_format
