@@ -268,3 +268,24 @@ def test_learned_temperature_parameters_receive_gradients_in_the_fused_path():
     blk = model.attention.query_blocks[1]
     assert blk.log_temperature.grad is not None and float(blk.log_temperature.grad.abs()) > 0
     assert blk.log_scale.grad is not None and float(blk.log_scale.grad.abs()) > 0
+
+
+def test_fused_stack_traces_as_one_graph_for_torch_compile():
+    """The GPU path: the whole stack (both branches, forward and backward) is one graph for
+    torch.compile (no graph break), as CUDA graphs (mode="reduce-overhead") need; checked with
+    dynamo's eager backend (no code generation) on CPU."""
+    att = _stack(2, "learned", channels=8, inner=4, blocks=2)
+    torch.manual_seed(11)
+    xs, xq = torch.randn(1, 8, 3, 3), torch.randn(1, 8, 3, 3)
+    ref = _outputs_and_grads(att, xs, xq, fused=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(att, backend="eager", fullgraph=True)
+    xs_, xq_ = xs.clone().requires_grad_(True), xq.clone().requires_grad_(True)
+    att.zero_grad(set_to_none=True)
+    zs, zq = compiled(xs_, xq_)
+    g = torch.Generator().manual_seed(1)
+    ((zs * torch.randn(zs.shape, generator=g)).sum() + (zq * torch.randn(zq.shape, generator=g)).sum()).backward()
+    assert torch.allclose(zs, ref["z_s"], atol=1e-5) and torch.allclose(zq, ref["z_q"], atol=1e-5)
+    assert torch.allclose(xs_.grad, ref["x_s.grad"], atol=1e-5)
+    assert torch.allclose(att.query_blocks[1].g.weight.grad, ref["query_blocks.1.g.weight.grad"], atol=1e-5)
+    torch._dynamo.reset()

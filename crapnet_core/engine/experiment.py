@@ -207,8 +207,11 @@ class TrainConfig:
     checkpoint_every: save a checkpoint every N steps (and always at the end).
     keep_checkpoints: how many ``step_<n>.pt`` files to keep (``last.pt`` is always kept).
     log_every: write a metrics-log row every N steps.
-    compile: run the model through ``torch.compile`` (runtime only; see
-        ``benchmarks/bench_compile.py`` for what it gains).
+    compile: ``auto`` (default), ``on`` or ``off`` (``true``/``false`` read as on/off): run the
+        model through ``torch.compile`` (``engine.training.compile_model``; runtime only, not in
+        the config hash). ``auto`` compiles where it pays for the run length: COMPILE_AUTO_TEXT
+        The compiled code is cached in crapnet's cache folder (``$CRAPNET_CACHE/torch_compile``),
+        so only the first training of a shape on a machine pays the full compilation.
     deterministic: train under ``torch.use_deterministic_algorithms(True)``
         (:func:`crapnet_core.engine.environment.deterministic`; on CPU it leaves the weights
         unchanged, on CUDA it warns where an op has no deterministic kernel). Runtime only.
@@ -230,10 +233,19 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     log_every: int = 1
-    compile: bool = False
+    compile: str = "auto"
     deterministic: bool = True
 
     def __post_init__(self) -> None:
+        value = self.compile
+        if isinstance(value, str):
+            value = {"true": "on", "false": "off", "yes": "on", "no": "off", "1": "on", "0": "off"}.get(
+                value.strip().lower(), value.strip().lower())
+        elif isinstance(value, bool):  # configs written before auto existed: compile true/false
+            value = "on" if value else "off"
+        if value not in ("auto", "on", "off"):
+            raise ValueError(f"train.compile: {self.compile!r} is not one of auto, on, off (or true/false)")
+        self.compile = value
         if int(self.steps) < 0:
             raise ValueError(f"train.steps: {self.steps} must be at least 0 (0: evaluate the initial weights)")
         for name in ("batch_size", "lr_step", "checkpoint_every", "log_every"):

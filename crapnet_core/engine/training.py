@@ -117,16 +117,60 @@ def loss_function(cfg: ExperimentConfig):
     return hook(cfg.model.method, "episode_loss") or episode_loss
 
 
-def compile_model(model):
+#: ``train.compile=auto`` compiles on CUDA from this many training steps on (see ``TrainConfig``).
+AUTO_COMPILE_MIN_STEPS_CUDA = 10_000
+
+
+def compile_cache_dir() -> Path:
+    """Where ``torch.compile`` keeps its compiled code: crapnet's cache folder (``$CRAPNET_CACHE/torch_compile``).
+
+    Sets inductor's ``TORCHINDUCTOR_CACHE_DIR`` (its FX-graph and C++/Triton kernel caches) and
+    ``TRITON_CACHE_DIR`` there unless the environment already sets them, so that a second
+    training of the same shapes on this machine reuses what the first one compiled instead of
+    compiling in every process (figures: ``benchmarks/compile_figures.md``).
+    """
+    from ..paths import cache_dir
+
+    root = cache_dir("torch_compile")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
+    return root
+
+
+def compile_wanted(cfg: ExperimentConfig, device) -> bool:
+    """Whether ``train.compile`` (``on``/``off``/``auto``) compiles this run on ``device``.
+
+    ``auto``: only on CUDA for runs of at least :data:`AUTO_COMPILE_MIN_STEPS_CUDA` steps (the
+    reasons and figures are in ``TrainConfig``'s docstring).
+    """
+    mode = cfg.train.compile
+    if mode == "auto":
+        return getattr(device, "type", str(device)) == "cuda" and cfg.train.steps >= AUTO_COMPILE_MIN_STEPS_CUDA
+    return mode == "on"
+
+
+def compile_model(model, device=None, fallback: bool = False):
     """``model`` with its forward and its classifier compiled by ``torch.compile``, in place.
 
     In place (``nn.Module.compile``), so parameter names and checkpoints are those of the
-    eager model. Used when ``train.compile`` is true; figures in ``benchmarks/bench_compile.py``.
+    eager model. On CUDA in the overhead-reducing mode (``reduce-overhead``: the step's kernels,
+    the attention's many small ones among them, replayed as CUDA graphs instead of launched one
+    by one); elsewhere inductor's default. The compiled code is cached under
+    :func:`compile_cache_dir`. ``fallback``: a graph that fails to compile runs eagerly (with a
+    warning) instead of stopping the run (``train.compile=auto``). Figures:
+    ``benchmarks/bench_compile.py``.
     """
-    model.compile()
+    import torch
+
+    compile_cache_dir()
+    if fallback:
+        torch._dynamo.config.suppress_errors = True
+    is_cuda = getattr(device, "type", str(device)) == "cuda" if device is not None else False
+    mode = "reduce-overhead" if is_cuda else None
+    model.compile(mode=mode)
     classifier = getattr(model, "classifier", None)
     if classifier is not None:  # also called on its own by the alignment loss (losses.alignment_loss)
-        classifier.compile()
+        classifier.compile(mode=mode)
     return model
 
 
@@ -442,8 +486,8 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     channels_last = bool(cfg.train.channels_last and device.type == "cuda")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.train.compile:
-        compile_model(model)
+    if compile_wanted(cfg, device):
+        compile_model(model, device, fallback=cfg.train.compile == "auto")
     optimizer, scheduler = make_optimizer(cfg, model)
     prev_seconds = 0.0
     if start > 0:

@@ -157,9 +157,8 @@ class CycleBlockFunction(torch.autograd.Function):
             r = torch.linalg.vecdot(uf, ub, dim=2).div_(norm * norm_b)
             prob = torch.softmax(r / temperature.view(g_, 1) if temperature is not None else r, dim=1)
             picked = _rows(per_col, idx_slot)  # (G, N_u, d): P_i*(j)
-            y_aug = torch.empty(g_, nu, d + 1, dtype=cdt, device=u.device)
-            torch.mul(picked, _as((prob * nu).unsqueeze(2), cdt), out=y_aug[..., :d])  # y_j = w_j P_i*(j)
-            y_aug[..., d] = 1.0  # [y_j, 1]: the bias column
+            y = picked * _as((prob * nu).unsqueeze(2), cdt)  # y_j = w_j P_i*(j)
+            y_aug = torch.cat([y, y.new_ones(g_, nu, 1)], dim=2)  # [y_j, 1]: the bias column
             if cdt == u.dtype:  # Eq. 7/8: z = x + W_z y + b_z in one product
                 z = torch.baddbmm(u.view(p_, b_ * nu, dim), y_aug.view(p_, b_ * nu, d + 1), _as(wz, cdt).transpose(1, 2))
             else:

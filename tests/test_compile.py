@@ -1,0 +1,56 @@
+"""train.compile: values, where `auto` compiles, the persistent compiler cache (runtime only)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from crapnet_core.engine.experiment import ExperimentConfig, TrainConfig, make_config
+from crapnet_core.engine.training import AUTO_COMPILE_MIN_STEPS_CUDA, compile_cache_dir, compile_wanted
+
+
+def test_compile_values_and_old_configs(tmp_path):
+    assert TrainConfig().compile == "auto"
+    assert TrainConfig(compile=True).compile == "on" and TrainConfig(compile=False).compile == "off"
+    assert make_config("lite", "phantom", 1, 0, "crapnet", ["train.compile=true"]).train.compile == "on"
+    assert make_config("lite", "phantom", 1, 0, "crapnet", ["train.compile=OFF"]).train.compile == "off"
+    with pytest.raises(ValueError, match="train.compile"):
+        TrainConfig(compile="sometimes")
+    cfg = make_config("lite", "chaos", 1, 0, "crapnet", ["train.threads=1"])
+    data = cfg.to_dict()
+    data["train"]["compile"] = False  # a config.json written before `auto` existed
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    old = ExperimentConfig.load(path)
+    assert old.train.compile == "off" and old.config_hash() == cfg.config_hash() == "7804db2a7044"
+
+
+def test_auto_compiles_only_long_cuda_runs():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    lite = make_config("lite", "phantom", 1, 0, "crapnet")
+    paper = make_config("paper", "phantom", 1, 0, "crapnet")
+    assert paper.train.steps >= AUTO_COMPILE_MIN_STEPS_CUDA > lite.train.steps
+    assert compile_wanted(paper, cuda) and not compile_wanted(lite, cuda)
+    assert not compile_wanted(paper, cpu) and not compile_wanted(lite, cpu)
+    on = make_config("lite", "phantom", 1, 0, "crapnet", ["train.compile=on"])
+    assert compile_wanted(on, cpu)
+    off = make_config("paper", "phantom", 1, 0, "crapnet", ["train.compile=off"])
+    assert not compile_wanted(off, cuda)
+
+
+def test_compiler_cache_lives_in_crapnets_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRAPNET_CACHE", str(tmp_path))
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.setenv(name, "unset")  # recorded, so that teardown restores the variable's absence
+        monkeypatch.delenv(name)
+    root = compile_cache_dir()
+    assert root == tmp_path / "torch_compile" and root.is_dir()
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(root / "inductor")
+    assert os.environ["TRITON_CACHE_DIR"] == str(root / "triton")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's own setting wins
+    compile_cache_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
