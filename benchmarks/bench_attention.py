@@ -151,39 +151,24 @@ def build(profile: str, gpu_form: bool = False) -> dict:
     return out
 
 
-def count_operators(stepper: Stepper, optimizer: bool = True) -> dict:
-    """Operators of one training step (``optimizer=False``: loss and backward only): compute kernels
-    (leaf, not metadata), top-level ATen calls, all profiler events."""
-    from torch.profiler import ProfilerActivity, profile
-
-    stepper.step(optimizer)  # warm: lazy initialisations are not part of a step
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        stepper.step(optimizer)
-    events = list(prof.events())
+def operator_counts(events) -> dict:
+    """Operators among profiler ``events``: ``kernels`` (computing operators that call no other
+    computing operator; a matrix product counts once whatever it calls on CPU: a batch loop of mm
+    calls is one batched kernel on a GPU), ``aten_top_level`` (every outermost ATen call), ``events``."""
+    events = list(events)
     aten = [e for e in events if e.name.startswith("aten::")]
     ids = {id(e) for e in aten}
 
-    def nested(e) -> bool:
+    def has_ancestor(e, pred) -> bool:
         p = e.cpu_parent
         while p is not None:
-            if id(p) in ids:
+            if pred(p):
                 return True
             p = p.cpu_parent
         return False
 
-    top = [e for e in aten if not nested(e)]
-    # a kernel: an operator that computes and calls no other computing operator (bmm's own
-    # children are metadata operators, so "leaf" alone would miss it); a matrix product counts
-    # once whatever it calls on CPU (a batch loop of mm calls is one batched kernel on a GPU)
-    def under_blas(e) -> bool:
-        p = e.cpu_parent
-        while p is not None:
-            if p.name in BLAS_OPS:
-                return True
-            p = p.cpu_parent
-        return False
-
-    computing = [e for e in aten if e.name not in METADATA_OPS and not under_blas(e)]
+    top = [e for e in aten if not has_ancestor(e, lambda p: id(p) in ids)]
+    computing = [e for e in aten if e.name not in METADATA_OPS and not has_ancestor(e, lambda p: p.name in BLAS_OPS)]
     has_computing_child = set()
     for e in computing:
         p = e.cpu_parent
@@ -192,6 +177,16 @@ def count_operators(stepper: Stepper, optimizer: bool = True) -> dict:
             p = p.cpu_parent
     kernels = [e for e in computing if id(e) not in has_computing_child]
     return {"kernels": len(kernels), "aten_top_level": len(top), "events": len(events)}
+
+
+def count_operators(stepper: Stepper, optimizer: bool = True) -> dict:
+    """Operators of one training step (``optimizer=False``: loss and backward only), see :func:`operator_counts`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    stepper.step(optimizer)  # warm: lazy initialisations are not part of a step
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        stepper.step(optimizer)
+    return operator_counts(prof.events())
 
 
 def same_results(steppers: dict) -> dict:
