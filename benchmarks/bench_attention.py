@@ -30,6 +30,9 @@ Reported:
   of a shared machine hits all alike. Medians over rounds of process CPU seconds per step (less
   disturbed by other work than the wall clock) and of wall seconds; each model's ratio to
   SSL-ALPNet (new code) computed within every round, median and range over rounds.
+* **Used columns**: the share of the other side's pixels that are some pixel's best match
+  (Eq. 11) in CRAPNet's blocks on the episode, what the attention's CPU form computes instead of
+  every column.
 * **Same results**: the first-step losses of ``crapnet`` and ``crapnet-before`` (same weights and
   episode) and their largest gradient difference relative to the largest gradient.
 
@@ -210,6 +213,21 @@ def same_results(steppers: dict) -> dict:
     return out
 
 
+def used_columns(stepper: Stepper) -> dict:
+    """Share of the other side's pixels that are some pixel's best match (Eq. 11), per block call on
+    the episode: what the used-columns form of the attention computes instead of all columns."""
+    import torch
+
+    from crapnet_core.engine.diagnostics import trace_attention
+
+    m, b = stepper.model, stepper.batch
+    with torch.no_grad(), trace_attention(m) as traces:
+        m(b["support_image"], b["support_mask"], b["query_image"])
+    shares = [t.cycle.best_other[i].unique().numel() / t.cycle.affinity.shape[2]
+              for t in traces for i in range(t.cycle.best_other.shape[0])]
+    return {"mean": statistics.mean(shares), "max": max(shares), "blocks": len(shares)}
+
+
 def time_steps(steppers: dict, rounds: int, steps: int, warmup: int) -> dict:
     """Alternating rounds: CPU and wall seconds per step per model, ratios to alpnet per round."""
     names = list(steppers)
@@ -296,6 +314,11 @@ def markdown(result: dict) -> str:
                          f"{g.get('kernels', '')} | {g.get('aten_top_level', '')} | {g.get('events', '')} |")
         lines += ["", f"CRAPNet new / before: kernels {_ratio(ops, 'crapnet', 'crapnet-before', 'kernels')} (CPU form), "
                       f"{_ratio(gpu, 'crapnet', 'crapnet-before', 'kernels')} (GPU form).", ""]
+        if "used_columns" in res:
+            uc = res["used_columns"]
+            lines += [f"Used columns (Eq. 11: other-side pixels that are some pixel's best match), CRAPNet on this "
+                      f"episode at the end of the run: {100 * uc['mean']:.0f} % on average over {uc['blocks']} block "
+                      f"calls, at most {100 * uc['max']:.0f} %.", ""]
         same = res["same_results"]
         lines += [f"Same results (first step, same weights and episode): loss {same['loss'][0]:.6f} (new) and "
                   f"{same['loss'][1]:.6f} (before), relative difference {same['loss_rel_diff']:.1e}; largest "
@@ -329,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         if prof in timed:
             res["time"] = time_steps(steppers, args.rounds, args.steps, args.warmup)
             print(prof, "time", json.dumps(res["time"]), flush=True)
+        res["used_columns"] = used_columns(steppers["crapnet"])
         res["same_results"] = same_results(steppers)
         print(prof, "same results", json.dumps(res["same_results"]), flush=True)
         result["profiles"][prof] = res

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crapnet_core.engine.experiment import ExperimentConfig, TrainConfig, make_config
-from crapnet_core.engine.training import AUTO_COMPILE_MIN_STEPS_CUDA, compile_cache_dir, compile_wanted
+from crapnet_core.engine.training import AUTO_COMPILE_MIN_STEPS, compile_cache_dir, compile_wanted
 
 
 def test_compile_values_and_old_configs(tmp_path):
@@ -27,13 +27,13 @@ def test_compile_values_and_old_configs(tmp_path):
     assert old.train.compile == "off" and old.config_hash() == cfg.config_hash() == "7804db2a7044"
 
 
-def test_auto_compiles_only_long_cuda_runs():
+def test_auto_compiles_only_long_runs():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     lite = make_config("lite", "phantom", 1, 0, "crapnet")
     paper = make_config("paper", "phantom", 1, 0, "crapnet")
-    assert paper.train.steps >= AUTO_COMPILE_MIN_STEPS_CUDA > lite.train.steps
-    assert compile_wanted(paper, cuda) and not compile_wanted(lite, cuda)
-    assert not compile_wanted(paper, cpu) and not compile_wanted(lite, cpu)
+    assert paper.train.steps >= AUTO_COMPILE_MIN_STEPS > lite.train.steps
+    assert compile_wanted(paper, cuda) and compile_wanted(paper, cpu)
+    assert not compile_wanted(lite, cuda) and not compile_wanted(lite, cpu)
     on = make_config("lite", "phantom", 1, 0, "crapnet", ["train.compile=on"])
     assert compile_wanted(on, cpu)
     off = make_config("paper", "phantom", 1, 0, "crapnet", ["train.compile=off"])

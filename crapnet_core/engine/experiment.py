@@ -209,9 +209,23 @@ class TrainConfig:
     log_every: write a metrics-log row every N steps.
     compile: ``auto`` (default), ``on`` or ``off`` (``true``/``false`` read as on/off): run the
         model through ``torch.compile`` (``engine.training.compile_model``; runtime only, not in
-        the config hash). ``auto`` compiles where it pays for the run length: COMPILE_AUTO_TEXT
-        The compiled code is cached in crapnet's cache folder (``$CRAPNET_CACHE/torch_compile``),
-        so only the first training of a shape on a machine pays the full compilation.
+        the config hash; the losses agree with eager ones to float rounding). The compiled code
+        is cached in crapnet's cache folder (``$CRAPNET_CACHE/torch_compile``), so only the first
+        training of a shape on a machine pays the whole compilation. ``auto`` compiles runs of at
+        least 10,000 steps (``AUTO_COMPILE_MIN_STEPS``), where it pays for itself:
+
+        * CPU (measured, ``benchmarks/compile_figures.md``: `lite` CRAPNet, one thread): a
+          compiled step takes 1/1.23 of the eager one (0.022 CPU s less), the first compilation
+          133 CPU s, a cached one 19 CPU s. It pays after about 6,000 steps on a fresh machine
+          and 900 with the cache: not for `lite` (650 steps), for the long runs of a converged
+          budget (tens of minutes each, dozens of runs of the same shapes);
+        * CUDA (estimated, not yet measured: ``benchmarks/gpu_check.sh``, section ``kernels``,
+          measures it): ``reduce-overhead`` replays the step's kernels as CUDA graphs; an eager
+          CRAPNet step at paper size dispatches about 1,900 operators, SSL-ALPNet's 1,400
+          (``benchmarks/attention_figures.md``, GPU form), and on a large GPU their launch cost
+          is of the order of the encoder's compute (issue 21's estimate), against a compilation
+          of minutes paid once per machine. A graph that fails to compile under ``auto`` runs
+          eagerly.
     deterministic: train under ``torch.use_deterministic_algorithms(True)``
         (:func:`crapnet_core.engine.environment.deterministic`; on CPU it leaves the weights
         unchanged, on CUDA it warns where an op has no deterministic kernel). Runtime only.

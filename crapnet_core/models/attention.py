@@ -59,7 +59,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as _module
 
 from crapnet_core.models.attention_fused import CycleBlockFunction, compact_by_default
 from crapnet_core.models.config import ATTENTION_TEMPERATURES as TEMPERATURES  # fixed, learned
@@ -250,9 +249,8 @@ class SupportQueryAttention(nn.Module):
         """Whether :meth:`forward` takes the batched path for these inputs (see the class docstring)."""
         if not self.fused or x_s.shape != x_q.shape or x_s.dim() != 4 or x_s.dtype != x_q.dtype:
             return False
-        # hooks (the diagnostics' trace_attention) must see every block call: block by block then
-        if _module._global_forward_hooks or _module._global_forward_pre_hooks:
-            return False
+        # hooks on a block (the diagnostics' trace_attention) must see its calls: block by block then
+        # (module-global hooks, e.g. FlopCounterMode's, only track nesting and see the stack's call)
         return not any(blk._forward_hooks or blk._forward_pre_hooks
                        for blk in (*self.support_blocks, *self.query_blocks))
 

@@ -8,17 +8,18 @@ fewer, larger and cheaper operations (issue 21):
 * both branches at once: the support branch's block k and the query branch's block k share
   every operation, their weights stacked on a leading "branch" axis of size P = 2;
 * pixel-major features (P, B, N, D): gathers and scatters over pixels (the cycle's j*, the
-  column pick i*(j)) move whole rows, measured 3-6x faster than column gathers on (D, N);
+  column pick i*(j)) move whole rows, several times faster on CPU than gathers of columns of
+  (D, N) (micro-benchmark at `lite` sizes);
 * theta and g concatenated into one projection per block; in the two-branch design, the phi
   embeddings of the fixed side for all blocks in one matrix product (the fixed side does not
   change along a branch);
 * only the columns that are used: Eq. 1 reads the column softmax of A at the columns
-  i*(j) only, and in practice few columns are anyone's best match (measured on the `lite`
-  CRAPNet of the converged-budget selection, CHAOS fold 0: 13 % of the 256 columns at
-  initialisation, 15 % after 1,000 steps, 20 % after 17,000, at most 32 %). The full
-  affinity is computed once for Eq. 11's argmax; its softmax, the value product and all
-  their gradients only for the used columns (``compact``; on CPU outside ``torch.compile``:
-  elsewhere every column, so that shapes stay static for CUDA graphs);
+  i*(j) only, and few columns are anyone's best match (a third or less of them in the `lite`
+  CRAPNet models we inspected, trained or not; benchmarks/attention_figures.md gives the
+  fraction on its episode). The full affinity is computed once for Eq. 11's argmax; its
+  softmax, the value product and all their gradients only for the used columns (``compact``;
+  on CPU outside ``torch.compile``: elsewhere every column, so that shapes stay static for
+  CUDA graphs);
 * :class:`CycleBlockFunction`: forward and backward of one block written out (the backward
   of Eq. 1 and Eq. 13 needs about half the passes over the N x N and N x D tensors that
   autograd's op-by-op backward makes): the column softmax is kept unnormalised with its sums
@@ -28,7 +29,7 @@ fewer, larger and cheaper operations (issue 21):
   of a pass over N x D); the output projection takes its bias as an extra column
   ([Y, 1] [W_z, b_z]^T) and the residual as the product's addend;
 * Eq. 11-12's argmaxes from ``torch.max`` (its indices are the first maximum, as ``argmax``'s,
-  at 2-3x the speed on CPU; the row maxima serve the softmax too).
+  and it is faster than ``argmax`` on CPU; the row maxima serve the softmax too).
 
 Notation (per group g = (branch, episode); ``u`` the updated side, ``o`` the other side):
 X (N_u, D) the block's input, E_o (N_o, d) = phi(x_o), E_u = theta(X), V = g(X) (N_u, d);

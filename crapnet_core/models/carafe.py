@@ -69,9 +69,9 @@ class _TapReassembly(torch.autograd.Function):
     """Eq. 14 as a sum over the k x k taps of strided views of the padded map (CPU path of
     :func:`reassemble`): out = sum_t W_t * xp[:, i_t::sigma, j_t::sigma, :], backward likewise
     tap by tap, channels last (so that every tap's product runs along contiguous channels).
-    No (C k^2 x L) unfolded copy of the map and no per-location matrix-vector products:
-    measured about 3x faster than ``unfold`` + ``einsum`` for a `lite` training step's CARAFE++
-    (256 channels, 16 x 16 -> 8 x 8, k = 5) on one CPU core, forward and backward.
+    No (C k^2 x L) unfolded copy of the map and no per-location matrix-vector products, which
+    is what ``unfold`` + ``einsum`` cost on CPU (benchmarks/bench_attention.py times the whole
+    step, this included, against the former form).
 
     forward(xp (B, C, Hp, Wp) padded map, kernels (B, k*k, ho, wo), k, sigma) -> (B, C, ho, wo)
     """
