@@ -22,9 +22,10 @@ fewer, larger and cheaper operations (issue 21):
   CUDA graphs);
 * :class:`CycleBlockFunction`: forward and backward of one block written out (the backward
   of Eq. 1 and Eq. 13 needs about half the passes over the N x N and N x D tensors that
-  autograd's op-by-op backward makes): the column softmax is kept unnormalised with its sums
-  taken by the value product ([V, 1]), its backward uses c_i = sum_j S_ji dS_ji = dP_i . P_i
-  (a (N x d) reduction instead of an (N x N) one); the cosine's backward uses
+  autograd's op-by-op backward makes): the column softmax is kept unnormalised,
+  X = exp(A^T - max), and normalised after the value product (P = X V / rowsum: a division
+  of (|I| x d) values instead of (|I| x N)); its backward uses c_i = sum_j S_ij dS_ij =
+  dP_i . P_i (a reduction over d instead of N); the cosine's backward uses
   x_j . x_m / (|x_j| |x_m|) = r_m for every m with j*(m) = j (a scatter over N values instead
   of a pass over N x D); the output projection takes its bias as an extra column
   ([Y, 1] [W_z, b_z]^T) and the residual as the product's addend;
