@@ -12,7 +12,8 @@ fresh folder (``TORCHINDUCTOR_CACHE_DIR``; ``crapnet train`` puts them in crapne
 2. **cached**: the same shapes again in a new process: what every later training pays.
 
 Each process builds the model of the profile (``engine.training.build_model``) twice with the same
-seed, compiles one of them as ``crapnet train`` does (``compile_model``), and takes one fixed batch
+seed, compiles one of them as ``crapnet train`` does (``compile_model``, under
+``torch.use_deterministic_algorithms``, as ``train.deterministic``), and takes one fixed batch
 of the dataset's training episodes. It reports the compilation time (first compiled step minus an
 eager step; CPU seconds of this process and of the C++ compiler it runs, with one compile thread
 so that those are waited-for subprocesses, and wall seconds), then ``--rounds`` alternating rounds of ``--steps`` eager and ``--steps`` compiled
@@ -65,17 +66,26 @@ def child(args) -> dict:
     """One training process: compile, then eager and compiled steps alternating."""
     import torch
 
+    from crapnet_core.engine.environment import deterministic
+
+    torch.set_num_threads(args.threads)
+    with deterministic(torch.device("cpu"), True):  # as `crapnet train` (train.deterministic)
+        return _child(args)
+
+
+def _child(args) -> dict:
+    import resource
+
+    import torch
+
     from crapnet_core.engine.experiment import make_config
     from crapnet_core.engine.training import build_episodes, build_model, compile_model
 
-    torch.set_num_threads(args.threads)
     cfg = make_config(args.profile, args.dataset, 1, 0, args.method, ["train.device=cpu", f"train.threads={args.threads}"])
     dataset, *_ = build_episodes(cfg)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(cfg.train.batch_size)])
     eager = _Stepper(cfg, build_model(cfg).train(), batch)
     compiled = _Stepper(cfg, compile_model(build_model(cfg).train()), batch)  # same seed, same weights
-    import resource
-
     eager_first = eager.step(1)
     t0 = time.perf_counter()
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)

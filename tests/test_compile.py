@@ -54,3 +54,33 @@ def test_compiler_cache_lives_in_crapnets_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's own setting wins
     compile_cache_dir()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what importing torchvision leaves there
+    compile_cache_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(root / "inductor")
+
+
+def test_auto_falls_back_to_eager_when_the_compiled_step_fails(tmp_path, monkeypatch, caplog):
+    """Under ``auto`` a compiled first step that raises is redone eagerly and the run completes."""
+    import logging
+
+    from crapnet_core.engine import training
+
+    def failing_compile(model, device=None, fallback=False):
+        def broken(*args, **kwargs):
+            raise RuntimeError("generated code failed")
+
+        model._compiled_call_impl = broken
+        return model
+
+    monkeypatch.setattr(training, "AUTO_COMPILE_MIN_STEPS", 1)
+    monkeypatch.setattr(training, "compile_model", failing_compile)
+    cfg = make_config("smoke", "phantom", 1, 0, "crapnet", ["train.steps=2"])
+    with caplog.at_level(logging.WARNING, logger="crapnet_core.engine.training"):
+        training.train(cfg, tmp_path / "run", progress=False)
+    assert training.is_trained(tmp_path / "run")
+    assert "the compiled step failed (RuntimeError: generated code failed); training eagerly" in caplog.text
+    on = make_config("smoke", "phantom", 1, 0, "crapnet", ["train.steps=2", "train.compile=on"])
+    with pytest.raises(RuntimeError, match="generated code failed"):  # `on` asked for it: no silent fallback
+        training.train(on, tmp_path / "run_on", progress=False)

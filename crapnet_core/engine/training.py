@@ -125,14 +125,23 @@ def compile_cache_dir() -> Path:
     """Where ``torch.compile`` keeps its compiled code: crapnet's cache folder (``$CRAPNET_CACHE/torch_compile``).
 
     Sets inductor's ``TORCHINDUCTOR_CACHE_DIR`` (its FX-graph and C++/Triton kernel caches) and
-    ``TRITON_CACHE_DIR`` there unless the environment already sets them, so that a second
+    ``TRITON_CACHE_DIR`` there unless the user set them (inductor's own default, a temporary
+    folder it writes into the variable when torchvision is imported, counts as unset), so that a second
     training of the same shapes on this machine reuses what the first one compiled instead of
     compiling in every process (figures: ``benchmarks/compile_figures.md``).
     """
     from ..paths import cache_dir
 
     root = cache_dir("torch_compile")
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:  # importing torchvision makes inductor write its default (a temporary folder) into the variable
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        inductor_default = os.path.abspath(default_cache_dir())
+    except ImportError:  # another torch layout: treat only an unset variable as unset
+        inductor_default = None
+    if current is None or os.path.abspath(current) == inductor_default:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor")
     os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
     return root
 
@@ -171,6 +180,14 @@ def compile_model(model, device=None, fallback: bool = False):
     classifier = getattr(model, "classifier", None)
     if classifier is not None:  # also called on its own by the alignment loss (losses.alignment_loss)
         classifier.compile(mode=mode)
+    return model
+
+
+def uncompile_model(model):
+    """Undo :func:`compile_model` in place: the model and its classifier run eagerly again."""
+    for module in (model, getattr(model, "classifier", None)):
+        if module is not None and getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
     return model
 
 
@@ -485,8 +502,10 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     channels_last = bool(cfg.train.channels_last and device.type == "cuda")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    guard_first_step = False  # train.compile=auto: a compiled first step that fails runs eagerly
     if compile_wanted(cfg, device):
         compile_model(model, device, fallback=cfg.train.compile == "auto")
+        guard_first_step = cfg.train.compile == "auto"
         log.info("train.compile=%s: the model is compiled during its first step (code cached in %s)",
                  cfg.train.compile, os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
     optimizer, scheduler = make_optimizer(cfg, model)
@@ -538,8 +557,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     step = start
     model.train()
     try:
-        for batch in loader:
-            batch = _to_device(batch, device, channels_last)
+        def forward_backward(batch):
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
                 losses = episode_loss(model, batch, cfg.loss)
             loss = losses["total"]
@@ -553,6 +571,23 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            return losses
+
+        for batch in loader:
+            batch = _to_device(batch, device, channels_last)
+            if guard_first_step:
+                guard_first_step = False
+                try:
+                    losses = forward_backward(batch)
+                except TrainingDiverged:
+                    raise
+                except Exception as err:  # noqa: BLE001 - auto: the compiled code failed, not the run
+                    log.warning("train.compile=auto: the compiled step failed (%s: %s); training eagerly",
+                                type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                    uncompile_model(model)
+                    losses = forward_backward(batch)
+            else:
+                losses = forward_backward(batch)
             optimizer.step()
             scheduler.step()
             step += 1

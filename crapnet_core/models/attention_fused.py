@@ -242,7 +242,7 @@ class CycleBlockFunction(torch.autograd.Function):
             du = torch.addcmul(_as(dz, f32).view(g_, nu, dim), ub, a)  # the residual (Eq. 7/8) + first term
             du.view(g_ * nu, dim).index_add_(0, idx_back, (uf * a).view(g_ * nu, dim))
             q = d_r * r
-            q = q.view(-1).index_add(0, idx_back, q.view(-1)).view(g_, nu)
+            q = q + torch.zeros_like(q).view(-1).index_add_(0, idx_back, q.view(-1)).view(g_, nu)
             du.addcmul_(uf, (q / norm.square()).unsqueeze(2), value=-1.0)
             du = du.view(p_, b_ * nu, dim)
             if cdt == du.dtype:
