@@ -129,16 +129,77 @@ def loss_function(cfg: ExperimentConfig):
     return hook(cfg.model.method, "episode_loss") or episode_loss
 
 
-def compile_model(model):
+#: ``train.compile=auto`` compiles runs of at least this many training steps (why: ``TrainConfig``).
+AUTO_COMPILE_MIN_STEPS = 10_000
+
+
+def compile_cache_dir() -> Path:
+    """Where ``torch.compile`` keeps its compiled code: crapnet's cache folder (``$CRAPNET_CACHE/torch_compile``).
+
+    Sets inductor's ``TORCHINDUCTOR_CACHE_DIR`` (its FX-graph and C++/Triton kernel caches) and
+    ``TRITON_CACHE_DIR`` there unless the user set them (inductor's own default, a temporary
+    folder it writes into the variable when torchvision is imported, counts as unset), so that a second
+    training of the same shapes on this machine reuses what the first one compiled instead of
+    compiling in every process (figures: ``benchmarks/compile_figures.md``).
+    """
+    from ..paths import cache_dir
+
+    root = cache_dir("torch_compile")
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:  # importing torchvision makes inductor write its default (a temporary folder) into the variable
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        inductor_default = os.path.abspath(default_cache_dir())
+    except ImportError:  # another torch layout: treat only an unset variable as unset
+        inductor_default = None
+    if current is None or os.path.abspath(current) == inductor_default:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor")
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
+    return root
+
+
+def compile_wanted(cfg: ExperimentConfig, device) -> bool:
+    """Whether ``train.compile`` (``on``/``off``/``auto``) compiles this run on ``device``.
+
+    ``auto``: runs of at least :data:`AUTO_COMPILE_MIN_STEPS` steps, on CPU or CUDA (the reasons
+    and figures are in ``TrainConfig``'s docstring).
+    """
+    mode = cfg.train.compile
+    if mode == "auto":
+        return cfg.train.steps >= AUTO_COMPILE_MIN_STEPS
+    return mode == "on"
+
+
+def compile_model(model, device=None, fallback: bool = False):
     """``model`` with its forward and its classifier compiled by ``torch.compile``, in place.
 
     In place (``nn.Module.compile``), so parameter names and checkpoints are those of the
-    eager model. Used when ``train.compile`` is true; figures in ``benchmarks/bench_compile.py``.
+    eager model. On CUDA in the overhead-reducing mode (``reduce-overhead``: the step's kernels,
+    the attention's many small ones among them, replayed as CUDA graphs instead of launched one
+    by one); elsewhere inductor's default. The compiled code is cached under
+    :func:`compile_cache_dir`. ``fallback``: a graph that fails to compile runs eagerly (with a
+    warning) instead of stopping the run (``train.compile=auto``). Figures:
+    ``benchmarks/bench_compile.py``.
     """
-    model.compile()
+    import torch
+
+    compile_cache_dir()
+    if fallback:
+        torch._dynamo.config.suppress_errors = True
+    is_cuda = getattr(device, "type", str(device)) == "cuda" if device is not None else False
+    mode = "reduce-overhead" if is_cuda else None
+    model.compile(mode=mode)
     classifier = getattr(model, "classifier", None)
     if classifier is not None:  # also called on its own by the alignment loss (losses.alignment_loss)
-        classifier.compile()
+        classifier.compile(mode=mode)
+    return model
+
+
+def uncompile_model(model):
+    """Undo :func:`compile_model` in place: the model and its classifier run eagerly again."""
+    for module in (model, getattr(model, "classifier", None)):
+        if module is not None and getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
     return model
 
 
@@ -175,11 +236,24 @@ def build_episodes(cfg: ExperimentConfig):
 
 
 def make_optimizer(cfg: ExperimentConfig, model):
-    """SGD + StepLR as in Sec. 4.3."""
+    """SGD + StepLR as in Sec. 4.3.
+
+    On CPU, PyTorch's fused SGD (one kernel over every parameter instead of a Python loop over
+    them: CRAPNet's `lite` model has 115 parameter tensors) when this torch has it: the same
+    parameters bit for bit (tests/test_optimizer.py), in less time per step.
+    """
     import torch
 
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                          weight_decay=cfg.train.weight_decay)
+    params = list(model.parameters())
+    args = dict(lr=cfg.train.lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
+    opt = None
+    if params and all(p.device.type == "cpu" for p in params):
+        try:
+            opt = torch.optim.SGD(params, fused=True, **args)
+        except (RuntimeError, ValueError, TypeError):  # torch < 2.4: no fused SGD on CPU
+            opt = None
+    if opt is None:
+        opt = torch.optim.SGD(params, **args)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.train.lr_step, gamma=cfg.train.lr_gamma)
     return opt, sched
 
@@ -515,8 +589,12 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     channels_last = bool(cfg.train.channels_last and device.type == "cuda")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.train.compile:
-        compile_model(model)
+    guard_first_step = False  # train.compile=auto: a compiled first step that fails runs eagerly
+    if compile_wanted(cfg, device):
+        compile_model(model, device, fallback=cfg.train.compile == "auto")
+        guard_first_step = cfg.train.compile == "auto"
+        log.info("train.compile=%s: the model is compiled during its first step (code cached in %s)",
+                 cfg.train.compile, os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
     optimizer, scheduler = make_optimizer(cfg, model)
     prev_seconds = 0.0
     if start > 0:
@@ -572,8 +650,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     step = start
     model.train()
     try:
-        for batch in loader:
-            batch = _to_device(batch, device, channels_last)
+        def forward_backward(batch):
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
                 losses = episode_loss(model, batch, cfg.loss)
             loss = losses["total"]
@@ -587,6 +664,23 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            return losses
+
+        for batch in loader:
+            batch = _to_device(batch, device, channels_last)
+            if guard_first_step:
+                guard_first_step = False
+                try:
+                    losses = forward_backward(batch)
+                except TrainingDiverged:
+                    raise
+                except Exception as err:  # noqa: BLE001 - auto: the compiled code failed, not the run
+                    log.warning("train.compile=auto: the compiled step failed (%s: %s); training eagerly",
+                                type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                    uncompile_model(model)
+                    losses = forward_backward(batch)
+            else:
+                losses = forward_backward(batch)
             optimizer.step()
             scheduler.step()
             step += 1

@@ -111,7 +111,8 @@ class FewShotSegmenter(nn.Module):
         self.cfg = cfg
         self.encoder = build_encoder(cfg.encoder, pretrained=cfg.pretrained, feature_dim=cfg.feature_dim)
         self.attention = (
-            SupportQueryAttention(cfg.feature_dim, cfg.attention_dim, cfg.n_blocks, cfg.branches)
+            SupportQueryAttention(cfg.feature_dim, cfg.attention_dim, cfg.n_blocks, cfg.branches,
+                                  temperature=cfg.attention_temperature)
             if cfg.uses_attention
             else None
         )
