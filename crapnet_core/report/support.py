@@ -384,3 +384,116 @@ __all__ = [
     "write_support_results", "load_support_results", "missing_md", "kshot_frame", "kshot_table", "kshot_figure",
     "spread_frame", "support_vs_method", "support_vs_method_md",
 ]
+
+
+def recipe_commands(datasets: Sequence[str] = PAGE_DATASETS, methods: Sequence[str] = PAGE_METHODS,
+                    profile: str = "lite", seed: int = 0, setting: int = 1) -> list[str]:
+    """The commands that produce the page's result files (run from the repository; nice them on a shared machine).
+
+    Per dataset and method: the 5-fold cross-validation (trains the fold runs, or reuses finished
+    ones), then :func:`write_support_results` over its fold runs (``crapnet support-results``).
+    """
+    seed_arg = f" --seed {seed}" if seed else ""
+    out = []
+    for ds in datasets:
+        for m in methods:
+            cv = f"runs/study/{ds}_setting{setting}_{m}_{profile}" + (f"@seed{seed}" if seed else "")
+            out.append(f"crapnet cross-validate --dataset {ds} --setting {setting} --method {m} --profile {profile}"
+                       f"{seed_arg} --set train.threads=1 --no-progress --out {cv}")
+            out.append(f"crapnet support-results {cv} --results-dir results --shots all --no-progress")
+    return out
+
+
+def support_roles(ids: Sequence[Any], n_folds: int = 5):
+    """Frame fold x scan of the roles in the protocol: ``train``, ``support`` (the fold's support scan),
+    ``query`` (a test scan: queried, and an admissible support of the fold's other queries)."""
+    import pandas as pd
+
+    from ..data.protocol import make_fold
+
+    rows = {}
+    for f in range(n_folds):
+        fold = make_fold(ids, f, n_folds)
+        role = {s: "train" for s in fold.train_ids}
+        role.update({s: "query" for s in fold.test_ids})
+        role[fold.support_id] = "support"
+        rows[f] = role
+    frame = pd.DataFrame(rows).T
+    frame.index.name = "fold"
+    return frame[sorted(frame.columns, key=lambda s: (len(s), s))]  # ids in numeric order
+
+
+def roles_figure(roles, ax=None, title: str | None = None):
+    """The :func:`support_roles` grid as a figure: training scans grey, the fold's support scan dark,
+    its query scans (the other admissible supports) light."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    codes = {"train": 0, "query": 1, "support": 2}
+    colours = ["#d9d9d9", "#9ecae1", "#08519c"]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(5.0, 0.28 * roles.shape[1] + 1.5), 0.4 * roles.shape[0] + 1.4))
+    ax.imshow(roles.replace(codes).to_numpy(dtype=float), cmap=ListedColormap(colours), vmin=0, vmax=2, aspect="auto")
+    ax.set_xticks(range(roles.shape[1]), roles.columns, fontsize=7)
+    ax.set_yticks(range(roles.shape[0]), [f"fold {f}" for f in roles.index], fontsize=8)
+    ax.set_xlabel("scan id")
+    ax.legend(handles=[Patch(color=colours[2], label="fold's support scan (standard protocol)"),
+                       Patch(color=colours[1], label="query scans: each an admissible support of the others"),
+                       Patch(color=colours[0], label="training scans (never a support)")],
+              loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1, fontsize=7, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax.figure
+
+
+def query_frame(results: Mapping[tuple[str, str], Mapping[int, Mapping[str, Any]]]):
+    """Long frame: dataset, method, fold, query, support, standard (bool), dice (organ mean, fraction)."""
+    import pandas as pd
+
+    from ..engine.support import organ_mean_table
+
+    rows = []
+    for (ds, m), folds in results.items():
+        for fold, entry in folds.items():
+            sens = entry.get("sensitivity")
+            if not sens:
+                continue
+            for q, row in organ_mean_table(sens["dice"], sens["organs"]).items():
+                for s, v in row.items():
+                    rows.append(dict(dataset=ds, method=m, fold=fold, query=f"{fold}:{q}", support=s,
+                                     standard=s == sens["standard_support"], dice=v))
+    return pd.DataFrame(rows, columns=["dataset", "method", "fold", "query", "support", "standard", "dice"])
+
+
+def query_figure(frame, dataset: str, ax=None):
+    """Dice (0-100, organ mean) of every query with each admissible support: one column of points per
+    query (fold:scan), one colour per method, the fold's support scan as a diamond."""
+    import matplotlib.pyplot as plt
+
+    from ..facts import DATASET_TITLES, METHOD_LABELS
+
+    f = frame[(frame.dataset == dataset)].dropna(subset=["dice"])
+    queries = sorted(f["query"].unique(), key=lambda s: (int(s.split(":")[0]), len(s), s))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(5.0, 0.3 * len(queries) + 1.5), 3.4))
+    x = {q: i for i, q in enumerate(queries)}
+    methods = list(dict.fromkeys(f.method))
+    for j, m in enumerate(methods):
+        sub = f[f.method == m]
+        off = (j - (len(methods) - 1) / 2) * 0.25
+        colour = f"C{j}"
+        for standard, marker, size in ((False, "o", 14), (True, "D", 30)):
+            part = sub[sub.standard == standard]
+            xs = np.array([x[q] for q in part["query"]]) + off
+            ax.scatter(xs, 100 * part.dice, s=size, marker=marker, color=colour, alpha=0.85,
+                       label=f"{METHOD_LABELS.get(m, m)}" + (", fold's support scan" if standard else ", other supports"))
+    ax.set_xticks(range(len(queries)), queries, rotation=90, fontsize=7)
+    ax.set_xlabel("query (fold:scan)")
+    ax.set_ylabel("Dice (organ mean, 0-100)")
+    ax.set_title(DATASET_TITLES.get(dataset, dataset), fontsize=9)
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+__all__ += ["recipe_commands", "support_roles", "roles_figure", "query_frame", "query_figure"]
