@@ -106,12 +106,11 @@ def test_identical_shots_give_the_one_shot_answer(method):
     image = torch.randn(1, 3, s, s, generator=g)
     mask = torch.zeros(1, s, s, dtype=torch.long)
     mask[:, s // 4: 3 * s // 4, s // 5: 3 * s // 5] = 1
-    query = torch.randn(3, 3, s, s, generator=g)
+    query = torch.randn(2, 3, s, s, generator=g)
     one = model.predict_logits(image, mask, query)
     assert torch.equal(model.predict_logits(image[:, None], mask[:, None], query), one)  # K = 1: bit for bit
-    for k in (2, 4):
-        many = model.predict_logits(image[:, None].expand(1, k, 3, s, s), mask[:, None].expand(1, k, s, s), query)
-        torch.testing.assert_close(many, one, rtol=1e-4, atol=1e-4)
+    many = model.predict_logits(image[:, None].expand(1, 3, 3, s, s), mask[:, None].expand(1, 3, s, s), query)
+    torch.testing.assert_close(many, one, rtol=1e-4, atol=1e-4)
     other = torch.randn(1, 1, 3, s, s, generator=g)
     mixed = model.predict_logits(torch.cat([image[:, None], other], 1), torch.cat([mask[:, None], mask[:, None]], 1), query)
     assert not torch.allclose(mixed, one, atol=1e-3), "a second, different shot must change the answer"
