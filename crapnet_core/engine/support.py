@@ -335,7 +335,9 @@ def _load_run(run_dir: str | Path, checkpoint: str | Path | None, device: str | 
     return cfg, Path(checkpoint), dev, model, int(meta.get("step", -1))
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json_or_none(path: Path) -> dict[str, Any] | None:
+    """The JSON content of ``path``, None when there is no such file (ValueError naming a broken one)."""
+    path = Path(path)
     if not path.is_file():
         return None
     try:
@@ -360,7 +362,7 @@ def evaluate_supports(run_dir: str | Path, checkpoint: str | Path | None = None,
     run_dir = Path(run_dir)
     cfg, ckpt, dev, model, step = _load_run(run_dir, checkpoint, device)
     partial = run_dir / SENSITIVITY_FILE.replace(".json", ".partial.json")
-    old = _read_json(partial)
+    old = read_json_or_none(partial)
     resume = old if _same_model(old, cfg, ckpt, step) else None
     source = {"run": run_dir.name, "checkpoint": ckpt.name, "step": step}
     with cpu_threads(cfg, dev):
@@ -384,7 +386,7 @@ def evaluate_shots(run_dir: str | Path, shots: str | int | Sequence[int] = "all"
     with cpu_threads(cfg, dev):
         res = kshot_evaluation(model, cfg, shots, dev, progress=progress, source=source)
     path = run_dir / KSHOT_FILE
-    old = _read_json(path)
+    old = read_json_or_none(path)
     new_ks = {p["k"] for p in res["points"]}
     kept = [p for p in (old or {}).get("points", []) if p["k"] not in new_ks] if _same_model(old, cfg, ckpt, step) else []
     out = {**{k: v for k, v in res.items() if k != "points"}, "points": sorted(kept + res["points"], key=lambda p: p["k"])}
@@ -395,7 +397,7 @@ def evaluate_shots(run_dir: str | Path, shots: str | int | Sequence[int] = "all"
 def read_result(run_dir: str | Path, name: str) -> dict[str, Any]:
     """``RUN/support_sensitivity.json`` or ``RUN/kshot.json`` (FileNotFoundError / ValueError naming the file)."""
     path = Path(run_dir) / name
-    data = _read_json(path)
+    data = read_json_or_none(path)
     if data is None:
         raise FileNotFoundError(f"{path}: not found; run crapnet evaluate {run_dir} "
                                 f"{'--supports all' if name == SENSITIVITY_FILE else '--shots all'} first")
@@ -405,5 +407,5 @@ def read_result(run_dir: str | Path, name: str) -> dict[str, Any]:
 __all__ = [
     "SENSITIVITY_FILE", "KSHOT_FILE", "ADMISSIBLE_RULE", "KSHOT_RULE", "admissible_supports", "kshot_supports",
     "parse_shots", "query_spread", "organ_mean_table", "sensitivity_stats", "organ_candidates", "max_shots",
-    "support_sensitivity", "kshot_evaluation", "evaluate_supports", "evaluate_shots", "read_result",
+    "support_sensitivity", "kshot_evaluation", "evaluate_supports", "evaluate_shots", "read_result", "read_json_or_none",
 ]

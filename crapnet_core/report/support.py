@@ -123,22 +123,24 @@ def write_support_results(
             other = json.loads(old_cfg.read_text()).get("config_hash")
             if other != cfg.config_hash():
                 raise ValueError(f"{old_cfg}: holds config {other}, not {cfg.config_hash()} of {run}")
-        seconds = {}
-        data = {}
-        for name, compute in ((sup.SENSITIVITY_FILE, lambda: sup.evaluate_supports(run, device=device, progress=progress)),
-                              (sup.KSHOT_FILE, lambda: sup.evaluate_shots(run, shots, device=device, progress=progress))):
-            path = run / name
-            current = json.loads(path.read_text()) if path.is_file() else None
-            if name == sup.KSHOT_FILE and current is not None:
-                want = sup.parse_shots(shots, current.get("max_shots", 0)) if current.get("max_shots") else None
-                have = {p["k"] for p in current.get("points", [])}
-                if want is None or not set(want) <= have:
-                    current = None
-            if not _fresh(current, cfg, step):
-                t0 = time.time()
-                current = compute()
-                seconds[name] = round(time.time() - t0, 1)
-            data[name] = current
+        seconds: dict[str, float] = {}
+        data: dict[str, Any] = {}
+        current = sup.read_json_or_none(run / sup.SENSITIVITY_FILE)
+        if not _fresh(current, cfg, step):
+            t0 = time.time()
+            current = sup.evaluate_supports(run, device=device, progress=progress)
+            seconds[sup.SENSITIVITY_FILE] = round(time.time() - t0, 1)
+        data[sup.SENSITIVITY_FILE] = current
+        current = sup.read_json_or_none(run / sup.KSHOT_FILE)
+        todo: Any = shots
+        if _fresh(current, cfg, step):  # only the k not there yet (earlier points are kept)
+            have = {p["k"] for p in current.get("points", [])}
+            todo = [k for k in sup.parse_shots(shots, current["max_shots"]) if k not in have]
+        if todo:
+            t0 = time.time()
+            current = sup.evaluate_shots(run, todo, device=device, progress=progress)
+            seconds[sup.KSHOT_FILE] = round(time.time() - t0, 1)
+        data[sup.KSHOT_FILE] = current
         if not (run / "metrics.json").is_file():
             evaluate(run, device=device, progress=progress, save_predictions=False)
         metrics = read_metrics(run)
