@@ -536,6 +536,27 @@ def summarize_per_scan(per_scan: dict[str, dict[str, dict[str, Any]]]) -> dict[s
     return out
 
 
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: str | None = None):
+    """``(cfg, checkpoint, device, model, meta)`` of a trained run folder: its ``config.json`` and
+    ``checkpoint`` (default ``RUN/checkpoints/last.pt``) loaded on ``device`` (default the run's
+    ``train.device``). FileNotFoundError naming the folder or file that is missing."""
+    from .checkpoints import load_model, resolve_device
+    from .experiment import ExperimentConfig
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train first or pass a run folder")
+    cfg = ExperimentConfig.load(cfg_path)
+    if checkpoint is None:
+        checkpoint = run_dir / "checkpoints" / "last.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: no checkpoint in {run_dir}; train the run first")
+    dev = resolve_device(device or cfg.train.device)
+    model, meta = load_model(cfg, checkpoint, dev)
+    return cfg, Path(checkpoint), dev, model, meta
+
+
 def evaluate(
     run_dir: str | Path,
     checkpoint: str | Path | None = None,
@@ -555,20 +576,10 @@ def evaluate(
     ``RUN/predictions_validation/``; ``metrics.json`` is left alone.
     """
     from ..io import write_json
-    from .checkpoints import cpu_threads, load_model, resolve_device
-    from .experiment import ExperimentConfig
+    from .checkpoints import cpu_threads
 
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train first or pass a run folder")
-    cfg = ExperimentConfig.load(cfg_path)
-    if checkpoint is None:
-        checkpoint = run_dir / "checkpoints" / "last.pt"
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: no checkpoint in {run_dir}; train the run first")
-    dev = resolve_device(device or cfg.train.device)
-    model, meta = load_model(cfg, checkpoint, dev)
+    cfg, checkpoint, dev, model, meta = load_run(run_dir, checkpoint, device)
     from .environment import environment, read_run_environment
 
     with cpu_threads(cfg, dev):
@@ -612,6 +623,6 @@ def read_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
 __all__ = [
     "EMPTY_PREDICTION_POLICY", "support_positions", "support_slices", "chunk_index", "chunk_assignment",
     "organ_range", "prediction_file_name", "predict_chunks", "SPLITS", "metrics_filename", "support_tensors",
-    "SupportSet", "stack_shots", "FoldEvaluator", "summary_means", "evaluate_model", "summarize_per_scan", "evaluate", "read_metrics",
+    "SupportSet", "stack_shots", "FoldEvaluator", "summary_means", "evaluate_model", "load_run", "summarize_per_scan", "evaluate", "read_metrics",
     "Counts",
 ]

@@ -44,7 +44,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .evaluation import FoldEvaluator, summarize_per_scan, summary_means
+from .evaluation import FoldEvaluator, load_run, summarize_per_scan, summary_means
 from .metrics import json_number
 
 log = logging.getLogger(__name__)
@@ -318,21 +318,8 @@ def kshot_evaluation(model, cfg, shots: str | int | Sequence[int] = "all", devic
 
 # ---------------------------------------------------------------------- run folders
 def _load_run(run_dir: str | Path, checkpoint: str | Path | None, device: str | None):
-    from .checkpoints import load_model, resolve_device
-    from .experiment import ExperimentConfig
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train first or pass a run folder")
-    cfg = ExperimentConfig.load(cfg_path)
-    if checkpoint is None:
-        checkpoint = run_dir / "checkpoints" / "last.pt"
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: no checkpoint in {run_dir}; train the run first")
-    dev = resolve_device(device or cfg.train.device)
-    model, meta = load_model(cfg, checkpoint, dev)
-    return cfg, Path(checkpoint), dev, model, int(meta.get("step", -1))
+    cfg, ckpt, dev, model, meta = load_run(run_dir, checkpoint, device)
+    return cfg, ckpt, dev, model, int(meta.get("step", -1))
 
 
 def read_json_or_none(path: Path) -> dict[str, Any] | None:

@@ -266,19 +266,21 @@ def kshot_figure(frame, ax=None):
     return ax.figure
 
 
+def _sensitivities(results: Mapping[tuple[str, str], Mapping[int, Mapping[str, Any]]]):
+    """(dataset, method, fold, sensitivity dict) of every fold that has its sensitivity file."""
+    for (ds, m), folds in results.items():
+        for fold, entry in folds.items():
+            if entry.get("sensitivity"):
+                yield ds, m, fold, entry["sensitivity"]
+
+
 def spread_frame(results: Mapping[tuple[str, str], Mapping[int, Mapping[str, Any]]]):
     """Per fold and organ ("mean" = organ mean): the support spread of :func:`sensitivity_stats`
     (``sd``, ``range``, ``standard``, ``worst``, ``best``, ``n_queries``), fractions."""
     import pandas as pd
 
-    rows = []
-    for (ds, m), folds in results.items():
-        for fold, entry in folds.items():
-            sens = entry.get("sensitivity")
-            if not sens:
-                continue
-            for organ, r in sens["per_fold"].items():
-                rows.append(dict(dataset=ds, method=m, fold=fold, organ=organ, **r))
+    rows = [dict(dataset=ds, method=m, fold=fold, organ=organ, **r)
+            for ds, m, fold, sens in _sensitivities(results) for organ, r in sens["per_fold"].items()]
     return pd.DataFrame(rows)
 
 
@@ -455,16 +457,10 @@ def query_frame(results: Mapping[tuple[str, str], Mapping[int, Mapping[str, Any]
 
     from ..engine.support import organ_mean_table
 
-    rows = []
-    for (ds, m), folds in results.items():
-        for fold, entry in folds.items():
-            sens = entry.get("sensitivity")
-            if not sens:
-                continue
-            for q, row in organ_mean_table(sens["dice"], sens["organs"]).items():
-                for s, v in row.items():
-                    rows.append(dict(dataset=ds, method=m, fold=fold, query=f"{fold}:{q}", support=s,
-                                     standard=s == sens["standard_support"], dice=v))
+    rows = [dict(dataset=ds, method=m, fold=fold, query=f"{fold}:{q}", support=s,
+                 standard=s == sens["standard_support"], dice=v)
+            for ds, m, fold, sens in _sensitivities(results)
+            for q, row in organ_mean_table(sens["dice"], sens["organs"]).items() for s, v in row.items()]
     return pd.DataFrame(rows, columns=["dataset", "method", "fold", "query", "support", "standard", "dice"])
 
 
