@@ -267,3 +267,72 @@ def test_segment_with_k_supports(smoke_run, tmp_path, capsys):
     own = [*pair, "--support-image", str(ds.image_path(spec, q)), "--support-label", str(ds.label_path(spec, q))]
     assert main([*base, *own, "--out", str(tmp_path / "y.nii.gz")]) == 2
     assert "its own support" in capsys.readouterr().err
+
+
+def _sens(dice_by_query: dict, fold: int = 0, standard: str = "8") -> dict:
+    """A sensitivity dict for one organ from {query: {support: dice}} (what support_sensitivity writes)."""
+    dice = {"liver": dice_by_query}
+    per_query, per_fold = sup.sensitivity_stats(dice, ["liver"], standard)
+    return {"dataset": "chaos", "setting": 1, "fold": fold, "organs": ["liver"], "query_scans": list(dice_by_query),
+            "standard_support": standard, "dice": dice, "per_query": per_query, "per_fold": per_fold}
+
+
+def test_support_against_method_on_constructed_files(tmp_path):
+    from crapnet_core.report import support as rs
+
+    # method A beats B by 0.10 with the standard support of both queries; support "2" turns query 1 round
+    a = _sens({"1": {"8": 0.60, "2": 0.40, "3": 0.50}, "2": {"8": 0.70, "1": 0.70, "3": 0.65}})
+    b = _sens({"1": {"8": 0.50, "2": 0.55, "3": 0.45}, "2": {"8": 0.60, "1": 0.62, "3": 0.60}})
+    assert a["per_query"]["liver"]["1"]["range"] == pytest.approx(0.2)
+    assert a["per_fold"]["mean"]["worst"] == pytest.approx((0.40 + 0.65) / 2)
+    c = rs.support_vs_method({("chaos", "crapnet"): {0: {"sensitivity": a}}, ("chaos", "alpnet"): {0: {"sensitivity": b}}},
+                             "chaos")
+    r = c["all"]
+    assert r["n_queries"] == 2 and r["standard"] == pytest.approx(0.10)
+    # worst: query 1 with support 2 (-0.15), query 2 with support 3 (+0.05); best: +0.10 and +0.10
+    assert r["worst"] == pytest.approx((-0.15 + 0.05) / 2) and r["best"] == pytest.approx(0.10)
+    assert r["survives"] is False  # one choice of supports reverses the ranking
+    # 9 equally likely assignments; support 2 for query 1 (-0.15) makes the mean difference negative whatever
+    # query 2 gets (+0.10, +0.08, +0.05): 6 of 9 keep the sign (random draws: within 0.01)
+    assert r["share_same_sign"] == pytest.approx(6 / 9, abs=0.01)
+    assert r["pairs_same_sign"] == pytest.approx(5 / 6)
+    assert "| no |" in rs.support_vs_method_md({"chaos": c})
+    # queries or supports that differ between the two files: refused, one line naming the field
+    other = _sens({"1": {"8": 0.6}, "3": {"8": 0.6}})
+    with pytest.raises(ValueError, match="query_scans"):
+        rs.support_vs_method({("chaos", "crapnet"): {0: {"sensitivity": a}}, ("chaos", "alpnet"): {0: {"sensitivity": other}}},
+                             "chaos")
+
+
+def test_the_page_says_not_run_yet_without_result_files(tmp_path):
+    from crapnet_core.report import support as rs
+
+    empty = rs.load_support_results(tmp_path)
+    assert empty == {}
+    text = rs.missing_md(empty)
+    assert text.count("not run yet") == 4 and "CHAOS" in text and "SSL-ALPNet" in text
+    assert rs.kshot_frame(empty).empty and rs.query_frame(empty).empty
+    assert rs.support_vs_method(empty, "chaos") is None
+    assert all(c.startswith("crapnet ") for c in rs.recipe_commands())
+
+
+def test_an_interrupted_sensitivity_resumes(smoke_run, monkeypatch):
+    from crapnet_core.engine.evaluation import FoldEvaluator
+
+    full = json.loads((smoke_run / sup.SENSITIVITY_FILE).read_text()) if (smoke_run / sup.SENSITIVITY_FILE).is_file() \
+        else sup.evaluate_supports(smoke_run, progress=False)
+    first = full["supports"][0]
+    partial = {k: full[k] for k in ("config_hash", "checkpoint", "step")}
+    partial.update(supports_done=[first], support_slices={first: full["support_slices"][first]},
+                   dice={o: {q: {s: v for s, v in r.items() if s == first} for q, r in rows.items()}
+                         for o, rows in full["dice"].items()},
+                   hd95={o: {q: {s: v for s, v in r.items() if s == first} for q, r in rows.items()}
+                         for o, rows in full["hd95"].items()})
+    (smoke_run / "support_sensitivity.partial.json").write_text(json.dumps(partial))
+    calls = []
+    original = FoldEvaluator.score
+    monkeypatch.setattr(FoldEvaluator, "score", lambda self, *a: calls.append(a[2][0].scan_id) or original(self, *a))
+    again = sup.evaluate_supports(smoke_run, progress=False)
+    assert first not in calls and calls, "the support done before the interruption was evaluated again"
+    assert again["dice"] == full["dice"] and again["per_fold"] == full["per_fold"]
+    assert not (smoke_run / "support_sensitivity.partial.json").exists()
