@@ -110,6 +110,11 @@ def write_support_results(
     from .figures import machine_description
 
     written: list[Path] = []
+    # provenance taken before anything runs: the code and machine of this call (torch's thread settings
+    # during the evaluations can narrow the CPU affinity the machine line reports)
+    prog = "crapnet" if Path(sys.argv[0]).name in ("crapnet", "__main__.py") else Path(sys.argv[0]).name
+    command = command or " ".join([prog, *sys.argv[1:]])
+    commit, machine = _commit(), machine_description()
     runs = [Path(r) for r in run_dirs]
     for run in runs:  # check every input before the first (long) evaluation
         if not (run / "config.json").is_file() or not (run / "checkpoints" / "last.pt").is_file():
@@ -150,9 +155,9 @@ def write_support_results(
         if not (folder / "metrics.json").is_file():
             written.append(write_json(folder / "metrics.json", metrics))
         provenance = {
-            "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "commit": _commit(),
-            "machine": machine_description(),
+            "command": command,
+            "commit": commit,
+            "machine": machine,
             "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "evaluation_seconds_this_call": seconds,
         }
