@@ -202,8 +202,9 @@ def support_sensitivity(
 ) -> dict[str, Any]:
     """Every admissible support of the fold as the 1-shot support of every query (module docstring).
 
-    ``source``: the run's name, checkpoint and step (copied into the result). ``partial``: a file rewritten (atomically) after each support scan, so that ``resume`` (its
-    content from an interrupted call with the same model) skips the supports already done.
+    ``source``: the run's name, checkpoint and step (copied into the result). ``partial``: a file
+    rewritten (atomically) after each support scan, so that ``resume`` (its content from an
+    interrupted call with the same model) skips the supports already done.
     Returns the ``support_sensitivity.json`` dict: ``dice`` / ``hd95`` [organ][query][support]
     (fractions, mm; null where the organ is absent from the query), the support slices used,
     ``per_query`` and ``per_fold`` (:func:`sensitivity_stats`).
