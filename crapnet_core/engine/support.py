@@ -28,7 +28,8 @@ pooled over the shots as the method defines it (:mod:`crapnet_core.models.protot
 fewest admissible supports over the organs and queries: 4 for CHAOS, 6 for Synapse); ``k = 1``
 is exactly the standard protocol (``metrics.json``).
 
-Both files carry the run's coordinates, ``config_hash``, the checkpoint and its step; neither
+Both files carry the run's coordinates, ``config_hash``, the checkpoint and its step, and the
+``environment`` (training's and this evaluation's, as ``metrics.json``); neither
 touches ``metrics.json`` or the predictions. ``support_sensitivity.json`` is written after each
 support scan (``support_sensitivity.partial.json``) and an interrupted evaluation resumes from it;
 ``kshot.json`` keeps the points of earlier calls with the same checkpoint (one point per k).
@@ -323,6 +324,14 @@ def _load_run(run_dir: str | Path, checkpoint: str | Path | None, device: str | 
     return cfg, ckpt, dev, model, int(meta.get("step", -1))
 
 
+def _environment(run_dir: Path, device) -> dict[str, Any]:
+    """What computed the numbers, as ``metrics.json`` records it: the training start's record and this
+    evaluation's (:mod:`crapnet_core.engine.environment`)."""
+    from .environment import environment, read_run_environment
+
+    return {"train": read_run_environment(run_dir), "evaluate": environment(device)}
+
+
 def read_json_or_none(path: Path) -> dict[str, Any] | None:
     """The JSON content of ``path``, None when there is no such file (ValueError naming a broken one)."""
     path = Path(path)
@@ -355,6 +364,7 @@ def evaluate_supports(run_dir: str | Path, checkpoint: str | Path | None = None,
     source = {"run": run_dir.name, "checkpoint": ckpt.name, "step": step}
     with cpu_threads(cfg, dev):
         out = support_sensitivity(model, cfg, dev, progress=progress, partial=partial, resume=resume, source=source)
+        out["environment"] = _environment(run_dir, dev)
     write_json(run_dir / SENSITIVITY_FILE, out)
     partial.unlink(missing_ok=True)
     return out
@@ -373,6 +383,7 @@ def evaluate_shots(run_dir: str | Path, shots: str | int | Sequence[int] = "all"
     source = {"run": run_dir.name, "checkpoint": ckpt.name, "step": step}
     with cpu_threads(cfg, dev):
         res = kshot_evaluation(model, cfg, shots, dev, progress=progress, source=source)
+        res["environment"] = _environment(run_dir, dev)
     path = run_dir / KSHOT_FILE
     old = read_json_or_none(path)
     new_ks = {p["k"] for p in res["points"]}
