@@ -297,6 +297,12 @@ def test_support_against_method_on_constructed_files(tmp_path):
     assert r["share_same_sign"] == pytest.approx(6 / 9, abs=0.01)
     assert r["pairs_same_sign"] == pytest.approx(5 / 6)
     assert "| no |" in rs.support_vs_method_md({"chaos": c})
+    assert c["all"]["fold_level"]["ci_low"] is None  # one fold: no fold-level interval (the study's statistics)
+    three = {("chaos", "crapnet"): {f: {"sensitivity": {**a, "fold": f}} for f in range(3)},
+             ("chaos", "alpnet"): {f: {"sensitivity": {**b, "fold": f}} for f in range(3)}}
+    fl = rs.support_vs_method(three, "chaos")["all"]["fold_level"]
+    assert fl["n_folds"] == 3 and fl["n"] == 6 and fl["mean_diff"] == pytest.approx(0.10)
+    assert fl["ci_low"] == pytest.approx(0.10) and fl["ci_high"] == pytest.approx(0.10)  # identical differences
     # queries or supports that differ between the two files: refused, one line naming the field
     other = _sens({"1": {"8": 0.6}, "3": {"8": 0.6}})
     with pytest.raises(ValueError, match="query_scans"):

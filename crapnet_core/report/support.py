@@ -28,7 +28,9 @@ Reading (:func:`load_support_results`) and the statistics the book page shows:
   interval lies on the side of the standard difference; ``share_same_sign`` is the fraction of
   random support assignments (each query one admissible support, uniformly and independently;
   ``N_ASSIGNMENTS`` draws with ``numpy.random.default_rng(ASSIGNMENT_SEED)``) whose mean
-  difference has the standard's sign. Dice as fractions here; the page shows 0-100.
+  difference has the standard's sign. Next to it, the standard difference's fold-level 95 % interval as
+  the study's statistics define it (:func:`crapnet_core.engine.inference.fold_level_test`: folds as
+  the unit of replication). Dice as fractions here; the page shows 0-100.
 """
 
 from __future__ import annotations
@@ -357,6 +359,14 @@ def support_vs_method(results: Mapping[tuple[str, str], Mapping[int, Mapping[str
             pooled[f"{f}:{q}"] = {("standard" if s == std else s): v for s, v in row.items()}
         standards.add(std)
     out["all"] = _interval(pooled, "standard", rng)
+    # the protocol's method difference with the study's fold-level statistics (engine.inference)
+    from ..engine.inference import fold_level_test
+
+    d = [row["standard"] for row in pooled.values() if "standard" in row]
+    g = [key.split(":", 1)[0] for key, row in pooled.items() if "standard" in row]
+    test = fold_level_test(d, g)
+    out["all"]["fold_level"] = {k: test[k] for k in ("n", "n_folds", "mean_diff", "ci_low", "ci_high", "p",
+                                                     "excludes_zero")}
     sds = [v for f in folds for v in out["folds"][f]["support_sd"].values() if v is not None]
     out["all"]["support_sd"] = float(np.mean(sds)) if sds else None
     rngs = [v for f in folds for v in out["folds"][f]["support_range"].values() if v is not None]
@@ -374,16 +384,20 @@ def support_vs_method_md(comparisons: Mapping[str, Mapping[str, Any] | None], a:
 
     la, lb = METHOD_LABELS.get(a, a), METHOD_LABELS.get(b, b)
     lines = [f"| dataset | folds | queries | support SD | support range | {la} − {lb} (fold support) | "
-             f"over support choices [worst, best] | same sign (random choices) | ranking survives |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"fold-level 95 % interval | over support choices [worst, best] | same sign (random choices) | "
+             f"ranking survives |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for ds, c in comparisons.items():
         if not c:
             continue
         r = c["all"]
         share = "–" if r.get("share_same_sign") is None else f"{100 * r['share_same_sign']:.1f} %"
+        fl = r.get("fold_level") or {}
+        ci = "– (fewer folds than the study's statistics need)" if fl.get("ci_low") is None else \
+            f"[{100 * fl['ci_low']:+.2f}, {100 * fl['ci_high']:+.2f}]"
         lines.append(
             f"| {DATASET_TITLES.get(ds, ds)} | {len(r['folds'])} | {r['n_queries']} | {100 * r['support_sd']:.2f} | "
-            f"{100 * r['support_range']:.2f} | {100 * r['standard']:+.2f} | [{100 * r['worst']:+.2f}, "
+            f"{100 * r['support_range']:.2f} | {100 * r['standard']:+.2f} | {ci} | [{100 * r['worst']:+.2f}, "
             f"{100 * r['best']:+.2f}] | {share} | {'yes' if r['survives'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
