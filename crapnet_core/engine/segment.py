@@ -1,10 +1,12 @@
-"""Segment an organ in a new scan from one annotated example (``crapnet segment``).
+"""Segment an organ in a new scan from one annotated example, or k of them (``crapnet segment``).
 
 The same code path as the evaluation (:mod:`crapnet_core.engine.evaluation`): the support
 slices are taken at ``floor(f_p * n)`` of the support's organ slices (f_p = 1/6, 1/2, 5/6),
 the query's slice range (``query_range``, default every slice, since a new scan has no
 label to give the organ's range) is split into 3 equal chunks, chunk p is segmented with
-support slice p by :func:`~crapnet_core.engine.evaluation.predict_chunks`.
+support slice p by :func:`~crapnet_core.engine.evaluation.predict_chunks`. With k annotated
+examples (repeated ``--support-image`` / ``--support-label``), chunk p is segmented from the k
+supports' slice p together (k-shot; prototypes pooled over the shots by the model).
 
 Input conventions: the same loading mechanism as the dataset folders
 (:func:`crapnet_core.data.datasets.make_volume`, rules in :mod:`crapnet_core.data.geometry`): support
@@ -39,7 +41,7 @@ than half a model input cell is kept as its best-covered cell(s), with a warning
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -141,9 +143,17 @@ def _parse_range(text: str | None, n: int, path: Path) -> tuple[int, int]:
     return lo, hi
 
 
+def _as_paths(value, name: str) -> list[Path]:
+    """One path or a sequence of paths -> a non-empty list of Paths (ValueError naming the option)."""
+    items = [value] if isinstance(value, (str, Path)) else list(value or [])
+    if not items:
+        raise ValueError(f"{name}: give at least one file")
+    return [Path(v) for v in items]
+
+
 def segment_files(
-    support_image: str | Path,
-    support_label: str | Path,
+    support_image: str | Path | Sequence[str | Path],
+    support_label: str | Path | Sequence[str | Path],
     query_image: str | Path,
     out: str | Path,
     organ_label: int = 1,
@@ -156,18 +166,31 @@ def segment_files(
 ) -> dict[str, Any]:
     """Segment the organ labelled ``organ_label`` in ``support_label`` in ``query_image``; write ``out``.
 
-    Give either ``run`` (a trained run folder) or ``checkpoint``. Returns a small report
-    (support slices used, query slice range, predicted voxels, output path).
+    Give either ``run`` (a trained run folder) or ``checkpoint``. k-shot: ``support_image`` and
+    ``support_label`` may be lists of k files (pairs in the same order, ``crapnet segment`` with
+    repeated ``--support-image`` / ``--support-label``); each support gives its slices at 1/6, 1/2,
+    5/6 of its own organ range, chunk p of the query is segmented from the k supports' chunk-p slices,
+    and the model pools its prototypes over the shots (:mod:`crapnet_core.models.prototypes`). One pair
+    is exactly the 1-shot path. Returns a small report (support slices used, per support for k >= 2,
+    query slice range, predicted voxels, output path).
     """
     from ..io import check_output_folder, save_nifti
     from .checkpoints import load_model, read_checkpoint, resolve_device, run_checkpoint, run_hashes
+    from .evaluation import SupportSet, stack_shots
     from .experiment import ExperimentConfig
 
+    images = _as_paths(support_image, "--support-image")
+    labels = _as_paths(support_label, "--support-label")
+    if len(images) != len(labels):
+        raise ValueError(f"--support-image / --support-label: {len(images)} image(s) but {len(labels)} label map(s); "
+                         "give one label map per support image, in the same order")
     out = Path(out)
     if out.exists() and not force:
         raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
     if not str(out).endswith((".nii", ".nii.gz")):
         raise ValueError(f"--out: {out} must end with .nii or .nii.gz")
+    if Path(query_image).resolve() in [p.resolve() for p in images]:
+        raise ValueError(f"--query-image: {query_image} is also a --support-image; a scan cannot be its own support")
     query_size = Path(query_image).stat().st_size if Path(query_image).is_file() else 0
     check_output_folder(out.parent, query_size + 2**20, what="--out folder")  # before the work
     belongs: tuple[str, ...] | None = None  # --checkpoint: its own config, nothing to compare
@@ -192,15 +215,19 @@ def segment_files(
 
     preset = _preset_of(cfg)
     profile = state.get("intensity_profile")
-    s_vol, s_lab = _load_support(Path(support_image), Path(support_label), preset, replace_nonfinite)
-    if not (np.asarray(s_lab) == int(organ_label)).any():
-        raise ValueError(f"--support-label: {support_label} holds no voxel with label {organ_label}")
-    fg, _ = s_vol.geometry.mask_to_model(np.asarray(s_lab) == int(organ_label))  # small structures survive
-    zs = np.flatnonzero(fg.any(axis=(0, 1)))
-    chosen = support_slices(zs.tolist(), cfg.eval.n_parts)
-    s_note = match_intensities(s_vol, profile, stats is not None, "--support-image")
-    sup_images, sup_masks = support_tensors(_normalized(s_vol, stats), fg, chosen, cfg.data.input_size,
-                                            source=str(support_label))
+    supports, s_notes = [], []
+    for image, label in zip(images, labels):
+        s_vol, s_lab = _load_support(image, label, preset, replace_nonfinite)
+        if not (np.asarray(s_lab) == int(organ_label)).any():
+            raise ValueError(f"--support-label: {label} holds no voxel with label {organ_label}")
+        fg, _ = s_vol.geometry.mask_to_model(np.asarray(s_lab) == int(organ_label))  # small structures survive
+        zs = np.flatnonzero(fg.any(axis=(0, 1)))
+        chosen = support_slices(zs.tolist(), cfg.eval.n_parts)
+        s_notes.append(match_intensities(s_vol, profile, stats is not None, "--support-image"))
+        sup_images, sup_masks = support_tensors(_normalized(s_vol, stats), fg, chosen, cfg.data.input_size,
+                                                source=str(label))
+        supports.append(SupportSet(str(image), tuple(int(z) for z in chosen), int(zs.size), sup_images, sup_masks))
+    sup_images, sup_masks = stack_shots(supports)
 
     q_vol = _load_query(Path(query_image), preset, replace_nonfinite)
     q_note = match_intensities(q_vol, profile, stats is not None, "--query-image")
@@ -216,16 +243,18 @@ def segment_files(
         pred[:, :, z] = mask
     pred = geom.from_canonical(pred)
     save_nifti(out, pred, geom.file_affine)
+    one = len(supports) == 1
     return {
         "out": str(out),
         "checkpoint": str(checkpoint),
-        "support_slices": [int(z) for z in chosen],
+        "shots": len(supports),
+        "support_slices": list(supports[0].slices) if one else [list(s.slices) for s in supports],
         "query_range": [int(z_min), int(z_max)],
         "predicted_voxels": int(pred.sum()),
         "shape": list(pred.shape),
         "orientation": {"file": "".join(_axcodes(geom.file_affine)), "model": "".join(_canon())},
         "in_plane": geom.inplane,
-        "intensity": {"support": s_note, "query": q_note},
+        "intensity": {"support": s_notes[0] if one else s_notes, "query": q_note},
     }
 
 
