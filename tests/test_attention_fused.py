@@ -111,12 +111,57 @@ def test_identity_at_initialisation_is_exact():
     assert torch.equal(zs, xs) and torch.equal(zq, xq)
 
 
-def test_reference_path_for_other_shapes_and_hooks():
+@pytest.mark.parametrize("branches", [2, 1])
+@pytest.mark.parametrize("temperature", ["fixed", "learned"])
+@pytest.mark.parametrize("compact", [None, False])
+def test_fused_matches_reference_for_a_larger_support(branches, temperature, compact):
+    """k shots: the support holds the pixels of K shots ((K h) x w, models.segmenter.attend_shots),
+    the query h x w; the fused path runs each branch as its own group and agrees with the reference."""
+    att = _stack(branches, temperature)
+    att.compact = compact
+    torch.manual_seed(9)
+    xs, xq = torch.randn(2, 24, 3 * 4, 5), torch.randn(2, 24, 4, 5)  # K = 3 shots of 4 x 5 against a 4 x 5 query
+    ref = _outputs_and_grads(att, xs, xq, fused=False)
+    new = _outputs_and_grads(att, xs, xq, fused=True)
+    _assert_close(ref, new, rtol=1e-4)
+
+
+def test_kshot_segmenter_takes_the_fused_path():
+    """A k-shot forward of the learned-temperature CRAPNet: the same logits and gradients through the
+    fused blocks as block by block, and K = 1 in the k-shot layout is the one-shot model bit for bit."""
+    model = FewShotSegmenter(_small_crapnet("learned")).train()
+    for m in model.modules():
+        if isinstance(m, CycleResemblanceBlock):
+            torch.nn.init.normal_(m.out.weight, std=0.2)
+    ep = _episode()
+    g = torch.Generator().manual_seed(4)
+    other = torch.randn(ep["support_image"].shape, generator=g)
+    images = torch.stack([ep["support_image"], other], dim=1)  # (1, K = 2, 3, H, W)
+    masks = torch.stack([ep["support_mask"], ep["support_mask"].roll(5, -1)], dim=1)
+    grads = {}
+    for fused in (True, False):
+        model.attention.fused = fused
+        model.zero_grad(set_to_none=True)
+        out = model(images, masks, ep["query_image"])
+        out.logits.square().mean().backward()
+        grads[fused] = (out.logits.detach(), model.attention.query_blocks[1].log_temperature.grad,
+                        model.attention.support_blocks[0].theta.weight.grad)
+    for a, b in zip(grads[True], grads[False]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    model.attention.fused = True
+    with torch.no_grad():
+        one = model(ep["support_image"], ep["support_mask"], ep["query_image"]).logits
+        k1 = model(ep["support_image"][:, None], ep["support_mask"][:, None], ep["query_image"]).logits
+    assert torch.equal(one, k1)
+
+
+def test_reference_path_for_other_batches_and_hooks():
     att = _stack(2, "fixed")
     xs, xq = torch.randn(1, 24, 4, 4), torch.randn(1, 24, 3, 5)
-    assert not att.uses_fused(xs, xq)  # support and query of different sizes: block by block
+    assert att.uses_fused(xs, xq)  # support and query of different sizes (k shots): fused, branch by branch
     zs, zq = att(xs, xq)
     assert zs.shape == xs.shape and zq.shape == xq.shape
+    assert not att.uses_fused(torch.randn(2, 24, 4, 4), xq)  # batches differ: the blocks' own error
     xq = torch.randn(1, 24, 4, 4)
     calls = []
     handle = att.support_blocks[1].register_forward_hook(lambda *a: calls.append(1))

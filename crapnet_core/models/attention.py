@@ -46,8 +46,10 @@ logarithms, i.e. pulls tau towards 1 and s towards 1, negligibly at lr 1e-3 and 
 reading above written block by block and differentiated by autograd: the reference, used by
 the diagnostics (which hook the blocks) and by the tests. :class:`SupportQueryAttention` runs
 the whole stack through :mod:`crapnet_core.models.attention_fused` (both branches batched,
-pixel-major, a hand-written backward; issue 21) whenever the two sides have the same shape
-and no block carries a hook; otherwise, or with ``fused = False``, block by block. Both give
+pixel-major, a hand-written backward; issue 21) whenever the two sides have the same batch
+and channels and no block carries a hook (a support of K shots, larger than the query: each
+branch as its own group of the same batched blocks); otherwise, or with ``fused = False``,
+block by block. Both give
 the same outputs and gradients up to float32 rounding (tests/test_attention_fused.py).
 """
 
@@ -218,11 +220,12 @@ class SupportQueryAttention(nn.Module):
     pair (the support and query sub-blocks of a step read the same inputs).
     temperature: ``fixed`` or ``learned`` for every block (:class:`CycleResemblanceBlock`).
 
-    forward(x_s (B, D, H, W), x_q (B, D, H, W)) -> (z_s, z_q), same shapes.
+    forward(x_s (B, D, H, W), x_q (B, D, H', W')) -> (z_s, z_q), the shapes of x_s and x_q.
 
     ``fused`` (default True): run the stack as one batched computation
-    (:mod:`crapnet_core.models.attention_fused`) when x_s and x_q have the same shape and no
-    block has a forward hook; False: always block by block (the reference). ``compact``
+    (:mod:`crapnet_core.models.attention_fused`) when x_s and x_q have the same batch and
+    channels (sizes may differ: k shots) and no block has a forward hook; False: always block by
+    block (the reference). ``compact``
     (default None: on CPU outside ``torch.compile``): the fused path's used-columns form.
     Runtime only: parameters and checkpoints are the same either way.
     """
@@ -247,7 +250,8 @@ class SupportQueryAttention(nn.Module):
 
     def uses_fused(self, x_s: torch.Tensor, x_q: torch.Tensor) -> bool:
         """Whether :meth:`forward` takes the batched path for these inputs (see the class docstring)."""
-        if not self.fused or x_s.shape != x_q.shape or x_s.dim() != 4 or x_s.dtype != x_q.dtype:
+        if (not self.fused or x_s.dim() != 4 or x_q.dim() != 4 or x_s.shape[:2] != x_q.shape[:2]
+                or x_s.dtype != x_q.dtype):
             return False
         # hooks on a block (the diagnostics' trace_attention) must see its calls: block by block then
         # (module-global hooks, e.g. FlopCounterMode's, only track nesting and see the stack's call)
@@ -276,10 +280,17 @@ class SupportQueryAttention(nn.Module):
         return t.view(2, self.n_blocks, *t.shape[1:])
 
     def _forward_fused(self, x_s: torch.Tensor, x_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both branches batched (group axis 0: support branch, query branch), pixel-major."""
+        """Both branches batched (group axis 0: support branch, query branch), pixel-major.
+
+        Support and query of different sizes (k shots: the support holds the pixels of K shots,
+        :func:`crapnet_core.models.segmenter.attend_shots`) cannot share one tensor: each branch
+        then runs as its own group of the same batched blocks (:meth:`_forward_fused_apart`).
+        """
         b, dim, h, w = x_s.shape
         if dim != self.channels:
             raise ValueError(f"SupportQueryAttention: features have {dim} channels, expected {self.channels}")
+        if x_s.shape != x_q.shape:
+            return self._forward_fused_apart(x_s, x_q)
         n, k_, d = h * w, self.n_blocks, self.inner_channels
         xs_t, xq_t = x_s.flatten(2).transpose(1, 2), x_q.flatten(2).transpose(1, 2)  # (B, N, D)
         u = torch.stack([xs_t, xq_t])  # (2, B, N, D): updated sides
@@ -314,9 +325,60 @@ class SupportQueryAttention(nn.Module):
                 eo = f.flip(0).view(2, b, n, d)
                 u = CycleBlockFunction.apply(u, eo, w_tg[k], b_tg[k], w_z[k], scales[k], taus[k], compact)
         z = u.view(2, b, h, w, dim).permute(0, 1, 4, 2, 3)  # (2, B, D, H, W) views
-        fmt = torch.channels_last if (x_s.is_contiguous(memory_format=torch.channels_last)
-                                      and not x_s.is_contiguous()) else torch.contiguous_format
+        fmt = _memory_format(x_s)
         return z[0].contiguous(memory_format=fmt), z[1].contiguous(memory_format=fmt)
+
+    def _block_weights(self, k: int, side: int):
+        """Block k of the support (``side`` 0) or query (1) branch as :class:`CycleBlockFunction` takes
+        them for one group: (w_tg (1, 2d, D), b_tg (1, 2d), w_z (1, D, d + 1))."""
+        blk = (self.support_blocks, self.query_blocks)[side][k]
+        d, dim = self.inner_channels, self.channels
+        w_tg = torch.cat([blk.theta.weight.view(d, dim), blk.g.weight.view(d, dim)]).unsqueeze(0)
+        b_tg = torch.cat([blk.theta.bias, blk.g.bias]).unsqueeze(0)
+        w_z = torch.cat([blk.out.weight.view(dim, d), blk.out.bias.unsqueeze(1)], dim=1).unsqueeze(0)
+        return w_tg, b_tg, w_z
+
+    def _scale_and_temperature(self, k: int, side: int, b: int):
+        """Block k's affinity scale and Eq. 13 temperature for the B episodes of one group."""
+        blk = (self.support_blocks, self.query_blocks)[side][k]
+        if self.temperature != "learned":
+            return blk.scale, None
+        return blk.log_scale.exp().expand(b), blk.log_temperature.exp().expand(b)
+
+    def _forward_fused_apart(self, x_s: torch.Tensor, x_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_forward_fused` for a support and a query of different sizes (same batch and
+        channels): :class:`CycleBlockFunction` with one group per branch, updated side N_u pixels
+        against the other side's N_o (the same block, forward and backward, as the batched path)."""
+        b, dim = x_s.shape[:2]
+        k_, d = self.n_blocks, self.inner_channels
+        flat = [x.flatten(2).transpose(1, 2).contiguous() for x in (x_s, x_q)]  # (B, N_s, D), (B, N_q, D)
+        compact = compact_by_default(x_s) if self.compact is None else bool(self.compact)
+
+        def phi(k: int, side: int, other: torch.Tensor) -> torch.Tensor:
+            blk = (self.support_blocks, self.query_blocks)[side][k]
+            return pointwise(blk.phi, other.transpose(1, 2)).transpose(1, 2).contiguous().unsqueeze(0)  # (1, B, N_o, d)
+
+        def block(k: int, side: int, u: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+            scale, tau = self._scale_and_temperature(k, side, b)
+            return CycleBlockFunction.apply(u, phi(k, side, other), *self._block_weights(k, side), scale, tau, compact)
+
+        u = [flat[0].unsqueeze(0), flat[1].unsqueeze(0)]  # (1, B, N, D) per side
+        if self.branches == 2:  # each branch against the other side's encoder features
+            for side in (0, 1):
+                for k in range(k_):
+                    u[side] = block(k, side, u[side], flat[1 - side])
+        else:  # one branch: step k updates both sides from the previous step's pair
+            for k in range(k_):
+                u = [block(k, 0, u[0], u[1][0]), block(k, 1, u[1], u[0][0])]
+        fmt = _memory_format(x_s)
+        return tuple(z[0].transpose(1, 2).reshape(x.shape).contiguous(memory_format=fmt)
+                     for z, x in zip(u, (x_s, x_q)))
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last when ``x`` is stored so (and not also contiguous), else contiguous."""
+    return (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            else torch.contiguous_format)
 
 
 __all__ = ["CycleResemblance", "cycle_resemblance", "CycleResemblanceBlock", "SupportQueryAttention", "TEMPERATURES"]

@@ -6,7 +6,8 @@ for a whole stack (:class:`~crapnet_core.models.attention.SupportQueryAttention`
 fewer, larger and cheaper operations (issue 21):
 
 * both branches at once: the support branch's block k and the query branch's block k share
-  every operation, their weights stacked on a leading "branch" axis of size P = 2;
+  every operation, their weights stacked on a leading "branch" axis of size P = 2 (a support
+  larger than the query, k shots' pixels: one call per branch, P = 1, N_u and N_o differing);
 * pixel-major features (P, B, N, D): gathers and scatters over pixels (the cycle's j*, the
   column pick i*(j)) move whole rows, several times faster on CPU than gathers of columns of
   (D, N) (micro-benchmark at `lite` sizes);

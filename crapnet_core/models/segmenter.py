@@ -148,6 +148,10 @@ def attend_shots(attention: SupportQueryAttention, x_s: torch.Tensor, x_q: torch
     K identical shots give the 1-shot result up to float round-off (each pixel is repeated K times:
     the argmaxes, resemblance weights and aggregated values are unchanged).
 
+    The stack runs through the batched blocks (:mod:`crapnet_core.models.attention_fused`) with
+    each branch as its own group, since the support's K h w pixels outnumber the query's h w
+    (:meth:`SupportQueryAttention._forward_fused_apart`).
+
     Returns z_s (B, K, C, h, w) and z_q (B, C, h, w).
     """
     b, k, c, h, w = x_s.shape
