@@ -93,6 +93,31 @@ def test_a_label_in_another_axis_order_is_reoriented_not_refused(tmp_path):
         D.load_volume(spec, "5")
 
 
+def test_evaluation_supports_take_their_labels_through_the_pair_rule(tmp_path):
+    """The support scans of the evaluations (the fold's support, the support-choice and k-shot
+    supports: engine.evaluation.FoldEvaluator.support) read their label on the image's array, as the
+    dataset loader: a label stored flipped or in another axis order gives the same support."""
+    import torch
+
+    from crapnet_core.engine.evaluation import FoldEvaluator
+
+    img, lab, aff = _phantom_scan("1")
+    data = _folder(tmp_path / "data")
+    for sid, pair in (("1", (lab, aff)), ("2", _flip_j(lab, aff)), ("3", _permute(lab, aff))):
+        _save(data / f"image_{sid}.nii.gz", img, aff)
+        _save(data / f"label_{sid}.nii.gz", *pair)
+    ev = object.__new__(FoldEvaluator)  # the support side only: no model, no fold
+    ev.spec, ev.n_parts, ev.size = D.resolve_dataset(data), 3, 64
+    ev.stats = D.normalization_stats(ev.spec, ["1"])
+    ev._supports, ev._image_labels, ev._norm = {}, {}, {}
+    ref = ev.support("1", "liver")
+    assert ref is not None and ref.masks.sum() > 0
+    for sid in ("2", "3"):
+        sup = ev.support(sid, "liver")
+        assert (sup.slices, sup.n_slices_with_organ) == (ref.slices, ref.n_slices_with_organ)
+        assert torch.equal(sup.masks, ref.masks) and torch.equal(sup.images, ref.images)
+
+
 def test_segment_takes_a_dicom_support_with_a_nifti_label(run, tmp_path, capsys):
     """The DICOM series reads with its slice axis reversed (LPS-style), its NIfTI label is stored
     as the original: one world grid, so the label is reoriented, and the prediction is the one

@@ -341,6 +341,57 @@ def test_resume_takes_the_newest_intact_checkpoint(tmp_path, caplog):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_support_and_kshot_evaluations_follow_the_run_folder_rules(runs, tmp_path, capsys, caplog, monkeypatch):
+    """evaluate --supports / --shots (engine.support, through evaluation.load_run) use a run as
+    evaluate does: the checkpoint of the run's config, the run folder's lock, the intact copy of a
+    damaged last.pt, a writable folder checked before the work."""
+    import threading
+
+    import crapnet_core.engine.support as support
+    from crapnet_core.engine.locks import run_lock
+
+    mixed = _copy_run(runs, "seed0", tmp_path / "mixed")
+    shutil.rmtree(mixed / "checkpoints")
+    shutil.copytree(runs / "seed1" / "checkpoints", mixed / "checkpoints")
+    assert main(["evaluate", str(mixed), "--shots", "1", "--no-progress"]) == 2
+    assert "belongs to another config" in _one_line(capsys.readouterr().err)
+    assert not (mixed / support.KSHOT_FILE).exists()
+
+    run = _copy_run(runs, "seed0", tmp_path / "run")
+    held, release = threading.Event(), threading.Event()
+
+    def other():
+        with run_lock(run, command="crapnet train --out run"):
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        assert held.wait(10)
+        assert main(["evaluate", str(run), "--supports", "all", "--no-progress"]) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert str(run) in line and "crapnet train --out run" in line
+    finally:
+        release.set()
+        t.join()
+    assert not (run / support.SENSITIVITY_FILE).exists()
+
+    (run / "checkpoints" / "last.pt").write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING):
+        assert main(["evaluate", str(run), "--shots", "1", "--no-progress"]) == 0
+    assert "last.pt skipped" in caplog.text
+    ks = json.loads((run / support.KSHOT_FILE).read_text())
+    assert (ks["checkpoint"], ks["step"], [p["k"] for p in ks["points"]]) == ("step_1.pt", 1, [1])
+
+    ro = _copy_run(runs, "seed0", tmp_path / "ro" / "run")
+    deny_writes(monkeypatch, ro.parent, errno.EROFS)
+    monkeypatch.setattr(support, "support_sensitivity", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work")))
+    assert main(["evaluate", str(ro), "--supports", "all", "--no-progress"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert str(ro) in line and "read-only file system" in line
+
+
 def test_evaluate_uses_the_intact_copy_of_a_damaged_last_checkpoint(runs, tmp_path, capsys, caplog):
     run = _copy_run(runs, "seed0", tmp_path / "run")
     (run / "checkpoints" / "last.pt").write_bytes(b"garbage")
