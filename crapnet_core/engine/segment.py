@@ -40,6 +40,7 @@ than half a model input cell is kept as its best-covered cell(s), with a warning
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -189,8 +190,6 @@ def segment_files(
         raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
     if not str(out).endswith((".nii", ".nii.gz")):
         raise ValueError(f"--out: {out} must end with .nii or .nii.gz")
-    if Path(query_image).resolve() in [p.resolve() for p in images]:
-        raise ValueError(f"--query-image: {query_image} is also a --support-image; a scan cannot be its own support")
     query_size = Path(query_image).stat().st_size if Path(query_image).is_file() else 0
     check_output_folder(out.parent, query_size + 2**20, what="--out folder")  # before the work
     belongs: tuple[str, ...] | None = None  # --checkpoint: its own config, nothing to compare
@@ -228,6 +227,10 @@ def segment_files(
                                                 source=str(label))
         supports.append(SupportSet(str(image), tuple(int(z) for z in chosen), int(zs.size), sup_images, sup_masks))
     sup_images, sup_masks = stack_shots(supports)
+    # after the supports' own checks (the pair rule, label values: those name the file first);
+    # os.path.realpath, not Path.resolve: a symbolic link loop is left to the reader's ELOOP
+    if os.path.realpath(query_image) in [os.path.realpath(p) for p in images]:
+        raise ValueError(f"--query-image: {query_image} is also a --support-image; a scan cannot be its own support")
 
     q_vol = _load_query(Path(query_image), preset, replace_nonfinite)
     q_note = match_intensities(q_vol, profile, stats is not None, "--query-image")
