@@ -4,7 +4,8 @@
 
 ``--dry-run``: the same sections on CPU with the ``smoke`` profile on the phantom and a few
 steps each (K = 1, 2 for the packed trainings), so that CI checks the script end to end.
-Sections: env, weights, steps, packed, train (each writes ``OUT/<section>.json``; a failing
+Sections: env, weights, steps, kernels (launches per step: batched attention, block by block,
+compiled with CUDA graphs), packed, train (each writes ``OUT/<section>.json``; a failing
 section records its error and the next one runs); ``OUT/summary.md`` at the end.
 Internal: ``--worker`` runs one timed training loop (the packed section starts K of them).
 """
@@ -99,8 +100,35 @@ def _episode_batch(cfg):
     return torch.utils.data.default_collate([dataset[i] for i in range(cfg.train.batch_size)])
 
 
-def timed_loop(cfg, seconds: float, max_steps: int, warmup: int) -> dict:
-    """The model compute of training steps as ``crapnet train`` does it (autocast, channels-last on CUDA)."""
+def _count_launches(step) -> dict:
+    """Kernel launches of one call of ``step()``: CUDA runtime launch calls (kernels, graph launches)
+    on a GPU; on CPU the ATen kernels as benchmarks/bench_attention.py counts them."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    names = [e.name for e in prof.events()]
+    if cuda:
+        return {"kernel_launches": sum(n in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC") for n in names),
+                "graph_launches": sum(n in ("cudaGraphLaunch", "cuGraphLaunch") for n in names),
+                "device_events": sum(1 for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)}
+    sys.path.insert(0, str(HERE.parent))
+    from bench_attention import operator_counts  # the same definition of a kernel
+
+    return {"aten_kernels": operator_counts(prof.events())["kernels"]}
+
+
+def timed_loop(cfg, seconds: float, max_steps: int, warmup: int, prepare=None, count: bool = False) -> dict:
+    """The model compute of training steps as ``crapnet train`` does it (autocast, channels-last on CUDA).
+
+    prepare: called with the built model (e.g. to compile it or switch the attention's form);
+    count: also count the kernel launches of one step after the warm-up (``_count_launches``).
+    """
     import contextlib
 
     import torch
@@ -116,22 +144,36 @@ def timed_loop(cfg, seconds: float, max_steps: int, warmup: int) -> dict:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
+    if prepare is not None:
+        prepare(model, device)
     opt, sched = make_optimizer(cfg, model)
     batch = _to_device(batch, device, channels_last)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    steps, t0 = 0, None
-    while True:
-        if steps == warmup:
-            if cuda:
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
+
+    def one_step():
         with torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and cfg.train.amp) else contextlib.nullcontext():
             loss = episode_loss(model, batch, cfg.loss)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        return loss
+
+    steps, t0, first_step_s, launches = 0, None, None, None
+    while True:
+        if steps == warmup:
+            if count:
+                launches = _count_launches(one_step)
+            if cuda:
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+        t_step = time.perf_counter()
+        loss = one_step()
+        if steps == 0:
+            if cuda:
+                torch.cuda.synchronize(device)
+            first_step_s = round(time.perf_counter() - t_step, 2)  # includes a compilation
         steps += 1
         if t0 is not None and (steps - warmup >= max_steps or time.perf_counter() - t0 >= seconds):
             break
@@ -141,7 +183,9 @@ def timed_loop(cfg, seconds: float, max_steps: int, warmup: int) -> dict:
     timed = steps - warmup
     res = dict(method=cfg.model.method, profile=cfg.profile, encoder=cfg.model.encoder, input_size=cfg.data.input_size,
                device=str(device), timed_steps=timed, seconds=round(wall, 3), steps_per_s=round(timed / wall, 3),
-               loss=float(loss.detach()))
+               loss=float(loss.detach()), first_step_s=first_step_s)
+    if launches is not None:
+        res["launches_per_step"] = launches
     if cuda:
         res.update(peak_allocated_mib=round(torch.cuda.max_memory_allocated(device) / 2**20),
                    peak_reserved_mib=round(torch.cuda.max_memory_reserved(device) / 2**20))
@@ -165,6 +209,41 @@ def section_steps(args) -> dict:
         out[method] = timed_loop(cfg, seconds=3 if args.dry_run else 30, max_steps=2 if args.dry_run else 10**9,
                                  warmup=1 if args.dry_run else 10)
         print(f"steps: {method}: {out[method]}", flush=True)
+    return out
+
+
+def _blockwise(model, device) -> None:
+    """The attention block by block (as before issue 21): the comparison row."""
+    if getattr(model, "attention", None) is not None:
+        model.attention.fused = False
+
+
+def _compiled(model, device) -> None:
+    """``crapnet train --set train.compile=on``: the model compiled, CUDA graphs on a GPU."""
+    from crapnet_core.engine.training import compile_model
+
+    compile_model(model, device)
+
+
+def section_kernels(args, deadline: float) -> dict:
+    """Kernel launches per training step and steps/s: CRAPNet with the batched attention, the same
+    with the blocks one by one (before issue 21), compiled (``reduce-overhead``: CUDA graphs), SSL-ALPNet."""
+    profile, dataset, device, extra = _profile(args)
+    out = {"note": "launches: CUDA runtime kernel/graph launch calls in one training step (on CPU: ATen kernels)"}
+    rows = [("crapnet", "crapnet", None), ("crapnet-blockwise", "crapnet", _blockwise), ("alpnet", "alpnet", None),
+            ("crapnet-compiled", "crapnet", _compiled)]
+    for name, method, prepare in rows:
+        if prepare is _compiled and args.dry_run:
+            out[name] = {"skipped": "dry run: a CPU compilation takes minutes (benchmarks/bench_compile.py)"}
+            continue
+        if prepare is _compiled and deadline - time.time() < 6 * 60:
+            out[name] = {"skipped": f"{(deadline - time.time()) / 60:.1f} min left"}
+            continue
+        cfg = _config(profile, dataset, method, device, args.data_root, extra)
+        out[name] = timed_loop(cfg, seconds=3 if args.dry_run else 20, max_steps=2 if args.dry_run else 10**9,
+                               warmup=1 if args.dry_run else (20 if prepare is _compiled else 5), prepare=prepare,
+                               count=True)
+        print(f"kernels: {name}: {out[name]}", flush=True)
     return out
 
 
@@ -254,6 +333,10 @@ def summary(out: Path, results: dict) -> str:
             r = s[m]
             lines.append(f"- {m}: {r['steps_per_s']} steps/s ({r['profile']}, {r['encoder']}, {r['input_size']} px, "
                          f"{r['device']}), peak memory {r.get('peak_allocated_mib', '-')} MiB")
+    for name, r in results.get("kernels", {}).items():
+        if isinstance(r, dict) and "steps_per_s" in r:
+            lines.append(f"- {name}: {r['steps_per_s']} steps/s, launches per step {r.get('launches_per_step')}, "
+                         f"first step {r.get('first_step_s')} s")
     p = results.get("packed", {}).get("runs", {})
     for k, r in p.items():
         lines.append(f"- packed K={k}: {r['total_steps_per_s']} steps/s in total ({r['workers_ok']}/{k} ok)")
@@ -310,6 +393,7 @@ def main() -> int:
     run("weights", section_weights, args)
     args.coco_cached = bool(results["weights"].get("coco_deeplabv3_resnet101", {}).get("cached"))
     run("steps", section_steps, args)
+    run("kernels", section_kernels, args, deadline)
     run("packed", section_packed, args)
     sps = results["steps"].get("crapnet", {}).get("steps_per_s") if isinstance(results["steps"].get("crapnet"), dict) else None
     run("train", section_train, args, deadline, sps)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 from .facts import DATASET_FOLDERS  # real datasets, in the order a notebook run by hand prefers them
@@ -36,18 +37,28 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(value).expanduser().resolve()
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+_SAFE_PUNCTUATION = "._+-"
 
 
 def safe_name(name: str) -> str:
-    """``name`` as one file-name component: every run of characters other than letters,
-    digits and ``. _ + -`` (spaces, ``/``, ``\\``, ``:``...) becomes ``_``; leading dots are
-    dropped (no hidden files, no ``..``). ``"left kidney"`` -> ``"left_kidney"``,
+    """``name`` as one file-name component.
+
+    Unicode NFC first (the NFC and NFD spellings of a name give one file name); letters,
+    marks and digits of any script are kept (``"fígado"``, ``"肝臓"``), and so are ``. _ + -``;
+    every run of other characters (spaces, ``/``, ``\\``, ``:``...) becomes ``_``; leading dots
+    are dropped (no hidden files, no ``..``). ``"left kidney"`` -> ``"left_kidney"``,
     ``"liver/gallbladder"`` -> ``"liver_gallbladder"``. Used for organ names in output file
-    and run folder names, which must never create sub-folders.
+    and run folder names, which must never create sub-folders. (ASCII names give what they
+    always gave: run folder names do not change.)
     """
-    out = _UNSAFE.sub("_", str(name).strip()).lstrip(".")
+    text = unicodedata.normalize("NFC", str(name).strip())
+    out = _UNSAFE.sub("_", "".join(
+        c if c in _SAFE_PUNCTUATION or unicodedata.category(c)[0] in "LMN" else "\0" for c in text
+    )).lstrip(".")
     return out or "_"
+
+
+_UNSAFE = re.compile("\0+")
 
 
 def cache_dir(*parts: str) -> Path:

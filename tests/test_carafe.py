@@ -94,3 +94,21 @@ def test_aligned_module_and_window_validation():
         CARAFEDownsample(channels=8, factor=2, window="shifted")
     with pytest.raises(ValueError, match="must equal the factor"):
         reassemble(x, torch.ones(1, 9, 6, 6) / 9, 3, 2, window="aligned")
+
+
+@pytest.mark.parametrize("window,k,factor", [("centred", 5, 2), ("centred", 5, 4), ("aligned", 4, 4), ("centred", 3, 1)])
+def test_tap_and_unfold_forms_agree_in_values_and_gradients(window, k, factor):
+    """The CPU form (sum over taps, hand-written backward) and the unfold form give the same values and gradients."""
+    g = torch.Generator().manual_seed(k * 10 + factor)
+    x = torch.randn(2, 6, 11, 10, generator=g, requires_grad=True)
+    ho, wo = -(-11 // factor), -(-10 // factor)
+    kernels = torch.softmax(torch.randn(2, k * k, ho, wo, generator=g), dim=1).requires_grad_(True)
+    up = torch.randn(2, 6, ho, wo, generator=g)
+    results = []
+    for by_taps in (True, False):
+        out = reassemble(x, kernels, k, factor, window=window, by_taps=by_taps)
+        gx, gk = torch.autograd.grad((out * up).sum(), (x, kernels))
+        results.append((out.detach(), gx, gk))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(results[0][0], reassemble_naive(x.detach(), kernels.detach(), k, factor, window), atol=1e-5)

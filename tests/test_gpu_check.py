@@ -22,12 +22,15 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--budget-min", "5"],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("env", "weights", "steps", "packed", "train"):
+    for name in ("env", "weights", "steps", "kernels", "packed", "train"):
         data = json.loads((out / f"{name}.json").read_text())
         assert "error" not in data, (name, data)
     steps = json.loads((out / "steps.json").read_text())
     assert {"crapnet", "alpnet"} <= set(steps) and steps["crapnet"]["steps_per_s"] > 0
     assert steps["crapnet"]["device"] == "cpu" and steps["crapnet"]["profile"] == "smoke"
+    kernels = json.loads((out / "kernels.json").read_text())
+    assert kernels["crapnet"]["launches_per_step"]["aten_kernels"] < kernels["crapnet-blockwise"]["launches_per_step"]["aten_kernels"]
+    assert "skipped" in kernels["crapnet-compiled"]
     packed = json.loads((out / "packed.json").read_text())["runs"]
     assert set(packed) == {"1", "2"} and packed["2"]["workers_ok"] == 2
     weights = json.loads((out / "weights.json").read_text())
@@ -46,7 +49,7 @@ def test_compile_switch_is_runtime_only_and_keeps_parameter_names():
 
     cfg = make_config("smoke", "phantom", 1, 0, "crapnet", [])
     on = make_config("smoke", "phantom", 1, 0, "crapnet", ["train.compile=true"])
-    assert on.train.compile is True and cfg.train.compile is False
+    assert on.train.compile == "on" and cfg.train.compile == "auto"
     assert on.config_hash() == cfg.config_hash(), "a runtime switch must not change the run folder"
     model = build_model(cfg)
     keys = list(model.state_dict())

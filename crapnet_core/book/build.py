@@ -85,6 +85,7 @@ NOTEBOOKS = {
     "07_results": "Results against the paper",
     "08_inside_attention": "Inside the attention",
     "09_segment_your_own_scan": "Segment your own scan",
+    "10_support": "How much does the support matter?",
 }
 
 #: Everything the paper evaluates (Sec. 4, Tables 1-4, Fig. 3): what a profile may leave out.
@@ -369,6 +370,8 @@ def plan_book(
                                        committed=committed, run_datasets=run_datasets, run_fold=first_fold,
                                        run_methods=list(one["methods"])),
                     2, profile, f"profile {profile}"))
+    # "How much does the support matter?": reads the support-choice and k-shot files of the committed lite runs
+    jobs.append(Job("10_support", dict(profile=profile, dataset=main_ds), 2, profile, "lite fold runs"))
     # "Segment your own scan", demonstrated on the fold's support and first test scan with its crapnet run
     jobs.append(Job("09_segment_your_own_scan", dict(profile=profile, dataset=main_ds, fold=first_fold),
                     2, main_ds, DATASET_TITLES.get(main_ds, main_ds)))

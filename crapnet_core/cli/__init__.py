@@ -16,8 +16,10 @@ The notebooks call the same library functions that these sub-commands call.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 
 from .. import __version__
@@ -29,6 +31,56 @@ COMMAND_MODULES = ("crapnet_core.cli.data", "crapnet_core.cli.train", "crapnet_c
 
 class UserError(Exception):
     """An error caused by the user's input: printed as one clear line, exit code 2."""
+
+
+#: What to do about an operating-system error, by errno (the boundary of :func:`main`).
+_OS_HINTS = {
+    errno.EACCES: "permission denied; choose a folder you can write to (or change its permissions)",
+    errno.EPERM: "operation not permitted; choose a folder you can write to (or change its permissions)",
+    errno.EROFS: "read-only file system; choose an output folder on a writable file system",
+    errno.ENOSPC: "no space left on device{free}; free space there or choose an output folder on another disk",
+    errno.EDQUOT: "disk quota exceeded{free}; free space or choose an output folder on another disk",
+    errno.ENOENT: "no such file or folder; check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+    errno.EISDIR: "is a folder where a file is expected; check the path",
+    errno.ELOOP: "symbolic link loop (a link that points back to itself); fix or remove the link",
+    errno.ENAMETOOLONG: "file name too long; choose a shorter path",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n) or use fewer --jobs",
+}
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for an operating-system error: the path, what happened, what to do.
+
+    Permission, read-only file system, no space (with the free space), missing file or
+    folder, symlink loop...; an ``OSError`` raised with a message only (no errno) is
+    printed as it is.
+    """
+    if err.errno is None:
+        return str(err)
+    path = err.filename if err.filename is not None else None
+    path2 = getattr(err, "filename2", None)
+    hint = _OS_HINTS.get(err.errno)
+    text = err.strerror or os.strerror(err.errno)
+    std = os.strerror(err.errno)
+    if hint is None:
+        hint = (text[:1].lower() + text[1:]) if text else f"errno {err.errno}"
+    elif text and text != std:  # a message of our own (e.g. check_output_folder's): keep it, then the hint
+        hint = f"{text}; " + hint.split("; ", 1)[-1]
+    if "{free}" in hint:
+        free = ""
+        if path is not None and text == std:  # our own messages say the free space already
+            try:
+                from ..io import free_bytes
+
+                free = f" ({free_bytes(os.fsdecode(path)) / 2**20:,.0f} MB free there)"
+            except OSError:
+                free = ""
+        hint = hint.replace("{free}", free)
+    where = os.fsdecode(path) if path is not None else "(no path given)"
+    if path2 is not None:
+        where += f" -> {os.fsdecode(path2)}"
+    return f"{where}: {hint}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as err:
+    except (UserError, ValueError) as err:
         # Bad input: one line that names the file/argument and the problem, no traceback.
         if args.verbose:
             raise
         print(f"crapnet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # The one boundary for operating-system errors (permission, read-only, disk full, missing
+        # folder...): one line naming the path and what to do, exit 2 (-v shows the traceback).
+        if args.verbose:
+            raise
+        print(f"crapnet {args.command}: error: {os_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -102,7 +102,7 @@ def scan_summary(path: str, preset: str | None = None) -> list[str]:
 
 
 def cmd_summary(args) -> int:
-    from ..data.datasets import ORGANS, scan_ids, summarize
+    from ..data.datasets import ORGANS, organs_in_no_scan, scan_ids, summarize
 
     if args.scan is not None:
         print("\n".join(scan_summary(args.scan, args.preset)))
@@ -120,6 +120,10 @@ def cmd_summary(args) -> int:
     print("voxels per organ are counted on the 256 x 256 grid crapnet uses (the file shape is shown); "
           "body_%: share of the grid in the superpixel body mask, organs_in_body_%: share of the labelled voxels in it")
     print(format_table(rows, columns))
+    absent = organs_in_no_scan(spec, ids)
+    if absent:
+        print("not in any scan: " + ", ".join(f"{o} (label {spec.labels[o]})" for o in absent)
+              + f" -- named by the label map but found in none of the {len(rows)} label files")
     return 0
 
 
@@ -163,18 +167,22 @@ def cmd_superpixels(args) -> int:
     ids = args.scans or scan_ids(spec)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    grid = "scan" if args.out else "model"  # --out: files to overlay on the scans; else the training cache
     paths = compute_superpixels(spec, out, ids, jobs=args.jobs, progress=not args.no_progress,
-                                params=params, timings=timings)
+                                params=params, timings=timings, grid=grid)
     wall = time.perf_counter() - t0
     skipped = len(paths) - len(timings)
+    where = ("each on its scan's own grid, axis order and affine" if grid == "scan" else
+             "crapnet's training cache, on the model grid (canonical orientation, 256 x 256; "
+             "--out DIR writes them on each scan's own grid)")
     if timings:
         per = sum(timings.values()) / len(timings)
         print(
             f"superpixels: {len(timings)} scans computed in {wall:.1f} s wall "
-            f"({per:.2f} s per scan in one process, jobs={args.jobs}), {skipped} already done; output {out}"
+            f"({per:.2f} s per scan in one process, jobs={args.jobs}), {skipped} already done; output {out} ({where})"
         )
     else:
-        print(f"superpixels: all {len(paths)} scans already done in {out}")
+        print(f"superpixels: all {len(paths)} scans already done in {out} ({where})")
     if not args.out and params != SuperpixelParams():
         print(f"training uses this cache with: --superpixel-min-size {params.min_size} --superpixel-sigma "
               f"{params.sigma:g} --superpixel-scale {params.scale:g} (or --set superpixels.min_size=... etc.)")
@@ -230,7 +238,10 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("superpixels", help="superpixel pseudo-labels (Felzenszwalb, SSL-ALPNet setting)")
     _add_dataset_args(p)
-    p.add_argument("--out", metavar="OUT", help="output folder (default: crapnet's cache); never the data folder")
+    p.add_argument("--out", metavar="OUT",
+                   help="output folder: superpix_<id>.nii.gz on each scan's own grid, axis order and affine (overlays "
+                        "image_<id> index by index); never the data folder. Default: crapnet's training cache "
+                        "(on the model grid)")
     p.add_argument("--jobs", type=int, default=1, help="scans computed in parallel (processes)")
     p.add_argument("--scans", nargs="+", metavar="ID", help="only these scan ids")
     p.add_argument("--min-size", type=int, default=400,

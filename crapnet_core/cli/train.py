@@ -1,4 +1,4 @@
-"""``crapnet train / evaluate / cross-validate / segment``.
+"""``crapnet train / evaluate / cross-validate / segment / support-results``.
 
     crapnet train --dataset chaos --setting 1 --fold 0 --method crapnet --profile lite --out RUN
     crapnet train ... --set model.n_blocks=7 --steps 200 --device cpu      (overrides)
@@ -6,10 +6,13 @@
     crapnet evaluate RUN [--checkpoint CKPT] [--split validation]
     crapnet evaluate RUN --checkpoints all          (budget curve: every step_<n>.pt -> RUN/budget.json)
     crapnet evaluate RUN --checkpoints 1000,2000 --split validation   (-> RUN/budget_validation.json)
+    crapnet evaluate RUN --supports all --shots all   (support choice -> RUN/support_sensitivity.json; k-shot -> RUN/kshot.json)
+    crapnet support-results CV_DIR --results-dir results     (both, for every fold run, into the results layout)
     crapnet cross-validate --dataset chaos --setting 2 --method alpnet --profile lite --out DIR
     crapnet cross-validate ... --seeds 0,1,2       (one cross-validation per training seed + aggregate)
     crapnet segment --run RUN --support-image S.nii.gz --support-label L.nii.gz \\
         --support-organ-label 1 --query-image Q.nii.gz --out pred.nii.gz
+    crapnet segment ... --support-image S1 --support-label L1 --support-image S2 --support-label L2 ...  (k-shot)
 
 Every config field can be overridden with ``--set section.field=value`` (repeatable);
 ``--steps``, ``--device``, ``--blocks``, ``--branches``, ``--encoder``, ``--input-size``,
@@ -141,6 +144,8 @@ def _cmd_evaluate(args) -> int:
 
     from ..engine.evaluation import metrics_filename
 
+    if args.supports is not None or args.shots is not None:
+        return _evaluate_supports(args)
     if args.checkpoints is not None:
         if args.checkpoint is not None:
             raise ValueError("--checkpoint and --checkpoints: give one of them")
@@ -156,6 +161,51 @@ def _cmd_evaluate(args) -> int:
                  save_predictions=False if args.no_predictions else None, split=args.split)
     _print_metrics(m)
     print(Path(args.run) / metrics_filename(args.split))
+    return 0
+
+
+def _evaluate_supports(args) -> int:
+    """``--supports all`` and/or ``--shots K``: RUN/support_sensitivity.json, RUN/kshot.json (metrics.json untouched)."""
+    from ..engine.support import KSHOT_FILE, SENSITIVITY_FILE, evaluate_shots, evaluate_supports
+
+    if args.checkpoints is not None:
+        raise ValueError("--checkpoints cannot be combined with --supports / --shots")
+    if args.split != "test":
+        raise ValueError("--supports / --shots evaluate the test scans; --split validation is not available with them")
+    if args.supports is not None and args.supports != "all":
+        raise ValueError(f"--supports: {args.supports!r}; the only value is 'all' (every admissible support)")
+    if args.supports is not None:
+        sens = evaluate_supports(args.run, checkpoint=args.checkpoint, device=args.device, progress=not args.no_progress)
+        fold = sens["per_fold"]["mean"]
+        print(f"support choice, fold {sens['fold']} ({len(sens['supports'])} admissible supports): mean Dice "
+              f"{100 * fold['standard']:.2f} with the fold's support {sens['standard_support']}; per query the Dice "
+              f"moves by {100 * fold['range']:.2f} points (range, mean over queries; SD {100 * fold['sd']:.2f})")
+        print(Path(args.run) / SENSITIVITY_FILE)
+    if args.shots is not None:
+        res = evaluate_shots(args.run, args.shots, checkpoint=args.checkpoint, device=args.device,
+                             progress=not args.no_progress)
+        cells = []
+        for point in res["points"]:
+            d = point["mean"]["dice"]
+            cells.append(f"k={point['k']} {'-' if d is None else f'{100 * d:.2f}'}")
+        print("k-shot mean Dice: " + ", ".join(cells))
+        print(Path(args.run) / KSHOT_FILE)
+    return 0
+
+
+def _cmd_support_results(args) -> int:
+    from ..report.support import write_support_results
+
+    runs = []
+    for r in args.runs:
+        p = Path(r)
+        # a cross-validation folder: its fold runs (the sub-folders holding config.json)
+        runs.extend(sorted(c.parent for c in p.glob("*/config.json")) if not (p / "config.json").is_file() else [p])
+    if not runs:
+        raise ValueError(f"support-results: no run folder (config.json) in {' '.join(args.runs)}")
+    for path in write_support_results(runs, args.results_dir, shots=args.shots, device=args.device,
+                                      progress=not args.no_progress, table=args.table):
+        print(path)
     return 0
 
 
@@ -210,7 +260,7 @@ def _cmd_segment(args) -> int:
 
 
 def register(subparsers) -> None:
-    """Add ``train``, ``evaluate``, ``cross-validate`` and ``segment``."""
+    """Add ``train``, ``evaluate``, ``support-results``, ``cross-validate`` and ``segment``."""
     p = subparsers.add_parser("train", help="self-supervised training of one fold into a run folder",
                               description="Train one fold (writes RUN/config.json, checkpoints, metrics.csv).")
     _add_experiment_args(p)
@@ -235,8 +285,30 @@ def register(subparsers) -> None:
     p.add_argument("--split", choices=("test", "validation"), default="test",
                    help="test scans (metrics.json, default) or the validation scan of a run trained with "
                         "--set data.validation=true (metrics_validation.json)")
+    p.add_argument("--supports", default=None, metavar="all",
+                   help="support-choice sensitivity: every admissible support (the fold's support scan and its "
+                        "other test scans, never the query) as the 1-shot support of every test scan -> "
+                        "RUN/support_sensitivity.json; metrics.json is left alone")
+    p.add_argument("--shots", default=None, metavar="K|K,K|all",
+                   help="k-shot evaluation with k support scans per test scan (the fold's support scan first, then "
+                        "its other test scans in order, never the query): e.g. 2, 1,2,4 or all (1 up to what the fold "
+                        "offers) -> RUN/kshot.json (k = 1 is the standard protocol); metrics.json is left alone")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = subparsers.add_parser("support-results", help="support-choice sensitivity and k-shot results of trained "
+                              "fold runs into the results folder",
+                              description="For each trained run (or each fold run of a cross-validation folder): "
+                              "crapnet evaluate RUN --supports all --shots SHOTS where not done yet, then copy "
+                              "support_sensitivity.json and kshot.json (with provenance), config.json and "
+                              "metrics.json into RESULTS/<dataset>_setting<k>_<variant>_<profile>/seed<s>/<run_name>/.")
+    p.add_argument("runs", nargs="+", help="run folders, or cross-validation folders holding them")
+    p.add_argument("--results-dir", required=True, help="the results folder (e.g. results)")
+    p.add_argument("--shots", default="all", help="k of the k-shot evaluation: all (default), K or K,K")
+    p.add_argument("--table", default=None, help="table folder name (default <dataset>_setting<k>_<variant>_<profile>)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_support_results)
 
     p = subparsers.add_parser("cross-validate", help="train + evaluate every fold, write summary.json/.md",
                               description="5-fold cross-validation (finished folds are skipped).")
@@ -248,8 +320,9 @@ def register(subparsers) -> None:
                         "OUT/summary.* = the aggregate (per-scan Dice averaged over seeds)")
     p.set_defaults(func=_cmd_cross_validate)
 
-    p = subparsers.add_parser("segment", help="segment an organ in a new scan from one annotated example",
-                              description="1-shot segmentation of a new scan with a trained model. "
+    p = subparsers.add_parser("segment", help="segment an organ in a new scan from one annotated example (or k)",
+                              description="1-shot (or k-shot: repeated --support-image/--support-label pairs) "
+                              "segmentation of a new scan with a trained model. "
                               "Support and query are reoriented from their affines to one canonical orientation "
                               "(rows posterior->anterior, columns right->left, slices inferior->superior) and "
                               "resampled in-plane to 256 x 256 (any size; the SABS preset's 257 x 257 crop when "
@@ -263,13 +336,17 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="trained run folder (uses RUN/checkpoints/last.pt)")
     src.add_argument("--checkpoint", help="checkpoint file (its config is stored inside)")
-    p.add_argument("--support-image", required=True, help="annotated example scan (NIfTI, NRRD, MetaImage or DICOM folder)")
-    p.add_argument("--support-label", required=True, help="its label volume (same grid as --support-image)")
+    p.add_argument("--support-image", required=True, action="append",
+                   help="annotated example scan (NIfTI, NRRD, MetaImage or DICOM folder); repeat it with "
+                        "--support-label for k annotated examples (k-shot: prototypes pooled over the shots)")
+    p.add_argument("--support-label", required=True, action="append",
+                   help="its label volume: integer ids on the world grid of its --support-image (another axis "
+                        "order or flips are reoriented, without resampling); one per --support-image, same order")
     p.add_argument("--support-organ-label", type=int, default=1, help="label id of the organ in --support-label")
     p.add_argument("--query-image", required=True, help="scan to segment (NIfTI, NRRD, MetaImage or DICOM folder)")
     p.add_argument("--query-range", default=None,
-                   help="z0:z1 axial slice range holding the organ in the query, counted inferior->superior "
-                        "from 0 (default: every slice)")
+                   help="z0:z1 axial slice range holding the organ in the query, both ends included (10:20 is "
+                        "11 slices), counted inferior->superior from 0 (default: every slice)")
     p.add_argument("--out", required=True, help="output NIfTI (same shape, axis order and affine as --query-image)")
     p.add_argument("--device", default=None)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")

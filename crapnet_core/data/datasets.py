@@ -36,7 +36,6 @@ deviation over the voxels of the fold's training scans (:func:`normalization_sta
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -50,7 +49,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..facts import CHAOS_LABELS, ORGANS, SABS_LABELS  # study facts: organs, label maps
+from ..io import why_missing
+from .errors import DatasetError  # noqa: F401 (re-exported: the data layer's error type)
 from .geometry import MODEL_SIZE, Geometry, GeometryError, downsample_mask, make_geometry
+from .labels import check_label_values, load_label_map_text, organ_names, pair_label
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,6 @@ SCAN_FORMATS = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, or a folder holding one
 _SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
-class DatasetError(ValueError):
-    """A problem with a dataset's files; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,7 @@ def _parse_label_map(obj: Any, source: str) -> tuple[dict[str, int], str, float 
     if not isinstance(raw, dict) or not raw:
         raise DatasetError(f"{source}: 'labels' must be a non-empty mapping organ name -> integer id")
     labels: dict[str, int] = {}
+    names = organ_names(raw, source)  # NFC: the NFC and NFD spellings of a name are one organ
     for organ, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
             raise DatasetError(f"{source}: label id of {organ!r} must be an integer, got {value!r}")
@@ -173,7 +174,7 @@ def _parse_label_map(obj: Any, source: str) -> tuple[dict[str, int], str, float 
                 f"{source}: label id of {organ!r} must be a positive integer, got {value!r} "
                 f"(0 is the background; only an entry named 'background' may map to it)"
             )
-        labels[str(organ)] = int(value)
+        labels[names[organ]] = int(value)
     if not labels:
         raise DatasetError(f"{source}: 'labels' names no organ (only the background)")
     _check_organ_names(labels, source)
@@ -196,15 +197,10 @@ def read_label_map(path: str | os.PathLike) -> tuple[dict[str, int], str, float 
     if not path.is_file():
         raise DatasetError(f"{path}: label-map file not found")
     try:
-        text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            obj = yaml.safe_load(text)
-        else:
-            obj = json.loads(text)
-    except Exception as err:  # noqa: BLE001 - any parse error becomes one clear message
-        raise DatasetError(f"{path}: cannot parse label-map file ({err})") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: cannot read label-map file ({err})") from None
+    obj = load_label_map_text(text, path)  # a key given twice is refused, naming it
     return _parse_label_map(obj, str(path))
 
 
@@ -285,10 +281,10 @@ def _id_sort_key(scan_id: str) -> tuple:
 def _pair_file(spec: DatasetSpec, kind: str, scan_id: str) -> Path:
     """``<kind>_<id>.nii.gz``, or ``.nii`` when only that exists (the .nii.gz name when neither does)."""
     gz = Path(spec.root) / f"{kind}_{scan_id}.nii.gz"
-    if gz.exists():
+    if os.path.lexists(gz):  # lexists: a broken link or a link loop is reported as such, not as missing
         return gz
     plain = Path(spec.root) / f"{kind}_{scan_id}.nii"
-    return plain if plain.exists() else gz
+    return plain if os.path.lexists(plain) else gz
 
 
 def image_path(spec: DatasetSpec, scan_id: str) -> Path:
@@ -374,7 +370,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[f
     import nibabel as nib
 
     if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
+        raise DatasetError(f"{path}: {why_missing(path)}")
     try:
         img = nib.load(str(path))
         array = np.asanyarray(img.dataobj)
@@ -429,7 +425,7 @@ def _read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     import SimpleITK as sitk
 
     if not path.exists():
-        raise DatasetError(f"{path}: file not found")
+        raise DatasetError(f"{path}: {why_missing(path)}")
     from ..io import keep_locale
 
     try:
@@ -512,6 +508,7 @@ class Volume:
     label_path: Path
     original_shape: tuple[int, int, int]
     geometry: Geometry
+    file_label_values: tuple[int, ...] = ()  # label ids present in the label FILE (before any resampling)
     _organ_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -525,56 +522,39 @@ class Volume:
             self._organ_cache[label_id] = np.flatnonzero(present).astype(np.int64)
         return self._organ_cache[label_id]
 
+    def label_on_image_axes(self) -> np.ndarray:
+        """The label file's volume on the IMAGE file's array (its axis order; the pair rule applied).
+
+        Read from the file again (not cached).
+        """
+        lab, lab_aff, _ = read_nifti(self.label_path)
+        return pair_label(self.geometry.file_shape, self.geometry.file_affine, lab, lab_aff, self.image_path,
+                          self.label_path)
+
     def file_label(self) -> np.ndarray:
         """The label volume at the file's own resolution, in canonical orientation (``geometry.canon_shape``).
 
         Read from the file again (not cached): evaluation scores on this grid.
         """
-        lab, _, _ = read_nifti(self.label_path)
-        return np.ascontiguousarray(self.geometry.to_canonical(lab)).astype(np.int16)
-
-
-_AFFINE_ATOL = 1e-3  # mm: header round-off tolerance when comparing image/label affines
+        return np.ascontiguousarray(self.geometry.to_canonical(self.label_on_image_axes())).astype(np.int16)
 
 
 def _validate_pair(
     spec: DatasetSpec, scan_id: str, img: np.ndarray, img_aff: np.ndarray, lab: np.ndarray, lab_aff: np.ndarray
-) -> None:
+) -> tuple[np.ndarray, list[int]]:
+    """Check an image/label pair; returns the label on the image's array (the pair rule) and its ids.
+
+    The label may differ from the image in axis order and flips on the same world grid
+    (reoriented, no resampling); its values go through the one label check
+    (:func:`crapnet_core.data.labels.check_label_values`).
+    """
     ip, lp = image_path(spec, scan_id), label_path(spec, scan_id)
-    if img.shape != lab.shape:
-        raise DatasetError(f"{lp}: shape {lab.shape} does not match the image {ip.name} shape {img.shape}")
-    if not np.allclose(img_aff, lab_aff, atol=_AFFINE_ATOL):
-        raise DatasetError(
-            f"{lp}: affine does not match the image {ip.name} "
-            f"(max difference {np.abs(img_aff - lab_aff).max():.4g} mm)"
-        )
+    lab = pair_label(img.shape, img_aff, lab, lab_aff, ip, lp)
     if not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img):
         raise DatasetError(f"{ip}: image data type {img.dtype} is not a real number type")
     check_finite(img, ip, "image")
-    if np.issubdtype(lab.dtype, np.floating):
-        check_finite(lab, lp, "label volume")
-        frac = lab != np.round(lab)
-        if frac.any():
-            bad = np.unique(lab[frac])[:5]
-            raise DatasetError(
-                f"{lp}: label volume holds non-integer values ({', '.join(f'{v:g}' for v in bad)}); "
-                f"labels must be integer organ ids"
-            )
-    elif not np.issubdtype(lab.dtype, np.integer) and lab.dtype != bool:
-        raise DatasetError(f"{lp}: label data type {lab.dtype} is not numeric")
-    known = {0, *spec.labels.values()}
-    lab_min, lab_max = lab.min(), lab.max()
-    if lab_min >= 0 and lab_max <= 4096:  # bincount: much faster than np.unique on 10^7 voxels
-        counts = np.bincount(lab.ravel().astype(np.int64, copy=False), minlength=1)
-        values = np.flatnonzero(counts)
-    else:
-        values = np.unique(lab)
-    unknown = [v for v in values.tolist() if int(v) not in known]
-    if unknown:
-        raise DatasetError(
-            f"{lp}: unknown label value(s) {', '.join(str(int(v)) for v in unknown[:8])}; "
-            f"the label map of {spec.name!r} knows {sorted(known)}"
-        )
+    present = check_label_values(lab, lp, known=spec.labels.values(), map_name=spec.name)
+    return lab, present
 
 
 class _VolumeCache:
@@ -622,8 +602,8 @@ def clear_cache() -> None:
 def _file_stamp(path: Path) -> tuple[int, int]:
     try:
         st = path.stat()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found (missing pair?)") from None
+    except OSError:
+        raise DatasetError(f"{path}: {why_missing(path)}") from None
     return (st.st_mtime_ns, st.st_size)
 
 
@@ -637,17 +617,20 @@ def load_volume(spec: DatasetSpec, scan_id: str | int) -> Volume:
     scan_id = str(scan_id)
     ip, lp = image_path(spec, scan_id), label_path(spec, scan_id)
     if not ip.is_file():
-        raise DatasetError(f"{ip}: image file not found" + (" (missing pair)" if lp.is_file() else ""))
+        why = why_missing(ip, "image file")
+        raise DatasetError(f"{ip}: {why}" + (" (missing pair)" if lp.is_file() and why.endswith("not found") else ""))
     if not lp.is_file():
-        raise DatasetError(f"{lp}: label file not found (missing pair for {ip.name})")
+        why = why_missing(lp, "label file")
+        raise DatasetError(f"{lp}: {why}" + (f" (missing pair for {ip.name})" if why.endswith("not found") else ""))
     key = (spec.key, scan_id, _file_stamp(ip), _file_stamp(lp))
     vol = _VOLUMES.get(key)
     if vol is not None:
         return vol
     img, img_aff, zooms = read_nifti(ip)
     lab, lab_aff, _ = read_nifti(lp)
-    _validate_pair(spec, scan_id, img, img_aff, lab, lab_aff)
+    lab, present = _validate_pair(spec, scan_id, img, img_aff, lab, lab_aff)
     vol = make_volume(scan_id, img, img_aff, zooms, lab, ip, lp, preset=spec.preset)
+    vol.file_label_values = tuple(present)
     _VOLUMES.put(key, vol)
     return vol
 
@@ -899,6 +882,18 @@ def organ_slices(volume: Volume, organ: str, spec: DatasetSpec, warn: bool = Tru
             stacklevel=2,
         )
     return zs
+
+
+def organs_in_no_scan(spec: DatasetSpec, ids: Iterable[str] | None = None) -> list[str]:
+    """Organs of the label map that no label file of ``ids`` (default: every scan) contains.
+
+    Counted on the label files' own values (:attr:`Volume.file_label_values`), so an organ
+    too small to survive the model grid is not reported absent.
+    """
+    present: set[int] = set()
+    for sid in ids if ids is not None else scan_ids(spec):
+        present.update(load_volume(spec, sid).file_label_values)
+    return [organ for organ, lid in spec.labels.items() if int(lid) not in present]
 
 
 def organ_index(

@@ -34,6 +34,22 @@ affine of the canonical array is ``affine @ inv_ornt_aff(...)``, so world coordi
 every voxel are unchanged. Hence the same scan saved in any axis order or with any flips
 gives the same canonical array, the same prediction in world space and the same Dice.
 
+Image and label: the same rule for the pair
+-------------------------------------------
+A label volume need not be stored like its image: a label in another axis order or with
+other flips is accepted when it covers the same world grid (the same voxel centres, up to
+header round-off of :data:`PAIR_ATOL_MM`): it is reoriented onto the image's array with the
+same nibabel tools, without any resampling (:func:`match_grid`). A label on another grid
+(other voxel size, origin, extent or rotation) is refused, saying which of those differs.
+
+Thin stacks
+-----------
+The affine decides which file axis becomes the slice axis. For a stack of few thick slices
+(cardiac short-axis: 13-19 slices) stored so that its slice axis is not the one closest to
+the body's superior axis, the model then slices across it, and its few voxels are stretched
+to 256 rows or columns; :func:`make_geometry` warns when an in-plane axis is stretched by
+more than :data:`THIN_STACK_STRETCH` (naming the file, the axis and the factor).
+
 In-plane grid
 -------------
 The model grid is :data:`MODEL_SIZE` x :data:`MODEL_SIZE` (256, paper Sec. 4.3) in-plane, the
@@ -77,6 +93,15 @@ DATA_PIPELINE_VERSION = 2
 PRESET_CROPS: dict[str, tuple[tuple[int, int], tuple[str, str, str], tuple[slice, slice]]] = {
     "sabs": ((257, 257), ("L", "P", "S"), (slice(0, 256), slice(0, 256))),
 }
+
+
+#: An in-plane axis stretched by more than this factor to reach the model grid triggers the
+#: thin-stack warning of :func:`make_geometry` (e.g. 15 slices of a short-axis stack -> 256).
+THIN_STACK_STRETCH = 4.0
+
+#: Largest difference (mm) between the image's and the (reoriented) label's affine entries that
+#: still counts as the same world grid (header round-off).
+PAIR_ATOL_MM = 1e-3
 
 
 class GeometryError(ValueError):
@@ -299,12 +324,100 @@ def make_geometry(shape, affine, zooms=None, preset: str | None = None, source: 
     else:
         model_affine = canon_affine
     model_spacing = tuple(float(s) for s in voxel_sizes(model_affine))
+    _warn_thin_stack(shape, canon_shape, to_canon, canon_spacing, source)
     return Geometry(
         file_shape=shape, file_affine=affine, file_zooms=file_zooms, to_canon=to_canon, from_canon=from_canon,
         canon_shape=canon_shape, canon_affine=canon_affine, canon_spacing=canon_spacing, inplane=inplane,
         crop=crop, model_shape=(MODEL_SIZE, MODEL_SIZE, z), model_affine=model_affine,
         model_spacing=model_spacing, source=str(source),
     )
+
+
+def _warn_thin_stack(shape, canon_shape, to_canon, canon_spacing, source: str) -> None:
+    """Warn when an in-plane axis of the model grid is stretched by more than THIN_STACK_STRETCH."""
+    import warnings
+
+    for axis in (0, 1):
+        n = int(canon_shape[axis])
+        stretch = MODEL_SIZE / max(1, n)
+        if stretch > THIN_STACK_STRETCH:
+            file_axis = int(np.flatnonzero(to_canon[:, 0] == axis)[0])
+            slice_axis = int(np.flatnonzero(to_canon[:, 0] == 2)[0])
+            warnings.warn(
+                f"{source}: file axis {file_axis} ({n} voxels of {canon_spacing[axis]:.3g} mm) becomes an in-plane "
+                f"axis of the model grid and is stretched {stretch:.1f}x to {MODEL_SIZE} "
+                f"{'rows' if axis == 0 else 'columns'}, because the affine makes file axis {slice_axis} "
+                f"({shape[slice_axis]} voxels) the inferior->superior slice axis; a thin stack (e.g. cardiac "
+                f"short-axis) is then resliced across its slices, and organs segmented on it come out too large. "
+                f"Check the scan's orientation (crapnet data summary --scan) or resample it first",
+                stacklevel=3,
+            )
+            return
+
+
+def _orientable(affine: np.ndarray) -> bool:
+    return affine.shape == (4, 4) and bool(np.isfinite(affine).all()) and abs(np.linalg.det(affine[:3, :3])) >= 1e-12
+
+
+def match_grid(ref_shape, ref_affine, shape, affine, atol: float = PAIR_ATOL_MM) -> tuple[np.ndarray | None, str]:
+    """How an array of ``shape``/``affine`` lies on the grid of ``ref_shape``/``ref_affine``.
+
+    Returns ``(transform, "")`` when both describe the same world grid up to axis order and
+    flips: ``transform`` is the nibabel orientation transform that brings the array onto the
+    reference's axes (``apply_orientation(array, transform)``; identity when they agree), no
+    resampling. Otherwise ``(None, why)``: which of shape, voxel size, axis directions or
+    origin differs, with the values (mm, degrees).
+    """
+    from nibabel.affines import voxel_sizes
+    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
+
+    ref_shape = tuple(int(n) for n in ref_shape)
+    shape = tuple(int(n) for n in shape)
+    ref_affine = np.asarray(ref_affine, dtype=np.float64)
+    affine = np.asarray(affine, dtype=np.float64)
+    if len(shape) != 3 or len(ref_shape) != 3:
+        return None, f"shape {shape} vs the image's {ref_shape}"
+    identity = np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64)
+    if not (_orientable(ref_affine) and _orientable(affine)):
+        # no orientation to compare (make_geometry then says so, naming the image): the pair must agree as stored
+        if shape == ref_shape and ref_affine.shape == affine.shape and np.allclose(affine, ref_affine, atol=atol,
+                                                                                  equal_nan=True):
+            return identity, ""
+        if shape != ref_shape:
+            return None, f"shape {shape} differs from the image's {ref_shape}"
+        return None, "the affines differ and one of them gives no orientation (singular or not finite)"
+    try:
+        xform = ornt_transform(io_orientation(affine), io_orientation(ref_affine))
+    except ValueError:
+        return None, "the axes of one affine cannot be matched to the other's"
+    moved_shape = [0, 0, 0]
+    for src, (dst, _flip) in enumerate(xform):
+        moved_shape[int(dst)] = shape[src]
+    moved = affine @ inv_ornt_aff(xform, shape)
+    reordered = not np.array_equal(xform, identity)
+    how = (f" (its axes {''.join(axcodes(affine))} reoriented to the image's {''.join(axcodes(ref_affine))})"
+           if reordered else "")
+    if tuple(moved_shape) != ref_shape:
+        if reordered:
+            return None, f"shape {shape}{how} gives {tuple(moved_shape)}, the image has {ref_shape}"
+        return None, f"shape {shape} differs from the image's {ref_shape}"
+    if np.allclose(moved, ref_affine, atol=atol):
+        return xform, ""
+    parts = []
+    vs_a, vs_b = voxel_sizes(moved), voxel_sizes(ref_affine)
+    if not np.allclose(vs_a, vs_b, atol=atol):
+        parts.append(f"voxel size {'x'.join(f'{v:.4g}' for v in vs_a)} vs {'x'.join(f'{v:.4g}' for v in vs_b)} mm")
+    dirs_a = moved[:3, :3] / np.maximum(vs_a, 1e-12)
+    dirs_b = ref_affine[:3, :3] / np.maximum(vs_b, 1e-12)
+    cosines = np.clip(np.sum(dirs_a * dirs_b, axis=0), -1.0, 1.0)
+    angle = float(np.degrees(np.arccos(cosines)).max())
+    if angle > 1e-3:
+        parts.append(f"axis directions differ by up to {angle:.3g} degrees")
+    shift = float(np.linalg.norm(moved[:3, 3] - ref_affine[:3, 3]))
+    if shift > atol:
+        parts.append(f"first voxel centres {shift:.4g} mm apart")
+    detail = "; ".join(parts) or f"max affine difference {np.abs(moved - ref_affine).max():.4g} mm"
+    return None, f"the affines differ{how}: {detail}"
 
 
 def _preset_crop_canonical(preset: str, hw: tuple[int, int]) -> tuple[slice, slice]:
@@ -359,5 +472,6 @@ def downsample_mask(mask2d, size: tuple[int, int]):
 
 __all__ = [
     "CANONICAL_AXCODES", "MODEL_SIZE", "PRESET_CROPS", "Geometry", "GeometryError", "make_geometry",
-    "resize_inplane", "canonical_ornt", "axcodes", "downsample_mask",
+    "resize_inplane", "canonical_ornt", "axcodes", "downsample_mask", "match_grid", "THIN_STACK_STRETCH",
+    "PAIR_ATOL_MM",
 ]

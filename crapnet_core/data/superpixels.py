@@ -18,9 +18,18 @@ As SSL-ALPNet's default ("MIDDLE") pseudo-labels:
 
 Superpixels are computed on the model grid of :class:`~crapnet_core.data.datasets.Volume`
 (canonical orientation, 256 x 256 in-plane: :mod:`crapnet_core.data.geometry`), i.e. on the
-slices the model sees, and saved as ``superpix_<id>.nii.gz`` with that grid's shape and
-affine (``geometry.model_affine``). :func:`load_superpixels` returns them as they are. crapnet keeps its own copy in a cache folder keyed on
-the dataset folder's resolved path and the parameters; it never writes into a data folder.
+slices the model sees. Two places hold them as ``superpix_<id>.nii.gz``:
+
+- crapnet's cache (the training input, read by :func:`load_superpixels`): on that model grid,
+  with its affine (``geometry.model_affine``), in a folder keyed on the dataset folder's
+  resolved path and the parameters;
+- an output folder the user names (``crapnet superpixels --out OUT``, ``grid="scan"``): on
+  each scan's OWN grid, axis order and affine (the model grid mapped back as predictions are:
+  :meth:`~crapnet_core.data.geometry.Geometry.model_label_to_canonical`, nearest neighbour,
+  then :meth:`~crapnet_core.data.geometry.Geometry.from_canonical`), so ``superpix_<id>``
+  overlays ``image_<id>`` index by index.
+
+crapnet never writes into a data folder.
 ``crapnet superpixels --min-size/--sigma/--scale`` and training (config section
 ``superpixels``, :class:`~crapnet_core.engine.experiment.SuperpixelConfig`) name the cache with the
 same key, so a training with the same values reads what the command computed.
@@ -144,16 +153,33 @@ def _check_not_in_data(spec: DatasetSpec, out_dir: Path) -> None:
         raise ValueError(f"--out {out_dir}: refusing to write into the data folder {root}; choose another folder")
 
 
-def _is_done(dest: Path, src: Path) -> bool:
-    """A superpixel file counts as done when it exists and is not older than its image."""
+#: Grids a superpixel file can be written on: the model grid (the cache) or the scan's own.
+GRIDS = ("model", "scan")
+
+
+def _is_done(dest: Path, src: Path, grid: str = "model") -> bool:
+    """A superpixel file counts as done when it exists, is not older than its image and, for
+    ``grid="scan"``, lies on the image file's grid (shape and affine from the headers: a file
+    written on another grid by an earlier version is redone)."""
     try:
-        return dest.stat().st_size > 0 and dest.stat().st_mtime_ns >= src.stat().st_mtime_ns
+        if not (dest.stat().st_size > 0 and dest.stat().st_mtime_ns >= src.stat().st_mtime_ns):
+            return False
     except FileNotFoundError:
         return False
+    if grid == "scan" and src.name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        try:
+            a, b = nib.load(str(dest)), nib.load(str(src))
+            return tuple(a.shape[:3]) == tuple(b.shape[:3]) and np.allclose(a.affine, b.affine, atol=1e-4)
+        except Exception:  # noqa: BLE001 - an unreadable old file is simply redone
+            return False
+    return grid == "model"
 
 
-def _compute_one(spec: DatasetSpec, scan_id: str, threshold: float | None, params: SuperpixelParams, out_dir: str) -> tuple[str, str, float]:
-    """Worker: superpixels of one scan on its model grid, saved atomically. Returns (id, path, seconds)."""
+def _compute_one(spec: DatasetSpec, scan_id: str, threshold: float | None, params: SuperpixelParams, out_dir: str,
+                 grid: str = "model") -> tuple[str, str, float]:
+    """Worker: superpixels of one scan, saved atomically on ``grid``. Returns (id, path, seconds)."""
     from ..io import save_nifti
 
     t0 = time.perf_counter()
@@ -170,7 +196,11 @@ def _compute_one(spec: DatasetSpec, scan_id: str, threshold: float | None, param
         image, thr = felzenszwalb_input(image, thr)
     sp = superpixels_volume(image, thr, params)
     dest = superpixel_path(out_dir, scan_id)
-    save_nifti(dest, sp, vol.geometry.model_affine)
+    if grid == "scan":  # back to the scan's own grid, axis order and affine (as predictions)
+        geom = vol.geometry
+        save_nifti(dest, geom.from_canonical(geom.model_label_to_canonical(sp)), geom.file_affine)
+    else:
+        save_nifti(dest, sp, vol.geometry.model_affine)
     return scan_id, str(dest), time.perf_counter() - t0
 
 
@@ -182,28 +212,38 @@ def compute_superpixels(
     progress: bool = True,
     params: SuperpixelParams = SuperpixelParams(),
     timings: dict[str, float] | None = None,
+    grid: str = "model",
 ) -> list[Path]:
     """Write ``out_dir/superpix_<id>.nii.gz`` for the scans (default: all), in parallel over scans.
 
-    Scans whose file already exists (and is not older than the image) are skipped.
+    ``grid``: ``"model"`` (the model grid: the training cache) or ``"scan"`` (each scan's own
+    grid, axis order and affine: what a user overlays on ``image_<id>``). Scans whose file
+    already exists (not older than the image; on the scan's grid for ``"scan"``) are skipped.
     ``jobs`` processes work at once (``jobs <= 1``: in this process). Returns the paths in
     scan order. ``timings`` (optional dict) receives seconds per computed scan.
-    Never writes into the data folder (``ValueError``).
+    Never writes into the data folder (``ValueError``); checks before the work that
+    ``out_dir`` is writable and has room (``OSError`` naming it).
     """
     from tqdm.auto import tqdm
 
+    from ..io import check_output_folder, why_missing
+
+    if grid not in GRIDS:
+        raise ValueError(f"grid: {grid!r} is not one of {', '.join(GRIDS)}")
     out = Path(out_dir)
     _check_not_in_data(spec, out)
     ids = [str(i) for i in (scan_ids if scan_ids is not None else _ds.scan_ids(spec))]
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [sid for sid in ids if not _is_done(superpixel_path(out, sid), image_path(spec, sid))]
+    todo = [sid for sid in ids if not _is_done(superpixel_path(out, sid), image_path(spec, sid), grid)]
     for sid in todo:
         if not image_path(spec, sid).is_file():
-            raise DatasetError(f"{image_path(spec, sid)}: image file not found")
+            raise DatasetError(f"{image_path(spec, sid)}: {why_missing(image_path(spec, sid), 'image file')}")
+    if todo:  # int32 labels compress to about the image file's size or less
+        check_output_folder(out, sum(image_path(spec, sid).stat().st_size for sid in todo) + 2**20, what="--out")
+    out.mkdir(parents=True, exist_ok=True)
     if todo:
         log.info("superpixels: %d of %d scans to compute into %s", len(todo), len(ids), out)
         bar = tqdm(total=len(todo), desc="superpixels", unit="scan", disable=not progress)
-        args = [(spec, sid, spec.body_threshold, params, str(out)) for sid in todo]
+        args = [(spec, sid, spec.body_threshold, params, str(out), grid) for sid in todo]
         try:
             if jobs <= 1 or len(todo) == 1:
                 for a in args:

@@ -72,6 +72,7 @@ def evaluate_checkpoints(
     device: str | None = None,
     progress: bool = True,
     split: str = "test",
+    wait: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the chosen checkpoints of a run and write ``RUN/budget.json``; returns its dict.
 
@@ -80,25 +81,37 @@ def evaluate_checkpoints(
     predictions are written. ``split="validation"`` scores the validation scans held out by
     ``data.validation=true`` instead and writes ``RUN/budget_validation.json`` (for choosing a
     budget without the test scans; ``ValueError`` for a run trained without the hold-out).
+    Holds the run folder's lock (``wait``: as :func:`~crapnet_core.engine.evaluation.evaluate`);
+    every checkpoint must belong to the run's config (its stored hash).
     """
-    from ..io import write_json
-    from .checkpoints import cpu_threads, load_model, resolve_device
-    from .evaluation import evaluate_model
+    from ..io import check_output_folder
+    from .checkpoints import run_hashes
     from .experiment import ExperimentConfig
-    from .stats import per_scan_from_metrics
+    from .locks import run_lock
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json)")
     cfg = ExperimentConfig.load(cfg_path)
-    available = checkpoint_steps(run_dir)
-    steps = parse_checkpoints(checkpoints, list(available))
+    with run_lock(run_dir, wait=wait):  # one writer per run folder
+        available = checkpoint_steps(run_dir)
+        steps = parse_checkpoints(checkpoints, list(available))
+        check_output_folder(run_dir, 2**20, what="run folder (budget file)")
+        return _evaluate_checkpoints(run_dir, cfg, available, steps, device, progress, split, run_hashes(run_dir, cfg))
+
+
+def _evaluate_checkpoints(run_dir, cfg, available, steps, device, progress, split, hashes):
+    from ..io import write_json
+    from .checkpoints import cpu_threads, load_model, resolve_device
+    from .evaluation import evaluate_model
+    from .stats import per_scan_from_metrics
+
     dev = resolve_device(device or cfg.train.device)
     points = []
     for step in steps:
         t0 = time.time()
-        model, meta = load_model(cfg, available[step], dev)
+        model, meta = load_model(cfg, available[step], dev, run_hashes=hashes)
         with cpu_threads(cfg, dev):
             m = evaluate_model(model, cfg, dev, out_dir=None, progress=progress, save_predictions=False, split=split)
         dice = {o: r["dice_mean"] for o, r in m["per_organ"].items()}

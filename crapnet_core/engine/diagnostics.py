@@ -466,16 +466,14 @@ def inside_attention(run_dir, n_train: int = 8, per_scan: int = 1, variants: Seq
     """
     from pathlib import Path
 
-    from .checkpoints import cpu_threads, load_model, resolve_device
+    from .checkpoints import cpu_threads, load_model, resolve_device, run_checkpoint, run_hashes
     from .experiment import ExperimentConfig
 
     run_dir = Path(run_dir)
     cfg = ExperimentConfig.load(run_dir / "config.json")
-    ckpt = run_dir / "checkpoints" / "last.pt"
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: the run has no final checkpoint; train it first")
+    ckpt, state = run_checkpoint(run_dir, cfg)  # last.pt or its intact copy; belongs to the run's config
     dev = resolve_device(device or cfg.train.device)
-    model, _ = load_model(cfg, ckpt, dev)
+    model, _ = load_model(cfg, ckpt, dev, state=state, run_hashes=run_hashes(run_dir, cfg))
     blocks, protos, weights = [], [], {}
     with cpu_threads(cfg, dev):
         for source, eps in (("training episodes", training_episodes(cfg, n_train)),

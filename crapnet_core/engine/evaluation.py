@@ -40,7 +40,8 @@ import json
 import logging
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -244,6 +245,203 @@ def metrics_filename(split: str = "test") -> str:
     return "metrics.json" if split == "test" else f"metrics_{split}.json"
 
 
+@dataclass(frozen=True)
+class SupportSet:
+    """One support scan prepared for one organ (the protocol's steps 1 and 3).
+
+    scan_id; slices: the chosen support slice per chunk (z, canonical order); n_slices_with_organ;
+    images float32 (n_parts, 3, S, S) and masks (n_parts, S, S) {0, 1} (:func:`support_tensors`).
+    """
+
+    scan_id: str
+    slices: tuple[int, ...]
+    n_slices_with_organ: int
+    images: Any
+    masks: Any
+
+
+def stack_shots(supports: Sequence[SupportSet]):
+    """Support tensors of K support scans for :func:`predict_chunks`.
+
+    One support: its ``(n_parts, 3, S, S)`` images and ``(n_parts, S, S)`` masks as they are (the
+    one-shot path). K >= 2: ``(n_parts, K, 3, S, S)`` and ``(n_parts, K, S, S)``, shot j of chunk p
+    being support j's slice of chunk p (each support scan contributes its slice at the same relative
+    position 1/6, 1/2, 5/6 of its own organ range).
+    """
+    import torch
+
+    if not supports:
+        raise ValueError("stack_shots: no support scan")
+    if len(supports) == 1:
+        return supports[0].images, supports[0].masks
+    return (torch.stack([s.images for s in supports], dim=1), torch.stack([s.masks for s in supports], dim=1))
+
+
+class FoldEvaluator:
+    """The protocol of one fold with one model, scan by scan: what :func:`evaluate_model`, the
+    support-choice sensitivity and the k-shot evaluation (:mod:`crapnet_core.engine.support`) share.
+
+    ``support(scan_id, organ)`` prepares any scan of the fold as a support (None when the organ is
+    absent from it); ``score(organ, query_id, supports)`` segments one query scan's organ range with
+    the support scans given (one = the 1-shot protocol; K = k shots) and returns its metrics row and
+    prediction. Volumes, normalised queries and support tensors are cached.
+    """
+
+    def __init__(self, model, cfg, device=None, split: str = "test") -> None:
+        import torch
+
+        from ..data import datasets as ds
+        from ..data.protocol import make_fold
+        from .checkpoints import resolve_device
+
+        if split not in SPLITS:
+            raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+        self.model, self.cfg, self.split = model, cfg, split
+        self.device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
+        self.spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
+        self.fold = make_fold(ds.scan_ids(self.spec), cfg.data.fold, cfg.data.n_folds,
+                              validation=cfg.data.n_validation)
+        if split == "validation" and not self.fold.validation_ids:
+            raise ValueError(
+                "split validation: this run was trained with data.validation=false, so no scan was held out of its "
+                "training; train with --set data.validation=true to evaluate on a validation scan"
+            )
+        self.query_ids = self.fold.validation_ids if split == "validation" else self.fold.test_ids
+        self.stats = ds.normalization_stats(self.spec, self.fold.train_ids)
+        self.organs = list(cfg.data.test_group)
+        for organ in self.organs:
+            self.spec.label_id(organ)  # clear DatasetError when the dataset does not label the organ
+        self.n_parts = cfg.eval.n_parts
+        self.size = cfg.data.input_size
+        model.eval()
+        model.to(self.device)
+        self._supports: dict[tuple[str, str], SupportSet | None] = {}
+        self._file_labels: dict[str, np.ndarray] = {}  # scans' labels on their own grid (canonical order)
+        self._norm: dict[str, np.ndarray] = {}
+        self._image_labels: dict[str, np.ndarray] = {}  # support scans' labels on their image's array
+
+    def file_label(self, scan_id: str) -> np.ndarray:
+        from ..data import datasets as ds
+
+        if scan_id not in self._file_labels:
+            self._file_labels[scan_id] = ds.load_volume(self.spec, scan_id).file_label()
+        return self._file_labels[scan_id]
+
+    def normalized(self, scan_id: str) -> np.ndarray:
+        from ..data import datasets as ds
+
+        if scan_id not in self._norm:
+            self._norm[scan_id] = ds.normalize(ds.load_volume(self.spec, scan_id), self.spec, self.stats)
+        return self._norm[scan_id]
+
+    def support(self, scan_id: str, organ: str) -> SupportSet | None:
+        """Scan ``scan_id`` as the support of ``organ``: its slices at 1/6, 1/2, 5/6 of the organ's
+        range (on the model grid, from the file's own labels so that small structures survive the
+        in-plane step) and their tensors; None when the scan does not show the organ."""
+        from ..data import datasets as ds
+
+        key = (str(scan_id), organ)
+        if key not in self._supports:
+            vol = ds.load_volume(self.spec, scan_id)  # the pair rule and the label check, as for training
+            if scan_id not in self._image_labels:  # the label file on the image's array (the pair rule)
+                self._image_labels[scan_id] = vol.label_on_image_axes()
+            s_fg, _ = vol.geometry.mask_to_model(self._image_labels[scan_id] == self.spec.label_id(organ))
+            s_zs = np.flatnonzero(s_fg.any(axis=(0, 1))).astype(np.int64)
+            if s_zs.size == 0:
+                self._supports[key] = None
+            else:
+                chosen = support_slices(s_zs.tolist(), self.n_parts)
+                images, masks = support_tensors(self.normalized(scan_id), s_fg, chosen, self.size,
+                                                source=str(vol.label_path))
+                self._supports[key] = SupportSet(str(scan_id), tuple(int(z) for z in chosen), int(s_zs.size),
+                                                 images, masks)
+        return self._supports[key]
+
+    def standard_support(self, organ: str) -> SupportSet:
+        """The fold's support scan for ``organ`` (DatasetError when it does not show the organ)."""
+        from ..data import datasets as ds
+
+        sup = self.support(self.fold.support_id, organ)
+        if sup is None:
+            vol = ds.load_volume(self.spec, self.fold.support_id)
+            raise ds.DatasetError(
+                f"{vol.label_path}: organ {organ!r} (label {self.spec.label_id(organ)}) is absent from the support "
+                f"scan {self.fold.support_id}; it cannot serve as the 1-shot support for fold {self.cfg.data.fold}"
+            )
+        return sup
+
+    def score(self, organ: str, query_id: str, supports: Sequence[SupportSet]) -> tuple[dict[str, Any], Any]:
+        """Segment ``organ`` in query scan ``query_id`` from ``supports`` (steps 2-4 of the protocol).
+
+        Returns ``(row, prediction)``: the metrics row of ``metrics.json["per_scan"][organ][scan]``
+        (``{"absent": True}`` when the query does not show the organ) and the uint8 prediction on
+        the file's canonical grid (None when absent). ValueError when a support is the query itself.
+        """
+        from ..data import datasets as ds
+
+        if any(s.scan_id == str(query_id) for s in supports):
+            raise ValueError(f"score: query scan {query_id} cannot be its own support")
+        vol = ds.load_volume(self.spec, query_id)
+        geom = vol.geometry
+        gt = self.file_label(query_id) == self.spec.label_id(organ)  # scored on the file's own grid
+        rng = organ_range(np.flatnonzero(gt.any(axis=(0, 1))).tolist())
+        if rng is None:
+            ds.organ_slices(vol, organ, self.spec)  # the warning naming the file
+            return {"absent": True}, None
+        z_min, z_max = rng
+        n_parts = self.n_parts
+        assignment = chunk_assignment(z_min, z_max, n_parts)
+        s_img, s_mask = stack_shots(supports)
+        cfg = self.cfg
+        fg = predict_chunks(
+            self.model, s_img, s_mask, self.normalized(query_id), assignment, self.size, cfg.eval.batch_size,
+            self.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last, geometry=geom,
+        )
+        pred = np.zeros(gt.shape, dtype=np.uint8)
+        for z, mask in fg.items():
+            pred[:, :, z] = mask
+        slab = slice(z_min, z_max + 1)
+        counts = confusion_counts(pred[:, :, slab], gt[:, :, slab])
+        dist = surface_distances(pred[:, :, slab], gt[:, :, slab], geom.canon_spacing)
+        lcc = confusion_counts(largest_component(pred[:, :, slab]), gt[:, :, slab])  # extra row
+        row = {
+            "dice": json_number(counts.dice),
+            "dice_lcc": json_number(lcc.dice),
+            "hd95": json_number(dist["hd95"]),
+            "asd": json_number(dist["asd"]),
+            "tp": counts.tp, "fp": counts.fp, "fn": counts.fn,
+            "z_range": [int(z_min), int(z_max)],
+            "chunks": [int(sum(1 for _, p in assignment if p == k)) for k in range(n_parts)],
+            "empty_prediction": bool(counts.tp + counts.fp == 0),
+        }
+        return row, pred
+
+    def header(self) -> dict[str, Any]:
+        """The run-identifying fields that open every result dict of this fold."""
+        cfg = self.cfg
+        return {
+            "dataset": self.spec.name,
+            "setting": cfg.data.setting,
+            "fold": cfg.data.fold,
+            "method": cfg.model.method,
+            "variant": cfg.model.variant_name(),
+            "profile": cfg.profile,
+            "config_hash": cfg.config_hash(),
+            "organs": self.organs,
+            "split": self.split,
+        }
+
+
+def summary_means(per_organ: dict[str, dict[str, Any]], organs: Sequence[str]) -> dict[str, Any]:
+    """The overall means of ``metrics.json``: each metric's mean over the organs' means."""
+    return {
+        "dice": json_number(nanmean([per_organ[o]["dice_mean"] for o in organs])),
+        "hd95": json_number(nanmean([per_organ[o]["hd95_mean"] for o in organs])),
+        "asd": json_number(nanmean([per_organ[o]["asd_mean"] for o in organs])),
+        "dice_lcc": json_number(nanmean([per_organ[o]["dice_lcc_mean"] for o in organs])),
+    }
+
+
 def evaluate_model(
     model,
     cfg,
@@ -262,43 +460,16 @@ def evaluate_model(
     split) when ``save_predictions`` and returns the metrics dictionary (see :func:`evaluate`),
     without writing it.
     """
-    import torch
-
-    from ..data import datasets as ds
-    from ..data.protocol import make_fold
     from ..io import save_nifti
-    from .checkpoints import resolve_device
 
     t0 = time.time()
-    device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
+    ev = FoldEvaluator(model, cfg, device, split)
     save = cfg.eval.save_predictions if save_predictions is None else bool(save_predictions)
-    spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
-    ids = ds.scan_ids(spec)
-    fold = make_fold(ids, cfg.data.fold, cfg.data.n_folds, validation=cfg.data.n_validation)
-    if split not in SPLITS:
-        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
-    if split == "validation" and not fold.validation_ids:
-        raise ValueError(
-            "split validation: this run was trained with data.validation=false, so no scan was held out of its "
-            "training; train with --set data.validation=true to evaluate on a validation scan"
-        )
-    query_ids = fold.validation_ids if split == "validation" else fold.test_ids
-    stats = ds.normalization_stats(spec, fold.train_ids)
-    organs = list(cfg.data.test_group)
-    for organ in organs:
-        spec.label_id(organ)  # clear DatasetError when the dataset does not label the organ
-    n_parts = cfg.eval.n_parts
-    size = cfg.data.input_size
-
-    model.eval()
-    model.to(device)
-    support_vol = ds.load_volume(spec, fold.support_id)
-    support_norm = ds.normalize(support_vol, spec, stats)
+    organs, query_ids, fold = ev.organs, ev.query_ids, ev.fold
     support_info: dict[str, Any] = {"scan_id": fold.support_id, "slices": {}, "n_slices_with_organ": {}}
     per_scan: dict[str, dict[str, Any]] = {}
     pred_name = "predictions" if split == "test" else f"predictions_{split}"
     pred_dir = Path(out_dir) / pred_name if out_dir is not None else None
-    file_labels: dict[str, np.ndarray] = {}  # query scans' labels on their own grid (canonical order)
 
     jobs = [(organ, sid) for organ in organs for sid in query_ids]
     bar = None
@@ -306,98 +477,41 @@ def evaluate_model(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc=f"evaluate fold {cfg.data.fold}", unit="scan")
-    support_file_label, _, _ = ds.read_nifti(support_vol.label_path)
     for organ in organs:
-        lid = spec.label_id(organ)
-        # the support mask from the file's own labels: small structures survive the in-plane step
-        s_fg, _ = support_vol.geometry.mask_to_model(support_file_label == lid)
-        s_zs = np.flatnonzero(s_fg.any(axis=(0, 1))).astype(np.int64)
-        if s_zs.size == 0:
-            raise ds.DatasetError(
-                f"{support_vol.label_path}: organ {organ!r} (label {lid}) is absent from the support scan "
-                f"{fold.support_id}; it cannot serve as the 1-shot support for fold {cfg.data.fold}"
-            )
-        chosen = support_slices(s_zs.tolist(), n_parts)
-        support_info["slices"][organ] = chosen
-        support_info["n_slices_with_organ"][organ] = int(s_zs.size)
-        s_img, s_mask = support_tensors(support_norm, s_fg, chosen, size,
-                                        source=str(support_vol.label_path))
+        sup = ev.standard_support(organ)
+        support_info["slices"][organ] = list(sup.slices)
+        support_info["n_slices_with_organ"][organ] = sup.n_slices_with_organ
         per_scan[organ] = {}
         for sid in query_ids:
-            vol = ds.load_volume(spec, sid)
-            geom = vol.geometry
-            if sid not in file_labels:
-                file_labels[sid] = vol.file_label()
-            gt = file_labels[sid] == lid  # scored on the file's own grid
-            rng = organ_range(np.flatnonzero(gt.any(axis=(0, 1))).tolist())
-            if rng is None:
-                ds.organ_slices(vol, organ, spec)  # the warning naming the file
-                per_scan[organ][sid] = {"absent": True}
-                if bar is not None:
-                    bar.update(1)
-                continue
-            z_min, z_max = rng
-            assignment = chunk_assignment(z_min, z_max, n_parts)
-            norm = ds.normalize(vol, spec, stats)
-            fg = predict_chunks(
-                model, s_img, s_mask, norm, assignment, size, cfg.eval.batch_size, device,
-                amp=cfg.train.amp, channels_last=cfg.train.channels_last, geometry=geom,
-            )
-            pred = np.zeros(gt.shape, dtype=np.uint8)
-            for z, mask in fg.items():
-                pred[:, :, z] = mask
-            slab = slice(z_min, z_max + 1)
-            counts = confusion_counts(pred[:, :, slab], gt[:, :, slab])
-            dist = surface_distances(pred[:, :, slab], gt[:, :, slab], geom.canon_spacing)
-            lcc = confusion_counts(largest_component(pred[:, :, slab]), gt[:, :, slab])  # extra row
-            per_scan[organ][sid] = {
-                "dice": json_number(counts.dice),
-                "dice_lcc": json_number(lcc.dice),
-                "hd95": json_number(dist["hd95"]),
-                "asd": json_number(dist["asd"]),
-                "tp": counts.tp, "fp": counts.fp, "fn": counts.fn,
-                "z_range": [int(z_min), int(z_max)],
-                "chunks": [int(sum(1 for _, p in assignment if p == k)) for k in range(n_parts)],
-                "empty_prediction": bool(counts.tp + counts.fp == 0),
-            }
-            if save and pred_dir is not None:
-                path = pred_dir / prediction_file_name(sid, organ)
-                save_nifti(path, geom.from_canonical(pred), vol.affine)
+            row, pred = ev.score(organ, sid, [sup])
+            per_scan[organ][sid] = row
+            if pred is not None and save and pred_dir is not None:
+                from ..data import datasets as ds
+
+                vol = ds.load_volume(ev.spec, sid)
+                save_nifti(pred_dir / prediction_file_name(sid, organ), vol.geometry.from_canonical(pred), vol.affine)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(organ=organ, dice=f"{counts.dice:.3f}")
+                if pred is not None:
+                    bar.set_postfix(organ=organ, dice=f"{row['dice']:.3f}")
     if bar is not None:
         bar.close()
 
     per_organ = summarize_per_scan(per_scan)
-    mean = {
-        "dice": json_number(nanmean([per_organ[o]["dice_mean"] for o in organs])),
-        "hd95": json_number(nanmean([per_organ[o]["hd95_mean"] for o in organs])),
-        "asd": json_number(nanmean([per_organ[o]["asd_mean"] for o in organs])),
-        "dice_lcc": json_number(nanmean([per_organ[o]["dice_lcc_mean"] for o in organs])),
-    }
     return {
-        "dataset": spec.name,
-        "setting": cfg.data.setting,
-        "fold": cfg.data.fold,
-        "method": cfg.model.method,
-        "variant": cfg.model.variant_name(),
-        "profile": cfg.profile,
-        "config_hash": cfg.config_hash(),
-        "organs": organs,
-        "split": split,
+        **ev.header(),
         "test_scans": list(query_ids),  # the scans scored (the validation scan for split=validation)
         "support": support_info,
-        "n_parts": n_parts,
+        "n_parts": ev.n_parts,
         "per_scan": per_scan,
         "per_organ": per_organ,
-        "mean": mean,
+        "mean": summary_means(per_organ, organs),
         "empty_prediction_policy": EMPTY_PREDICTION_POLICY,
         "units": {"dice": "fraction 0..1", "dice_lcc": "fraction 0..1", "hd95": "mm", "asd": "mm"},
         "postprocessing": {"dice": "none (raw argmax)",
                            "dice_lcc": "largest 3-D connected component (26-connectivity) of the prediction "
                                        "on the scored slices; beyond the paper, reported separately"},
-        "device": str(device),
+        "device": str(ev.device),
         "seconds": round(time.time() - t0, 2),
     }
 
@@ -422,6 +536,91 @@ def summarize_per_scan(per_scan: dict[str, dict[str, dict[str, Any]]]) -> dict[s
     return out
 
 
+def check_evaluation_space(cfg, run_dir: Path, save_predictions: bool) -> None:
+    """Before evaluating: ``run_dir`` writable, with room for the predictions (``OSError`` naming it).
+
+    The predictions (compressed uint8 NIfTI, one per query scan and organ) take about what the
+    scans' compressed label files take; that is the estimate.
+    """
+    from ..data import datasets as ds
+    from ..io import check_output_folder
+
+    need = 2**20
+    if save_predictions:
+        try:
+            spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
+            sizes = [ds.label_path(spec, sid).stat().st_size for sid in ds.scan_ids(spec)]
+            need += int(len(cfg.data.test_group) * sum(sizes) / max(1, cfg.data.n_folds))
+        except (OSError, ValueError):
+            pass  # the evaluation itself reports a missing dataset, with its own message
+    check_output_folder(run_dir, need, what="run folder (metrics and predictions)")
+
+
+@contextmanager
+def _staged_folder(dest: Path, enabled: bool):
+    """Yield a staging root whose ``dest.name`` sub-folder replaces ``dest`` on success.
+
+    On an error the staging folder is removed and ``dest`` is left as it was. ``enabled``
+    False: yields ``None`` (nothing is written).
+    """
+    import os
+    import shutil
+
+    if not enabled:
+        yield None
+        return
+    stage = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        new = stage / dest.name
+        new.mkdir(exist_ok=True)
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def read_run_config(run_dir: str | Path):
+    """``RUN/config.json`` as an ``ExperimentConfig``; FileNotFoundError naming a folder that is not a run."""
+    from .experiment import ExperimentConfig
+
+    cfg_path = Path(run_dir) / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train first or pass a run folder")
+    return ExperimentConfig.load(cfg_path)
+
+
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: str | None = None, cfg=None):
+    """``(cfg, checkpoint, device, model, meta)`` of a trained run folder, as every evaluation of a
+    run uses it (:func:`evaluate`, the support-choice and k-shot evaluations of
+    :mod:`crapnet_core.engine.support`).
+
+    ``cfg``: the run's config (default: ``RUN/config.json``); ``checkpoint``: default the run's
+    final one, ``RUN/checkpoints/last.pt`` or its intact copy of the same step
+    (:func:`~crapnet_core.engine.checkpoints.run_checkpoint`, which says what it skipped). The
+    checkpoint, given or not, must belong to the run's config (its stored hash:
+    :func:`~crapnet_core.engine.checkpoints.run_hashes`); loaded on ``device`` (default the run's
+    ``train.device``). Errors: FileNotFoundError naming the folder or file that is missing,
+    ``CheckpointUnreadable`` / ``CheckpointMismatch`` naming the checkpoint.
+    """
+    from .checkpoints import load_model, resolve_device, run_checkpoint, run_hashes
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir) if cfg is None else cfg
+    state = None
+    if checkpoint is None:
+        checkpoint, state = run_checkpoint(run_dir, cfg)  # last.pt, or its intact copy; says what it skipped
+    dev = resolve_device(device or cfg.train.device)
+    model, meta = load_model(cfg, checkpoint, dev, state=state, run_hashes=run_hashes(run_dir, cfg))
+    return cfg, Path(checkpoint), dev, model, meta
+
+
 def evaluate(
     run_dir: str | Path,
     checkpoint: str | Path | None = None,
@@ -429,6 +628,7 @@ def evaluate(
     progress: bool = True,
     save_predictions: bool | None = None,
     split: str = "test",
+    wait: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the run in ``run_dir`` (its ``config.json`` and final checkpoint, or ``checkpoint``).
 
@@ -439,39 +639,44 @@ def evaluate(
     ``split="validation"`` scores the fold's validation scan instead (runs trained with
     ``data.validation=true`` only) and writes ``RUN/metrics_validation.json`` and
     ``RUN/predictions_validation/``; ``metrics.json`` is left alone.
+
+    Holds the run folder's lock (another process holding it: ``RunFolderBusy`` naming it, or
+    ``wait=True`` to wait); checks the folder is writable and has room for the predictions
+    before the work; the checkpoint must belong to the run's config (its stored hash). The
+    predictions replace ``RUN/predictions`` only once all are written.
     """
-    from ..io import write_json
-    from .checkpoints import cpu_threads, load_model, resolve_device
-    from .experiment import ExperimentConfig
+    from ..io import check_output_folder, write_json
+    from .checkpoints import cpu_threads
+    from .locks import run_lock
 
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json); train first or pass a run folder")
-    cfg = ExperimentConfig.load(cfg_path)
-    if checkpoint is None:
-        checkpoint = run_dir / "checkpoints" / "last.pt"
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: no checkpoint in {run_dir}; train the run first")
-    dev = resolve_device(device or cfg.train.device)
-    model, meta = load_model(cfg, checkpoint, dev)
-    from .environment import environment, read_run_environment
+    cfg = read_run_config(run_dir)
+    check_output_folder(run_dir, what="run folder")  # read-only, no permission: said before anything
+    with run_lock(run_dir, wait=wait):  # one writer per run folder (a training of it, another evaluation)
+        save = cfg.eval.save_predictions if save_predictions is None else bool(save_predictions)
+        check_evaluation_space(cfg, run_dir, save)
+        cfg, checkpoint, dev, model, meta = load_run(run_dir, checkpoint, device, cfg=cfg)
+        pred_name = "predictions" if split == "test" else f"predictions_{split}"
+        from .environment import environment, read_run_environment
 
-    with cpu_threads(cfg, dev):
-        metrics = evaluate_model(model, cfg, dev, out_dir=run_dir, progress=progress,
-                                 save_predictions=save_predictions, split=split)
-        evaluated_in = environment(dev)
-    metrics["checkpoint"] = str(Path(checkpoint).resolve())
-    metrics["step"] = int(meta.get("step", -1))
-    metrics["trained_steps"] = int(cfg.train.steps)
-    from ..models.methods import method_info
+        with cpu_threads(cfg, dev), _staged_folder(run_dir / pred_name, save) as stage:
+            # predictions go to a staging folder that replaces RUN/predictions only when every scan is
+            # done: a failure (disk full...) leaves the previous predictions and metrics as they were
+            metrics = evaluate_model(model, cfg, dev, out_dir=stage, progress=progress,
+                                     save_predictions=save, split=split)
+            evaluated_in = environment(dev)
+            metrics["checkpoint"] = str(Path(checkpoint).resolve())
+            metrics["step"] = int(meta.get("step", -1))
+            metrics["trained_steps"] = int(cfg.train.steps)
+            from ..models.methods import method_info
 
-    if method_info(cfg):
-        metrics["method_info"] = method_info(cfg)  # e.g. alpnet_init: how the encoder was initialised
-    # what computed these numbers: the training start's record (RUN/environment.json; None for
-    # runs trained before it existed) and this evaluation's (engine.environment)
-    metrics["environment"] = {"train": read_run_environment(run_dir), "evaluate": evaluated_in}
-    write_json(run_dir / metrics_filename(split), metrics)
+            if method_info(cfg):
+                metrics["method_info"] = method_info(cfg)  # e.g. alpnet_init: how the encoder was initialised
+            # what computed these numbers: the training start's record (RUN/environment.json; None for
+            # runs trained before it existed) and this evaluation's (engine.environment)
+            metrics["environment"] = {"train": read_run_environment(run_dir), "evaluate": evaluated_in}
+            # written before the staged predictions move in (a rename, which needs no space)
+            write_json(run_dir / metrics_filename(split), metrics)
     mean_dice = metrics["mean"]["dice"]
     log.info("%s: mean Dice %.4f", run_dir, math.nan if mean_dice is None else mean_dice)
     return metrics
@@ -498,6 +703,7 @@ def read_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
 __all__ = [
     "EMPTY_PREDICTION_POLICY", "support_positions", "support_slices", "chunk_index", "chunk_assignment",
     "organ_range", "prediction_file_name", "predict_chunks", "SPLITS", "metrics_filename", "support_tensors",
-    "evaluate_model", "summarize_per_scan", "evaluate", "read_metrics",
+    "SupportSet", "stack_shots", "FoldEvaluator", "summary_means", "evaluate_model", "read_run_config", "load_run",
+    "summarize_per_scan", "check_evaluation_space", "evaluate", "read_metrics",
     "Counts",
 ]

@@ -98,7 +98,10 @@ class DataConfig:
     validation_scans: int = 1
 
     def __post_init__(self) -> None:
-        self.test_group = tuple(self.test_group)
+        from ..data.labels import organ_name
+
+        # NFC: an organ typed in NFD (some keyboards, macOS file names) is the label map's organ
+        self.test_group = tuple(organ_name(o) if isinstance(o, str) else o for o in self.test_group)
         if isinstance(self.validation_scans, bool) or int(self.validation_scans) != self.validation_scans \
                 or self.validation_scans < 1:
             raise ValueError(f"data.validation_scans: {self.validation_scans!r} must be a positive integer")
@@ -207,8 +210,25 @@ class TrainConfig:
     checkpoint_every: save a checkpoint every N steps (and always at the end).
     keep_checkpoints: how many ``step_<n>.pt`` files to keep (``last.pt`` is always kept).
     log_every: write a metrics-log row every N steps.
-    compile: run the model through ``torch.compile`` (runtime only; see
-        ``benchmarks/bench_compile.py`` for what it gains).
+    compile: ``auto`` (default), ``on`` or ``off`` (``true``/``false`` read as on/off): run the
+        model through ``torch.compile`` (``engine.training.compile_model``; runtime only, not in
+        the config hash; the losses agree with eager ones to float rounding). The compiled code
+        is cached in crapnet's cache folder (``$CRAPNET_CACHE/torch_compile``), so only the first
+        training of a shape on a machine pays the whole compilation. ``auto`` compiles runs of at
+        least 10,000 steps (``AUTO_COMPILE_MIN_STEPS``), where it pays for itself:
+
+        * CPU (measured, ``benchmarks/compile_figures.md``: `lite` CRAPNet, one thread): a
+          compiled step takes 1/1.23 of the eager one (0.022 CPU s less), the first compilation
+          133 CPU s, a cached one 19 CPU s. It pays after about 6,000 steps on a fresh machine
+          and 900 with the cache: not for `lite` (650 steps), for the long runs of a converged
+          budget (tens of minutes each, dozens of runs of the same shapes);
+        * CUDA (estimated, not yet measured: ``benchmarks/gpu_check.sh``, section ``kernels``,
+          measures it): ``reduce-overhead`` replays the step's kernels as CUDA graphs; an eager
+          CRAPNet step at paper size dispatches about 1,900 operators, SSL-ALPNet's 1,400
+          (``benchmarks/attention_figures.md``, GPU form), and on a large GPU their launch cost
+          is of the order of the encoder's compute (issue 21's estimate), against a compilation
+          of minutes paid once per machine. A graph that fails to compile under ``auto`` runs
+          eagerly.
     deterministic: train under ``torch.use_deterministic_algorithms(True)``
         (:func:`crapnet_core.engine.environment.deterministic`; on CPU it leaves the weights
         unchanged, on CUDA it warns where an op has no deterministic kernel). Runtime only.
@@ -230,10 +250,19 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     log_every: int = 1
-    compile: bool = False
+    compile: str = "auto"
     deterministic: bool = True
 
     def __post_init__(self) -> None:
+        value = self.compile
+        if isinstance(value, str):
+            value = {"true": "on", "false": "off", "yes": "on", "no": "off", "1": "on", "0": "off"}.get(
+                value.strip().lower(), value.strip().lower())
+        elif isinstance(value, bool):  # configs written before auto existed: compile true/false
+            value = "on" if value else "off"
+        if value not in ("auto", "on", "off"):
+            raise ValueError(f"train.compile: {self.compile!r} is not one of auto, on, off (or true/false)")
+        self.compile = value
         if int(self.steps) < 0:
             raise ValueError(f"train.steps: {self.steps} must be at least 0 (0: evaluate the initial weights)")
         for name in ("batch_size", "lr_step", "checkpoint_every", "log_every"):
@@ -330,6 +359,8 @@ class ExperimentConfig:
                 out[section].pop(name, None)
         if self.data.validation_scans == DataConfig.validation_scans:
             out["data"].pop("validation_scans")  # at the default: the hash of runs made before the field existed
+        if self.model.attention_temperature == ModelConfig.attention_temperature:
+            out["model"].pop("attention_temperature")  # at the default: the hash of runs made before the field existed
         if self.superpixels == SuperpixelConfig():
             out.pop("superpixels")  # at the defaults: the hash of runs made before the section existed
         # not a setting: the version of how scans become model input (orientation, grid), so

@@ -4,7 +4,9 @@
 and evaluated run: the folder is ``runs_root / cfg.run_name()`` (readable coordinates +
 the config hash), so two callers asking for the same config share one run, and work
 already done (training finished, metrics written) is skipped. An interrupted training is
-resumed from its last checkpoint. A lock file serialises concurrent callers of one run.
+resumed from its newest intact checkpoint. The run folder's lock
+(:mod:`crapnet_core.engine.locks`) serialises concurrent callers of one run: a second caller
+waits, saying for whom.
 
 ``cross_validate(...)`` runs every fold (setting 2: one model per test group per fold,
 trained without that group, evaluated on that group only) and writes ``summary.json`` and
@@ -19,18 +21,18 @@ writes the seed aggregate (per-scan Dice averaged over seeds, spreads over seeds
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from ..facts import ORGAN_SHORT
 from ..io import write_json, write_text
 from ..published import PUBLISHED_METHOD_KEYS, published_dice
 from .evaluation import read_metrics  # noqa: F401 (re-exported for the notebooks)
 from .experiment import ORGANS, ExperimentConfig, make_config
+from .locks import run_lock  # noqa: F401 (re-exported: the book's workflow jobs take it)
 from ..models.config import summary_variant
 from .metrics import json_number, nanmean
 from .stats import aggregate_seeds, fold_spread, format_pm, mean_std, per_scan_from_metrics
@@ -43,20 +45,6 @@ ORGAN_COLUMNS = ORGAN_SHORT
 #: rows in summary.md: {(dataset, setting, method): (LK, RK, Spleen, Liver, Mean)}.
 PAPER_DICE = published_dice()  # from the one transcription (crapnet_core.published)
 PAPER_NAMES = PUBLISHED_METHOD_KEYS
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Exclusive lock on ``run_dir/.lock`` (waits for another process working on the same run)."""
-    import fcntl
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def run_dir_for(cfg: ExperimentConfig, runs_root: str | Path) -> Path:

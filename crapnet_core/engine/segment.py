@@ -1,10 +1,12 @@
-"""Segment an organ in a new scan from one annotated example (``crapnet segment``).
+"""Segment an organ in a new scan from one annotated example, or k of them (``crapnet segment``).
 
 The same code path as the evaluation (:mod:`crapnet_core.engine.evaluation`): the support
 slices are taken at ``floor(f_p * n)`` of the support's organ slices (f_p = 1/6, 1/2, 5/6),
 the query's slice range (``query_range``, default every slice, since a new scan has no
 label to give the organ's range) is split into 3 equal chunks, chunk p is segmented with
-support slice p by :func:`~crapnet_core.engine.evaluation.predict_chunks`.
+support slice p by :func:`~crapnet_core.engine.evaluation.predict_chunks`. With k annotated
+examples (repeated ``--support-image`` / ``--support-label``), chunk p is segmented from the k
+supports' slice p together (k-shot; prototypes pooled over the shots by the model).
 
 Input conventions: the same loading mechanism as the dataset folders
 (:func:`crapnet_core.data.datasets.make_volume`, rules in :mod:`crapnet_core.data.geometry`): support
@@ -15,7 +17,12 @@ the file is 257 x 257), then resized to the model's input size. The prediction g
 to the query file's own grid, axis order and affine (1 = organ, 0 = elsewhere, uint8).
 ``--query-range z0:z1`` counts axial slices inferior -> superior from 0 (the canonical
 order; for files stored with the third axis running to superior, as CHAOS and SABS, that
-is the file's third index).
+is the file's third index); both ends are included (``10:20`` is 11 slices).
+
+The support label goes through the dataset loader's checks
+(:mod:`crapnet_core.data.labels`): the pair rule (a label in another axis order or with
+flips, on the support image's world grid, is reoriented; another grid is refused saying what
+differs) and the one label check (finite integer ids; a soft mask with 0.5 borders is refused).
 
 Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``,
 ``.mhd``) and DICOM series (a folder holding one series), read by
@@ -33,8 +40,9 @@ than half a model input cell is kept as its best-covered cell(s), with a warning
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -55,17 +63,17 @@ _NONFINITE_HINT = "fix the file, or pass --replace-nonfinite to set them to the 
 
 
 def _load_support(image: Path, label: Path, preset: str | None, replace_nonfinite: bool = False):
+    """The support volume and its label on the image's array, by the dataset loader's rules:
+    the pair rule (another axis order/flips on the same world grid: reoriented) and the one
+    label check (finite integer ids: a soft or interpolated mask is refused)."""
     from ..data.datasets import check_finite, make_volume, read_scan
+    from ..data.labels import check_label_values, pair_label
 
     img, aff, zooms = read_scan(image)
     lab, lab_aff, _ = read_scan(label)
     img = check_finite(img, image, "image", replace=replace_nonfinite, hint=_NONFINITE_HINT)
-    check_finite(lab, label, "label volume")
-    if img.shape != lab.shape:
-        raise ValueError(f"--support-label: shape {lab.shape} differs from --support-image shape {img.shape}")
-    if not np.allclose(aff, lab_aff, atol=1e-3):
-        raise ValueError(f"--support-label: {label} affine differs from the --support-image affine "
-                         f"(max difference {np.abs(aff - lab_aff).max():.4g} mm)")
+    lab = pair_label(img.shape, aff, lab, lab_aff, image, label)
+    check_label_values(lab, label)
     return make_volume("support", img, aff, zooms, lab, image, label, preset=preset), lab
 
 
@@ -136,9 +144,17 @@ def _parse_range(text: str | None, n: int, path: Path) -> tuple[int, int]:
     return lo, hi
 
 
+def _as_paths(value, name: str) -> list[Path]:
+    """One path or a sequence of paths -> a non-empty list of Paths (ValueError naming the option)."""
+    items = [value] if isinstance(value, (str, Path)) else list(value or [])
+    if not items:
+        raise ValueError(f"{name}: give at least one file")
+    return [Path(v) for v in items]
+
+
 def segment_files(
-    support_image: str | Path,
-    support_label: str | Path,
+    support_image: str | Path | Sequence[str | Path],
+    support_label: str | Path | Sequence[str | Path],
     query_image: str | Path,
     out: str | Path,
     organ_label: int = 1,
@@ -151,27 +167,40 @@ def segment_files(
 ) -> dict[str, Any]:
     """Segment the organ labelled ``organ_label`` in ``support_label`` in ``query_image``; write ``out``.
 
-    Give either ``run`` (a trained run folder) or ``checkpoint``. Returns a small report
-    (support slices used, query slice range, predicted voxels, output path).
+    Give either ``run`` (a trained run folder) or ``checkpoint``. k-shot: ``support_image`` and
+    ``support_label`` may be lists of k files (pairs in the same order, ``crapnet segment`` with
+    repeated ``--support-image`` / ``--support-label``); each support gives its slices at 1/6, 1/2,
+    5/6 of its own organ range, chunk p of the query is segmented from the k supports' chunk-p slices,
+    and the model pools its prototypes over the shots (:mod:`crapnet_core.models.prototypes`). One pair
+    is exactly the 1-shot path. Returns a small report (support slices used, per support for k >= 2,
+    query slice range, predicted voxels, output path).
     """
-    from ..io import save_nifti
-    from .checkpoints import load_model, read_checkpoint, resolve_device
+    from ..io import check_output_folder, save_nifti
+    from .checkpoints import load_model, read_checkpoint, resolve_device, run_checkpoint, run_hashes
+    from .evaluation import SupportSet, stack_shots
     from .experiment import ExperimentConfig
 
+    images = _as_paths(support_image, "--support-image")
+    labels = _as_paths(support_label, "--support-label")
+    if len(images) != len(labels):
+        raise ValueError(f"--support-image / --support-label: {len(images)} image(s) but {len(labels)} label map(s); "
+                         "give one label map per support image, in the same order")
     out = Path(out)
     if out.exists() and not force:
         raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
     if not str(out).endswith((".nii", ".nii.gz")):
         raise ValueError(f"--out: {out} must end with .nii or .nii.gz")
+    query_size = Path(query_image).stat().st_size if Path(query_image).is_file() else 0
+    check_output_folder(out.parent, query_size + 2**20, what="--out folder")  # before the work
+    belongs: tuple[str, ...] | None = None  # --checkpoint: its own config, nothing to compare
     if run is not None:
         run = Path(run)
         cfg_path = run / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"--run: {run} is not a run folder (no config.json)")
         cfg = ExperimentConfig.load(cfg_path)
-        checkpoint = run / "checkpoints" / "last.pt"
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"--run: {checkpoint} not found; train the run first")
+        checkpoint, state = run_checkpoint(run, cfg)  # last.pt or its intact copy, of this run's config
+        belongs = run_hashes(run, cfg)
     elif checkpoint is not None:
         state = read_checkpoint(checkpoint)
         if "config" not in state:
@@ -180,20 +209,28 @@ def segment_files(
     else:
         raise ValueError("segment: give --run or --checkpoint")
     dev = resolve_device(device or cfg.train.device)
-    model, state = load_model(cfg, checkpoint, dev)
+    model, state = load_model(cfg, checkpoint, dev, state=state, run_hashes=belongs)
     stats = state.get("norm_stats")
 
     preset = _preset_of(cfg)
     profile = state.get("intensity_profile")
-    s_vol, s_lab = _load_support(Path(support_image), Path(support_label), preset, replace_nonfinite)
-    if not (np.asarray(s_lab) == int(organ_label)).any():
-        raise ValueError(f"--support-label: {support_label} holds no voxel with label {organ_label}")
-    fg, _ = s_vol.geometry.mask_to_model(np.asarray(s_lab) == int(organ_label))  # small structures survive
-    zs = np.flatnonzero(fg.any(axis=(0, 1)))
-    chosen = support_slices(zs.tolist(), cfg.eval.n_parts)
-    s_note = match_intensities(s_vol, profile, stats is not None, "--support-image")
-    sup_images, sup_masks = support_tensors(_normalized(s_vol, stats), fg, chosen, cfg.data.input_size,
-                                            source=str(support_label))
+    supports, s_notes = [], []
+    for image, label in zip(images, labels):
+        s_vol, s_lab = _load_support(image, label, preset, replace_nonfinite)
+        if not (np.asarray(s_lab) == int(organ_label)).any():
+            raise ValueError(f"--support-label: {label} holds no voxel with label {organ_label}")
+        fg, _ = s_vol.geometry.mask_to_model(np.asarray(s_lab) == int(organ_label))  # small structures survive
+        zs = np.flatnonzero(fg.any(axis=(0, 1)))
+        chosen = support_slices(zs.tolist(), cfg.eval.n_parts)
+        s_notes.append(match_intensities(s_vol, profile, stats is not None, "--support-image"))
+        sup_images, sup_masks = support_tensors(_normalized(s_vol, stats), fg, chosen, cfg.data.input_size,
+                                                source=str(label))
+        supports.append(SupportSet(str(image), tuple(int(z) for z in chosen), int(zs.size), sup_images, sup_masks))
+    sup_images, sup_masks = stack_shots(supports)
+    # after the supports' own checks (the pair rule, label values: those name the file first);
+    # os.path.realpath, not Path.resolve: a symbolic link loop is left to the reader's ELOOP
+    if os.path.realpath(query_image) in [os.path.realpath(p) for p in images]:
+        raise ValueError(f"--query-image: {query_image} is also a --support-image; a scan cannot be its own support")
 
     q_vol = _load_query(Path(query_image), preset, replace_nonfinite)
     q_note = match_intensities(q_vol, profile, stats is not None, "--query-image")
@@ -209,16 +246,18 @@ def segment_files(
         pred[:, :, z] = mask
     pred = geom.from_canonical(pred)
     save_nifti(out, pred, geom.file_affine)
+    one = len(supports) == 1
     return {
         "out": str(out),
         "checkpoint": str(checkpoint),
-        "support_slices": [int(z) for z in chosen],
+        "shots": len(supports),
+        "support_slices": list(supports[0].slices) if one else [list(s.slices) for s in supports],
         "query_range": [int(z_min), int(z_max)],
         "predicted_voxels": int(pred.sum()),
         "shape": list(pred.shape),
         "orientation": {"file": "".join(_axcodes(geom.file_affine)), "model": "".join(_canon())},
         "in_plane": geom.inplane,
-        "intensity": {"support": s_note, "query": q_note},
+        "intensity": {"support": s_notes[0] if one else s_notes, "query": q_note},
     }
 
 

@@ -16,10 +16,17 @@ Run folder written here::
     RUN/config.json                 the ExperimentConfig (with its hash)
     RUN/environment.json            packages, CPU kernels, threads, device at the start (engine.environment)
     RUN/checkpoints/step_<n>.pt     every ``checkpoint_every`` steps (last ``keep_checkpoints`` kept)
-    RUN/checkpoints/last.pt         the latest checkpoint (hard link to the newest step file)
+    RUN/checkpoints/last.pt         a copy of the newest step file (its own file: damage to one
+                                    leaves the other; ``--resume`` takes the newest intact one)
     RUN/metrics.csv                 step, loss, seg, align, lr, seconds
     RUN/TRAINED                     JSON marker written when every step is done
     RUN/tensorboard/                event files, only when ``tensorboard`` is installed
+    RUN/.lock                       held while training (:mod:`crapnet_core.engine.locks`)
+
+One writer per run folder: training holds the folder's lock (a second training into it stops
+at once, naming the holder's process), checks before the long work that the folder is
+writable and has room for the checkpoints it will keep, and resumes from the newest
+checkpoint that reads back, saying which damaged ones it skipped.
 
 Devices: on CUDA, bfloat16 autocast, channels-last tensors, pinned memory and
 data-loading workers with prefetching; on CPU, ``torch.set_num_threads`` over the cores
@@ -43,21 +50,26 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..io import save_torch, write_json, write_text
+from ..io import atomic_path, check_output_folder, save_torch, write_json, write_text
 from .checkpoints import (  # re-exported: checkpoint loading lives apart from the training loop
     CHECKPOINT_FORMAT,
     CheckpointMismatch,
+    CheckpointUnreadable,
     build_model,
     check_checkpoint,
     checkpoint_dir,
     cpu_threads,
+    describe_skipped,
     latest_checkpoint,
     load_model,
+    newest_intact_checkpoint,
     read_checkpoint,
     resolve_device,
+    step_checkpoints,
 )
 from .environment import deterministic, write_run_environment
 from .experiment import ExperimentConfig, describe
+from .locks import lock_holder, run_lock, RunFolderBusy
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +129,77 @@ def loss_function(cfg: ExperimentConfig):
     return hook(cfg.model.method, "episode_loss") or episode_loss
 
 
-def compile_model(model):
+#: ``train.compile=auto`` compiles runs of at least this many training steps (why: ``TrainConfig``).
+AUTO_COMPILE_MIN_STEPS = 10_000
+
+
+def compile_cache_dir() -> Path:
+    """Where ``torch.compile`` keeps its compiled code: crapnet's cache folder (``$CRAPNET_CACHE/torch_compile``).
+
+    Sets inductor's ``TORCHINDUCTOR_CACHE_DIR`` (its FX-graph and C++/Triton kernel caches) and
+    ``TRITON_CACHE_DIR`` there unless the user set them (inductor's own default, a temporary
+    folder it writes into the variable when torchvision is imported, counts as unset), so that a second
+    training of the same shapes on this machine reuses what the first one compiled instead of
+    compiling in every process (figures: ``benchmarks/compile_figures.md``).
+    """
+    from ..paths import cache_dir
+
+    root = cache_dir("torch_compile")
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:  # importing torchvision makes inductor write its default (a temporary folder) into the variable
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        inductor_default = os.path.abspath(default_cache_dir())
+    except ImportError:  # another torch layout: treat only an unset variable as unset
+        inductor_default = None
+    if current is None or os.path.abspath(current) == inductor_default:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor")
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
+    return root
+
+
+def compile_wanted(cfg: ExperimentConfig, device) -> bool:
+    """Whether ``train.compile`` (``on``/``off``/``auto``) compiles this run on ``device``.
+
+    ``auto``: runs of at least :data:`AUTO_COMPILE_MIN_STEPS` steps, on CPU or CUDA (the reasons
+    and figures are in ``TrainConfig``'s docstring).
+    """
+    mode = cfg.train.compile
+    if mode == "auto":
+        return cfg.train.steps >= AUTO_COMPILE_MIN_STEPS
+    return mode == "on"
+
+
+def compile_model(model, device=None, fallback: bool = False):
     """``model`` with its forward and its classifier compiled by ``torch.compile``, in place.
 
     In place (``nn.Module.compile``), so parameter names and checkpoints are those of the
-    eager model. Used when ``train.compile`` is true; figures in ``benchmarks/bench_compile.py``.
+    eager model. On CUDA in the overhead-reducing mode (``reduce-overhead``: the step's kernels,
+    the attention's many small ones among them, replayed as CUDA graphs instead of launched one
+    by one); elsewhere inductor's default. The compiled code is cached under
+    :func:`compile_cache_dir`. ``fallback``: a graph that fails to compile runs eagerly (with a
+    warning) instead of stopping the run (``train.compile=auto``). Figures:
+    ``benchmarks/bench_compile.py``.
     """
-    model.compile()
+    import torch
+
+    compile_cache_dir()
+    if fallback:
+        torch._dynamo.config.suppress_errors = True
+    is_cuda = getattr(device, "type", str(device)) == "cuda" if device is not None else False
+    mode = "reduce-overhead" if is_cuda else None
+    model.compile(mode=mode)
     classifier = getattr(model, "classifier", None)
     if classifier is not None:  # also called on its own by the alignment loss (losses.alignment_loss)
-        classifier.compile()
+        classifier.compile(mode=mode)
+    return model
+
+
+def uncompile_model(model):
+    """Undo :func:`compile_model` in place: the model and its classifier run eagerly again."""
+    for module in (model, getattr(model, "classifier", None)):
+        if module is not None and getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
     return model
 
 
@@ -163,11 +236,24 @@ def build_episodes(cfg: ExperimentConfig):
 
 
 def make_optimizer(cfg: ExperimentConfig, model):
-    """SGD + StepLR as in Sec. 4.3."""
+    """SGD + StepLR as in Sec. 4.3.
+
+    On CPU, PyTorch's fused SGD (one kernel over every parameter instead of a Python loop over
+    them: CRAPNet's `lite` model has 115 parameter tensors) when this torch has it: the same
+    parameters bit for bit (tests/test_optimizer.py), in less time per step.
+    """
     import torch
 
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                          weight_decay=cfg.train.weight_decay)
+    params = list(model.parameters())
+    args = dict(lr=cfg.train.lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
+    opt = None
+    if params and all(p.device.type == "cpu" for p in params):
+        try:
+            opt = torch.optim.SGD(params, fused=True, **args)
+        except (RuntimeError, ValueError, TypeError):  # torch < 2.4: no fused SGD on CPU
+            opt = None
+    if opt is None:
+        opt = torch.optim.SGD(params, **args)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.train.lr_step, gamma=cfg.train.lr_gamma)
     return opt, sched
 
@@ -188,24 +274,63 @@ def _to_device(batch: dict[str, Any], device, channels_last: bool) -> dict[str, 
 # ---------------------------------------------------------------------- checkpoints
 
 
-def _link_last(step_path: Path) -> None:
-    """Point ``last.pt`` at ``step_path`` atomically (hard link, copy when links fail)."""
+def _copy_last(step_path: Path) -> None:
+    """``last.pt`` = a copy of ``step_path``, written atomically.
+
+    A copy, not a hard link: the two are separate files, so damage to one (a truncated or
+    overwritten file) leaves the other intact, and ``--resume`` falls back to it.
+    """
     import shutil
 
-    last = step_path.parent / "last.pt"
-    tmp = step_path.parent / f".last.{os.getpid()}.tmp"
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        os.link(step_path, tmp)
-    except OSError:
+    with atomic_path(step_path.parent / "last.pt", suffix=".pt") as tmp:
         shutil.copyfile(step_path, tmp)
-    os.replace(tmp, last)
+
+
+def checkpoint_bytes(cfg: ExperimentConfig, run_dir: Path | None = None) -> int:
+    """Expected size of one checkpoint of ``cfg`` (bytes): an existing one's, else an estimate.
+
+    The estimate: the model's parameters and buffers plus as much again for SGD's momentum
+    buffers, plus 1 MiB (RNG states, config), from the model built on torch's ``meta`` device
+    (no memory, no initialisation; pretrained weights are not read). 0 when the model cannot
+    be built there.
+    """
+    if run_dir is not None:
+        sizes = [p.stat().st_size for p in checkpoint_dir(run_dir).glob("*.pt") if p.is_file()]
+        if sizes:
+            return max(sizes)
+    import torch
+
+    shape_only = cfg.copy()
+    shape_only.model.pretrained = False  # the same tensors; no weights file to look for
+    try:
+        with torch.device("meta"):
+            model = build_model(shape_only)
+    except Exception:  # noqa: BLE001 - a model that cannot be built on meta: no estimate
+        return 0
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return int(2 * params + buffers + 2**20)
+
+
+def check_checkpoint_space(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """Before training: ``run_dir`` must be writable and hold the checkpoints the run will keep.
+
+    Needed: ``train.keep_checkpoints`` step files + ``last.pt`` + one being written, of
+    :func:`checkpoint_bytes` each, less what the run's checkpoint files take already. Raises
+    ``OSError`` (``EACCES``/``EROFS``/``ENOSPC``) naming the folder, which ``crapnet`` reports
+    in one line.
+    """
+    size = checkpoint_bytes(cfg, run_dir if run_dir.is_dir() else None)
+    n_files = min(max(1, cfg.train.keep_checkpoints), max(1, cfg.train.steps // max(1, cfg.train.checkpoint_every) + 1))
+    have = sum(p.stat().st_size for p in checkpoint_dir(run_dir).glob("*.pt") if p.is_file()) \
+        if checkpoint_dir(run_dir).is_dir() else 0
+    need = max((n_files + 2) * size - have, 2 * size)
+    check_output_folder(run_dir, need, what=f"run folder (checkpoints: {n_files} + last.pt of ~{size / 2**20:.0f} MB)")
 
 
 def save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, optimizer, scheduler,
                     stats, seconds: float, intensity: dict | None = None) -> Path:
-    """Write ``step_<step>.pt`` atomically, point ``last.pt`` at it, prune old step files."""
+    """Write ``step_<step>.pt`` atomically, copy it to ``last.pt`` (atomically), prune old step files."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "step": int(step),
@@ -221,11 +346,8 @@ def save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, opti
     }
     path = checkpoint_dir(run_dir) / f"step_{step}.pt"
     save_torch(path, state)
-    _link_last(path)
-    steps = sorted(
-        (int(p.stem.split("_")[1]), p) for p in checkpoint_dir(run_dir).glob("step_*.pt")
-        if p.stem.split("_")[1].isdigit()
-    )
+    _copy_last(path)
+    steps = sorted(step_checkpoints(run_dir).items())
     for _, old in steps[: max(0, len(steps) - max(1, cfg.train.keep_checkpoints))]:
         old.unlink(missing_ok=True)
     return path
@@ -338,11 +460,17 @@ def inspect_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = F
             f"{run_dir}: holds a run of another config (hash {old_hash}, this config {cfg.config_hash()}); "
             f"choose another --out or pass --force to overwrite it"
         )
-    if is_trained(run_dir):
+    path, state, skipped = newest_intact_checkpoint(run_dir, cfg)
+    if path is None:
+        raise RunFolderError(
+            f"{run_dir}: no checkpoint of this run reads back ({describe_skipped(skipped)}); "
+            f"pass --force to start over"
+        )
+    step = int(state.get("step", 0))
+    if is_trained(run_dir) and not (skipped and step < cfg.train.steps):
         raise RunFolderError(
             f"{run_dir}: already holds the finished run of this config; pass --force to train it again"
         )
-    step = int(read_checkpoint(latest_checkpoint(run_dir)).get("step", 0))
     if not resume:
         raise RunFolderError(
             f"{run_dir}: holds an unfinished run of this config (checkpoint at step {step}); "
@@ -359,14 +487,18 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = F
     - a failed start (config.json but no checkpoint, e.g. bad input found at start): replaced;
     - a run of another config: refused (``force`` replaces it);
     - a finished run of this config: refused without ``force`` (which starts over);
-    - an unfinished run of this config: ``resume`` continues from ``checkpoints/last.pt``,
-      otherwise refused (``force`` starts over).
+    - an unfinished run of this config: ``resume`` continues from its newest intact
+      checkpoint (``last.pt``, else the newest step file that reads back), otherwise refused
+      (``force`` starts over); a finished run whose final checkpoints are all damaged counts
+      as unfinished.
     """
     run_dir = Path(run_dir)
     action, start = inspect_run_dir(cfg, run_dir, resume=resume, force=force)
     if action == "clear":
         clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if action == "resume":
+        (run_dir / "TRAINED").unlink(missing_ok=True)  # a finished run with damaged final checkpoints
     return run_dir, start
 
 
@@ -378,13 +510,17 @@ def train(
     progress: bool = True,
     force: bool = False,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    wait: bool = False,
 ) -> Path:
     """Train ``cfg`` into ``run_dir``; returns the final checkpoint (``checkpoints/last.pt``).
 
-    ``resume=True`` continues an interrupted run exactly from its last checkpoint.
+    ``resume=True`` continues an interrupted run exactly from its newest intact checkpoint.
     ``on_step(step, losses)`` is called after every completed step (1-based step count).
+    The run folder's lock is held while training: another process holding it raises
+    :class:`~crapnet_core.engine.locks.RunFolderBusy` naming it (``wait=True``: wait for it).
     Raises :class:`TrainingDiverged` on a NaN/infinite loss (the last good checkpoint stays),
-    :class:`RunFolderError` when ``run_dir`` cannot be used as asked.
+    :class:`RunFolderError` when ``run_dir`` cannot be used as asked, ``OSError`` naming the
+    folder when it is not writable or lacks room for the checkpoints (checked before the work).
     """
     from .inputs import check_experiment_inputs
 
@@ -397,14 +533,39 @@ def train(
     # needs (training, test and support scans) are checked and the episodes are built: a
     # bad input found here leaves the folder as it was (the superpixel cache may be filled).
     run_dir = Path(run_dir)
+    holder = None if wait else lock_holder(run_dir)
+    if holder is not None:  # before any long work: another process trains (or evaluates) here
+        raise RunFolderBusy(f"{run_dir}: run folder in use by {holder}; wait for it to finish (or stop it), "
+                            f"or choose another output folder")
     inspect_run_dir(cfg, run_dir, resume=resume, force=force)
+    check_checkpoint_space(cfg, run_dir)  # writable, room for the checkpoints: before the long work
     check_experiment_inputs(cfg)
     device = resolve_device(cfg.train.device)
     with cpu_threads(cfg, device), deterministic(device, cfg.train.deterministic):
         seed_everything(cfg.train.seed)
         episodes = build_episodes(cfg)
-        run_dir, start = prepare_run_dir(cfg, run_dir, resume=resume, force=force)
-        return _train(cfg, run_dir, start, device, progress, on_step, episodes)
+        created = not run_dir.exists()
+        try:
+            with run_lock(run_dir, wait=wait):
+                # under the lock, decided again: another process may have written the folder meanwhile
+                run_dir, start = prepare_run_dir(cfg, run_dir, resume=resume, force=force)
+                return _train(cfg, run_dir, start, device, progress, on_step, episodes)
+        except BaseException:
+            if created:
+                _remove_if_only_lock(run_dir)
+            raise
+
+
+def _remove_if_only_lock(run_dir: Path) -> None:
+    """Remove a run folder this call created when nothing but its lock file is in it."""
+    from .locks import LOCK_NAME
+
+    try:
+        if {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
+            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:
+        pass
 
 
 def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: bool,
@@ -428,13 +589,23 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     channels_last = bool(cfg.train.channels_last and device.type == "cuda")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.train.compile:
-        compile_model(model)
+    guard_first_step = False  # train.compile=auto: a compiled first step that fails runs eagerly
+    if compile_wanted(cfg, device):
+        compile_model(model, device, fallback=cfg.train.compile == "auto")
+        guard_first_step = cfg.train.compile == "auto"
+        log.info("train.compile=%s: the model is compiled during its first step (code cached in %s)",
+                 cfg.train.compile, os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
     optimizer, scheduler = make_optimizer(cfg, model)
     prev_seconds = 0.0
     if start > 0:
-        state = read_checkpoint(latest_checkpoint(run_dir))
-        check_checkpoint(state, cfg, latest_checkpoint(run_dir))
+        path, state, skipped = newest_intact_checkpoint(run_dir, cfg)
+        if path is None:
+            raise RunFolderError(f"{run_dir}: no checkpoint of this run reads back ({describe_skipped(skipped)}); "
+                                 f"pass --force to start over")
+        if skipped:
+            log.warning("%s: %s; resuming from %s (step %d)", run_dir, describe_skipped(skipped), path.name,
+                        int(state["step"]))
+        start = int(state["step"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -479,8 +650,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     step = start
     model.train()
     try:
-        for batch in loader:
-            batch = _to_device(batch, device, channels_last)
+        def forward_backward(batch):
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
                 losses = episode_loss(model, batch, cfg.loss)
             loss = losses["total"]
@@ -494,6 +664,23 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            return losses
+
+        for batch in loader:
+            batch = _to_device(batch, device, channels_last)
+            if guard_first_step:
+                guard_first_step = False
+                try:
+                    losses = forward_backward(batch)
+                except TrainingDiverged:
+                    raise
+                except Exception as err:  # noqa: BLE001 - auto: the compiled code failed, not the run
+                    log.warning("train.compile=auto: the compiled step failed (%s: %s); training eagerly",
+                                type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                    uncompile_model(model)
+                    losses = forward_backward(batch)
+            else:
+                losses = forward_backward(batch)
             optimizer.step()
             scheduler.step()
             step += 1
@@ -535,7 +722,7 @@ def train_seconds(run_dir: str | Path) -> float | None:
 
 
 __all__ = [
-    "TrainingDiverged", "CheckpointMismatch", "RunFolderError", "train", "load_model", "build_model",
+    "TrainingDiverged", "CheckpointMismatch", "CheckpointUnreadable", "RunFolderError", "RunFolderBusy", "train", "load_model", "build_model",
     "build_episodes", "make_optimizer", "save_checkpoint", "read_checkpoint", "check_checkpoint",
     "latest_checkpoint", "inspect_run_dir", "prepare_run_dir", "is_trained", "clear_run", "read_metrics_csv", "resolve_device",
     "train_seconds", "loss_function",

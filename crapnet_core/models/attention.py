@@ -24,6 +24,33 @@ Reading of the paper used here (each choice is also stated in book/method.md):
 The affinity, argmaxes, softmaxes and cosines run in float32 with autocast disabled (argmax
 ties and the softmax over HW are sensitive to bfloat16); the 1 x 1 convolutions and the value
 aggregation follow the ambient autocast dtype.
+
+**A variant beyond the paper: learned temperatures** (``ModelConfig.attention_temperature``,
+``temperature="learned"`` here; variant name ``crapnet-temp``). Eq. 13 as published is a
+softmax over cosines r_j in [-1, 1] without a temperature, so two weights differ by at most a
+factor e^2 and the largest weight is at most e^2 / (e^2 + N - 1) of the total (2.8 % at
+N = 256 pixels): Eq. 13 cannot single out a pixel however well the cycle matches. The variant
+gives every block two learned positive scalars, kept as logarithms:
+
+* a temperature tau of Eq. 13: w = N softmax_j(r_j / tau), tau = exp(log_temperature),
+  initialised to 1 (the published formula); tau -> 0 approaches a one-hot weight;
+* the scale s of the affinity of Eq. 9/10: A = s theta(x)^T phi(x'), s = exp(log_scale),
+  initialised to 1/sqrt(d); it sets the temperature of Eq. 1's column softmax (the argmaxes of
+  Eq. 11-12 do not depend on it).
+
+At initialisation the variant computes exactly what the fixed model computes. Both scalars
+are trained with the other weights (the optimiser's weight decay applies to their
+logarithms, i.e. pulls tau towards 1 and s towards 1, negligibly at lr 1e-3 and 5e-4).
+
+**Two implementations of the same computation.** :class:`CycleResemblanceBlock` is the
+reading above written block by block and differentiated by autograd: the reference, used by
+the diagnostics (which hook the blocks) and by the tests. :class:`SupportQueryAttention` runs
+the whole stack through :mod:`crapnet_core.models.attention_fused` (both branches batched,
+pixel-major, a hand-written backward; issue 21) whenever the two sides have the same batch
+and channels and no block carries a hook (a support of K shots, larger than the query: each
+branch as its own group of the same batched blocks); otherwise, or with ``fused = False``,
+block by block. Both give
+the same outputs and gradients up to float32 rounding (tests/test_attention_fused.py).
 """
 
 from __future__ import annotations
@@ -35,6 +62,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crapnet_core.models.attention_fused import CycleBlockFunction, compact_by_default
+from crapnet_core.models.config import ATTENTION_TEMPERATURES as TEMPERATURES  # fixed, learned
+
 
 @dataclass
 class CycleResemblance:
@@ -44,7 +74,7 @@ class CycleResemblance:
     best_other: (B, N_u) int64, i*(j) (Eq. 11).
     cycle_back: (B, N_u) int64, j*(j) (Eq. 12).
     resemblance: (B, N_u) float32, cos(x_u(j), x_u(j*)) (Eq. 13, before the softmax).
-    weights: (B, N_u) float32, softmax_j(resemblance) * N_u (mean one).
+    weights: (B, N_u) float32, softmax_j(resemblance / tau) * N_u (mean one; tau = 1 as published).
     column_softmax: (B, N_u, N_o) float32, softmax over j' of A[j', i] for every column i.
     """
 
@@ -85,14 +115,16 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def cycle_resemblance(
-    emb_updated: torch.Tensor, emb_other: torch.Tensor, x_updated: torch.Tensor, scale: float = 1.0
+    emb_updated: torch.Tensor, emb_other: torch.Tensor, x_updated: torch.Tensor,
+    scale: float | torch.Tensor = 1.0, temperature: torch.Tensor | float | None = None,
 ) -> CycleResemblance:
     """Eq. 9-13 for the pixels of the updated side.
 
     emb_updated: (B, d, N_u) theta-embedded features of the side being updated.
     emb_other: (B, d, N_o) phi-embedded features of the other (fixed) side.
     x_updated: (B, D, N_u) un-embedded input features of the updated side (for the cosine).
-    scale: multiplier of the affinity (1/sqrt(d) in the blocks).
+    scale: multiplier of the affinity (1/sqrt(d) in the blocks; a scalar tensor when learned).
+    temperature: tau of Eq. 13's softmax (None: none, as published; a scalar tensor when learned).
 
     Cost: one (N_u x N_o) affinity, two argmaxes and one softmax over it; j* comes from a
     gather of the per-column argmax (no N_u x N_u tensor).
@@ -107,9 +139,16 @@ def cycle_resemblance(
         xu = x_updated.float()
         x_back = torch.gather(xu, 2, cycle_back.unsqueeze(1).expand(-1, xu.shape[1], -1))
         resemblance = F.cosine_similarity(xu, x_back, dim=1, eps=1e-8)  # Eq. 13 (inside)
-        weights = torch.softmax(resemblance, dim=1) * resemblance.shape[1]  # Eq. 13, mean one
+        logits = resemblance if temperature is None else resemblance / temperature
+        weights = torch.softmax(logits, dim=1) * resemblance.shape[1]  # Eq. 13, mean one
         column_softmax = torch.softmax(affinity, dim=1)
     return CycleResemblance(affinity, best_other, cycle_back, resemblance, weights, column_softmax)
+
+
+def _check_temperature(temperature: str) -> str:
+    if temperature not in TEMPERATURES:
+        raise ValueError(f"model.attention_temperature: {temperature!r} is not one of {', '.join(TEMPERATURES)}")
+    return temperature
 
 
 class CycleResemblanceBlock(nn.Module):
@@ -117,12 +156,15 @@ class CycleResemblanceBlock(nn.Module):
 
     forward(x_updated (B, D, H, W), x_other (B, D, H', W')) -> z (B, D, H, W)
     z = W_z(y) + x_updated with W_z zero-initialised (identity at initialisation).
+    temperature: ``fixed`` (Eq. 13 as published, affinity scale 1/sqrt(d)) or ``learned``
+    (parameters ``log_temperature`` and ``log_scale``; module docstring).
     """
 
-    def __init__(self, channels: int = 256, inner_channels: int = 64) -> None:
+    def __init__(self, channels: int = 256, inner_channels: int = 64, temperature: str = "fixed") -> None:
         super().__init__()
         self.channels = channels
         self.inner_channels = inner_channels
+        self.temperature = _check_temperature(temperature)
         self.theta = nn.Conv2d(channels, inner_channels, kernel_size=1)
         self.phi = nn.Conv2d(channels, inner_channels, kernel_size=1)
         self.g = nn.Conv2d(channels, inner_channels, kernel_size=1)
@@ -130,13 +172,24 @@ class CycleResemblanceBlock(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.scale = 1.0 / math.sqrt(inner_channels)
+        if self.temperature == "learned":
+            self.log_temperature = nn.Parameter(torch.zeros(()))  # tau = 1: Eq. 13 as published
+            self.log_scale = nn.Parameter(torch.tensor(math.log(self.scale)))  # s = 1/sqrt(d)
+
+    def affinity_scale(self) -> float | torch.Tensor:
+        """s of A = s theta^T phi: 1/sqrt(d), or exp(log_scale) (a scalar tensor) when learned."""
+        return self.log_scale.exp() if self.temperature == "learned" else self.scale
+
+    def resemblance_temperature(self) -> torch.Tensor | None:
+        """tau of Eq. 13's softmax: None (none, as published), or exp(log_temperature) when learned."""
+        return self.log_temperature.exp() if self.temperature == "learned" else None
 
     def cycle(self, x_updated: torch.Tensor, x_other: torch.Tensor) -> CycleResemblance:
         """The Eq. 9-13 quantities of this block (for inspection and tests)."""
         xu = x_updated.flatten(2)
         eu = pointwise(self.theta, xu)
         eo = pointwise(self.phi, x_other.flatten(2))
-        return cycle_resemblance(eu, eo, xu, self.scale)
+        return cycle_resemblance(eu, eo, xu, self.affinity_scale(), self.resemblance_temperature())
 
     def forward(self, x_updated: torch.Tensor, x_other: torch.Tensor) -> torch.Tensor:
         if x_updated.shape[:2] != x_other.shape[:2]:
@@ -165,11 +218,20 @@ class SupportQueryAttention(nn.Module):
     independent (they can run in parallel).
     branches=1: n_blocks steps, each updating both sides at once from the previous step's
     pair (the support and query sub-blocks of a step read the same inputs).
+    temperature: ``fixed`` or ``learned`` for every block (:class:`CycleResemblanceBlock`).
 
-    forward(x_s (B, D, H, W), x_q (B, D, H, W)) -> (z_s, z_q), same shapes.
+    forward(x_s (B, D, H, W), x_q (B, D, H', W')) -> (z_s, z_q), the shapes of x_s and x_q.
+
+    ``fused`` (default True): run the stack as one batched computation
+    (:mod:`crapnet_core.models.attention_fused`) when x_s and x_q have the same batch and
+    channels (sizes may differ: k shots) and no block has a forward hook; False: always block by
+    block (the reference). ``compact``
+    (default None: on CPU outside ``torch.compile``): the fused path's used-columns form.
+    Runtime only: parameters and checkpoints are the same either way.
     """
 
-    def __init__(self, channels: int = 256, inner_channels: int = 64, n_blocks: int = 5, branches: int = 2) -> None:
+    def __init__(self, channels: int = 256, inner_channels: int = 64, n_blocks: int = 5, branches: int = 2,
+                 temperature: str = "fixed") -> None:
         super().__init__()
         if not 1 <= int(n_blocks) <= 15:
             raise ValueError(f"model.n_blocks: {n_blocks} is outside 1..15")
@@ -177,10 +239,28 @@ class SupportQueryAttention(nn.Module):
             raise ValueError(f"model.branches: {branches} must be 1 or 2")
         self.branches = branches
         self.n_blocks = int(n_blocks)
-        self.support_blocks = nn.ModuleList(CycleResemblanceBlock(channels, inner_channels) for _ in range(n_blocks))
-        self.query_blocks = nn.ModuleList(CycleResemblanceBlock(channels, inner_channels) for _ in range(n_blocks))
+        self.channels, self.inner_channels = int(channels), int(inner_channels)
+        self.temperature = _check_temperature(temperature)
+        self.fused = True
+        self.compact: bool | None = None
+        self.support_blocks = nn.ModuleList(
+            CycleResemblanceBlock(channels, inner_channels, temperature) for _ in range(n_blocks))
+        self.query_blocks = nn.ModuleList(
+            CycleResemblanceBlock(channels, inner_channels, temperature) for _ in range(n_blocks))
+
+    def uses_fused(self, x_s: torch.Tensor, x_q: torch.Tensor) -> bool:
+        """Whether :meth:`forward` takes the batched path for these inputs (see the class docstring)."""
+        if (not self.fused or x_s.dim() != 4 or x_q.dim() != 4 or x_s.shape[:2] != x_q.shape[:2]
+                or x_s.dtype != x_q.dtype):
+            return False
+        # hooks on a block (the diagnostics' trace_attention) must see its calls: block by block then
+        # (module-global hooks, e.g. FlopCounterMode's, only track nesting and see the stack's call)
+        return not any(blk._forward_hooks or blk._forward_pre_hooks
+                       for blk in (*self.support_blocks, *self.query_blocks))
 
     def forward(self, x_s: torch.Tensor, x_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.uses_fused(x_s, x_q):
+            return self._forward_fused(x_s, x_q)
         if self.branches == 2:
             z_s = x_s
             for block in self.support_blocks:
@@ -194,5 +274,111 @@ class SupportQueryAttention(nn.Module):
             z_s, z_q = sb(z_s, z_q), qb(z_q, z_s)
         return z_s, z_q
 
+    def _stacked(self, get) -> torch.Tensor:
+        """(2, K, ...) of ``get(block)`` over the support blocks then the query blocks (one stack op)."""
+        t = torch.stack([get(blk) for blk in (*self.support_blocks, *self.query_blocks)])
+        return t.view(2, self.n_blocks, *t.shape[1:])
 
-__all__ = ["CycleResemblance", "cycle_resemblance", "CycleResemblanceBlock", "SupportQueryAttention"]
+    def _forward_fused(self, x_s: torch.Tensor, x_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both branches batched (group axis 0: support branch, query branch), pixel-major.
+
+        Support and query of different sizes (k shots: the support holds the pixels of K shots,
+        :func:`crapnet_core.models.segmenter.attend_shots`) cannot share one tensor: each branch
+        then runs as its own group of the same batched blocks (:meth:`_forward_fused_apart`).
+        """
+        b, dim, h, w = x_s.shape
+        if dim != self.channels:
+            raise ValueError(f"SupportQueryAttention: features have {dim} channels, expected {self.channels}")
+        if x_s.shape != x_q.shape:
+            return self._forward_fused_apart(x_s, x_q)
+        n, k_, d = h * w, self.n_blocks, self.inner_channels
+        xs_t, xq_t = x_s.flatten(2).transpose(1, 2), x_q.flatten(2).transpose(1, 2)  # (B, N, D)
+        u = torch.stack([xs_t, xq_t])  # (2, B, N, D): updated sides
+        # theta and g stacked (one projection per block)
+        w_tg = torch.cat([self._stacked(lambda m: m.theta.weight).view(2, k_, d, dim),
+                          self._stacked(lambda m: m.g.weight).view(2, k_, d, dim)], dim=2).unbind(1)  # K x (2, 2d, D)
+        b_tg = torch.cat([self._stacked(lambda m: m.theta.bias), self._stacked(lambda m: m.g.bias)], dim=2).unbind(1)
+        # W_z with b_z as its last column (the bias enters the output product)
+        w_z = torch.cat([self._stacked(lambda m: m.out.weight).view(2, k_, dim, d),
+                         self._stacked(lambda m: m.out.bias).unsqueeze(3)], dim=3).unbind(1)  # K x (2, D, d + 1)
+        w_phi = self._stacked(lambda m: m.phi.weight).view(2, k_, d, dim)
+        b_phi = self._stacked(lambda m: m.phi.bias)  # (2, K, d)
+        if self.temperature == "learned":
+            scales = self._stacked(lambda m: m.log_scale).exp().repeat_interleave(b, dim=0).unbind(1)  # K x (2B,)
+            taus = self._stacked(lambda m: m.log_temperature).exp().repeat_interleave(b, dim=0).unbind(1)
+        else:
+            scales, taus = [self.support_blocks[0].scale] * k_, [None] * k_
+        compact = compact_by_default(x_s) if self.compact is None else bool(self.compact)
+        if self.branches == 2:
+            # the other side is fixed along a branch: phi of every block in one product
+            other = torch.stack([xq_t, xs_t]).view(2, b * n, dim)
+            phi_all = torch.baddbmm(b_phi.view(2, 1, k_ * d), other, w_phi.view(2, k_ * d, dim).transpose(1, 2))
+            eos = [t.view(2, b, n, d) for t in phi_all.split(d, dim=2)]
+            for k in range(k_):
+                u = CycleBlockFunction.apply(u, eos[k], w_tg[k], b_tg[k], w_z[k], scales[k], taus[k], compact)
+        else:
+            # one branch: each side's block k reads the other side's current features; phi of
+            # the other side = the other group's rows of the product with the swapped weights
+            w_phi_sw, b_phi_sw = w_phi.flip(0), b_phi.flip(0)
+            for k in range(k_):
+                f = torch.baddbmm(b_phi_sw[:, k].unsqueeze(1), u.view(2, b * n, dim), w_phi_sw[:, k].transpose(1, 2))
+                eo = f.flip(0).view(2, b, n, d)
+                u = CycleBlockFunction.apply(u, eo, w_tg[k], b_tg[k], w_z[k], scales[k], taus[k], compact)
+        z = u.view(2, b, h, w, dim).permute(0, 1, 4, 2, 3)  # (2, B, D, H, W) views
+        fmt = _memory_format(x_s)
+        return z[0].contiguous(memory_format=fmt), z[1].contiguous(memory_format=fmt)
+
+    def _block_weights(self, k: int, side: int):
+        """Block k of the support (``side`` 0) or query (1) branch as :class:`CycleBlockFunction` takes
+        them for one group: (w_tg (1, 2d, D), b_tg (1, 2d), w_z (1, D, d + 1))."""
+        blk = (self.support_blocks, self.query_blocks)[side][k]
+        d, dim = self.inner_channels, self.channels
+        w_tg = torch.cat([blk.theta.weight.view(d, dim), blk.g.weight.view(d, dim)]).unsqueeze(0)
+        b_tg = torch.cat([blk.theta.bias, blk.g.bias]).unsqueeze(0)
+        w_z = torch.cat([blk.out.weight.view(dim, d), blk.out.bias.unsqueeze(1)], dim=1).unsqueeze(0)
+        return w_tg, b_tg, w_z
+
+    def _scale_and_temperature(self, k: int, side: int, b: int):
+        """Block k's affinity scale and Eq. 13 temperature for the B episodes of one group."""
+        blk = (self.support_blocks, self.query_blocks)[side][k]
+        if self.temperature != "learned":
+            return blk.scale, None
+        return blk.log_scale.exp().expand(b), blk.log_temperature.exp().expand(b)
+
+    def _forward_fused_apart(self, x_s: torch.Tensor, x_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_forward_fused` for a support and a query of different sizes (same batch and
+        channels): :class:`CycleBlockFunction` with one group per branch, updated side N_u pixels
+        against the other side's N_o (the same block, forward and backward, as the batched path)."""
+        b, dim = x_s.shape[:2]
+        k_, d = self.n_blocks, self.inner_channels
+        flat = [x.flatten(2).transpose(1, 2).contiguous() for x in (x_s, x_q)]  # (B, N_s, D), (B, N_q, D)
+        compact = compact_by_default(x_s) if self.compact is None else bool(self.compact)
+
+        def phi(k: int, side: int, other: torch.Tensor) -> torch.Tensor:
+            blk = (self.support_blocks, self.query_blocks)[side][k]
+            return pointwise(blk.phi, other.transpose(1, 2)).transpose(1, 2).contiguous().unsqueeze(0)  # (1, B, N_o, d)
+
+        def block(k: int, side: int, u: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+            scale, tau = self._scale_and_temperature(k, side, b)
+            return CycleBlockFunction.apply(u, phi(k, side, other), *self._block_weights(k, side), scale, tau, compact)
+
+        u = [flat[0].unsqueeze(0), flat[1].unsqueeze(0)]  # (1, B, N, D) per side
+        if self.branches == 2:  # each branch against the other side's encoder features
+            for side in (0, 1):
+                for k in range(k_):
+                    u[side] = block(k, side, u[side], flat[1 - side])
+        else:  # one branch: step k updates both sides from the previous step's pair
+            for k in range(k_):
+                u = [block(k, 0, u[0], u[1][0]), block(k, 1, u[1], u[0][0])]
+        fmt = _memory_format(x_s)
+        return tuple(z[0].transpose(1, 2).reshape(x.shape).contiguous(memory_format=fmt)
+                     for z, x in zip(u, (x_s, x_q)))
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last when ``x`` is stored so (and not also contiguous), else contiguous."""
+    return (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            else torch.contiguous_format)
+
+
+__all__ = ["CycleResemblance", "cycle_resemblance", "CycleResemblanceBlock", "SupportQueryAttention", "TEMPERATURES"]

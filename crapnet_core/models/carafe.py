@@ -1,7 +1,7 @@
 """CARAFE++ content-aware reassembly for downsampling (Sec. 3.6, Eq. 14; Wang et al. 2019/2021).
 
-Pure PyTorch (unfold + einsum); mmcv's compiled CARAFE op only implements upsampling and
-is not available here, so the operator is written out (and tested against a naive loop).
+Pure PyTorch (a sum over the window's taps; mmcv's compiled CARAFE op only implements
+upsampling and is not available here), tested against a naive loop.
 
 Geometry (our reading of Eq. 14 for a downsampling factor sigma), two window placements
 (``ModelConfig.carafe_window``):
@@ -65,14 +65,69 @@ def _crop_or_pad(x: torch.Tensor, kernel: int, factor: int, start: int | None = 
     return x[..., : factor * (n_h - 1) + kernel, : factor * (n_w - 1) + kernel]
 
 
+class _TapReassembly(torch.autograd.Function):
+    """Eq. 14 as a sum over the k x k taps of strided views of the padded map (CPU path of
+    :func:`reassemble`): out = sum_t W_t * xp[:, i_t::sigma, j_t::sigma, :], backward likewise
+    tap by tap, channels last (so that every tap's product runs along contiguous channels).
+    No (C k^2 x L) unfolded copy of the map and no per-location matrix-vector products, which
+    is what ``unfold`` + ``einsum`` cost on CPU (benchmarks/bench_attention.py times the whole
+    step, this included, against the former form).
+
+    forward(xp (B, C, Hp, Wp) padded map, kernels (B, k*k, ho, wo), k, sigma) -> (B, C, ho, wo)
+    """
+
+    @staticmethod
+    def forward(ctx, xp, kernels, kernel_size, factor):
+        k, (ho, wo) = kernel_size, kernels.shape[-2:]
+        ctx.kernel_dtype = kernels.dtype
+        xl = xp.permute(0, 2, 3, 1).contiguous()  # (B, Hp, Wp, C)
+        kl = kernels.to(xp.dtype).permute(0, 2, 3, 1)  # (B, ho, wo, k*k)
+        out = None
+        for t in range(k * k):
+            tap = _tap(xl, t, k, factor, ho, wo)
+            w = kl[..., t: t + 1]
+            out = tap * w if out is None else out.addcmul_(tap, w)
+        ctx.save_for_backward(xl, kl)
+        ctx.k, ctx.factor = k, factor
+        return out.permute(0, 3, 1, 2).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        xl, kl = ctx.saved_tensors
+        k, factor = ctx.k, ctx.factor
+        ho, wo = kl.shape[1:3]
+        gl = grad.permute(0, 2, 3, 1).contiguous()  # (B, ho, wo, C)
+        d_xl = torch.zeros_like(xl) if ctx.needs_input_grad[0] else None
+        d_kl = torch.empty_like(kl) if ctx.needs_input_grad[1] else None
+        for t in range(k * k):
+            if d_xl is not None:
+                _tap(d_xl, t, k, factor, ho, wo).addcmul_(gl, kl[..., t: t + 1])
+            if d_kl is not None:
+                d_kl[..., t] = torch.linalg.vecdot(gl, _tap(xl, t, k, factor, ho, wo), dim=-1)
+        d_xp = None if d_xl is None else d_xl.permute(0, 3, 1, 2)
+        d_kernels = None if d_kl is None else d_kl.permute(0, 3, 1, 2).to(ctx.kernel_dtype)
+        return d_xp, d_kernels, None, None
+
+
+def _tap(xl: torch.Tensor, t: int, k: int, factor: int, ho: int, wo: int) -> torch.Tensor:
+    """The (B, ho, wo, C) view of tap t = (i, j) of every window: xl[:, i + sigma h', j + sigma w', :]."""
+    i, j = divmod(t, k)
+    return xl[:, i: i + factor * (ho - 1) + 1: factor, j: j + factor * (wo - 1) + 1: factor]
+
+
 def reassemble(
-    x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, factor: int, window: str = "centred"
+    x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, factor: int, window: str = "centred",
+    by_taps: bool | None = None,
 ) -> torch.Tensor:
     """Eq. 14: p(h', w') = sum_{i,j < k} W_(h',w')(i, j) x(sigma h' + s + i, sigma w' + s + j).
 
     s = :func:`window_start` (``centred``: c - r with c = (sigma-1)//2, r = k//2; ``aligned``: 0).
     x: (B, C, H, W); kernels: (B, k*k, H', W') (already normalised), H' = ceil(H / sigma);
     taps outside the map count as zeros. Returns (B, C, H', W').
+
+    ``by_taps`` (default: on CPU) sums the k x k taps one by one (:class:`_TapReassembly`);
+    otherwise the unfolded windows are weighted in one ``einsum`` (fewer kernel launches, for
+    GPUs; the only form before issue 21). Same values up to float rounding.
     """
     b, c, h, w = x.shape
     k = kernel_size
@@ -80,10 +135,12 @@ def reassemble(
     if kernels.shape[1] != k * k:
         raise ValueError(f"reassemble: kernels have {kernels.shape[1]} channels, expected {k}*{k}")
     xp = _crop_or_pad(x, k, factor, window_start(k, factor, window))
-    cols = F.unfold(xp, kernel_size=k, stride=factor)  # (B, C*k*k, L)
-    if cols.shape[-1] != ho * wo:
-        raise ValueError(f"reassemble: {cols.shape[-1]} windows for a {ho}x{wo} kernel grid (input {h}x{w})")
-    cols = cols.view(b, c, k * k, ho * wo)
+    n_h, n_w = (xp.shape[-2] - k) // factor + 1, (xp.shape[-1] - k) // factor + 1
+    if (n_h, n_w) != (ho, wo):
+        raise ValueError(f"reassemble: {n_h * n_w} windows for a {ho}x{wo} kernel grid (input {h}x{w})")
+    if by_taps if by_taps is not None else x.device.type == "cpu":
+        return _TapReassembly.apply(xp, kernels, k, factor)
+    cols = F.unfold(xp, kernel_size=k, stride=factor).view(b, c, k * k, ho * wo)  # (B, C, k*k, L)
     out = torch.einsum("bckl,bkl->bcl", cols, kernels.reshape(b, k * k, ho * wo).to(cols.dtype))
     return out.view(b, c, ho, wo)
 
@@ -111,6 +168,7 @@ class CARAFEDownsample(nn.Module):
             kernel_size = factor
         window_start(kernel_size, factor, window)  # validates the window name
         self.window = window
+        self.by_taps: bool | None = None  # reassemble's form (None: by taps on CPU); runtime only
         self.factor = factor
         self.kernel_size = kernel_size
         self.encoder_kernel = encoder_kernel
@@ -128,7 +186,7 @@ class CARAFEDownsample(nn.Module):
         return torch.softmax(logits.float(), dim=1).to(logits.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return reassemble(x, self.predict_kernels(x), self.kernel_size, self.factor, self.window)
+        return reassemble(x, self.predict_kernels(x), self.kernel_size, self.factor, self.window, self.by_taps)
 
 
 def reassemble_naive(

@@ -20,6 +20,8 @@ from ..facts import METHODS, METHODS_REGISTRY  # the method registry
 METHOD_COMPONENTS = {name: (m.attention, m.prototypes) for name, m in METHODS_REGISTRY.items()}
 PROTOTYPE_KINDS = ("carafe", "avgpool", "global")
 CARAFE_WINDOWS = ("centred", "aligned")
+#: ``model.attention_temperature``: Eq. 13 and the affinity scale as published, or learned per block.
+ATTENTION_TEMPERATURES = ("fixed", "learned")
 #: The paper's attention: 5 blocks per branch, two branches (Sec. 4.4, Tables 3-4).
 DEFAULT_BLOCKS, DEFAULT_BRANCHES = 5, 2
 
@@ -63,6 +65,12 @@ class ModelConfig:
         alpnet + attention=on, alpnet + prototypes=carafe, crapnet, crapnet + carafe_window=aligned.
     free_geometry: accept prototype cells more than a factor 1.5 away from the paper's
         (``crapnet_core.models.prototype_grid.check_geometry``); not part of the config hash.
+    attention_temperature: ``fixed`` (Eq. 13 as published: a softmax over cosines without a
+        temperature; the affinity scaled by 1/sqrt(d)) or ``learned`` (a variant beyond the paper:
+        every block learns a temperature of Eq. 13's softmax and the scale of the affinity of
+        Eq. 9/10, initialised to the fixed values; :mod:`crapnet_core.models.attention`). Only
+        used when the attention runs; variant name ``<method>-temp``. Left out of the config
+        hash at ``fixed``, so earlier runs keep their hash.
 
     Input sizes must be multiples of 8 (encoder output stride). ``experiment.make_config``
     sets ``carafe_factor`` and the ALPNet pools from the input size with the rule of
@@ -90,6 +98,7 @@ class ModelConfig:
     attention: str = "auto"
     prototypes: str = "auto"
     free_geometry: bool = False
+    attention_temperature: str = "fixed"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -98,6 +107,13 @@ class ModelConfig:
             raise ValueError(f"model.carafe_window: {self.carafe_window!r} is not one of {', '.join(CARAFE_WINDOWS)}")
         if self.attention not in ("auto", "on", "off"):
             raise ValueError(f"model.attention: {self.attention!r} is not one of auto, on, off")
+        if self.attention_temperature not in ATTENTION_TEMPERATURES:
+            raise ValueError(f"model.attention_temperature: {self.attention_temperature!r} is not one of "
+                             f"{', '.join(ATTENTION_TEMPERATURES)}")
+        if self.attention_temperature != "fixed" and not self.uses_attention:
+            raise ValueError(f"model.attention_temperature: {self.attention_temperature!r} needs the attention, which "
+                             f"{self.method} with model.attention={self.attention} does not run (use crapnet, or "
+                             f"model.attention=on)")
         if self.prototypes not in ("auto", *PROTOTYPE_KINDS):
             raise ValueError(f"model.prototypes: {self.prototypes!r} is not one of auto, {', '.join(PROTOTYPE_KINDS)}")
         if not 1 <= int(self.n_blocks) <= 15:
@@ -125,7 +141,8 @@ class ModelConfig:
         """The method, plus the component switches that differ from its preset, e.g. ``crapnet``,
         ``alpnet-att`` (+ attention), ``alpnet-carafe`` (+ CARAFE++ prototypes), ``crapnet-aligned``,
         and the ablation points of Tables 3-4 when the attention runs: ``crapnet-blocks7``
-        (``n_blocks`` other than the paper's 5), ``crapnet-onebranch`` (``branches=1``).
+        (``n_blocks`` other than the paper's 5), ``crapnet-onebranch`` (``branches=1``), and
+        ``crapnet-temp`` (learned temperatures, ``attention_temperature=learned``).
 
         Any name other than the bare method marks a variant, which the Tables 1-2 analogues and the
         findings leave out (``crapnet_core.report.figures.load_summaries``)."""
@@ -141,6 +158,8 @@ class ModelConfig:
             parts.append(f"blocks{int(self.n_blocks)}")
         if self.uses_attention and int(self.branches) != DEFAULT_BRANCHES:
             parts.append("onebranch")
+        if self.uses_attention and self.attention_temperature != "fixed":
+            parts.append("temp")
         return "-".join(parts)
 
     @property
@@ -187,7 +206,7 @@ def dataclass_from_dict(cls, data: dict[str, Any]):
     return cls(**data)
 
 
-__all__ = ["METHODS", "METHOD_COMPONENTS", "PROTOTYPE_KINDS", "CARAFE_WINDOWS", "ModelConfig", "LossConfig", "dataclass_from_dict", "asdict", "field",
+__all__ = ["METHODS", "METHOD_COMPONENTS", "PROTOTYPE_KINDS", "CARAFE_WINDOWS", "ATTENTION_TEMPERATURES", "ModelConfig", "LossConfig", "dataclass_from_dict", "asdict", "field",
            "summary_variant", "convert_value"]
 
 

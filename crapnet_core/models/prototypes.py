@@ -26,6 +26,25 @@ when no local background prototype passes the rule, the global background protot
 The foreground always has its global prototype, so small organs whose mask fills no cell to
 ``threshold`` are still represented. An empty mask gives a zero prototype (cosine 0).
 
+k shots (beyond the paper, which evaluates 1 shot; :meth:`PrototypeClassifier.prototypes_shots`),
+pooled as the reference code of the methods pools n shots, per class over the shots:
+
+- SSL-PANet (``global``): PANet's ``getPrototype`` (github.com/kaixin96/PANet, ``models/fewshot.py``)
+  averages the per-shot masked-average prototypes of a class: ``sum(way) / n_shots``.
+- SSL-ALPNet (``avgpool``) and CRAPNet (``carafe``, whose prototype set follows SSL-ALPNet's):
+  SSL-ALPNet's ``MultiProtoAsConv`` (github.com/cheng-01037/Self-supervised-Fewshot-Medical-Image-Segmentation,
+  ``models/alpmodule.py``) pools the support features of every shot and keeps the local prototypes
+  of all shots (``n_sup_x.reshape(1, -1, nch)`` then the ``> thresh`` selection); in its
+  local + global mode (``gridconv+``) it adds the global prototype of every shot (``glb_proto``,
+  one row per shot); in its global-only mode (``mask``, used for the foreground when no pooled
+  cell reaches the threshold) it averages the shots' global prototypes (``proto.mean(dim=0)``).
+  Here: local prototypes of every shot; the foreground's global prototypes are those of every
+  shot when some shot gave a local foreground prototype, else their mean; the background's
+  fallback global prototype is the mean over the shots.
+
+Identical shots give the 1-shot answer: a prototype repeated K times leaves Eq. 17's
+softmax-weighted sum unchanged, and the mean of K equal prototypes is that prototype.
+
 Classifier (Eq. 16-17): S_k(h, w) = alpha cos(p_k, q(h, w)) for each valid prototype k of a
 class; class score = sum_k softmax_k(S_k) S_k; softmax over the classes is left to the caller
 (the logits are the class scores). Cosines run in float32 with autocast disabled.
@@ -180,10 +199,62 @@ class PrototypeClassifier(nn.Module):
         bg_ok = torch.cat([bg_valid, bg_fallback], dim=1)
         return fg_protos, fg_ok, bg_protos, bg_ok
 
+    def prototypes_shots(
+        self, features: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prototypes of K support shots pooled per class: features (B, K, C, h, w), fg / bg (B, K, H, W).
+
+        Returns (fg_protos (B, Kf, C), fg_valid (B, Kf), bg_protos (B, Kb, C), bg_valid (B, Kb)), as
+        :meth:`prototypes`; K = 1 returns exactly :meth:`prototypes` of the one shot. The pooling
+        follows the reference code of the methods (module docstring, "k shots"):
+
+        - ``global``: per class the mean over the shots of the per-shot masked averages (PANet);
+        - ``carafe`` / ``avgpool``: the local prototypes of every shot (each shot's grid with its
+          own mask and the ``threshold`` rule); the foreground adds the global prototype of every
+          shot when at least one local foreground prototype passed, else the mean over the shots
+          of the global foreground prototypes (SSL-ALPNet's ``mask`` mode); the background
+          fallback (no local background prototype in any shot) is the mean over the shots of the
+          global background prototypes.
+        """
+        b, k = features.shape[:2]
+        if k == 1:
+            return self.prototypes(features[:, 0], fg[:, 0], bg[:, 0])
+        flat, fg_f, bg_f = features.flatten(0, 1), fg.flatten(0, 1), bg.flatten(0, 1)
+        glob_fg = masked_average(flat, fg_f).unflatten(0, (b, k))  # (B, K, C), Eq. 15 per shot
+        glob_bg = masked_average(flat, bg_f).unflatten(0, (b, k))
+        mean_fg = glob_fg.mean(dim=1, keepdim=True)  # PANet: sum over shots / n_shots
+        mean_bg = glob_bg.mean(dim=1, keepdim=True)
+        ones = torch.ones(b, 1, dtype=torch.bool, device=features.device)
+        grid = self.grid_features(flat)
+        if grid is None:  # global prototypes only (SSL-PANet)
+            return mean_fg, ones, mean_bg, ones
+        local, fg_valid, bg_valid = local_prototypes(grid, fg_f, bg_f, self.threshold)  # (B*K, G, C), (B*K, G)
+        g = local.shape[1]
+        local = local.reshape(b, k * g, local.shape[2])  # shot-major: the G cells of shot 0, then shot 1...
+        fg_valid, bg_valid = fg_valid.reshape(b, k * g), bg_valid.reshape(b, k * g)
+        any_local_fg = fg_valid.any(dim=1, keepdim=True)
+        fg_protos = torch.cat([local, glob_fg, mean_fg], dim=1)
+        fg_ok = torch.cat([fg_valid, any_local_fg.expand(b, k), ~any_local_fg], dim=1)
+        bg_protos = torch.cat([local, mean_bg], dim=1)
+        bg_ok = torch.cat([bg_valid, ~bg_valid.any(dim=1, keepdim=True)], dim=1)
+        return fg_protos, fg_ok, bg_protos, bg_ok
+
     def forward(
         self, ref_features: torch.Tensor, ref_fg: torch.Tensor, ref_bg: torch.Tensor, target: torch.Tensor
     ) -> torch.Tensor:
         fg_p, fg_ok, bg_p, bg_ok = self.prototypes(ref_features, ref_fg, ref_bg)
+        return self.scores(fg_p, fg_ok, bg_p, bg_ok, target)
+
+    def forward_shots(
+        self, ref_features: torch.Tensor, ref_fg: torch.Tensor, ref_bg: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`forward` with K reference shots: ref_features (B, K, C, h, w), ref_fg / ref_bg
+        (B, K, H, W), target (B, C, h', w') -> class scores (B, 2, h', w')."""
+        fg_p, fg_ok, bg_p, bg_ok = self.prototypes_shots(ref_features, ref_fg, ref_bg)
+        return self.scores(fg_p, fg_ok, bg_p, bg_ok, target)
+
+    def scores(self, fg_p, fg_ok, bg_p, bg_ok, target: torch.Tensor) -> torch.Tensor:
+        """Eq. 16-17 for both classes: (B, 2, h', w') float32, channel 0 background, 1 foreground."""
         bg_score = class_score(bg_p, bg_ok, target, self.alpha)
         fg_score = class_score(fg_p, fg_ok, target, self.alpha)
         return torch.stack([bg_score, fg_score], dim=1)

@@ -15,6 +15,12 @@
    for panet, or the variant's ``model.prototypes``);
 4. bilinear upsampling of the two class scores to the input size: ``logits`` (B, 2, H, W),
    channel 0 background, 1 foreground; softmax over channels = Eq. 17.
+
+k-shot (beyond the paper's 1-shot experiments): a support of K annotated slices, (Bs, K, 3, H, W)
+with masks (Bs, K, H, W). The attention treats the K shots as one support set (Eq. 1-2 sum over
+the support images; :func:`attend_shots`), and the prototypes are pooled over the shots as
+PANet and SSL-ALPNet define it for n shots (:meth:`PrototypeClassifier.prototypes_shots`).
+The models are trained 1-shot (the paper's episodes); k shots are a test-time option.
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ class SegmenterOutput:
 
     logits: (B, 2, H, W) class scores upsampled to the input size (softmax -> probabilities).
     scores: (B, 2, h, w) class scores at feature resolution.
-    support_features: (B, C, h, w) z_s (attended support features; x_s for the baselines).
+    support_features: (B, C, h, w) z_s (attended support features; x_s for the baselines);
+        (B, K, C, h, w) with K shots.
     query_features: (B, C, h, w) z_q (attended query features; x_q for the baselines).
-    support_mask: (B, H, W) the support mask, broadcast to the query batch.
+    support_mask: (B, H, W) the support mask, broadcast to the query batch; (B, K, H, W) with K shots.
     """
 
     logits: torch.Tensor
@@ -70,18 +77,46 @@ def fg_bg(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def check_episode(support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor, who: str) -> None:
-    """The input checks of every segmenter's forward: images (B, 3, H, W) with H, W multiples of 8,
-    support mask (Bs, H, W), support batch 1 or the query batch (ValueError naming the argument)."""
-    _check_images("support_image", support_image)
+    """The input checks of every segmenter's forward (ValueError naming the argument).
+
+    Images (B, 3, H, W) with H, W multiples of 8. One shot: support_image (Bs, 3, H, W) with
+    support_mask (Bs, H, W); k shots: support_image (Bs, K, 3, H, W) with support_mask
+    (Bs, K, H, W), K >= 1. The support batch Bs is 1 or the query batch.
+    """
+    if isinstance(support_image, torch.Tensor) and support_image.dim() == 5:
+        bs, k = support_image.shape[:2]
+        if k < 1:
+            raise ValueError(f"{who}: support_image {tuple(support_image.shape)} holds no shot (K = 0)")
+        _check_images("support_image", support_image.flatten(0, 1))
+        expected = (bs, k, *support_image.shape[-2:])
+    else:
+        _check_images("support_image", support_image)
+        bs = support_image.shape[0]
+        expected = (bs, *support_image.shape[-2:])
     _check_images("query_image", query_image)
-    bs, b = support_image.shape[0], query_image.shape[0]
-    if support_mask.shape != (bs, *support_image.shape[-2:]):
-        raise ValueError(
-            f"{who}: support_mask has shape {tuple(support_mask.shape)}, expected "
-            f"{(bs, *support_image.shape[-2:])} (B, H, W) matching support_image"
-        )
+    b = query_image.shape[0]
+    if not isinstance(support_mask, torch.Tensor) or tuple(support_mask.shape) != expected:
+        shape = tuple(support_mask.shape) if isinstance(support_mask, torch.Tensor) else type(support_mask).__name__
+        layout = "(B, K, H, W)" if len(expected) == 4 else "(B, H, W)"
+        raise ValueError(f"{who}: support_mask has shape {shape}, expected {expected} {layout} matching support_image")
     if bs not in (1, b):
         raise ValueError(f"{who}: support batch {bs} must be 1 or equal the query batch {b}")
+
+
+def n_shots(support_image: torch.Tensor) -> int:
+    """Number of support shots K: 1 for a (B, 3, H, W) support, K for a (B, K, 3, H, W) one."""
+    return int(support_image.shape[1]) if support_image.dim() == 5 else 1
+
+
+def single_shot(support_image: torch.Tensor, support_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A k-shot support with K = 1 as the plain one-shot tensors ((B, 3, H, W), (B, H, W)); others unchanged.
+
+    Every segmenter sends K = 1 through its one-shot code path, so one shot in the k-shot layout gives
+    exactly (bit for bit) the one-shot answer.
+    """
+    if support_image.dim() == 5 and support_image.shape[1] == 1:
+        return support_image[:, 0], support_mask[:, 0]
+    return support_image, support_mask
 
 
 @contextmanager
@@ -95,12 +130,46 @@ def eval_mode(module: nn.Module):
     finally:
         module.train(was_training)
 
+def attend_shots(attention: SupportQueryAttention, x_s: torch.Tensor, x_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The support-query attention (Eq. 1-13) with K support shots: x_s (B, K, C, h, w), x_q (B, C, h, w).
+
+    The paper writes Eq. 1-2 as sums over the support images i of the support set S, with one
+    normalisation C(x) over "the concatenation of input support features and query feature", and
+    Eq. 7 with x_s "the feature set of all the support images". So the K shots form ONE support:
+    their pixels are concatenated into a set of K h w support pixels (laid out as a (K h) x w map;
+    every operation of the blocks is per pixel or over the flattened pixel set, so the layout only
+    orders the pixels). In the support branch every support pixel finds its best query pixel i*
+    and that pixel's best support pixel j* among the pixels of all shots (Eq. 11-12), the
+    resemblance softmax (Eq. 13) and the value aggregation run over all K h w pixels; in the query
+    branch every query pixel attends to the pixels of all shots. CyCTR (Zhang et al. 2021), whose
+    cycle the paper adapts, builds its k-shot support the same way: the support tokens of all
+    shots flattened into one sequence (e.g. ``get_supp_flatten_input`` of the public
+    re-implementation github.com/YanFangCS/CyCTR-Pytorch, ``model/cyc_transformer.py``).
+    K identical shots give the 1-shot result up to float round-off (each pixel is repeated K times:
+    the argmaxes, resemblance weights and aggregated values are unchanged).
+
+    The stack runs through the batched blocks (:mod:`crapnet_core.models.attention_fused`) with
+    each branch as its own group, since the support's K h w pixels outnumber the query's h w
+    (:meth:`SupportQueryAttention._forward_fused_apart`).
+
+    Returns z_s (B, K, C, h, w) and z_q (B, C, h, w).
+    """
+    b, k, c, h, w = x_s.shape
+    joint = x_s.permute(0, 2, 1, 3, 4).reshape(b, c, k * h, w)  # shot-major pixel order
+    z_joint, z_q = attention(joint, x_q)
+    return z_joint.reshape(b, c, k, h, w).permute(0, 2, 1, 3, 4), z_q
+
+
 class FewShotSegmenter(nn.Module):
-    """1-way 1-shot segmenter for ``cfg.method`` in {crapnet, alpnet, panet}.
+    """1-way segmenter for ``cfg.method`` in {crapnet, alpnet, panet}, 1 shot or k shots.
 
     forward(support_image (Bs, 3, H, W), support_mask (Bs, H, W) {0, 1},
             query_image (B, 3, H, W)) -> :class:`SegmenterOutput`;
     Bs is B or 1 (one support broadcast to every query).
+    k shots: support_image (Bs, K, 3, H, W), support_mask (Bs, K, H, W); the attention runs over
+    the pixels of all shots (:func:`attend_shots`), the prototypes are pooled over the shots
+    (:meth:`PrototypeClassifier.prototypes_shots`); ``support_features`` and ``support_mask`` of the
+    output keep the shot axis. K = 1 takes the one-shot path (same numbers bit for bit).
     """
 
     def __init__(self, cfg: ModelConfig | None = None) -> None:
@@ -111,7 +180,8 @@ class FewShotSegmenter(nn.Module):
         self.cfg = cfg
         self.encoder = build_encoder(cfg.encoder, pretrained=cfg.pretrained, feature_dim=cfg.feature_dim)
         self.attention = (
-            SupportQueryAttention(cfg.feature_dim, cfg.attention_dim, cfg.n_blocks, cfg.branches)
+            SupportQueryAttention(cfg.feature_dim, cfg.attention_dim, cfg.n_blocks, cfg.branches,
+                                  temperature=cfg.attention_temperature)
             if cfg.uses_attention
             else None
         )
@@ -142,6 +212,9 @@ class FewShotSegmenter(nn.Module):
         self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor
     ) -> SegmenterOutput:
         check_episode(support_image, support_mask, query_image, "FewShotSegmenter")
+        support_image, support_mask = single_shot(support_image, support_mask)
+        if support_image.dim() == 5:
+            return self._forward_shots(support_image, support_mask, query_image)
         bs, b = support_image.shape[0], query_image.shape[0]
         x_s, x_q = self.encode(support_image, query_image)
         if bs != b:
@@ -153,6 +226,26 @@ class FewShotSegmenter(nn.Module):
             z_s, z_q = x_s, x_q
         fg, bg = fg_bg(support_mask)
         scores = self.classifier(z_s, fg, bg, z_q)  # Eq. 14-17 (before the class softmax)
+        logits = F.interpolate(scores, size=query_image.shape[-2:], mode="bilinear", align_corners=False)
+        return SegmenterOutput(logits, scores, z_s, z_q, support_mask)
+
+    def _forward_shots(
+        self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor
+    ) -> SegmenterOutput:
+        """K >= 2 shots: support_image (Bs, K, 3, H, W), support_mask (Bs, K, H, W) (module docstring)."""
+        bs, k = support_image.shape[:2]
+        b = query_image.shape[0]
+        x_s, x_q = self.encode(support_image.flatten(0, 1), query_image)  # one encoder pass over all shots
+        x_s = x_s.unflatten(0, (bs, k))  # (Bs, K, C, h, w)
+        if bs != b:
+            x_s = x_s.expand(b, *x_s.shape[1:])
+            support_mask = support_mask.expand(b, *support_mask.shape[1:])
+        if self.attention is not None:
+            z_s, z_q = attend_shots(self.attention, x_s, x_q)  # Eq. 1-13 over the pixels of all shots
+        else:
+            z_s, z_q = x_s, x_q
+        fg, bg = fg_bg(support_mask)
+        scores = self.classifier.forward_shots(z_s, fg, bg, z_q)  # prototypes pooled over the shots
         logits = F.interpolate(scores, size=query_image.shape[-2:], mode="bilinear", align_corners=False)
         return SegmenterOutput(logits, scores, z_s, z_q, support_mask)
 
@@ -185,4 +278,4 @@ class FewShotSegmenter(nn.Module):
         return [] if self.attention is None else list(self.attention.parameters())
 
 
-__all__ = ["FewShotSegmenter", "SegmenterOutput", "fg_bg"]
+__all__ = ["FewShotSegmenter", "SegmenterOutput", "attend_shots", "check_episode", "fg_bg", "n_shots", "single_shot"]

@@ -32,7 +32,7 @@ from torch import nn
 from crapnet_core.models.config import LossConfig, ModelConfig
 from crapnet_core.models.encoders import build_encoder
 from crapnet_core.models.methods.common import (
-    EPS, broadcast_support, check_episode, encode_pair, probability_logits, upsample,
+    EPS, broadcast_support, check_episode, encode_pair, pooled_masked_average, probability_logits, single_shot, upsample,
 )
 from crapnet_core.models.segmenter import SegmenterOutput, eval_mode, fg_bg
 from crapnet_core.models.prototypes import masked_average
@@ -61,7 +61,8 @@ class AnomalySegmenter(nn.Module):
 
     forward(support_image (Bs, 3, H, W), support_mask (Bs, H, W) {0, 1}, query_image (B, 3, H, W))
     -> :class:`~crapnet_core.models.segmenter.SegmenterOutput` with ``logits`` log([1 - p, p]) (B, 2, H, W) and
-    ``scores`` the same at feature resolution; Bs is 1 or B. Subclasses change :meth:`threshold`
+    ``scores`` the same at feature resolution; Bs is 1 or B. K shots ((Bs, K, 3, H, W), (Bs, K, H, W)):
+    the prototype is the mean over the shots of the per-shot prototypes (ADNet's ``getPrototype``). Subclasses change :meth:`threshold`
     and :meth:`refine` (Q-Net).
     """
 
@@ -83,11 +84,13 @@ class AnomalySegmenter(nn.Module):
 
     def forward(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor):
         check_episode(support_image, support_mask, query_image, type(self).__name__)
+        support_image, support_mask = single_shot(support_image, support_mask)
         b = query_image.shape[0]
         x_s, x_q = encode_pair(self.encoder, support_image, query_image)
         x_s, support_mask = broadcast_support(x_s, support_mask, b)
         fg, _ = fg_bg(support_mask)
-        prototype = masked_average(x_s, fg)  # (B, C)
+        # (B, C); K shots: the mean of the per-shot prototypes (ADNet's getPrototype)
+        prototype = masked_average(x_s, fg) if x_s.dim() == 4 else pooled_masked_average(x_s, fg)
         t = self.threshold(x_q)
         prototype = self.refine(prototype, x_q, t)
         prob = foreground_probability(anomaly_scores(x_q, prototype, self.alpha), t)  # (B, h, w)

@@ -46,7 +46,9 @@ from torch import nn
 
 from crapnet_core.models.config import ModelConfig
 from crapnet_core.models.encoders import build_encoder
-from crapnet_core.models.methods.common import broadcast_support, check_episode, encode_pair, upsample
+from crapnet_core.models.methods.common import (
+    broadcast_support, check_episode, encode_pair, pooled_masked_average, single_shot, upsample,
+)
 from crapnet_core.models.segmenter import SegmenterOutput, eval_mode, fg_bg
 from crapnet_core.models.prototypes import masked_average, pool_mask
 
@@ -115,7 +117,11 @@ class RecurrentPrototypeSegmenter(nn.Module):
     ``train_iters`` (>= 1) / ``eval_iters`` (>= 0; default ``TRAIN_ITERS`` / ``EVAL_ITERS``): refinement
     iterations in train / eval mode; ``eval_iters`` = 0 returns the initial prototypical-network scores on
     the encoder features (query features = the encoder's), the starting point the refinement improves on.
-    ValueError for counts below these bounds."""
+    ValueError for counts below these bounds.
+
+    K support shots ((Bs, K, 3, H, W), (Bs, K, H, W)): the CRE encodes every shot with its own mask and
+    each prototype is the mean over the shots of the per-shot prototypes (PANet's ``getPrototype``, kept
+    in RP-Net's ``net/rp_net.py``, whose reference passes only the first shot through the CRE)."""
 
     def __init__(self, cfg: ModelConfig, train_iters: int | None = None, eval_iters: int | None = None,
                  radius: int = CORRELATION_RADIUS) -> None:
@@ -133,14 +139,22 @@ class RecurrentPrototypeSegmenter(nn.Module):
 
     def forward(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor):
         check_episode(support_image, support_mask, query_image, type(self).__name__)
+        support_image, support_mask = single_shot(support_image, support_mask)
         b = query_image.shape[0]
         size = query_image.shape[-2:]
         x_s, x_q = encode_pair(self.encoder, support_image, query_image)
         fg, bg = fg_bg(support_mask)
         grid = x_q.shape[-2:]
         # the support side once per support (a support of batch 1 serves every query)
-        z_s = self.cre.masked(x_s, pool_mask(fg, grid))
-        protos = [masked_average(x_s, fg), masked_average(x_s, bg), masked_average(z_s, fg), masked_average(z_s, bg)]
+        if x_s.dim() == 4:
+            z_s = self.cre.masked(x_s, pool_mask(fg, grid))
+            protos = [masked_average(x_s, fg), masked_average(x_s, bg), masked_average(z_s, fg),
+                      masked_average(z_s, bg)]
+        else:  # K shots: the CRE on every shot with its own mask, prototypes averaged over the shots
+            bs, k = x_s.shape[:2]
+            z_s = self.cre.masked(x_s.flatten(0, 1), pool_mask(fg.flatten(0, 1), grid)).unflatten(0, (bs, k))
+            protos = [pooled_masked_average(x_s, fg), pooled_masked_average(x_s, bg), pooled_masked_average(z_s, fg),
+                      pooled_masked_average(z_s, bg)]
         if x_s.shape[0] != b:
             protos = [p.expand(b, -1) for p in protos]
             z_s, support_mask = broadcast_support(z_s, support_mask, b)
