@@ -52,8 +52,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # crapnet_core is imported as installed or from PYTHONPATH
 
 MODELS = ("crapnet", "crapnet-before", "alpnet", "alpnet-before", "panet")
 #: Operators that only make views, allocate or change metadata: not kernels.

@@ -35,8 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # crapnet_core is imported as installed or from PYTHONPATH
 
 
 class _Stepper:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import site
 import statistics
 import subprocess
 import sys
@@ -40,8 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # crapnet_core is imported as installed or from PYTHONPATH
 
 #: SSL-ALPNet's config_ssl_upload.py, model section (values used by its training.py).
 REFERENCE_MODEL_CONFIG = {"align": True, "use_coco_init": False, "which_model": "dlfcn_res101",
@@ -148,14 +148,15 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench_attention import episode, machine
+    from bench_attention import episode, machine  # a sibling script: benchmarks/ is the script's own path entry
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ssl-alpnet-") as tmp:
         commit = reference_sources(args.reference, Path(tmp))
-        sys.path.insert(0, tmp)
+        # the reference imports its own top-level packages (`models`, ...): its folder on the import path,
+        # through the standard library's documented way of adding one
+        site.addsitedir(tmp)
         cpu_shims()
         batch = episode(args.size)
         steppers = {"ssl-alpnet (reference)": ReferenceStep(batch), "alpnet": OurStep("alpnet", batch),

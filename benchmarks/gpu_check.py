@@ -117,8 +117,7 @@ def _count_launches(step) -> dict:
         return {"kernel_launches": sum(n in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC") for n in names),
                 "graph_launches": sum(n in ("cudaGraphLaunch", "cuGraphLaunch") for n in names),
                 "device_events": sum(1 for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)}
-    sys.path.insert(0, str(HERE.parent))
-    from bench_attention import operator_counts  # the same definition of a kernel
+    from bench_attention import operator_counts  # the same definition of a kernel (a sibling: benchmarks/ is on the path)
 
     return {"aten_kernels": operator_counts(prof.events())["kernels"]}
 
