@@ -52,7 +52,7 @@ def test_declaration_names_come_from_the_facts(decl):
     assert {t.method for t in decl.tables.values()} == set(METHODS), "every method of the registry is declared"
     assert {t.dataset for t in decl.tables.values()} <= set(DATASET_TITLES)
     lite = decl.select(profiles=["lite"])
-    assert len(lite) == 43 and sum(len(t.runs()) for t in lite) == 357
+    assert len(lite) == 44 and sum(len(t.runs()) for t in lite) == 362
     converged = decl.select(profiles=["converged"])
     assert not any(t.pending for t in converged) and sum(len(t.runs()) for t in converged) == 75
     assert {c.family for c in decl.comparisons} == set(decl.families)
@@ -276,7 +276,7 @@ def test_study_plan_and_status_commands(capsys):
 
     assert main(["study", "plan", "--profile", "lite"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"profile lite: 43 table\(s\), 357 run\(s\): 337 done, 20 missing", out)
+    assert re.search(r"profile lite: 44 table\(s\), 362 run\(s\): 342 done, 20 missing", out)
     assert "chaos_setting2_rpnet_lite: 10 run(s)" in out and "CPU core-hours" in out
     assert main(["study", "plan", "--profile", "paper"]) == 0
     assert "GPU-hours" in capsys.readouterr().out
@@ -352,10 +352,10 @@ def test_the_ablation_references_are_those_of_the_decision_rule(decl):
 
 
 def test_status_names_result_tables_the_declaration_does_not(decl, tmp_path):
-    (tmp_path / "chaos_setting1_crapnet-temp_lite" / "seed0" / "run_a").mkdir(parents=True)
-    (tmp_path / "chaos_setting1_crapnet-temp_lite" / "seed0" / "run_a" / "metrics.json").write_text("{}")
+    (tmp_path / "chaos_setting1_alpnet-temp_lite" / "seed0" / "run_a").mkdir(parents=True)
+    (tmp_path / "chaos_setting1_alpnet-temp_lite" / "seed0" / "run_a" / "metrics.json").write_text("{}")
     (tmp_path / "compare").mkdir()
-    assert layout.undeclared_tables(decl, tmp_path) == ["chaos_setting1_crapnet-temp_lite"]
+    assert layout.undeclared_tables(decl, tmp_path) == ["chaos_setting1_alpnet-temp_lite"]
     text = layout.status_report(decl, tmp_path, list(decl.tables.values()))
-    assert "chaos_setting1_crapnet-temp_lite: 1 run folder(s)" in text
+    assert "chaos_setting1_alpnet-temp_lite: 1 run folder(s)" in text
     assert "crapnet-temp" not in layout.status_report(decl, tmp_path, [decl.table("chaos_setting1_crapnet_lite")])

@@ -224,6 +224,7 @@ def test_supports_and_shots_keep_the_standard_result(smoke_run, tmp_path, capsys
     cfg = ExperimentConfig.load(smoke_run / "config.json")
     folder = rs.result_folder(results, cfg)
     assert folder.parent.parent.name == "phantom_setting1_alpnet_smoke" and folder.name == cfg.run_name()
+    assert folder.parent.parent.parent == results / rs.SUPPORT_DIR  # apart from the table's own run folders
     for name in ("config.json", "metrics.json", sup.SENSITIVITY_FILE, sup.KSHOT_FILE):
         assert (folder / name).is_file(), name
     copied = json.loads((folder / sup.SENSITIVITY_FILE).read_text())

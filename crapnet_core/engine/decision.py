@@ -123,6 +123,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("methods", "Other methods against CRAPNet (`lite`, seed 0)",
            "Where do the paper's other rows and the later methods stand against CRAPNet?",
            tuple(_c(ds, st, m, "crapnet") for st in (1, 2) for m in OTHER_METHODS for ds in _DATASETS)),
+    Family("temperature", "Learned temperatures, a variant beyond the paper (CHAOS setting 1, `lite`, seed 0)",
+           "Does lifting Eq. 13's bound (learned temperature and affinity scale per block) change the Dice?",
+           (_c("chaos", 1, "crapnet-temp", "crapnet", seeds=(0,)),)),
     Family("converged", "The converged study (issue 18)",
            "At a budget where training has converged, does CRAPNet beat SSL-ALPNet, and does "
            "self-supervision beat supervision from other organs?",

@@ -34,11 +34,11 @@ from .stats_tables import (DATASET_SHORT, VARIANT_LABELS, call_md, ci, family_ta
 ANALYSIS_VERSION = "issue19-1"
 #: page (relative to the repository) -> the generated blocks it holds
 PAGES: dict[str, tuple[str, ...]] = {
-    "book/equal_budget.md": ("selection", "choices", "setting1", "paired", "main_text", "setting2", "paired2", "setting2_text",
+    "book/equal_budget.md": ("converged", "converged_text", "diagnostics_converged", "selection", "choices", "setting1", "paired", "main_text", "setting2", "paired2", "setting2_text",
                              "decomposition", "decomposition_text", "diagnostics", "explain", "budget", "budget_text"),
-    "book/ablations.md": ("table3", "table4", "ablations_text"),
+    "book/ablations.md": ("table3", "table4", "ablations_text", "temperature"),
     "book/results.md": ("methods1", "methods2", "methods_family", "methods_text", "rpnet_text"),
-    "book/limitations.md": ("limitations_study",),
+    "book/limitations.md": ("limitations_study", "rerun_summary"),
     "book/method.md": ("choices",),
     "results/README.md": ("rule", "seed_band", "comparisons", "results-table", "selection_readme", "paper_gap",
                           "rerun"),
@@ -210,6 +210,12 @@ def table_blocks(results: Path, an: Mapping) -> dict[str, str]:
                                  f"`results/compare/{k}.md`)\n\n{family_table(f)}"
                                  for k, f in an["families"].items())
     b["results-table"] = readme_table(results)
+    from .converged import converged_table, converged_text, rerun_summary, temperature_block
+
+    b["converged"] = converged_table(results, an)
+    b["converged_text"] = converged_text(results, an)
+    b["temperature"] = temperature_block(results, an)
+    b["rerun_summary"] = rerun_summary(results)
     return b
 
 

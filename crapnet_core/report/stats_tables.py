@@ -21,7 +21,7 @@ ORGAN_NAMES = {**ORGAN_SHORT, "mean": "Mean"}
 VARIANT_LABELS = {
     "alpnet-attention": "SSL-ALPNet + attention", "alpnet-carafe": "SSL-ALPNet + CARAFE++ prototypes",
     "crapnet-aligned": "CRAPNet, aligned CARAFE++ window", "crapnet-onebranch": "CRAPNet, one branch",
-    "alpnet_sup": "ALPNet (supervised)",
+    "alpnet_sup": "ALPNet (supervised)", "crapnet-temp": "CRAPNet, learned temperatures",
     **{f"crapnet-blocks{n}": f"CRAPNet, {n} block{'s' * (n > 1)}" for n in (1, 5, 7, 9, 12, 15)},
 }
 

@@ -60,9 +60,18 @@ def table_name(cfg) -> str:
     return f"{cfg.dataset_name()}_setting{cfg.data.setting}_{cfg.model.variant_name()}_{cfg.profile}"
 
 
+#: Sub-folder of the results folder holding the support-choice and k-shot files. They are kept apart from
+#: the table's own run folders (``results/<table>/seed<s>/<run_name>/``) because the fold models they
+#: evaluate are retrained (the committed tables keep no weights): a retrained fold has the same config
+#: hash but, on another machine, not the same Dice (``results/rerun_check*``), so its ``metrics.json``
+#: must not sit beside, or replace, the committed one.
+SUPPORT_DIR = "support"
+
+
 def result_folder(results_dir: str | os.PathLike, cfg, table: str | None = None) -> Path:
-    """``results/<table>/seed<s>/<run_name>/`` of run config ``cfg`` (the per-run results layout)."""
-    return Path(results_dir) / (table or table_name(cfg)) / f"seed{cfg.train.seed}" / cfg.run_name()
+    """``results/support/<table>/seed<s>/<run_name>/`` of run config ``cfg`` (the per-run layout, under
+    :data:`SUPPORT_DIR`)."""
+    return Path(results_dir) / SUPPORT_DIR / (table or table_name(cfg)) / f"seed{cfg.train.seed}" / cfg.run_name()
 
 
 def _commit() -> str | None:
@@ -195,12 +204,12 @@ def load_support_results(
     methods: Sequence[str] = PAGE_METHODS,
 ) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
     """{(dataset, method): {fold: {"sensitivity": dict | None, "kshot": dict | None}}} of the files
-    under ``results/<dataset>_setting<k>_<method>_<profile>/seed<seed>/*/``; pairs without any file
+    under ``results/support/<dataset>_setting<k>_<method>_<profile>/seed<seed>/*/``; pairs without any file
     are left out (an empty dict: nothing has run yet). ValueError naming a file that is not JSON."""
     out: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for ds in datasets:
         for method in methods:
-            folder = Path(results_dir) / f"{ds}_setting{setting}_{method}_{profile}" / f"seed{seed}"
+            folder = Path(results_dir) / SUPPORT_DIR / f"{ds}_setting{setting}_{method}_{profile}" / f"seed{seed}"
             folds: dict[int, dict[str, Any]] = {}
             for run in sorted(p for p in folder.glob("*") if p.is_dir()) if folder.is_dir() else []:
                 entry = {}
@@ -420,7 +429,7 @@ def support_vs_method_md(comparisons: Mapping[str, Mapping[str, Any] | None], a:
 
 
 __all__ = [
-    "N_ASSIGNMENTS", "ASSIGNMENT_SEED", "PAGE_METHODS", "PAGE_DATASETS", "table_name", "result_folder",
+    "N_ASSIGNMENTS", "ASSIGNMENT_SEED", "SUPPORT_DIR", "PAGE_METHODS", "PAGE_DATASETS", "table_name", "result_folder",
     "write_support_results", "load_support_results", "missing_md", "kshot_frame", "kshot_table", "kshot_figure",
     "spread_frame", "support_vs_method", "support_vs_method_md",
 ]
