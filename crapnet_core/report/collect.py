@@ -215,7 +215,7 @@ def table_blocks(results: Path, an: Mapping) -> dict[str, str]:
     b["converged"] = converged_table(results, an)
     b["converged_text"] = converged_text(results, an)
     b["temperature"] = temperature_block(results, an)
-    b["rerun_summary"] = rerun_summary(results)
+    b["rerun_summary"] = rerun_summary(results, an)
     return b
 
 

@@ -171,12 +171,13 @@ def temperature_block(results: Path, an: Mapping) -> str:
     return text
 
 
-def rerun_summary(results: Path) -> str:
+def rerun_summary(results: Path, an: Mapping | None = None) -> str:
     """Every committed rerun check (``results/rerun_check*/rerun_check.json``): its folds, the spread of
     the fold-mean differences, and where it ran, next to the seed band."""
     paths = sorted(results.glob("rerun_check*/rerun_check.json"))
     if not paths:
         return "No rerun check has been committed yet (`crapnet rerun-check`).\n"
+    largest = 0.0
     lines = ["| rerun check | commit | machine | folds | fold-mean difference, rerun − committed (points): "
              "mean, largest |·| | organ differences: largest |·| |", "|---|---|---|---|---|---|"]
     for path in paths:
@@ -190,11 +191,18 @@ def rerun_summary(results: Path) -> str:
                 (fold_d if organ == "mean" else organ_d).append(100 * (d["rerun"] - d["committed"]))
         if not fold_d:
             continue
+        largest = max(largest, max(abs(x) for x in fold_d))
         lines.append(f"| `{path.parent.name}/` | `{check.get('commit', '?')}` | {check.get('machine', '?')} | "
                      f"{len(fold_d)} | {pts(np.mean(fold_d) / 100, 2)}, {max(abs(x) for x in fold_d):.2f} | "
                      f"{max(abs(x) for x in organ_d):.2f} |")
-    return "\n".join(lines) + "\n\nA rerun on other hardware (or after a change of float summation order) moves " \
-        "fold means by about the seed band above, organ Dice by more: read one-seed differences of that size as noise.\n"
+    bands = [b for k, b in ((an or {}).get("bands") or {}).items() if k.endswith("/lite") and b]
+    band = ("; the `lite` seed bands (how far a method differs from itself between two training seeds, the rule's "
+            "band) are " + ", ".join(f"{DATASET_SHORT.get(b['dataset'], b['dataset'])} ± {100 * b['band']:.2f}"
+                                     for b in bands) + " points") if bands else ""
+    return "\n".join(lines) + ("\n\nA rerun on other hardware, or after a change that only reorders float sums, moves "
+                              f"fold means by up to {largest:.2f} points (the table)" + band + "; organ Dice move further. A one-seed "
+                              "difference of that size says nothing about the methods, which is why the rule holds "
+                              "one-seed differences to the seed band.\n")
 
 
 __all__ = ["CONVERGED_ROWS", "fold_means", "validation_fold", "converged_table", "converged_text", "temperature_block",
