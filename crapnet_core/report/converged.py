@@ -19,7 +19,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .stats_tables import DATASET_SHORT, call_md, ci, family_table, pts, table_label
+from ..engine.stats import format_pm
+from .prose import _diff as _diff_with_ci
+from .prose import _entry, _mean_row
+from .stats_tables import DATASET_SHORT, call_md, family_table, pts, table_label
 
 #: rows of the converged table: (dataset, method), in the order the question is asked
 CONVERGED_ROWS = (("chaos", "crapnet"), ("chaos", "alpnet"), ("chaos", "panet"), ("chaos", "alpnet_sup"),
@@ -75,10 +78,11 @@ def validation_fold(results: Path) -> tuple[list[str], int | None]:
 
 
 def _pm(values) -> str:
-    v = 100 * np.asarray(list(values), dtype=float)
+    """Mean ± sample std (ddof 1) over folds, 0-100; the mean alone for one value."""
+    v = np.asarray(list(values), dtype=float)
     if v.size == 0:
         return "–"
-    return f"{v.mean():.2f}" + (f" ± {v.std(ddof=1):.2f}" if v.size > 1 else "")
+    return format_pm(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else None)
 
 
 def converged_table(results: Path, an: Mapping) -> str:
@@ -105,19 +109,13 @@ def converged_table(results: Path, an: Mapping) -> str:
     return "\n".join(lines) + "\n\n" + note + "\n\n" + family_table(an["families"]["converged"]) + "\n"
 
 
-def _entry(an: Mapping, fam: str, a: str, b: str) -> dict | None:
-    for e in an["families"].get(fam, {}).get("comparisons", []):
-        if e["a"] == a and e["b"] == b and e.get("result"):
-            return e
-    return None
-
-
 def _diff(e: Mapping) -> str:
-    r = next(r for r in e["result"]["rows"] if r["organ"] == "mean")
+    """:func:`crapnet_core.report.prose._diff`, saying why when the folds are too few for an interval."""
+    r = _mean_row(e)
     if r.get("ci_low") is None or r.get("ci_high") is None:
         return (f"{pts(r['mean_diff'], 2)} points over the scans of the folds committed so far (too few folds for a "
                 f"fold-level interval), {call_md(e['call'])}")
-    return f"{pts(r['mean_diff'], 2)} {ci(r['ci_low'], r['ci_high'], 2)}, {call_md(e['call'])}"
+    return _diff_with_ci(e)
 
 
 def converged_text(results: Path, an: Mapping) -> str:
