@@ -13,7 +13,8 @@ Layers, bottom to top; a module imports only its own layer and those below
 - ``engine``: ``experiment``, ``inputs``, ``checkpoints``, ``training``, ``evaluation``,
   ``metrics``, ``runs``, ``stats`` (spreads, seeds, paired tests), ``budget`` (Dice against
   training steps), ``diagnostics`` (inside the attention), ``segment``;
-- ``report``: ``figures`` (tables, plots, provenance), ``findings``, ``viewer``;
+- ``report``: ``tables`` (ours and the paper's), ``plots`` (results), ``figures`` (style, slices,
+  data pages), ``provenance``, ``findings``, ``viewer``;
 - ``book``: ``build`` (plan, papermill and jupyter-book), ``workflow`` (the Snakemake
   workflow and ``crapnet book``'s driver), ``lab``, ``browser_check``;
 - ``cli``: the ``crapnet`` command.
