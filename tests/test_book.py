@@ -571,7 +571,7 @@ def test_smoke_book_rebuild_reuses_executions(smoke_book):
 
 @pytest.mark.slow
 def test_browser_renders_results_page(smoke_book):
-    from crapnet_core.book import browser_check
+    from e2e import browser_check
 
     if browser_check.find_browser() is None:
         why = "Chromium not installed (Debian package `chromium`; .ci/run installs it)"
@@ -637,7 +637,7 @@ def lab_env(tmp_path_factory):
     JUPYTER_PATH; no CRAPNET_DATA_ROOT (so the notebooks' defaults pick the phantom) and no
     PYTHONPATH (the notebooks must find the repository themselves).
     """
-    from crapnet_core.book.lab import write_kernelspec
+    from e2e.lab import write_kernelspec
 
     tmp = tmp_path_factory.mktemp("jupyter")
     write_kernelspec(tmp / "share")
@@ -651,7 +651,7 @@ def lab_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def jupyter_server(lab_env):
-    from crapnet_core.book.lab import JupyterServer
+    from e2e.lab import JupyterServer
 
     with JupyterServer(REPO, app="server", env=lab_env) as server:
         yield server
@@ -666,7 +666,7 @@ def test_notebook_runs_through_a_jupyter_server(stem, smoke_book, jupyter_server
     defaults are what a person gets in JupyterLab: interactive widgets, the phantom without
     CRAPNET_DATA_ROOT, the smoke profile.
     """
-    from crapnet_core.book.lab import execute_notebook
+    from e2e.lab import execute_notebook
 
     path = REPO / "notebooks" / f"{stem}.ipynb"
     params = {"runs_root": str(smoke_book["out"] / "runs")} if "runs_root" in execute.notebook_parameters(path) else {}
@@ -681,7 +681,7 @@ def test_notebook_runs_through_a_jupyter_server(stem, smoke_book, jupyter_server
 
 @pytest.mark.slow
 def test_jupyterlab_opens_and_renders_a_notebook(lab_env, smoke_book):
-    from crapnet_core.book import browser_check
+    from e2e import browser_check
 
     if browser_check.find_browser() is None:
         why = "Chromium not installed (Debian package `chromium`; .ci/run installs it)"

@@ -33,7 +33,7 @@ Layout under the output folder ``OUT`` (default ``<repo>/_build``, ignored by gi
     OUT/source/                          the assembled build source (rewritten each build)
     OUT/html/index.html                  the book
     OUT/book.json                        the plan, per-job status and wall times
-    OUT/screenshots/                     browser check (crapnet_core.book.browser_check)
+    OUT/screenshots/                     browser check (make e2e: tests/e2e/browser_check.py)
 
 Training runs go to ``<repo>/runs`` (``--runs``), shared through
 ``crapnet_core.engine.runs.ensure_run`` (keyed by config hash), so a re-run of the book or a

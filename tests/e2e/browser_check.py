@@ -1,9 +1,9 @@
 """Headless-Chromium checks: every page of the built book, and JupyterLab opening a notebook.
 
-    python -m crapnet_core.book.browser_check [--html DIR] [--page GLOB] [--screenshot PNG]
-    python -m crapnet_core.book.browser_check lab [--notebook notebooks/X.ipynb] [--screenshot PNG]
+    PYTHONPATH=tests python -m e2e.browser_check [--html DIR] [--page GLOB] [--screenshot PNG]
+    PYTHONPATH=tests python -m e2e.browser_check lab [--notebook notebooks/X.ipynb] [--screenshot PNG]
 
-(both in ``make e2e``). Chromium (Debian package ``chromium``) is started with ``--headless
+(both in ``make e2e``; a developer check, not part of the installed package). Chromium (Debian package ``chromium``) is started with ``--headless
 --no-sandbox --disable-gpu``, no network (every host name resolves to nothing) and the
 DevTools protocol over a pipe (``--remote-debugging-pipe``: no port, no extra package).
 
@@ -24,7 +24,7 @@ Full-page screenshots of the opening page and the results page are written (defa
 ``<html>/../screenshots/``).
 
 **JupyterLab** (:func:`check_lab`): starts ``jupyter lab`` on 127.0.0.1 (token, free port;
-:class:`crapnet_core.book.lab.JupyterServer`), opens a notebook in Chromium and waits until the
+:class:`e2e.lab.JupyterServer`), opens a notebook in Chromium and waits until the
 notebook is rendered (its cells, its Markdown title) with the project's kernel (``Python
 (crapnet)``, registered by ``make lab``) and no dialog (e.g. "select kernel") in the way;
 every request must go to the local server. A screenshot is written (default
@@ -390,7 +390,8 @@ def check_lab(root: str | os.PathLike | None = None, notebook: str = "notebooks/
     ``<root>/_build/screenshots/lab.png``). ``env``: the server's environment (e.g.
     ``JUPYTER_PATH`` holding the kernelspec).
     """
-    from ..paths import repo_root
+    from crapnet_core.paths import repo_root
+
     from .lab import JupyterServer
 
     root = Path(root) if root else repo_root()
@@ -509,11 +510,11 @@ def _print_reports(reports: list[PageReport], t0: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..paths import repo_root
+    from crapnet_core.paths import repo_root
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lab"]:
-        parser = argparse.ArgumentParser(prog="python -m crapnet_core.book.browser_check lab",
+        parser = argparse.ArgumentParser(prog="python -m e2e.browser_check lab",
                                          description="JupyterLab opens and renders a notebook (headless Chromium)")
         parser.add_argument("--notebook", default="notebooks/07_results.ipynb", help="path relative to the repository")
         parser.add_argument("--screenshot", default=None, help="PNG (default: <repo>/_build/screenshots/lab.png)")
@@ -529,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"browser check: error: JupyterLab: {err}", file=sys.stderr)
             return 2
         return _print_reports([report], t0)
-    parser = argparse.ArgumentParser(prog="python -m crapnet_core.book.browser_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m e2e.browser_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--html", default=None, help="the built book (default: <repo>/_build/html)")
     parser.add_argument("--page", default="notebooks/07_results__*.html", help="results page(s), a glob under --html")
     parser.add_argument("--screenshot", default=None, help="PNG of the results page (default: <html>/../screenshots/results.png)")
