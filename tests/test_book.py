@@ -46,11 +46,11 @@ def _needed_configs(plan: book_plan.BookPlan) -> set[str]:
         elif job.notebook == "04_ablation":
             need |= {book_plan.run_config(p["profile"], p["dataset"], 1, f, "crapnet", **{p["axis"]: v}).config_hash()
                      for f in p["folds"] for v in p["values"]}
-        elif job.notebook == "06_qualitative":
+        elif job.notebook == "05_qualitative":
             need |= {book_plan.run_config(p["profile"], p["dataset"], 1, p["fold"], m).config_hash() for m in p["methods"]}
-        elif job.notebook == "08_inside_attention":
+        elif job.notebook == "07_inside_attention":
             need.add(book_plan.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"]).config_hash())
-        elif job.notebook == "07_results":
+        elif job.notebook == "06_results":
             need |= {book_plan.run_config(p["profile"], d, 1, p["run_fold"], m).config_hash()
                      for d in p["run_datasets"] for m in p["run_methods"]}
             for t in p["tables"]:  # the declared tables the page cross-validates: one run per fold and group
@@ -74,7 +74,7 @@ def test_plan_trains_every_run_the_notebooks_read_once(profile, fake_data_root, 
     stages = {j.notebook: j.stage for j in plan.jobs}
     assert stages["01_data_exploration"] == stages["02_superpixels"] == 0
     assert stages["03_train_fold"] == 1
-    assert {stages[n] for n in ("04_ablation", "06_qualitative", "07_results", "08_inside_attention")} == {2}
+    assert {stages[n] for n in ("04_ablation", "05_qualitative", "06_results", "07_inside_attention")} == {2}
     assert sorted(j.params["axis"] for j in plan.by_notebook()["04_ablation"]) == ["blocks", "branches"]
     assert set(plan.by_notebook()) == set(book_plan.NOTEBOOKS), "every notebook runs in every profile"
     names = [j.name for j in plan.jobs]
@@ -127,10 +127,10 @@ def test_expand_toc_replaces_notebooks_with_executed_copies():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     copies = {stem: [f"notebooks/{stem}__a"] for stem in book_plan.NOTEBOOKS}
     copies["03_train_fold"] = ["notebooks/03_train_fold__x", "notebooks/03_train_fold__y"]
-    del copies["06_qualitative"]
+    del copies["05_qualitative"]
     out, dropped = build.expand_toc(toc, copies, {"book/reproduce": ["book/this_build"]})
     files = build.toc_files(out)
-    assert dropped == ["06_qualitative"]
+    assert dropped == ["05_qualitative"]
     assert "notebooks/03_train_fold__x" in files and "notebooks/03_train_fold__y" in files
     assert files.index("notebooks/03_train_fold__y") == files.index("notebooks/03_train_fold__x") + 1
     assert files.index("book/this_build") == files.index("book/reproduce") + 1
@@ -289,12 +289,12 @@ def test_study_keys_change_only_where_the_notebook_changed(tmp_path, monkeypatch
     shutil.copytree(REPO / "book", root / "book")
     plan = book_plan.plan_book("smoke", runs_root=tmp_path / "runs")
     before = wf.study(plan, root).keys
-    nb = json.loads((root / "notebooks" / "06_qualitative.ipynb").read_text())
+    nb = json.loads((root / "notebooks" / "05_qualitative.ipynb").read_text())
     nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": ["changed"]})
-    (root / "notebooks" / "06_qualitative.ipynb").write_text(json.dumps(nb))
+    (root / "notebooks" / "05_qualitative.ipynb").write_text(json.dumps(nb))
     after = wf.study(plan, root).keys
     changed = {k for k in before if before[k] != after[k]}
-    assert changed == {"notebook:06_qualitative__phantom"}
+    assert changed == {"notebook:05_qualitative__phantom"}
     assert any(k.startswith("train:") for k in before) and any(k.startswith("superpixels:") for k in before)
 
 
@@ -363,7 +363,7 @@ def test_every_method_and_ablation_point_is_planned_or_truthfully_left_out(profi
                           results_dir=REPO / "results" if profile == "lite" else tmp_path / "no-results")
     configs = wf.plan_configs(plan)
     trained = {c.model.method for c in configs}
-    results = next(j for j in plan.jobs if j.notebook == "07_results").params
+    results = next(j for j in plan.jobs if j.notebook == "06_results").params
     shown = {decl.table(t).method for t in results["committed"]}
     scope = decl.book[profile]
     left_methods = {m for item in scope.left_out for m in item.methods}
@@ -549,7 +549,7 @@ def test_smoke_book_has_every_page_figures_and_no_errors(smoke_book):
             # without Debian's libjs-mathjax the equations load MathJax from its CDN (CI installs it)
             remote = [u for u in remote if "mathjax" not in u.lower()]
         assert not remote, f"{name}: remote assets {remote[:3]}"
-    results_page = (html / "notebooks" / "07_results__smoke.html").read_text()
+    results_page = (html / "notebooks" / "06_results__smoke.html").read_text()
     assert results_page.count("<table") >= 2 and "Synthetic data" in results_page
     assert "Provenance" in results_page and "smoke" in results_page
     this_build = (html / "book" / "this_build.html").read_text()
@@ -586,7 +586,7 @@ def test_browser_renders_results_page(smoke_book):
     toc = yaml.safe_load((smoke_book["out"] / "source" / "_toc.yml").read_text())
     checked = {r.url.split("/html/", 1)[1] for r in reports}
     assert {f"{name}.html" for name in build.toc_files(toc)} <= checked
-    results = next(r for r in reports if "07_results__" in r.url)
+    results = next(r for r in reports if "06_results__" in r.url)
     assert results.probe["tables_with_rows"] >= 2 and results.probe["images"] >= 1
     assert results.probe["overflow"] == [] and results.probe["page_scroll_x"] <= 2
     for png in (shot, shot.with_name("index.png")):
@@ -674,7 +674,7 @@ def test_notebook_runs_through_a_jupyter_server(stem, smoke_book, jupyter_server
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{stem}: no figure"
-    if stem in ("02_superpixels", "03_train_fold", "09_segment_your_own_scan"):  # the slice browsers
+    if stem in ("02_superpixels", "03_train_fold", "08_segment_your_own_scan"):  # the slice browsers
         assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), stem
     assert json.loads(path.read_text())["cells"][1]["outputs"] == []  # the notebook file is left as it was
 
@@ -689,12 +689,12 @@ def test_jupyterlab_opens_and_renders_a_notebook(lab_env, smoke_book):
             pytest.fail(why, pytrace=False)
         pytest.skip(why + "; `make e2e` runs this check where it is")
     shot = smoke_book["out"] / "screenshots" / "lab.png"
-    before = (REPO / "notebooks" / "09_segment_your_own_scan.ipynb").read_bytes()
-    report = browser_check.check_lab(REPO, "notebooks/09_segment_your_own_scan.ipynb", shot, env=lab_env)
+    before = (REPO / "notebooks" / "08_segment_your_own_scan.ipynb").read_bytes()
+    report = browser_check.check_lab(REPO, "notebooks/08_segment_your_own_scan.ipynb", shot, env=lab_env)
     assert not report.failures, report.failures
     assert report.probe["h1"] and report.probe["h1"][0].startswith("9. Segment your own scan")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (REPO / "notebooks" / "09_segment_your_own_scan.ipynb").read_bytes() == before
+    assert (REPO / "notebooks" / "08_segment_your_own_scan.ipynb").read_bytes() == before
 
 
 def test_load_summaries_with_their_run_info(tmp_path):

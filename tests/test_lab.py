@@ -111,14 +111,14 @@ def test_notebook_runs_by_hand_and_static_in_the_book(stem):
 
 
 def test_segment_notebook_calls_the_cli_function():
-    nb = nbformat.read(str(REPO / "notebooks" / "09_segment_your_own_scan.ipynb"), as_version=4)
+    nb = nbformat.read(str(REPO / "notebooks" / "08_segment_your_own_scan.ipynb"), as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "from crapnet_core.engine.segment import segment_files" in code and "segment_files(" in code
-    params = execute.notebook_parameters(REPO / "notebooks" / "09_segment_your_own_scan.ipynb")
+    params = execute.notebook_parameters(REPO / "notebooks" / "08_segment_your_own_scan.ipynb")
     for name in ("support_image", "support_label", "organ", "query_image", "run", "out"):
         assert name in params
     plan = book_plan.plan_book("smoke", runs_root="/nonexistent/runs", results_dir="/nonexistent/results")
-    assert [j.notebook for j in plan.jobs].count("09_segment_your_own_scan") == 1
+    assert [j.notebook for j in plan.jobs].count("08_segment_your_own_scan") == 1
 
 
 def test_make_lab_registers_the_kernel_and_opens_notebooks():
@@ -146,7 +146,7 @@ def test_findings_come_from_the_committed_summaries(tmp_path):
     _summary(tmp_path / "sabs_setting2_crapnet_lite", "sabs", 2, "crapnet", 0.3333)
     _summary(tmp_path / "sabs_setting2_alpnet_lite", "sabs", 2, "alpnet", 0.3000)
     _summary(tmp_path / "sabs_setting2_alpnet_sup_lite", "sabs", 2, "alpnet_sup", 0.3500)
-    text = findings.findings_md(tmp_path, "../notebooks/07_results__lite.ipynb", "_findings.png")
+    text = findings.findings_md(tmp_path, "../notebooks/06_results__lite.ipynb", "_findings.png")
     # summaries without per-scan values: no comparison, so no sentence about one; the distance to the
     # paper from the means: CHAOS s1 CRAPNet 79.79-45.67, ALPNet 78.84-50.12, SABS s2 69.72-33.33, 63.02-30.00
     assert "28.7–36.4 Dice points below the paper's" in text

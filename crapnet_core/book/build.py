@@ -428,7 +428,7 @@ def assemble_source(plan: BookPlan, results: Sequence[JobResult], out_dir: str |
     # the opening page's findings: numbers from results/ at build time, linked to the results page
     from ..report.findings import findings_figure, findings_md
 
-    results_pages = [p for name, p in pages.items() if name.startswith("07_results__")]
+    results_pages = [p for name, p in pages.items() if name.startswith("06_results__")]
     findings_figure(plan.results_dir, src / "book" / FINDINGS_FIGURE)
     write_text(src / "book" / FINDINGS_PAGE, findings_md(
         plan.results_dir, f"{results_pages[0]}.ipynb" if results_pages else None, FINDINGS_FIGURE,

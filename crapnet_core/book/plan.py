@@ -33,11 +33,11 @@ NOTEBOOKS = {
     "02_superpixels": "Superpixel pseudo-labels",
     "03_train_fold": "Train and evaluate one fold",
     "04_ablation": "Ablations (one page per ablated axis)",
-    "06_qualitative": "Qualitative results",
-    "07_results": "Results against the paper",
-    "08_inside_attention": "Inside the attention",
-    "09_segment_your_own_scan": "Segment your own scan",
-    "10_support": "How much does the support matter?",
+    "05_qualitative": "Qualitative results",
+    "06_results": "Results against the paper",
+    "07_inside_attention": "Inside the attention",
+    "08_segment_your_own_scan": "Segment your own scan",
+    "09_support": "How much does the support matter?",
 }
 
 #: Everything the paper evaluates (Sec. 4, Tables 1-4, Fig. 3): what a profile may leave out.
@@ -295,11 +295,11 @@ def plan_book(
                                             values=list(points[axis])), 2, f"{main_ds}-{axis}",
                         f"{what}, {DATASET_TITLES.get(main_ds, main_ds)}"))
     for ds in train_sets:
-        jobs.append(Job("06_qualitative", dict(profile=profile, dataset=ds, fold=first_fold,
+        jobs.append(Job("05_qualitative", dict(profile=profile, dataset=ds, fold=first_fold,
                                                methods=list(one["methods"])), 2, ds,
                         DATASET_TITLES.get(ds, ds)))
     for ds in train_sets:  # diagnostics of the CRAPNet run of the first trained fold (stage 1 trains it)
-        jobs.append(Job("08_inside_attention", dict(profile=profile, dataset=ds, setting=1,
+        jobs.append(Job("07_inside_attention", dict(profile=profile, dataset=ds, setting=1,
                                                     fold=first_fold, method="crapnet"), 2, ds,
                         DATASET_TITLES.get(ds, ds)))
     # the results page: the profile's declared tables of page `results`, cross-validated by this build
@@ -318,14 +318,14 @@ def plan_book(
             left_out.append(f"Table {name}: declared at {profile} but not run yet (no results/{name}/summary.json; "
                             f"`crapnet study run --tables {name}` makes it).")
     run_datasets = [main_ds] if scope.results == "committed" else []
-    jobs.append(Job("07_results", dict(profile=profile, datasets=list(datasets), tables=tables,
+    jobs.append(Job("06_results", dict(profile=profile, datasets=list(datasets), tables=tables,
                                        committed=committed, run_datasets=run_datasets, run_fold=first_fold,
                                        run_methods=list(one["methods"])),
                     2, profile, f"profile {profile}"))
     # "How much does the support matter?": reads the support-choice and k-shot files of the committed lite runs
-    jobs.append(Job("10_support", dict(profile=profile, dataset=main_ds), 2, profile, "lite fold runs"))
+    jobs.append(Job("09_support", dict(profile=profile, dataset=main_ds), 2, profile, "lite fold runs"))
     # "Segment your own scan", demonstrated on the fold's support and first test scan with its crapnet run
-    jobs.append(Job("09_segment_your_own_scan", dict(profile=profile, dataset=main_ds, fold=first_fold),
+    jobs.append(Job("08_segment_your_own_scan", dict(profile=profile, dataset=main_ds, fold=first_fold),
                     2, main_ds, DATASET_TITLES.get(main_ds, main_ds)))
 
     # ---- what is left out (listed on the "This build" page and by the notebooks): the declaration's list

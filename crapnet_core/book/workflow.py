@@ -55,12 +55,12 @@ def runs_read(job) -> list[dict]:
     if job.notebook == "04_ablation":  # axis: blocks or branches
         return [dict(base, dataset=p["dataset"], setting=1, fold=f, method="crapnet", **{p["axis"]: v})
                 for f in p["folds"] for v in p["values"]]
-    if job.notebook in ("08_inside_attention", "09_segment_your_own_scan"):  # the fold's crapnet run
+    if job.notebook in ("07_inside_attention", "08_segment_your_own_scan"):  # the fold's crapnet run
         return [dict(base, dataset=p["dataset"], setting=p.get("setting", 1), fold=p["fold"],
                      method=p.get("method", "crapnet"))]
-    if job.notebook == "06_qualitative":
+    if job.notebook == "05_qualitative":
         return [dict(base, dataset=p["dataset"], setting=1, fold=p["fold"], method=m) for m in p["methods"]]
-    if job.notebook == "07_results":
+    if job.notebook == "06_results":
         from ..engine.runs import fold_configs
         from ..facts import ORGANS
 
@@ -123,7 +123,7 @@ def plan_summary(plan, per_gpu: int = 1) -> list[str]:
         if job.notebook == "04_ablation":
             lines.append(f"  - ablation points ({job.params['axis']}): {', '.join(map(str, job.params['values']))} "
                          f"on {job.params['dataset']}, fold(s) {', '.join(map(str, job.params['folds']))}")
-    results = next((j for j in plan.jobs if j.notebook == "07_results"), None)
+    results = next((j for j in plan.jobs if j.notebook == "06_results"), None)
     if results is not None and results.params.get("committed"):
         shown = results.params["committed"]
         lines.append(f"shows from results/ (committed, not retrained): {len(shown)} table(s): {', '.join(shown)}")

@@ -138,7 +138,7 @@ def findings_md(results_dir: str | os.PathLike, results_link: str | None, figure
     """Markdown of the findings: a few generated sentences (what the study shows, how sure), then the figure.
 
     ``results_link``: the results page (a document path for a MyST link, e.g.
-    ``../notebooks/07_results__lite.ipynb``) that the numbers link to; ``figure``: the figure's file
+    ``../notebooks/06_results__lite.ipynb``) that the numbers link to; ``figure``: the figure's file
     name relative to the including page (None: no figure). Differences in Dice points (0-100) with
     their fold-level 95 % intervals and calls under the declared rule
     (:mod:`crapnet_core.engine.decision`).

@@ -1,4 +1,4 @@
-"""The book's results page (notebook 07, *Results against the paper*), built by one object.
+"""The book's results page (notebook 06, *Results against the paper*), built by one object.
 
 :class:`ResultsPage` gathers our rows once — the cross-validation summaries committed under
 ``results/`` (profile ``results_profile``), the declared tables this build cross-validates itself
