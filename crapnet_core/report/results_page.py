@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..facts import DATASET_LABELS, FOLDS, SETTINGS
-from . import plots, provenance, tables
+from . import plots, provenance
+from .tables import (PAPER, comparison_table, load_summaries, published_frame, published_notes_md, run_frame, styled,
+                     summaries_provenance, summary_frame)
 
 
 def _display(*objs) -> None:
@@ -66,13 +68,13 @@ class ResultsPage:
         parts = []            # long frames of our numbers, one per source
         self.provenance_rows: list[tuple[str, str]] = []  # (short line, details HTML or Markdown) per source
 
-        self.summaries = tables.load_summaries(self.results_dir, profile=results_profile)
+        self.summaries = load_summaries(self.results_dir, profile=results_profile)
         if self.summaries:
-            committed = tables.summary_frame(self.summaries)
+            committed = summary_frame(self.summaries)
             committed["source"] = committed.apply(lambda r: f"ours ({r.profile}, folds {r.folds})", axis=1)
             parts.append(committed)
             n = len(self.summaries)
-            table = tables.summaries_provenance(self.summaries).to_html(index=False, classes="dataframe", border=0)
+            table = summaries_provenance(self.summaries).to_html(index=False, classes="dataframe", border=0)
             self.provenance_rows.append((
                 f"**Committed cross-validation** ({n} summar{'y' if n == 1 else 'ies'}, profile `{results_profile}`, "
                 f"real data): `crapnet cross-validate` summaries under `{self.results_dir}`; commands, wall times and "
@@ -90,7 +92,7 @@ class ResultsPage:
             summary = cross_validate(t["dataset"], t["setting"], t["method"], profile, self.runs_root,
                                      [*overrides, *data], folds=t["folds"], progress=False, device=device,
                                      write_summary=False)
-            frame = tables.summary_frame([summary])
+            frame = summary_frame([summary])
             folds = t["folds"]
             frame["source"] = (f"ours ({profile}, {t['dataset']}, fold{'s' if len(folds) > 1 else ''} "
                                f"{', '.join(map(str, folds))})")
@@ -100,7 +102,7 @@ class ResultsPage:
             for method in tqdm(list(run_methods), desc=f"{dataset} runs", disable=not interactive):
                 cfg = run_config(profile, dataset, 1, run_fold, method, data_root=data_root)
                 run_dir = ensure_run(cfg, self.runs_root, progress=False, device=device)
-                frames.append(tables.run_frame(read_metrics(run_dir)))
+                frames.append(run_frame(read_metrics(run_dir)))
             frame = pd.concat(frames, ignore_index=True)
             frame["source"] = f"ours ({profile}, fold {run_fold} only)"
             parts.append(frame)
@@ -143,15 +145,15 @@ class ResultsPage:
         for name in names or ["chaos", "sabs"]:
             ref = name if name in ("chaos", "sabs") else "chaos"
             refs.append(ref)
-            t = tables.comparison_table(ours, setting, name, reference=ref)
+            t = comparison_table(ours, setting, name, reference=ref)
             caption = f"Setting {setting}, {DATASET_LABELS.get(name, name)}"
             if ref != name:
                 caption += f" (published rows: {DATASET_LABELS[ref]}, for scale only)"
-            _display(tables.styled(t, caption))
+            _display(styled(t, caption))
             sources = [s for s in dict.fromkeys(t.index.get_level_values(1)) if not str(s).startswith("published")]
-            _display(_md(f"<small>Published: the paper's Table {setting} ({tables.PAPER}). Ours: "
+            _display(_md(f"<small>Published: the paper's Table {setting} ({PAPER}). Ours: "
                          + (", ".join(sources) if sources else "none") + " (see *Provenance* below).</small>"))
-        note = tables.published_notes_md(setting, refs)
+        note = published_notes_md(setting, refs)
         if note:
             _display(_md(note))
 
@@ -163,7 +165,7 @@ class ResultsPage:
         if self.ours is None:
             print("no numbers of ours to plot")
             return
-        pub_all = pd.concat([tables.published_frame(1), tables.published_frame(2)], ignore_index=True)
+        pub_all = pd.concat([published_frame(1), published_frame(2)], ignore_index=True)
         for (dataset, setting), frame in self.ours.groupby(["dataset", "setting"]):
             ref = "chaos" if dataset not in ("chaos", "sabs") else dataset
             pub = pub_all[(pub_all.dataset == ref) & (pub_all.setting == setting)
@@ -207,7 +209,7 @@ class ResultsPage:
         """CHAOS setting 1: SSL-ALPNet, + attention, + CARAFE++, CRAPNet, aligned window (seed 0, per fold)."""
         import matplotlib.pyplot as plt
 
-        rows = tables.load_summaries(self.results_dir, profile=self.results_profile, variants=True, seed=0)
+        rows = load_summaries(self.results_dir, profile=self.results_profile, variants=True, seed=0)
         if plots.has_decomposition(rows):
             plots.decomposition_figure(rows)
             plt.show()
