@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..facts import DATASET_LABELS, FOLDS, SETTINGS
-from . import plots, provenance
+from . import plots
+from .provenance import left_out_md, provenance_md
 from .tables import (PAPER, comparison_table, load_summaries, published_frame, published_notes_md, run_frame, styled,
                      summaries_provenance, summary_frame)
 
@@ -108,14 +109,14 @@ class ResultsPage:
             parts.append(frame)
         self.shown = sorted(set(cv_sets) | set(run_datasets))
         if self.shown:
-            details = provenance.provenance_md(profile, self.shown, data_root, what="The rows of this build")
+            details = provenance_md(profile, self.shown, data_root, what="The rows of this build")
             if tables:
                 ran_folds = sorted({f for t in tables for f in t["folds"]})
                 ran_settings = sorted({int(t["setting"]) for t in tables})
-                details += ("\n\n" + provenance.left_out_md("Cross-validation folds", ran_folds, FOLDS) + "\n\n"
-                            + provenance.left_out_md("Settings", ran_settings, SETTINGS))
+                details += ("\n\n" + left_out_md("Cross-validation folds", ran_folds, FOLDS) + "\n\n"
+                            + left_out_md("Settings", ran_settings, SETTINGS))
             if run_datasets:
-                details += "\n\n" + provenance.left_out_md("Folds of this build's runs", [run_fold], FOLDS)
+                details += "\n\n" + left_out_md("Folds of this build's runs", [run_fold], FOLDS)
             self.provenance_rows.append((
                 f"**This build's runs** (profile `{profile}`, {', '.join(self.shown)}): trained by this page or by "
                 "the one-fold pages of this build.", details))
