@@ -65,8 +65,8 @@ lab: kernel
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 e2e: kernel
-	$(BIN)/python -m crapnet_core.book.browser_check
-	$(BIN)/python -m crapnet_core.book.browser_check lab
+	PYTHONPATH=tests $(BIN)/python -m e2e.browser_check
+	PYTHONPATH=tests $(BIN)/python -m e2e.browser_check lab
 
 slurm-check: venv
 	CRAPNET=$(BIN)/crapnet bash workflow/slurm_check.sh

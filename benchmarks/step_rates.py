@@ -83,7 +83,7 @@ def main() -> None:
     from crapnet_core.engine.training import build_model, train
     from crapnet_core.facts import METHODS
     from crapnet_core.paths import available_datasets
-    from crapnet_core.report.figures import machine_description
+    from crapnet_core.report.provenance import machine_description
     from crapnet_core.engine.environment import environment
     from crapnet_core.study.provenance import git_commit
 

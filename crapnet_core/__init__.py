@@ -13,9 +13,12 @@ Layers, bottom to top; a module imports only its own layer and those below
 - ``engine``: ``experiment``, ``inputs``, ``checkpoints``, ``training``, ``evaluation``,
   ``metrics``, ``runs``, ``stats`` (spreads, seeds, paired tests), ``budget`` (Dice against
   training steps), ``diagnostics`` (inside the attention), ``segment``;
-- ``report``: ``figures`` (tables, plots, provenance), ``findings``, ``viewer``;
-- ``book``: ``build`` (plan, papermill and jupyter-book), ``workflow`` (the Snakemake
-  workflow and ``crapnet book``'s driver), ``lab``, ``browser_check``;
+- ``report``: ``tables`` (ours and the paper's), ``plots`` (results), ``figures`` (style, slices,
+  data pages), ``provenance``, ``findings``, ``viewer``;
+- ``book``: ``plan`` (what the book runs), ``execute`` (papermill), ``build`` (pages and
+  jupyter-book), ``workflow`` (the study's Snakemake steps), ``content_keys``, ``jobs`` (job
+  bodies), ``gpus``, ``driver`` (``crapnet book``), ``study_flow`` (``crapnet study run``);
+  the browser and JupyterLab checks are developer tools under ``tests/e2e/``;
 - ``cli``: the ``crapnet`` command.
 """
 

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
-from crapnet_core.book import build as book
-from crapnet_core.report import figures
+from crapnet_core.book import build, content_keys, driver, execute, gpus
+from crapnet_core.book import plan as book_plan
+from crapnet_core import facts
+from crapnet_core.report import figures, provenance, tables
 from crapnet_core.book import workflow as wf
 from crapnet_core.paths import real_data_required
 
@@ -33,55 +35,55 @@ def fake_data_root(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- plans
-def _needed_configs(plan: book.BookPlan) -> set[str]:
+def _needed_configs(plan: book_plan.BookPlan) -> set[str]:
     """Config hashes that the notebooks read (written out here independently of workflow.runs_read)."""
     need = set()
     for job in plan.jobs:
         p = job.params
         if job.notebook == "03_train_fold":
-            need.add(book.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"], p["blocks"],
+            need.add(book_plan.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"], p["blocks"],
                                      p["branches"], p["test_group"]).config_hash())
         elif job.notebook == "04_ablation":
-            need |= {book.run_config(p["profile"], p["dataset"], 1, f, "crapnet", **{p["axis"]: v}).config_hash()
+            need |= {book_plan.run_config(p["profile"], p["dataset"], 1, f, "crapnet", **{p["axis"]: v}).config_hash()
                      for f in p["folds"] for v in p["values"]}
-        elif job.notebook == "06_qualitative":
-            need |= {book.run_config(p["profile"], p["dataset"], 1, p["fold"], m).config_hash() for m in p["methods"]}
-        elif job.notebook == "08_inside_attention":
-            need.add(book.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"]).config_hash())
-        elif job.notebook == "07_results":
-            need |= {book.run_config(p["profile"], d, 1, p["run_fold"], m).config_hash()
+        elif job.notebook == "05_qualitative":
+            need |= {book_plan.run_config(p["profile"], p["dataset"], 1, p["fold"], m).config_hash() for m in p["methods"]}
+        elif job.notebook == "07_inside_attention":
+            need.add(book_plan.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"]).config_hash())
+        elif job.notebook == "06_results":
+            need |= {book_plan.run_config(p["profile"], d, 1, p["run_fold"], m).config_hash()
                      for d in p["run_datasets"] for m in p["run_methods"]}
             for t in p["tables"]:  # the declared tables the page cross-validates: one run per fold and group
                 groups = ([None] if t["setting"] == 1 else ["kidneys", "liver_spleen"]) if t["method"] != "alpnet_sup" \
                     else ["kidneys", "liver_spleen"]
-                need |= {book.run_config(p["profile"], t["dataset"], t["setting"], f, t["method"], test_group=g,
+                need |= {book_plan.run_config(p["profile"], t["dataset"], t["setting"], f, t["method"], test_group=g,
                                          overrides=t["overrides"]).config_hash() for f in t["folds"] for g in groups}
     return need
 
 
-@pytest.mark.parametrize("profile", book.PROFILES)
+@pytest.mark.parametrize("profile", book_plan.PROFILES)
 def test_plan_trains_every_run_the_notebooks_read_once(profile, fake_data_root, tmp_path):
-    plan = book.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path)
-    trained = [book._config_hash(j) for j in plan.jobs if j.notebook == "03_train_fold"]
+    plan = book_plan.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path)
+    trained = [book_plan._config_hash(j) for j in plan.jobs if j.notebook == "03_train_fold"]
     assert len(trained) == len(set(trained)), "two executions would train the same run"
     reads = {h for job in plan.jobs for h in
-             (book.run_config(**{k: v for k, v in a.items() if k != "data_root"}).config_hash()
+             (book_plan.run_config(**{k: v for k, v in a.items() if k != "data_root"}).config_hash()
               for a in wf.runs_read(job))}
     assert reads == _needed_configs(plan), "the workflow would not train every run a notebook reads"
     assert set(trained) <= reads
     stages = {j.notebook: j.stage for j in plan.jobs}
     assert stages["01_data_exploration"] == stages["02_superpixels"] == 0
     assert stages["03_train_fold"] == 1
-    assert {stages[n] for n in ("04_ablation", "06_qualitative", "07_results", "08_inside_attention")} == {2}
+    assert {stages[n] for n in ("04_ablation", "05_qualitative", "06_results", "07_inside_attention")} == {2}
     assert sorted(j.params["axis"] for j in plan.by_notebook()["04_ablation"]) == ["blocks", "branches"]
-    assert set(plan.by_notebook()) == set(book.NOTEBOOKS), "every notebook runs in every profile"
+    assert set(plan.by_notebook()) == set(book_plan.NOTEBOOKS), "every notebook runs in every profile"
     names = [j.name for j in plan.jobs]
     assert len(names) == len(set(names))
     assert all(re.fullmatch(r"[0-9a-z_.-]+__[0-9a-z_.-]+", n) for n in names), names
 
 
 def test_smoke_plan_is_phantom_and_lists_what_it_leaves_out(fake_data_root):
-    plan = book.plan_book("smoke", data_root=fake_data_root)
+    plan = book_plan.plan_book("smoke", data_root=fake_data_root)
     assert plan.datasets == ["phantom"]
     assert any("phantom" in n for n in plan.notes)
     text = "\n".join(plan.left_out)
@@ -92,43 +94,43 @@ def test_smoke_plan_is_phantom_and_lists_what_it_leaves_out(fake_data_root):
 
 
 def test_lite_plan_real_data_and_phantom_fallback(fake_data_root, monkeypatch):
-    plan = book.plan_book("lite", data_root=fake_data_root)
+    plan = book_plan.plan_book("lite", data_root=fake_data_root)
     assert plan.datasets == ["chaos", "sabs"]
     trains = plan.by_notebook()["03_train_fold"]
     assert {j.params["dataset"] for j in trains} == {"chaos"}
     assert {j.params["fold"] for j in trains} == {0} and {j.params["setting"] for j in trains} == {1}
     ablations = {j.params["axis"]: j.params["values"] for j in plan.by_notebook()["04_ablation"]}
-    assert ablations == {"blocks": list(book.PAPER_BLOCKS), "branches": list(book.PAPER_BRANCHES)}
+    assert ablations == {"blocks": list(book_plan.PAPER_BLOCKS), "branches": list(book_plan.PAPER_BRANCHES)}
     assert len(trains) == 3 + 5 + 1  # methods, block counts other than 5, one-branch
     assert any("Synapse/SABS CT" in item for item in plan.left_out)
     assert {j.params["dataset"] for j in plan.by_notebook()["01_data_exploration"]} == {"chaos", "sabs"}
     monkeypatch.delenv("CRAPNET_DATA_ROOT", raising=False)
-    fallback = book.plan_book("lite")
+    fallback = book_plan.plan_book("lite")
     assert fallback.datasets == ["phantom"] and any("CRAPNET_DATA_ROOT" in n for n in fallback.notes)
 
 
 def test_paper_plan_runs_everything_and_needs_data(fake_data_root, monkeypatch):
-    plan = book.plan_book("paper", data_root=fake_data_root)
+    plan = book_plan.plan_book("paper", data_root=fake_data_root)
     trains = plan.by_notebook()["03_train_fold"]
     assert {(j.params["dataset"], j.params["fold"], j.params["setting"]) for j in trains} >= {
         (d, f, s) for d in ("chaos", "sabs") for f in range(5) for s in (1, 2)}
     assert [i for i in plan.left_out if "fold" in i.lower()] == []
     monkeypatch.delenv("CRAPNET_DATA_ROOT", raising=False)
     with pytest.raises(FileNotFoundError, match="paper needs the real data"):
-        book.plan_book("paper")
+        book_plan.plan_book("paper")
     with pytest.raises(ValueError, match="--profile"):
-        book.plan_book("huge")
+        book_plan.plan_book("huge")
 
 
 # ----------------------------------------------------------------------------- toc
 def test_expand_toc_replaces_notebooks_with_executed_copies():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    copies = {stem: [f"notebooks/{stem}__a"] for stem in book.NOTEBOOKS}
+    copies = {stem: [f"notebooks/{stem}__a"] for stem in book_plan.NOTEBOOKS}
     copies["03_train_fold"] = ["notebooks/03_train_fold__x", "notebooks/03_train_fold__y"]
-    del copies["06_qualitative"]
-    out, dropped = book.expand_toc(toc, copies, {"book/reproduce": ["book/this_build"]})
-    files = book.toc_files(out)
-    assert dropped == ["06_qualitative"]
+    del copies["05_qualitative"]
+    out, dropped = build.expand_toc(toc, copies, {"book/reproduce": ["book/this_build"]})
+    files = build.toc_files(out)
+    assert dropped == ["05_qualitative"]
     assert "notebooks/03_train_fold__x" in files and "notebooks/03_train_fold__y" in files
     assert files.index("notebooks/03_train_fold__y") == files.index("notebooks/03_train_fold__x") + 1
     assert files.index("book/this_build") == files.index("book/reproduce") + 1
@@ -138,7 +140,7 @@ def test_expand_toc_replaces_notebooks_with_executed_copies():
 
 def test_committed_toc_and_config_describe_an_offline_book():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = book.toc_files(toc)
+    files = build.toc_files(toc)
     for name in ("book/intro", "book/method", "book/data", "book/reproduce", "book/results", "book/ablations",
                  "book/qualitative", "book/limitations"):
         assert name in files
@@ -160,7 +162,7 @@ def test_prune_missing_pages(tmp_path):
     (tmp_path / "book" / "a.md").write_text("# a\n")
     toc = {"format": "jb-book", "root": "book/a",
            "chapters": [{"file": "book/gone", "sections": [{"file": "book/a"}]}]}
-    out, missing = book.prune_missing(toc, tmp_path)
+    out, missing = build.prune_missing(toc, tmp_path)
     assert missing == ["book/gone"]
     assert out["chapters"] == [{"file": "book/a"}]
 
@@ -180,10 +182,10 @@ def _write_nb(path: Path, cells: list[tuple[str, str, list[str]]]) -> None:
     nbformat.write(nb, str(path))
 
 
-def _run_workflow(plan: book.BookPlan, out: Path, root: Path, targets: list[str], messages: list[str]) -> int:
-    plan_file = book.save_plan(plan, out / "plan.json")
-    cmd = wf.snakemake_command(out, plan_file, "smoke", 2, notebooks_root=root, targets=targets)
-    return wf.run_snakemake(cmd, out / "logs" / "snakemake.log", echo=messages.append)
+def _run_workflow(plan: book_plan.BookPlan, out: Path, root: Path, targets: list[str], messages: list[str]) -> int:
+    plan_file = book_plan.save_plan(plan, out / "plan.json")
+    cmd = driver.snakemake_command(out, plan_file, "smoke", 2, notebooks_root=root, targets=targets)
+    return driver.run_snakemake(cmd, out / "logs" / "snakemake.log", echo=messages.append)
 
 
 @pytest.mark.slow
@@ -196,14 +198,14 @@ def test_workflow_reuses_completed_notebooks_and_reports_failures(tmp_path):
     _write_nb(root / "notebooks" / "bad.ipynb", [
         ("md", "# Bad", []), ("code", "x = 1\nprofile = 'smoke'", ["parameters"]), ("code", "y = 3", []),
         ("code", "raise ValueError(f'broken on purpose {x}')", [])])
-    jobs = [book.Job("ok", {"x": 5}, 0, "five", "five"), book.Job("bad", {"x": 7}, 1, "seven", "seven")]
-    plan = book.BookPlan("smoke", ["phantom"], None, str(tmp_path / "runs"), str(tmp_path / "res"), "cpu", jobs)
+    jobs = [book_plan.Job("ok", {"x": 5}, 0, "five", "five"), book_plan.Job("bad", {"x": 7}, 1, "seven", "seven")]
+    plan = book_plan.BookPlan("smoke", ["phantom"], None, str(tmp_path / "runs"), str(tmp_path / "res"), "cpu", jobs)
     out = tmp_path / "out"
     targets = ["notebooks/ok__five.ipynb", "notebooks/bad__seven.ipynb"]
     messages: list[str] = []
     since = time.time()
     assert _run_workflow(plan, out, root, targets, messages) != 0
-    text = "\n".join(wf._failures(out, since))
+    text = "\n".join(driver._failures(out, since))
     assert "bad.ipynb" in text and '"x": 7' in text
     assert "code cell 4" in text and "raise ValueError" in text  # 4: after papermill's injected cell
     assert "broken on purpose 7" in text
@@ -218,13 +220,13 @@ def test_workflow_reuses_completed_notebooks_and_reports_failures(tmp_path):
     _write_nb(root / "notebooks" / "bad.ipynb", [("md", "# Bad", []), ("code", "x = 1", ["parameters"])])
     ok_started = done["metadata"]["crapnet_book"]["started"]
     assert _run_workflow(plan, out, root, targets, messages) == 0
-    results = {r.job.name: r for r in book.executed_results(plan, out)}
+    results = {r.job.name: r for r in execute.executed_results(plan, out)}
     assert results["bad__seven"].status == "ok"
     assert json.loads((out / "notebooks" / "ok__five.ipynb").read_text())["metadata"]["crapnet_book"]["started"] \
         == ok_started
     # touched but unchanged: nothing runs; changed parameters: only that execution runs
     (root / "notebooks" / "ok.ipynb").touch()
-    plan.jobs[1] = book.Job("bad", {"x": 8}, 1, "seven", "seven")
+    plan.jobs[1] = book_plan.Job("bad", {"x": 8}, 1, "seven", "seven")
     messages.clear()
     assert _run_workflow(plan, out, root, targets, messages) == 0
     ran = [m for m in messages if "wildcards: name=" in m]
@@ -235,31 +237,31 @@ def test_content_keys_and_undeclared_parameters(tmp_path):
     a, b = tmp_path / "a.py", tmp_path / "b.py"
     a.write_text("x = 1\n")
     b.write_text("y = 2\n")
-    k1 = wf.content_key([a, b], p=1)
-    assert k1 == wf.content_key([b, a], p=1)
-    assert k1 != wf.content_key([a, b], p=2)
+    k1 = content_keys.content_key([a, b], p=1)
+    assert k1 == content_keys.content_key([b, a], p=1)
+    assert k1 != content_keys.content_key([a, b], p=2)
     os.utime(a, (0, 0))
-    assert k1 == wf.content_key([a, b], p=1), "a file's time is not its content"
+    assert k1 == content_keys.content_key([a, b], p=1), "a file's time is not its content"
     a.write_text("x = 3\n")
-    assert k1 != wf.content_key([a, b], p=1)
-    plan = book.BookPlan("smoke", ["phantom"], None, "r", "s", "cpu", [])
-    with pytest.raises(book.BookError, match="does not declare nope"):
-        book.job_parameters(book.Job("01_data_exploration", {"nope": 1}, 0, "t", "t"), plan, ["profile"])
-    assert book.slugify("CHAOS s1/f0 b5") == "chaos-s1-f0-b5"
+    assert k1 != content_keys.content_key([a, b], p=1)
+    plan = book_plan.BookPlan("smoke", ["phantom"], None, "r", "s", "cpu", [])
+    with pytest.raises(book_plan.BookError, match="does not declare nope"):
+        execute.job_parameters(book_plan.Job("01_data_exploration", {"nope": 1}, 0, "t", "t"), plan, ["profile"])
+    assert book_plan.slugify("CHAOS s1/f0 b5") == "chaos-s1-f0-b5"
 
 
 def test_library_dependencies_follow_the_imports():
     package = REPO / "crapnet_core"
     names = lambda files: {p.relative_to(package).with_suffix("").as_posix() for p in files}  # noqa: E731
-    train = names(wf.library_closure(["crapnet_core.engine.training"]))
+    train = names(content_keys.library_closure(["crapnet_core.engine.training"]))
     assert {"engine/training", "models/segmenter", "models/attention", "data/episodes", "data/superpixels",
             "engine/experiment", "engine/checkpoints", "__init__", "engine/__init__"} <= train
     assert not any(n.startswith(("book/", "cli/", "report/")) for n in train)
-    sp = names(wf.library_closure(["crapnet_core.data.superpixels"]))
+    sp = names(content_keys.library_closure(["crapnet_core.data.superpixels"]))
     assert "data/superpixels" in sp and "models/segmenter" not in sp and "engine/training" not in sp
-    mods = wf.notebook_modules(REPO / "notebooks" / "03_train_fold.ipynb")
-    assert {"crapnet_core.engine.runs", "crapnet_core.report.figures", "crapnet_core.engine.training"} <= mods
-    assert "models/segmenter" in names(wf.library_closure(mods))
+    mods = content_keys.notebook_modules(REPO / "notebooks" / "03_train_fold.ipynb")
+    assert {"crapnet_core.engine.runs", "crapnet_core.report.plots", "crapnet_core.engine.training"} <= mods
+    assert "models/segmenter" in names(content_keys.library_closure(mods))
 
 
 def test_content_keys_track_the_whole_library():
@@ -268,14 +270,14 @@ def test_content_keys_track_the_whole_library():
     over the package ``__init__`` alone (which would never re-run anything after a change)."""
     package = REPO / "crapnet_core"
     names = lambda files: {p.relative_to(package).with_suffix("").as_posix() for p in files}  # noqa: E731
-    train = names(wf.library_closure(wf.TRAIN_MODULES))
+    train = names(content_keys.library_closure(content_keys.TRAIN_MODULES))
     assert {"engine/training", "models/attention", "models/methods/rpnet", "models/methods/qnet",
             "models/methods/adnet", "models/methods/alpnet_sup", "data/superpixels"} <= train
-    assert {"engine/evaluation", "models/methods/rpnet", "engine/metrics"} <= names(wf.library_closure(wf.EVAL_MODULES))
-    assert "data/superpixels" in names(wf.library_closure(wf.SUPERPIXEL_MODULES))
-    assert {"book/build", "report/figures"} <= names(wf.library_closure(wf.BOOK_MODULES))
+    assert {"engine/evaluation", "models/methods/rpnet", "engine/metrics"} <= names(content_keys.library_closure(content_keys.EVAL_MODULES))
+    assert "data/superpixels" in names(content_keys.library_closure(content_keys.SUPERPIXEL_MODULES))
+    assert {"book/build", "report/figures"} <= names(content_keys.library_closure(content_keys.BOOK_MODULES))
     with pytest.raises(ValueError, match="crapnet_core.training"):
-        wf.library_closure(["crapnet_core.training"])  # the flat layout's name
+        content_keys.library_closure(["crapnet_core.training"])  # the flat layout's name
 
 
 def test_study_keys_change_only_where_the_notebook_changed(tmp_path, monkeypatch):
@@ -285,46 +287,46 @@ def test_study_keys_change_only_where_the_notebook_changed(tmp_path, monkeypatch
 
     shutil.copytree(REPO / "notebooks", root / "notebooks")
     shutil.copytree(REPO / "book", root / "book")
-    plan = book.plan_book("smoke", runs_root=tmp_path / "runs")
+    plan = book_plan.plan_book("smoke", runs_root=tmp_path / "runs")
     before = wf.study(plan, root).keys
-    nb = json.loads((root / "notebooks" / "06_qualitative.ipynb").read_text())
+    nb = json.loads((root / "notebooks" / "05_qualitative.ipynb").read_text())
     nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": ["changed"]})
-    (root / "notebooks" / "06_qualitative.ipynb").write_text(json.dumps(nb))
+    (root / "notebooks" / "05_qualitative.ipynb").write_text(json.dumps(nb))
     after = wf.study(plan, root).keys
     changed = {k for k in before if before[k] != after[k]}
-    assert changed == {"notebook:06_qualitative__phantom"}
+    assert changed == {"notebook:05_qualitative__phantom"}
     assert any(k.startswith("train:") for k in before) and any(k.startswith("superpixels:") for k in before)
 
 
 def test_gpu_jobs_get_one_device_each(tmp_path, monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    with wf.claim_gpu(tmp_path, 0) as none:
+    with gpus.claim_gpu(tmp_path, 0) as none:
         assert none is None
-    with wf.claim_gpu(tmp_path, 2) as first:
-        with wf.claim_gpu(tmp_path, 2) as second:
+    with gpus.claim_gpu(tmp_path, 2) as first:
+        with gpus.claim_gpu(tmp_path, 2) as second:
             assert {first, second} == {"0", "1"}
-    with wf.claim_gpu(tmp_path, 2) as again:
+    with gpus.claim_gpu(tmp_path, 2) as again:
         assert again == "0", "a released device is free again"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    with wf.claim_gpu(tmp_path, 2) as first, wf.claim_gpu(tmp_path, 2) as second:
+    with gpus.claim_gpu(tmp_path, 2) as first, gpus.claim_gpu(tmp_path, 2) as second:
         assert (first, second) == ("3", "5")
     # --per-gpu 2: two trainings share each device, spread over the devices first
-    with wf.claim_gpu(tmp_path / "s", 2, slots=2) as a, wf.claim_gpu(tmp_path / "s", 2, slots=2) as b, \
-            wf.claim_gpu(tmp_path / "s", 2, slots=2) as c, wf.claim_gpu(tmp_path / "s", 2, slots=2) as d:
+    with gpus.claim_gpu(tmp_path / "s", 2, slots=2) as a, gpus.claim_gpu(tmp_path / "s", 2, slots=2) as b, \
+            gpus.claim_gpu(tmp_path / "s", 2, slots=2) as c, gpus.claim_gpu(tmp_path / "s", 2, slots=2) as d:
         assert [a, b, c, d] == ["3", "5", "3", "5"]
 
 
 def test_snakemake_command_local_and_slurm(tmp_path):
-    local = wf.snakemake_command(tmp_path, tmp_path / "plan.json", "lite", 4, gpus=2, gpus_per_job=1)
+    local = driver.snakemake_command(tmp_path, tmp_path / "plan.json", "lite", 4, gpus=2, gpus_per_job=1)
     assert local[1:3] == ["-m", "snakemake"] and "--cores" in local and "gpu=2" in local
     assert str(REPO / "workflow" / "profiles" / "lite") in local and "gpus_per_job=1" in local
-    slurm = wf.snakemake_command(tmp_path, tmp_path / "plan.json", "paper", 50, gpus_per_job=1, executor="slurm",
+    slurm = driver.snakemake_command(tmp_path, tmp_path / "plan.json", "paper", 50, gpus_per_job=1, executor="slurm",
                                  cluster_profile=REPO / "workflow" / "profiles" / "slurm", partition="gpu",
                                  account="lab")
     assert slurm[slurm.index("--executor") + 1] == "slurm" and "--cores" not in slurm
     assert "slurm_partition=gpu" in slurm and "slurm_account=lab" in slurm
     assert (REPO / "workflow" / "profiles" / "slurm" / "config.yaml").is_file()
-    for profile in book.PROFILES:
+    for profile in book_plan.PROFILES:
         cfg = yaml.safe_load((REPO / "workflow" / "profiles" / profile / "config.yaml").read_text())
         assert cfg["config"]["profile"] == profile and "mtime" not in cfg["rerun-triggers"]
         assert cfg["keep-incomplete"] is True
@@ -339,7 +341,7 @@ def test_book_plan_is_the_workflow_dry_run(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "This was a dry-run" in text
     counts = dict(re.findall(r"^\s*(notebook|train|evaluate|superpixels|html)\s+(\d+)$", text, re.M))
-    plan = book.plan_book("smoke", runs_root=tmp_path / "runs")
+    plan = book_plan.plan_book("smoke", runs_root=tmp_path / "runs")
     assert int(counts["notebook"]) == len(plan.jobs) and int(counts["html"]) == 1
     assert int(counts["train"]) == int(counts["evaluate"]) == len(wf.study(plan).runs) == 17
     assert len(re.findall(r"^\s+notebook\s+\d+$", text, re.M)) == 1, "the job table is printed once"
@@ -349,7 +351,7 @@ def test_book_plan_is_the_workflow_dry_run(tmp_path, capsys, monkeypatch):
     assert main(["book", "--profile", "smoke", "--partition", "p"]) == 2
 
 
-@pytest.mark.parametrize("profile", book.PROFILES)
+@pytest.mark.parametrize("profile", book_plan.PROFILES)
 def test_every_method_and_ablation_point_is_planned_or_truthfully_left_out(profile, fake_data_root, tmp_path):
     """Issue 24: each method of the registry and each ablation point of the declaration is trained by the
     plan, shown from committed results, or in the plan's left-out list, with a reason that holds."""
@@ -357,11 +359,11 @@ def test_every_method_and_ablation_point_is_planned_or_truthfully_left_out(profi
     from crapnet_core.study.declaration import load_declaration
 
     decl = load_declaration()
-    plan = book.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path,
+    plan = book_plan.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path,
                           results_dir=REPO / "results" if profile == "lite" else tmp_path / "no-results")
     configs = wf.plan_configs(plan)
     trained = {c.model.method for c in configs}
-    results = next(j for j in plan.jobs if j.notebook == "07_results").params
+    results = next(j for j in plan.jobs if j.notebook == "06_results").params
     shown = {decl.table(t).method for t in results["committed"]}
     scope = decl.book[profile]
     left_methods = {m for item in scope.left_out for m in item.methods}
@@ -402,7 +404,7 @@ def test_every_method_and_ablation_point_is_planned_or_truthfully_left_out(profi
 @pytest.mark.parametrize("table", [1, 2, 3, 4])
 def test_published_tables_are_transcribed_consistently(table):
     """Each published row's mean equals the mean of its four organs (to the paper's rounding)."""
-    frame = figures.published_frame(table)
+    frame = tables.published_frame(table)
     assert set(frame["source"]) == {"published"}
     keys = ["dataset", "method", "variant"]
     for (dataset, method, variant), rows in frame.fillna({"variant": -1}).groupby(keys):
@@ -410,8 +412,8 @@ def test_published_tables_are_transcribed_consistently(table):
         mean = float(rows[rows.organ == "mean"]["dice"].iloc[0])
         assert len(organs) == 4
         key = (f"table{table}", dataset, method) if table in (1, 2) else (f"table{table}", int(variant))
-        if key in figures.PUBLISHED_INCONSISTENT:  # the paper's own slip, listed and checked as such
-            printed, actual = figures.PUBLISHED_INCONSISTENT[key]
+        if key in tables.PUBLISHED_INCONSISTENT:  # the paper's own slip, listed and checked as such
+            printed, actual = tables.PUBLISHED_INCONSISTENT[key]
             assert mean == printed and organs.mean() == pytest.approx(actual)
             assert abs(organs.mean() - mean) > 0.011
         else:
@@ -419,13 +421,13 @@ def test_published_tables_are_transcribed_consistently(table):
 
 
 def test_published_headline_numbers():
-    t1 = figures.published_frame(1)
+    t1 = tables.published_frame(1)
     row = t1[(t1.dataset == "chaos") & (t1.method == "CRAPNet") & (t1.organ == "mean")]
     assert float(row.dice.iloc[0]) == 79.79
-    t2 = figures.published_frame(2)
+    t2 = tables.published_frame(2)
     assert float(t2[(t2.dataset == "sabs") & (t2.method == "CRAPNet") & (t2.organ == "mean")].dice.iloc[0]) == 69.72
-    t3 = figures.published_frame(3)
-    assert sorted(set(t3.variant)) == list(book.PAPER_BLOCKS)
+    t3 = tables.published_frame(3)
+    assert sorted(set(t3.variant)) == list(book_plan.PAPER_BLOCKS)
 
 
 def _metrics(method: str, dice: dict[str, float], setting: int = 1, dataset: str = "chaos") -> dict:
@@ -436,17 +438,17 @@ def _metrics(method: str, dice: dict[str, float], setting: int = 1, dataset: str
 
 
 def test_comparison_table_puts_ours_under_published():
-    ours = figures.run_frame([_metrics("crapnet", {o: 0.5 for o in figures.ORGANS}),
-                              _metrics("alpnet", {o: 0.25 for o in figures.ORGANS})])
+    ours = tables.run_frame([_metrics("crapnet", {o: 0.5 for o in facts.ORGANS}),
+                              _metrics("alpnet", {o: 0.25 for o in facts.ORGANS})])
     assert set(ours.dice.dropna()) == {50.0, 25.0}
-    table = figures.comparison_table(ours, 1, "chaos")
+    table = tables.comparison_table(ours, 1, "chaos")
     assert list(table.columns) == ["LK", "RK", "Spleen", "Liver", "Mean"]
     idx = list(table.index)
     assert idx.index(("CRAPNet", "ours")) == idx.index(("CRAPNet", "published")) + 1
     assert table.loc[("CRAPNet", "ours"), "Mean"] == 50.0
     assert table.loc[("CRAPNet", "published"), "RK"] == 86.42
     assert ("SSL-RPNet", "published") in idx  # methods we do not implement stay for reference
-    phantom = figures.comparison_table(ours.assign(dataset="phantom"), 1, "phantom", reference="chaos")
+    phantom = tables.comparison_table(ours.assign(dataset="phantom"), 1, "phantom", reference="chaos")
     assert ("CRAPNet", "published (Abdominal-MRI (CHAOS))") in list(phantom.index)
 
 
@@ -456,21 +458,21 @@ def test_summary_frame_reads_cross_validation_summaries():
     summary = {"dataset": "sabs", "setting": 2, "method": "alpnet", "profile": "lite", "folds": [0, 1, 2, 3, 4],
                "mean": {"dice": {"left_kidney": 0.4, "right_kidney": 0.5, "spleen": 0.6, "liver": 0.7, "mean": 0.55},
                         "dice_std_over_folds": {"liver": 0.1}, "hd95": {"liver": 9.0}, "asd": {}}}
-    frame = figures.summary_frame([summary])
-    assert list(frame.organ) == [*figures.ORGANS, "mean"]
+    frame = tables.summary_frame([summary])
+    assert list(frame.organ) == [*facts.ORGANS, "mean"]
     assert frame.set_index("organ").loc["liver", "dice"] == pytest.approx(70.0)
     assert frame.set_index("organ").loc["liver", "dice_std"] == pytest.approx(10.0)
     assert set(frame.n_folds) == {5}
     with pytest.raises(ValueError, match="mean.dice"):
-        figures.summary_frame([{"dataset": "x"}])
+        tables.summary_frame([{"dataset": "x"}])
 
 
 def test_ablation_table_layout():
-    ours = figures.run_frame(_metrics("crapnet", {o: 0.3 for o in figures.ORGANS}), variant=7)
-    t3 = figures.ablation_table(ours, 3)
+    ours = tables.run_frame(_metrics("crapnet", {o: 0.3 for o in facts.ORGANS}), variant=7)
+    t3 = tables.ablation_table(ours, 3)
     assert ("7", "ours") in [(str(a), b) for a, b in t3.index]
     assert t3.loc[(15, "published"), "Mean"] == 78.31
-    t4 = figures.ablation_table(figures.run_frame(_metrics("crapnet", {"liver": 0.9}), variant=1), 4)
+    t4 = tables.ablation_table(tables.run_frame(_metrics("crapnet", {"liver": 0.9}), variant=1), 4)
     assert list(t4.index.get_level_values(0))[:1] == [2]  # two-branch first, as the paper
     assert t4.loc[(1, "ours"), "Liver"] == 90.0
 
@@ -493,13 +495,13 @@ def test_best_superpixel_dice_on_a_constructed_slice():
 
 
 def test_provenance_flags_the_phantom():
-    text = figures.provenance_md("smoke", ["phantom"])
+    text = provenance.provenance_md("smoke", ["phantom"])
     assert "`smoke`" in text and "Synthetic data" in text and "{warning}" in text
-    real = figures.provenance_md("lite", ["chaos"], data_root="/data")
+    real = provenance.provenance_md("lite", ["chaos"], data_root="/data")
     assert "/data/CHAOST2" in real and "Synthetic" not in real
     assert "cores" in real  # names the machine
-    assert "left out" in figures.left_out_md("Folds", [0], [0, 1, 2])
-    assert "as the paper" in figures.left_out_md("Settings", [1, 2], [1, 2])
+    assert "left out" in provenance.left_out_md("Folds", [0], [0, 1, 2])
+    assert "as the paper" in provenance.left_out_md("Settings", [1, 2], [1, 2])
 
 
 # ----------------------------------------------------------------------------- the smoke build
@@ -508,7 +510,7 @@ def smoke_book(tmp_path_factory):
     """Build the book with the smoke profile on the phantom (the CI build)."""
     out = tmp_path_factory.mktemp("book")
     t0 = time.time()
-    index = wf.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
+    index = driver.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
                           progress=False, echo=lambda m: None)
     return dict(out=out, index=index, seconds=time.time() - t0)
 
@@ -519,8 +521,8 @@ def test_smoke_book_has_every_page_figures_and_no_errors(smoke_book):
     html = out / "html"
     assert index == html / "index.html" and index.is_file()
     toc = yaml.safe_load((out / "source" / "_toc.yml").read_text())
-    files = book.toc_files(toc)
-    committed = book.toc_files(yaml.safe_load((REPO / "_toc.yml").read_text()))
+    files = build.toc_files(toc)
+    committed = build.toc_files(yaml.safe_load((REPO / "_toc.yml").read_text()))
     chapters = [f for f in committed if not f.startswith("notebooks/")]
     for chapter in chapters:
         if chapter == "book/method" and not (REPO / "book" / "method.md").is_file():
@@ -543,11 +545,11 @@ def test_smoke_book_has_every_page_figures_and_no_errors(smoke_book):
                 assert (page.parent / src).resolve().is_file(), f"{name}: image {src} missing"
         # offline: no remote scripts, styles or images
         remote = re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?://[^"]+)"', text)
-        if book._local_mathjax() is None and not real_data_required():
+        if build._local_mathjax() is None and not real_data_required():
             # without Debian's libjs-mathjax the equations load MathJax from its CDN (CI installs it)
             remote = [u for u in remote if "mathjax" not in u.lower()]
         assert not remote, f"{name}: remote assets {remote[:3]}"
-    results_page = (html / "notebooks" / "07_results__smoke.html").read_text()
+    results_page = (html / "notebooks" / "06_results__smoke.html").read_text()
     assert results_page.count("<table") >= 2 and "Synthetic data" in results_page
     assert "Provenance" in results_page and "smoke" in results_page
     this_build = (html / "book" / "this_build.html").read_text()
@@ -560,7 +562,7 @@ def test_smoke_book_has_every_page_figures_and_no_errors(smoke_book):
 def test_smoke_book_rebuild_reuses_executions(smoke_book):
     out = smoke_book["out"]
     t0 = time.time()
-    wf.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
+    driver.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
                   progress=False, echo=lambda m: None)
     info = json.loads((out / "book.json").read_text())
     assert {e["status"] for e in info["executions"]} == {"cached"}
@@ -569,7 +571,7 @@ def test_smoke_book_rebuild_reuses_executions(smoke_book):
 
 @pytest.mark.slow
 def test_browser_renders_results_page(smoke_book):
-    from crapnet_core.book import browser_check
+    from e2e import browser_check
 
     if browser_check.find_browser() is None:
         why = "Chromium not installed (Debian package `chromium`; .ci/run installs it)"
@@ -583,8 +585,8 @@ def test_browser_renders_results_page(smoke_book):
     # every page of the book, not only the results page
     toc = yaml.safe_load((smoke_book["out"] / "source" / "_toc.yml").read_text())
     checked = {r.url.split("/html/", 1)[1] for r in reports}
-    assert {f"{name}.html" for name in book.toc_files(toc)} <= checked
-    results = next(r for r in reports if "07_results__" in r.url)
+    assert {f"{name}.html" for name in build.toc_files(toc)} <= checked
+    results = next(r for r in reports if "06_results__" in r.url)
     assert results.probe["tables_with_rows"] >= 2 and results.probe["images"] >= 1
     assert results.probe["overflow"] == [] and results.probe["page_scroll_x"] <= 2
     for png in (shot, shot.with_name("index.png")):
@@ -635,7 +637,7 @@ def lab_env(tmp_path_factory):
     JUPYTER_PATH; no CRAPNET_DATA_ROOT (so the notebooks' defaults pick the phantom) and no
     PYTHONPATH (the notebooks must find the repository themselves).
     """
-    from crapnet_core.book.lab import write_kernelspec
+    from e2e.lab import write_kernelspec
 
     tmp = tmp_path_factory.mktemp("jupyter")
     write_kernelspec(tmp / "share")
@@ -649,14 +651,14 @@ def lab_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def jupyter_server(lab_env):
-    from crapnet_core.book.lab import JupyterServer
+    from e2e.lab import JupyterServer
 
     with JupyterServer(REPO, app="server", env=lab_env) as server:
         yield server
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stem", list(book.NOTEBOOKS))
+@pytest.mark.parametrize("stem", list(book_plan.NOTEBOOKS))
 def test_notebook_runs_through_a_jupyter_server(stem, smoke_book, jupyter_server):
     """Each notebook, top to bottom with its default parameters, through a real server and kernel.
 
@@ -664,22 +666,22 @@ def test_notebook_runs_through_a_jupyter_server(stem, smoke_book, jupyter_server
     defaults are what a person gets in JupyterLab: interactive widgets, the phantom without
     CRAPNET_DATA_ROOT, the smoke profile.
     """
-    from crapnet_core.book.lab import execute_notebook
+    from e2e.lab import execute_notebook
 
     path = REPO / "notebooks" / f"{stem}.ipynb"
-    params = {"runs_root": str(smoke_book["out"] / "runs")} if "runs_root" in book.notebook_parameters(path) else {}
+    params = {"runs_root": str(smoke_book["out"] / "runs")} if "runs_root" in execute.notebook_parameters(path) else {}
     nb = execute_notebook(jupyter_server, f"notebooks/{stem}.ipynb", parameters=params, cell_timeout=900)
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{stem}: no figure"
-    if stem in ("02_superpixels", "03_train_fold", "09_segment_your_own_scan"):  # the slice browsers
+    if stem in ("02_superpixels", "03_train_fold", "08_segment_your_own_scan"):  # the slice browsers
         assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), stem
     assert json.loads(path.read_text())["cells"][1]["outputs"] == []  # the notebook file is left as it was
 
 
 @pytest.mark.slow
 def test_jupyterlab_opens_and_renders_a_notebook(lab_env, smoke_book):
-    from crapnet_core.book import browser_check
+    from e2e import browser_check
 
     if browser_check.find_browser() is None:
         why = "Chromium not installed (Debian package `chromium`; .ci/run installs it)"
@@ -687,12 +689,12 @@ def test_jupyterlab_opens_and_renders_a_notebook(lab_env, smoke_book):
             pytest.fail(why, pytrace=False)
         pytest.skip(why + "; `make e2e` runs this check where it is")
     shot = smoke_book["out"] / "screenshots" / "lab.png"
-    before = (REPO / "notebooks" / "09_segment_your_own_scan.ipynb").read_bytes()
-    report = browser_check.check_lab(REPO, "notebooks/09_segment_your_own_scan.ipynb", shot, env=lab_env)
+    before = (REPO / "notebooks" / "08_segment_your_own_scan.ipynb").read_bytes()
+    report = browser_check.check_lab(REPO, "notebooks/08_segment_your_own_scan.ipynb", shot, env=lab_env)
     assert not report.failures, report.failures
     assert report.probe["h1"] and report.probe["h1"][0].startswith("9. Segment your own scan")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (REPO / "notebooks" / "09_segment_your_own_scan.ipynb").read_bytes() == before
+    assert (REPO / "notebooks" / "08_segment_your_own_scan.ipynb").read_bytes() == before
 
 
 def test_load_summaries_with_their_run_info(tmp_path):
@@ -703,12 +705,12 @@ def test_load_summaries_with_their_run_info(tmp_path):
         (tmp_path / name / "summary.json").write_text(json.dumps(dict(summary, profile=name.rsplit("_", 1)[1])))
     (tmp_path / "chaos_setting1_crapnet_lite" / "run_info.json").write_text(
         json.dumps({"machine": "2-core test box", "wall_seconds": 12, "command": "crapnet cross-validate ..."}))
-    found = figures.load_summaries(tmp_path, profile="lite")
+    found = tables.load_summaries(tmp_path, profile="lite")
     assert [Path(s["_path"]).parent.name for s in found] == ["chaos_setting1_crapnet_lite"]
-    prov = figures.summaries_provenance(found)
+    prov = tables.summaries_provenance(found)
     assert prov.loc[0, "machine"] == "2-core test box" and prov.loc[0, "wall time (s)"] == 12
-    assert len(figures.load_summaries(tmp_path)) == 2
-    assert figures.load_summaries(tmp_path / "absent") == []
+    assert len(tables.load_summaries(tmp_path)) == 2
+    assert tables.load_summaries(tmp_path / "absent") == []
     (tmp_path / "chaos_setting1_crapnet_lite" / "summary.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a readable summary"):
-        figures.load_summaries(tmp_path)
+        tables.load_summaries(tmp_path)

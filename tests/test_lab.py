@@ -12,8 +12,9 @@ import nbformat
 import numpy as np
 import pytest
 
-from crapnet_core.book import build as book
-from crapnet_core.report import figures, findings, viewer
+from crapnet_core.book import build, execute
+from crapnet_core.book import plan as book_plan
+from crapnet_core.report import findings, plots, viewer
 from crapnet_core.paths import default_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,30 +95,30 @@ def test_default_dataset_is_real_data_when_present(tmp_path, monkeypatch):
     assert default_dataset() == "chaos"
 
 
-@pytest.mark.parametrize("stem", list(book.NOTEBOOKS))
+@pytest.mark.parametrize("stem", list(book_plan.NOTEBOOKS))
 def test_notebook_runs_by_hand_and_static_in_the_book(stem):
     nb = nbformat.read(str(REPO / "notebooks" / f"{stem}.ipynb"), as_version=4)
-    params = book.notebook_parameters(REPO / "notebooks" / f"{stem}.ipynb")
+    params = execute.notebook_parameters(REPO / "notebooks" / f"{stem}.ipynb")
     assert params.get("interactive") == "True", f"{stem}: no `interactive = True` parameter"
     assert nb.metadata.kernelspec.name == "crapnet", f"{stem}: kernel {nb.metadata.kernelspec.name!r}, not crapnet"
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "sys.path" not in code, f"{stem}: imports the installed crapnet_core, never a path of its own"
     assert "from crapnet_core.report.notebook import setup" in code and "setup(" in code, f"{stem}: no set-up call"
     assert "sns.set_theme" not in code and "set_style" not in code, f"{stem}: the set-up call sets the style"
-    plan = book.BookPlan("smoke", ["phantom"], None, "r", "s", "cpu", [])
-    job = book.Job(stem, {}, 0, "x", "x")
-    assert book.job_parameters(job, plan, params)["interactive"] is False  # the book renders static figures
+    plan = book_plan.BookPlan("smoke", ["phantom"], None, "r", "s", "cpu", [])
+    job = book_plan.Job(stem, {}, 0, "x", "x")
+    assert execute.job_parameters(job, plan, params)["interactive"] is False  # the book renders static figures
 
 
 def test_segment_notebook_calls_the_cli_function():
-    nb = nbformat.read(str(REPO / "notebooks" / "09_segment_your_own_scan.ipynb"), as_version=4)
+    nb = nbformat.read(str(REPO / "notebooks" / "08_segment_your_own_scan.ipynb"), as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "from crapnet_core.engine.segment import segment_files" in code and "segment_files(" in code
-    params = book.notebook_parameters(REPO / "notebooks" / "09_segment_your_own_scan.ipynb")
+    params = execute.notebook_parameters(REPO / "notebooks" / "08_segment_your_own_scan.ipynb")
     for name in ("support_image", "support_label", "organ", "query_image", "run", "out"):
         assert name in params
-    plan = book.plan_book("smoke", runs_root="/nonexistent/runs", results_dir="/nonexistent/results")
-    assert [j.notebook for j in plan.jobs].count("09_segment_your_own_scan") == 1
+    plan = book_plan.plan_book("smoke", runs_root="/nonexistent/runs", results_dir="/nonexistent/results")
+    assert [j.notebook for j in plan.jobs].count("08_segment_your_own_scan") == 1
 
 
 def test_make_lab_registers_the_kernel_and_opens_notebooks():
@@ -145,7 +146,7 @@ def test_findings_come_from_the_committed_summaries(tmp_path):
     _summary(tmp_path / "sabs_setting2_crapnet_lite", "sabs", 2, "crapnet", 0.3333)
     _summary(tmp_path / "sabs_setting2_alpnet_lite", "sabs", 2, "alpnet", 0.3000)
     _summary(tmp_path / "sabs_setting2_alpnet_sup_lite", "sabs", 2, "alpnet_sup", 0.3500)
-    text = findings.findings_md(tmp_path, "../notebooks/07_results__lite.ipynb", "_findings.png")
+    text = findings.findings_md(tmp_path, "../notebooks/06_results__lite.ipynb", "_findings.png")
     # summaries without per-scan values: no comparison, so no sentence about one; the distance to the
     # paper from the means: CHAOS s1 CRAPNet 79.79-45.67, ALPNet 78.84-50.12, SABS s2 69.72-33.33, 63.02-30.00
     assert "28.7–36.4 Dice points below the paper's" in text
@@ -169,7 +170,7 @@ def test_comparison_figure_panels_and_units():
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = figures.comparison_figure(None)
+    fig = plots.comparison_figure(None)
     axes = [ax for ax in fig.axes if ax.get_title()]
     assert len(axes) == 4 and axes[0].get_ylabel() == "mean Dice over organs (0-100)"
     assert axes[0].get_ylim() == (0.0, 100.0)
@@ -177,13 +178,13 @@ def test_comparison_figure_panels_and_units():
 
 # ----------------------------------------------------------------------------- paths in the book
 def test_relativise_replaces_machine_paths_but_not_images(tmp_path):
-    plan = book.BookPlan("smoke", ["chaos"], "/data/root", str(REPO / "runs"), str(REPO / "results"), "cpu", [])
-    repl = book.path_replacements(plan, REPO, REPO / "_build")
+    plan = book_plan.BookPlan("smoke", ["chaos"], "/data/root", str(REPO / "runs"), str(REPO / "results"), "cpu", [])
+    repl = build.path_replacements(plan, REPO, REPO / "_build")
     nb = {"cells": [{"source": f"runs_root = '{REPO}/runs'\ndata_root = '/data/root'", "outputs": [
         {"output_type": "stream", "text": f"run folder {REPO}/runs/x under {Path.home()}/y"},
         {"output_type": "display_data", "data": {"text/plain": f"{REPO}/results/a", "image/png": f"{REPO}AAAA"}}]}],
         "metadata": {"papermill": {"input_path": f"{REPO}/notebooks/x.ipynb"}}}
-    out = book.relativise(nb, repl)
+    out = build.relativise(nb, repl)
     cell = out["cells"][0]
     assert cell["source"] == "runs_root = 'runs'\ndata_root = '$CRAPNET_DATA_ROOT'"
     assert cell["outputs"][0]["text"] == "run folder runs/x under ~/y"

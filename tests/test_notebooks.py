@@ -5,7 +5,7 @@ Every notebook under notebooks/ must
   _build/, never in git);
 - have exactly one code cell tagged ``parameters`` holding only assignments (papermill
   injects the values of a run after it), and a Markdown title first;
-- be listed in crapnet_core.book.build.NOTEBOOKS and in the top-level _toc.yml;
+- be listed in crapnet_core.book.plan.NOTEBOOKS and in the top-level _toc.yml;
 - declare every parameter that the smoke, lite and paper plans pass to it.
 """
 
@@ -20,7 +20,8 @@ import nbformat
 import pytest
 import yaml
 
-from crapnet_core.book import build as book
+from crapnet_core.book import build, execute
+from crapnet_core.book import plan as book_plan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ NOTEBOOKS = _notebooks()
 
 def test_the_notebooks_exist():
     names = [p.stem for p in NOTEBOOKS]
-    assert names == list(book.NOTEBOOKS), names
+    assert names == list(book_plan.NOTEBOOKS), names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -71,7 +72,7 @@ def test_notebook_is_stripped_and_parameterised(path):
 
 def test_every_notebook_is_in_the_toc():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = set(book.toc_files(toc))
+    files = set(build.toc_files(toc))
     for path in NOTEBOOKS:
         assert f"notebooks/{path.stem}" in files, f"{path.name} is not in _toc.yml"
 
@@ -86,12 +87,12 @@ def fake_data_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("profile", book.PROFILES)
+@pytest.mark.parametrize("profile", book_plan.PROFILES)
 def test_plans_pass_only_declared_parameters(profile, fake_data_root, tmp_path):
-    plan = book.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path / "runs",
+    plan = book_plan.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path / "runs",
                           results_dir=tmp_path / "results")
-    declared = {stem: book.notebook_parameters(REPO / "notebooks" / f"{stem}.ipynb") for stem in book.NOTEBOOKS}
+    declared = {stem: execute.notebook_parameters(REPO / "notebooks" / f"{stem}.ipynb") for stem in book_plan.NOTEBOOKS}
     for job in plan.jobs:
-        params = book.job_parameters(job, plan, declared[job.notebook])  # raises on an undeclared one
+        params = execute.job_parameters(job, plan, declared[job.notebook])  # raises on an undeclared one
         json.dumps(params)  # papermill parameters must be plain data
         assert params["profile"] == profile

@@ -211,9 +211,10 @@ def test_cross_validate_seeds_and_budget_curve(tmp_path, capsys):
 
 
 def test_book_tables_show_mean_pm_std_over_folds():
-    from crapnet_core.report import figures
+    from crapnet_core import facts
+    from crapnet_core.report import tables
 
-    organs = list(figures.ORGANS)
+    organs = list(facts.ORGANS)
     s = _summary("crapnet", {0: {"liver": 0.6, "spleen": 0.2}, 1: {"liver": 0.8, "spleen": 0.4}})
     s.update(dataset="chaos", organs=organs)
     for f, (lk, rk) in {"0": (0.3, 0.5), "1": (0.5, 0.7)}.items():
@@ -222,14 +223,14 @@ def test_book_tables_show_mean_pm_std_over_folds():
         d["mean"] = float(np.mean([d[o] for o in organs]))
     s["mean"]["dice"].update(left_kidney=0.4, right_kidney=0.6)
     s["mean"]["dice"]["mean"] = float(np.mean([s["mean"]["dice"][o] for o in organs]))
-    frame = figures.summary_frame([s])
+    frame = tables.summary_frame([s])
     assert frame.set_index("organ").loc["mean", "dice_std"] == pytest.approx(
         100 * np.std([np.mean([0.3, 0.5, 0.2, 0.6]), np.mean([0.5, 0.7, 0.4, 0.8])], ddof=1))
-    table = figures.comparison_table(frame, 1, "chaos", spread=True)
+    table = tables.comparison_table(frame, 1, "chaos", spread=True)
     assert table.loc[("CRAPNet", "ours"), "Liver"] == "70.00 ± 14.14"
     assert table.loc[("CRAPNet", "published"), "RK"] == "86.42"  # published rows: no spread
     assert table.loc[("SSL-RPNet", "published"), "Liver"] != ""
-    numeric = figures.comparison_table(frame, 1, "chaos")
+    numeric = tables.comparison_table(frame, 1, "chaos")
     assert numeric.loc[("CRAPNet", "ours"), "Liver"] == pytest.approx(70.0)
 
 
@@ -256,7 +257,7 @@ def test_budget_files_load_and_plot(tmp_path):
 
 
 def test_ablation_table_mean_pm_std_over_folds():
-    from crapnet_core.report import figures
+    from crapnet_core.report import tables
 
     runs = []
     for fold, d in ((0, 0.4), (1, 0.6)):
@@ -264,17 +265,17 @@ def test_ablation_table_mean_pm_std_over_folds():
              "organs": ["liver"], "per_organ": {"liver": {"dice_mean": d, "dice_std": 0.0, "hd95_mean": 1.0,
                                                            "asd_mean": 1.0, "n_scans": 4}},
              "mean": {"dice": d, "hd95": 1.0, "asd": 1.0}}
-        runs.append(figures.run_frame(m, variant=5))
+        runs.append(tables.run_frame(m, variant=5))
     import pandas as pd
 
-    ours = figures.fold_mean(pd.concat(runs, ignore_index=True))
+    ours = tables.fold_mean(pd.concat(runs, ignore_index=True))
     row = ours[(ours.variant == 5) & (ours.organ == "liver")].iloc[0]
     assert row.dice == pytest.approx(50.0) and row.dice_std == pytest.approx(100 * math.sqrt(0.02)) and row.n_folds == 2
-    t3 = figures.ablation_table(ours, 3, spread=True)
+    t3 = tables.ablation_table(ours, 3, spread=True)
     assert t3.loc[(5, "ours"), "Liver"] == "50.00 ± 14.14"
     assert t3.loc[(15, "published"), "Mean"] == "78.31"
-    one = figures.fold_mean(runs[0])  # one fold: no spread, the mean alone
-    assert figures.ablation_table(one, 3, spread=True).loc[(5, "ours"), "Liver"] == "40.00"
+    one = tables.fold_mean(runs[0])  # one fold: no spread, the mean alone
+    assert tables.ablation_table(one, 3, spread=True).loc[(5, "ours"), "Liver"] == "40.00"
 
 
 def test_validation_budget_curve_with_several_held_out_scans(tmp_path, capsys):

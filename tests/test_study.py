@@ -339,7 +339,7 @@ def test_a_stopped_study_continues_in_a_fresh_clone(decl, tmp_path):
 
 def test_the_ablation_references_are_those_of_the_decision_rule(decl):
     """The book's ablation pages measure each point against the table the declared ablations family pairs it with."""
-    from crapnet_core.book.build import ablation_reference
+    from crapnet_core.book.plan import ablation_reference
     from crapnet_core.engine.decision import family
 
     for c in family("ablations").comparisons:

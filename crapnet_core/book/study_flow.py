@@ -1,7 +1,7 @@
 """``crapnet study run``: the declared study's Snakemake workflow (``workflow/study.smk``), driven here.
 
 :func:`run_study` selects declared tables (by profile or name), then runs Snakemake on
-``workflow/study.smk`` with the book's machinery (:mod:`crapnet_core.book.workflow`): ``--jobs N``
+``workflow/study.smk`` with the book's machinery (:mod:`crapnet_core.book.driver`, :mod:`crapnet_core.book.gpus`): ``--jobs N``
 one-thread jobs, one GPU per training (or ``per_gpu`` trainings sharing each GPU), or one SLURM job
 per training with ``executor="slurm"``. Snakemake's own records live in ``<runs>/.study/`` (the
 runs folder, not committed); the results go to ``results/`` (the per-run layout of
@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..study.declaration import Declaration, Table, load_declaration
-from . import workflow as wf
+from . import driver
+from .gpus import device_env, gpu_count
 
 LOG = logging.getLogger(__name__)
 
 #: Snakemake lines shown on the terminal by ``crapnet study run`` (all of them go to the log).
-PROGRESS = wf.PROGRESS
+PROGRESS = driver.PROGRESS
 
 
 class StudyError(RuntimeError):
@@ -48,7 +49,7 @@ def _job(step: str, a: str, b: str, c: str, config: dict) -> None:
     spec = dict(out=str(Path(runs) / ".study"), gpu=int(config.get("gpus_per_job", 0)),
                 per_gpu=int(config.get("per_gpu", 1)))
     if step in ("run", "budget"):
-        with wf._device_env(spec):
+        with device_env(spec):
             fn = jobs.run_job if step == "run" else jobs.budget_job
             print(fn(decl, a, int(b), c, results, runs, device=device))
     elif step == "seed_summary":
@@ -141,8 +142,8 @@ def run_study(
 
         phantom_root()  # generate once here, not concurrently in several jobs
     if executor == "local":
-        jobs = int(jobs or wf.default_jobs())
-        gpus = wf.gpu_count() if device != "cpu" else 0
+        jobs = int(jobs or driver.default_jobs())
+        gpus = gpu_count() if device != "cpu" else 0
         per_job = 1 if gpus else 0
     else:
         gpus = 0
@@ -152,7 +153,7 @@ def run_study(
               f"device={device}", f"gpus_per_job={per_job}", f"per_gpu={per_gpu}"]
     if declaration is not None and declaration.path != str(Path(load_declaration().path)):
         config.append(f"declaration={declaration.path}")
-    cmd = wf.snakemake_command(work, work / "unused", "study", jobs, gpus=gpus * per_gpu, gpus_per_job=per_job,
+    cmd = driver.snakemake_command(work, work / "unused", "study", jobs, gpus=gpus * per_gpu, gpus_per_job=per_job,
                                dry_run=dry_run, executor=executor, cluster_profile=cluster_profile,
                                partition=partition, account=account, root=root, workflow_file="study.smk",
                                config=config)
@@ -163,7 +164,7 @@ def run_study(
     echo(f"crapnet study: {len(tables)} table(s), {where}; results -> {results}; runs and logs -> {runs}")
     with _driver_lock(work):
         log = work / "logs" / ("snakemake-dry-run.log" if dry_run else "snakemake.log")
-        code = wf.run_snakemake(cmd, log, echo=echo, show=None if dry_run else PROGRESS)
+        code = driver.run_snakemake(cmd, log, echo=echo, show=None if dry_run else PROGRESS)
     if code != 0:
         failed = sorted((work / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
         raise StudyError(f"the study workflow failed (Snakemake status {code}); Snakemake's log: {log}; "

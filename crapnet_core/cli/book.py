@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..book import build as book, workflow
+from ..book import driver, workflow
+from ..book import plan as book_plan
 from ..paths import ProjectNotFound
 
 
@@ -45,12 +46,12 @@ def register(subparsers) -> None:
             "cost before anything runs."
         ),
     )
-    p.add_argument("--profile", choices=book.PROFILES, default=book.DEFAULT_PROFILE,
-                   help=f"what to run (default: {book.DEFAULT_PROFILE})")
+    p.add_argument("--profile", choices=book_plan.PROFILES, default=book_plan.DEFAULT_PROFILE,
+                   help=f"what to run (default: {book_plan.DEFAULT_PROFILE})")
     p.add_argument("--data-root", metavar="DIR", default=None,
                    help="folder holding CHAOST2/ and SABS/ (default: $CRAPNET_DATA_ROOT; phantom when unset)")
     p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
-                   help=f"jobs at a time, one thread each (default: every core, here {workflow.default_jobs()}); "
+                   help=f"jobs at a time, one thread each (default: every core, here {driver.default_jobs()}); "
                         "with GPUs, one training per GPU at a time; with --executor slurm: jobs submitted at a time")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder: executed notebooks, logs, html/ (default: <repo>/_build)")
@@ -85,17 +86,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"crapnet book: error: --gpus-per-job: {args.gpus_per_job} must be 0 or more", file=sys.stderr)
         return 2
     try:
-        plan = book.plan_book(args.profile, args.data_root, args.runs, args.results, args.device)
+        plan = book_plan.plan_book(args.profile, args.data_root, args.runs, args.results, args.device)
         if args.plan:
             print("\n".join(workflow.plan_summary(plan, args.per_gpu)))
-        index = workflow.build_book(
+        index = driver.build_book(
             profile=args.profile, data_root=args.data_root, out_dir=args.out, jobs=args.jobs,
             runs_root=args.runs, results_dir=args.results, device=args.device, force=args.force,
             dry_run=args.plan, executor=args.executor, cluster_profile=args.cluster_profile,
             partition=args.partition, account=args.account, gpus_per_job=args.gpus_per_job, plan=plan,
             per_gpu=args.per_gpu,
         )
-    except (book.BookError, ProjectNotFound) as err:
+    except (book_plan.BookError, ProjectNotFound) as err:
         print(f"crapnet book: error: {err}", file=sys.stderr)
         return 1
     if args.plan:

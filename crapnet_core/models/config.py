@@ -145,7 +145,7 @@ class ModelConfig:
         ``crapnet-temp`` (learned temperatures, ``attention_temperature=learned``).
 
         Any name other than the bare method marks a variant, which the Tables 1-2 analogues and the
-        findings leave out (``crapnet_core.report.figures.load_summaries``)."""
+        findings leave out (``crapnet_core.report.tables.load_summaries``)."""
         default_att, default_kind = METHOD_COMPONENTS.get(self.method, (False, None))
         parts = [self.method]
         if self.uses_attention != default_att:

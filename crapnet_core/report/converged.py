@@ -20,8 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..engine.stats import format_pm
-from .prose import _diff as _diff_with_ci
-from .prose import _entry, _mean_row
+from .sentence_parts import diff_md, entry_mean_row, find_comparison
 from .stats_tables import DATASET_SHORT, call_md, family_table, pts, table_label
 
 #: rows of the converged table: (dataset, method), in the order the question is asked
@@ -110,12 +109,12 @@ def converged_table(results: Path, an: Mapping) -> str:
 
 
 def _diff(e: Mapping) -> str:
-    """:func:`crapnet_core.report.prose._diff`, saying why when the folds are too few for an interval."""
-    r = _mean_row(e)
+    """:func:`crapnet_core.report.sentence_parts.diff_md`, saying why when the folds are too few for an interval."""
+    r = entry_mean_row(e)
     if r.get("ci_low") is None or r.get("ci_high") is None:
         return (f"{pts(r['mean_diff'], 2)} points over the scans of the folds committed so far (too few folds for a "
                 f"fold-level interval), {call_md(e['call'])}")
-    return _diff_with_ci(e)
+    return diff_md(e)
 
 
 def converged_text(results: Path, an: Mapping) -> str:
@@ -134,7 +133,7 @@ def converged_text(results: Path, an: Mapping) -> str:
           ("alpnet", "alpnet_sup", "Does self-supervision beat supervision from other organs?")]
     for a, b, question in qs:
         for ds in ("chaos", "sabs"):
-            e = _entry(an, "converged", table_name(ds, 1, a, "converged"), table_name(ds, 1, b, "converged"))
+            e = find_comparison(an, "converged", table_name(ds, 1, a, "converged"), table_name(ds, 1, b, "converged"))
             if e is not None:
                 parts.append(f"{question} {DATASET_SHORT[ds]}: {table_label(e['a'])} − {table_label(e['b'])} = {_diff(e)}.")
     if not any(len(v) == N_FOLDS for v in done.values()):
@@ -156,7 +155,7 @@ def temperature_block(results: Path, an: Mapping) -> str:
         fm = fold_means(results, table_name("chaos", 1, v))
         rows.append(f"| {'CRAPNet (Eq. 13 as published)' if v == 'crapnet' else 'CRAPNet, learned temperatures'} | "
                     f"{'–' if not fm else _pm(fm.values())} |")
-    e = _entry(an, "temperature", table_name("chaos", 1, "crapnet-temp"), table_name("chaos", 1, "crapnet"))
+    e = find_comparison(an, "temperature", table_name("chaos", 1, "crapnet-temp"), table_name("chaos", 1, "crapnet"))
     text = ("| model | mean Dice (± over folds), CHAOS setting 1, `lite`, seed 0 |\n|---|---|\n" + "\n".join(rows)
             + "\n\n" + family_table(fam, show_where=False) + "\n")
     if e is not None:

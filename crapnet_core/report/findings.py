@@ -1,13 +1,13 @@
 """The findings at the top of the book's opening page, written at build time from ``results/``.
 
 :func:`findings_md` reads the cross-validation summaries committed under ``results/`` (via
-:func:`crapnet_core.report.figures.load_summaries`) and the fold-level comparisons of the declared
+:func:`crapnet_core.report.tables.load_summaries`) and the fold-level comparisons of the declared
 families (:func:`crapnet_core.report.collect.analysis`) and writes a few sentences: what the study
 shows (the main comparison, the decomposition, supervision against self-supervision, the distance
 to the paper's Tables 1-2) and how sure it is (the unit, the correction, the seed band), each
 difference with its fold-level interval and its call under the declared rule. Numbers link to the
 results page; nothing is typed by hand. :func:`findings_figure` draws the one figure
-(:func:`crapnet_core.report.figures.comparison_figure`) into a PNG without pyplot.
+(:func:`crapnet_core.report.plots.comparison_figure`) into a PNG without pyplot.
 """
 
 from __future__ import annotations
@@ -16,18 +16,19 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import figures
+from ..facts import METHOD_LABELS
+from . import figures, plots, tables
 
 #: Which committed summaries the opening page summarises (those of ``make book``'s profile).
 RESULTS_PROFILE = "lite"
 
 
 def findings_frame(results_dir: str | os.PathLike, profile: str = RESULTS_PROFILE):
-    """Long frame of the committed summaries of ``profile`` (:func:`figures.summary_frame`), or None."""
-    summaries = figures.load_summaries(results_dir, profile=profile)
+    """Long frame of the committed summaries of ``profile`` (:func:`tables.summary_frame`), or None."""
+    summaries = tables.load_summaries(results_dir, profile=profile)
     if not summaries:
         return None, []
-    return figures.summary_frame(summaries), summaries
+    return tables.summary_frame(summaries), summaries
 
 
 def _diff(e, link) -> str:
@@ -99,7 +100,7 @@ def findings_sentences(results_dir: str | os.PathLike, frame, link, profile: str
         means = frame[frame["organ"] == "mean"]
         ssl, other = [], []
         for _, r in means.iterrows():
-            label = figures.METHOD_LABELS.get(r["method_key"], "")
+            label = METHOD_LABELS.get(r["method_key"], "")
             paper = PUBLISHED[f"table{r['setting']}"].get(r["dataset"], {}).get(label)
             if paper is None:
                 continue
@@ -137,7 +138,7 @@ def findings_md(results_dir: str | os.PathLike, results_link: str | None, figure
     """Markdown of the findings: a few generated sentences (what the study shows, how sure), then the figure.
 
     ``results_link``: the results page (a document path for a MyST link, e.g.
-    ``../notebooks/07_results__lite.ipynb``) that the numbers link to; ``figure``: the figure's file
+    ``../notebooks/06_results__lite.ipynb``) that the numbers link to; ``figure``: the figure's file
     name relative to the including page (None: no figure). Differences in Dice points (0-100) with
     their fold-level 95 % intervals and calls under the declared rule
     (:mod:`crapnet_core.engine.decision`).
@@ -181,7 +182,7 @@ def findings_figure(results_dir: str | os.PathLike, path: str | os.PathLike, pro
 
     figures.set_style()
     frame, _ = findings_frame(results_dir, profile)
-    fig = figures.comparison_figure(frame, fig=Figure())
+    fig = plots.comparison_figure(frame, fig=Figure())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -12,88 +12,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from ..facts import METHOD_LABELS
-from .stats_tables import DATASET_SHORT, call_md, ci, minus, pts, pval, table_label
-
-
-def _mean_row(e: Mapping) -> dict:
-    return next(r for r in e["result"]["rows"] if r["organ"] == "mean")
-
-
-def _entry(an: Mapping, fam: str, a: str, b: str) -> dict | None:
-    for e in an["families"][fam]["comparisons"]:
-        if e["a"] == a and e["b"] == b and e.get("result"):
-            return e
-    return None
-
-
-def _diff(e: Mapping | None, digits: int = 2) -> str:
-    """``−0.55 [−5.54, +4.45], not resolved`` for an evaluated comparison."""
-    if e is None:
-        return "not run yet"
-    r = _mean_row(e)
-    return f"{pts(r['mean_diff'], digits)} {ci(r['ci_low'], r['ci_high'], digits)}, {call_md(e['call'])}"
-
-
-def _n(x: float, digits: int = 1) -> str:
-    return f"{x:.{digits}f}"
-
-
-def _range(values, digits: int = 1, scale: float = 100.0) -> str:
-    """``0.3–2.2``; with a negative end: ``−10.6 to −3.7`` (true minus signs)."""
-    v = [scale * x for x in values]
-    lo, hi = min(v), max(v)
-    if lo < 0:
-        return minus(f"{lo:.{digits}f} to {hi:.{digits}f}")
-    return f"{lo:.{digits}f}–{hi:.{digits}f}"
-
-
-def _count(n: int, what: str) -> str:
-    return f"{'none' if n == 0 else n} {what}"
-
-
-def _calls(fam: Mapping) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {"resolved": [], "weak": [], "not resolved": [], "missing": []}
-    for e in fam["comparisons"]:
-        out[e["call"] if e.get("call") else "missing"].append(e)
-    return out
-
-
-def _name(e: Mapping) -> str:
-    return f"{table_label(e['a'])} − {table_label(e['b'])}"
-
-
-def _where(e: Mapping) -> str:
-    res = e["result"]
-    return f"{DATASET_SHORT.get(res['dataset'], res['dataset'])} setting {res['setting']}"
-
-
-def _summary(results: Path, name: str, seed: int | None = None) -> dict | None:
-    folder = results / name
-    path = folder / f"seed{seed}" / "summary.json" if seed is not None else folder / "summary.json"
-    if seed is not None and not path.is_file():
-        path = folder / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _mean(s: Mapping | None) -> float | None:
-    return None if s is None else float(s["mean"]["dice"]["mean"])
-
-
-def _fold_diffs(results: Path, e: Mapping) -> list[float]:
-    """Per-fold mean paired differences (organ-mean row) of an evaluated comparison."""
-    from ..engine.comparisons import load_table, paired_rows
-
-    res = e["result"]
-    a, b = load_table(results / e["a"]), load_table(results / e["b"])
-    row = paired_rows(a, b, res["a"]["seeds"], res["b"]["seeds"])[-1]
-    d = np.asarray(row["a"]) - np.asarray(row["b"])
-    folds = np.asarray(row["folds"])
-    return [float(d[folds == f].mean()) for f in sorted(set(row["folds"]))]
+from .sentence_parts import (calls_by_call, comparison_name, comparison_where, count_md, diff_md, entry_mean_row,
+                             find_comparison, fold_diffs, num, range_md, read_summary, summary_mean)
+from .stats_tables import DATASET_SHORT, call_md, ci, pts, pval, table_label
 
 
 # ---------------------------------------------------------------------- equal_budget.md
@@ -111,22 +37,22 @@ def selection(results: Path, readme: bool = False) -> str:
              f"5-fold protocol" if folds else f"scan {scan_text}")
 
     def trial(k):
-        return (f"{_n(100 * avg[k]['mean_dice'], 2)}: CRAPNet {_n(100 * rows[(k, 'crapnet')]['mean_dice'], 2)}, "
-                f"SSL-ALPNet {_n(100 * rows[(k, 'alpnet')]['mean_dice'], 2)}")
+        return (f"{num(100 * avg[k]['mean_dice'], 2)}: CRAPNet {num(100 * rows[(k, 'crapnet')]['mean_dice'], 2)}, "
+                f"SSL-ALPNet {num(100 * rows[(k, 'alpnet')]['mean_dice'], 2)}")
 
     text = (f"The `lite` profile was chosen on one validation scan held out of the training of CHAOS fold 0 "
             f"({where}), by a rule fixed before running (`results/select_lite/trials.md`): {chosen} "
             f"(method-averaged validation Dice {trial(chosen)}) against {other} ({trial(other)}), at an equal budget. "
             f"The choice rested on this one scan, and the difference between the candidates came from one method "
-            f"(SSL-ALPNet scored {_n(100 * rows[(chosen, 'alpnet')]['mean_dice'], 2)} and "
-            f"{_n(100 * rows[(other, 'alpnet')]['mean_dice'], 2)}). The validation scan was held out of fold 0's "
+            f"(SSL-ALPNet scored {num(100 * rows[(chosen, 'alpnet')]['mean_dice'], 2)} and "
+            f"{num(100 * rows[(other, 'alpnet')]['mean_dice'], 2)}). The validation scan was held out of fold 0's "
             f"training only; as a test scan of fold {', '.join(map(str, folds)) or '?'} it also enters the 5-fold "
             "means (a different model tests it there).")
     return text + "\n"
 
 
 def _fold_of_scans(results: Path) -> dict[str, int]:
-    s = _summary(results, "chaos_setting1_crapnet_lite", seed=0)
+    s = read_summary(results, "chaos_setting1_crapnet_lite", seed=0)
     out = {}
     for f, e in (s or {}).get("per_fold", {}).items():
         for scans in (e.get("per_scan") or {}).values():
@@ -136,44 +62,44 @@ def _fold_of_scans(results: Path) -> dict[str, int]:
 
 def main_text(results: Path, an: Mapping) -> str:
     fam = an["families"]["main"]
-    e = {(ds, a, b): _entry(an, "main", f"{ds}_setting1_{a}_lite", f"{ds}_setting1_{b}_lite")
+    e = {(ds, a, b): find_comparison(an, "main", f"{ds}_setting1_{a}_lite", f"{ds}_setting1_{b}_lite")
          for ds in ("chaos", "sabs") for a, b in (("crapnet", "alpnet"), ("crapnet", "panet"), ("alpnet", "panet"))}
-    c = _calls(fam)
+    c = calls_by_call(fam)
     ca, sa = e[("chaos", "crapnet", "alpnet")], e[("sabs", "crapnet", "alpnet")]
-    lines = [f"CRAPNet − SSL-ALPNet, three seeds, is {_diff(ca)} on CHAOS and {_diff(sa)} on Synapse CT "
+    lines = [f"CRAPNet − SSL-ALPNet, three seeds, is {diff_md(ca)} on CHAOS and {diff_md(sa)} on Synapse CT "
              "(Dice points, fold-level 95 % interval, call)."]
     n_res, n_weak = len(c["resolved"]), len(c["weak"])
-    lines.append(f"Of the {fam['m']} comparisons of the family, {_count(n_res, 'resolved')} and {_count(n_weak, 'weak')}" + (": " + "; ".join(f"{_name(x)} on {_where(x)} ({_diff(x)})" for x in c["resolved"] + c["weak"])
+    lines.append(f"Of the {fam['m']} comparisons of the family, {count_md(n_res, 'resolved')} and {count_md(n_weak, 'weak')}" + (": " + "; ".join(f"{comparison_name(x)} on {comparison_where(x)} ({diff_md(x)})" for x in c["resolved"] + c["weak"])
                                      if n_res + n_weak else "") + ".")
-    flipped = [x for k, x in e.items() if x and _mean_row(x)["scan_ci_low"] is not None
-               and (_mean_row(x)["scan_ci_low"] > 0 or _mean_row(x)["scan_ci_high"] < 0) and x["call"] != "resolved"]
+    flipped = [x for k, x in e.items() if x and entry_mean_row(x)["scan_ci_low"] is not None
+               and (entry_mean_row(x)["scan_ci_low"] > 0 or entry_mean_row(x)["scan_ci_high"] < 0) and x["call"] != "resolved"]
     for x in flipped:
-        r = _mean_row(x)
-        lines.append(f"{_name(x)} on {_where(x)} was *resolved* by the per-scan test of the earlier pages "
+        r = entry_mean_row(x)
+        lines.append(f"{comparison_name(x)} on {comparison_where(x)} was *resolved* by the per-scan test of the earlier pages "
                      f"(per-scan interval {ci(r['scan_ci_low'], r['scan_ci_high'])}); at the fold level its interval is "
                      f"{ci(r['ci_low'], r['ci_high'])}: the scans of a fold share one model (intra-fold correlation of "
-                     f"the paired differences {_n(r['icc'], 2)}, design effect {_n(r['design_effect'], 1)}), so the "
+                     f"the paired differences {num(r['icc'], 2)}, design effect {num(r['design_effect'], 1)}), so the "
                      "scans carry less information than as many independent ones.")
     seeds_sd, folds_sd = [], []
     for ds in ("chaos", "sabs"):
         for m in ("crapnet", "alpnet", "panet"):
-            s = _summary(results, f"{ds}_setting1_{m}_lite")
+            s = read_summary(results, f"{ds}_setting1_{m}_lite")
             if s and s.get("seeds"):
                 seeds_sd.append(s["mean"]["dice_std_over_seeds"]["mean"])
                 folds_sd.append(s["mean"]["dice_std_over_folds"]["mean"])
     bands = {k.split("/")[0]: v for k, v in an["bands"].items() if k.endswith("/lite") and v}
     if seeds_sd:
-        lines.append(f"The training seed moves a method's 5-fold mean by {_range(seeds_sd, 1)} points (standard "
-                     f"deviation over three seeds), the folds by {_range(folds_sd, 1)}.")
+        lines.append(f"The training seed moves a method's 5-fold mean by {range_md(seeds_sd, 1)} points (standard "
+                     f"deviation over three seeds), the folds by {range_md(folds_sd, 1)}.")
     if bands:
         n_pairs = sum(len(b["pairs"]) for b in bands.values())
         n_fold = sum(p["excludes_zero"] for b in bands.values() for p in b["pairs"])
         n_scan = sum(p["scan_ci_low"] > 0 or p["scan_ci_high"] < 0 for b in bands.values() for p in b["pairs"])
         lines.append("Compared with itself seed against seed, a method differs by up to "
-                     + " and ".join(f"{_n(100 * b['max_abs_diff'], 2)} points on {DATASET_SHORT[d]}" for d, b in bands.items())
+                     + " and ".join(f"{num(100 * b['max_abs_diff'], 2)} points on {DATASET_SHORT[d]}" for d, b in bands.items())
                      + f"; of these {n_pairs} comparisons of equal methods the per-scan interval excludes 0 in {n_scan}, "
                      f"the fold-level interval in {n_fold}. The seed band (the 95 % range of such a difference) is "
-                     + " and ".join(f"± {_n(100 * b['band'], 2)} on {DATASET_SHORT[d]}" for d, b in bands.items())
+                     + " and ".join(f"± {num(100 * b['band'], 2)} on {DATASET_SHORT[d]}" for d, b in bands.items())
                      + ": no one-seed difference inside it is called resolved.")
     organs = [r for r in (ca or {}).get("result", {}).get("rows", []) if r["organ"] != "mean" and r["call"] != "not resolved"]
     if ca:
@@ -189,44 +115,44 @@ def setting2_text(results: Path, an: Mapping) -> str:
     fam = an["families"]["setting2"]
     drops = []
     for m in ("crapnet", "alpnet", "panet"):
-        s1, s2 = _mean(_summary(results, f"chaos_setting1_{m}_lite")), _mean(_summary(results, f"chaos_setting2_{m}_lite"))
+        s1, s2 = summary_mean(read_summary(results, f"chaos_setting1_{m}_lite")), summary_mean(read_summary(results, f"chaos_setting2_{m}_lite"))
         if s1 is not None and s2 is not None:
             drops.append(s1 - s2)
-    ca = _entry(an, "setting2", "chaos_setting2_crapnet_lite", "chaos_setting2_alpnet_lite")
-    cp = _entry(an, "setting2", "chaos_setting2_crapnet_lite", "chaos_setting2_panet_lite")
-    c = _calls(fam)
+    ca = find_comparison(an, "setting2", "chaos_setting2_crapnet_lite", "chaos_setting2_alpnet_lite")
+    cp = find_comparison(an, "setting2", "chaos_setting2_crapnet_lite", "chaos_setting2_panet_lite")
+    c = calls_by_call(fam)
     text = []
     if drops:
-        text.append(f"On CHAOS, setting 2 costs every method {_range(drops, 1)} points against setting 1 (fewer "
+        text.append(f"On CHAOS, setting 2 costs every method {range_md(drops, 1)} points against setting 1 (fewer "
                     "training slices, and none that show the test organ).")
-    text.append(f"CRAPNet − SSL-ALPNet is {_diff(ca)} on CHAOS and CRAPNet − SSL-PANet {_diff(cp)} (one seed each). "
-                f"Of the family's {fam['m']} comparisons, {_count(len(c['resolved']), 'resolved')} and "
-                f"{_count(len(c['weak']), 'weak')}.")
-    was = [x for x in fam["comparisons"] if x.get("result") and _mean_row(x)["scan_ci_low"] > 0 and x["call"] != "resolved"]
+    text.append(f"CRAPNet − SSL-ALPNet is {diff_md(ca)} on CHAOS and CRAPNet − SSL-PANet {diff_md(cp)} (one seed each). "
+                f"Of the family's {fam['m']} comparisons, {count_md(len(c['resolved']), 'resolved')} and "
+                f"{count_md(len(c['weak']), 'weak')}.")
+    was = [x for x in fam["comparisons"] if x.get("result") and entry_mean_row(x)["scan_ci_low"] > 0 and x["call"] != "resolved"]
     if was:
-        text.append("The per-scan test had called " + ", ".join(f"{_name(x)} on {_where(x)}" for x in was)
+        text.append("The per-scan test had called " + ", ".join(f"{comparison_name(x)} on {comparison_where(x)}" for x in was)
                     + " resolved; with the fold as the unit, Holm over the family and the seed band, "
                     + ("none of them is" if len(was) > 1 else "it is not") + ".")
     return " ".join(text) + "\n"
 
 
 def decomposition_text(results: Path, an: Mapping) -> str:
-    get = lambda a, b: _entry(an, "decomposition", f"chaos_setting1_{a}_lite", f"chaos_setting1_{b}_lite")  # noqa: E731
+    get = lambda a, b: find_comparison(an, "decomposition", f"chaos_setting1_{a}_lite", f"chaos_setting1_{b}_lite")  # noqa: E731
     att, car = get("alpnet-attention", "alpnet"), get("alpnet-carafe", "alpnet")
     both, aligned = get("crapnet", "alpnet"), get("crapnet-aligned", "crapnet")
     out = []
     for e, what in ((att, "The attention blocks added to SSL-ALPNet"), (car, "The CARAFE++ prototypes added to SSL-ALPNet")):
         if e is None:
             continue
-        f = _fold_diffs(results, e)
-        sign = np.sign(_mean_row(e)["mean_diff"])
-        out.append(f"{what}: {_diff(e)}; the per-fold differences run from {_range(f, 1)} points, "
+        f = fold_diffs(results, e)
+        sign = np.sign(entry_mean_row(e)["mean_diff"])
+        out.append(f"{what}: {diff_md(e)}; the per-fold differences run from {range_md(f, 1)} points, "
                    f"{sum(np.sign(x) == sign for x in f)} of {len(f)} folds in the direction of the mean.")
     if both:
-        f = _fold_diffs(results, both)
-        out.append(f"CRAPNet, which has both, against SSL-ALPNet (seed 0): {_diff(both)} (per fold {_range(f, 1)}).")
+        f = fold_diffs(results, both)
+        out.append(f"CRAPNet, which has both, against SSL-ALPNet (seed 0): {diff_md(both)} (per fold {range_md(f, 1)}).")
     if aligned:
-        out.append(f"Aligning the CARAFE++ window with the cell it summarises: {_diff(aligned)} against CRAPNet.")
+        out.append(f"Aligning the CARAFE++ window with the cell it summarises: {diff_md(aligned)} against CRAPNet.")
     out.append("All five rows are training seed 0 of one commit, compared seed 0 against seed 0 (the family's "
                "seed band applies). The figure with one line per fold is in the *Component decomposition* section of "
                "the [results page](results.md).")
@@ -261,48 +187,48 @@ def diagnostics(results: Path, table: str = "chaos_setting1_crapnet_lite") -> st
     n_models = words.get(len(full), str(len(full)))
     return (
         "- The attention is almost **uniform**: the column softmax has entropy "
-        f"{_range(ent, 3, 1.0)} × log N (N = {n_pix} feature pixels; mean over folds of each block, branch and source), "
-        f"and the cycle is consistent (j* = j) for {_range(cyc, 1)} % of pixels.\n"
+        f"{range_md(ent, 3, 1.0)} × log N (N = {n_pix} feature pixels; mean over folds of each block, branch and source), "
+        f"and the cycle is consistent (j* = j) for {range_md(cyc, 1)} % of pixels.\n"
         f"- Against the bound of Eq. 13 (a softmax over cosines in [−1, 1], no temperature): its resemblance weights "
-        f"w could reach {_n(bound['max_weight'], 1)} (one pixel at cosine +1, the rest at −1; N = {n_pix}); the largest "
-        f"measured is {_range(agg['max w'], 2, 1.0)} per block (mean over folds), "
-        f"{_range(agg['max w'] / bound['max_weight'], 0)} % of what the formula allows.\n"
-        f"- Each block changes its input by **{_range(res, 1)} %** (‖W_z y‖ / ‖x‖ = {_range(res, 3, 1.0)}).\n"
-        f"- With the attention bypassed (z = x) the same trained CRAPNet models score {_n(byp['Mean'].mean(), 2)} ± "
-        f"{_n(byp['Mean'].std(ddof=1), 2)} instead of {_n(full['Mean'].mean(), 2)} ± {_n(full['Mean'].std(ddof=1), 2)} "
+        f"w could reach {num(bound['max_weight'], 1)} (one pixel at cosine +1, the rest at −1; N = {n_pix}); the largest "
+        f"measured is {range_md(agg['max w'], 2, 1.0)} per block (mean over folds), "
+        f"{range_md(agg['max w'] / bound['max_weight'], 0)} % of what the formula allows.\n"
+        f"- Each block changes its input by **{range_md(res, 1)} %** (‖W_z y‖ / ‖x‖ = {range_md(res, 3, 1.0)}).\n"
+        f"- With the attention bypassed (z = x) the same trained CRAPNet models score {num(byp['Mean'].mean(), 2)} ± "
+        f"{num(byp['Mean'].std(ddof=1), 2)} instead of {num(full['Mean'].mean(), 2)} ± {num(full['Mean'].std(ddof=1), 2)} "
         f"(the organs change by {pts(min(organ_gain) / 100, 1)} to {pts(max(organ_gain) / 100, 1)} points, the fold "
         f"means by {pts(gain.min() / 100, 1)} to {pts(gain.max() / 100, 1)}, higher in {int((gain > 0).sum())} of "
         f"{len(gain)} folds; `results/diagnostics/{table}/variants.csv`; a diagnostic of the {n_models} "
         "models, outside the declared families, so no call); reading Eq. 14–16 literally (global prototype and "
-        f"scores from x) gives {_n(lit['Mean'].mean(), 2)}.\n"
+        f"scores from x) gives {num(lit['Mean'].mean(), 2)}.\n"
         "- **Local foreground prototypes are rare** even at the paper's 8 × 8 grid: a test support slice gives on "
-        "average " + ", ".join(f"{_n(v, 1)} valid local {o.replace('_', ' ')}" for o, v in pt.items() if v > 0)
+        "average " + ", ".join(f"{num(v, 1)} valid local {o.replace('_', ' ')}" for o, v in pt.items() if v > 0)
         + (f" prototypes and none for the {' or the '.join(none)}" if none else " prototypes")
         + " (the 0.95 rule), so for an organ without one CRAPNet's foreground is the global prototype alone.\n")
 
 
 def explain(results: Path, an: Mapping) -> str:
-    att = _entry(an, "decomposition", "chaos_setting1_alpnet-attention_lite", "chaos_setting1_alpnet_lite")
-    car = _entry(an, "decomposition", "chaos_setting1_alpnet-carafe_lite", "chaos_setting1_alpnet_lite")
+    att = find_comparison(an, "decomposition", "chaos_setting1_alpnet-attention_lite", "chaos_setting1_alpnet_lite")
+    car = find_comparison(an, "decomposition", "chaos_setting1_alpnet-carafe_lite", "chaos_setting1_alpnet_lite")
     main = [e for e in an["families"]["main"]["comparisons"] if e.get("result") and "crapnet" in e["a"] and "_alpnet_" in e["b"]]
-    s2 = _entry(an, "setting2", "chaos_setting2_crapnet_lite", "chaos_setting2_alpnet_lite")
+    s2 = find_comparison(an, "setting2", "chaos_setting2_crapnet_lite", "chaos_setting2_alpnet_lite")
     parts = ["At about 650 self-supervised steps from random initialisation the attention blocks have not learned a "
              "selective support–query correspondence (near-uniform attention, few consistent cycles)."]
     if att:
-        parts.append(f"Added to SSL-ALPNet they lower its Dice ({_diff(att)}); bypassing them in the trained CRAPNet "
+        parts.append(f"Added to SSL-ALPNet they lower its Dice ({diff_md(att)}); bypassing them in the trained CRAPNet "
                      "models raises it (above).")
     if car:
-        parts.append(f"The learned CARAFE++ prototypes move SSL-ALPNet by {_diff(car)}"
+        parts.append(f"The learned CARAFE++ prototypes move SSL-ALPNet by {diff_md(car)}"
                      + ("" if car["call"] == "resolved" else ": a gain this study cannot separate from fold and seed "
                         "noise") + ".")
     if main:
         calls = {e["call"] for e in main}
         parts.append("CRAPNet ends level with SSL-ALPNet in setting 1 on both datasets (" + "; ".join(
-            f"{_where(e)}: {_diff(e)}" for e in main) + ")" if calls == {"not resolved"} else
-            "CRAPNet − SSL-ALPNet in setting 1: " + "; ".join(f"{_where(e)}: {_diff(e)}" for e in main))
+            f"{comparison_where(e)}: {diff_md(e)}" for e in main) + ")" if calls == {"not resolved"} else
+            "CRAPNet − SSL-ALPNet in setting 1: " + "; ".join(f"{comparison_where(e)}: {diff_md(e)}" for e in main))
         parts[-1] += "."
     if s2:
-        parts.append(f"In CHAOS setting 2 (one seed) CRAPNet − SSL-ALPNet is {_diff(s2)}.")
+        parts.append(f"In CHAOS setting 2 (one seed) CRAPNet − SSL-ALPNet is {diff_md(s2)}.")
     parts.append("The diagnostics and the decomposition are measured on CHAOS setting 1 only. What this does **not** "
                  "show: whether the attention helps with COCO-pretrained features and the paper's training, which needs "
                  "the `paper` profile on a GPU (`benchmarks/gpu_check.sh`).")
@@ -330,18 +256,18 @@ def budget_text(results: Path) -> str:
     gain = {m: 100 * (c[last]["mean"] - c[first]["mean"]) for m, c in curves.items()}
     by_mid = {m: 100 * (c[mid]["mean"] - c[first]["mean"]) / gain[m] for m, c in curves.items()}
     gap = {s: 100 * (curves["crapnet"][s]["mean"] - curves["alpnet"][s]["mean"]) for s in steps}
-    lite = {m: (_summary(results, f"chaos_setting1_{m}_lite", seed=0) or {}).get("per_fold", {}).get("0", {}).get("dice", {}).get("mean")
+    lite = {m: (read_summary(results, f"chaos_setting1_{m}_lite", seed=0) or {}).get("per_fold", {}).get("0", {}).get("dice", {}).get("mean")
             for m in curves}
-    organs = ", ".join(f"{o.replace('_', ' ')} {_n(100 * curves['crapnet'][last][o], 1)} / {_n(100 * curves['alpnet'][last][o], 1)}"
+    organs = ", ".join(f"{o.replace('_', ' ')} {num(100 * curves['crapnet'][last][o], 1)} / {num(100 * curves['alpnet'][last][o], 1)}"
                        for o in ("left_kidney", "right_kidney", "spleen", "liver"))
     ahead = all(g > 0 for g in gap.values())
     return (
-        f"For comparison, the `lite` tables' seed-0 fold-0 models (650 steps) scored {_n(100 * lite['crapnet'], 2)} "
-        f"(CRAPNet) and {_n(100 * lite['alpnet'], 2)} (SSL-ALPNet). From {first:,} to {last:,} steps CRAPNet gains "
-        f"{_n(gain['crapnet'], 1)} points ({_n(100 * curves['crapnet'][first]['mean'], 1)} → "
-        f"{_n(100 * curves['crapnet'][last]['mean'], 1)}) and SSL-ALPNet {_n(gain['alpnet'], 1)} "
-        f"({_n(100 * curves['alpnet'][first]['mean'], 1)} → {_n(100 * curves['alpnet'][last]['mean'], 1)}), "
-        f"{_n(100 * by_mid['crapnet'], 0)} % and {_n(100 * by_mid['alpnet'], 0)} % of it by {mid:,} steps. "
+        f"For comparison, the `lite` tables' seed-0 fold-0 models (650 steps) scored {num(100 * lite['crapnet'], 2)} "
+        f"(CRAPNet) and {num(100 * lite['alpnet'], 2)} (SSL-ALPNet). From {first:,} to {last:,} steps CRAPNet gains "
+        f"{num(gain['crapnet'], 1)} points ({num(100 * curves['crapnet'][first]['mean'], 1)} → "
+        f"{num(100 * curves['crapnet'][last]['mean'], 1)}) and SSL-ALPNet {num(gain['alpnet'], 1)} "
+        f"({num(100 * curves['alpnet'][first]['mean'], 1)} → {num(100 * curves['alpnet'][last]['mean'], 1)}), "
+        f"{num(100 * by_mid['crapnet'], 0)} % and {num(100 * by_mid['alpnet'], 0)} % of it by {mid:,} steps. "
         f"CRAPNet − SSL-ALPNet is " + ", ".join(f"{pts(g / 100)} at {s:,}" for s, g in gap.items())
         + f" steps{' (CRAPNet ahead at every checkpoint)' if ahead else ''}; by organ at {last:,} steps (CRAPNet / "
         f"SSL-ALPNet): {organs}. One fold and its four test scans cannot resolve these differences (no fold-level "
@@ -355,29 +281,29 @@ def ablations_text(results: Path, an: Mapping) -> str:
     from ..published import PUBLISHED
 
     fam = an["families"]["ablations"]
-    c = _calls(fam)
+    c = calls_by_call(fam)
     done = [e for e in fam["comparisons"] if e.get("result")]
-    nr = [_mean_row(e)["mean_diff"] for e in c["not resolved"]]
+    nr = [entry_mean_row(e)["mean_diff"] for e in c["not resolved"]]
     p3 = PUBLISHED["table3"]
     others = [p3[5][-1] - v[-1] for k, v in p3.items() if k != 5]
     drop = PUBLISHED["table4"][2][-1] - PUBLISHED["table4"][1][-1]
     band = next((v for k, v in an["bands"].items() if k == "chaos/lite" and v), None)
     text = [f"At this budget (CHAOS setting 1, `lite`, seed 0), of the {len(done)} ablation comparisons "
-            f"{_count(len(c['resolved']), 'resolved')} and {_count(len(c['weak']), 'weak')}"
-            + (": " + "; ".join(f"{_name(e)} {_diff(e)}" for e in c["resolved"] + c["weak"]) if c["resolved"] + c["weak"] else "")
+            f"{count_md(len(c['resolved']), 'resolved')} and {count_md(len(c['weak']), 'weak')}"
+            + (": " + "; ".join(f"{comparison_name(e)} {diff_md(e)}" for e in c["resolved"] + c["weak"]) if c["resolved"] + c["weak"] else "")
             + "."]
     if nr:
         text.append(f"The differences not resolved run from {pts(min(nr))} to {pts(max(nr))} points"
-                    + (f", inside the CHAOS seed band of ± {_n(100 * band['band'], 2)}" if band and max(abs(x) for x in nr) <= band["band"] else "")
+                    + (f", inside the CHAOS seed band of ± {num(100 * band['band'], 2)}" if band and max(abs(x) for x in nr) <= band["band"] else "")
                     + ".")
     for e in done:
-        r = _mean_row(e)
+        r = entry_mean_row(e)
         if "blocks15" in e["a"] and e["call"] != "resolved" and r["scan_ci_high"] < 0:
-            text.append(f"Fifteen blocks ({_diff(e)}) were *resolved* by the per-scan test (per-scan interval "
+            text.append(f"Fifteen blocks ({diff_md(e)}) were *resolved* by the per-scan test (per-scan interval "
                         f"{ci(r['scan_ci_low'], r['scan_ci_high'])}); at the fold level, with Holm over the six "
                         "comparisons, they are not.")
-    text.append(f"The paper reports its best result with 5 blocks ({_n(min(others), 1)}–{_n(max(others), 1)} points above "
-                f"the other counts) and a drop of {_n(drop, 1)} points with one branch; neither effect is resolved here, "
+    text.append(f"The paper reports its best result with 5 blocks ({num(min(others), 1)}–{num(max(others), 1)} points above "
+                f"the other counts) and a drop of {num(drop, 1)} points with one branch; neither effect is resolved here, "
                 "where the attention as a whole does not yet help ([equal-budget study](equal_budget.md)), so a flat "
                 "Table 3 at `lite` does not say that the paper's 5-block optimum is wrong at the paper's budget.")
     return " ".join(text) + "\n"
@@ -387,34 +313,34 @@ def methods_text(results: Path, an: Mapping) -> str:
     from ..published import PUBLISHED
 
     def m(ds, st, k):
-        return _mean(_summary(results, f"{ds}_setting{st}_{k}_lite"))
+        return summary_mean(read_summary(results, f"{ds}_setting{st}_{k}_lite"))
 
     init = [m(ds, st, "alpnet_init") for ds in ("chaos", "sabs") for st in (1, 2) if m(ds, st, "alpnet_init") is not None]
     paper_init = [PUBLISHED["table2"][ds]["ALPNet-init"][-1] for ds in ("chaos", "sabs") if "ALPNet-init" in PUBLISHED["table2"][ds]]
     trained = [m(ds, st, k) for ds in ("chaos", "sabs") for st in (1, 2)
                for k in ("alpnet_sup", "panet", "alpnet", "crapnet", "adnet", "qnet") if m(ds, st, k) is not None]
     fam = an["families"]["methods"]
-    sup = {(ds, st): _entry(an, "methods", f"{ds}_setting{st}_alpnet_sup_lite", f"{ds}_setting{st}_crapnet_lite")
+    sup = {(ds, st): find_comparison(an, "methods", f"{ds}_setting{st}_alpnet_sup_lite", f"{ds}_setting{st}_crapnet_lite")
            for ds in ("chaos", "sabs") for st in (1, 2)}
     gaps = {k: [PUBLISHED[f"table{st}"][ds][METHOD_LABELS[k]][-1] - 100 * m(ds, st, k) for ds in ("chaos", "sabs") for st in (1, 2)
                 if m(ds, st, k) is not None] for k in ("alpnet", "crapnet", "panet")}
     sup_gap = [(PUBLISHED[f"table{st}"][ds]["ALPNet"][-1], m(ds, st, "alpnet_sup")) for ds in ("chaos", "sabs") for st in (1, 2)]
     later = [e for e in fam["comparisons"] if e.get("result") and any(x in e["a"] for x in ("_adnet_", "_qnet_"))]
-    c = _calls(fam)
+    c = calls_by_call(fam)
     text = [f"One training seed for each method except the three-seed setting-1 rows of CRAPNet, SSL-ALPNet and "
             f"SSL-PANet; every comparison with CRAPNet here is seed 0 against seed 0, in the *other methods* family "
             f"({fam['m']} comparisons, Holm; {len(c['resolved'])} resolved, {len(c['weak'])} weak, "
             f"{len(c['not resolved'])} not resolved, {len(c['missing'])} not run yet)."]
     if init:
-        text.append(f"The untrained network (ALPNet-init) scores {_range(init, 0)}"
+        text.append(f"The untrained network (ALPNet-init) scores {range_md(init, 0)}"
                     + (f", near the paper's {min(paper_init):.0f}–{max(paper_init):.0f} for a COCO-initialised one in setting 2"
                        if paper_init else "")
-                    + f", so the other trained methods' {_range(trained, 0)} (SSL-RPNet aside, below) are learned; its "
+                    + f", so the other trained methods' {range_md(trained, 0)} (SSL-RPNet aside, below) are learned; its "
                     "setting-1 and setting-2 numbers are equal because it never sees the training scans.")
     text.append("The supervised ALPNet, trained on the manual labels of the organs not tested, against CRAPNet: "
-                + "; ".join(f"{DATASET_SHORT[ds]} setting {st} {_diff(e)}" for (ds, st), e in sup.items() if e)
+                + "; ".join(f"{DATASET_SHORT[ds]} setting {st} {diff_md(e)}" for (ds, st), e in sup.items() if e)
                 + ". Its means are close to the paper's supervised row ("
-                + ", ".join(f"{_n(100 * ours, 1)} against {paper:.1f}" for paper, ours in sup_gap if ours is not None)
+                + ", ".join(f"{num(100 * ours, 1)} against {paper:.1f}" for paper, ours in sup_gap if ours is not None)
                 + "), while SSL-ALPNet and CRAPNet stay "
                 + f"{min(gaps['alpnet'] + gaps['crapnet']):.0f}–{max(gaps['alpnet'] + gaps['crapnet']):.0f} points below "
                 f"their published rows (SSL-PANet {min(gaps['panet']):.0f}–{max(gaps['panet']):.0f}). At this budget, then, "
@@ -422,7 +348,7 @@ def methods_text(results: Path, an: Mapping) -> str:
                 "premise needs the training that `lite` does not give.")
     if later:
         text.append("ADNet and Q-Net, the later methods with one foreground prototype and a learned or query-predicted "
-                    "threshold, against CRAPNet: " + "; ".join(f"{table_label(e['a'])} {_where(e)} {_diff(e)}" for e in later)
+                    "threshold, against CRAPNet: " + "; ".join(f"{table_label(e['a'])} {comparison_where(e)} {diff_md(e)}" for e in later)
                     + ". Their CHAOS means are also below SSL-PANet's (not tested).")
     text.append("SSL-RPNet has no setting-2 row yet (the paper has none; the run is queued last).")
     return " ".join(text) + "\n"
@@ -441,9 +367,9 @@ def rpnet_text(results: Path, an: Mapping) -> str:
     ref_iters = json.loads((root / "iterations.json").read_text())["reference_eval_iters"]
     alp = {k: json.loads((root / p).read_text()).get("alpnet_validation", {}).get("mean_dice")
            for k, p in (("650", "iterations.json"), ("2000", "steps2000/iterations.json"))}
-    crap = {ds: _entry(an, "methods", f"{ds}_setting1_rpnet_lite", f"{ds}_setting1_crapnet_lite") for ds in ("chaos", "sabs")}
-    init = {ds: _mean(_summary(results, f"{ds}_setting1_alpnet_init_lite")) for ds in ("chaos", "sabs")}
-    rp = {ds: _summary(results, f"{ds}_setting1_rpnet_lite") for ds in ("chaos", "sabs")}
+    crap = {ds: find_comparison(an, "methods", f"{ds}_setting1_rpnet_lite", f"{ds}_setting1_crapnet_lite") for ds in ("chaos", "sabs")}
+    init = {ds: summary_mean(read_summary(results, f"{ds}_setting1_alpnet_init_lite")) for ds in ("chaos", "sabs")}
+    rp = {ds: read_summary(results, f"{ds}_setting1_rpnet_lite") for ds in ("chaos", "sabs")}
     from ..published import PUBLISHED
 
     five, vs_ref, vs_crap = {}, {}, {}
@@ -459,31 +385,31 @@ def rpnet_text(results: Path, an: Mapping) -> str:
     def pm(s):
         from ..engine.stats import fold_spread
         d = fold_spread(s)["mean"]
-        return f"{_n(100 * d['mean'], 2)} ± {_n(100 * d['std'], 2)}"
+        return f"{num(100 * d['mean'], 2)} ± {num(100 * d['std'], 2)}"
 
     def fl(r):
         return f"{pts(r['mean_diff'], 1)} {ci(r['ci_low'], r['ci_high'], 1)} (fold-level p {pval(r['p'])})"
 
     alp_txt = "" if None in alp.values() else (f", where SSL-ALPNet trained with the same steps scores "
-                                                f"{_n(100 * alp['650'], 1)} and {_n(100 * alp['2000'], 1)}")
+                                                f"{num(100 * alp['650'], 1)} and {num(100 * alp['2000'], 1)}")
     text = (
         f"**SSL-RPNet falls below the untrained network** (setting 1: CHAOS {pm(rp['chaos'])}, Synapse CT "
-        f"{pm(rp['sabs'])}, against ALPNet-init's {_n(100 * init['chaos'], 2)} / {_n(100 * init['sabs'], 2)} and the "
+        f"{pm(rp['sabs'])}, against ALPNet-init's {num(100 * init['chaos'], 2)} / {num(100 * init['sabs'], 2)} and the "
         f"paper's {PUBLISHED['table1']['chaos']['SSL-RPNet'][-1]:.2f} / {PUBLISHED['table1']['sabs']['SSL-RPNet'][-1]:.2f}; "
-        f"against CRAPNet {_diff(crap['chaos'], 1)} and {_diff(crap['sabs'], 1)}). A diagnostic on the *validation* "
+        f"against CRAPNet {diff_md(crap['chaos'], 1)} and {diff_md(crap['sabs'], 1)}). A diagnostic on the *validation* "
         "scan of CHAOS fold 0 (held out of training; `crapnet study analysis rpnet_iterations`, tables in "
         "`results/rpnet_iterations/`) separates two causes. First, the encoder trained through RPNet's context "
         "relation encoder (CRE) is weaker for prototype matching than SSL-ALPNet's at the same steps: the *initial* "
-        f"mask, the prototypical prediction that the refinement starts from, scores {_n(r650[0], 1)} mean Dice at the "
-        f"`lite` 650 steps and {_n(r2k[0], 1)} at 2,000{alp_txt}. Second, the refinement does not improve that mask at "
-        f"test: at 650 steps 1–{max(r650)} iterations give {_n(min(v for k, v in r650.items() if k), 1)}–"
-        f"{_n(max(v for k, v in r650.items() if k), 1)}, and at 2,000 steps {_n(r2k[0], 1)} becomes "
-        + ", ".join(f"{_n(r2k[k], 1)} after {k}" for k in sorted(r2k) if k in (1, 4, max(r2k)))
+        f"mask, the prototypical prediction that the refinement starts from, scores {num(r650[0], 1)} mean Dice at the "
+        f"`lite` 650 steps and {num(r2k[0], 1)} at 2,000{alp_txt}. Second, the refinement does not improve that mask at "
+        f"test: at 650 steps 1–{max(r650)} iterations give {num(min(v for k, v in r650.items() if k), 1)}–"
+        f"{num(max(v for k, v in r650.items() if k), 1)}, and at 2,000 steps {num(r2k[0], 1)} becomes "
+        + ", ".join(f"{num(r2k[k], 1)} after {k}" for k in sorted(r2k) if k in (1, 4, max(r2k)))
         + f" iterations (the reference uses {ref_iters}). The culprit is the CRE's BatchNorm at test: when the same "
         "trained models normalise with the statistics of the batch at hand instead of the running estimates, the "
-        f"refinement improves the mask as RPNet intends (650 steps: {_n(b650[0], 1)} → {_n(b650[max(b650)], 1)} after "
-        f"{max(b650)} iterations; 2,000 steps: {_n(b2k[0], 1)} → "
-        + ", ".join(f"{_n(b2k[k], 1)} after {k}" for k in sorted(b2k) if k in (1, max(b2k))) + "). Why the running "
+        f"refinement improves the mask as RPNet intends (650 steps: {num(b650[0], 1)} → {num(b650[max(b650)], 1)} after "
+        f"{max(b650)} iterations; 2,000 steps: {num(b2k[0], 1)} → "
+        + ", ".join(f"{num(b2k[k], 1)} after {k}" for k in sorted(b2k) if k in (1, max(b2k))) + "). Why the running "
         "estimates mislead we read, without a separate test, as their averaging over differently masked inputs in "
         "training. The reference evaluates in torch's eval mode as we do, so the table row follows the reference's "
         "protocol.")
@@ -504,8 +430,8 @@ def limitations_study(results: Path, an: Mapping) -> str:
     s2 = [e for e in an["families"]["setting2"]["comparisons"] if e.get("result") and "_crapnet_" in e["a"] and "_alpnet_" in e["b"]]
     calls1 = sorted({e["call"] for e in main})
     text = (f"**What the equal-budget study can and cannot say.** At the `lite` budget CRAPNet − SSL-ALPNet in setting 1 "
-            f"is {' / '.join(calls1)} on " + " and ".join(f"{DATASET_SHORT[e['result']['dataset']]} ({_diff(e)})" for e in main)
-            + "; in setting 2 (one seed) it is " + " and ".join(f"{_diff(e)} on {DATASET_SHORT[e['result']['dataset']]}" for e in s2)
+            f"is {' / '.join(calls1)} on " + " and ".join(f"{DATASET_SHORT[e['result']['dataset']]} ({diff_md(e)})" for e in main)
+            + "; in setting 2 (one seed) it is " + " and ".join(f"{diff_md(e)} on {DATASET_SHORT[e['result']['dataset']]}" for e in s2)
             + ". "
             "The diagnostics show why the attention does not help there: it stays nearly uniform and its small residual "
             "lowers the Dice at test ([the equal-budget study](equal_budget.md)). This says nothing about the paper's "
@@ -539,7 +465,7 @@ def choices(results: Path) -> str:
         f"input; the paper: σ = {paper.model.carafe_factor} at {paper.data.input_size} px): the window spans the same "
         f"number of feature pixels on a {lite.data.input_size // OUTPUT_STRIDE} × {lite.data.input_size // OUTPUT_STRIDE} "
         f"feature map instead of {paper.data.input_size // OUTPUT_STRIDE} × {paper.data.input_size // OUTPUT_STRIDE}, "
-        f"so it covers {_n(ext['lite'] / ext['paper'], 1)} "
+        f"so it covers {num(ext['lite'] / ext['paper'], 1)} "
         "times the paper's physical extent of the image.\n"
         "- **CARAFE++ cells as local prototypes.** Each CARAFE++ output cell is used as a *local* prototype under "
         "SSL-ALPNet's 0.95 rule (a cell is a foreground prototype when at least 0.95 of it is foreground); the paper "
@@ -555,16 +481,16 @@ def paper_gap(results: Path, an: Mapping) -> str:
     for ds in ("chaos", "sabs"):
         cells = []
         for k in ("crapnet", "alpnet", "panet"):
-            s = _summary(results, f"{ds}_setting1_{k}_lite")
+            s = read_summary(results, f"{ds}_setting1_{k}_lite")
             if s:
-                cells.append(f"{METHOD_LABELS[k]} {_n(100 * _mean(s), 2)} vs {PUBLISHED['table1'][ds][METHOD_LABELS[k]][-1]:.2f}")
+                cells.append(f"{METHOD_LABELS[k]} {num(100 * summary_mean(s), 2)} vs {PUBLISHED['table1'][ds][METHOD_LABELS[k]][-1]:.2f}")
         parts.append(f"{DATASET_SHORT[ds]} setting 1: " + ", ".join(cells))
     main = [e for e in an["families"]["main"]["comparisons"] if e.get("result")]
     return ("Our `lite` numbers are far below the paper's for every method of Tables 1–2 (mean Dice, three seeds; "
             + "; ".join(parts) + "). This is expected and is not a reproduction of the paper's numbers: random "
             "initialisation instead of COCO-pretrained DeepLabV3 weights, 650 steps instead of 100,000, and a ResNet-18 "
             "stem + layer1-2 at 128 px instead of ResNet-101 at 256 px.\n\nUnder the declared rule (above): "
-            + "; ".join(f"{_name(e)} on {_where(e)} {_diff(e)}" for e in main)
+            + "; ".join(f"{comparison_name(e)} on {comparison_where(e)} {diff_md(e)}" for e in main)
             + ". The decomposition, the ablations and the other methods are in the tables above and in "
             "`book/equal_budget.md`, `book/ablations.md` and `book/results.md`.\n")
 
@@ -586,9 +512,9 @@ def rerun_text(results: Path) -> str:
         if mean.get("committed") is None or mean.get("rerun") is None:
             continue
         machine = (f.get("committed_run_info") or {}).get("machine", "an unrecorded machine")
-        parts.append(f"`{f['sample']}` (table:seed:fold) was {_n(100 * mean['committed'], 2)} when committed "
-                     f"({machine}) and reruns here to {_n(100 * mean['rerun'], 2)} "
-                     f"({_n(100 * (mean['rerun'] - mean['committed']), 2)} points)")
+        parts.append(f"`{f['sample']}` (table:seed:fold) was {num(100 * mean['committed'], 2)} when committed "
+                     f"({machine}) and reruns here to {num(100 * mean['rerun'], 2)} "
+                     f"({num(100 * (mean['rerun'] - mean['committed']), 2)} points)")
     text = [f"`rerun_check/` holds `crapnet rerun-check`'s table (committed against rerun Dice of sampled folds, "
             f"configs and hashes checked; run on {check.get('machine', '?')} at commit `{check.get('commit', '?')}`), "
             "`kernels.md` (the same fold under lowered CPU kernel families, `benchmarks/rerun_kernels.py`) and "
@@ -602,7 +528,7 @@ def rerun_text(results: Path) -> str:
                 if isinstance(v, Mapping) and (v.get("dice") or {}).get("mean") is not None]
         if vals:
             text.append(f"On this machine, changing only the instruction set of torch's, oneDNN's and MKL's kernels "
-                        f"moves the same fold between {_n(min(vals), 2)} and {_n(max(vals), 2)} "
+                        f"moves the same fold between {num(min(vals), 2)} and {num(max(vals), 2)} "
                         f"({len(vals)} variants): the committed `lite` numbers depend on the CPU by a few Dice points "
                         "per fold, not on the code or the package versions.")
     text.append("Runs record their environment (`RUN/environment.json`, `run_info.json` → `environment`).")

@@ -1,4 +1,4 @@
-"""The book's results page (notebook 07, *Results against the paper*), built by one object.
+"""The book's results page (notebook 06, *Results against the paper*), built by one object.
 
 :class:`ResultsPage` gathers our rows once — the cross-validation summaries committed under
 ``results/`` (profile ``results_profile``), the declared tables this build cross-validates itself
@@ -18,8 +18,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..facts import FOLDS, SETTINGS
-from . import figures
+from ..facts import DATASET_LABELS, FOLDS, SETTINGS
+from . import plots
+from .provenance import left_out_md, provenance_md
+from .tables import (PAPER, comparison_table, load_summaries, published_frame, published_notes_md, run_frame, styled,
+                     summaries_provenance, summary_frame)
 
 
 def _display(*objs) -> None:
@@ -54,7 +57,7 @@ class ResultsPage:
         import pandas as pd
         from tqdm.auto import tqdm
 
-        from ..engine.runs import ensure_run, read_metrics, run_config
+        from ..engine.runs import cross_validate, ensure_run, read_metrics, run_config
         from ..paths import available_datasets, default_results_dir, default_runs_root
 
         self.profile, self.results_profile, self.interactive = profile, results_profile, interactive
@@ -66,13 +69,13 @@ class ResultsPage:
         parts = []            # long frames of our numbers, one per source
         self.provenance_rows: list[tuple[str, str]] = []  # (short line, details HTML or Markdown) per source
 
-        self.summaries = figures.load_summaries(self.results_dir, profile=results_profile)
+        self.summaries = load_summaries(self.results_dir, profile=results_profile)
         if self.summaries:
-            committed = figures.summary_frame(self.summaries)
+            committed = summary_frame(self.summaries)
             committed["source"] = committed.apply(lambda r: f"ours ({r.profile}, folds {r.folds})", axis=1)
             parts.append(committed)
             n = len(self.summaries)
-            table = figures.summaries_provenance(self.summaries).to_html(index=False, classes="dataframe", border=0)
+            table = summaries_provenance(self.summaries).to_html(index=False, classes="dataframe", border=0)
             self.provenance_rows.append((
                 f"**Committed cross-validation** ({n} summar{'y' if n == 1 else 'ies'}, profile `{results_profile}`, "
                 f"real data): `crapnet cross-validate` summaries under `{self.results_dir}`; commands, wall times and "
@@ -84,9 +87,13 @@ class ResultsPage:
         cv_sets = list(dict.fromkeys(t["dataset"] for t in tables))
         for t in tqdm(list(tables), desc="declared tables", disable=not interactive):
             overrides = [*t.get("overrides", []), *[f"train.seed={s}" for s in t.get("seeds", [0])[:1] if s]]
-            summary = figures.cross_validation(t["dataset"], t["setting"], t["method"], profile, t["folds"],
-                                               self.runs_root, overrides, device=device, data_root=data_root)
-            frame = figures.summary_frame([summary])
+            # the runs shared under the book's runs_root (the one-fold pages and this reuse each other's
+            # runs); nothing written besides the runs (the training is the engine's: cross_validate)
+            data = [f"data.data_root={data_root}"] if data_root else []
+            summary = cross_validate(t["dataset"], t["setting"], t["method"], profile, self.runs_root,
+                                     [*overrides, *data], folds=t["folds"], progress=False, device=device,
+                                     write_summary=False)
+            frame = summary_frame([summary])
             folds = t["folds"]
             frame["source"] = (f"ours ({profile}, {t['dataset']}, fold{'s' if len(folds) > 1 else ''} "
                                f"{', '.join(map(str, folds))})")
@@ -96,20 +103,20 @@ class ResultsPage:
             for method in tqdm(list(run_methods), desc=f"{dataset} runs", disable=not interactive):
                 cfg = run_config(profile, dataset, 1, run_fold, method, data_root=data_root)
                 run_dir = ensure_run(cfg, self.runs_root, progress=False, device=device)
-                frames.append(figures.run_frame(read_metrics(run_dir)))
+                frames.append(run_frame(read_metrics(run_dir)))
             frame = pd.concat(frames, ignore_index=True)
             frame["source"] = f"ours ({profile}, fold {run_fold} only)"
             parts.append(frame)
         self.shown = sorted(set(cv_sets) | set(run_datasets))
         if self.shown:
-            details = figures.provenance_md(profile, self.shown, data_root, what="The rows of this build")
+            details = provenance_md(profile, self.shown, data_root, what="The rows of this build")
             if tables:
                 ran_folds = sorted({f for t in tables for f in t["folds"]})
                 ran_settings = sorted({int(t["setting"]) for t in tables})
-                details += ("\n\n" + figures.left_out_md("Cross-validation folds", ran_folds, FOLDS) + "\n\n"
-                            + figures.left_out_md("Settings", ran_settings, SETTINGS))
+                details += ("\n\n" + left_out_md("Cross-validation folds", ran_folds, FOLDS) + "\n\n"
+                            + left_out_md("Settings", ran_settings, SETTINGS))
             if run_datasets:
-                details += "\n\n" + figures.left_out_md("Folds of this build's runs", [run_fold], FOLDS)
+                details += "\n\n" + left_out_md("Folds of this build's runs", [run_fold], FOLDS)
             self.provenance_rows.append((
                 f"**This build's runs** (profile `{profile}`, {', '.join(self.shown)}): trained by this page or by "
                 "the one-fold pages of this build.", details))
@@ -128,7 +135,7 @@ class ResultsPage:
 
         if self.ours is None:
             print("no numbers of ours to compare: no committed summaries and no runs of this build")
-        figures.comparison_figure(self.ours)
+        plots.comparison_figure(self.ours)
         plt.show()
 
     def table(self, setting: int) -> None:
@@ -139,15 +146,15 @@ class ResultsPage:
         for name in names or ["chaos", "sabs"]:
             ref = name if name in ("chaos", "sabs") else "chaos"
             refs.append(ref)
-            t = figures.comparison_table(ours, setting, name, reference=ref)
-            caption = f"Setting {setting}, {figures.DATASET_LABELS.get(name, name)}"
+            t = comparison_table(ours, setting, name, reference=ref)
+            caption = f"Setting {setting}, {DATASET_LABELS.get(name, name)}"
             if ref != name:
-                caption += f" (published rows: {figures.DATASET_LABELS[ref]}, for scale only)"
-            _display(figures.styled(t, caption))
+                caption += f" (published rows: {DATASET_LABELS[ref]}, for scale only)"
+            _display(styled(t, caption))
             sources = [s for s in dict.fromkeys(t.index.get_level_values(1)) if not str(s).startswith("published")]
-            _display(_md(f"<small>Published: the paper's Table {setting} ({figures.PAPER}). Ours: "
+            _display(_md(f"<small>Published: the paper's Table {setting} ({PAPER}). Ours: "
                          + (", ".join(sources) if sources else "none") + " (see *Provenance* below).</small>"))
-        note = figures.published_notes_md(setting, refs)
+        note = published_notes_md(setting, refs)
         if note:
             _display(_md(note))
 
@@ -159,14 +166,14 @@ class ResultsPage:
         if self.ours is None:
             print("no numbers of ours to plot")
             return
-        pub_all = pd.concat([figures.published_frame(1), figures.published_frame(2)], ignore_index=True)
+        pub_all = pd.concat([published_frame(1), published_frame(2)], ignore_index=True)
         for (dataset, setting), frame in self.ours.groupby(["dataset", "setting"]):
             ref = "chaos" if dataset not in ("chaos", "sabs") else dataset
             pub = pub_all[(pub_all.dataset == ref) & (pub_all.setting == setting)
                           & pub_all.method_key.isin(frame.method_key.unique())]
-            pub = pub.assign(source=f"published ({figures.DATASET_LABELS[ref]})")
+            pub = pub.assign(source=f"published ({DATASET_LABELS[ref]})")
             both = pd.concat([pub, frame], ignore_index=True)
-            figures.plot_organ_panels(both, title=f"{figures.DATASET_LABELS.get(dataset, dataset)}, setting {setting}")
+            plots.plot_organ_panels(both, title=f"{DATASET_LABELS.get(dataset, dataset)}, setting {setting}")
             plt.show()
 
     def statistics(self) -> None:
@@ -203,9 +210,9 @@ class ResultsPage:
         """CHAOS setting 1: SSL-ALPNet, + attention, + CARAFE++, CRAPNet, aligned window (seed 0, per fold)."""
         import matplotlib.pyplot as plt
 
-        rows = figures.load_summaries(self.results_dir, profile=self.results_profile, variants=True, seed=0)
-        if figures.has_decomposition(rows):
-            figures.decomposition_figure(rows)
+        rows = load_summaries(self.results_dir, profile=self.results_profile, variants=True, seed=0)
+        if plots.has_decomposition(rows):
+            plots.decomposition_figure(rows)
             plt.show()
         else:
             print(f"No decomposition summaries committed under {self.results_dir}.")

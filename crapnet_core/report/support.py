@@ -118,7 +118,7 @@ def write_support_results(
     from ..engine.checkpoints import latest_checkpoint
     from ..engine.locks import run_lock
     from ..io import check_output_folder
-    from .figures import machine_description
+    from .provenance import machine_description
 
     written: list[Path] = []
     # provenance taken before anything runs: the code and machine of this call (torch's thread settings

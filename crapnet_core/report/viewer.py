@@ -84,7 +84,8 @@ def draw_panels(axes, image: np.ndarray, layers: Sequence[Layer], z: int, vrange
     """Draw slice ``z``: the scan alone, then one panel per layer in ``shown`` (default all)."""
     from skimage.segmentation import find_boundaries
 
-    from .figures import _dice2d, organ_color, show_overlay
+    from ..engine.metrics import dice
+    from .figures import organ_color, show_overlay
 
     img = image[:, :, z]
     show_overlay(axes[0], img, title=f"scan, slice {z}", vrange=vrange)
@@ -118,7 +119,7 @@ def draw_panels(axes, image: np.ndarray, layers: Sequence[Layer], z: int, vrange
                 if ref.any():
                     ax.contour(ref.T.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.9, origin="lower")
                 if ref.any() or mask.any():
-                    title += f" (slice Dice {100 * _dice2d(mask, ref):.1f})"
+                    title += f" (slice Dice {100 * dice(mask, ref):.1f})"
             ax.set_title(title, fontsize=9)
     for ax in axes[1 + len(visible):]:
         ax.set_axis_off()

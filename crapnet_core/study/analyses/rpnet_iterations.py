@@ -42,7 +42,7 @@ from ...engine.training import is_trained, train, train_seconds
 from ...facts import ORGAN_SHORT, ORGANS
 from ...io import write_json, write_text
 from ...models.methods import rpnet
-from ...report.figures import machine_description
+from ...report.provenance import machine_description
 from ..provenance import git_commit
 
 ITERATIONS = (0, 1, 2, 4, 10)

@@ -1,9 +1,9 @@
 """Headless-Chromium checks: every page of the built book, and JupyterLab opening a notebook.
 
-    python -m crapnet_core.book.browser_check [--html DIR] [--page GLOB] [--screenshot PNG]
-    python -m crapnet_core.book.browser_check lab [--notebook notebooks/X.ipynb] [--screenshot PNG]
+    PYTHONPATH=tests python -m e2e.browser_check [--html DIR] [--page GLOB] [--screenshot PNG]
+    PYTHONPATH=tests python -m e2e.browser_check lab [--notebook notebooks/X.ipynb] [--screenshot PNG]
 
-(both in ``make e2e``). Chromium (Debian package ``chromium``) is started with ``--headless
+(both in ``make e2e``; a developer check, not part of the installed package). Chromium (Debian package ``chromium``) is started with ``--headless
 --no-sandbox --disable-gpu``, no network (every host name resolves to nothing) and the
 DevTools protocol over a pipe (``--remote-debugging-pipe``: no port, no extra package).
 
@@ -11,7 +11,7 @@ DevTools protocol over a pipe (``--remote-debugging-pipe``: no port, no extra pa
 search pages) is loaded and checked:
 
 - the page loads and has a title;
-- the results page(s) (default ``notebooks/07_results__*.html``) show at least
+- the results page(s) (default ``notebooks/06_results__*.html``) show at least
   ``--min-tables`` tables with rows and at least one figure;
 - every image has loaded (``complete`` and ``naturalWidth > 0``);
 - no notebook cell shows an error output (traceback);
@@ -24,7 +24,7 @@ Full-page screenshots of the opening page and the results page are written (defa
 ``<html>/../screenshots/``).
 
 **JupyterLab** (:func:`check_lab`): starts ``jupyter lab`` on 127.0.0.1 (token, free port;
-:class:`crapnet_core.book.lab.JupyterServer`), opens a notebook in Chromium and waits until the
+:class:`e2e.lab.JupyterServer`), opens a notebook in Chromium and waits until the
 notebook is rendered (its cells, its Markdown title) with the project's kernel (``Python
 (crapnet)``, registered by ``make lab``) and no dialog (e.g. "select kernel") in the way;
 every request must go to the local server. A screenshot is written (default
@@ -339,7 +339,7 @@ def book_pages(html: Path) -> list[Path]:
     return sorted(pages, key=lambda p: (p != html / "index.html", str(p)))
 
 
-def check_book(html_dir: str | os.PathLike, page: str = "notebooks/07_results__*.html",
+def check_book(html_dir: str | os.PathLike, page: str = "notebooks/06_results__*.html",
                screenshot: str | os.PathLike | None = None, min_tables: int = 2, timeout: float = 60.0,
                browser_path: str | None = None) -> list[PageReport]:
     """Check every page of a built book (results pages: tables and figures too); one report per page.
@@ -379,7 +379,7 @@ def check_book(html_dir: str | os.PathLike, page: str = "notebooks/07_results__*
     return reports
 
 
-def check_lab(root: str | os.PathLike | None = None, notebook: str = "notebooks/07_results.ipynb",
+def check_lab(root: str | os.PathLike | None = None, notebook: str = "notebooks/06_results.ipynb",
               screenshot: str | os.PathLike | None = None, timeout: float = 180.0, env: dict | None = None,
               kernel_name: str = "Python (crapnet)", browser_path: str | None = None) -> PageReport:
     """Start JupyterLab on ``root`` (the repository), open ``notebook`` in headless Chromium, check it renders.
@@ -390,7 +390,8 @@ def check_lab(root: str | os.PathLike | None = None, notebook: str = "notebooks/
     ``<root>/_build/screenshots/lab.png``). ``env``: the server's environment (e.g.
     ``JUPYTER_PATH`` holding the kernelspec).
     """
-    from ..paths import repo_root
+    from crapnet_core.paths import repo_root
+
     from .lab import JupyterServer
 
     root = Path(root) if root else repo_root()
@@ -509,13 +510,13 @@ def _print_reports(reports: list[PageReport], t0: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..paths import repo_root
+    from crapnet_core.paths import repo_root
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lab"]:
-        parser = argparse.ArgumentParser(prog="python -m crapnet_core.book.browser_check lab",
+        parser = argparse.ArgumentParser(prog="python -m e2e.browser_check lab",
                                          description="JupyterLab opens and renders a notebook (headless Chromium)")
-        parser.add_argument("--notebook", default="notebooks/07_results.ipynb", help="path relative to the repository")
+        parser.add_argument("--notebook", default="notebooks/06_results.ipynb", help="path relative to the repository")
         parser.add_argument("--screenshot", default=None, help="PNG (default: <repo>/_build/screenshots/lab.png)")
         parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the notebook")
         args = parser.parse_args(argv[1:])
@@ -529,9 +530,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"browser check: error: JupyterLab: {err}", file=sys.stderr)
             return 2
         return _print_reports([report], t0)
-    parser = argparse.ArgumentParser(prog="python -m crapnet_core.book.browser_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m e2e.browser_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--html", default=None, help="the built book (default: <repo>/_build/html)")
-    parser.add_argument("--page", default="notebooks/07_results__*.html", help="results page(s), a glob under --html")
+    parser.add_argument("--page", default="notebooks/06_results__*.html", help="results page(s), a glob under --html")
     parser.add_argument("--screenshot", default=None, help="PNG of the results page (default: <html>/../screenshots/results.png)")
     parser.add_argument("--min-tables", type=int, default=2, help="tables the results page must show")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for Chromium per step")
