@@ -13,7 +13,13 @@ fewer, larger and cheaper operations (issue 21):
   (D, N) (micro-benchmark at `lite` sizes);
 * theta and g concatenated into one projection per block; in the two-branch design, the phi
   embeddings of the fixed side for all blocks in one matrix product (the fixed side does not
-  change along a branch);
+  change along a branch), and the whole stack, both branches and all blocks, one autograd node
+  (:class:`TwoBranchStackFunction`) taking the parameters as they are: no autograd node per
+  block, per stacked weight or per layout change (issue 21's operator count);
+* the output projection once per used column: y_j = w_j P_i*(j) has only |I| distinct
+  directions, so W_z y_j = w_j (P W_z^T)_i*(j): Q = P W_z^T is (|I|, D) instead of (N_u, D), and
+  its backward goes through G_i = sum_{j: i*(j) = i} w_j dz_j (dP = G W_z, dW_z = G^T P,
+  dw_j = dz_j . Q_i*(j)): the same sums in another order;
 * only the columns that are used: Eq. 1 reads the column softmax of A at the columns
   i*(j) only, and few columns are anyone's best match (a third or less of them in the `lite`
   CRAPNet models we inspected, trained or not; benchmarks/attention_figures.md gives the
@@ -40,7 +46,7 @@ i*(j) = argmax_i M[j, i] (Eq. 11; s > 0 does not move it); the used columns I = 
 A_I^T = s E_o[I] E_u^T (|I|, N_u); j*(j) = argmax_j' A[j', i*(j)] (Eq. 12);
 r_j = cos(X_j, X_{j*(j)}), w = N_u softmax(r / tau) (Eq. 13; no tau in the paper);
 S = softmax over j of A_I^T (the column softmax of A, 1/C(x) of Eq. 1), P = S V (|I|, d);
-Y_j = w_j P_{i*(j)}; Z = Y W_z^T + b_z + X (Eq. 7-8).
+Y_j = w_j P_{i*(j)}; Z = Y W_z^T + b_z + X (Eq. 7-8), computed as Z_j = X_j + w_j Q_{i*(j)} + b_z with Q = P W_z^T.
 
 Precision follows the reference: the projections and the value aggregation in the ambient
 autocast dtype, the affinity, argmaxes, softmaxes and cosines in float32. The results equal
@@ -355,7 +361,7 @@ class TwoBranchStackFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dz_s, dz_q):
         other, w_phi, scales, taus, *saved = ctx.saved_tensors
-        k_, per, learned = ctx.k, ctx.per, ctx.learned
+        k_, learned = ctx.k, ctx.learned
         b_, dim, h, w, n, d = ctx.shape
         cdt, pdt = ctx.cdt, ctx.param_dtype
         ns = len(SAVED)
@@ -393,5 +399,15 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
             else torch.contiguous_format)
 
 
-__all__ = ["BLOCK_PARAMETERS", "CycleBlockFunction", "COSINE_EPS", "LEARNED_PARAMETERS", "TwoBranchStackFunction",
-           "block_backward", "block_forward", "compact_by_default", "memory_format_of", "used_columns"]
+__all__ = [
+    "BLOCK_PARAMETERS",
+    "COSINE_EPS",
+    "LEARNED_PARAMETERS",
+    "CycleBlockFunction",
+    "TwoBranchStackFunction",
+    "block_backward",
+    "block_forward",
+    "compact_by_default",
+    "memory_format_of",
+    "used_columns",
+]
