@@ -100,6 +100,16 @@ def top_operators(stepper, steps: int, top: int) -> dict:
                      "share": e.self_cpu_time_total / total} for e in rows[:top]]}
 
 
+def step_flops(stepper) -> float:
+    """Floating-point operations of one step's loss + backward (``FlopCounterMode``: matrix products and
+    convolutions only, no element-wise work)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        stepper.step(optimizer=False)
+    return float(counter.get_total_flops())
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
     t = res["parts"]
@@ -120,6 +130,11 @@ def markdown(res: dict) -> str:
               f"{t['crapnet step']['cpu_s'] / t['alpnet step']['cpu_s']:.2f}); the attention stack accounts for "
               f"{1e3 * t['attention']['cpu_s']:.1f} ms, CARAFE++ over pooling for 2 x {1e3 * carafe:.1f} ms "
               "(forward pass and alignment term).", ""]
+    fl = res["flops"]
+    lines += [f"Matrix-product and convolution FLOPs of one step (loss + backward, `FlopCounterMode`): CRAPNet "
+              f"{fl['crapnet'] / 1e9:.3f} G, SSL-ALPNet {fl['alpnet'] / 1e9:.3f} G, ratio "
+              f"{fl['crapnet'] / fl['alpnet']:.3f}: the step ratio if CRAPNet's extra products ran as fast per FLOP "
+              "as SSL-ALPNet's convolutions (element-wise work not counted).", ""]
     for name, ops in res["operators"].items():
         c = ops["counts"]
         lines += [f"## Operators of one `{name}` step (torch.profiler)", "",
@@ -153,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
            "steps": args.steps, "code": args.code or None}
     fns, steppers = parts(args.profile)
     res["parts"] = time_parts(fns, args.rounds, args.steps)
+    res["flops"] = {n: step_flops(steppers[n]) for n in ("crapnet", "alpnet")}
     res["operators"] = {n: top_operators(steppers[n], args.steps, args.top) for n in ("crapnet", "alpnet")}
     res["load_end"] = os.getloadavg()
     text = markdown(res)
