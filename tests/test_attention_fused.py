@@ -339,3 +339,39 @@ def test_fused_stack_traces_as_one_graph_for_torch_compile():
     assert torch.allclose(xs_.grad, ref["x_s.grad"], atol=1e-5)
     assert torch.allclose(att.query_blocks[1].g.weight.grad, ref["query_blocks.1.g.weight.grad"], atol=1e-5)
     torch._dynamo.reset()
+
+
+# ---------------------------------------------------------------------------- the two-branch stack as one node
+def test_two_branch_stack_is_one_autograd_node():
+    """Both branches' blocks run as one TwoBranchStackFunction node whose inputs are the parameters
+    themselves (no per-block or weight-stacking nodes in the graph), with the reference's values."""
+    att = _stack(2, "fixed", blocks=2)
+    torch.manual_seed(12)
+    xs, xq = torch.randn(1, 24, 3, 4, requires_grad=True), torch.randn(1, 24, 3, 4, requires_grad=True)
+    zs, zq = att(xs, xq)
+    assert type(zs.grad_fn).__name__ == "TwoBranchStackFunctionBackward" and zs.grad_fn is zq.grad_fn
+    leaves = {id(f.variable) for f, _ in zs.grad_fn.next_functions if f is not None and hasattr(f, "variable")}
+    assert leaves == {id(p) for p in att.parameters()} | {id(xs), id(xq)}
+
+
+def test_two_branch_stack_channels_last_and_frozen_parameters():
+    """channels_last features keep their layout; frozen parameters get no gradient while the
+    features' gradients stay the reference's."""
+    att = _stack(2, "learned", blocks=2)
+    torch.manual_seed(13)
+    xs, xq = torch.randn(2, 24, 4, 3), torch.randn(2, 24, 4, 3)
+    ref = _outputs_and_grads(att, xs, xq, fused=False)
+    att.fused = True
+    for p in att.parameters():
+        p.requires_grad_(False)
+    att.zero_grad(set_to_none=True)
+    xs_ = xs.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    xq_ = xq.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    zs, zq = att(xs_, xq_)
+    assert type(zs.grad_fn).__name__ == "TwoBranchStackFunctionBackward"
+    assert zs.is_contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(1)
+    ((zs * torch.randn(zs.shape, generator=g)).sum() + (zq * torch.randn(zq.shape, generator=g)).sum()).backward()
+    assert all(p.grad is None for p in att.parameters())
+    _assert_close({k: ref[k] for k in ("z_s", "z_q", "x_s.grad", "x_q.grad")},
+                  {"z_s": zs.detach(), "z_q": zq.detach(), "x_s.grad": xs_.grad, "x_q.grad": xq_.grad}, rtol=1e-4)

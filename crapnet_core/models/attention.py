@@ -62,7 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crapnet_core.models.attention_fused import CycleBlockFunction, compact_by_default
+from crapnet_core.models.attention_fused import (BLOCK_PARAMETERS, LEARNED_PARAMETERS, CycleBlockFunction,
+                                                 TwoBranchStackFunction, memory_format_of, compact_by_default)
 from crapnet_core.models.config import ATTENTION_TEMPERATURES as TEMPERATURES  # fixed, learned
 
 
@@ -291,6 +292,14 @@ class SupportQueryAttention(nn.Module):
             raise ValueError(f"SupportQueryAttention: features have {dim} channels, expected {self.channels}")
         if x_s.shape != x_q.shape:
             return self._forward_fused_apart(x_s, x_q)
+        compact = compact_by_default(x_s) if self.compact is None else bool(self.compact)
+        if self.branches == 2:
+            # the whole stack as one autograd node, the parameters passed as they are (no stacking
+            # in the autograd graph): TwoBranchStackFunction
+            names = BLOCK_PARAMETERS + (LEARNED_PARAMETERS if self.temperature == "learned" else ())
+            params = [blk.get_parameter(name) for blk in (*self.support_blocks, *self.query_blocks) for name in names]
+            scale = None if self.temperature == "learned" else self.support_blocks[0].scale
+            return TwoBranchStackFunction.apply(x_s, x_q, self.n_blocks, scale, compact, *params)
         n, k_, d = h * w, self.n_blocks, self.inner_channels
         xs_t, xq_t = x_s.flatten(2).transpose(1, 2), x_q.flatten(2).transpose(1, 2)  # (B, N, D)
         u = torch.stack([xs_t, xq_t])  # (2, B, N, D): updated sides
@@ -298,7 +307,7 @@ class SupportQueryAttention(nn.Module):
         w_tg = torch.cat([self._stacked(lambda m: m.theta.weight).view(2, k_, d, dim),
                           self._stacked(lambda m: m.g.weight).view(2, k_, d, dim)], dim=2).unbind(1)  # K x (2, 2d, D)
         b_tg = torch.cat([self._stacked(lambda m: m.theta.bias), self._stacked(lambda m: m.g.bias)], dim=2).unbind(1)
-        # W_z with b_z as its last column (the bias enters the output product)
+        # W_z with b_z as its last column
         w_z = torch.cat([self._stacked(lambda m: m.out.weight).view(2, k_, dim, d),
                          self._stacked(lambda m: m.out.bias).unsqueeze(3)], dim=3).unbind(1)  # K x (2, D, d + 1)
         w_phi = self._stacked(lambda m: m.phi.weight).view(2, k_, d, dim)
@@ -308,24 +317,15 @@ class SupportQueryAttention(nn.Module):
             taus = self._stacked(lambda m: m.log_temperature).exp().repeat_interleave(b, dim=0).unbind(1)
         else:
             scales, taus = [self.support_blocks[0].scale] * k_, [None] * k_
-        compact = compact_by_default(x_s) if self.compact is None else bool(self.compact)
-        if self.branches == 2:
-            # the other side is fixed along a branch: phi of every block in one product
-            other = torch.stack([xq_t, xs_t]).view(2, b * n, dim)
-            phi_all = torch.baddbmm(b_phi.view(2, 1, k_ * d), other, w_phi.view(2, k_ * d, dim).transpose(1, 2))
-            eos = [t.view(2, b, n, d) for t in phi_all.split(d, dim=2)]
-            for k in range(k_):
-                u = CycleBlockFunction.apply(u, eos[k], w_tg[k], b_tg[k], w_z[k], scales[k], taus[k], compact)
-        else:
-            # one branch: each side's block k reads the other side's current features; phi of
-            # the other side = the other group's rows of the product with the swapped weights
-            w_phi_sw, b_phi_sw = w_phi.flip(0), b_phi.flip(0)
-            for k in range(k_):
-                f = torch.baddbmm(b_phi_sw[:, k].unsqueeze(1), u.view(2, b * n, dim), w_phi_sw[:, k].transpose(1, 2))
-                eo = f.flip(0).view(2, b, n, d)
-                u = CycleBlockFunction.apply(u, eo, w_tg[k], b_tg[k], w_z[k], scales[k], taus[k], compact)
+        # one branch: each side's block k reads the other side's current features; phi of
+        # the other side = the other group's rows of the product with the swapped weights
+        w_phi_sw, b_phi_sw = w_phi.flip(0), b_phi.flip(0)
+        for k in range(k_):
+            f = torch.baddbmm(b_phi_sw[:, k].unsqueeze(1), u.view(2, b * n, dim), w_phi_sw[:, k].transpose(1, 2))
+            eo = f.flip(0).view(2, b, n, d)
+            u = CycleBlockFunction.apply(u, eo, w_tg[k], b_tg[k], w_z[k], scales[k], taus[k], compact)
         z = u.view(2, b, h, w, dim).permute(0, 1, 4, 2, 3)  # (2, B, D, H, W) views
-        fmt = _memory_format(x_s)
+        fmt = memory_format_of(x_s)
         return z[0].contiguous(memory_format=fmt), z[1].contiguous(memory_format=fmt)
 
     def _block_weights(self, k: int, side: int):
@@ -370,15 +370,9 @@ class SupportQueryAttention(nn.Module):
         else:  # one branch: step k updates both sides from the previous step's pair
             for k in range(k_):
                 u = [block(k, 0, u[0], u[1][0]), block(k, 1, u[1], u[0][0])]
-        fmt = _memory_format(x_s)
+        fmt = memory_format_of(x_s)
         return tuple(z[0].transpose(1, 2).reshape(x.shape).contiguous(memory_format=fmt)
                      for z, x in zip(u, (x_s, x_q)))
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """channels_last when ``x`` is stored so (and not also contiguous), else contiguous."""
-    return (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-            else torch.contiguous_format)
 
 
 __all__ = ["CycleResemblance", "cycle_resemblance", "CycleResemblanceBlock", "SupportQueryAttention", "TEMPERATURES"]
