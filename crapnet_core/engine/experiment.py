@@ -483,7 +483,10 @@ def make_config(
 
 
 # ---------------------------------------------------------------------- overrides
-# the one converter of "section.field=value" strings (in models.config: summaries are read with it too)
+# the one converter of "section.field=value" strings (in models.config: summaries are read with it too).
+# Hand-written on purpose, not OmegaConf's dotlist: `--set` and the committed overrides use comma lists
+# for tuples (data.test_group=liver,spleen), 1e5 for integers and `none` for optional fields, which
+# OmegaConf's typing refuses or reads otherwise. OmegaConf reads and checks the profiles (engine.profiles).
 _convert = convert_value
 
 

@@ -10,6 +10,7 @@ the profile and the key. :func:`crapnet_core.engine.experiment.make_config` star
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -31,12 +32,19 @@ def profile_values(profile: str, sections: Mapping[str, type]) -> dict[str, dict
 
     Errors (``ValueError``): a profile that is not one of :data:`~crapnet_core.facts.RUN_PROFILES`;
     in the file, an unknown key of the entry, an unknown section or field, a value of the wrong type.
+    Read and checked once per process (a study expands hundreds of configs); each call gets a copy.
     """
+    if profile not in RUN_PROFILES:
+        raise ValueError(f"profile: {profile!r} is not one of {', '.join(RUN_PROFILES)}")
+    return copy.deepcopy(_checked_values(profile, tuple(sections.items())))
+
+
+@lru_cache(maxsize=None)
+def _checked_values(profile: str, sections: tuple[tuple[str, type], ...]) -> dict[str, dict[str, Any]]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    if profile not in RUN_PROFILES:
-        raise ValueError(f"profile: {profile!r} is not one of {', '.join(RUN_PROFILES)}")
+    sections = dict(sections)
     spec = _definitions()[profile]
     where = f"{PROFILE_FILE}: profile {profile}"
     unknown = sorted(set(spec) - set(PROFILE_KEYS))
@@ -45,7 +53,7 @@ def profile_values(profile: str, sections: Mapping[str, type]) -> dict[str, dict
     base = spec.get("based_on")
     if base is not None and (base == profile or base not in RUN_PROFILES):
         raise ValueError(f"{where}: based_on {base!r} is not another profile ({', '.join(RUN_PROFILES)})")
-    values = OmegaConf.merge(profile_values(base, sections) if base else {}, spec.get("values") or {})
+    values = OmegaConf.merge(_checked_values(base, tuple(sections.items())) if base else {}, spec.get("values") or {})
     for section, items in values.items():
         if section not in sections:
             raise ValueError(f"{where}: unknown section {section!r}; known: {', '.join(sections)}")
