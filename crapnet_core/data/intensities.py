@@ -60,7 +60,6 @@ def intensity_convention(lo: float, hi: float, modality: str) -> str:
     return "other"
 
 
-
 #: SSL-ALPNet's CT window (HU), the SABS copy's preprocessing: clip to it, scale to 0..255.
 CT_WINDOW = (-125.0, 275.0)
 

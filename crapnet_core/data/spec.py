@@ -37,8 +37,6 @@ PRESETS: dict[str, tuple[str, dict[str, int], str]] = {
 LABEL_FILE_NAMES = ("labels.json", "labels.yaml", "labels.yml")
 
 
-
-
 @dataclass(frozen=True)
 class DatasetSpec:
     """What crapnet needs to know about a dataset folder.

@@ -46,7 +46,6 @@ def check_finite(
     return out
 
 
-
 def validate_pair(
     spec: DatasetSpec, scan_id: str, img: np.ndarray, img_aff: np.ndarray, lab: np.ndarray, lab_aff: np.ndarray
 ) -> tuple[np.ndarray, list[int]]:

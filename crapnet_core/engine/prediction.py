@@ -186,7 +186,6 @@ def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequen
     return images, torch.stack(masks)
 
 
-
 @dataclass(frozen=True)
 class SupportSet:
     """One support scan prepared for one organ (the protocol's steps 1 and 3).

@@ -103,10 +103,11 @@ def _one_of(value: Any, known: Iterable[Any], what: str, kind: str) -> Any:
     return value
 
 
-def _declared(name: Any, tables: Mapping[str, Any], what: str) -> Any:
-    """The declared table ``name``; else one :class:`DeclarationError`: ``"<what>: no table <name!r> is declared"``."""
+def _declared(name: Any, tables: Mapping[str, Any], what: str, in_file: str = "") -> Any:
+    """The declared table ``name``; else one :class:`DeclarationError`: ``"<what>: no table <name!r> is
+    declared"`` (then ``" in <in_file>"`` when given)."""
     if name not in tables:
-        raise DeclarationError(f"{what}: no table {name!r} is declared")
+        raise DeclarationError(f"{what}: no table {name!r} is declared" + (f" in {in_file}" if in_file else ""))
     return tables[name]
 
 
@@ -288,7 +289,7 @@ def _families(tables: Mapping[str, Table], path: str) -> tuple[dict[str, str], l
         for c in fam.comparisons:
             what = f"family {fam.key} of crapnet_core/engine/decision.py: comparison {c.key}"
             for n in (c.a, c.b):
-                _declared(n, tables, f"{what} (in {path})")
+                _declared(n, tables, what, in_file=path)
             a, b = tables[c.a], tables[c.b]
             if (a.dataset, a.setting, a.profile) != (b.dataset, b.setting, b.profile):
                 raise DeclarationError(f"{what}: the tables differ in dataset, setting or profile; a paired "
