@@ -32,7 +32,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from crapnet_core.data.datasets import resolve_dataset, scan_ids
+    from crapnet_core.data.scans import scan_ids
+    from crapnet_core.data.spec import resolve_dataset
     from crapnet_core.data.episodes import EpisodeDataset
     from crapnet_core.data.protocol import Fold, make_fold
     from crapnet_core.data.superpixels import compute_superpixels
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         compute_superpixels(spec, tmp, ids, jobs=1, progress=False, timings=timings)
         wall = time.perf_counter() - t0
-    from crapnet_core.data.datasets import load_volume
+    from crapnet_core.data.volumes import load_volume
 
     slices = sum(load_volume(spec, i).n_slices for i in ids)
     print(f"superpixels: {len(ids)} scans ({slices} slices) in {wall:.2f} s: "

@@ -208,7 +208,8 @@ def run_learning_check(args: argparse.Namespace) -> dict:
     import torch
 
     from crapnet_core.models.config import LossConfig, ModelConfig
-    from crapnet_core.data.datasets import resolve_dataset, scan_ids
+    from crapnet_core.data.scans import scan_ids
+    from crapnet_core.data.spec import resolve_dataset
     from crapnet_core.data.episodes import EpisodeDataset
     from crapnet_core.models.losses import episode_loss
     from crapnet_core.models.segmenter import FewShotSegmenter

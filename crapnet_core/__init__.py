@@ -4,13 +4,15 @@ A small library behind the ``crapnet`` command and the notebooks of the research
 Layers, bottom to top; a module imports only its own layer and those below
 (tests/test_layout.py checks the import graph):
 
-- base: ``facts`` (organs, label maps, the method registry, settings, profiles),
-  ``published`` (the paper's Tables 1-4), ``io``, ``paths``;
-- ``data``: ``datasets``, ``geometry`` (scan grids), ``protocol``, ``phantom``,
-  ``superpixels``, ``augment``, ``episodes``, ``prepare``;
+- base: ``facts`` (organs, label maps, the method registry, settings, profile names;
+  the profiles' values in ``profiles.yaml``), ``published`` (the paper's Tables 1-4), ``io``, ``paths``;
+- ``data``: ``datasets`` (the public dataset API over ``spec``, ``scans``, ``validation``,
+  ``volumes``, ``intensities``, ``body``, ``summary``, ``tensors``), ``geometry`` (scan grids),
+  ``labels``, ``protocol``, ``phantom``, ``superpixels``, ``augment``, ``episodes``, ``prepare``;
 - ``models``: ``config``, ``encoders``, ``attention``, ``carafe``, ``prototypes``,
   ``prototype_grid``, ``segmenter``, ``losses``, ``methods`` (the registered methods);
-- ``engine``: ``experiment``, ``inputs``, ``checkpoints``, ``training``, ``evaluation``,
+- ``engine``: ``experiment``, ``profiles``, ``inputs``, ``checkpoints``, ``training``, ``run_folder``,
+  ``evaluation``, ``prediction``,
   ``metrics``, ``runs``, ``stats`` (spreads, seeds, paired tests), ``budget`` (Dice against
   training steps), ``diagnostics`` (inside the attention), ``segment``;
 - ``report``: ``tables`` (ours and the paper's), ``plots`` (results), ``figures`` (style, slices,

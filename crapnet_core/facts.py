@@ -11,6 +11,7 @@ Adding a method: its module in ``crapnet_core/models/methods/`` plus one line in
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 #: Organs of the few-shot benchmark, in the column order of the paper's tables.
@@ -86,11 +87,23 @@ FOLDS = (0, 1, 2, 3, 4)
 TABLE3_BLOCKS = (1, 5, 7, 9, 12, 15)
 TABLE4_BRANCHES = (2, 1)
 
-#: Book profiles (the book profile and the training profile of its runs share the name).
-PROFILES = ("smoke", "lite", "paper")
+#: The profiles' one definition (names, whether the book builds them, values): ``crapnet_core/profiles.yaml``;
+#: the values are read by :mod:`crapnet_core.engine.profiles`.
+PROFILE_FILE = Path(__file__).with_name("profiles.yaml")
+
+
+def _profile_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(RUN_PROFILES, PROFILES)`` from :data:`PROFILE_FILE`, in its order."""
+    import yaml
+
+    data = yaml.safe_load(PROFILE_FILE.read_text(encoding="utf-8"))
+    return tuple(data), tuple(name for name, spec in data.items() if spec.get("book"))
+
+
 #: Training profiles: the book's, plus ``converged`` (lite's geometry at the budget chosen on validation
 #: scans in results/select_converged/, issue 18), which the study declares but no book profile trains.
-RUN_PROFILES = ("smoke", "lite", "converged", "paper")
+#: Book profiles (``book: true``; the book profile and the training profile of its runs share the name).
+RUN_PROFILES, PROFILES = _profile_names()
 
 #: Sub-folder of the data root holding each real dataset (in the order a notebook run by
 #: hand prefers them).
@@ -105,5 +118,5 @@ DATASET_LABELS = {"chaos": "Abdominal-MRI (CHAOS)", "sabs": "Abdominal-CT (Synap
 __all__ = [
     "ORGANS", "ORGAN_SHORT", "CHAOS_LABELS", "SABS_LABELS", "Method", "METHODS_REGISTRY", "METHODS",
     "PAPER_METHODS", "METHOD_LABELS", "SETTINGS", "SETTING2_GROUPS", "FOLDS", "TABLE3_BLOCKS", "TABLE4_BRANCHES",
-    "PROFILES", "RUN_PROFILES", "DATASET_FOLDERS", "DATASET_TITLES", "DATASET_SHORT", "DATASET_LABELS",
+    "PROFILES", "RUN_PROFILES", "PROFILE_FILE", "DATASET_FOLDERS", "DATASET_TITLES", "DATASET_SHORT", "DATASET_LABELS",
 ]

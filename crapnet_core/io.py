@@ -12,6 +12,7 @@ umask 022), so results can be shared as the user's umask says.
 Operating-system errors (no permission, read-only file system, disk full) surface as
 ``OSError`` naming the destination (:func:`with_path`), which the ``crapnet`` command turns
 into one line; :func:`check_output_folder` checks a folder before long work.
+:func:`read_json` is the one reader of a JSON file (a missing or broken one: one error naming it).
 """
 
 from __future__ import annotations
@@ -180,6 +181,29 @@ def write_text(dest: str | os.PathLike, text: str) -> Path:
 def write_json(dest: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """Write ``obj`` as JSON (sorted keys are not forced: order is kept) atomically."""
     return write_text(dest, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "file", missing: str = "", invalid: str = "") -> Any:
+    """The content of the JSON file ``path`` (UTF-8), as :func:`json.loads` gives it.
+
+    Errors, one line each naming the file: ``FileNotFoundError`` when ``path`` cannot be read as a
+    file (``"<path>: <what> not found"``, a broken link, a folder: :func:`why_missing`; then
+    ``missing``, a hint, when given); ``ValueError`` when it is not valid JSON (``"<path>: not
+    valid JSON (<where it breaks>)"``, then the hint ``invalid``) or not UTF-8 text.
+    ``PermissionError`` and other operating-system errors pass as they are (they name the file).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise FileNotFoundError(f"{path}: {why_missing(path, what)}" + (f"; {missing}" if missing else "")) from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON (not UTF-8 text: byte {err.start})"
+                         + (f"; {invalid}" if invalid else "")) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})" + (f"; {invalid}" if invalid else "")) from None
 
 
 def _json_default(obj: Any) -> Any:

@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from crapnet_core.engine.evaluation import (
-    chunk_assignment,
-    chunk_index,
-    evaluate_model,
-    support_positions,
-    support_slices,
-)
+from crapnet_core.engine.evaluation import evaluate_model
+from crapnet_core.engine.prediction import chunk_assignment, chunk_index, support_positions, support_slices
 from crapnet_core.engine.experiment import make_config
 from crapnet_core.engine.metrics import confusion_counts, dice, dice_from_counts, surface_distances
 

@@ -117,7 +117,7 @@ def _fixed_score_model(scores: torch.Tensor):
 
 
 def test_predict_chunks_takes_the_argmax_of_logits_upsampled_to_the_label_grid():
-    from crapnet_core.engine.evaluation import predict_chunks
+    from crapnet_core.engine.prediction import predict_chunks
 
     # feature grid 1 x 2: foreground-minus-background logit +20 (left) and -1 (right), input
     # 8 px, label grid 32 px. One bilinear step of the logits to 32 columns gives 23 foreground

@@ -253,7 +253,7 @@ def test_small_support_structures_survive_downsampling():
 
 
 def test_support_tensors_warn_below_resolution_and_refuse_empty():
-    from crapnet_core.engine.evaluation import support_tensors
+    from crapnet_core.engine.prediction import support_tensors
 
     vol = np.zeros((256, 256, 2), np.float32)
     mask = np.zeros((256, 256, 2), bool)

@@ -30,7 +30,7 @@ def _add_dataset_args(p: argparse.ArgumentParser, scan: bool = False) -> None:
 
 
 def _spec_from_args(args):
-    from ..data.datasets import resolve_dataset
+    from ..data.spec import resolve_dataset
 
     target = args.data_dir if args.data_dir is not None else args.dataset
     labels = args.preset or args.labels
@@ -64,13 +64,15 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
 
 
 def scan_summary(path: str, preset: str | None = None) -> list[str]:
-    """Lines describing one scan file (any format of :data:`~crapnet_core.data.datasets.SCAN_FORMATS`).
+    """Lines describing one scan file (any format of :data:`~crapnet_core.data.scans.SCAN_FORMATS`).
 
     ``preset``: apply that preset's in-plane rule (the SABS 257 x 257 crop).
     """
     import numpy as np
 
-    from ..data.datasets import DatasetError, body_report, body_threshold_for, read_scan
+    from ..data.body import body_report, body_threshold_for
+    from ..data.errors import DatasetError
+    from ..data.scans import read_scan
     from ..data.geometry import CANONICAL_AXCODES, GeometryError, axcodes, make_geometry
 
     arr, affine, zooms = read_scan(path)
@@ -102,7 +104,9 @@ def scan_summary(path: str, preset: str | None = None) -> list[str]:
 
 
 def cmd_summary(args) -> int:
-    from ..data.datasets import ORGANS, organs_in_no_scan, scan_ids, summarize
+    from ..data.scans import scan_ids
+    from ..data.summary import organs_in_no_scan, summarize
+    from ..facts import ORGANS
 
     if args.scan is not None:
         print("\n".join(scan_summary(args.scan, args.preset)))
@@ -153,7 +157,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_superpixels(args) -> int:
-    from ..data.datasets import scan_ids
+    from ..data.scans import scan_ids
     from ..data.superpixels import SuperpixelParams, cache_folder, compute_superpixels
 
     from ..engine.experiment import SuperpixelConfig

@@ -32,17 +32,11 @@ import numpy as np
 import torch
 
 from .augment import AugmentParams, SSLAugment
-from .datasets import (
-    SLICE_SIZE,
-    DatasetError,
-    DatasetSpec,
-    apply_normalization,
-    load_volume,
-    mask_tensor,
-    normalization_params,
-    normalization_stats,
-    slice_tensor,
-)
+from .errors import DatasetError
+from .intensities import apply_normalization, normalization_params, normalization_stats
+from .spec import DatasetSpec
+from .tensors import SLICE_SIZE, mask_tensor, slice_tensor
+from .volumes import load_volume
 from .protocol import Fold, training_slices
 from .superpixels import SuperpixelParams, ensure_superpixels, load_superpixels
 
@@ -65,9 +59,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
     ``augment=False`` gives support == query (the resized slice and mask; for debugging).
     ``jobs``: processes for computing missing superpixels into the cache (default: all cores).
 
-    Memory: the dataset keeps a reference to each training :class:`~crapnet_core.data.datasets.Volume`
+    Memory: the dataset keeps a reference to each training :class:`~crapnet_core.data.volumes.Volume`
     (raw image, no normalised copy: slices are normalised when drawn, with the same values
-    as :func:`~crapnet_core.data.datasets.normalize`) and the superpixels as int16.
+    as :func:`~crapnet_core.data.intensities.normalize`) and the superpixels as int16.
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """Label maps and label volumes: the checks every reader of labels goes through.
 
-One place for the rules, used by the dataset loader (:mod:`crapnet_core.data.datasets`) and
+One place for the rules, used by the dataset loader (:mod:`crapnet_core.data.volumes`) and
 by ``crapnet segment`` (:mod:`crapnet_core.engine.segment`) alike:
 
 - **label-map files** (``labels.json`` / ``labels.yaml``): a key given twice in one mapping

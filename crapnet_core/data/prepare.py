@@ -26,7 +26,7 @@ Preprocessing (SSL-ALPNet's, Ouyang et al. 2020, as used by the paper):
 - in-plane resampling to ``size`` x ``size`` (256): linear for the image, nearest neighbour
   for the labels; the physical extent of the slice is kept (new spacing = old spacing x
   old size / size; the origin moves by half the spacing change), the slice axis untouched;
-- labels: the ids of the preset (``datasets.SABS_LABELS``, ``datasets.CHAOS_LABELS``).
+- labels: the ids of the preset (``facts.SABS_LABELS``, ``facts.CHAOS_LABELS``).
 
 Output: ``OUT/image_<id>.nii.gz`` (float32), ``OUT/label_<id>.nii.gz`` (uint8), each with
 the resampled geometry, ``OUT/labels.json`` (modality and label map of the preset) and
@@ -47,13 +47,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .datasets import CHAOS_LABELS, SABS_LABELS, DatasetError
+from ..facts import CHAOS_LABELS, SABS_LABELS  # study facts: label maps of the presets
+from .errors import DatasetError
+from .intensities import CT_WINDOW, ct_window  # the one CT window (SSL-ALPNet's)
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("synapse", "chaos")
-#: CT window of SSL-ALPNet's preprocessing (HU).
-CT_WINDOW = (-125.0, 275.0)
 #: MR upper clip percentile of SSL-ALPNet's preprocessing.
 MR_PERCENTILE = 99.5
 #: CHAOS ground-truth grey value -> organ.
@@ -295,13 +295,6 @@ def _read_chaos(scan: RawScan):
 # --------------------------------------------------------------------------- preprocessing
 
 
-def ct_window(array: np.ndarray, window: tuple[float, float] = CT_WINDOW) -> np.ndarray:
-    """HU -> 0..255 float32: clip to ``window`` and map it linearly (SSL-ALPNet's CT window)."""
-    lo, hi = window
-    a = np.clip(np.asarray(array, dtype=np.float32), lo, hi)
-    return ((a - lo) * (255.0 / (hi - lo))).astype(np.float32)
-
-
 def mr_clip(array: np.ndarray, percentile: float = MR_PERCENTILE) -> np.ndarray:
     """Clip an MR volume at its ``percentile``-th intensity percentile (SSL-ALPNet), float32."""
     a = np.asarray(array, dtype=np.float32)
@@ -447,6 +440,6 @@ def prepare_dataset(
 
 
 __all__ = [
-    "SOURCES", "CT_WINDOW", "MR_PERCENTILE", "CHAOS_GREY", "PrepareError", "RawScan", "find_scans", "keep_locale",
-    "find_synapse", "find_chaos", "ct_window", "mr_clip", "resample_inplane", "prepare_dataset",
+    "SOURCES", "MR_PERCENTILE", "CHAOS_GREY", "PrepareError", "RawScan", "find_scans", "keep_locale",
+    "find_synapse", "find_chaos", "mr_clip", "resample_inplane", "prepare_dataset",
 ]

@@ -29,7 +29,11 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from ..facts import SETTING2_GROUPS  # setting 2 test groups (Sec. 4.2)
-from .datasets import ORGANS, DatasetError, DatasetSpec, _id_sort_key, load_volume
+from ..facts import ORGANS  # study facts: the benchmark organs
+from .errors import DatasetError
+from .scans import id_sort_key
+from .spec import DatasetSpec
+from .volumes import load_volume
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def make_fold(ids: Iterable[str | int], fold: int, n_folds: int = 5, validation:
     the last ``k`` training scans (CHAOS fold 0 with ``k = 4``: 36 37 38 39, the test scans of fold 4).
     """
     ids_l = [str(i) for i in ids]
-    ids_s = sorted(set(ids_l), key=_id_sort_key)
+    ids_s = sorted(set(ids_l), key=id_sort_key)
     if len(ids_s) != len(ids_l):
         raise ValueError("make_fold: ids contain duplicates")
     if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:

@@ -6,7 +6,7 @@ As SSL-ALPNet's default ("MIDDLE") pseudo-labels:
    image (``skimage.segmentation.felzenszwalb``, ``scale=1``, ``sigma=1``, ``min_size=400``);
 2. a body mask per slice: intensity above the dataset's body threshold (presets: 50 for
    the CHAOS MR volumes, 1e-4 for CT, SSL-ALPNet's values; other folders: Otsu's threshold
-   of each volume, :func:`crapnet_core.data.datasets.body_threshold_for`), largest connected
+   of each volume, :func:`crapnet_core.data.body.body_threshold_for`), largest connected
    component, holes filled; a warning names the scan when the mask keeps less than half of
    its labelled organ voxels or almost none of the image;
    for such data-driven datasets Felzenszwalb also runs on the volume rescaled linearly so
@@ -16,7 +16,7 @@ As SSL-ALPNet's default ("MIDDLE") pseudo-labels:
 3. superpixels are cut to the body (voxels outside it become 0) and the remaining ones
    are numbered ``1..K`` per slice (in the order of Felzenszwalb's own labels).
 
-Superpixels are computed on the model grid of :class:`~crapnet_core.data.datasets.Volume`
+Superpixels are computed on the model grid of :class:`~crapnet_core.data.volumes.Volume`
 (canonical orientation, 256 x 256 in-plane: :mod:`crapnet_core.data.geometry`), i.e. on the
 slices the model sees. Two places hold them as ``superpix_<id>.nii.gz``:
 
@@ -50,8 +50,11 @@ from typing import Iterable
 
 import numpy as np
 
-from . import datasets as _ds
-from .datasets import DatasetError, DatasetSpec, body_mask, image_path, load_volume, read_nifti
+from .body import body_mask, body_report, body_threshold_for, body_warning
+from .errors import DatasetError
+from .scans import image_path, read_nifti, scan_ids as dataset_scan_ids
+from .spec import DatasetSpec
+from .volumes import load_volume
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +187,8 @@ def _compute_one(spec: DatasetSpec, scan_id: str, threshold: float | None, param
 
     t0 = time.perf_counter()
     vol = load_volume(spec, scan_id)  # validated (NaN/Inf refused), canonical, 256 x 256
-    thr = _ds.body_threshold_for(threshold, vol.image)
-    msg = _ds.body_warning(_ds.body_report(vol.image, vol.label, thr), vol.image_path)
+    thr = body_threshold_for(threshold, vol.image)
+    msg = body_warning(body_report(vol.image, vol.label, thr), vol.image_path)
     if msg:
         log.warning("%s", msg)
         import warnings
@@ -232,7 +235,7 @@ def compute_superpixels(
         raise ValueError(f"grid: {grid!r} is not one of {', '.join(GRIDS)}")
     out = Path(out_dir)
     _check_not_in_data(spec, out)
-    ids = [str(i) for i in (scan_ids if scan_ids is not None else _ds.scan_ids(spec))]
+    ids = [str(i) for i in (scan_ids if scan_ids is not None else dataset_scan_ids(spec))]
     todo = [sid for sid in ids if not _is_done(superpixel_path(out, sid), image_path(spec, sid), grid)]
     for sid in todo:
         if not image_path(spec, sid).is_file():

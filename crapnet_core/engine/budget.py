@@ -146,17 +146,14 @@ def budget_markdown(budget: dict[str, Any]) -> str:
 
 def load_budgets(root: str | Path) -> list[dict[str, Any]]:
     """Every ``budget.json`` (or ``*budget*.json``) under ``root`` (recursive), ``_path`` added."""
-    import json
+    from ..io import read_json
 
     out = []
     root = Path(root)
     if not root.is_dir():
         return out
     for path in sorted({*root.rglob("budget.json"), *root.rglob("*budget*.json")}):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        data = read_json(path)
         if isinstance(data, dict) and "points" in data:
             data["_path"] = str(path)
             out.append(data)

@@ -27,7 +27,6 @@ Units: Dice fractions 0..1 in every dict here.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -35,6 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..facts import ORGANS as ORGAN_ORDER
+from ..io import read_json
 from .inference import N_RESAMPLES, fold_level_test
 from .stats import paired_test
 
@@ -42,10 +42,7 @@ _SEED_DIR = re.compile(r"seed(\d+)")
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a JSON object")
     return data

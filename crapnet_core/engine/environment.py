@@ -320,15 +320,12 @@ def write_run_environment(run_dir: str | os.PathLike, device: Any = None, step: 
 
 def read_run_environment(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """``RUN/environment.json`` (the training start's record), or None for runs made before it existed."""
-    import json
+    from ..io import read_json
 
     path = Path(run_dir) / ENVIRONMENT_FILE
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    return read_json(path)
 
 
 def provenance_environment(run_dirs: Iterable[str | os.PathLike]) -> dict[str, Any]:

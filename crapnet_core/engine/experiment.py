@@ -8,7 +8,8 @@ everything that changes the *result* (runtime-only knobs such as the device, the
 data-loading workers or the checkpoint interval are left out of it, so that the same
 experiment run on CPU or GPU shares one run folder name).
 
-Profiles (Sec. 4.3 of the paper for ``paper``):
+Profiles (their values: ``crapnet_core/profiles.yaml``, read by :mod:`crapnet_core.engine.profiles`; Sec. 4.3
+of the paper for ``paper``):
 
 - ``smoke``: seconds on a laptop CPU; tiny input, fast CPU encoder, a handful of steps.
   Used by tests and CI (phantom data).
@@ -36,9 +37,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..facts import METHODS, ORGANS, PROFILES, RUN_PROFILES, SETTING2_GROUPS  # study facts (Sec. 4.2; Tables 1-2 organ order)
-from ..io import write_json
+from ..io import read_json, write_json
 from ..models.config import LossConfig, ModelConfig, convert_value, dataclass_from_dict
+from ..models.encoders import CPU_ENCODER  # noqa: F401 (re-exported: the fast CPU encoder of smoke and lite)
 from ..models.prototype_grid import check_geometry, prototype_geometry
+from .profiles import profile_values
 #: Short names for the setting-2 groups (used in run folder names and on the command line).
 GROUP_NAMES = {"kidneys": SETTING2_GROUPS[0], "liver_spleen": SETTING2_GROUPS[1]}
 #: Bumped when the meaning of a config field changes, so old run folders are not reused.
@@ -62,7 +65,7 @@ RUNTIME_FIELDS = {
 class DataConfig:
     """Which data, which fold, which organs.
 
-    dataset: ``chaos``, ``sabs``, ``phantom`` or a folder path (see ``datasets.resolve_dataset``).
+    dataset: ``chaos``, ``sabs``, ``phantom`` or a folder path (see ``crapnet_core.data.spec.resolve_dataset``).
     labels: labels file for a folder dataset (None: ``labels.json``/``labels.yaml`` inside it).
     data_root: folder holding ``CHAOST2/`` and ``SABS/`` (None: ``$CRAPNET_DATA_ROOT``).
     setting: 1 (test organs may appear in training slices as background) or 2 (slices
@@ -136,7 +139,7 @@ class DataConfig:
 def _absolute_paths(dataset: str, labels: str | None, data_root: str | None) -> tuple[str, str | None, str | None]:
     """Relative paths that exist (from the current folder) become absolute; names stay names.
 
-    A dataset folder is taken as a folder exactly when ``datasets.resolve_dataset`` would
+    A dataset folder is taken as a folder exactly when ``crapnet_core.data.spec.resolve_dataset`` would
     take it (an existing folder wins over a preset name); a labels argument that is a file
     becomes absolute (a preset name such as ``chaos`` stays).
     """
@@ -337,13 +340,8 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "ExperimentConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such config file")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        """The config saved at ``path`` (FileNotFoundError / ValueError naming the file: :func:`~crapnet_core.io.read_json`)."""
+        data = read_json(path, what="config file")
         data.pop("config_hash", None)
         return cls.from_dict(data)
 
@@ -408,60 +406,7 @@ class ExperimentConfig:
 
 
 # ---------------------------------------------------------------------- profiles
-#: Fast CPU encoder used by ``smoke`` and ``lite`` (see crapnet_core.models.encoders.ENCODERS).
-CPU_ENCODER = "resnet18_l2"
-
-
-def _profile_values(profile: str) -> dict[str, dict[str, Any]]:
-    """Section -> field -> value for a named profile (on top of the dataclass defaults)."""
-    if profile == "paper":
-        return {
-            "data": {"input_size": 256},
-            "model": {"encoder": "deeplabv3_resnet101", "pretrained": True, "n_blocks": 5},
-            "train": {"steps": 100_000, "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
-                      "lr_step": 1000, "lr_gamma": 0.95, "checkpoint_every": 1000, "log_every": 10},
-            "eval": {"batch_size": 16},
-        }
-    if profile == "lite":
-        # chosen on the VALIDATION scan of CHAOS fold 0, setting 1 (scan 39, held out of training),
-        # never on test scans: 128 px / 650 steps beat 96 px / 1100 steps at an equal budget
-        # (method-averaged validation Dice 49.5 vs 47.1; results/select_lite/trials.md). At 128 px
-        # the prototype rule gives the paper's grids (CRAPNet 8 x 8, ALPNet 8 x 8 / 16 x 16).
-        return {
-            "data": {"input_size": 128},
-            "model": {"encoder": CPU_ENCODER, "pretrained": False, "n_blocks": 5},
-            # one torch thread: for this small model at 96-128 px a second thread buys little, and on
-            # a shared 2-core machine (a cross-validation beside a book build) two threads per
-            # process oversubscribe the cores and ran up to 20x slower (measured: 3.4 s/step
-            # against 0.15 s/step). Not part of the config hash; override with --set train.threads=0.
-            "train": {"steps": 650, "lr": 1e-3, "lr_step": 1000, "lr_gamma": 0.95,
-                      "checkpoint_every": 250, "log_every": 5, "num_workers": 0, "threads": 1},
-            "eval": {"batch_size": 16},
-        }
-    if profile == "converged":
-        # lite's geometry and the paper's optimiser/schedule at the budget the doubling rule chose on the
-        # validation scans (CHAOS 36-39, held out of fold 0; the test scans of fold 4): no candidate of
-        # 1k-10k steps passed (SSL-ALPNet still gained 3.8 points from 10k to 20k), so the rule gives the
-        # longest trial, 20,000 steps (results/select_converged/). Checkpoints every 1000 steps are kept
-        # for the budget curves (runtime fields: not in the config hash).
-        values = _profile_values("lite")
-        values["train"] = dict(values["train"], steps=20_000, checkpoint_every=1000, keep_checkpoints=100)
-        return values
-    if profile == "smoke":
-        return {
-            "data": {"input_size": 64},
-            # free_geometry: at 64 px one feature pixel is 32 px of the 256-px slice, 2x SSL-ALPNet's
-            # 16-px test cell, and no integer pool is finer (crapnet_core/models/prototype_grid.py); smoke only
-            # checks the plumbing
-            "model": {"encoder": CPU_ENCODER, "pretrained": False, "n_blocks": 1, "attention_dim": 32,
-                      "free_geometry": True},
-            "train": {"steps": 3, "lr": 1e-3, "lr_step": 1000, "checkpoint_every": 2, "log_every": 1,
-                      "num_workers": 0, "threads": 1},
-            "eval": {"batch_size": 16},
-        }
-    raise ValueError(f"profile: {profile!r} is not one of {', '.join(RUN_PROFILES)}")
-
-
+# the profiles' values: crapnet_core/profiles.yaml, read and checked by engine.profiles
 def parse_group(value: str | Sequence[str] | int | None, setting: int) -> tuple[str, ...]:
     """Test group from a name (``kidneys``, ``liver_spleen``), an index (0/1), a comma list or None.
 
@@ -509,7 +454,7 @@ def make_config(
         raise ValueError(f"method: {method!r} is not one of {', '.join(METHODS)}")
     from ..models.methods import hook
 
-    values = copy.deepcopy(_profile_values(profile))
+    values = profile_values(profile, SECTIONS)  # a fresh dict (crapnet_core/profiles.yaml)
     size = int(values.get("data", {}).get("input_size", DataConfig.input_size))
     values.setdefault("model", {}).update(prototype_geometry(size).as_overrides())
     method_values = hook(method, "profile_values")  # a registered method's own values (alpnet_init: 0 steps)
@@ -538,7 +483,10 @@ def make_config(
 
 
 # ---------------------------------------------------------------------- overrides
-# the one converter of "section.field=value" strings (in models.config: summaries are read with it too)
+# the one converter of "section.field=value" strings (in models.config: summaries are read with it too).
+# Hand-written on purpose, not OmegaConf's dotlist: `--set` and the committed overrides use comma lists
+# for tuples (data.test_group=liver,spleen), 1e5 for integers and `none` for optional fields, which
+# OmegaConf's typing refuses or reads otherwise. OmegaConf reads and checks the profiles (engine.profiles).
 _convert = convert_value
 
 

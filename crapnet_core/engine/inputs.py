@@ -2,7 +2,7 @@
 
 A run reads the dataset's label map, the training scans of its fold (episodes), the fold's
 test scans, its validation scan (when ``data.validation``) and its support scan (evaluation). :func:`check_experiment_inputs` loads and
-validates every one of them with the dataset loader (:func:`crapnet_core.data.datasets.load_volume`:
+validates every one of them with the dataset loader (:func:`crapnet_core.data.volumes.load_volume`:
 pairs, shapes, affines, NaN, label values...), checks that the label map names every test
 organ and that the support scan shows each of them, and that setting 2 leaves training
 slices; it writes nothing (volumes stay in the in-process cache, so training and
@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..data.datasets import DatasetError, DatasetSpec
+from ..data.errors import DatasetError
+from ..data.spec import DatasetSpec
 
 
 @dataclass(frozen=True)

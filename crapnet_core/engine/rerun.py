@@ -26,7 +26,6 @@ differences are rerun minus committed.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
 import os
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..facts import ORGANS
-from ..io import write_json, write_text
+from ..io import read_json, write_json, write_text
 from .environment import describe as describe_environment
 from .environment import differences, provenance_environment
 from .experiment import ExperimentConfig
@@ -95,16 +94,12 @@ def read_samples(path: str | os.PathLike) -> list[RerunSample]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such sample file")
-    text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(path.read_text())
     else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        data = read_json(path)
     if isinstance(data, dict):
         data = data.get("rerun_sample")
     if not isinstance(data, list) or not data:
@@ -118,11 +113,9 @@ def read_samples(path: str | os.PathLike) -> list[RerunSample]:
 # --------------------------------------------------------------------------- committed records
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RerunError(f"{path}: not found") from None
-    except json.JSONDecodeError as err:
-        raise RerunError(f"{path}: not valid JSON ({err})") from None
+        return read_json(path)
+    except (FileNotFoundError, ValueError) as err:  # one RerunError naming the file
+        raise RerunError(str(err)) from None
 
 
 def _with_data_root(cfg: ExperimentConfig, data_root: str | None) -> ExperimentConfig:

@@ -167,7 +167,7 @@ def cross_validate(
     run folder is created (:func:`crapnet_core.engine.inputs.check_experiment_inputs`).
     """
     from .inputs import check_experiment_inputs
-    from .training import is_trained
+    from .run_folder import is_trained
 
     out = Path(out)
     runs_root = Path(runs_root) if runs_root is not None else out
@@ -253,7 +253,7 @@ def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method:
     ``train_seconds_of(run_dir)``: a run's training seconds (default: its ``TRAINED`` marker; the
     study's result folders keep them in ``run_info.json``); None when unknown.
     """
-    from .training import train_seconds
+    from .run_folder import train_seconds
 
     train_seconds_of = train_seconds_of or train_seconds
 

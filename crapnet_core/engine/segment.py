@@ -9,7 +9,7 @@ examples (repeated ``--support-image`` / ``--support-label``), chunk p is segmen
 supports' slice p together (k-shot; prototypes pooled over the shots by the model).
 
 Input conventions: the same loading mechanism as the dataset folders
-(:func:`crapnet_core.data.datasets.make_volume`, rules in :mod:`crapnet_core.data.geometry`): support
+(:func:`crapnet_core.data.volumes.make_volume`, rules in :mod:`crapnet_core.data.geometry`): support
 and query are reoriented to the canonical orientation using their affines (any axis order
 or flips give the same result in world space), brought to the 256 x 256 in-plane grid
 (resampled unless 256 x 256; the SABS preset's crop when the run was trained on SABS and
@@ -26,7 +26,7 @@ differs) and the one label check (finite integer ids; a soft mask with 0.5 borde
 
 Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``,
 ``.mhd``) and DICOM series (a folder holding one series), read by
-:func:`crapnet_core.data.datasets.read_scan`; the output is NIfTI.
+:func:`crapnet_core.data.scans.read_scan`; the output is NIfTI.
 
 Intensities are normalised as in training: MR per-volume z-score (any scale works); CT
 ``(x - mean) / std`` with the training statistics stored in the checkpoint, so a CT scan
@@ -46,12 +46,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .evaluation import chunk_assignment, predict_chunks, support_slices, support_tensors
+from .prediction import chunk_assignment, predict_chunks, support_slices, support_tensors
 
 
 def _preset_of(cfg) -> str | None:
     """The preset whose in-plane rule applies to new scans of a run (its training data's preset)."""
-    from ..data.datasets import PRESETS
+    from ..data.spec import PRESETS
 
     for key in (cfg.data.labels, cfg.data.dataset):
         if key is not None and str(key).lower() in PRESETS:
@@ -66,7 +66,9 @@ def _load_support(image: Path, label: Path, preset: str | None, replace_nonfinit
     """The support volume and its label on the image's array, by the dataset loader's rules:
     the pair rule (another axis order/flips on the same world grid: reoriented) and the one
     label check (finite integer ids: a soft or interpolated mask is refused)."""
-    from ..data.datasets import check_finite, make_volume, read_scan
+    from ..data.scans import read_scan
+    from ..data.validation import check_finite
+    from ..data.volumes import make_volume
     from ..data.labels import check_label_values, pair_label
 
     img, aff, zooms = read_scan(image)
@@ -78,7 +80,9 @@ def _load_support(image: Path, label: Path, preset: str | None, replace_nonfinit
 
 
 def _load_query(image: Path, preset: str | None, replace_nonfinite: bool = False):
-    from ..data.datasets import check_finite, make_volume, read_scan
+    from ..data.scans import read_scan
+    from ..data.validation import check_finite
+    from ..data.volumes import make_volume
 
     img, aff, zooms = read_scan(image)
     img = check_finite(img, image, "image", replace=replace_nonfinite, hint=_NONFINITE_HINT)
@@ -95,7 +99,7 @@ def match_intensities(vol, profile: dict | None, ct: bool, what: str) -> str:
     """
     import warnings
 
-    from ..data.datasets import hu_to_uint8_window, intensity_convention
+    from ..data.intensities import ct_window, intensity_convention
 
     if not ct:
         return "MR: z-scored per volume (any intensity scale)"
@@ -111,7 +115,7 @@ def match_intensities(vol, profile: dict | None, ct: bool, what: str) -> str:
     if conv == train:
         return f"CT {conv}, as the training data"
     if conv == "hu" and train == "0-255":
-        vol.image = hu_to_uint8_window(vol.image)
+        vol.image = ct_window(vol.image)
         return "CT HU mapped to the training data's 0..255 (window [-125, 275] HU, SSL-ALPNet's preprocessing)"
     raise ValueError(
         f"{what}: {vol.image_path} has CT intensities {lo:.4g}..{hi:.4g} ({conv}) but the model was trained on "
@@ -121,7 +125,8 @@ def match_intensities(vol, profile: dict | None, ct: bool, what: str) -> str:
 
 def _normalized(vol, stats) -> np.ndarray:
     """MR (``stats`` None): per-volume z-score on the model grid; CT: the training statistics."""
-    from ..data.datasets import DatasetError, apply_normalization
+    from ..data.errors import DatasetError
+    from ..data.intensities import apply_normalization
 
     if stats is None:
         x = vol.image
@@ -177,7 +182,7 @@ def segment_files(
     """
     from ..io import check_output_folder, save_nifti
     from .checkpoints import load_model, read_checkpoint, resolve_device, run_checkpoint, run_hashes
-    from .evaluation import SupportSet, stack_shots
+    from .prediction import SupportSet, stack_shots
     from .experiment import ExperimentConfig
 
     images = _as_paths(support_image, "--support-image")

@@ -92,8 +92,7 @@ def selection_trials(
     validation scans into ``RUN/budget_validation.json``. Returns method -> that dictionary, with
     ``config_hash`` and ``train_seconds``. Trials already evaluated at every asked step are reused.
     """
-    import json
-
+    from ..io import read_json
     from .budget import budget_filename, evaluate_checkpoints
     from .experiment import make_config
     from .training import is_trained, train, train_seconds
@@ -112,7 +111,7 @@ def selection_trials(
             train(cfg, run, resume=(run / "config.json").is_file(), progress=progress)
         path = run / budget_filename("validation")
         wanted = sorted({int(c) for c in checkpoints})
-        have = json.loads(path.read_text()) if path.is_file() else None
+        have = read_json(path) if path.is_file() else None
         if have is None or sorted(int(p["step"]) for p in have["points"]) != wanted:
             have = evaluate_checkpoints(run, ",".join(map(str, wanted)), progress=progress, split="validation")
         have["train_seconds"] = train_seconds(run)

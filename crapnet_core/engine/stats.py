@@ -28,7 +28,6 @@ a scan's value is its mean over the seeds (seed noise averaged before pairing).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -37,6 +36,7 @@ import numpy as np
 
 from ..facts import ORGAN_SHORT as _ORGAN_SHORT
 from ..facts import ORGANS as ORGAN_ORDER  # the paper's column order
+from ..io import read_json
 
 #: Fewest paired values for a difference to count as resolved (see the module docstring).
 MIN_RESOLVE_N = 10
@@ -104,10 +104,7 @@ def summary_path(source: str | Path) -> Path:
 def load_summary(source: str | Path) -> dict[str, Any]:
     """The summary dict of a cross-validate folder / summary.json (``_path`` added)."""
     path = summary_path(source)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or "per_fold" not in data:
         raise ValueError(f"{path}: not a crapnet cross-validate summary (no per_fold table)")
     data["_path"] = str(path)

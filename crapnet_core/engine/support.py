@@ -39,7 +39,6 @@ support scan (``support_sensitivity.partial.json``) and an interrupted evaluatio
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -48,6 +47,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..io import read_json
 from .evaluation import FoldEvaluator, load_run, summarize_per_scan, summary_means
 from .metrics import json_number
 
@@ -340,10 +340,7 @@ def read_json_or_none(path: Path) -> dict[str, Any] | None:
     path = Path(path)
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); delete it to recompute") from None
+    return read_json(path, invalid="delete it to recompute")
 
 
 def _same_model(old: Mapping[str, Any] | None, cfg, checkpoint: Path, step: int) -> bool:

@@ -37,9 +37,6 @@ and the episodes made in the main process (measured faster on 2 cores, see
 from __future__ import annotations
 
 import contextlib
-import csv
-import io as _io
-import json
 import logging
 import math
 import os
@@ -50,7 +47,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..io import atomic_path, check_output_folder, save_torch, write_json, write_text
+from ..io import atomic_path, check_output_folder, save_torch
 from .checkpoints import (  # re-exported: checkpoint loading lives apart from the training loop
     CHECKPOINT_FORMAT,
     CheckpointMismatch,
@@ -70,18 +67,25 @@ from .checkpoints import (  # re-exported: checkpoint loading lives apart from t
 from .environment import deterministic, write_run_environment
 from .experiment import ExperimentConfig, describe
 from .locks import lock_holder, run_lock, RunFolderBusy
+from .run_folder import (  # re-exported: the run folder's bookkeeping lives apart from the training loop
+    CSV_COLUMNS,
+    MetricsLog,
+    RunFolderError,
+    clear_run,
+    inspect_run_dir,
+    is_trained,
+    mark_trained,
+    prepare_run_dir,
+    read_metrics_csv,
+    train_seconds,
+)
 
 log = logging.getLogger(__name__)
-
-CSV_COLUMNS = ("step", "loss", "seg", "align", "lr", "seconds")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
-
-class RunFolderError(ValueError):
-    """A run folder that cannot be used as asked (other config, finished run without --force...)."""
 
 
 # ---------------------------------------------------------------------- helpers
@@ -353,155 +357,6 @@ def save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, opti
     return path
 
 
-# ---------------------------------------------------------------------- metrics log
-class MetricsLog:
-    """``metrics.csv`` (append per row) + TensorBoard scalars when ``tensorboard`` is installed."""
-
-    def __init__(self, run_dir: Path, resume_step: int) -> None:
-        self.path = run_dir / "metrics.csv"
-        if resume_step > 0 and self.path.is_file():
-            # drop rows written after the checkpoint we resume from (they will be redone)
-            rows = list(csv.DictReader(self.path.open()))
-            kept = [r for r in rows if int(r["step"]) <= resume_step]
-            buf = _io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(kept)
-            write_text(self.path, buf.getvalue())
-        else:
-            write_text(self.path, ",".join(CSV_COLUMNS) + "\n")
-        self.fh = self.path.open("a", newline="")
-        self.writer = csv.writer(self.fh)
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
-
-            self.tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=resume_step + 1)
-        except Exception:  # noqa: BLE001 - tensorboard missing: CSV only
-            self.tb = None
-
-    def write(self, step: int, losses: dict[str, float], lr: float, seconds: float) -> None:
-        self.writer.writerow([step, f"{losses['total']:.6f}", f"{losses['seg']:.6f}", f"{losses['align']:.6f}",
-                              f"{lr:.6g}", f"{seconds:.2f}"])
-        self.fh.flush()
-        if self.tb is not None:
-            for key, value in losses.items():
-                self.tb.add_scalar(f"loss/{key}", value, step)
-            self.tb.add_scalar("lr", lr, step)
-
-    def close(self) -> None:
-        self.fh.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_metrics_csv(run_dir: str | Path) -> list[dict[str, float]]:
-    """Rows of ``RUN/metrics.csv`` as floats (for notebooks)."""
-    path = Path(run_dir) / "metrics.csv"
-    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(path.open())]
-
-
-# ---------------------------------------------------------------------- run folders
-RUN_ITEMS = ("config.json", "checkpoints", "metrics.csv", "metrics.json", "predictions", "TRAINED",
-             "tensorboard", "train.log", "environment.json")
-
-
-def is_trained(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "TRAINED").is_file() and latest_checkpoint(run_dir) is not None
-
-
-def clear_run(run_dir: Path) -> None:
-    """Remove what a run writes (only crapnet's own items; the folder itself is kept)."""
-    import shutil
-
-    for name in RUN_ITEMS:
-        p = run_dir / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-
-
-def _is_failed_start(run_dir: Path) -> bool:
-    """A run folder whose training never wrote a checkpoint (a start that failed or was stopped
-    before its first checkpoint): nothing in it can be resumed, so it may be replaced."""
-    return latest_checkpoint(run_dir) is None and not (run_dir / "TRAINED").exists()
-
-
-def inspect_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False,
-                    force: bool = False) -> tuple[str, int]:
-    """Decide what training ``cfg`` into ``run_dir`` does, without touching it.
-
-    Returns ``(action, start_step)``, action one of ``"new"`` (empty or absent folder, or a
-    failed start: a config.json without any checkpoint), ``"clear"`` (``force``: start over),
-    ``"resume"``. Raises :class:`RunFolderError` for the cases of :func:`prepare_run_dir`.
-    """
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: exists and is not a folder")
-    if run_dir.is_dir() and not cfg_path.is_file():
-        others = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")]
-        if others:
-            raise RunFolderError(
-                f"{run_dir}: folder is not empty and is not a crapnet run folder (no config.json); choose another --out"
-            )
-    if not cfg_path.is_file():
-        return "new", 0
-    if force or _is_failed_start(run_dir):
-        return "clear", 0
-    try:
-        old = ExperimentConfig.load(cfg_path)
-        old_hash = old.config_hash()
-    except (ValueError, TypeError) as err:
-        old_hash = f"unreadable ({err})"
-    if old_hash != cfg.config_hash():
-        raise RunFolderError(
-            f"{run_dir}: holds a run of another config (hash {old_hash}, this config {cfg.config_hash()}); "
-            f"choose another --out or pass --force to overwrite it"
-        )
-    path, state, skipped = newest_intact_checkpoint(run_dir, cfg)
-    if path is None:
-        raise RunFolderError(
-            f"{run_dir}: no checkpoint of this run reads back ({describe_skipped(skipped)}); "
-            f"pass --force to start over"
-        )
-    step = int(state.get("step", 0))
-    if is_trained(run_dir) and not (skipped and step < cfg.train.steps):
-        raise RunFolderError(
-            f"{run_dir}: already holds the finished run of this config; pass --force to train it again"
-        )
-    if not resume:
-        raise RunFolderError(
-            f"{run_dir}: holds an unfinished run of this config (checkpoint at step {step}); "
-            f"pass --resume to continue it or --force to start over"
-        )
-    return "resume", step
-
-
-def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, force: bool = False) -> tuple[Path, int]:
-    """Check ``run_dir`` for training ``cfg`` and make it ready; returns ``(run_dir, start_step)``.
-
-    - empty / new folder: start at 0;
-    - a folder that is not a run folder (files but no config.json): refused;
-    - a failed start (config.json but no checkpoint, e.g. bad input found at start): replaced;
-    - a run of another config: refused (``force`` replaces it);
-    - a finished run of this config: refused without ``force`` (which starts over);
-    - an unfinished run of this config: ``resume`` continues from its newest intact
-      checkpoint (``last.pt``, else the newest step file that reads back), otherwise refused
-      (``force`` starts over); a finished run whose final checkpoints are all damaged counts
-      as unfinished.
-    """
-    run_dir = Path(run_dir)
-    action, start = inspect_run_dir(cfg, run_dir, resume=resume, force=force)
-    if action == "clear":
-        clear_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if action == "resume":
-        (run_dir / "TRAINED").unlink(missing_ok=True)  # a finished run with damaged final checkpoints
-    return run_dir, start
-
-
 # ---------------------------------------------------------------------- training loop
 def train(
     cfg: ExperimentConfig,
@@ -582,7 +437,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     episode_loss = loss_function(cfg)
 
     dataset, spec, fold, stats = episodes
-    from ..data.datasets import intensity_profile
+    from ..data.intensities import intensity_profile
 
     intensity = intensity_profile(spec, fold.train_ids)
     model = build_model(cfg).to(device)
@@ -619,7 +474,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     if total == 0:  # an untrained model (alpnet_init): its initial weights are the checkpoint
         save_checkpoint(run_dir, cfg, 0, model, optimizer, scheduler, stats, 0.0)
     if start >= total:
-        _mark_trained(run_dir, cfg, prev_seconds)
+        mark_trained(run_dir, cfg, prev_seconds)
         return run_dir / "checkpoints" / "last.pt"
 
     B = cfg.train.batch_size
@@ -700,30 +555,13 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
         if bar is not None:
             bar.close()
     seconds = prev_seconds + time.time() - t0
-    _mark_trained(run_dir, cfg, seconds)
+    mark_trained(run_dir, cfg, seconds)
     return run_dir / "checkpoints" / "last.pt"
-
-
-def _mark_trained(run_dir: Path, cfg: ExperimentConfig, seconds: float) -> None:
-    from ..models.methods import method_info
-
-    marker = {"steps": cfg.train.steps, "config_hash": cfg.config_hash(), "train_seconds": round(seconds, 2)}
-    info = method_info(cfg)
-    if info:
-        marker["method_info"] = info
-    write_json(run_dir / "TRAINED", marker)
-
-
-def train_seconds(run_dir: str | Path) -> float | None:
-    path = Path(run_dir) / "TRAINED"
-    if not path.is_file():
-        return None
-    return float(json.loads(path.read_text()).get("train_seconds", math.nan))
 
 
 __all__ = [
     "TrainingDiverged", "CheckpointMismatch", "CheckpointUnreadable", "RunFolderError", "RunFolderBusy", "train", "load_model", "build_model",
     "build_episodes", "make_optimizer", "save_checkpoint", "read_checkpoint", "check_checkpoint",
     "latest_checkpoint", "inspect_run_dir", "prepare_run_dir", "is_trained", "clear_run", "read_metrics_csv", "resolve_device",
-    "train_seconds", "loss_function",
+    "train_seconds", "loss_function", "CSV_COLUMNS",
 ]

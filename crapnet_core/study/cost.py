@@ -18,11 +18,12 @@ they then run as fast as alone (the goal: at least 4 folds at once on one large 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from ..io import read_json
 
 #: The paper's published cost (Sec. 4.3): seconds per training step and GPU memory of one training.
 PAPER_SECONDS_PER_STEP = 4 * 3600 / 100_000
@@ -40,10 +41,7 @@ def step_rates(root: str | os.PathLike | None = None) -> dict[str, Any] | None:
         return None
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    return read_json(path)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The study as data: load and validate ``study.yaml``, and expand it into runs.
+"""The study as data: load and validate ``study.yaml`` into its entries (:mod:`crapnet_core.study.entries`).
 
 ``crapnet_core/study/study.yaml`` declares every table the project reports (dataset, setting,
 method or variant with its overrides, profile, folds, training seeds, budget curve, family, page),
@@ -19,17 +19,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import itertools
-import json
-import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from ..facts import DATASET_TITLES, METHODS, PROFILES, RUN_PROFILES, SETTINGS
+from .entries import (  # re-exported: the declaration's entries, as load_declaration returns them
+    Analysis,
+    BookScope,
+    Comparison,
+    Declaration,
+    DeclarationError,
+    LeftOut,
+    RerunFold,
+    Run,
+    SupportStudy,
+    Table,
+    hash_of,
+)
 
 #: The packaged declaration.
 DECLARATION = Path(__file__).with_name("study.yaml")
@@ -51,297 +60,6 @@ _TOP = {"version", "pages", "pending_profiles", "runtime", "legacy_hashes", "def
 _TABLE = {"name", "label", "dataset", "setting", "method", "variant", "overrides", "profile", "folds", "seeds",
           "page", "priority", "seed_priority", "budget", "budget_priority", "summary"}
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-
-
-class DeclarationError(ValueError):
-    """An entry of the study declaration is invalid (the message names the entry)."""
-
-
-# ---------------------------------------------------------------------------- the entries
-@dataclass(frozen=True)
-class Run:
-    """One training run of a declared table: (table, seed, fold, test group).
-
-    ``config``: its ExperimentConfig (runtime settings included); None for a pending profile.
-    ``folder``: the result folder name, ``ExperimentConfig.run_name()`` (None when pending).
-    ``prefix``: the folder name without the config hash (``chaos_s1_all_f0_crapnet_lite``).
-    """
-
-    table: str
-    seed: int
-    fold: int
-    group: str
-    config: Any = None
-    folder: str | None = None
-    prefix: str | None = None
-    pending: str | None = None
-
-    @property
-    def hash(self) -> str | None:
-        return None if self.folder is None else self.folder.rsplit("_", 1)[1]
-
-    def where(self) -> str:
-        return f"{self.table}/seed{self.seed}/{self.folder or f'fold {self.fold} ({self.group})'}"
-
-
-@dataclass(frozen=True)
-class Table:
-    """One declared table: a cross-validation of one method or variant at one profile."""
-
-    name: str
-    dataset: str
-    setting: int
-    method: str
-    variant: str
-    overrides: tuple[str, ...]
-    profile: str
-    folds: tuple[int, ...]
-    seeds: tuple[int, ...]
-    family: str | None
-    page: str
-    priority: int = 0
-    seed_priority: int | None = None
-    budget: tuple[int, ...] | str | None = None
-    budget_priority: int | None = None
-    summary: bool = True
-    runtime: tuple[str, ...] = ()
-    pending: str | None = None           # why nothing of this table can run yet (pending profile)
-    based_on: str | None = None          # the profile a pending profile is validated against
-    label: str = ""                      # display name (the method's, or the variant's declared label)
-
-    @property
-    def is_variant(self) -> bool:
-        return self.variant != self.method
-
-    def priority_of(self, seed: int) -> int:
-        """Snakemake priority of the runs of ``seed`` (the first declared seed: ``priority``)."""
-        if seed != self.seeds[0] and self.seed_priority is not None:
-            return self.seed_priority
-        return self.priority
-
-    def budget_runtime(self, steps: int) -> list[str]:
-        """Runtime overrides that keep the checkpoints the budget curve evaluates."""
-        if self.budget is None:
-            return []
-        every = 1000 if self.budget == "all" else math.gcd(*self.budget)
-        return [f"train.checkpoint_every={every}", f"train.keep_checkpoints={max(1, math.ceil(steps / every))}"]
-
-    def overrides_for(self, seed: int) -> list[str]:
-        """Every override of a run of ``seed``: the table's, the seed, the runtime settings."""
-        return [*self.overrides, f"train.seed={int(seed)}", *self.runtime]
-
-    def configs(self, seed: int, fold: int) -> list[Any]:
-        """The ExperimentConfigs of one fold and seed: one per test group (ValueError if pending)."""
-        if self.pending:
-            raise ValueError(f"table {self.name}: {self.pending}")
-        from ..engine.runs import fold_configs
-
-        cfgs = fold_configs(self.profile, self.dataset, self.setting, self.method, fold, self.overrides_for(seed))
-        if self.budget is not None:
-            extra = self.budget_runtime(cfgs[0].train.steps)
-            cfgs = [_with(c, extra) for c in cfgs]
-        return cfgs
-
-    def runs(self) -> list[Run]:
-        """Every run of the table (seed-major, then fold, then test group)."""
-        return list(_table_runs(self))
-
-
-def _with(cfg, overrides: Sequence[str]):
-    from ..engine.experiment import apply_overrides
-
-    return apply_overrides(cfg, overrides)
-
-
-@functools.lru_cache(maxsize=None)
-def _table_runs(table: Table) -> tuple[Run, ...]:
-    out = []
-    for seed in table.seeds:
-        for fold in table.folds:
-            if table.pending:
-                out.append(Run(table.name, seed, fold, "-", pending=table.pending))
-                continue
-            for cfg in table.configs(seed, fold):
-                name = cfg.run_name()
-                out.append(Run(table.name, seed, fold, cfg.group_name(), cfg, name, name.rsplit("_", 1)[0]))
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A paired per-scan comparison ``a`` − ``b`` of two declared tables, in one family."""
-
-    a: str
-    b: str
-    family: str
-    on: str
-    name: str          # the file stem under results/compare/
-
-
-@dataclass(frozen=True)
-class SupportStudy:
-    """Extra evaluations (support choice, k-shot) of the fold models of declared tables (issue 22)."""
-
-    name: str
-    tables: tuple[str, ...]
-    seeds: tuple[int, ...]
-    kinds: tuple[str, ...]
-    shots: tuple[int, ...]
-    page: str
-
-
-@dataclass(frozen=True)
-class RerunFold:
-    """One committed fold of the rerun check (issue 25)."""
-
-    table: str
-    seed: int
-    fold: int
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """A one-off analysis: a function of :mod:`crapnet_core.study.analyses`, its output folder."""
-
-    name: str
-    function: str
-    out: str
-    page: str
-    table: str | None = None
-
-
-@dataclass(frozen=True)
-class LeftOut:
-    """What a book profile leaves out of the paper's evaluation, and why."""
-
-    why: str
-    methods: tuple[str, ...] = ()
-    settings: tuple[int, ...] = ()
-    folds: tuple[int, ...] = ()
-    datasets: tuple[str, ...] = ()
-    points: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    variants: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        from ..facts import METHOD_LABELS
-
-        parts = []
-        if self.methods:
-            parts.append(", ".join(METHOD_LABELS[m] for m in self.methods))
-        if self.variants:
-            parts.append("variants " + ", ".join(self.variants))
-        if self.datasets:
-            parts.append(", ".join(DATASET_TITLES.get(d, d) for d in self.datasets))
-        if self.settings:
-            parts.append("setting " + ", ".join(map(str, self.settings)))
-        if self.folds:
-            parts.append("folds " + ", ".join(map(str, self.folds)))
-        for axis, values in self.points.items():
-            unit = {"blocks": "attention blocks", "branches": "branch(es)"}.get(axis, axis)
-            parts.append(f"ablation points with {', '.join(map(str, values))} {unit}")
-        return f"{'; '.join(parts)}: {self.why}"
-
-
-@dataclass(frozen=True)
-class BookScope:
-    """What ``crapnet book --profile P`` trains and shows (the ``book`` section of the declaration)."""
-
-    profile: str
-    one_fold: Mapping[str, Any]
-    ablation_folds: tuple[int, ...]
-    results: str
-    left_out: tuple[LeftOut, ...]
-
-
-@dataclass(frozen=True)
-class Declaration:
-    """The whole declaration, validated (see the module docstring)."""
-
-    path: str
-    families: Mapping[str, str]
-    pages: Mapping[str, str]
-    pending_profiles: Mapping[str, Mapping[str, str]]
-    tables: Mapping[str, Table]
-    comparisons: tuple[Comparison, ...]
-    support_studies: tuple[SupportStudy, ...]
-    rerun_check: tuple[RerunFold, ...]
-    analyses: Mapping[str, Analysis]
-    book: Mapping[str, BookScope]
-    legacy: tuple[Mapping[str, Any], ...] = ()
-
-    def table(self, name: str) -> Table:
-        if name not in self.tables:
-            raise DeclarationError(f"{self.path}: no table {name!r} is declared")
-        return self.tables[name]
-
-    def select(self, names: Iterable[str] = (), profiles: Iterable[str] = ()) -> list[Table]:
-        """Declared tables, in declaration order: those named (exact names or shell patterns), or of
-        ``profiles``, or all. An unknown name is a DeclarationError."""
-        import fnmatch
-
-        names, profiles = list(names), list(profiles)
-        for p in profiles:
-            if p not in set(RUN_PROFILES) | set(self.pending_profiles):
-                raise DeclarationError(f"--profile {p!r}: no such profile ({', '.join(self.profiles())})")
-        chosen = []
-        for name in names:
-            hits = [t for t in self.tables if fnmatch.fnmatchcase(t, name)]
-            if not hits:
-                raise DeclarationError(f"--tables {name!r}: no declared table matches it")
-            chosen += hits
-        out = [t for n, t in self.tables.items() if (not names or n in chosen) and (not profiles or t.profile in profiles)]
-        return out
-
-    def results_page_tables(self, profile: str, datasets: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """The declared tables the book's results page cross-validates at ``profile`` (its ``book`` entry
-        says ``results: train``; [] for ``committed``), as JSON-able dicts (name, label, dataset, setting,
-        method, variant, overrides, folds, seeds); ``datasets``: only those of these datasets."""
-        scope = self.book.get(profile)
-        if scope is None or scope.results != "train":
-            return []
-        keep = None if datasets is None else set(datasets)
-        return [dict(name=t.name, label=t.label, dataset=t.dataset, setting=t.setting, method=t.method,
-                     variant=t.variant, overrides=list(t.overrides), folds=list(t.folds), seeds=list(t.seeds))
-                for t in self.select(profiles=[profile])
-                if t.page == "results" and not t.pending and (keep is None or t.dataset in keep)]
-
-    def profiles(self) -> list[str]:
-        return list(dict.fromkeys([*RUN_PROFILES, *self.pending_profiles]))
-
-    def runs(self, tables: Iterable[Table] | None = None) -> list[Run]:
-        return [r for t in (self.tables.values() if tables is None else tables) for r in t.runs()]
-
-    def comparisons_of(self, tables: Iterable[Table]) -> list[Comparison]:
-        """The comparisons both of whose tables are among ``tables``."""
-        names = {t.name for t in tables}
-        return [c for c in self.comparisons if c.a in names and c.b in names]
-
-    def accepted_hashes(self, cfg) -> dict[str, str]:
-        """Config hashes under which a committed run of ``cfg`` counts as done: hash -> why.
-
-        The current hash; and, for a registered method whose module constants still have the values
-        a ``legacy_hashes`` entry records, the hash computed without them (runs committed before the
-        constants entered the hash)."""
-        out = {cfg.config_hash(): "current"}
-        for entry in self.legacy:
-            constants = entry["constants"].get(cfg.model.method)
-            if constants is None:
-                continue
-            from ..models.methods import hashed_constants
-
-            if dict(hashed_constants(cfg.model.method) or {}) != dict(constants):
-                continue  # a constant changed since: the old runs are another experiment
-            d = cfg.hashed_dict()
-            d.pop(entry["without"], None)
-            out[hash_of(d)] = f"hash without {entry['without']} (before {entry['since']}; constants unchanged)"
-        return out
-
-
-def hash_of(hashed: Mapping[str, Any]) -> str:
-    """The config hash of a ``hashed_dict``: :meth:`ExperimentConfig.config_hash`'s formula (a test
-    checks that both agree)."""
-    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------- loading
@@ -376,6 +94,23 @@ def _expand(entry: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
     return out
 
 
+def _one_of(value: Any, known: Iterable[Any], what: str, kind: str) -> Any:
+    """``value`` when it is one of ``known``; else one :class:`DeclarationError` naming the entry:
+    ``"<what>: <kind> <value!r> is not one of <known, ...>"``."""
+    known = list(known)
+    if value not in known:
+        raise DeclarationError(f"{what}: {kind} {value!r} is not one of {', '.join(map(str, known))}")
+    return value
+
+
+def _declared(name: Any, tables: Mapping[str, Any], what: str, in_file: str = "") -> Any:
+    """The declared table ``name``; else one :class:`DeclarationError`: ``"<what>: no table <name!r> is
+    declared"`` (then ``" in <in_file>"`` when given)."""
+    if name not in tables:
+        raise DeclarationError(f"{what}: no table {name!r} is declared" + (f" in {in_file}" if in_file else ""))
+    return tables[name]
+
+
 def _ints(value: Any, what: str, lo: int = 0) -> tuple[int, ...]:
     if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) or v < lo
                                                        for v in value):
@@ -406,16 +141,14 @@ def _table(d: dict[str, Any], decl: dict[str, Any]) -> Table:
     defaults = decl.get("defaults") or {}
     get = lambda k: d.get(k, defaults.get(k))  # noqa: E731
     dataset, method, profile = d.get("dataset"), d.get("method"), d.get("profile")
-    if dataset not in DATASET_TITLES:
-        raise DeclarationError(f"{what}: dataset {dataset!r} is not one of {', '.join(DATASET_TITLES)}")
+    _one_of(dataset, DATASET_TITLES, what, "dataset")
     try:
         setting = int(d.get("setting"))
     except (TypeError, ValueError):
         setting = None
     if setting not in SETTINGS:
-        raise DeclarationError(f"{what}: setting {d.get('setting')!r} is not one of {', '.join(map(str, SETTINGS))}")
-    if method not in METHODS:
-        raise DeclarationError(f"{what}: method {method!r} is not one of {', '.join(METHODS)}")
+        _one_of(d.get("setting"), SETTINGS, what, "setting")  # the value as declared, in the error
+    _one_of(method, METHODS, what, "method")
     pending_profiles = decl.get("pending_profiles") or {}
     if profile not in RUN_PROFILES and profile not in pending_profiles:
         raise DeclarationError(f"{what}: profile {profile!r} is not one of {', '.join(RUN_PROFILES)} "
@@ -453,8 +186,7 @@ def _table(d: dict[str, Any], decl: dict[str, Any]) -> Table:
                                f"{what}: variant {variant!r} is not what its method and overrides make ({made!r})")
     family = None  # set from the comparisons that name the table (_families)
     page = d.get("page")
-    if page not in (decl.get("pages") or {}):
-        raise DeclarationError(f"{what}: page {page!r} is not one of {', '.join(decl.get('pages') or {})}")
+    _one_of(page, decl.get("pages") or {}, what, "page")
     budget = d.get("budget")
     if budget is not None and budget != "all":
         budget = _ints(budget, f"{what}: budget", lo=1)
@@ -508,8 +240,7 @@ def _book(profile: str, d: Any, tables: Mapping[str, Table]) -> BookScope:
     one["settings"] = _ints(one.get("settings"), f"{what}.one_fold.settings", lo=1)
     one["methods"] = _strings(one.get("methods"), f"{what}.one_fold.methods")
     for m in one["methods"]:
-        if m not in METHODS:
-            raise DeclarationError(f"{what}.one_fold: method {m!r} is not one of {', '.join(METHODS)}")
+        _one_of(m, METHODS, f"{what}.one_fold", "method")
     if d.get("results") not in BOOK_RESULTS:
         raise DeclarationError(f"{what}.results: expected one of {', '.join(BOOK_RESULTS)}, got {d.get('results')!r}")
     left = []
@@ -522,12 +253,10 @@ def _book(profile: str, d: Any, tables: Mapping[str, Table]) -> BookScope:
             raise DeclarationError(f"{w}: unknown field(s) {', '.join(unknown)}; known: why, {', '.join(LEFT_OUT_KEYS)}")
         methods = _strings(item.get("methods"), f"{w}.methods")
         for m in methods:
-            if m not in METHODS:
-                raise DeclarationError(f"{w}: method {m!r} is not one of {', '.join(METHODS)}")
+            _one_of(m, METHODS, w, "method")
         datasets = _strings(item.get("datasets"), f"{w}.datasets")
         for ds in datasets:
-            if ds not in DATASET_TITLES:
-                raise DeclarationError(f"{w}: dataset {ds!r} is not one of {', '.join(DATASET_TITLES)}")
+            _one_of(ds, DATASET_TITLES, w, "dataset")
         points = {}
         for axis, values in (item.get("points") or {}).items():
             if axis not in ("blocks", "branches"):
@@ -560,8 +289,7 @@ def _families(tables: Mapping[str, Table], path: str) -> tuple[dict[str, str], l
         for c in fam.comparisons:
             what = f"family {fam.key} of crapnet_core/engine/decision.py: comparison {c.key}"
             for n in (c.a, c.b):
-                if n not in tables:
-                    raise DeclarationError(f"{what}: no table {n!r} is declared in {path}")
+                _declared(n, tables, what, in_file=path)
             a, b = tables[c.a], tables[c.b]
             if (a.dataset, a.setting, a.profile) != (b.dataset, b.setting, b.profile):
                 raise DeclarationError(f"{what}: the tables differ in dataset, setting or profile; a paired "
@@ -612,23 +340,18 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
             what = f"support study {e.get('name')!r}"
             ts = _strings(e.get("tables"), f"{what}: tables")
             for t in ts:
-                if t not in tables:
-                    raise DeclarationError(f"{what}: no table {t!r} is declared")
+                _declared(t, tables, what)
             kinds = _strings(e.get("kinds"), f"{what}: kinds")
             for k in kinds:
-                if k not in SUPPORT_KINDS:
-                    raise DeclarationError(f"{what}: kind {k!r} is not one of {', '.join(SUPPORT_KINDS)}")
-            if e.get("page") not in pages:
-                raise DeclarationError(f"{what}: page {e.get('page')!r} is not one of {', '.join(pages)}")
+                _one_of(k, SUPPORT_KINDS, what, "kind")
+            _one_of(e.get("page"), pages, what, "page")
             studies.append(SupportStudy(str(e["name"]), ts, _ints(e.get("seeds"), f"{what}: seeds"), kinds,
                                         _ints(e.get("shots"), f"{what}: shots", lo=1), e["page"]))
     rerun = []
     for i, raw in enumerate(data.get("rerun_check") or []):
         for e in _expand(raw, f"rerun_check[{i}]"):
             what = f"rerun_check {e!r}"
-            t = tables.get(e.get("table"))
-            if t is None:
-                raise DeclarationError(f"{what}: no table {e.get('table')!r} is declared")
+            t = _declared(e.get("table"), tables, what)
             if e.get("seed") not in t.seeds or e.get("fold") not in t.folds:
                 raise DeclarationError(f"{what}: seed {e.get('seed')!r} / fold {e.get('fold')!r} is not a run of {t.name}")
             rerun.append(RerunFold(t.name, int(e["seed"]), int(e["fold"])))
@@ -638,10 +361,9 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
         if not isinstance(e, Mapping) or e.get("function") not in ANALYSIS_FUNCTIONS:
             raise DeclarationError(f"{what}: function {None if not isinstance(e, Mapping) else e.get('function')!r} "
                                    f"is not one of {', '.join(ANALYSIS_FUNCTIONS)}")
-        if e.get("table") is not None and e["table"] not in tables:
-            raise DeclarationError(f"{what}: no table {e['table']!r} is declared")
-        if e.get("page") not in pages:
-            raise DeclarationError(f"{what}: page {e.get('page')!r} is not one of {', '.join(pages)}")
+        if e.get("table") is not None:
+            _declared(e["table"], tables, what)
+        _one_of(e.get("page"), pages, what, "page")
         out = str(e.get("out", ""))
         if not out.startswith("results/") or ".." in Path(out).parts:
             raise DeclarationError(f"{what}: out {out!r} must be a folder under results/")
@@ -655,8 +377,7 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
         if not isinstance(e, Mapping) or not isinstance(e.get("without"), str) or not isinstance(e.get("constants"), Mapping):
             raise DeclarationError(f"legacy_hashes[{i}]: needs `without`, `since` and `constants`")
         for m in e["constants"]:
-            if m not in METHODS:
-                raise DeclarationError(f"legacy_hashes[{i}]: method {m!r} is not one of {', '.join(METHODS)}")
+            _one_of(m, METHODS, f"legacy_hashes[{i}]", "method")
         legacy.append(dict(e))
     return Declaration(path, families, pages, dict(data.get("pending_profiles") or {}), tables, tuple(comparisons),
                        tuple(studies), tuple(rerun), analyses, book, tuple(legacy))

@@ -13,16 +13,15 @@ Each takes the declaration, the results folder and the runs folder; the workflow
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json, write_text
+from ..io import read_json, write_json, write_text
 from . import layout
-from .declaration import Declaration, Run
+from .entries import Declaration, Run
 from .provenance import run_info, utc_now
 
 LOG = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def run_job(decl: Declaration, table: str, seed: int, folder: str, results_dir: 
     """Train, evaluate and publish one declared run (see the module docstring); returns the result folder."""
     from ..engine.evaluation import evaluate, read_metrics
     from ..engine.runs import is_evaluated, run_lock
-    from ..engine.training import train_seconds
+    from ..engine.run_folder import train_seconds
 
     run = find_run(decl, table, seed, folder)
     started, t0 = utc_now(), time.time()
@@ -79,7 +78,7 @@ def run_job(decl: Declaration, table: str, seed: int, folder: str, results_dir: 
     if metrics.get("config_hash") != run.hash or int(metrics.get("step", -1)) != run.config.train.steps:
         raise ValueError(f"{run_dir}/metrics.json: config hash {metrics.get('config_hash')} at step "
                          f"{metrics.get('step')}, expected {run.hash} at step {run.config.train.steps}")
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_json(run_dir / "config.json")
     info = run_info(_command(run), started, time.time() - t0, train_seconds(run_dir), run_dir,
                     note=None if saved.get("config_hash") == run.hash else "config.json of the runs folder differs")
     dest = layout.result_dir(results_dir, run)

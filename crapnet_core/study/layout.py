@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..engine.metrics import json_number, nanmean
-from ..io import write_json, write_text
-from .declaration import Declaration, Run, Table
+from ..io import read_json, write_json, write_text
+from .entries import Declaration, Run, Table
 
 #: The files of a run's result folder (``budget.json`` only where the table declares a budget curve).
 RUN_FILES = ("config.json", "metrics.json", "run_info.json")
@@ -294,12 +294,9 @@ def write_table_summary(table: Table, results_dir: str | os.PathLike) -> Path:
     summaries = {}
     for seed in table.seeds:
         path = folder / f"seed{seed}" / "summary.json"
-        try:
-            summaries[seed] = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{path}: missing; the seed's runs are not all done") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        if not path.is_file():
+            raise ValueError(f"{path}: missing; the seed's runs are not all done")
+        summaries[seed] = read_json(path)
     if len(summaries) == 1:
         (summary,) = summaries.values()
     else:
@@ -356,9 +353,9 @@ def migrate_table(decl: Declaration, table: Table, results_dir: str | os.PathLik
         info_path = sdir / "run_info.json" if (sdir / "run_info.json").is_file() else root / "run_info.json"
         if not info_path.is_file():
             continue
-        info = json.loads(info_path.read_text())
-        summary = json.loads((sdir / "summary.json").read_text()) if (sdir / "summary.json").is_file() else None
-        budget = json.loads((root / BUDGET_FILE).read_text()) if (root / BUDGET_FILE).is_file() else None
+        info = read_json(info_path)
+        summary = read_json(sdir / "summary.json") if (sdir / "summary.json").is_file() else None
+        budget = read_json(root / BUDGET_FILE) if (root / BUDGET_FILE).is_file() else None
         for run in table.runs():
             if run.seed != seed or run.config is None:
                 continue

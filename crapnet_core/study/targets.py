@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
-from .declaration import Declaration, Run, Table
+from .entries import Declaration, Run, Table
 
 
 @dataclass

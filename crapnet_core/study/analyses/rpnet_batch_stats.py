@@ -28,7 +28,6 @@ the ``*_lite`` tables so that no table averages it into the SSL-RPNet row); comp
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -38,7 +37,7 @@ from ...engine.checkpoints import cpu_threads, load_model, resolve_device
 from ...engine.evaluation import evaluate_model
 from ...engine.experiment import ExperimentConfig
 from ...engine.runs import summarize_runs, summary_markdown
-from ...io import write_json, write_text
+from ...io import read_json, write_json, write_text
 from ...models.methods import rpnet
 from ..provenance import git_commit
 
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None, dataset: str = "chaos", out: str | Path 
         src = found[0]
         cfg = ExperimentConfig.load(src / "config.json")
         if cfg.data.fold != fold or cfg.model.method != "rpnet" or not (src / "metrics.json").is_file() \
-                or int(json.loads((src / "metrics.json").read_text()).get("step", -1)) != cfg.train.steps:
+                or int(read_json(src / "metrics.json").get("step", -1)) != cfg.train.steps:
             p.error(f"--runs {runs}: {src.name} is not a trained and evaluated SSL-RPNet run of fold {fold}")
         dst = out_root / src.name
         if (dst / "metrics.json").is_file():
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None, dataset: str = "chaos", out: str | Path 
               f"({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     done = sorted(out_root.glob("*/metrics.json"))
     if len(done) == 5:
-        summary = summarize_runs([d.parent for d in done], dataset=json.loads(done[0].read_text())["dataset"],
+        summary = summarize_runs([d.parent for d in done], dataset=read_json(done[0])["dataset"],
                                  setting=1, method="rpnet", profile="lite")
         summary["variant"] = "rpnet (CRE BatchNorm on batch statistics at test)"
         table = f"{args.dataset}_setting1_rpnet_lite"

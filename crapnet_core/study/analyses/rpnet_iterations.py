@@ -30,7 +30,6 @@ results/rpnet_iterations/steps<N>/.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from ...engine.evaluation import evaluate, evaluate_model, metrics_filename, rea
 from ...engine.experiment import describe, make_config
 from ...engine.training import is_trained, train, train_seconds
 from ...facts import ORGAN_SHORT, ORGANS
-from ...io import write_json, write_text
+from ...io import read_json, write_json, write_text
 from ...models.methods import rpnet
 from ...report.provenance import machine_description
 from ..provenance import git_commit
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None, out: str | Path = "results/rpnet_iterati
     if args.cre_batch_stats:
         assert rpnet.use_batch_statistics(model) > 0
     rows_path = run / ("rows_cre_batch_stats.json" if args.cre_batch_stats else "rows.json")
-    done = {r["eval_iters"]: r for r in (json.loads(rows_path.read_text()) if rows_path.is_file() else [])}
+    done = {r["eval_iters"]: r for r in (read_json(rows_path) if rows_path.is_file() else [])}
     for n in iterations:
         if n in done:
             continue
