@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..facts import DATASET_TITLES
-from ..io import write_text
+from ..io import write_text, read_json
 from ..paths import repo_root
 from ..engine.environment import environment  # packages, CPU kernels, threads of the build
 from ..report.provenance import machine_description  # provenance line (report layer)
@@ -255,7 +255,7 @@ def _rerun_check(results_dir: str | None) -> dict[str, Any] | None:
     if not results_dir or not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except ValueError:
         LOG.warning("book: %s is not valid JSON; the rerun check is left off the This build page", path)
         return None

@@ -27,8 +27,8 @@ from typing import Any, Callable, Mapping
 from ..engine.decision import FAMILIES, SEED_BAND_TABLES, all_comparisons
 from ..engine.stats import fold_spread, format_pm
 from ..facts import METHOD_LABELS
-from .stats_tables import (DATASET_SHORT, VARIANT_LABELS, call_md, ci, family_table, pts, rule_md, seed_band_md,
-                           table_label)
+from ..io import read_json
+from .stats_tables import (DATASET_SHORT, VARIANT_LABELS, call_md, ci, family_table, pts, rule_md, seed_band_md)
 
 #: Raise when the fold-level analysis changes (the cached comparisons are then recomputed).
 ANALYSIS_VERSION = "issue19-1"
@@ -65,15 +65,15 @@ def read_summary(results: Path, name: str, seed: int | None = None) -> dict | No
     older layout: its summary), or None when absent."""
     folder = results / name
     if seed is not None and (folder / f"seed{seed}" / "summary.json").is_file():
-        return json.loads((folder / f"seed{seed}" / "summary.json").read_text())
+        return read_json(folder / f"seed{seed}" / "summary.json")
     path = folder / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def run_infos(folder: Path) -> list[dict]:
     """The run_info.json of a table folder: one per seed (``seed<k>/``), or the folder's own (older layout)."""
     paths = sorted(folder.glob("seed*/run_info.json")) or [p for p in [folder / "run_info.json"] if p.is_file()]
-    return [json.loads(p.read_text()) for p in paths]
+    return [read_json(p) for p in paths]
 
 
 def dice_cell(s: Mapping | None) -> str:
@@ -124,7 +124,7 @@ def analysis(results: str | Path, recompute: bool = False) -> dict[str, Any]:
     digest = inputs_sha256(results)
     cached = results / "compare" / "analysis.json"
     if cached.is_file() and not recompute:
-        data = json.loads(cached.read_text())
+        data = read_json(cached)
         if data.get("inputs_sha256") == digest:
             return data
     data = _relative_paths(all_comparisons(results), results.resolve().parent)
@@ -194,7 +194,7 @@ def table_blocks(results: Path, an: Mapping) -> dict[str, str]:
     from .prose import budget_file
 
     curves = {m: budget_file(results, f"budget_chaos_setting1_f0_{m}") for m in ("crapnet", "alpnet")}
-    points = {m: {p["step"]: p["dice"]["mean"] for p in json.loads(path.read_text())["points"]}
+    points = {m: {p["step"]: p["dice"]["mean"] for p in read_json(path)["points"]}
               for m, path in curves.items() if path.is_file()}
     lines = ["| steps | " + " | ".join(label(m) for m in curves) + " |", "|---|---|---|"]
     for step in sorted({k for v in points.values() for k in v}):
@@ -402,7 +402,7 @@ def rewrite_summaries(results: str | Path) -> list[Path]:
 
     done = []
     for path in sorted(Path(results).rglob("summary.json")):
-        s = json.loads(path.read_text())
+        s = read_json(path)
         if "per_fold" not in s:
             continue
         spread = fold_spread(s, "dice")

@@ -13,7 +13,6 @@ says so; the comparisons of an incomplete table carry the calls of the declared 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +21,7 @@ import numpy as np
 from ..engine.stats import format_pm
 from .sentence_parts import diff_md, entry_mean_row, find_comparison
 from .stats_tables import DATASET_SHORT, call_md, family_table, pts, table_label
+from ..io import read_json
 
 #: rows of the converged table: (dataset, method), in the order the question is asked
 CONVERGED_ROWS = (("chaos", "crapnet"), ("chaos", "alpnet"), ("chaos", "panet"), ("chaos", "alpnet_sup"),
@@ -66,7 +66,7 @@ def validation_fold(results: Path) -> tuple[list[str], int | None]:
     path = results / "select_converged" / "trials.json"
     if not path.is_file():
         return [], None
-    trials = json.loads(path.read_text())["trials"]
+    trials = read_json(path)["trials"]
     scans = sorted({s for t in trials.values() for p in t["points"] for o in p["per_scan"].values() for s in o}, key=int)
     try:
         fold_of = load_table(results / "chaos_setting1_crapnet_lite")["fold_of"]
@@ -124,7 +124,7 @@ def converged_text(results: Path, an: Mapping) -> str:
     sel = results / "select_converged" / "trials.json"
     parts = []
     if sel.is_file():
-        choice = json.loads(sel.read_text())["choice"]
+        choice = read_json(sel)["choice"]
         parts.append(f"The budget is {choice['chosen']:,} steps. The rule ({choice['rule']})"
                      + (" held for no candidate, so the largest budget trained was taken: by that rule training had "
                         "not converged even there." if not choice["passed"] else " chose it."))
@@ -178,7 +178,7 @@ def rerun_summary(results: Path, an: Mapping | None = None) -> str:
     lines = ["| rerun check | commit | machine | folds | fold-mean difference, rerun − committed (points): "
              "mean, largest |·| | organ differences: largest |·| |", "|---|---|---|---|---|---|"]
     for path in paths:
-        check: dict[str, Any] = json.loads(path.read_text())
+        check: dict[str, Any] = read_json(path)
         fold_d, organ_d = [], []
         for f in check.get("folds", []):
             dice = (f.get("comparison") or {}).get("dice") or {}

@@ -10,7 +10,6 @@ published tables (:mod:`crapnet_core.published`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping
 
@@ -20,12 +19,13 @@ from ..facts import METHOD_LABELS
 from .sentence_parts import (calls_by_call, comparison_name, comparison_where, count_md, diff_md, entry_mean_row,
                              find_comparison, fold_diffs, num, range_md, read_summary, summary_mean)
 from .stats_tables import DATASET_SHORT, call_md, ci, pts, pval, table_label
+from ..io import read_json
 
 
 # ---------------------------------------------------------------------- equal_budget.md
 def selection(results: Path, readme: bool = False) -> str:
     """How `lite` was chosen: the validation trials, the validation scan and its fold."""
-    t = json.loads((results / "select_lite" / "trials.json").read_text())
+    t = read_json(results / "select_lite" / "trials.json")
     avg = t["method_average"]
     rows = {(r["trial"], r["method"]): r for r in t["rows"]}
     scans = sorted({s for r in t["rows"] for s in r["validation_scans"]}, key=int)
@@ -247,7 +247,7 @@ def budget_text(results: Path) -> str:
     for m in ("crapnet", "alpnet"):
         path = budget_file(results, f"budget_chaos_setting1_f0_{m}")
         if path.is_file():
-            curves[m] = {p["step"]: p["dice"] for p in json.loads(path.read_text())["points"]}
+            curves[m] = {p["step"]: p["dice"] for p in read_json(path)["points"]}
     if len(curves) < 2:
         return "The budget curves are not committed yet.\n"
     steps = sorted(set(curves["crapnet"]) & set(curves["alpnet"]))
@@ -360,12 +360,12 @@ def rpnet_text(results: Path, an: Mapping) -> str:
     root = results / "rpnet_iterations"
 
     def rows(path):
-        return {r["eval_iters"]: 100 * r["mean_dice"] for r in json.loads((root / path).read_text())["rows"]}
+        return {r["eval_iters"]: 100 * r["mean_dice"] for r in read_json(root / path)["rows"]}
 
     r650, r2k = rows("iterations.json"), rows("steps2000/iterations.json")
     b650, b2k = rows("cre_batch_stats/iterations.json"), rows("steps2000/cre_batch_stats/iterations.json")
-    ref_iters = json.loads((root / "iterations.json").read_text())["reference_eval_iters"]
-    alp = {k: json.loads((root / p).read_text()).get("alpnet_validation", {}).get("mean_dice")
+    ref_iters = read_json(root / "iterations.json")["reference_eval_iters"]
+    alp = {k: read_json(root / p).get("alpnet_validation", {}).get("mean_dice")
            for k, p in (("650", "iterations.json"), ("2000", "steps2000/iterations.json"))}
     crap = {ds: find_comparison(an, "methods", f"{ds}_setting1_rpnet_lite", f"{ds}_setting1_crapnet_lite") for ds in ("chaos", "sabs")}
     init = {ds: summary_mean(read_summary(results, f"{ds}_setting1_alpnet_init_lite")) for ds in ("chaos", "sabs")}
@@ -378,7 +378,7 @@ def rpnet_text(results: Path, an: Mapping) -> str:
         if not (folder / "summary.json").is_file():
             continue
         bs = load_table(folder / "summary.json")
-        five[ds] = json.loads((folder / "summary.json").read_text())
+        five[ds] = read_json(folder / "summary.json")
         vs_ref[ds] = mean_row(compare_tables(bs, load_table(results / f"{ds}_setting1_rpnet_lite")))
         vs_crap[ds] = mean_row(compare_tables(load_table(results / f"{ds}_setting1_crapnet_lite"), bs))
 
@@ -450,7 +450,7 @@ def choices(results: Path) -> str:
     lite, paper = make_config("lite", "phantom", 1, 0, "crapnet"), make_config("paper", "phantom", 1, 0, "crapnet")
     ext = {n: c.model.carafe_kernel / c.data.input_size for n, c in (("lite", lite), ("paper", paper))}
     fold_of = _fold_of_scans(results)
-    t = json.loads((results / "select_lite" / "trials.json").read_text())
+    t = read_json(results / "select_lite" / "trials.json")
     scans = sorted({s for r in t["rows"] for s in r["validation_scans"]}, key=int)
     conv = results / "select_converged" / "rule.md"
     return (
@@ -498,13 +498,12 @@ def paper_gap(results: Path, an: Mapping) -> str:
 def rerun_text(results: Path) -> str:
     """The rerun check (issue 25) in sentences: committed vs rerun fold Dice and the kernel variants'
     range, from ``results/rerun_check/rerun_check.json`` and ``kernels.json``."""
-    import json
 
     folder = results / "rerun_check"
     path = folder / "rerun_check.json"
     if not path.is_file():
         return "No rerun check has been committed yet (`crapnet rerun-check`).\n"
-    check = json.loads(path.read_text())
+    check = read_json(path)
     parts = []
     for f in check.get("folds", []):
         comp = f.get("comparison") or {}
@@ -523,7 +522,7 @@ def rerun_text(results: Path) -> str:
         text.append("Fold mean Dice: " + "; ".join(parts) + ".")
     kpath = folder / "kernels.json"
     if kpath.is_file():
-        k = json.loads(kpath.read_text())
+        k = read_json(kpath)
         vals = [100 * v["dice"]["mean"] for v in k.get("variants") or []
                 if isinstance(v, Mapping) and (v.get("dice") or {}).get("mean") is not None]
         if vals:

@@ -9,13 +9,13 @@ fractions). Differences are shown in Dice points (0-100) with a true minus sign
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from .stats_tables import DATASET_SHORT, call_md, ci, minus, pts, table_label
+from ..io import read_json
 
 
 def entry_mean_row(e: Mapping) -> dict:
@@ -83,7 +83,7 @@ def read_summary(results: Path, name: str, seed: int | None = None) -> dict | No
     path = folder / f"seed{seed}" / "summary.json" if seed is not None else folder / "summary.json"
     if seed is not None and not path.is_file():
         path = folder / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def summary_mean(s: Mapping | None) -> float | None:

@@ -35,7 +35,6 @@ Reading (:func:`load_support_results`) and the statistics the book page shows:
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..engine.support import KSHOT_FILE, SENSITIVITY_FILE
+from ..io import read_json
 
 #: Random support assignments drawn for ``share_same_sign`` and their seed.
 N_ASSIGNMENTS = 20000
@@ -153,7 +153,7 @@ def _support_results_of(run: Path, results_dir, table, shots, device, progress, 
     folder = result_folder(results_dir, cfg, table)
     old_cfg = folder / "config.json"
     if old_cfg.is_file():
-        other = json.loads(old_cfg.read_text()).get("config_hash")
+        other = read_json(old_cfg).get("config_hash")
         if other != cfg.config_hash():
             raise ValueError(f"{old_cfg}: holds config {other}, not {cfg.config_hash()} of {run}")
     seconds: dict[str, float] = {}
@@ -216,10 +216,7 @@ def load_support_results(
                 for key, name in (("sensitivity", SENSITIVITY_FILE), ("kshot", KSHOT_FILE)):
                     path = run / name
                     if path.is_file():
-                        try:
-                            entry[key] = json.loads(path.read_text())
-                        except json.JSONDecodeError as err:
-                            raise ValueError(f"{path}: not valid JSON ({err})") from None
+                        entry[key] = read_json(path)
                 if entry:
                     fold = int((entry.get("sensitivity") or entry.get("kshot"))["fold"])
                     if fold in folds:

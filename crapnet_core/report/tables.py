@@ -24,6 +24,7 @@ import numpy as np
 
 from ..facts import DATASET_LABELS, METHOD_LABELS, ORGAN_SHORT, ORGANS  # study facts
 from ..published import PUBLISHED, PUBLISHED_INCONSISTENT, PUBLISHED_METHOD_KEYS  # the one transcription
+from ..io import read_json
 
 #: How the pages cite the paper.
 PAPER = "Ding et al., CRAPNet, WACV 2023"
@@ -144,7 +145,7 @@ def load_summaries(results_dir: str | os.PathLike, profile: str | None = None,
             elif seeds:
                 continue
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path)
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: not a readable summary ({err})") from None
         if profile and not (path.parent.name.endswith(f"_{profile}") or data.get("profile") == profile):
@@ -155,10 +156,7 @@ def load_summaries(results_dir: str | os.PathLike, profile: str | None = None,
         data["_path"] = str(path)
         info = path.parent / "run_info.json"  # written next to the summary: command, machine, wall time
         if info.is_file():
-            try:
-                data["_run_info"] = json.loads(info.read_text())
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{info}: not valid JSON ({err})") from None
+            data["_run_info"] = read_json(info)
         out.append(data)
     return out
 
