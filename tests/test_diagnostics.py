@@ -11,7 +11,8 @@ import torch
 from crapnet_core.engine import diagnostics as dg
 from crapnet_core.models.attention import CycleResemblanceBlock, SupportQueryAttention, cycle_resemblance
 from crapnet_core.models.config import ModelConfig
-from crapnet_core.models.segmenter import FewShotSegmenter, fg_bg
+from crapnet_core.models.base import fg_bg
+from crapnet_core.models.segmenter import FewShotSegmenter, literal_scores
 from crapnet_core.models.prototypes import PrototypeClassifier
 
 
@@ -109,21 +110,21 @@ def _episode(b: int = 2, size: int = 64):
     return img, mask, q
 
 
-def test_variants_equal_the_model_while_the_blocks_are_the_identity_and_differ_after():
+def test_attention_modes_equal_the_model_while_the_blocks_are_the_identity_and_differ_after():
     model = _model()
     s, m, q = _episode()
-    full = dg.AttentionVariant(model, "full").predict(s, m, q)
-    assert torch.allclose(full, model.predict(s, m, q))
-    if hasattr(model, "predict_logits"):  # the evaluation's test-time rule
-        assert torch.allclose(dg.AttentionVariant(model, "full").predict_logits(s, m, q, size=(50, 60)),
-                              model.predict_logits(s, m, q, size=(50, 60)))
+    assert model.attention_mode == "full"
+    full = model.predict(s, m, q)
     for v in ("bypass", "literal"):  # zero-initialised W_z: z = x, all readings agree
-        assert torch.allclose(dg.AttentionVariant(model, v).predict(s, m, q), full, atol=1e-6), v
+        with model.attention_mode_as(v):
+            assert torch.allclose(model.predict(s, m, q), full, atol=1e-6), v
+        assert model.attention_mode == "full"
     with torch.no_grad():
         for blk in [*model.attention.support_blocks, *model.attention.query_blocks]:
             blk.out.weight.normal_(0, 0.5)
     full = model.predict(s, m, q)
-    bypass = dg.AttentionVariant(model, "bypass").predict(s, m, q)
+    with model.attention_mode_as("bypass"):
+        bypass = model.predict(s, m, q)
     assert not torch.allclose(bypass, full, atol=1e-3)
     # bypass = the same network without attention blocks (z = x)
     x_s, x_q = model.encode(s, q)
@@ -133,14 +134,24 @@ def test_variants_equal_the_model_while_the_blocks_are_the_identity_and_differ_a
     assert torch.allclose(bypass, ref, atol=1e-6)
     # literal: CARAFE prototypes from z_s, global prototypes from x_s, scores against x_q
     z_s, z_q = model.attention(x_s, x_q)
-    scores = dg.literal_scores(model.classifier, x_s, z_s, fg, bg, x_q)
-    out = dg.AttentionVariant(model, "literal")(s, m, q)
+    scores = literal_scores(model.classifier, x_s, z_s, fg, bg, x_q)
+    literal = FewShotSegmenter(model.cfg, attention_mode="literal")  # the switch as a constructor argument
+    literal.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        out = literal.eval()(s, m, q)
     assert torch.allclose(out.scores, scores) and torch.allclose(out.query_features, z_q)
     # with z = x the literal composition is the classifier itself
-    assert torch.allclose(dg.literal_scores(model.classifier, x_s, x_s, fg, bg, x_q),
+    assert torch.allclose(literal_scores(model.classifier, x_s, x_s, fg, bg, x_q),
                           model.classifier(x_s, fg, bg, x_q), atol=1e-6)
+    with pytest.raises(ValueError, match="attention_mode"):
+        model.attention_mode = "nope"
+    with pytest.raises(ValueError, match="attention_mode"):
+        FewShotSegmenter(model.cfg, attention_mode="nope")
+    with pytest.raises(ValueError, match="one support shot"):  # literal is a one-shot reading
+        literal(s[:, None].expand(-1, 2, -1, -1, -1), m[:, None].expand(-1, 2, -1, -1), q)
     with pytest.raises(ValueError, match="variant"):
-        dg.AttentionVariant(model, "nope")
+        dg.variant_dice(model, None, variants=("nope",))
+    assert model.attention_mode == "full"
 
 
 def test_diagnose_traces_every_block_and_removes_its_hooks():

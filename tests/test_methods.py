@@ -14,7 +14,8 @@ from crapnet_core.models.config import METHODS
 from crapnet_core.engine.experiment import make_config
 from crapnet_core.models.methods import REGISTRY, get_method
 from crapnet_core.models.methods import adnet, alpnet_sup, qnet, rpnet
-from crapnet_core.models.segmenter import FewShotSegmenter, fg_bg
+from crapnet_core.models.base import fg_bg
+from crapnet_core.models.segmenter import FewShotSegmenter
 from crapnet_core.models.prototypes import masked_average, pool_mask
 from crapnet_core.engine.runs import ensure_run, fold_configs
 from crapnet_core.engine.training import build_episodes, build_model, loss_function, make_optimizer, read_checkpoint

@@ -102,7 +102,8 @@ def test_check_geometry_on_a_bare_config():
 
 # ---------------------------------------------------------------- test-time rule: argmax of upsampled logits
 def _fixed_score_model(scores: torch.Tensor):
-    from crapnet_core.models.segmenter import FewShotSegmenter, SegmenterOutput
+    from crapnet_core.models.base import SegmenterOutput
+    from crapnet_core.models.segmenter import FewShotSegmenter
 
     model = FewShotSegmenter(ModelConfig(method="panet", encoder="resnet18_l2", feature_dim=16))
 

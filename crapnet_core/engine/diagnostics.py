@@ -32,8 +32,9 @@ Per support (:func:`prototype_counts`): the number of valid local foreground / b
 prototypes under the ``threshold`` rule (0.95, Sec. 3.6) on the classifier's prototype grid,
 and the grid size.
 
-Test Dice of variants (:class:`AttentionVariant`, :func:`variant_dice`), same protocol as
-:func:`crapnet_core.engine.evaluation.evaluate_model`:
+Test Dice of variants (:func:`variant_dice`), same protocol as
+:func:`crapnet_core.engine.evaluation.evaluate_model`; a variant is an attention mode of the model
+(:attr:`crapnet_core.models.segmenter.FewShotSegmenter.attention_mode`, defined there):
 
 * ``full`` -- the trained model as it is (prototypes and scores from z, our reading);
 * ``bypass`` -- attention skipped, z = x (the blocks' contribution removed);
@@ -54,13 +55,14 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models.attention import CycleResemblance, CycleResemblanceBlock
-from ..models.segmenter import eval_mode
+from ..models.base import eval_mode, fg_bg
+from ..models.segmenter import ATTENTION_MODES, FewShotSegmenter
 
-VARIANTS = ("full", "bypass", "literal")
+#: the variants of :func:`variant_dice`: the segmenter's attention modes
+VARIANTS = ATTENTION_MODES
 
 
 # ---------------------------------------------------------------------- the measured quantities
@@ -253,83 +255,6 @@ def prototype_counts(classifier: nn.Module, features: torch.Tensor, fg: torch.Te
             "grid": tuple(int(s) for s in grid.shape[-2:])}
 
 
-def literal_scores(classifier: nn.Module, x_s: torch.Tensor, z_s: torch.Tensor, fg: torch.Tensor,
-                   bg: torch.Tensor, x_q: torch.Tensor) -> torch.Tensor:
-    """Class scores (B, 2, h, w) with Eq. 14-16 read literally.
-
-    Local prototypes from CARAFE++ of z_s (Eq. 14), global prototypes by masked average
-    pooling of x_s (Eq. 15), similarities against the encoder's query features x_q (Eq. 16).
-    Relies on :meth:`PrototypeClassifier.prototypes` putting the global prototype last in each
-    class's set (its documented layout); validity (threshold rule, background fallback)
-    depends only on the masks, so it is the same for both calls.
-    """
-    from ..models.prototypes import class_score
-
-    fg_z, fg_ok, bg_z, bg_ok = classifier.prototypes(z_s, fg, bg)
-    fg_x, _, bg_x, _ = classifier.prototypes(x_s, fg, bg)
-    fg_p = torch.cat([fg_z[:, :-1], fg_x[:, -1:]], dim=1)
-    bg_p = torch.cat([bg_z[:, :-1], bg_x[:, -1:]], dim=1)
-    bg_score = class_score(bg_p, bg_ok, x_q, classifier.alpha)
-    fg_score = class_score(fg_p, fg_ok, x_q, classifier.alpha)
-    return torch.stack([bg_score, fg_score], dim=1)
-
-
-class AttentionVariant(nn.Module):
-    """A trained :class:`~crapnet_core.models.segmenter.FewShotSegmenter` evaluated as one of :data:`VARIANTS`.
-
-    Same call contract as the segmenter: forward(support_image (Bs, 3, H, W), support_mask
-    (Bs, H, W), query_image (B, 3, H, W)) -> SegmenterOutput; predict(...) -> foreground
-    probability (B, H, W). ``full`` delegates to the model unchanged.
-    """
-
-    def __init__(self, model: nn.Module, variant: str = "full") -> None:
-        super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"variant: {variant!r} is not one of {', '.join(VARIANTS)}")
-        self.model = model
-        self.variant = variant
-        self.train(model.training)  # a new Module is in training mode: follow the model's mode instead
-
-    def forward(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor):
-        from ..models.segmenter import SegmenterOutput, fg_bg
-
-        m = self.model
-        if self.variant == "full":
-            return m(support_image, support_mask, query_image)
-        bs, b = support_image.shape[0], query_image.shape[0]
-        x_s, x_q = m.encode(support_image, query_image)
-        if bs != b:
-            x_s = x_s.expand(b, *x_s.shape[1:])
-            support_mask = support_mask.expand(b, *support_mask.shape[1:])
-        fg, bg = fg_bg(support_mask)
-        if self.variant == "bypass" or m.attention is None:
-            z_s, z_q = x_s, x_q
-            scores = m.classifier(z_s, fg, bg, z_q)
-        else:  # literal
-            z_s, z_q = m.attention(x_s, x_q)
-            scores = literal_scores(m.classifier, x_s, z_s, fg, bg, x_q)
-        logits = F.interpolate(scores, size=query_image.shape[-2:], mode="bilinear", align_corners=False)
-        return SegmenterOutput(logits, scores, z_s, z_q, support_mask)
-
-    @torch.no_grad()
-    def predict_logits(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor,
-                       size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Class scores (B, 2, *size) bilinearly upsampled in one step (the evaluation's test-time rule,
-        :meth:`~crapnet_core.models.segmenter.FewShotSegmenter.predict_logits`), for this variant."""
-        if self.variant == "full":
-            return self.model.predict_logits(support_image, support_mask, query_image, size=size)
-        with eval_mode(self):
-            out = self(support_image, support_mask, query_image)
-            size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
-            return F.interpolate(out.scores.float(), size=size, mode="bilinear", align_corners=False)
-
-    @torch.no_grad()
-    def predict(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor):
-        with eval_mode(self):
-            out = self(support_image, support_mask, query_image)
-            return torch.softmax(out.logits.float(), dim=1)[:, 1]
-
-
 # ---------------------------------------------------------------------- episodes of a run
 def training_episodes(cfg, n: int = 8, seed: int = 1234) -> list[dict[str, Any]]:
     """``n`` self-supervised training episodes of ``cfg``'s fold (superpixel pseudo-labels).
@@ -402,15 +327,11 @@ def diagnose(model: nn.Module, episodes: Sequence[dict[str, Any]], source: str,
     with ``source``, ``organ`` added; prototype_rows one per episode (source, organ, scan_id,
     n_fg_local, n_bg_local, grid); weights {(branch, block): w values}.
     """
-    from ..models.segmenter import fg_bg
-
     device = next(model.parameters()).device
-    was = model.training
-    model.eval()
     block_rows: list[dict[str, Any]] = []
     proto_rows: list[dict[str, Any]] = []
     weights: dict[tuple[str, int], list[np.ndarray]] = {}
-    try:
+    with eval_mode(model):
         for start in range(0, len(episodes), batch_size):
             batch = episodes[start:start + batch_size]
             s_img = torch.stack([e["support_image"] for e in batch]).to(device)
@@ -431,25 +352,32 @@ def diagnose(model: nn.Module, episodes: Sequence[dict[str, Any]], source: str,
                                    "n_fg_local": int(counts["fg"][i]), "n_bg_local": int(counts["bg"][i]),
                                    "grid": "x".join(map(str, counts["grid"])),
                                    "fg_fraction": float(fg[i].mean())})
-    finally:
-        model.train(was)
     return block_rows, proto_rows, {k: np.concatenate(v) for k, v in weights.items()}
 
 
 def variant_dice(model: nn.Module, cfg, variants: Sequence[str] = VARIANTS, device=None,
                  progress: bool = False) -> dict[str, dict[str, Any]]:
-    """Test Dice of each variant (:class:`AttentionVariant`) with the run's 1-shot protocol.
+    """Test Dice of each variant (an attention mode of ``model``, :data:`VARIANTS`) with the run's 1-shot protocol.
 
-    Returns {variant: {"dice": {organ: fraction, "mean": fraction}, "per_scan": {organ: {scan: fraction}}}};
-    no file is written (predictions are not saved).
+    ``model``: a :class:`~crapnet_core.models.segmenter.FewShotSegmenter`, evaluated in each mode and left
+    in its own mode afterwards; another model can only be evaluated as ``full`` (TypeError otherwise,
+    ValueError for an unknown variant). Returns {variant: {"dice": {organ: fraction, "mean": fraction},
+    "per_scan": {organ: {scan: fraction}}}}; no file is written (predictions are not saved).
     """
     from .evaluation import evaluate_model
     from .stats import per_scan_from_metrics
 
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"variant: {v!r} is not one of {', '.join(VARIANTS)}")
+        if v != "full" and not isinstance(model, FewShotSegmenter):
+            raise TypeError(f"variant_dice: variant {v!r} is an attention mode of a FewShotSegmenter "
+                            f"(crapnet, alpnet, panet); got {type(model).__name__}")
     out = {}
     for v in variants:
-        m = evaluate_model(AttentionVariant(model, v), cfg, device, out_dir=None, progress=progress,
-                           save_predictions=False)
+        mode = model.attention_mode_as(v) if isinstance(model, FewShotSegmenter) else contextlib.nullcontext()
+        with mode:
+            m = evaluate_model(model, cfg, device, out_dir=None, progress=progress, save_predictions=False)
         dice = {o: r["dice_mean"] for o, r in m["per_organ"].items()}
         dice["mean"] = m["mean"]["dice"]
         out[v] = {"dice": dice, "per_scan": per_scan_from_metrics(m)}
@@ -592,5 +520,5 @@ def plot_weights(weights: dict[str, dict[tuple[str, int], np.ndarray]], bins: in
 
 
 __all__ = ["block_table", "prototype_table", "variant_table", "plot_blocks", "plot_weights", "VARIANTS", "cycle_consistency", "column_entropy", "residual_ratio", "weight_summary", "BlockTrace",
-           "trace_attention", "trace_attention_blocks", "block_statistics", "resemblance_weights", "prototype_counts", "literal_scores",
-           "AttentionVariant", "eq13_bounds", "weight_entropy", "training_episodes", "protocol_pairs", "diagnose", "variant_dice", "inside_attention"]
+           "trace_attention", "trace_attention_blocks", "block_statistics", "resemblance_weights", "prototype_counts",
+           "eq13_bounds", "weight_entropy", "training_episodes", "protocol_pairs", "diagnose", "variant_dice", "inside_attention"]

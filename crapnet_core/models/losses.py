@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from crapnet_core.models.base import SegmenterOutput, fg_bg
 from crapnet_core.models.config import LossConfig
-from crapnet_core.models.segmenter import FewShotSegmenter, SegmenterOutput, fg_bg
+from crapnet_core.models.segmenter import FewShotSegmenter
 
 IGNORE_INDEX = 255
 BATCH_KEYS = ("support_image", "support_mask", "query_image", "query_mask")

@@ -21,114 +21,37 @@ with masks (Bs, K, H, W). The attention treats the K shots as one support set (E
 the support images; :func:`attend_shots`), and the prototypes are pooled over the shots as
 PANet and SSL-ALPNet define it for n shots (:meth:`PrototypeClassifier.prototypes_shots`).
 The models are trained 1-shot (the paper's episodes); k shots are a test-time option.
+
+Attention modes (:attr:`FewShotSegmenter.attention_mode`, a switch of the model that changes no
+parameter, config or state_dict key; the "variants" of the diagnostics, issue 8 §3):
+
+* ``full`` -- the model as trained (prototypes and scores from z, our reading);
+* ``bypass`` -- the attention skipped, z = x (the blocks' contribution removed);
+* ``literal`` -- Eq. 14-16 read literally (:func:`literal_scores`): local prototypes by CARAFE++ from
+  z_s (Eq. 14), the global prototypes by masked average pooling of x_s (Eq. 15) and the scores
+  against x_q (Eq. 16), i.e. the attended query features z_q are not used at all (one shot only).
+
+A model without attention blocks (the baselines) computes the same in every mode.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from crapnet_core.models.attention import SupportQueryAttention
+from crapnet_core.models.base import (
+    FewShotModel, SegmenterOutput, broadcast_support, check_episode, fg_bg, single_shot, upsample,
+)
 from crapnet_core.models.config import ModelConfig
-from crapnet_core.models.encoders import OUTPUT_STRIDE, build_encoder
-from crapnet_core.models.prototypes import PrototypeClassifier
+from crapnet_core.models.prototypes import PrototypeClassifier, class_score
 
+#: read-outs of a trained model's attention (:attr:`FewShotSegmenter.attention_mode`), the
+#: "variants" of the diagnostics (:func:`crapnet_core.engine.diagnostics.variant_dice`)
+ATTENTION_MODES = ("full", "bypass", "literal")
 
-@dataclass
-class SegmenterOutput:
-    """What :meth:`FewShotSegmenter.forward` returns.
-
-    logits: (B, 2, H, W) class scores upsampled to the input size (softmax -> probabilities).
-    scores: (B, 2, h, w) class scores at feature resolution.
-    support_features: (B, C, h, w) z_s (attended support features; x_s for the baselines);
-        (B, K, C, h, w) with K shots.
-    query_features: (B, C, h, w) z_q (attended query features; x_q for the baselines).
-    support_mask: (B, H, W) the support mask, broadcast to the query batch; (B, K, H, W) with K shots.
-    """
-
-    logits: torch.Tensor
-    scores: torch.Tensor
-    support_features: torch.Tensor
-    query_features: torch.Tensor
-    support_mask: torch.Tensor
-
-
-def _check_images(name: str, x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"FewShotSegmenter: {name} must be a tensor (B, 3, H, W), got {shape}")
-    h, w = x.shape[-2:]
-    if h % OUTPUT_STRIDE or w % OUTPUT_STRIDE:
-        raise ValueError(f"FewShotSegmenter: {name} is {h}x{w}; height and width must be multiples of {OUTPUT_STRIDE}")
-
-
-def fg_bg(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Foreground (mask == 1) and background (mask == 0) indicator maps, float32 (B, H, W).
-
-    Any other value (e.g. an ignore label 255) belongs to neither class.
-    """
-    return (mask == 1).float(), (mask == 0).float()
-
-
-
-def check_episode(support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor, who: str) -> None:
-    """The input checks of every segmenter's forward (ValueError naming the argument).
-
-    Images (B, 3, H, W) with H, W multiples of 8. One shot: support_image (Bs, 3, H, W) with
-    support_mask (Bs, H, W); k shots: support_image (Bs, K, 3, H, W) with support_mask
-    (Bs, K, H, W), K >= 1. The support batch Bs is 1 or the query batch.
-    """
-    if isinstance(support_image, torch.Tensor) and support_image.dim() == 5:
-        bs, k = support_image.shape[:2]
-        if k < 1:
-            raise ValueError(f"{who}: support_image {tuple(support_image.shape)} holds no shot (K = 0)")
-        _check_images("support_image", support_image.flatten(0, 1))
-        expected = (bs, k, *support_image.shape[-2:])
-    else:
-        _check_images("support_image", support_image)
-        bs = support_image.shape[0]
-        expected = (bs, *support_image.shape[-2:])
-    _check_images("query_image", query_image)
-    b = query_image.shape[0]
-    if not isinstance(support_mask, torch.Tensor) or tuple(support_mask.shape) != expected:
-        shape = tuple(support_mask.shape) if isinstance(support_mask, torch.Tensor) else type(support_mask).__name__
-        layout = "(B, K, H, W)" if len(expected) == 4 else "(B, H, W)"
-        raise ValueError(f"{who}: support_mask has shape {shape}, expected {expected} {layout} matching support_image")
-    if bs not in (1, b):
-        raise ValueError(f"{who}: support batch {bs} must be 1 or equal the query batch {b}")
-
-
-def n_shots(support_image: torch.Tensor) -> int:
-    """Number of support shots K: 1 for a (B, 3, H, W) support, K for a (B, K, 3, H, W) one."""
-    return int(support_image.shape[1]) if support_image.dim() == 5 else 1
-
-
-def single_shot(support_image: torch.Tensor, support_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A k-shot support with K = 1 as the plain one-shot tensors ((B, 3, H, W), (B, H, W)); others unchanged.
-
-    Every segmenter sends K = 1 through its one-shot code path, so one shot in the k-shot layout gives
-    exactly (bit for bit) the one-shot answer.
-    """
-    if support_image.dim() == 5 and support_image.shape[1] == 1:
-        return support_image[:, 0], support_mask[:, 0]
-    return support_image, support_mask
-
-
-@contextmanager
-def eval_mode(module: nn.Module):
-    """``module`` in eval mode for the block, its previous train/eval mode restored afterwards
-    (the test-time calls of every segmenter: ``predict``, ``predict_logits``)."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 def attend_shots(attention: SupportQueryAttention, x_s: torch.Tensor, x_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The support-query attention (Eq. 1-13) with K support shots: x_s (B, K, C, h, w), x_q (B, C, h, w).
@@ -160,25 +83,53 @@ def attend_shots(attention: SupportQueryAttention, x_s: torch.Tensor, x_q: torch
     return z_joint.reshape(b, c, k, h, w).permute(0, 2, 1, 3, 4), z_q
 
 
-class FewShotSegmenter(nn.Module):
+def literal_scores(classifier: PrototypeClassifier, x_s: torch.Tensor, z_s: torch.Tensor, fg: torch.Tensor,
+                   bg: torch.Tensor, x_q: torch.Tensor) -> torch.Tensor:
+    """Class scores (B, 2, h, w) with Eq. 14-16 read literally (the ``literal`` attention mode).
+
+    x_s, z_s (B, C, h, w) encoder and attended support features, fg / bg (B, H, W) support masks,
+    x_q (B, C, h, w) encoder query features. Local prototypes from CARAFE++ of z_s (Eq. 14), global
+    prototypes by masked average pooling of x_s (Eq. 15), similarities against x_q (Eq. 16).
+    Relies on :meth:`PrototypeClassifier.prototypes` putting the global prototype last in each
+    class's set (its documented layout); validity (threshold rule, background fallback)
+    depends only on the masks, so it is the same for both calls.
+    """
+    fg_z, fg_ok, bg_z, bg_ok = classifier.prototypes(z_s, fg, bg)
+    fg_x, _, bg_x, _ = classifier.prototypes(x_s, fg, bg)
+    fg_p = torch.cat([fg_z[:, :-1], fg_x[:, -1:]], dim=1)
+    bg_p = torch.cat([bg_z[:, :-1], bg_x[:, -1:]], dim=1)
+    bg_score = class_score(bg_p, bg_ok, x_q, classifier.alpha)
+    fg_score = class_score(fg_p, fg_ok, x_q, classifier.alpha)
+    return torch.stack([bg_score, fg_score], dim=1)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"attention_mode: {mode!r} is not one of {', '.join(ATTENTION_MODES)}")
+    return mode
+
+
+class FewShotSegmenter(FewShotModel):
     """1-way segmenter for ``cfg.method`` in {crapnet, alpnet, panet}, 1 shot or k shots.
 
     forward(support_image (Bs, 3, H, W), support_mask (Bs, H, W) {0, 1},
-            query_image (B, 3, H, W)) -> :class:`SegmenterOutput`;
+            query_image (B, 3, H, W)) -> :class:`~crapnet_core.models.base.SegmenterOutput`;
     Bs is B or 1 (one support broadcast to every query).
     k shots: support_image (Bs, K, 3, H, W), support_mask (Bs, K, H, W); the attention runs over
     the pixels of all shots (:func:`attend_shots`), the prototypes are pooled over the shots
     (:meth:`PrototypeClassifier.prototypes_shots`); ``support_features`` and ``support_mask`` of the
     output keep the shot axis. K = 1 takes the one-shot path (same numbers bit for bit).
+    ``predict`` / ``predict_logits``: :class:`~crapnet_core.models.base.FewShotModel`.
+
+    ``attention_mode`` (constructor argument and attribute, one of :data:`ATTENTION_MODES`, default
+    ``full``): how the attention is read (module docstring); ValueError for another value, and from
+    forward for ``literal`` with K >= 2 shots. :meth:`attention_mode_as` sets it for a block.
     """
 
-    def __init__(self, cfg: ModelConfig | None = None) -> None:
-        super().__init__()
-        cfg = cfg if cfg is not None else ModelConfig()
-        if not isinstance(cfg, ModelConfig):
-            raise TypeError(f"FewShotSegmenter: cfg must be a ModelConfig, got {type(cfg).__name__}")
-        self.cfg = cfg
-        self.encoder = build_encoder(cfg.encoder, pretrained=cfg.pretrained, feature_dim=cfg.feature_dim)
+    def __init__(self, cfg: ModelConfig | None = None, attention_mode: str = "full") -> None:
+        super().__init__(cfg if cfg is not None else ModelConfig())
+        cfg = self.cfg
+        self.attention_mode = attention_mode
         self.attention = (
             SupportQueryAttention(cfg.feature_dim, cfg.attention_dim, cfg.n_blocks, cfg.branches,
                                   temperature=cfg.attention_temperature)
@@ -200,82 +151,56 @@ class FewShotSegmenter(nn.Module):
             carafe_window=cfg.carafe_window,
         )
 
-    def encode(self, support_image: torch.Tensor, query_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 3-4: x_s, x_q (one encoder pass over both when their sizes match)."""
-        bs = support_image.shape[0]
-        if support_image.shape[1:] == query_image.shape[1:]:
-            feats = self.encoder(torch.cat([support_image, query_image], dim=0))
-            return feats[:bs], feats[bs:]
-        return self.encoder(support_image), self.encoder(query_image)
+    @property
+    def attention_mode(self) -> str:
+        """The attention read-out, one of :data:`ATTENTION_MODES` (ValueError on setting another)."""
+        return self._attention_mode
+
+    @attention_mode.setter
+    def attention_mode(self, mode: str) -> None:
+        self._attention_mode = _check_mode(mode)
+
+    @contextmanager
+    def attention_mode_as(self, mode: str):
+        """The model with ``attention_mode = mode`` for the block, the previous mode restored afterwards."""
+        previous = self.attention_mode
+        self.attention_mode = mode
+        try:
+            yield self
+        finally:
+            self.attention_mode = previous
 
     def forward(
         self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor
     ) -> SegmenterOutput:
         check_episode(support_image, support_mask, query_image, "FewShotSegmenter")
         support_image, support_mask = single_shot(support_image, support_mask)
-        if support_image.dim() == 5:
-            return self._forward_shots(support_image, support_mask, query_image)
-        bs, b = support_image.shape[0], query_image.shape[0]
-        x_s, x_q = self.encode(support_image, query_image)
-        if bs != b:
-            x_s = x_s.expand(b, *x_s.shape[1:])
-            support_mask = support_mask.expand(b, *support_mask.shape[1:])
-        if self.attention is not None:
-            z_s, z_q = self.attention(x_s, x_q)  # Eq. 1-13
-        else:
+        shots = support_image.dim() == 5  # K >= 2: (Bs, K, 3, H, W), (Bs, K, H, W)
+        if shots and self.attention_mode == "literal":
+            raise ValueError("attention_mode: 'literal' (Eq. 14-16 read literally) is defined for one support shot, "
+                             f"got {support_image.shape[1]}")
+        x_s, x_q = self.encode(support_image, query_image)  # one encoder pass over the shots and the query
+        x_s, support_mask = broadcast_support(x_s, support_mask, query_image.shape[0])
+        attend = self.attention is not None and self.attention_mode != "bypass"
+        if not attend:
             z_s, z_q = x_s, x_q
-        fg, bg = fg_bg(support_mask)
-        scores = self.classifier(z_s, fg, bg, z_q)  # Eq. 14-17 (before the class softmax)
-        logits = F.interpolate(scores, size=query_image.shape[-2:], mode="bilinear", align_corners=False)
-        return SegmenterOutput(logits, scores, z_s, z_q, support_mask)
-
-    def _forward_shots(
-        self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor
-    ) -> SegmenterOutput:
-        """K >= 2 shots: support_image (Bs, K, 3, H, W), support_mask (Bs, K, H, W) (module docstring)."""
-        bs, k = support_image.shape[:2]
-        b = query_image.shape[0]
-        x_s, x_q = self.encode(support_image.flatten(0, 1), query_image)  # one encoder pass over all shots
-        x_s = x_s.unflatten(0, (bs, k))  # (Bs, K, C, h, w)
-        if bs != b:
-            x_s = x_s.expand(b, *x_s.shape[1:])
-            support_mask = support_mask.expand(b, *support_mask.shape[1:])
-        if self.attention is not None:
+        elif shots:
             z_s, z_q = attend_shots(self.attention, x_s, x_q)  # Eq. 1-13 over the pixels of all shots
         else:
-            z_s, z_q = x_s, x_q
+            z_s, z_q = self.attention(x_s, x_q)  # Eq. 1-13
         fg, bg = fg_bg(support_mask)
-        scores = self.classifier.forward_shots(z_s, fg, bg, z_q)  # prototypes pooled over the shots
-        logits = F.interpolate(scores, size=query_image.shape[-2:], mode="bilinear", align_corners=False)
+        if shots:
+            scores = self.classifier.forward_shots(z_s, fg, bg, z_q)  # prototypes pooled over the shots
+        elif attend and self.attention_mode == "literal":
+            scores = literal_scores(self.classifier, x_s, z_s, fg, bg, x_q)
+        else:
+            scores = self.classifier(z_s, fg, bg, z_q)  # Eq. 14-17 (before the class softmax)
+        logits = upsample(scores, query_image.shape[-2:])
         return SegmenterOutput(logits, scores, z_s, z_q, support_mask)
-
-    @torch.no_grad()
-    def predict_logits(
-        self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor,
-        size: tuple[int, int] | None = None,
-    ) -> torch.Tensor:
-        """Class scores (B, 2, *size) float32 bilinearly upsampled from the feature grid, eval mode.
-
-        The test-time rule of SSL-ALPNet's reference: upsample the class *logits* (here the
-        Eq. 16-17 class scores before the softmax) to the label grid ``size`` (default: the
-        input size) in one bilinear step and take the argmax over the 2 channels (ties go to
-        background). Support batch 1 broadcasts to the query batch.
-        """
-        with eval_mode(self):
-            out = self(support_image, support_mask, query_image)
-            size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
-            return F.interpolate(out.scores.float(), size=size, mode="bilinear", align_corners=False)
-
-    @torch.no_grad()
-    def predict(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor) -> torch.Tensor:
-        """Foreground probability (B, H, W) in eval mode without gradients (support batch 1 broadcasts)."""
-        with eval_mode(self):
-            out = self(support_image, support_mask, query_image)
-            return torch.softmax(out.logits.float(), dim=1)[:, 1]
 
     def attention_parameters(self) -> list[nn.Parameter]:
         """Parameters of the attention blocks (empty for the baselines)."""
         return [] if self.attention is None else list(self.attention.parameters())
 
 
-__all__ = ["FewShotSegmenter", "SegmenterOutput", "attend_shots", "check_episode", "fg_bg", "n_shots", "single_shot"]
+__all__ = ["ATTENTION_MODES", "FewShotSegmenter", "attend_shots", "literal_scores"]

@@ -8,10 +8,12 @@ heavy (no torch) and finds a method's module through the registry.
 
 A method module defines
 
-``build_model(cfg: ModelConfig) -> nn.Module`` (required)
-    a model with ``forward(support_image (Bs,3,H,W), support_mask (Bs,H,W), query_image (B,3,H,W))
-    -> SegmenterOutput`` (logits (B, 2, H, W), channel 1 foreground; softmax = probabilities)
-    and ``predict(...) -> (B, H, W)`` foreground probability, as ``FewShotSegmenter``.
+``build_model(cfg: ModelConfig) -> FewShotModel`` (required)
+    a :class:`~crapnet_core.models.base.FewShotModel` (the one base of every model: encoder, input
+    checks, ``predict`` and ``predict_logits``) with ``forward(support_image (Bs,3,H,W), support_mask
+    (Bs,H,W), query_image (B,3,H,W)) -> SegmenterOutput`` (logits (B, 2, H, W), channel 1 foreground;
+    softmax = probabilities); a family whose test-time logits are not the resized scores overrides
+    ``logits_at`` (ADNet).
 ``episode_loss(model, batch, loss_cfg) -> dict`` (optional; default :func:`crapnet_core.models.losses.episode_loss`)
     ``total`` (with grad), ``seg``, ``align`` and any further named terms (scalars).
 ``profile_values(profile) -> dict`` (optional)

@@ -29,12 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crapnet_core.models.config import LossConfig, ModelConfig
-from crapnet_core.models.encoders import build_encoder
-from crapnet_core.models.methods.common import (
-    EPS, broadcast_support, check_episode, encode_pair, pooled_masked_average, probability_logits, single_shot, upsample,
+from crapnet_core.models.base import (
+    FewShotModel, SegmenterOutput, broadcast_support, check_episode, fg_bg, single_shot, upsample,
 )
-from crapnet_core.models.segmenter import SegmenterOutput, eval_mode, fg_bg
+from crapnet_core.models.config import LossConfig, ModelConfig
+from crapnet_core.models.methods.common import EPS, pooled_masked_average, probability_logits
 from crapnet_core.models.prototypes import masked_average
 
 #: initial threshold T of the reference (``self.t = Parameter(torch.Tensor([-10.0]))``)
@@ -56,21 +55,20 @@ def foreground_probability(scores: torch.Tensor, threshold: torch.Tensor) -> tor
     return 1.0 - torch.sigmoid(0.5 * (scores - t))
 
 
-class AnomalySegmenter(nn.Module):
+class AnomalySegmenter(FewShotModel):
     """ADNet: one foreground prototype, anomaly scores, a learned threshold.
 
     forward(support_image (Bs, 3, H, W), support_mask (Bs, H, W) {0, 1}, query_image (B, 3, H, W))
-    -> :class:`~crapnet_core.models.segmenter.SegmenterOutput` with ``logits`` log([1 - p, p]) (B, 2, H, W) and
+    -> :class:`~crapnet_core.models.base.SegmenterOutput` with ``logits`` log([1 - p, p]) (B, 2, H, W) and
     ``scores`` the same at feature resolution; Bs is 1 or B. K shots ((Bs, K, 3, H, W), (Bs, K, H, W)):
     the prototype is the mean over the shots of the per-shot prototypes (ADNet's ``getPrototype``). Subclasses change :meth:`threshold`
-    and :meth:`refine` (Q-Net).
+    and :meth:`refine` (Q-Net). ``predict`` / ``predict_logits``: :class:`~crapnet_core.models.base.FewShotModel`,
+    with the probability (not the scores) resized (:meth:`logits_at`).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.alpha = float(cfg.alpha)
-        self.encoder = build_encoder(cfg.encoder, pretrained=cfg.pretrained, feature_dim=cfg.feature_dim)
         self.t = nn.Parameter(torch.tensor([INITIAL_THRESHOLD]))
 
     # hooks (Q-Net overrides them)
@@ -86,7 +84,7 @@ class AnomalySegmenter(nn.Module):
         check_episode(support_image, support_mask, query_image, type(self).__name__)
         support_image, support_mask = single_shot(support_image, support_mask)
         b = query_image.shape[0]
-        x_s, x_q = encode_pair(self.encoder, support_image, query_image)
+        x_s, x_q = self.encode(support_image, query_image)
         x_s, support_mask = broadcast_support(x_s, support_mask, b)
         fg, _ = fg_bg(support_mask)
         # (B, C); K shots: the mean of the per-shot prototypes (ADNet's getPrototype)
@@ -99,23 +97,12 @@ class AnomalySegmenter(nn.Module):
         out.threshold = t  # used by the losses
         return out
 
-    @torch.no_grad()
-    def predict_logits(self, support_image, support_mask, query_image, size=None) -> torch.Tensor:
-        """log([1 - p, p]) (B, 2, *size) in eval mode, p = the foreground probability upsampled
-        bilinearly from the feature grid to ``size`` (default: the input size); the argmax is
-        ADNet's test rule (p > 0.5 on the upsampled probability)."""
-        with eval_mode(self):
-            out = self(support_image, support_mask, query_image)
-            size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
-            prob = torch.softmax(out.scores.float(), dim=1)[:, 1:]
-            return probability_logits(upsample(prob, size)[:, 0])
-
-    @torch.no_grad()
-    def predict(self, support_image, support_mask, query_image) -> torch.Tensor:
-        """Foreground probability (B, H, W) in eval mode without gradients."""
-        with eval_mode(self):
-            out = self(support_image, support_mask, query_image)
-            return torch.softmax(out.logits.float(), dim=1)[:, 1]
+    def logits_at(self, scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """log([1 - p, p]) (B, 2, *size), p = the foreground probability softmax(scores)[:, 1] (B, h, w)
+        upsampled bilinearly from the feature grid to ``size``; the argmax is ADNet's test rule
+        (p > 0.5 on the upsampled probability)."""
+        prob = torch.softmax(scores.float(), dim=1)[:, 1:]
+        return probability_logits(upsample(prob, size)[:, 0])
 
 
 def build_model(cfg: ModelConfig) -> AnomalySegmenter:

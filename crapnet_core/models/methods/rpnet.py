@@ -44,12 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crapnet_core.models.config import ModelConfig
-from crapnet_core.models.encoders import build_encoder
-from crapnet_core.models.methods.common import (
-    broadcast_support, check_episode, encode_pair, pooled_masked_average, single_shot, upsample,
+from crapnet_core.models.base import (
+    FewShotModel, SegmenterOutput, broadcast_support, check_episode, fg_bg, single_shot, upsample,
 )
-from crapnet_core.models.segmenter import SegmenterOutput, eval_mode, fg_bg
+from crapnet_core.models.config import ModelConfig
+from crapnet_core.models.methods.common import pooled_masked_average
 from crapnet_core.models.prototypes import masked_average, pool_mask
 
 CORRELATION_RADIUS = 5
@@ -109,10 +108,12 @@ def two_class_scores(features: torch.Tensor, fg_proto: torch.Tensor, bg_proto: t
         return alpha * torch.stack([bg, fg], dim=1)
 
 
-class RecurrentPrototypeSegmenter(nn.Module):
+class RecurrentPrototypeSegmenter(FewShotModel):
     """SSL-RPNet. forward(support_image (Bs,3,H,W), support_mask (Bs,H,W), query_image (B,3,H,W))
-    -> :class:`~crapnet_core.models.segmenter.SegmenterOutput` (logits (B, 2, H, W); support/query features are
+    -> :class:`~crapnet_core.models.base.SegmenterOutput` (logits (B, 2, H, W); support/query features are
     the context features z_s, z_q of the last iteration; ``masks``: the query masks fed to the CRE).
+    ``predict`` / ``predict_logits``: :class:`~crapnet_core.models.base.FewShotModel` (the last
+    iteration's class scores upsampled; argmax = the prediction, as the reference).
 
     ``train_iters`` (>= 1) / ``eval_iters`` (>= 0; default ``TRAIN_ITERS`` / ``EVAL_ITERS``): refinement
     iterations in train / eval mode; ``eval_iters`` = 0 returns the initial prototypical-network scores on
@@ -125,16 +126,15 @@ class RecurrentPrototypeSegmenter(nn.Module):
 
     def __init__(self, cfg: ModelConfig, train_iters: int | None = None, eval_iters: int | None = None,
                  radius: int = CORRELATION_RADIUS) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.alpha = float(cfg.alpha)
-        self.train_iters = int(TRAIN_ITERS if train_iters is None else train_iters)
-        self.eval_iters = int(EVAL_ITERS if eval_iters is None else eval_iters)
+        train_iters = int(TRAIN_ITERS if train_iters is None else train_iters)
+        eval_iters = int(EVAL_ITERS if eval_iters is None else eval_iters)
         # eval_iters = 0: the initial mask's scores, no refinement (a diagnostic: crapnet study analysis rpnet_iterations)
-        if self.train_iters < 1 or self.eval_iters < 0:
+        if train_iters < 1 or eval_iters < 0:
             raise ValueError(f"RPNet: refinement iterations must be >= 1 in training and >= 0 at evaluation, "
-                             f"got {self.train_iters}, {self.eval_iters}")
-        self.encoder = build_encoder(cfg.encoder, pretrained=cfg.pretrained, feature_dim=cfg.feature_dim)
+                             f"got {train_iters}, {eval_iters}")
+        super().__init__(cfg)
+        self.alpha = float(cfg.alpha)
+        self.train_iters, self.eval_iters = train_iters, eval_iters
         self.cre = ContextRelationEncoder(cfg.feature_dim, radius, CONTEXT_CHANNELS)
 
     def forward(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor):
@@ -142,7 +142,7 @@ class RecurrentPrototypeSegmenter(nn.Module):
         support_image, support_mask = single_shot(support_image, support_mask)
         b = query_image.shape[0]
         size = query_image.shape[-2:]
-        x_s, x_q = encode_pair(self.encoder, support_image, query_image)
+        x_s, x_q = self.encode(support_image, query_image)
         fg, bg = fg_bg(support_mask)
         grid = x_q.shape[-2:]
         # the support side once per support (a support of batch 1 serves every query)
@@ -172,22 +172,6 @@ class RecurrentPrototypeSegmenter(nn.Module):
         out = SegmenterOutput(upsample(scores, size), scores, z_s, z_q, support_mask)
         out.masks = masks
         return out
-
-    @torch.no_grad()
-    def predict_logits(self, support_image, support_mask, query_image, size=None) -> torch.Tensor:
-        """Class scores (B, 2, *size) of the last iteration upsampled bilinearly to ``size``
-        (default: the input size), eval mode; argmax = the prediction (as the reference)."""
-        with eval_mode(self):
-            out = self(support_image, support_mask, query_image)
-            size = tuple(size) if size is not None else tuple(query_image.shape[-2:])
-            return upsample(out.scores.float(), size)
-
-    @torch.no_grad()
-    def predict(self, support_image, support_mask, query_image) -> torch.Tensor:
-        """Foreground probability (B, H, W) in eval mode without gradients."""
-        with eval_mode(self):
-            out = self(support_image, support_mask, query_image)
-            return torch.softmax(out.logits.float(), dim=1)[:, 1]
 
 
 def use_batch_statistics(model: RecurrentPrototypeSegmenter) -> int:
