@@ -1,5 +1,5 @@
 # One entry point that owns the virtual environment.
-#   make test   create .venv (first time), install crapnet with its extras, run pytest
+#   make test   create .venv (first time), install crapnet with its extras, ruff (lint + format check), pytest
 #   make book   same set-up, then build the research book (crapnet book, default profile)
 #   make lab    same set-up, registers the project's Jupyter kernel (`crapnet`) and opens
 #               JupyterLab on notebooks/ (LAB_ARGS="--no-browser --port 8890" etc. are passed on)
@@ -24,7 +24,7 @@ LOCK_TOOLS := .lock-tools
 PIP_TOOLS_VERSION := 7.6.2
 LOCK_ARGS ?=
 
-.PHONY: venv test book lab kernel e2e slurm-check clean-venv lock
+.PHONY: venv test lint format book lab kernel e2e slurm-check clean-venv lock
 
 # The environment is the lock: every package at the exact version (and file hash) of
 # requirements.lock, then crapnet itself (editable, without resolving anything again).
@@ -49,8 +49,17 @@ lock:
 
 venv: $(STAMP)
 
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest
+
+# ruff: lint and format check (configured in pyproject.toml); `make format` rewrites in place
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 book: venv
 	$(BIN)/crapnet book $(if $(PROFILE),--profile $(PROFILE)) --jobs $(JOBS)

@@ -57,15 +57,55 @@ REPO = Path(__file__).resolve().parents[1]  # crapnet_core is imported as instal
 MODELS = ("crapnet", "crapnet-before", "alpnet", "alpnet-before", "panet")
 #: Operators that only make views, allocate or change metadata: not kernels.
 METADATA_OPS = {
-    "aten::view", "aten::_unsafe_view", "aten::as_strided", "aten::empty", "aten::empty_strided", "aten::resize_",
-    "aten::detach", "aten::detach_", "aten::alias", "aten::lift_fresh", "aten::set_", "aten::_reshape_alias",
-    "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::transpose", "aten::t", "aten::permute",
-    "aten::select", "aten::slice", "aten::unbind", "aten::split", "aten::split_with_sizes", "aten::narrow",
-    "aten::reshape", "aten::flatten", "aten::unflatten", "aten::view_as", "aten::expand_as", "aten::to",
-    "aten::contiguous", "aten::chunk", "aten::result_type", "aten::is_nonzero", "aten::item",
-    "aten::_local_scalar_dense", "aten::numpy_T", "aten::new_empty", "aten::new_empty_strided",
-    "aten::empty_like", "aten::_has_compatible_shallow_copy_type", "aten::resolve_conj", "aten::resolve_neg",
-    "aten::mT", "aten::mH", "aten::adjoint", "aten::swapaxes", "aten::movedim", "aten::diagonal",
+    "aten::view",
+    "aten::_unsafe_view",
+    "aten::as_strided",
+    "aten::empty",
+    "aten::empty_strided",
+    "aten::resize_",
+    "aten::detach",
+    "aten::detach_",
+    "aten::alias",
+    "aten::lift_fresh",
+    "aten::set_",
+    "aten::_reshape_alias",
+    "aten::unsqueeze",
+    "aten::squeeze",
+    "aten::expand",
+    "aten::transpose",
+    "aten::t",
+    "aten::permute",
+    "aten::select",
+    "aten::slice",
+    "aten::unbind",
+    "aten::split",
+    "aten::split_with_sizes",
+    "aten::narrow",
+    "aten::reshape",
+    "aten::flatten",
+    "aten::unflatten",
+    "aten::view_as",
+    "aten::expand_as",
+    "aten::to",
+    "aten::contiguous",
+    "aten::chunk",
+    "aten::result_type",
+    "aten::is_nonzero",
+    "aten::item",
+    "aten::_local_scalar_dense",
+    "aten::numpy_T",
+    "aten::new_empty",
+    "aten::new_empty_strided",
+    "aten::empty_like",
+    "aten::_has_compatible_shallow_copy_type",
+    "aten::resolve_conj",
+    "aten::resolve_neg",
+    "aten::mT",
+    "aten::mH",
+    "aten::adjoint",
+    "aten::swapaxes",
+    "aten::movedim",
+    "aten::diagonal",
 }
 
 
@@ -80,10 +120,13 @@ def episode(size: int) -> dict:
     g = torch.Generator().manual_seed(0)
     img = torch.randn(1, 3, size, size, generator=g)
     mask = torch.zeros(1, size, size, dtype=torch.long)
-    mask[:, size // 4: size // 2, size // 3: 2 * size // 3] = 1
-    return {"support_image": img, "support_mask": mask,
-            "query_image": img.roll(size // 32, -1) + 0.1 * torch.randn(img.shape, generator=g),
-            "query_mask": mask.roll(size // 32, -1)}
+    mask[:, size // 4 : size // 2, size // 3 : 2 * size // 3] = 1
+    return {
+        "support_image": img,
+        "support_mask": mask,
+        "query_image": img.roll(size // 32, -1) + 0.1 * torch.randn(img.shape, generator=g),
+        "query_mask": mask.roll(size // 32, -1),
+    }
 
 
 class Stepper:
@@ -103,8 +146,13 @@ class Stepper:
         if sgd == "new":
             self.opt, _ = make_optimizer(cfg, model)
         else:
-            self.opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                       weight_decay=cfg.train.weight_decay, foreach=sgd == "foreach")
+            self.opt = torch.optim.SGD(
+                model.parameters(),
+                lr=cfg.train.lr,
+                momentum=cfg.train.momentum,
+                weight_decay=cfg.train.weight_decay,
+                foreach=sgd == "foreach",
+            )
 
     def step(self, optimizer: bool = True) -> float:
         loss = self.loss_fn(self.model, self.batch, self.cfg.loss)["total"]
@@ -193,7 +241,6 @@ def count_operators(stepper: Stepper, optimizer: bool = True) -> dict:
 
 def same_results(steppers: dict) -> dict:
     """First-step loss of crapnet and crapnet-before (same weights and episode), largest gradient difference."""
-    import torch
 
     a, b = steppers["crapnet"], steppers["crapnet-before"]
     b.model.load_state_dict(a.model.state_dict())
@@ -222,8 +269,11 @@ def used_columns(stepper: Stepper) -> dict:
     m, b = stepper.model, stepper.batch
     with torch.no_grad(), trace_attention(m) as traces:
         m(b["support_image"], b["support_mask"], b["query_image"])
-    shares = [t.cycle.best_other[i].unique().numel() / t.cycle.affinity.shape[2]
-              for t in traces for i in range(t.cycle.best_other.shape[0])]
+    shares = [
+        t.cycle.best_other[i].unique().numel() / t.cycle.affinity.shape[2]
+        for t in traces
+        for i in range(t.cycle.best_other.shape[0])
+    ]
     return {"mean": statistics.mean(shares), "max": max(shares), "blocks": len(shares)}
 
 
@@ -236,7 +286,7 @@ def time_steps(steppers: dict, rounds: int, steps: int, warmup: int) -> dict:
     cpu = {n: [] for n in names}
     wall = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(steps):
@@ -246,8 +296,13 @@ def time_steps(steppers: dict, rounds: int, steps: int, warmup: int) -> dict:
     out = {}
     for n in names:
         ratios = [c / a for c, a in zip(cpu[n], cpu["alpnet"])]
-        out[n] = {"cpu_s": statistics.median(cpu[n]), "wall_s": statistics.median(wall[n]),
-                  "ratio_to_alpnet": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+        out[n] = {
+            "cpu_s": statistics.median(cpu[n]),
+            "wall_s": statistics.median(wall[n]),
+            "ratio_to_alpnet": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+        }
     return out
 
 
@@ -260,15 +315,25 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "crapnet_core"],
-                                    capture_output=True, text=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(REPO), "status", "--porcelain", "--", "crapnet_core"], capture_output=True, text=True
+            ).stdout.strip()
+        )
     except OSError:
         commit, dirty = "unknown", False
-    return {"cpu": model, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "load_average": os.getloadavg(),
-            "commit": commit + ("+dirty" if dirty else "")}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+        "commit": commit + ("+dirty" if dirty else ""),
+    }
 
 
 def _ratio(res: dict, a: str, b: str, key: str) -> str:
@@ -277,51 +342,77 @@ def _ratio(res: dict, a: str, b: str, key: str) -> str:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    lines = ["# CRAPNet's training step against SSL-ALPNet's (issue 21)", "",
-             f"Produced by `{result['command']}`.", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch thread; torch {m['torch']}; "
-             f"commit {m['commit']}; load average {', '.join(f'{x:.1f}' for x in result['load_start'])} at the "
-             f"start, {', '.join(f'{x:.1f}' for x in result['load_end'])} at the end (a shared machine: "
-             "absolute times are not idle-machine figures; the ratios are measured side by side). Random "
-             "weights, one synthetic episode (batch 1); a step = `episode_loss` (Eq. 18-20) + backward + SGD "
-             "step. `-before`: the same model and weights computed as before issue 21 (attention block by block "
-             "with autograd, CARAFE++ by unfold + einsum, SGD looping over the parameters).", ""]
+    lines = [
+        "# CRAPNet's training step against SSL-ALPNet's (issue 21)",
+        "",
+        f"Produced by `{result['command']}`.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch thread; torch {m['torch']}; "
+        f"commit {m['commit']}; load average {', '.join(f'{x:.1f}' for x in result['load_start'])} at the "
+        f"start, {', '.join(f'{x:.1f}' for x in result['load_end'])} at the end (a shared machine: "
+        "absolute times are not idle-machine figures; the ratios are measured side by side). Random "
+        "weights, one synthetic episode (batch 1); a step = `episode_loss` (Eq. 18-20) + backward + SGD "
+        "step. `-before`: the same model and weights computed as before issue 21 (attention block by block "
+        "with autograd, CARAFE++ by unfold + einsum, SGD looping over the parameters).",
+        "",
+    ]
     for prof, res in result["profiles"].items():
         lines += [f"## `{prof}`", ""]
         ops, gpu = res["operators"], res["operators_gpu_form"]
         if "time" in res:
             t = res["time"]
-            lines += [f"Time: one process, {result['rounds']} rounds x {result['steps']} steps per model, the "
-                      "order rotated each round; medians over rounds; ratio = CPU seconds per step / SSL-ALPNet's "
-                      "(new code) in the same round, median and range over rounds.", "",
-                      "| model | CPU s/step | wall s/step | ratio to SSL-ALPNet | range |", "|---|---|---|---|---|"]
+            lines += [
+                f"Time: one process, {result['rounds']} rounds x {result['steps']} steps per model, the "
+                "order rotated each round; medians over rounds; ratio = CPU seconds per step / SSL-ALPNet's "
+                "(new code) in the same round, median and range over rounds.",
+                "",
+                "| model | CPU s/step | wall s/step | ratio to SSL-ALPNet | range |",
+                "|---|---|---|---|---|",
+            ]
             for n, row in t.items():
-                lines.append(f"| {n} | {row['cpu_s']:.4f} | {row['wall_s']:.4f} | **{row['ratio_to_alpnet']:.3f}** | "
-                             f"{row['ratio_min']:.3f}-{row['ratio_max']:.3f} |")
+                lines.append(
+                    f"| {n} | {row['cpu_s']:.4f} | {row['wall_s']:.4f} | **{row['ratio_to_alpnet']:.3f}** | "
+                    f"{row['ratio_min']:.3f}-{row['ratio_max']:.3f} |"
+                )
             lines.append("")
-        lines += ["Operators dispatched in one training step (torch.profiler): `kernels` = leaf ATen operators that "
-                  "compute (no views or allocations), the proxy for a GPU's kernel launches; `aten` = top-level "
-                  "ATen calls; `events` = all profiler events. CPU form: the whole step as run here. GPU form: "
-                  "loss and backward only (a GPU's SGD is one multi-tensor kernel per operation for every "
-                  "method), the new code's path off CPU (every column, CARAFE++ by einsum) against the old "
-                  "code.", "",
-                  "| model | kernels (CPU form) | aten | events | kernels (GPU form) | aten | events |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "Operators dispatched in one training step (torch.profiler): `kernels` = leaf ATen operators that "
+            "compute (no views or allocations), the proxy for a GPU's kernel launches; `aten` = top-level "
+            "ATen calls; `events` = all profiler events. CPU form: the whole step as run here. GPU form: "
+            "loss and backward only (a GPU's SGD is one multi-tensor kernel per operation for every "
+            "method), the new code's path off CPU (every column, CARAFE++ by einsum) against the old "
+            "code.",
+            "",
+            "| model | kernels (CPU form) | aten | events | kernels (GPU form) | aten | events |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for n in ops:
             g = gpu.get(n, {})
-            lines.append(f"| {n} | {ops[n]['kernels']} | {ops[n]['aten_top_level']} | {ops[n]['events']} | "
-                         f"{g.get('kernels', '')} | {g.get('aten_top_level', '')} | {g.get('events', '')} |")
-        lines += ["", f"CRAPNet new / before: kernels {_ratio(ops, 'crapnet', 'crapnet-before', 'kernels')} (CPU form), "
-                      f"{_ratio(gpu, 'crapnet', 'crapnet-before', 'kernels')} (GPU form).", ""]
+            lines.append(
+                f"| {n} | {ops[n]['kernels']} | {ops[n]['aten_top_level']} | {ops[n]['events']} | "
+                f"{g.get('kernels', '')} | {g.get('aten_top_level', '')} | {g.get('events', '')} |"
+            )
+        lines += [
+            "",
+            f"CRAPNet new / before: kernels {_ratio(ops, 'crapnet', 'crapnet-before', 'kernels')} (CPU form), "
+            f"{_ratio(gpu, 'crapnet', 'crapnet-before', 'kernels')} (GPU form).",
+            "",
+        ]
         if "used_columns" in res:
             uc = res["used_columns"]
-            lines += [f"Used columns (Eq. 11: other-side pixels that are some pixel's best match), CRAPNet on this "
-                      f"episode at the end of the run: {100 * uc['mean']:.0f} % on average over {uc['blocks']} block "
-                      f"calls, at most {100 * uc['max']:.0f} %.", ""]
+            lines += [
+                f"Used columns (Eq. 11: other-side pixels that are some pixel's best match), CRAPNet on this "
+                f"episode at the end of the run: {100 * uc['mean']:.0f} % on average over {uc['blocks']} block "
+                f"calls, at most {100 * uc['max']:.0f} %.",
+                "",
+            ]
         same = res["same_results"]
-        lines += [f"Same results (first step, same weights and episode): loss {same['loss'][0]:.6f} (new) and "
-                  f"{same['loss'][1]:.6f} (before), relative difference {same['loss_rel_diff']:.1e}; largest "
-                  f"gradient difference / largest gradient {same['max_grad_diff_over_max_grad']:.1e}.", ""]
+        lines += [
+            f"Same results (first step, same weights and episode): loss {same['loss'][0]:.6f} (new) and "
+            f"{same['loss'][1]:.6f} (before), relative difference {same['loss_rel_diff']:.1e}; largest "
+            f"gradient difference / largest gradient {same['max_grad_diff_over_max_grad']:.1e}.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -338,13 +429,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = {"command": " ".join(["benchmarks/bench_attention.py", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": machine(), "load_start": os.getloadavg(), "rounds": args.rounds, "steps": args.steps,
-              "profiles": {}}
+    result = {
+        "command": " ".join(["benchmarks/bench_attention.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "load_start": os.getloadavg(),
+        "rounds": args.rounds,
+        "steps": args.steps,
+        "profiles": {},
+    }
     timed = [x for x in args.time_profiles.split(",") if x]
     for prof in [x for x in args.profiles.split(",") if x]:
-        res = {"operators_gpu_form": {n: count_operators(s, optimizer=False)
-                                      for n, s in build(prof, gpu_form=True).items() if n != "alpnet-before"}}
+        res = {
+            "operators_gpu_form": {
+                n: count_operators(s, optimizer=False)
+                for n, s in build(prof, gpu_form=True).items()
+                if n != "alpnet-before"
+            }
+        }
         steppers = build(prof)
         res["operators"] = {n: count_operators(s) for n, s in steppers.items()}
         print(prof, "operators", json.dumps(res["operators"]), json.dumps(res["operators_gpu_form"]), flush=True)

@@ -80,7 +80,9 @@ def _child(args) -> dict:
     from crapnet_core.engine.experiment import make_config
     from crapnet_core.engine.training import build_episodes, build_model, compile_model
 
-    cfg = make_config(args.profile, args.dataset, 1, 0, args.method, ["train.device=cpu", f"train.threads={args.threads}"])
+    cfg = make_config(
+        args.profile, args.dataset, 1, 0, args.method, ["train.device=cpu", f"train.threads={args.threads}"]
+    )
     dataset, *_ = build_episodes(cfg)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(cfg.train.batch_size)])
     eager = _Stepper(cfg, build_model(cfg).train(), batch)
@@ -99,10 +101,17 @@ def _child(args) -> dict:
         e_times.append(eager.step(args.steps) / args.steps)
         c_times.append(compiled.step(args.steps) / args.steps)
     e, c = statistics.median(e_times), statistics.median(c_times)
-    return {"method": args.method, "compile_cpu_s": round(first - eager_first + compiler_cpu, 1),
-            "compiler_subprocess_cpu_s": round(compiler_cpu, 1), "compile_wall_s": round(first_wall, 1),
-            "eager_s": round(e, 4), "compiled_s": round(c, 4), "speedup": round(e / c, 3),
-            "loss_eager": eager.first_loss, "loss_compiled": compiled.first_loss}
+    return {
+        "method": args.method,
+        "compile_cpu_s": round(first - eager_first + compiler_cpu, 1),
+        "compiler_subprocess_cpu_s": round(compiler_cpu, 1),
+        "compile_wall_s": round(first_wall, 1),
+        "eager_s": round(e, 4),
+        "compiled_s": round(c, 4),
+        "speedup": round(e / c, 3),
+        "loss_eager": eager.first_loss,
+        "loss_compiled": compiled.first_loss,
+    }
 
 
 def main() -> int:
@@ -128,12 +137,32 @@ def main() -> int:
     for method in args.methods.split(","):
         with tempfile.TemporaryDirectory(prefix="crapnet-compile-") as cache:
             # one compile thread: the C++ compiler runs as waited-for subprocesses, whose CPU time is counted
-            env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=str(Path(cache) / "triton"),
-                       TORCHINDUCTOR_COMPILE_THREADS="1")
+            env = dict(
+                os.environ,
+                TORCHINDUCTOR_CACHE_DIR=cache,
+                TRITON_CACHE_DIR=str(Path(cache) / "triton"),
+                TORCHINDUCTOR_COMPILE_THREADS="1",
+            )
             for run in ("first", "cached"):
-                cmd = [sys.executable, __file__, "--child", "--method", method, "--dataset", args.dataset,
-                       "--profile", args.profile, "--threads", str(args.threads), "--steps", str(args.steps),
-                       "--rounds", str(args.rounds), "--warmup", str(args.warmup)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--method",
+                    method,
+                    "--dataset",
+                    args.dataset,
+                    "--profile",
+                    args.profile,
+                    "--threads",
+                    str(args.threads),
+                    "--steps",
+                    str(args.steps),
+                    "--rounds",
+                    str(args.rounds),
+                    "--warmup",
+                    str(args.warmup),
+                ]
                 res = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if res.returncode != 0:
                     print(f"FAILED {method} {run}:\n{res.stderr[-4000:]}", file=sys.stderr)
@@ -141,20 +170,28 @@ def main() -> int:
                 row = dict(json.loads(res.stdout.strip().splitlines()[-1]), run=run)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    lines = ["# `torch.compile` per training process: first compile, cached compile, step time", "",
-             f"Produced by `benchmarks/bench_compile.py {' '.join(sys.argv[1:])}` (torch {torch.__version__}, "
-             f"{args.threads} thread(s), {os.cpu_count()} cores, commit {commit}, profile `{args.profile}`, dataset "
-             f"`{args.dataset}`); load average {', '.join(f'{x:.1f}' for x in load_start)} at the start, "
-             f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end, this process at nice 15 on a shared "
-             "machine: times are inflated by the other work, the speed-ups are side by side.", "",
-             "| method | process | compilation CPU s (C++ compiler) | compilation wall s | eager CPU s/step | "
-             "compiled CPU s/step | speed-up | first loss eager / compiled |", "|---|---|---|---|---|---|---|---|"]
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    lines = [
+        "# `torch.compile` per training process: first compile, cached compile, step time",
+        "",
+        f"Produced by `benchmarks/bench_compile.py {' '.join(sys.argv[1:])}` (torch {torch.__version__}, "
+        f"{args.threads} thread(s), {os.cpu_count()} cores, commit {commit}, profile `{args.profile}`, dataset "
+        f"`{args.dataset}`); load average {', '.join(f'{x:.1f}' for x in load_start)} at the start, "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end, this process at nice 15 on a shared "
+        "machine: times are inflated by the other work, the speed-ups are side by side.",
+        "",
+        "| method | process | compilation CPU s (C++ compiler) | compilation wall s | eager CPU s/step | "
+        "compiled CPU s/step | speed-up | first loss eager / compiled |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['run']} | {r['compile_cpu_s']} ({r['compiler_subprocess_cpu_s']}) | "
-                     f"{r['compile_wall_s']} | {r['eager_s']} | "
-                     f"{r['compiled_s']} | {r['speedup']}x | {r['loss_eager']:.6f} / {r['loss_compiled']:.6f} |")
+        lines.append(
+            f"| {r['method']} | {r['run']} | {r['compile_cpu_s']} ({r['compiler_subprocess_cpu_s']}) | "
+            f"{r['compile_wall_s']} | {r['eager_s']} | "
+            f"{r['compiled_s']} | {r['speedup']}x | {r['loss_eager']:.6f} / {r['loss_compiled']:.6f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

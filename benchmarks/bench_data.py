@@ -32,17 +32,19 @@ def main(argv=None) -> int:
 
     import torch
 
-    from crapnet_core.data.scans import scan_ids
-    from crapnet_core.data.spec import resolve_dataset
     from crapnet_core.data.episodes import EpisodeDataset
     from crapnet_core.data.protocol import Fold, make_fold
+    from crapnet_core.data.scans import scan_ids
+    from crapnet_core.data.spec import resolve_dataset
     from crapnet_core.data.superpixels import compute_superpixels
 
     spec = resolve_dataset(args.dataset, labels=args.labels)
     fold = make_fold(scan_ids(spec), 0)
-    print(f"dataset {spec.name} ({'SYNTHETIC phantom' if spec.is_phantom else spec.modality}), "
-          f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"dataset {spec.name} ({'SYNTHETIC phantom' if spec.is_phantom else spec.modality}), "
+        f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
 
     from crapnet_core.data.phantom import generate_phantom
 
@@ -60,9 +62,11 @@ def main(argv=None) -> int:
     from crapnet_core.data.volumes import load_volume
 
     slices = sum(load_volume(spec, i).n_slices for i in ids)
-    print(f"superpixels: {len(ids)} scans ({slices} slices) in {wall:.2f} s: "
-          f"{wall / len(ids):.2f} s per scan, {1000 * wall / slices:.1f} ms per slice "
-          f"(per scan: {', '.join(f'{k}={v:.2f}s' for k, v in timings.items())})")
+    print(
+        f"superpixels: {len(ids)} scans ({slices} slices) in {wall:.2f} s: "
+        f"{wall / len(ids):.2f} s per scan, {1000 * wall / slices:.1f} ms per slice "
+        f"(per scan: {', '.join(f'{k}={v:.2f}s' for k, v in timings.items())})"
+    )
 
     sub = Fold(fold.index, fold.test_ids, fold.support_id, tuple(fold.train_ids[: args.train_scans]))
     for size in (256, 128):
@@ -76,9 +80,11 @@ def main(argv=None) -> int:
             for i in range(args.episodes):
                 ds[i]
             dt = time.perf_counter() - t0
-            print(f"episodes size {size}: {args.episodes / dt:.1f} episodes/s "
-                  f"({1000 * dt / args.episodes:.1f} ms each, torch threads {threads}; "
-                  f"dataset built in {build:.1f} s from {len(sub.train_ids)} scans, {len(ds.entries)} slices)")
+            print(
+                f"episodes size {size}: {args.episodes / dt:.1f} episodes/s "
+                f"({1000 * dt / args.episodes:.1f} ms each, torch threads {threads}; "
+                f"dataset built in {build:.1f} s from {len(sub.train_ids)} scans, {len(ds.entries)} slices)"
+            )
         torch.set_num_threads(os.cpu_count() or 1)
     return 0
 

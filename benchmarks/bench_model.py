@@ -125,7 +125,6 @@ def run_child(args: argparse.Namespace) -> dict:
     import torch
 
     from crapnet_core.models.config import ModelConfig
-    from crapnet_core.models.segmenter import FewShotSegmenter
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -207,13 +206,13 @@ def run_learning_check(args: argparse.Namespace) -> dict:
     """
     import torch
 
-    from crapnet_core.models.config import LossConfig, ModelConfig
+    from crapnet_core.data.episodes import EpisodeDataset
+    from crapnet_core.data.protocol import make_fold
     from crapnet_core.data.scans import scan_ids
     from crapnet_core.data.spec import resolve_dataset
-    from crapnet_core.data.episodes import EpisodeDataset
+    from crapnet_core.models.config import LossConfig, ModelConfig
     from crapnet_core.models.losses import episode_loss
     from crapnet_core.models.segmenter import FewShotSegmenter
-    from crapnet_core.data.protocol import make_fold
 
     if args.threads:
         torch.set_num_threads(args.threads)

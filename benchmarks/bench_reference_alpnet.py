@@ -44,18 +44,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]  # crapnet_core is imported as installed or from PYTHONPATH
 
 #: SSL-ALPNet's config_ssl_upload.py, model section (values used by its training.py).
-REFERENCE_MODEL_CONFIG = {"align": True, "use_coco_init": False, "which_model": "dlfcn_res101",
-                          "cls_name": "grid_proto", "proto_grid_size": 8, "feature_hw": [32, 32]}
+REFERENCE_MODEL_CONFIG = {
+    "align": True,
+    "use_coco_init": False,
+    "which_model": "dlfcn_res101",
+    "cls_name": "grid_proto",
+    "proto_grid_size": 8,
+    "feature_hw": [32, 32],
+}
 
 
 def reference_sources(path: Path, dest: Path) -> str:
     """Put the reference's ``models/`` package under ``dest``; returns the commit it came from."""
     git_dir = path if (path / "HEAD").is_file() and not (path / ".git").exists() else path / ".git"
     if git_dir.exists():
-        commit = subprocess.run(["git", "--git-dir", str(git_dir), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        archive = subprocess.run(["git", "--git-dir", str(git_dir), "archive", "HEAD", "models"],
-                                 capture_output=True, check=True).stdout
+        commit = subprocess.run(
+            ["git", "--git-dir", str(git_dir), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        archive = subprocess.run(
+            ["git", "--git-dir", str(git_dir), "archive", "HEAD", "models"], capture_output=True, check=True
+        ).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(dest, filter="data")
         return commit
@@ -95,7 +103,6 @@ class ReferenceStep:
 
     def __init__(self, batch: dict) -> None:
         import torch
-
         from models.grid_proto_fewshot import FewShotSeg  # the reference's package
 
         torch.manual_seed(0)
@@ -147,7 +154,6 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="write OUT.md and OUT.json")
     args = ap.parse_args()
     import torch
-
     from bench_attention import episode, machine  # a sibling script: benchmarks/ is the script's own path entry
 
     torch.set_num_threads(args.threads)
@@ -159,36 +165,51 @@ def main() -> int:
         site.addsitedir(tmp)
         cpu_shims()
         batch = episode(args.size)
-        steppers = {"ssl-alpnet (reference)": ReferenceStep(batch), "alpnet": OurStep("alpnet", batch),
-                    "crapnet": OurStep("crapnet", batch)}
+        steppers = {
+            "ssl-alpnet (reference)": ReferenceStep(batch),
+            "alpnet": OurStep("alpnet", batch),
+            "crapnet": OurStep("crapnet", batch),
+        }
         names = list(steppers)
         for s in steppers.values():
             for _ in range(args.warmup):
                 s.step()
         cpu = {n: [] for n in names}
         for r in range(args.rounds):
-            for n in names[r % len(names):] + names[: r % len(names)]:
+            for n in names[r % len(names) :] + names[: r % len(names)]:
                 c = time.process_time()
                 for _ in range(args.steps):
                     steppers[n].step()
                 cpu[n].append((time.process_time() - c) / args.steps)
                 print(n, round(cpu[n][-1], 3), flush=True)
     ref = cpu["ssl-alpnet (reference)"]
-    rows = {n: {"cpu_s": statistics.median(v), "ratio": statistics.median([a / b for a, b in zip(v, ref)]),
-                "ratio_min": min(a / b for a, b in zip(v, ref)), "ratio_max": max(a / b for a, b in zip(v, ref))}
-            for n, v in cpu.items()}
+    rows = {
+        n: {
+            "cpu_s": statistics.median(v),
+            "ratio": statistics.median([a / b for a, b in zip(v, ref)]),
+            "ratio_min": min(a / b for a, b in zip(v, ref)),
+            "ratio_max": max(a / b for a, b in zip(v, ref)),
+        }
+        for n, v in cpu.items()
+    }
     m = machine()
-    lines = ["# SSL-ALPNet's own training step against ours (issue 21)", "",
-             f"Produced by `benchmarks/bench_reference_alpnet.py {' '.join(sys.argv[1:])}`; reference commit "
-             f"`{commit}` of github.com/cheng-01037/Self-supervised-Fewshot-Medical-Image-Segmentation; ours at "
-             f"commit {m['commit']}. {m['cpu']}, {args.threads} torch thread, torch {m['torch']}; load average "
-             f"{', '.join(f'{x:.1f}' for x in load_start)} at the start, {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-             "at the end (a shared machine; nice 15): compare the ratios, measured side by side.", "",
-             f"ResNet-101 encoders (DeepLabV3 backbone, output stride 8), {args.size} x {args.size} px, random weights, "
-             f"one synthetic episode; {args.rounds} rounds x {args.steps} step(s) per model, order rotated each round, "
-             "after "
-             f"{args.warmup} warm-up step(s). Ratio = CPU seconds per step / the reference's in the same round.", "",
-             "| model | CPU s/step | ratio to SSL-ALPNet's code | range |", "|---|---|---|---|"]
+    lines = [
+        "# SSL-ALPNet's own training step against ours (issue 21)",
+        "",
+        f"Produced by `benchmarks/bench_reference_alpnet.py {' '.join(sys.argv[1:])}`; reference commit "
+        f"`{commit}` of github.com/cheng-01037/Self-supervised-Fewshot-Medical-Image-Segmentation; ours at "
+        f"commit {m['commit']}. {m['cpu']}, {args.threads} torch thread, torch {m['torch']}; load average "
+        f"{', '.join(f'{x:.1f}' for x in load_start)} at the start, {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        "at the end (a shared machine; nice 15): compare the ratios, measured side by side.",
+        "",
+        f"ResNet-101 encoders (DeepLabV3 backbone, output stride 8), {args.size} x {args.size} px, random weights, "
+        f"one synthetic episode; {args.rounds} rounds x {args.steps} step(s) per model, order rotated each round, "
+        "after "
+        f"{args.warmup} warm-up step(s). Ratio = CPU seconds per step / the reference's in the same round.",
+        "",
+        "| model | CPU s/step | ratio to SSL-ALPNet's code | range |",
+        "|---|---|---|---|",
+    ]
     for n, r in rows.items():
         lines.append(f"| {n} | {r['cpu_s']:.3f} | **{r['ratio']:.3f}** | {r['ratio_min']:.3f}-{r['ratio_max']:.3f} |")
     text = "\n".join(lines) + "\n"
@@ -196,8 +217,10 @@ def main() -> int:
     if args.out:
         from crapnet_core.io import write_json, write_text
 
-        write_json(args.out.with_suffix(".json"), {"rows": rows, "cpu_s": cpu, "reference_commit": commit,
-                                                   "machine": m, "load_start": load_start})
+        write_json(
+            args.out.with_suffix(".json"),
+            {"rows": rows, "cpu_s": cpu, "reference_commit": commit, "machine": m, "load_start": load_start},
+        )
         write_text(args.out.with_suffix(".md"), text)
     return 0
 

@@ -21,15 +21,19 @@ import torch
 
 
 def _loop(cfg, dataset, workers: int, steps: int, warmup: int) -> float:
-    from crapnet_core.models.losses import episode_loss
     from crapnet_core.engine.training import build_model, make_optimizer
+    from crapnet_core.models.losses import episode_loss
 
     model = build_model(cfg)
     model.train()
     opt, sched = make_optimizer(cfg, model)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.train.batch_size, sampler=list(range((steps + warmup) * cfg.train.batch_size)),
-        num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        dataset,
+        batch_size=cfg.train.batch_size,
+        sampler=list(range((steps + warmup) * cfg.train.batch_size)),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
     )
     t0 = None
     for i, batch in enumerate(loader):
@@ -45,8 +49,8 @@ def _loop(cfg, dataset, workers: int, steps: int, warmup: int) -> float:
 
 def main() -> None:
     from crapnet_core.engine.experiment import make_config
-    from crapnet_core.models.losses import episode_loss
     from crapnet_core.engine.training import build_episodes, build_model, make_optimizer
+    from crapnet_core.models.losses import episode_loss
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="phantom")
@@ -57,8 +61,10 @@ def main() -> None:
     ap.add_argument("--workers", default="0,1")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores, dataset {args.dataset}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} cores, dataset {args.dataset}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+    )
     for profile in args.profiles.split(","):
         for method in args.methods.split(","):
             cfg = make_config(profile, args.dataset, 1, 0, method, ["train.device=cpu", *args.overrides])
@@ -82,9 +88,11 @@ def main() -> None:
                 loss.backward()
                 opt.step()
             compute = args.steps / (time.perf_counter() - t)
-            line = (f"{profile:6s} {method:8s} {cfg.model.encoder} {cfg.data.input_size}px "
-                    f"{torch.get_num_threads()} threads "
-                    f"{cfg.model.n_blocks} blocks: data {eps:6.1f} episodes/s, compute {compute:5.2f} steps/s")
+            line = (
+                f"{profile:6s} {method:8s} {cfg.model.encoder} {cfg.data.input_size}px "
+                f"{torch.get_num_threads()} threads "
+                f"{cfg.model.n_blocks} blocks: data {eps:6.1f} episodes/s, compute {compute:5.2f} steps/s"
+            )
             for w in [int(x) for x in args.workers.split(",")]:
                 line += f", loop(workers={w}) {_loop(cfg, dataset, w, args.steps, args.warmup):5.2f} steps/s"
             print(line, flush=True)

@@ -48,14 +48,28 @@ def section_env(args) -> dict:
     try:
         import torch
 
-        info.update(torch=torch.__version__, cuda=torch.version.cuda, cuda_available=torch.cuda.is_available(),
-                    devices=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-                    bf16=bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()))
+        info.update(
+            torch=torch.__version__,
+            cuda=torch.version.cuda,
+            cuda_available=torch.cuda.is_available(),
+            devices=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            bf16=bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
+        )
     except Exception as err:  # noqa: BLE001
         info["torch_error"] = repr(err)
     imports = {}
-    for mod in ("crapnet_core.models._torchvision", "numpy", "scipy", "nibabel", "skimage", "monai", "pandas", "yaml",
-                "tqdm", "crapnet_core.engine.training"):
+    for mod in (
+        "crapnet_core.models._torchvision",
+        "numpy",
+        "scipy",
+        "nibabel",
+        "skimage",
+        "monai",
+        "pandas",
+        "yaml",
+        "tqdm",
+        "crapnet_core.engine.training",
+    ):
         try:
             __import__(mod)
             imports[mod] = "ok"
@@ -63,9 +77,12 @@ def section_env(args) -> dict:
             imports[mod] = f"{type(err).__name__}: {err}"
     info["imports"] = imports
     try:
-        info["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
-                                            "--format=csv,noheader"], capture_output=True, text=True,
-                                           timeout=30).stdout.strip()
+        info["nvidia_smi"] = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         info["nvidia_smi"] = None
     return info
@@ -82,12 +99,19 @@ def section_weights(args) -> dict:
 
     out = {"torch_hub_dir": torch.hub.get_dir(), "TORCH_HOME": os.environ.get("TORCH_HOME")}
     homes = {Path(torch.hub.get_dir()) / "checkpoints", Path.home() / ".cache" / "torch" / "hub" / "checkpoints"}
-    for w, key in ((DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1, "coco_deeplabv3_resnet101"),
-                   (ResNet18_Weights.IMAGENET1K_V1, "imagenet_resnet18")):
+    for w, key in (
+        (DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1, "coco_deeplabv3_resnet101"),
+        (ResNet18_Weights.IMAGENET1K_V1, "imagenet_resnet18"),
+    ):
         name = os.path.basename(w.url)
         found = [str(h / name) for h in sorted(homes) if (h / name).is_file()]
-        out[key] = dict(file=name, url=w.url, cached=bool(found), where=found,
-                        in_torch_cache=(Path(torch.hub.get_dir()) / "checkpoints" / name).is_file())
+        out[key] = dict(
+            file=name,
+            url=w.url,
+            cached=bool(found),
+            where=found,
+            in_torch_cache=(Path(torch.hub.get_dir()) / "checkpoints" / name).is_file(),
+        )
     return out
 
 
@@ -114,10 +138,16 @@ def _count_launches(step) -> dict:
             torch.cuda.synchronize()
     names = [e.name for e in prof.events()]
     if cuda:
-        return {"kernel_launches": sum(n in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC") for n in names),
-                "graph_launches": sum(n in ("cudaGraphLaunch", "cuGraphLaunch") for n in names),
-                "device_events": sum(1 for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)}
-    from bench_attention import operator_counts  # the same definition of a kernel (a sibling: benchmarks/ is on the path)
+        return {
+            "kernel_launches": sum(n in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC") for n in names),
+            "graph_launches": sum(n in ("cudaGraphLaunch", "cuGraphLaunch") for n in names),
+            "device_events": sum(
+                1 for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA
+            ),
+        }
+    from bench_attention import (
+        operator_counts,  # the same definition of a kernel (a sibling: benchmarks/ is on the path)
+    )
 
     return {"aten_kernels": operator_counts(prof.events())["kernels"]}
 
@@ -132,8 +162,8 @@ def timed_loop(cfg, seconds: float, max_steps: int, warmup: int, prepare=None, c
 
     import torch
 
-    from crapnet_core.models.losses import episode_loss
     from crapnet_core.engine.training import _to_device, build_model, make_optimizer, resolve_device
+    from crapnet_core.models.losses import episode_loss
 
     device = resolve_device(cfg.train.device)
     cuda = device.type == "cuda"
@@ -180,14 +210,25 @@ def timed_loop(cfg, seconds: float, max_steps: int, warmup: int, prepare=None, c
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - t0
     timed = steps - warmup
-    res = dict(method=cfg.model.method, profile=cfg.profile, encoder=cfg.model.encoder, input_size=cfg.data.input_size,
-               device=str(device), timed_steps=timed, seconds=round(wall, 3), steps_per_s=round(timed / wall, 3),
-               loss=float(loss.detach()), first_step_s=first_step_s)
+    res = dict(
+        method=cfg.model.method,
+        profile=cfg.profile,
+        encoder=cfg.model.encoder,
+        input_size=cfg.data.input_size,
+        device=str(device),
+        timed_steps=timed,
+        seconds=round(wall, 3),
+        steps_per_s=round(timed / wall, 3),
+        loss=float(loss.detach()),
+        first_step_s=first_step_s,
+    )
     if launches is not None:
         res["launches_per_step"] = launches
     if cuda:
-        res.update(peak_allocated_mib=round(torch.cuda.max_memory_allocated(device) / 2**20),
-                   peak_reserved_mib=round(torch.cuda.max_memory_reserved(device) / 2**20))
+        res.update(
+            peak_allocated_mib=round(torch.cuda.max_memory_allocated(device) / 2**20),
+            peak_reserved_mib=round(torch.cuda.max_memory_reserved(device) / 2**20),
+        )
     return res
 
 
@@ -205,8 +246,12 @@ def section_steps(args) -> dict:
     out = {"note": "model compute of one training step (one fixed batch of real episodes), after warm-up"}
     for method in METHODS:
         cfg = _config(profile, dataset, method, device, args.data_root, extra)
-        out[method] = timed_loop(cfg, seconds=3 if args.dry_run else 30, max_steps=2 if args.dry_run else 10**9,
-                                 warmup=1 if args.dry_run else 10)
+        out[method] = timed_loop(
+            cfg,
+            seconds=3 if args.dry_run else 30,
+            max_steps=2 if args.dry_run else 10**9,
+            warmup=1 if args.dry_run else 10,
+        )
         print(f"steps: {method}: {out[method]}", flush=True)
     return out
 
@@ -229,8 +274,12 @@ def section_kernels(args, deadline: float) -> dict:
     with the blocks one by one (before issue 21), compiled (``reduce-overhead``: CUDA graphs), SSL-ALPNet."""
     profile, dataset, device, extra = _profile(args)
     out = {"note": "launches: CUDA runtime kernel/graph launch calls in one training step (on CPU: ATen kernels)"}
-    rows = [("crapnet", "crapnet", None), ("crapnet-blockwise", "crapnet", _blockwise), ("alpnet", "alpnet", None),
-            ("crapnet-compiled", "crapnet", _compiled)]
+    rows = [
+        ("crapnet", "crapnet", None),
+        ("crapnet-blockwise", "crapnet", _blockwise),
+        ("alpnet", "alpnet", None),
+        ("crapnet-compiled", "crapnet", _compiled),
+    ]
     for name, method, prepare in rows:
         if prepare is _compiled and args.dry_run:
             out[name] = {"skipped": "dry run: a CPU compilation takes minutes (benchmarks/bench_compile.py)"}
@@ -239,9 +288,14 @@ def section_kernels(args, deadline: float) -> dict:
             out[name] = {"skipped": f"{(deadline - time.time()) / 60:.1f} min left"}
             continue
         cfg = _config(profile, dataset, method, device, args.data_root, extra)
-        out[name] = timed_loop(cfg, seconds=3 if args.dry_run else 20, max_steps=2 if args.dry_run else 10**9,
-                               warmup=1 if args.dry_run else (20 if prepare is _compiled else 5), prepare=prepare,
-                               count=True)
+        out[name] = timed_loop(
+            cfg,
+            seconds=3 if args.dry_run else 20,
+            max_steps=2 if args.dry_run else 10**9,
+            warmup=1 if args.dry_run else (20 if prepare is _compiled else 5),
+            prepare=prepare,
+            count=True,
+        )
         print(f"kernels: {name}: {out[name]}", flush=True)
     return out
 
@@ -273,9 +327,13 @@ def section_packed(args) -> dict:
             else:
                 errors.append(text[-2000:])
         total = sum(r["steps_per_s"] for r in results)
-        out["runs"][str(k)] = dict(workers_ok=len(results), total_steps_per_s=round(total, 3),
-                                   per_worker=[r["steps_per_s"] for r in results],
-                                   peak_allocated_mib=[r.get("peak_allocated_mib") for r in results], errors=errors)
+        out["runs"][str(k)] = dict(
+            workers_ok=len(results),
+            total_steps_per_s=round(total, 3),
+            per_worker=[r["steps_per_s"] for r in results],
+            peak_allocated_mib=[r.get("peak_allocated_mib") for r in results],
+            errors=errors,
+        )
         print(f"packed: K={k}: {len(results)}/{k} ok, {total:.2f} steps/s in total", flush=True)
     return out
 
@@ -296,17 +354,45 @@ def section_train(args, deadline: float, steps_per_s: float | None) -> dict:
         if steps < 100:
             return {"skipped": f"only {minutes:.1f} min left"}
     run = args.out / "train_run"
-    cmd = [sys.executable, "-m", "crapnet_core.cli", "train", "--dataset", dataset, "--setting", "1", "--fold", "0",
-           "--method", "crapnet", "--profile", profile, "--steps", str(steps), "--device", device, "--out", str(run),
-           "--evaluate", "--no-progress", "--force"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "crapnet_core.cli",
+        "train",
+        "--dataset",
+        dataset,
+        "--setting",
+        "1",
+        "--fold",
+        "0",
+        "--method",
+        "crapnet",
+        "--profile",
+        profile,
+        "--steps",
+        str(steps),
+        "--device",
+        device,
+        "--out",
+        str(run),
+        "--evaluate",
+        "--no-progress",
+        "--force",
+    ]
     for o in extra:
         cmd += ["--set", o]
     if args.data_root and dataset != "phantom":
         cmd += ["--data-root", args.data_root]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    res = dict(command=" ".join(cmd), returncode=proc.returncode, wall_s=round(time.time() - t0, 1), steps=steps,
-               planned_minutes=round(minutes, 1), output_tail=(proc.stdout + proc.stderr)[-3000:])
+    res = dict(
+        command=" ".join(cmd),
+        returncode=proc.returncode,
+        wall_s=round(time.time() - t0, 1),
+        steps=steps,
+        planned_minutes=round(minutes, 1),
+        output_tail=(proc.stdout + proc.stderr)[-3000:],
+    )
     from crapnet_core.engine.evaluation import read_metrics
 
     if (run / "metrics.json").is_file():
@@ -320,30 +406,40 @@ def section_train(args, deadline: float, steps_per_s: float | None) -> dict:
 def summary(out: Path, results: dict) -> str:
     lines = ["# GPU check", "", f"dry run: {results.get('env', {}).get('dry_run')}", ""]
     env = results.get("env", {})
-    lines.append(f"- machine: {env.get('host')}, {env.get('cpus')} CPUs, torch {env.get('torch')} (CUDA "
-                 f"{env.get('cuda')}), devices {env.get('devices')}")
+    lines.append(
+        f"- machine: {env.get('host')}, {env.get('cpus')} CPUs, torch {env.get('torch')} (CUDA "
+        f"{env.get('cuda')}), devices {env.get('devices')}"
+    )
     w = results.get("weights", {})
     if "coco_deeplabv3_resnet101" in w:
-        lines.append(f"- COCO weights cached: {w['coco_deeplabv3_resnet101']['cached']} "
-                     f"({w['coco_deeplabv3_resnet101']['where'] or w['coco_deeplabv3_resnet101']['file']})")
+        lines.append(
+            f"- COCO weights cached: {w['coco_deeplabv3_resnet101']['cached']} "
+            f"({w['coco_deeplabv3_resnet101']['where'] or w['coco_deeplabv3_resnet101']['file']})"
+        )
     s = results.get("steps", {})
     for m in METHODS:
         if isinstance(s.get(m), dict):
             r = s[m]
-            lines.append(f"- {m}: {r['steps_per_s']} steps/s ({r['profile']}, {r['encoder']}, {r['input_size']} px, "
-                         f"{r['device']}), peak memory {r.get('peak_allocated_mib', '-')} MiB")
+            lines.append(
+                f"- {m}: {r['steps_per_s']} steps/s ({r['profile']}, {r['encoder']}, {r['input_size']} px, "
+                f"{r['device']}), peak memory {r.get('peak_allocated_mib', '-')} MiB"
+            )
     for name, r in results.get("kernels", {}).items():
         if isinstance(r, dict) and "steps_per_s" in r:
-            lines.append(f"- {name}: {r['steps_per_s']} steps/s, launches per step {r.get('launches_per_step')}, "
-                         f"first step {r.get('first_step_s')} s")
+            lines.append(
+                f"- {name}: {r['steps_per_s']} steps/s, launches per step {r.get('launches_per_step')}, "
+                f"first step {r.get('first_step_s')} s"
+            )
     p = results.get("packed", {}).get("runs", {})
     for k, r in p.items():
         lines.append(f"- packed K={k}: {r['total_steps_per_s']} steps/s in total ({r['workers_ok']}/{k} ok)")
     t = results.get("train", {})
     if t:
         what = "phantom (dry run)" if env.get("dry_run") else "CHAOS"
-        lines.append(f"- {what} fold 0 setting 1, crapnet: {t.get('steps', '-')} steps, status {t.get('returncode', '-')}, "
-                     f"mean {t.get('mean', t.get('skipped'))}")
+        lines.append(
+            f"- {what} fold 0 setting 1, crapnet: {t.get('steps', '-')} steps, status {t.get('returncode', '-')}, "
+            f"mean {t.get('mean', t.get('skipped'))}"
+        )
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:
             lines.append(f"- section {name} FAILED: {r['error'].splitlines()[-1] if r['error'] else ''}")
@@ -366,14 +462,16 @@ def main() -> int:
     if args.data_root is None:
         args.data_root = os.environ.get("CRAPNET_DATA_ROOT") or next(
             (str(p) for p in (REPO.parent / "shared" / "data", REPO / "shared" / "data") if (p / "CHAOST2").is_dir()),
-            None)
+            None,
+        )
     if args.dry_run:
         args.data_root = None
     if args.worker is not None:  # one of the packed trainings
         profile, dataset, device, extra = _profile(args)
         cfg = _config(profile, dataset, "crapnet", device, args.data_root, extra)
-        res = timed_loop(cfg, seconds=args.seconds, max_steps=2 if args.dry_run else 10**9,
-                         warmup=1 if args.dry_run else 5)
+        res = timed_loop(
+            cfg, seconds=args.seconds, max_steps=2 if args.dry_run else 10**9, warmup=1 if args.dry_run else 5
+        )
         args.worker.write_text(json.dumps(res))
         return 0
     deadline = time.time() + args.budget_min * 60
@@ -394,7 +492,11 @@ def main() -> int:
     run("steps", section_steps, args)
     run("kernels", section_kernels, args, deadline)
     run("packed", section_packed, args)
-    sps = results["steps"].get("crapnet", {}).get("steps_per_s") if isinstance(results["steps"].get("crapnet"), dict) else None
+    sps = (
+        results["steps"].get("crapnet", {}).get("steps_per_s")
+        if isinstance(results["steps"].get("crapnet"), dict)
+        else None
+    )
     run("train", section_train, args, deadline, sps)
     print(summary(args.out, results), flush=True)
     failed = [n for n, r in results.items() if isinstance(r, dict) and "error" in r]

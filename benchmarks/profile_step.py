@@ -63,10 +63,17 @@ def parts(profile: str) -> dict:
     def classifier(model):
         def run():
             model.classifier(z_s, fg, bg, z_q).sum().backward()
+
         return run
 
-    return {"crapnet step": crap.step, "alpnet step": alp.step, "encoder": encoder, "attention": attention,
-            "classifier (CARAFE++)": classifier(m), "classifier (pooling)": classifier(alp.model)}, steppers
+    return {
+        "crapnet step": crap.step,
+        "alpnet step": alp.step,
+        "encoder": encoder,
+        "attention": attention,
+        "classifier (CARAFE++)": classifier(m),
+        "classifier (pooling)": classifier(alp.model),
+    }, steppers
 
 
 def time_parts(fns: dict, rounds: int, steps: int) -> dict:
@@ -95,9 +102,19 @@ def top_operators(stepper, steps: int, top: int) -> dict:
         stepper.step()
     rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in rows)
-    return {"total_self_ms_per_step": total / 1e3 / steps, "counts": ba.operator_counts(once.events()),
-            "top": [{"name": e.key, "calls_per_step": e.count / steps, "self_ms_per_step": e.self_cpu_time_total / 1e3 / steps,
-                     "share": e.self_cpu_time_total / total} for e in rows[:top]]}
+    return {
+        "total_self_ms_per_step": total / 1e3 / steps,
+        "counts": ba.operator_counts(once.events()),
+        "top": [
+            {
+                "name": e.key,
+                "calls_per_step": e.count / steps,
+                "self_ms_per_step": e.self_cpu_time_total / 1e3 / steps,
+                "share": e.self_cpu_time_total / total,
+            }
+            for e in rows[:top]
+        ],
+    }
 
 
 def step_flops(stepper) -> float:
@@ -115,36 +132,57 @@ def markdown(res: dict) -> str:
     t = res["parts"]
     extra = t["crapnet step"]["cpu_s"] - t["alpnet step"]["cpu_s"]
     carafe = t["classifier (CARAFE++)"]["cpu_s"] - t["classifier (pooling)"]["cpu_s"]
-    lines = ["# Where CRAPNet's training step spends its time (issue 21)", "",
-             f"Produced by `{res['command']}`.", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch thread; torch {m['torch']}; commit "
-             f"{m['commit']}; load average {', '.join(f'{x:.1f}' for x in res['load_start'])} at the start, "
-             f"{', '.join(f'{x:.1f}' for x in res['load_end'])} at the end (a shared machine: two single-thread "
-             "trainings ran on its two cores; the parts alternate within every round, so they share that load).", "",
-             *([f"Code under test: {res['code']}.", ""] if res.get("code") else []),
-             f"## Parts (`{res['profile']}`, process CPU ms, median of {res['rounds']} rounds x {res['steps']})", "",
-             "| part | CPU ms | min ms |", "|---|---|---|"]
+    lines = [
+        "# Where CRAPNet's training step spends its time (issue 21)",
+        "",
+        f"Produced by `{res['command']}`.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch thread; torch {m['torch']}; commit "
+        f"{m['commit']}; load average {', '.join(f'{x:.1f}' for x in res['load_start'])} at the start, "
+        f"{', '.join(f'{x:.1f}' for x in res['load_end'])} at the end (a shared machine: two single-thread "
+        "trainings ran on its two cores; the parts alternate within every round, so they share that load).",
+        "",
+        *([f"Code under test: {res['code']}.", ""] if res.get("code") else []),
+        f"## Parts (`{res['profile']}`, process CPU ms, median of {res['rounds']} rounds x {res['steps']})",
+        "",
+        "| part | CPU ms | min ms |",
+        "|---|---|---|",
+    ]
     for n, row in t.items():
         lines.append(f"| {n} | {1e3 * row['cpu_s']:.2f} | {1e3 * row['min_s']:.2f} |")
-    lines += ["", f"CRAPNet's step exceeds SSL-ALPNet's by {1e3 * extra:.1f} ms (ratio "
-              f"{t['crapnet step']['cpu_s'] / t['alpnet step']['cpu_s']:.2f}); the attention stack accounts for "
-              f"{1e3 * t['attention']['cpu_s']:.1f} ms, CARAFE++ over pooling for 2 x {1e3 * carafe:.1f} ms "
-              "(forward pass and alignment term).", ""]
+    lines += [
+        "",
+        f"CRAPNet's step exceeds SSL-ALPNet's by {1e3 * extra:.1f} ms (ratio "
+        f"{t['crapnet step']['cpu_s'] / t['alpnet step']['cpu_s']:.2f}); the attention stack accounts for "
+        f"{1e3 * t['attention']['cpu_s']:.1f} ms, CARAFE++ over pooling for 2 x {1e3 * carafe:.1f} ms "
+        "(forward pass and alignment term).",
+        "",
+    ]
     fl = res["flops"]
-    lines += [f"Matrix-product and convolution FLOPs of one step (loss + backward, `FlopCounterMode`): CRAPNet "
-              f"{fl['crapnet'] / 1e9:.3f} G, SSL-ALPNet {fl['alpnet'] / 1e9:.3f} G, ratio "
-              f"{fl['crapnet'] / fl['alpnet']:.3f}: the step ratio if CRAPNet's extra products ran as fast per FLOP "
-              "as SSL-ALPNet's convolutions (element-wise work not counted).", ""]
+    lines += [
+        f"Matrix-product and convolution FLOPs of one step (loss + backward, `FlopCounterMode`): CRAPNet "
+        f"{fl['crapnet'] / 1e9:.3f} G, SSL-ALPNet {fl['alpnet'] / 1e9:.3f} G, ratio "
+        f"{fl['crapnet'] / fl['alpnet']:.3f}: the step ratio if CRAPNet's extra products ran as fast per FLOP "
+        "as SSL-ALPNet's convolutions (element-wise work not counted).",
+        "",
+    ]
     for name, ops in res["operators"].items():
         c = ops["counts"]
-        lines += [f"## Operators of one `{name}` step (torch.profiler)", "",
-                  f"{c['kernels']} kernels, {c['aten_top_level']} top-level ATen calls, {c['events']} events per step "
-                  f"(counted as in `bench_attention.py`); {ops['total_self_ms_per_step']:.1f} ms of self CPU time "
-                  "per step under the profiler.", "",
-                  "| operator | calls/step | self ms/step | share |", "|---|---|---|---|"]
+        lines += [
+            f"## Operators of one `{name}` step (torch.profiler)",
+            "",
+            f"{c['kernels']} kernels, {c['aten_top_level']} top-level ATen calls, {c['events']} events per step "
+            f"(counted as in `bench_attention.py`); {ops['total_self_ms_per_step']:.1f} ms of self CPU time "
+            "per step under the profiler.",
+            "",
+            "| operator | calls/step | self ms/step | share |",
+            "|---|---|---|---|",
+        ]
         for r in ops["top"]:
-            lines.append(f"| `{r['name']}` | {r['calls_per_step']:.0f} | {r['self_ms_per_step']:.2f} | "
-                         f"{100 * r['share']:.1f} % |")
+            lines.append(
+                f"| `{r['name']}` | {r['calls_per_step']:.0f} | {r['self_ms_per_step']:.2f} | "
+                f"{100 * r['share']:.1f} % |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -160,12 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
-    p.add_argument("--code", default="", help="which crapnet_core was imported, when not this checkout's (stated in OUT.md)")
+    p.add_argument(
+        "--code", default="", help="which crapnet_core was imported, when not this checkout's (stated in OUT.md)"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    res = {"command": " ".join(["benchmarks/profile_step.py", *(argv if argv is not None else sys.argv[1:])]),
-           "machine": ba.machine(), "load_start": os.getloadavg(), "profile": args.profile, "rounds": args.rounds,
-           "steps": args.steps, "code": args.code or None}
+    res = {
+        "command": " ".join(["benchmarks/profile_step.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": ba.machine(),
+        "load_start": os.getloadavg(),
+        "profile": args.profile,
+        "rounds": args.rounds,
+        "steps": args.steps,
+        "code": args.code or None,
+    }
     fns, steppers = parts(args.profile)
     res["parts"] = time_parts(fns, args.rounds, args.steps)
     res["flops"] = {n: step_flops(steppers[n]) for n in ("crapnet", "alpnet")}

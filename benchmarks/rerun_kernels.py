@@ -27,17 +27,38 @@ from crapnet_core.io import write_json, write_text
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
 
-COMMAND = ["-m", "crapnet_core.cli", "train", "--profile", "lite", "--set", "train.threads=1", "--dataset", "chaos",
-           "--setting", "1", "--fold", "0", "--method", "crapnet", "--evaluate", "--no-progress"]
+COMMAND = [
+    "-m",
+    "crapnet_core.cli",
+    "train",
+    "--profile",
+    "lite",
+    "--set",
+    "train.threads=1",
+    "--dataset",
+    "chaos",
+    "--setting",
+    "1",
+    "--fold",
+    "0",
+    "--method",
+    "crapnet",
+    "--evaluate",
+    "--no-progress",
+]
 NUMPY_AVX2 = "X86_V4 AVX512_ICL AVX512_SPR"
 #: name -> (environment variables, what it stands for)
 VARIANTS = {
     "default": ({}, "this machine's own choice (AVX-512 everywhere)"),
     "mkl_avx2": ({"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, "MKL's AVX2 path only (what MKL may take on an AMD CPU)"),
-    "avx2": ({"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-             "torch, oneDNN and MKL at AVX2 (a CPU without AVX-512)"),
-    "avx2_mkl_sse42": ({"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
-                       "torch and oneDNN at AVX2, MKL at SSE4.2 (MKL's generic path on a non-Intel CPU)"),
+    "avx2": (
+        {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+        "torch, oneDNN and MKL at AVX2 (a CPU without AVX-512)",
+    ),
+    "avx2_mkl_sse42": (
+        {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+        "torch and oneDNN at AVX2, MKL at SSE4.2 (MKL's generic path on a non-Intel CPU)",
+    ),
 }
 ORGANS = ("left_kidney", "right_kidney", "spleen", "liver")
 TITLES = {"left_kidney": "LK", "right_kidney": "RK", "spleen": "Spleen", "liver": "Liver"}
@@ -48,8 +69,9 @@ def run_variant(name: str, env_vars: dict[str, str], runs: Path) -> dict:
     if not (run / "metrics.json").is_file():
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", **env_vars}
         print(f"{name}: training {run}", file=sys.stderr)
-        subprocess.run([sys.executable, *COMMAND, "--out", str(run), "--force"], check=True, env=env,
-                       cwd=RESULTS.parent)
+        subprocess.run(
+            [sys.executable, *COMMAND, "--out", str(run), "--force"], check=True, env=env, cwd=RESULTS.parent
+        )
     return json.loads((run / "metrics.json").read_text())
 
 
@@ -66,24 +88,41 @@ def main() -> int:
     for name, (env_vars, meaning) in VARIANTS.items():
         m = run_variant(name, env_vars, runs)
         dice = {o: m["per_organ"][o]["dice_mean"] for o in ORGANS}
-        rows.append({"variant": name, "env": env_vars, "meaning": meaning, "config_hash": m["config_hash"],
-                     "dice": {**dice, "mean": m["mean"]["dice"]}})
+        rows.append(
+            {
+                "variant": name,
+                "env": env_vars,
+                "meaning": meaning,
+                "config_hash": m["config_hash"],
+                "dice": {**dice, "mean": m["mean"]["dice"]},
+            }
+        )
     record = {
         "command": "python " + " ".join(COMMAND) + " --out RUNS/<variant>",
         "script": "CRAPNET_DATA_ROOT=../shared/data .venv/bin/python benchmarks/rerun_kernels.py",
-        "machine": machine_line(), "environment": environment(), "variants": rows,
-        "committed": {"dice": committed["per_fold"]["0"]["dice"], "machine": info.get("machine"),
-                      "commit": info.get("commit"), "run": committed["per_fold"]["0"]["runs"][0]},
+        "machine": machine_line(),
+        "environment": environment(),
+        "variants": rows,
+        "committed": {
+            "dice": committed["per_fold"]["0"]["dice"],
+            "machine": info.get("machine"),
+            "commit": info.get("commit"),
+            "run": committed["per_fold"]["0"]["runs"][0],
+        },
     }
     if args.note:
         record["note"] = args.note
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "kernels.json", record)
-    lines = ["# Fold 0 of CHAOS setting 1 CRAPNet `lite` under different CPU kernels", "",
-             f"One machine ({record['machine']}), one environment (`requirements.lock`), one config; only the "
-             "instruction set that the kernels may use changes. Dice in percent, test scans 1, 2, 3, 5.", "",
-             "| variant | environment variables | stands for | LK | RK | Spleen | Liver | Mean |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Fold 0 of CHAOS setting 1 CRAPNet `lite` under different CPU kernels",
+        "",
+        f"One machine ({record['machine']}), one environment (`requirements.lock`), one config; only the "
+        "instruction set that the kernels may use changes. Dice in percent, test scans 1, 2, 3, 5.",
+        "",
+        "| variant | environment variables | stands for | LK | RK | Spleen | Liver | Mean |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         env = ", ".join(f"`{k}={v}`" for k, v in r["env"].items()) or "none"
         cells = " | ".join(f"{100 * r['dice'][o]:.2f}" for o in (*ORGANS, "mean"))
@@ -92,9 +131,12 @@ def main() -> int:
     cells = " | ".join(f"{100 * c['dice'][o]:.2f}" for o in (*ORGANS, "mean"))
     lines.append(f"| committed | – | {c['machine']}, commit {c['commit']} | {cells} |")
     means = [100 * r["dice"]["mean"] for r in rows]
-    lines += ["", f"Range of the fold mean over the kernel variants: {min(means):.2f} to {max(means):.2f} "
-              f"({max(means) - min(means):.2f} points). Command per variant: `{record['command']}` with the "
-              f"variables above; `{record['script']}` makes this table."]
+    lines += [
+        "",
+        f"Range of the fold mean over the kernel variants: {min(means):.2f} to {max(means):.2f} "
+        f"({max(means) - min(means):.2f} points). Command per variant: `{record['command']}` with the "
+        f"variables above; `{record['script']}` makes this table.",
+    ]
     if args.note:
         lines += ["", f"Note: {args.note}"]
     write_text(out / "kernels.md", "\n".join(lines) + "\n")

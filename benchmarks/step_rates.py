@@ -37,7 +37,7 @@ def _step_seconds(run_dir: Path, warmup: int) -> float:
 
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     secs = [float(r["seconds"]) for r in rows]
-    deltas = [b - a for a, b in zip(secs[warmup:], secs[warmup + 1:])]
+    deltas = [b - a for a, b in zip(secs[warmup:], secs[warmup + 1 :])]
     return statistics.median(deltas)
 
 
@@ -68,23 +68,26 @@ def from_results(profile: str, results: Path) -> dict:
             evaluation = metrics.get("seconds") or (info.get("fold_eval_seconds") or 0) / n
             if evaluation:
                 evals.append(float(evaluation))
-    return {"source": f"the committed runs of the declared {profile} tables under results/ (median over runs)",
-            "machines": sorted(m for m in machines if m), "runs_per_method": {m: len(v) for m, v in steps.items()},
-            "seconds_per_step": {m: round(statistics.median(v), 4) for m, v in sorted(steps.items())},
-            "evaluation_seconds": round(statistics.median(evals), 1) if evals else None}
+    return {
+        "source": f"the committed runs of the declared {profile} tables under results/ (median over runs)",
+        "machines": sorted(m for m in machines if m),
+        "runs_per_method": {m: len(v) for m, v in steps.items()},
+        "seconds_per_step": {m: round(statistics.median(v), 4) for m, v in sorted(steps.items())},
+        "evaluation_seconds": round(statistics.median(evals), 1) if evals else None,
+    }
 
 
 def main() -> None:
     import torch
 
-    from crapnet_core.engine.evaluation import evaluate_model
     from crapnet_core.engine.checkpoints import resolve_device
+    from crapnet_core.engine.environment import environment
+    from crapnet_core.engine.evaluation import evaluate_model
     from crapnet_core.engine.runs import run_config
     from crapnet_core.engine.training import build_model, train
     from crapnet_core.facts import METHODS
     from crapnet_core.paths import available_datasets
     from crapnet_core.report.provenance import machine_description
-    from crapnet_core.engine.environment import environment
     from crapnet_core.study.provenance import git_commit
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -99,8 +102,12 @@ def main() -> None:
     torch.set_num_threads(1)
     path = Path(args.json)
     out = json.loads(path.read_text()) if path.is_file() else {"profiles": {}}
-    stamp = {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "commit": git_commit(),
-             "machine": machine_description(), "load_average": os.getloadavg()}
+    stamp = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git_commit(),
+        "machine": machine_description(),
+        "load_average": os.getloadavg(),
+    }
     for profile in [p for p in args.from_results.split(",") if p]:
         entry = from_results(profile, Path(args.results))
         entry.update(stamp, command=f".venv/bin/python benchmarks/step_rates.py --from-results {profile}")
@@ -114,9 +121,20 @@ def main() -> None:
             if method == "alpnet_init":
                 rates[method] = 0.0  # no training step: the encoder's initial weights are evaluated
                 continue
-            cfg = run_config(profile, dataset, 1, 0, method, overrides=[
-                f"train.steps={args.steps + args.warmup + 1}", "train.threads=1", "train.log_every=1",
-                f"train.checkpoint_every={args.steps + args.warmup + 1}", "train.device=cpu"])
+            cfg = run_config(
+                profile,
+                dataset,
+                1,
+                0,
+                method,
+                overrides=[
+                    f"train.steps={args.steps + args.warmup + 1}",
+                    "train.threads=1",
+                    "train.log_every=1",
+                    f"train.checkpoint_every={args.steps + args.warmup + 1}",
+                    "train.device=cpu",
+                ],
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 train(cfg, Path(tmp) / "run", progress=False)
                 rates[method] = round(_step_seconds(Path(tmp) / "run", args.warmup), 4)
@@ -129,12 +147,19 @@ def main() -> None:
         eval_s = round(time.time() - t0, 1)
         print(f"{profile:6s} {dataset:8s} evaluation of fold 0 (crapnet): {eval_s:.1f} s", flush=True)
         out["profiles"][profile] = dict(
-            stamp, source=f"measured: the training loop of each method, {args.steps} steps after {args.warmup} warm-up "
-                          f"steps, one thread, {dataset} fold 0 (median of the per-step times)",
-            command=("CRAPNET_DATA_ROOT=../shared/data OMP_NUM_THREADS=1 .venv/bin/python benchmarks/step_rates.py "
-                     f"--measure {profile} --steps {args.steps} --warmup {args.warmup}"),
-            environment=environment(), load_average_after=os.getloadavg(), dataset=dataset,
-            seconds_per_step=rates, evaluation_seconds=eval_s)
+            stamp,
+            source=f"measured: the training loop of each method, {args.steps} steps after {args.warmup} warm-up "
+            f"steps, one thread, {dataset} fold 0 (median of the per-step times)",
+            command=(
+                "CRAPNET_DATA_ROOT=../shared/data OMP_NUM_THREADS=1 .venv/bin/python benchmarks/step_rates.py "
+                f"--measure {profile} --steps {args.steps} --warmup {args.warmup}"
+            ),
+            environment=environment(),
+            load_average_after=os.getloadavg(),
+            dataset=dataset,
+            seconds_per_step=rates,
+            evaluation_seconds=eval_s,
+        )
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")
 

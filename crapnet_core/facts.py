@@ -116,7 +116,25 @@ DATASET_SHORT = {"chaos": "CHAOS MRI", "sabs": "Synapse CT", "phantom": "phantom
 DATASET_LABELS = {"chaos": "Abdominal-MRI (CHAOS)", "sabs": "Abdominal-CT (Synapse)", "phantom": "phantom (synthetic)"}
 
 __all__ = [
-    "ORGANS", "ORGAN_SHORT", "CHAOS_LABELS", "SABS_LABELS", "Method", "METHODS_REGISTRY", "METHODS",
-    "PAPER_METHODS", "METHOD_LABELS", "SETTINGS", "SETTING2_GROUPS", "FOLDS", "TABLE3_BLOCKS", "TABLE4_BRANCHES",
-    "PROFILES", "RUN_PROFILES", "PROFILE_FILE", "DATASET_FOLDERS", "DATASET_TITLES", "DATASET_SHORT", "DATASET_LABELS",
+    "ORGANS",
+    "ORGAN_SHORT",
+    "CHAOS_LABELS",
+    "SABS_LABELS",
+    "Method",
+    "METHODS_REGISTRY",
+    "METHODS",
+    "PAPER_METHODS",
+    "METHOD_LABELS",
+    "SETTINGS",
+    "SETTING2_GROUPS",
+    "FOLDS",
+    "TABLE3_BLOCKS",
+    "TABLE4_BRANCHES",
+    "PROFILES",
+    "RUN_PROFILES",
+    "PROFILE_FILE",
+    "DATASET_FOLDERS",
+    "DATASET_TITLES",
+    "DATASET_SHORT",
+    "DATASET_LABELS",
 ]

@@ -23,9 +23,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def current_umask() -> int:
@@ -102,7 +103,9 @@ def why_missing(path: str | os.PathLike, what: str = "file") -> str:
         st = p.stat()
     except OSError as err:
         if err.errno == errno.ELOOP:
-            return "symbolic link loop (the link points back to itself, directly or through other links); fix or remove it"
+            return (
+                "symbolic link loop (the link points back to itself, directly or through other links); fix or remove it"
+            )
         if p.is_symlink():
             try:
                 target = os.readlink(p)
@@ -164,8 +167,11 @@ def check_output_folder(folder: str | os.PathLike, need_bytes: int = 0, what: st
     if need_bytes > 0:
         free = free_bytes(base)
         if free < need_bytes:
-            raise OSError(errno.ENOSPC, f"{what}: not enough free space: about {_mb(need_bytes)} needed, "
-                          f"{_mb(free)} free", str(folder))
+            raise OSError(
+                errno.ENOSPC,
+                f"{what}: not enough free space: about {_mb(need_bytes)} needed, {_mb(free)} free",
+                str(folder),
+            )
     return folder
 
 
@@ -198,8 +204,9 @@ def read_json(path: str | os.PathLike, what: str = "file", missing: str = "", in
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise FileNotFoundError(f"{path}: {why_missing(path, what)}" + (f"; {missing}" if missing else "")) from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON (not UTF-8 text: byte {err.start})"
-                         + (f"; {invalid}" if invalid else "")) from None
+        raise ValueError(
+            f"{path}: not valid JSON (not UTF-8 text: byte {err.start})" + (f"; {invalid}" if invalid else "")
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

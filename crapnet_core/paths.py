@@ -52,9 +52,9 @@ def safe_name(name: str) -> str:
     always gave: run folder names do not change.)
     """
     text = unicodedata.normalize("NFC", str(name).strip())
-    out = _UNSAFE.sub("_", "".join(
-        c if c in _SAFE_PUNCTUATION or unicodedata.category(c)[0] in "LMN" else "\0" for c in text
-    )).lstrip(".")
+    out = _UNSAFE.sub(
+        "_", "".join(c if c in _SAFE_PUNCTUATION or unicodedata.category(c)[0] in "LMN" else "\0" for c in text)
+    ).lstrip(".")
     return out or "_"
 
 

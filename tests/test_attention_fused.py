@@ -49,8 +49,10 @@ def _outputs_and_grads(att, xs, xq, fused: bool):
 
 
 def _assert_close(ref: dict, new: dict, rtol: float) -> None:
-    scale = {"z": max(float(v.abs().max()) for k, v in ref.items() if k.startswith("z_")),
-             "grad": max(float(v.abs().max()) for k, v in ref.items() if k.endswith(".grad"))}
+    scale = {
+        "z": max(float(v.abs().max()) for k, v in ref.items() if k.startswith("z_")),
+        "grad": max(float(v.abs().max()) for k, v in ref.items() if k.endswith(".grad")),
+    }
     for key, a in ref.items():
         b = new[key]
         assert b is not None and a.shape == b.shape, key
@@ -147,8 +149,11 @@ def test_kshot_segmenter_takes_the_fused_path():
         model.zero_grad(set_to_none=True)
         out = model(images, masks, ep["query_image"])
         out.logits.square().mean().backward()
-        grads[fused] = (out.logits.detach(), model.attention.query_blocks[1].log_temperature.grad,
-                        model.attention.support_blocks[0].theta.weight.grad)
+        grads[fused] = (
+            out.logits.detach(),
+            model.attention.query_blocks[1].log_temperature.grad,
+            model.attention.support_blocks[0].theta.weight.grad,
+        )
     for a, b in zip(grads[True], grads[False]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     model.attention.fused = True
@@ -177,8 +182,17 @@ def test_reference_path_for_other_batches_and_hooks():
 
 
 def _small_crapnet(temperature: str = "fixed") -> ModelConfig:
-    return ModelConfig(method="crapnet", encoder="resnet18_l2", n_blocks=2, attention_dim=16, carafe_factor=2,
-                       alpnet_pool_train=2, alpnet_pool_test=1, free_geometry=True, attention_temperature=temperature)
+    return ModelConfig(
+        method="crapnet",
+        encoder="resnet18_l2",
+        n_blocks=2,
+        attention_dim=16,
+        carafe_factor=2,
+        alpnet_pool_train=2,
+        alpnet_pool_test=1,
+        free_geometry=True,
+        attention_temperature=temperature,
+    )
 
 
 def _episode(size: int = 64, seed: int = 0) -> dict:
@@ -186,8 +200,12 @@ def _episode(size: int = 64, seed: int = 0) -> dict:
     img = torch.randn(1, 3, size, size, generator=g)
     mask = torch.zeros(1, size, size, dtype=torch.long)
     mask[:, 16:40, 20:44] = 1
-    return {"support_image": img, "support_mask": mask,
-            "query_image": img.roll(3, -1) + 0.1 * torch.randn(img.shape, generator=g), "query_mask": mask.roll(3, -1)}
+    return {
+        "support_image": img,
+        "support_mask": mask,
+        "query_image": img.roll(3, -1) + 0.1 * torch.randn(img.shape, generator=g),
+        "query_mask": mask.roll(3, -1),
+    }
 
 
 def test_training_steps_give_the_same_losses():
@@ -212,9 +230,13 @@ def test_training_steps_give_the_same_losses():
 
 def test_config_hashes_of_the_unchanged_models():
     """Committed results are keyed by these hashes (issue 21: unchanged by the restructuring)."""
-    known = {("lite", "crapnet"): "7804db2a7044", ("lite", "alpnet"): "e1c92a55b9d0",
-             ("lite", "panet"): "954516724463", ("paper", "crapnet"): "8b3710c5e23d",
-             ("smoke", "crapnet"): "b5bfafb6323b"}
+    known = {
+        ("lite", "crapnet"): "7804db2a7044",
+        ("lite", "alpnet"): "e1c92a55b9d0",
+        ("lite", "panet"): "954516724463",
+        ("paper", "crapnet"): "8b3710c5e23d",
+        ("smoke", "crapnet"): "b5bfafb6323b",
+    }
     for (profile, method), digest in known.items():
         assert make_config(profile, "chaos", 1, 0, method, ["train.threads=1"]).config_hash() == digest
     fixed = make_config("lite", "chaos", 1, 0, "crapnet", ["model.attention_temperature=fixed"])
@@ -373,5 +395,8 @@ def test_two_branch_stack_channels_last_and_frozen_parameters():
     g = torch.Generator().manual_seed(1)
     ((zs * torch.randn(zs.shape, generator=g)).sum() + (zq * torch.randn(zq.shape, generator=g)).sum()).backward()
     assert all(p.grad is None for p in att.parameters())
-    _assert_close({k: ref[k] for k in ("z_s", "z_q", "x_s.grad", "x_q.grad")},
-                  {"z_s": zs.detach(), "z_q": zq.detach(), "x_s.grad": xs_.grad, "x_q.grad": xq_.grad}, rtol=1e-4)
+    _assert_close(
+        {k: ref[k] for k in ("z_s", "z_q", "x_s.grad", "x_q.grad")},
+        {"z_s": zs.detach(), "z_q": zq.detach(), "x_s.grad": xs_.grad, "x_q.grad": xq_.grad},
+        rtol=1e-4,
+    )

@@ -69,7 +69,14 @@ def test_seeded_and_gamma_on_image_only():
     assert np.all(np.diff(g.ravel()[np.argsort(img.ravel())]) >= -1e-5)  # monotone
     p = AugmentParams()
     assert (p.rotate_deg, p.shift_px, p.shear_deg, p.scale, p.elastic_alpha, p.elastic_sigma, p.gamma) == (
-        5.0, 5.0, 5.0, (0.9, 1.2), 10.0, 5.0, (0.5, 1.5))
+        5.0,
+        5.0,
+        5.0,
+        (0.9, 1.2),
+        10.0,
+        5.0,
+        (0.5, 1.5),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +114,7 @@ def test_episodes_deterministic_in_seed_and_index(episodes, phantom, fold):
     for i in (0, 17, 999):
         a, b = episodes[i], fresh[i]
         for k in a:
-            assert (torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k]), (i, k)
+            assert torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k], (i, k)
     other_seed = EpisodeDataset(phantom, fold, size=256, seed=4, length=10)
     draws = {(episodes[i]["scan_id"], episodes[i]["slice_index"], episodes[i]["superpixel"]) for i in range(10)}
     assert len(draws) > 5

@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from crapnet_core.data import datasets as D
 from crapnet_core.cli import main
+from crapnet_core.data import datasets as D
 
 AFFINE = np.diag([-1.25, 1.25, 7.7, 1.0])
 
@@ -30,7 +30,10 @@ def write_pair(folder, sid, image=None, label=None, affine=AFFINE, label_affine=
     if image is not False:
         nib.save(nib.Nifti1Image(image, affine), str(folder / f"image_{sid}.nii.gz"))
     if label is not False:
-        nib.save(nib.Nifti1Image(label, affine if label_affine is None else label_affine), str(folder / f"label_{sid}.nii.gz"))
+        nib.save(
+            nib.Nifti1Image(label, affine if label_affine is None else label_affine),
+            str(folder / f"label_{sid}.nii.gz"),
+        )
 
 
 def spec_of(folder):
@@ -170,7 +173,9 @@ def test_label_map_errors(tmp_path):
 
 
 def _digests(folder):
-    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+    return {
+        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())
+    }
 
 
 def test_inputs_never_modified(tmp_path, monkeypatch):
@@ -194,5 +199,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     rc = main(["data", "summary", "--data-dir", str(tmp_path), "--preset", "chaos"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "label_1.nii.gz" in err and "affine" in err and len(err.splitlines()) == 1
-    rc = main(["superpixels", "--data-dir", str(tmp_path / "missing"), "--preset", "chaos", "--out", str(tmp_path / "o")])
+    rc = main(
+        ["superpixels", "--data-dir", str(tmp_path / "missing"), "--preset", "chaos", "--out", str(tmp_path / "o")]
+    )
     assert rc == 2 and "not found" in capsys.readouterr().err

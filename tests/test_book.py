@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import yaml
 
+from crapnet_core import facts
 from crapnet_core.book import build, content_keys, driver, execute, gpus
 from crapnet_core.book import plan as book_plan
-from crapnet_core import facts
-from crapnet_core.report import figures, provenance, tables
 from crapnet_core.book import workflow as wf
 from crapnet_core.paths import real_data_required
+from crapnet_core.report import figures, provenance, tables
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,23 +41,51 @@ def _needed_configs(plan: book_plan.BookPlan) -> set[str]:
     for job in plan.jobs:
         p = job.params
         if job.notebook == "03_train_fold":
-            need.add(book_plan.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"], p["blocks"],
-                                     p["branches"], p["test_group"]).config_hash())
+            need.add(
+                book_plan.run_config(
+                    p["profile"],
+                    p["dataset"],
+                    p["setting"],
+                    p["fold"],
+                    p["method"],
+                    p["blocks"],
+                    p["branches"],
+                    p["test_group"],
+                ).config_hash()
+            )
         elif job.notebook == "04_ablation":
-            need |= {book_plan.run_config(p["profile"], p["dataset"], 1, f, "crapnet", **{p["axis"]: v}).config_hash()
-                     for f in p["folds"] for v in p["values"]}
+            need |= {
+                book_plan.run_config(p["profile"], p["dataset"], 1, f, "crapnet", **{p["axis"]: v}).config_hash()
+                for f in p["folds"]
+                for v in p["values"]
+            }
         elif job.notebook == "05_qualitative":
-            need |= {book_plan.run_config(p["profile"], p["dataset"], 1, p["fold"], m).config_hash() for m in p["methods"]}
+            need |= {
+                book_plan.run_config(p["profile"], p["dataset"], 1, p["fold"], m).config_hash() for m in p["methods"]
+            }
         elif job.notebook == "07_inside_attention":
-            need.add(book_plan.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"]).config_hash())
+            need.add(
+                book_plan.run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"]).config_hash()
+            )
         elif job.notebook == "06_results":
-            need |= {book_plan.run_config(p["profile"], d, 1, p["run_fold"], m).config_hash()
-                     for d in p["run_datasets"] for m in p["run_methods"]}
+            need |= {
+                book_plan.run_config(p["profile"], d, 1, p["run_fold"], m).config_hash()
+                for d in p["run_datasets"]
+                for m in p["run_methods"]
+            }
             for t in p["tables"]:  # the declared tables the page cross-validates: one run per fold and group
-                groups = ([None] if t["setting"] == 1 else ["kidneys", "liver_spleen"]) if t["method"] != "alpnet_sup" \
+                groups = (
+                    ([None] if t["setting"] == 1 else ["kidneys", "liver_spleen"])
+                    if t["method"] != "alpnet_sup"
                     else ["kidneys", "liver_spleen"]
-                need |= {book_plan.run_config(p["profile"], t["dataset"], t["setting"], f, t["method"], test_group=g,
-                                         overrides=t["overrides"]).config_hash() for f in t["folds"] for g in groups}
+                )
+                need |= {
+                    book_plan.run_config(
+                        p["profile"], t["dataset"], t["setting"], f, t["method"], test_group=g, overrides=t["overrides"]
+                    ).config_hash()
+                    for f in t["folds"]
+                    for g in groups
+                }
     return need
 
 
@@ -66,9 +94,14 @@ def test_plan_trains_every_run_the_notebooks_read_once(profile, fake_data_root, 
     plan = book_plan.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path)
     trained = [book_plan._config_hash(j) for j in plan.jobs if j.notebook == "03_train_fold"]
     assert len(trained) == len(set(trained)), "two executions would train the same run"
-    reads = {h for job in plan.jobs for h in
-             (book_plan.run_config(**{k: v for k, v in a.items() if k != "data_root"}).config_hash()
-              for a in wf.runs_read(job))}
+    reads = {
+        h
+        for job in plan.jobs
+        for h in (
+            book_plan.run_config(**{k: v for k, v in a.items() if k != "data_root"}).config_hash()
+            for a in wf.runs_read(job)
+        )
+    }
     assert reads == _needed_configs(plan), "the workflow would not train every run a notebook reads"
     assert set(trained) <= reads
     stages = {j.notebook: j.stage for j in plan.jobs}
@@ -113,7 +146,8 @@ def test_paper_plan_runs_everything_and_needs_data(fake_data_root, monkeypatch):
     plan = book_plan.plan_book("paper", data_root=fake_data_root)
     trains = plan.by_notebook()["03_train_fold"]
     assert {(j.params["dataset"], j.params["fold"], j.params["setting"]) for j in trains} >= {
-        (d, f, s) for d in ("chaos", "sabs") for f in range(5) for s in (1, 2)}
+        (d, f, s) for d in ("chaos", "sabs") for f in range(5) for s in (1, 2)
+    }
     assert [i for i in plan.left_out if "fold" in i.lower()] == []
     monkeypatch.delenv("CRAPNET_DATA_ROOT", raising=False)
     with pytest.raises(FileNotFoundError, match="paper needs the real data"):
@@ -141,8 +175,16 @@ def test_expand_toc_replaces_notebooks_with_executed_copies():
 def test_committed_toc_and_config_describe_an_offline_book():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     files = build.toc_files(toc)
-    for name in ("book/intro", "book/method", "book/data", "book/reproduce", "book/results", "book/ablations",
-                 "book/qualitative", "book/limitations"):
+    for name in (
+        "book/intro",
+        "book/method",
+        "book/data",
+        "book/reproduce",
+        "book/results",
+        "book/ablations",
+        "book/qualitative",
+        "book/limitations",
+    ):
         assert name in files
     for name in files:
         if not name.startswith("notebooks/"):
@@ -160,8 +202,7 @@ def test_committed_toc_and_config_describe_an_offline_book():
 def test_prune_missing_pages(tmp_path):
     (tmp_path / "book").mkdir()
     (tmp_path / "book" / "a.md").write_text("# a\n")
-    toc = {"format": "jb-book", "root": "book/a",
-           "chapters": [{"file": "book/gone", "sections": [{"file": "book/a"}]}]}
+    toc = {"format": "jb-book", "root": "book/a", "chapters": [{"file": "book/gone", "sections": [{"file": "book/a"}]}]}
     out, missing = build.prune_missing(toc, tmp_path)
     assert missing == ["book/gone"]
     assert out["chapters"] == [{"file": "book/a"}]
@@ -193,11 +234,19 @@ def test_workflow_reuses_completed_notebooks_and_reports_failures(tmp_path):
     """A failure names notebook, parameters and cell and keeps the partial notebook; completed
     executions are reused; a changed notebook or parameter re-runs exactly that execution."""
     root = tmp_path / "repo"
-    _write_nb(root / "notebooks" / "ok.ipynb", [
-        ("md", "# OK", []), ("code", "x = 1\nprofile = 'smoke'", ["parameters"]), ("code", "print(x * 2)", [])])
-    _write_nb(root / "notebooks" / "bad.ipynb", [
-        ("md", "# Bad", []), ("code", "x = 1\nprofile = 'smoke'", ["parameters"]), ("code", "y = 3", []),
-        ("code", "raise ValueError(f'broken on purpose {x}')", [])])
+    _write_nb(
+        root / "notebooks" / "ok.ipynb",
+        [("md", "# OK", []), ("code", "x = 1\nprofile = 'smoke'", ["parameters"]), ("code", "print(x * 2)", [])],
+    )
+    _write_nb(
+        root / "notebooks" / "bad.ipynb",
+        [
+            ("md", "# Bad", []),
+            ("code", "x = 1\nprofile = 'smoke'", ["parameters"]),
+            ("code", "y = 3", []),
+            ("code", "raise ValueError(f'broken on purpose {x}')", []),
+        ],
+    )
     jobs = [book_plan.Job("ok", {"x": 5}, 0, "five", "five"), book_plan.Job("bad", {"x": 7}, 1, "seven", "seven")]
     plan = book_plan.BookPlan("smoke", ["phantom"], None, str(tmp_path / "runs"), str(tmp_path / "res"), "cpu", jobs)
     out = tmp_path / "out"
@@ -222,8 +271,10 @@ def test_workflow_reuses_completed_notebooks_and_reports_failures(tmp_path):
     assert _run_workflow(plan, out, root, targets, messages) == 0
     results = {r.job.name: r for r in execute.executed_results(plan, out)}
     assert results["bad__seven"].status == "ok"
-    assert json.loads((out / "notebooks" / "ok__five.ipynb").read_text())["metadata"]["crapnet_book"]["started"] \
+    assert (
+        json.loads((out / "notebooks" / "ok__five.ipynb").read_text())["metadata"]["crapnet_book"]["started"]
         == ok_started
+    )
     # touched but unchanged: nothing runs; changed parameters: only that execution runs
     (root / "notebooks" / "ok.ipynb").touch()
     plan.jobs[1] = book_plan.Job("bad", {"x": 8}, 1, "seven", "seven")
@@ -254,8 +305,17 @@ def test_library_dependencies_follow_the_imports():
     package = REPO / "crapnet_core"
     names = lambda files: {p.relative_to(package).with_suffix("").as_posix() for p in files}  # noqa: E731
     train = names(content_keys.library_closure(["crapnet_core.engine.training"]))
-    assert {"engine/training", "models/segmenter", "models/attention", "data/episodes", "data/superpixels",
-            "engine/experiment", "engine/checkpoints", "__init__", "engine/__init__"} <= train
+    assert {
+        "engine/training",
+        "models/segmenter",
+        "models/attention",
+        "data/episodes",
+        "data/superpixels",
+        "engine/experiment",
+        "engine/checkpoints",
+        "__init__",
+        "engine/__init__",
+    } <= train
     assert not any(n.startswith(("book/", "cli/", "report/")) for n in train)
     sp = names(content_keys.library_closure(["crapnet_core.data.superpixels"]))
     assert "data/superpixels" in sp and "models/segmenter" not in sp and "engine/training" not in sp
@@ -271,9 +331,18 @@ def test_content_keys_track_the_whole_library():
     package = REPO / "crapnet_core"
     names = lambda files: {p.relative_to(package).with_suffix("").as_posix() for p in files}  # noqa: E731
     train = names(content_keys.library_closure(content_keys.TRAIN_MODULES))
-    assert {"engine/training", "models/attention", "models/methods/rpnet", "models/methods/qnet",
-            "models/methods/adnet", "models/methods/alpnet_sup", "data/superpixels"} <= train
-    assert {"engine/evaluation", "models/methods/rpnet", "engine/metrics"} <= names(content_keys.library_closure(content_keys.EVAL_MODULES))
+    assert {
+        "engine/training",
+        "models/attention",
+        "models/methods/rpnet",
+        "models/methods/qnet",
+        "models/methods/adnet",
+        "models/methods/alpnet_sup",
+        "data/superpixels",
+    } <= train
+    assert {"engine/evaluation", "models/methods/rpnet", "engine/metrics"} <= names(
+        content_keys.library_closure(content_keys.EVAL_MODULES)
+    )
     assert "data/superpixels" in names(content_keys.library_closure(content_keys.SUPERPIXEL_MODULES))
     assert {"book/build", "report/figures"} <= names(content_keys.library_closure(content_keys.BOOK_MODULES))
     with pytest.raises(ValueError, match="crapnet_core.training"):
@@ -311,8 +380,12 @@ def test_gpu_jobs_get_one_device_each(tmp_path, monkeypatch):
     with gpus.claim_gpu(tmp_path, 2) as first, gpus.claim_gpu(tmp_path, 2) as second:
         assert (first, second) == ("3", "5")
     # --per-gpu 2: two trainings share each device, spread over the devices first
-    with gpus.claim_gpu(tmp_path / "s", 2, slots=2) as a, gpus.claim_gpu(tmp_path / "s", 2, slots=2) as b, \
-            gpus.claim_gpu(tmp_path / "s", 2, slots=2) as c, gpus.claim_gpu(tmp_path / "s", 2, slots=2) as d:
+    with (
+        gpus.claim_gpu(tmp_path / "s", 2, slots=2) as a,
+        gpus.claim_gpu(tmp_path / "s", 2, slots=2) as b,
+        gpus.claim_gpu(tmp_path / "s", 2, slots=2) as c,
+        gpus.claim_gpu(tmp_path / "s", 2, slots=2) as d,
+    ):
         assert [a, b, c, d] == ["3", "5", "3", "5"]
 
 
@@ -320,9 +393,17 @@ def test_snakemake_command_local_and_slurm(tmp_path):
     local = driver.snakemake_command(tmp_path, tmp_path / "plan.json", "lite", 4, gpus=2, gpus_per_job=1)
     assert local[1:3] == ["-m", "snakemake"] and "--cores" in local and "gpu=2" in local
     assert str(REPO / "workflow" / "profiles" / "lite") in local and "gpus_per_job=1" in local
-    slurm = driver.snakemake_command(tmp_path, tmp_path / "plan.json", "paper", 50, gpus_per_job=1, executor="slurm",
-                                 cluster_profile=REPO / "workflow" / "profiles" / "slurm", partition="gpu",
-                                 account="lab")
+    slurm = driver.snakemake_command(
+        tmp_path,
+        tmp_path / "plan.json",
+        "paper",
+        50,
+        gpus_per_job=1,
+        executor="slurm",
+        cluster_profile=REPO / "workflow" / "profiles" / "slurm",
+        partition="gpu",
+        account="lab",
+    )
     assert slurm[slurm.index("--executor") + 1] == "slurm" and "--cores" not in slurm
     assert "slurm_partition=gpu" in slurm and "slurm_account=lab" in slurm
     assert (REPO / "workflow" / "profiles" / "slurm" / "config.yaml").is_file()
@@ -336,8 +417,10 @@ def test_book_plan_is_the_workflow_dry_run(tmp_path, capsys, monkeypatch):
     from crapnet_core.cli import main
 
     monkeypatch.delenv("CRAPNET_DATA_ROOT", raising=False)
-    assert main(["book", "--profile", "smoke", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
-                 "--plan"]) == 0
+    assert (
+        main(["book", "--profile", "smoke", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "--plan"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "This was a dry-run" in text
     counts = dict(re.findall(r"^\s*(notebook|train|evaluate|superpixels|html)\s+(\d+)$", text, re.M))
@@ -359,8 +442,12 @@ def test_every_method_and_ablation_point_is_planned_or_truthfully_left_out(profi
     from crapnet_core.study.declaration import load_declaration
 
     decl = load_declaration()
-    plan = book_plan.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path,
-                          results_dir=REPO / "results" if profile == "lite" else tmp_path / "no-results")
+    plan = book_plan.plan_book(
+        profile,
+        data_root=fake_data_root,
+        runs_root=tmp_path,
+        results_dir=REPO / "results" if profile == "lite" else tmp_path / "no-results",
+    )
     configs = wf.plan_configs(plan)
     trained = {c.model.method for c in configs}
     results = next(j for j in plan.jobs if j.notebook == "06_results").params
@@ -370,8 +457,12 @@ def test_every_method_and_ablation_point_is_planned_or_truthfully_left_out(profi
     for m in METHODS:
         assert m in trained | shown | left_methods, f"{profile}: {m} is neither planned nor left out"
     # every ablation point declared at any profile: trained (on the ablation pages) or left out
-    points = {("blocks", c.model.n_blocks) for t in decl.tables.values() if t.page == "ablations" and not t.pending
-              for c in t.configs(t.seeds[0], t.folds[0])}
+    points = {
+        ("blocks", c.model.n_blocks)
+        for t in decl.tables.values()
+        if t.page == "ablations" and not t.pending
+        for c in t.configs(t.seeds[0], t.folds[0])
+    }
     points |= {("branches", 1)}
     planned = {(j.params["axis"], v) for j in plan.jobs if j.notebook == "04_ablation" for v in j.params["values"]}
     left_points = {(axis, v) for item in scope.left_out for axis, vs in item.points.items() for v in vs}
@@ -380,8 +471,13 @@ def test_every_method_and_ablation_point_is_planned_or_truthfully_left_out(profi
     # truthful: nothing left out is also trained in what the item names; committed tables exist
     for item in scope.left_out:
         for m in item.methods:
-            clash = [c for c in configs if c.model.method == m and (not item.settings or c.data.setting in item.settings)
-                     and (not item.folds or c.data.fold in item.folds)]
+            clash = [
+                c
+                for c in configs
+                if c.model.method == m
+                and (not item.settings or c.data.setting in item.settings)
+                and (not item.folds or c.data.fold in item.folds)
+            ]
             assert not clash, f"{profile}: {m} is left out ({item.why}) but trained: {clash[0].run_name()}"
         for axis, vs in item.points.items():
             assert not {(axis, v) for v in vs} & planned, f"{profile}: ablation point left out and planned"
@@ -431,15 +527,25 @@ def test_published_headline_numbers():
 
 
 def _metrics(method: str, dice: dict[str, float], setting: int = 1, dataset: str = "chaos") -> dict:
-    return {"dataset": dataset, "setting": setting, "fold": 0, "method": method, "profile": "lite",
-            "organs": list(dice), "per_organ": {o: {"dice_mean": d, "dice_std": 0.0, "hd95_mean": 5.0,
-                                                    "asd_mean": 1.0, "n_scans": 4} for o, d in dice.items()},
-            "mean": {"dice": float(np.mean(list(dice.values()))), "hd95": 5.0, "asd": 1.0}}
+    return {
+        "dataset": dataset,
+        "setting": setting,
+        "fold": 0,
+        "method": method,
+        "profile": "lite",
+        "organs": list(dice),
+        "per_organ": {
+            o: {"dice_mean": d, "dice_std": 0.0, "hd95_mean": 5.0, "asd_mean": 1.0, "n_scans": 4}
+            for o, d in dice.items()
+        },
+        "mean": {"dice": float(np.mean(list(dice.values()))), "hd95": 5.0, "asd": 1.0},
+    }
 
 
 def test_comparison_table_puts_ours_under_published():
-    ours = tables.run_frame([_metrics("crapnet", {o: 0.5 for o in facts.ORGANS}),
-                              _metrics("alpnet", {o: 0.25 for o in facts.ORGANS})])
+    ours = tables.run_frame(
+        [_metrics("crapnet", {o: 0.5 for o in facts.ORGANS}), _metrics("alpnet", {o: 0.25 for o in facts.ORGANS})]
+    )
     assert set(ours.dice.dropna()) == {50.0, 25.0}
     table = tables.comparison_table(ours, 1, "chaos")
     assert list(table.columns) == ["LK", "RK", "Spleen", "Liver", "Mean"]
@@ -455,9 +561,19 @@ def test_comparison_table_puts_ours_under_published():
 def test_summary_frame_reads_cross_validation_summaries():
     from crapnet_core.engine.runs import summarize_runs  # noqa: F401  (the layout read below)
 
-    summary = {"dataset": "sabs", "setting": 2, "method": "alpnet", "profile": "lite", "folds": [0, 1, 2, 3, 4],
-               "mean": {"dice": {"left_kidney": 0.4, "right_kidney": 0.5, "spleen": 0.6, "liver": 0.7, "mean": 0.55},
-                        "dice_std_over_folds": {"liver": 0.1}, "hd95": {"liver": 9.0}, "asd": {}}}
+    summary = {
+        "dataset": "sabs",
+        "setting": 2,
+        "method": "alpnet",
+        "profile": "lite",
+        "folds": [0, 1, 2, 3, 4],
+        "mean": {
+            "dice": {"left_kidney": 0.4, "right_kidney": 0.5, "spleen": 0.6, "liver": 0.7, "mean": 0.55},
+            "dice_std_over_folds": {"liver": 0.1},
+            "hd95": {"liver": 9.0},
+            "asd": {},
+        },
+    }
     frame = tables.summary_frame([summary])
     assert list(frame.organ) == [*facts.ORGANS, "mean"]
     assert frame.set_index("organ").loc["liver", "dice"] == pytest.approx(70.0)
@@ -510,8 +626,14 @@ def smoke_book(tmp_path_factory):
     """Build the book with the smoke profile on the phantom (the CI build)."""
     out = tmp_path_factory.mktemp("book")
     t0 = time.time()
-    index = driver.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
-                          progress=False, echo=lambda m: None)
+    index = driver.build_book(
+        "smoke",
+        out_dir=out,
+        runs_root=out / "runs",
+        results_dir=out / "no-results",
+        progress=False,
+        echo=lambda m: None,
+    )
     return dict(out=out, index=index, seconds=time.time() - t0)
 
 
@@ -562,8 +684,14 @@ def test_smoke_book_has_every_page_figures_and_no_errors(smoke_book):
 def test_smoke_book_rebuild_reuses_executions(smoke_book):
     out = smoke_book["out"]
     t0 = time.time()
-    driver.build_book("smoke", out_dir=out, runs_root=out / "runs", results_dir=out / "no-results",
-                  progress=False, echo=lambda m: None)
+    driver.build_book(
+        "smoke",
+        out_dir=out,
+        runs_root=out / "runs",
+        results_dir=out / "no-results",
+        progress=False,
+        echo=lambda m: None,
+    )
     info = json.loads((out / "book.json").read_text())
     assert {e["status"] for e in info["executions"]} == {"cached"}
     assert time.time() - t0 < smoke_book["seconds"]
@@ -621,9 +749,21 @@ def test_smoke_book_opens_on_findings_and_cites_its_references(smoke_book):
     refs = (html / "book" / "references.html").read_text()
     # the CRAPNet paper's authors exactly as the paper prints them (../shared/paper)
     assert "Hao Ding, Changchang Sun, Hao Tang, Dawen Cai, and Yan Yan" in refs
-    for title in ("Self-supervision with Superpixels", "Non-local Neural Networks", "CARAFE++", "CHAOS",
-                  "Multi-Atlas Labeling", "Rethinking Atrous Convolution", "Deep Residual Learning", "Q-Net",
-                  "Anomaly Detection-Inspired", "Recurrent Mask Refinement", "PANet", "Snakemake", "MONAI"):
+    for title in (
+        "Self-supervision with Superpixels",
+        "Non-local Neural Networks",
+        "CARAFE++",
+        "CHAOS",
+        "Multi-Atlas Labeling",
+        "Rethinking Atrous Convolution",
+        "Deep Residual Learning",
+        "Q-Net",
+        "Anomaly Detection-Inspired",
+        "Recurrent Mask Refinement",
+        "PANet",
+        "Snakemake",
+        "MONAI",
+    ):
         assert title.lower() in refs.lower(), title  # the bibliography style sets titles in sentence case
     assert 'href="references.html#' in intro  # cited where used, linked to the list
 
@@ -642,9 +782,13 @@ def lab_env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("jupyter")
     write_kernelspec(tmp / "share")
     env = {k: v for k, v in os.environ.items() if k not in ("CRAPNET_DATA_ROOT", "PYTHONPATH", "JUPYTER_PATH")}
-    env.update(JUPYTER_PATH=str(tmp / "share"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-               JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
-               MPLBACKEND="module://matplotlib_inline.backend_inline")
+    env.update(
+        JUPYTER_PATH=str(tmp / "share"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+    )
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
@@ -698,13 +842,20 @@ def test_jupyterlab_opens_and_renders_a_notebook(lab_env, smoke_book):
 
 
 def test_load_summaries_with_their_run_info(tmp_path):
-    summary = {"dataset": "chaos", "setting": 1, "method": "crapnet", "profile": "lite", "folds": [0, 1],
-               "mean": {"dice": {"liver": 0.5, "mean": 0.5}}}
+    summary = {
+        "dataset": "chaos",
+        "setting": 1,
+        "method": "crapnet",
+        "profile": "lite",
+        "folds": [0, 1],
+        "mean": {"dice": {"liver": 0.5, "mean": 0.5}},
+    }
     for name in ("chaos_setting1_crapnet_lite", "chaos_setting1_crapnet_smoke"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(dict(summary, profile=name.rsplit("_", 1)[1])))
     (tmp_path / "chaos_setting1_crapnet_lite" / "run_info.json").write_text(
-        json.dumps({"machine": "2-core test box", "wall_seconds": 12, "command": "crapnet cross-validate ..."}))
+        json.dumps({"machine": "2-core test box", "wall_seconds": 12, "command": "crapnet cross-validate ..."})
+    )
     found = tables.load_summaries(tmp_path, profile="lite")
     assert [Path(s["_path"]).parent.name for s in found] == ["chaos_setting1_crapnet_lite"]
     prov = tables.summaries_provenance(found)

@@ -96,7 +96,9 @@ def test_aligned_module_and_window_validation():
         reassemble(x, torch.ones(1, 9, 6, 6) / 9, 3, 2, window="aligned")
 
 
-@pytest.mark.parametrize("window,k,factor", [("centred", 5, 2), ("centred", 5, 4), ("aligned", 4, 4), ("centred", 3, 1)])
+@pytest.mark.parametrize(
+    "window,k,factor", [("centred", 5, 2), ("centred", 5, 4), ("aligned", 4, 4), ("centred", 3, 1)]
+)
 def test_tap_and_unfold_forms_agree_in_values_and_gradients(window, k, factor):
     """The CPU form (sum over taps, hand-written backward) and the unfold form give the same values and gradients."""
     g = torch.Generator().manual_seed(k * 10 + factor)

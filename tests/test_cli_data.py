@@ -20,10 +20,10 @@ def test_summary_phantom_folder(tiny, capsys):
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out and "2 scans" in out
     lines = out.splitlines()
-    header = next(l for l in lines if l.lstrip().startswith("scan"))
+    header = next(ln for ln in lines if ln.lstrip().startswith("scan"))
     for col in ("shape", "slices", "spacing_mm", "min", "max", "left_kidney", "right_kidney", "spleen", "liver"):
         assert col in header
-    rows = [l.split() for l in lines[lines.index(header) + 2:]]
+    rows = [ln.split() for ln in lines[lines.index(header) + 2 :]]
     assert [r[0] for r in rows] == ["1", "2"]
     assert all(int(r[-1]) > 0 for r in rows)  # liver voxels counted
 

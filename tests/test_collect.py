@@ -34,8 +34,10 @@ def test_no_hand_typed_result_number_outside_the_generated_blocks(page):
 
 
 def test_the_number_check_catches_typed_results():
-    text = ("Under this budget (paired: CHAOS −1.05 [-4.13, 1.49]) the attention changes 2.5–7 % and bypassing "
-            "gains +4.5; the 0.95 rule and `code 1.23` are fine.\n<!-- results:x -->\n44.71\n<!-- /results:x -->\n")
+    text = (
+        "Under this budget (paired: CHAOS −1.05 [-4.13, 1.49]) the attention changes 2.5–7 % and bypassing "
+        "gains +4.5; the 0.95 rule and `code 1.23` are fine.\n<!-- results:x -->\n44.71\n<!-- /results:x -->\n"
+    )
     assert col.hand_typed_numbers(text) == ["−1.05", "-4.13", "1.49", "2.5", "7 %", "+4.5"]
 
 
@@ -54,19 +56,34 @@ def _summary(folder: Path, method: str, per_fold_dice, overrides=()):
     per_fold = {}
     for f, m in enumerate(per_fold_dice):
         scans = {str(4 * f + i): m + 0.01 * i for i in range(4)}
-        per_fold[str(f)] = {"dice": {o: m + 0.015 for o in (*organs, "mean")},
-                            "hd95": {o: 10.0 for o in (*organs, "mean")}, "asd": {o: 2.0 for o in (*organs, "mean")},
-                            "per_scan": {o: scans for o in organs}}
-    s = {"dataset": "chaos", "setting": 1, "method": method, "profile": "lite", "folds": list(range(len(per_fold_dice))),
-         "organs": list(organs), "per_fold": per_fold, "overrides": list(overrides),
-         "mean": {"dice": {"mean": sum(per_fold_dice) / len(per_fold_dice)}}}
+        per_fold[str(f)] = {
+            "dice": {o: m + 0.015 for o in (*organs, "mean")},
+            "hd95": {o: 10.0 for o in (*organs, "mean")},
+            "asd": {o: 2.0 for o in (*organs, "mean")},
+            "per_scan": {o: scans for o in organs},
+        }
+    s = {
+        "dataset": "chaos",
+        "setting": 1,
+        "method": method,
+        "profile": "lite",
+        "folds": list(range(len(per_fold_dice))),
+        "organs": list(organs),
+        "per_fold": per_fold,
+        "overrides": list(overrides),
+        "mean": {"dice": {"mean": sum(per_fold_dice) / len(per_fold_dice)}},
+    }
     (folder / "summary.json").write_text(json.dumps(s))
 
 
 def test_tables_read_seed0_and_the_family_calls(tmp_path):
     _summary(tmp_path / "chaos_setting1_crapnet_lite" / "seed0", "crapnet", [0.40, 0.50, 0.45, 0.42, 0.48])
-    _summary(tmp_path / "chaos_setting1_crapnet-blocks7_lite" / "seed0", "crapnet", [0.30, 0.34, 0.31, 0.29, 0.33],
-             ["model.n_blocks=7"])
+    _summary(
+        tmp_path / "chaos_setting1_crapnet-blocks7_lite" / "seed0",
+        "crapnet",
+        [0.30, 0.34, 0.31, 0.29, 0.33],
+        ["model.n_blocks=7"],
+    )
     an = col.analysis(tmp_path)
     e = col.entry(an, "ablations", "chaos_setting1_crapnet-blocks7_lite", "chaos_setting1_crapnet_lite")
     assert e["status"] == "done" and e["result"]["rows"][-1]["mean_diff"] == pytest.approx(-0.136)

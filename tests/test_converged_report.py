@@ -31,7 +31,8 @@ def test_fold_means_equal_each_runs_own_mean_and_pool_test_groups():
         organs = {o: v["dice_mean"] for m in sup_runs for o, v in m["per_organ"].items()}
         assert len(organs) == 4
         assert cv.fold_means(RESULTS, "chaos_setting1_alpnet_sup_converged")[0] == pytest.approx(
-            np.mean(list(organs.values())), abs=1e-6)
+            np.mean(list(organs.values())), abs=1e-6
+        )
 
 
 def test_validation_scans_are_fold_4s_test_scans():

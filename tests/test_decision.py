@@ -58,8 +58,15 @@ def _table(root: Path, name: str, seed: int, offsets: dict[int, float], noise: f
     for f in range(5):
         scans = {str(4 * f + i): 0.5 + offsets[f] + float(rng.normal(0, noise)) for i in range(4)}
         per_fold[str(f)] = {"per_scan": {"liver": scans}, "dice": {"liver": float(np.mean(list(scans.values())))}}
-    s = {"dataset": dataset, "setting": 1, "method": name.split("_")[2].split("-")[0], "profile": "lite",
-         "organs": ["liver"], "folds": list(range(5)), "per_fold": per_fold}
+    s = {
+        "dataset": dataset,
+        "setting": 1,
+        "method": name.split("_")[2].split("-")[0],
+        "profile": "lite",
+        "organs": ["liver"],
+        "folds": list(range(5)),
+        "per_fold": per_fold,
+    }
     folder = root / name / f"seed{seed}"
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text(json.dumps(s))
@@ -70,12 +77,15 @@ def test_seed_band_and_one_seed_calls(tmp_path):
     # three-seed tables: the same method with a model effect per (fold, seed) of sd 0.02
     for m in ("crapnet", "alpnet", "panet"):
         for k in range(3):
-            _table(tmp_path, f"chaos_setting1_{m}_lite", k, {f: float(rng.normal(0, 0.02)) for f in range(5)}, 0.005, rng)
+            _table(
+                tmp_path, f"chaos_setting1_{m}_lite", k, {f: float(rng.normal(0, 0.02)) for f in range(5)}, 0.005, rng
+            )
     band = dec.seed_band(tmp_path, "chaos")
     assert band["df"] == 6 and len(band["pairs"]) == 9
     means = {t: v["seed_means"] for t, v in band["tables"].items()}
     pooled = np.mean([np.var(list(v.values()), ddof=1) for v in means.values()])
     from scipy import stats as sps
+
     assert band["band"] == pytest.approx(sps.t.ppf(0.975, 6) * np.sqrt(2 * pooled))
     assert dec.seed_band(tmp_path, "sabs") is None
     # a one-seed variant 1 point better in every scan of every fold: interval and test agree, but
@@ -83,14 +93,26 @@ def test_seed_band_and_one_seed_calls(tmp_path):
     base = load_table(tmp_path / "chaos_setting1_crapnet_lite")["seeds"][0]["liver"]
     folder = tmp_path / "chaos_setting1_crapnet-blocks7_lite" / "seed0"
     folder.mkdir(parents=True)
-    per_fold = {str(f): {"per_scan": {"liver": {s: base[s] + 0.01 + float(rng.normal(0, 0.002))
-                                                for s in map(str, range(4 * f, 4 * f + 4))}}} for f in range(5)}
-    (folder / "summary.json").write_text(json.dumps({"dataset": "chaos", "setting": 1, "method": "crapnet",
-                                                     "profile": "lite", "per_fold": per_fold}))
-    fam = dec.Family("t", "test", "?", (dec.Comparison("chaos_setting1_crapnet-blocks7_lite",
-                                                      "chaos_setting1_crapnet_lite", (0,)),
-                                       dec.Comparison("chaos_setting1_crapnet-blocks9_lite",
-                                                      "chaos_setting1_crapnet_lite", (0,))))
+    per_fold = {
+        str(f): {
+            "per_scan": {
+                "liver": {s: base[s] + 0.01 + float(rng.normal(0, 0.002)) for s in map(str, range(4 * f, 4 * f + 4))}
+            }
+        }
+        for f in range(5)
+    }
+    (folder / "summary.json").write_text(
+        json.dumps({"dataset": "chaos", "setting": 1, "method": "crapnet", "profile": "lite", "per_fold": per_fold})
+    )
+    fam = dec.Family(
+        "t",
+        "test",
+        "?",
+        (
+            dec.Comparison("chaos_setting1_crapnet-blocks7_lite", "chaos_setting1_crapnet_lite", (0,)),
+            dec.Comparison("chaos_setting1_crapnet-blocks9_lite", "chaos_setting1_crapnet_lite", (0,)),
+        ),
+    )
     ev = dec.evaluate_family(fam, tmp_path)
     done, missing = ev["comparisons"]
     assert missing["status"] == "not run yet" and missing["call"] is None
@@ -104,14 +126,25 @@ def test_per_run_layout_merges_test_groups_and_refuses_duplicates(tmp_path):
     for name, organs in (("run_k", ("left_kidney",)), ("run_l", ("liver",))):
         (folder / name).mkdir(parents=True)
         per_scan = {o: {"1": {"dice": 0.5}, "2": {"dice": 0.6}} for o in organs}
-        (folder / name / "metrics.json").write_text(json.dumps({"dataset": "chaos", "setting": 1, "method": "alpnet_sup",
-                                                                "profile": "converged", "fold": 0, "per_scan": per_scan}))
+        (folder / name / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "dataset": "chaos",
+                    "setting": 1,
+                    "method": "alpnet_sup",
+                    "profile": "converged",
+                    "fold": 0,
+                    "per_scan": per_scan,
+                }
+            )
+        )
     t = load_table(tmp_path / "chaos_setting1_alpnet_sup_converged")
     assert sorted(t["seeds"][0]) == ["left_kidney", "liver"] and t["fold_of"] == {"1": 0, "2": 0}
     assert t["dataset"] == "chaos" and t["profile"] == "converged"
     # a seed folder with run folders is read from them, not from a summary.json beside them (migrated tables)
-    (folder / "summary.json").write_text(json.dumps({"dataset": "chaos", "setting": 1, "per_fold": {
-        "0": {"per_scan": {"liver": {"1": 0.9, "2": 0.9}}}}}))
+    (folder / "summary.json").write_text(
+        json.dumps({"dataset": "chaos", "setting": 1, "per_fold": {"0": {"per_scan": {"liver": {"1": 0.9, "2": 0.9}}}}})
+    )
     assert load_table(tmp_path / "chaos_setting1_alpnet_sup_converged")["seeds"][0]["liver"] == {"1": 0.5, "2": 0.6}
     (folder / "run_x").mkdir()
     (folder / "run_x" / "metrics.json").write_text(json.dumps({"fold": 0, "per_scan": {"liver": {"1": {"dice": 0.1}}}}))

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from crapnet_core.engine import diagnostics as dg
-from crapnet_core.models.attention import CycleResemblanceBlock, SupportQueryAttention, cycle_resemblance
-from crapnet_core.models.config import ModelConfig
+from crapnet_core.models.attention import CycleResemblanceBlock, cycle_resemblance
 from crapnet_core.models.base import fg_bg
-from crapnet_core.models.segmenter import FewShotSegmenter, literal_scores
+from crapnet_core.models.config import ModelConfig
 from crapnet_core.models.prototypes import PrototypeClassifier
+from crapnet_core.models.segmenter import FewShotSegmenter, literal_scores
 
 
 def _onehot(n: int, d: int | None = None) -> torch.Tensor:
@@ -96,8 +96,9 @@ def test_prototype_counts_on_a_mask_covering_known_cells():
 
 def _model(method: str = "crapnet") -> FewShotSegmenter:
     torch.manual_seed(0)
-    cfg = ModelConfig(method=method, encoder="resnet18_l2", pretrained=False, feature_dim=16, attention_dim=8,
-                      n_blocks=2)
+    cfg = ModelConfig(
+        method=method, encoder="resnet18_l2", pretrained=False, feature_dim=16, attention_dim=8, n_blocks=2
+    )
     return FewShotSegmenter(cfg).eval()
 
 
@@ -129,8 +130,12 @@ def test_attention_modes_equal_the_model_while_the_blocks_are_the_identity_and_d
     # bypass = the same network without attention blocks (z = x)
     x_s, x_q = model.encode(s, q)
     fg, bg = fg_bg(m)
-    ref = torch.softmax(torch.nn.functional.interpolate(model.classifier(x_s, fg, bg, x_q), size=(64, 64),
-                                                        mode="bilinear", align_corners=False), 1)[:, 1]
+    ref = torch.softmax(
+        torch.nn.functional.interpolate(
+            model.classifier(x_s, fg, bg, x_q), size=(64, 64), mode="bilinear", align_corners=False
+        ),
+        1,
+    )[:, 1]
     assert torch.allclose(bypass, ref, atol=1e-6)
     # literal: CARAFE prototypes from z_s, global prototypes from x_s, scores against x_q
     z_s, z_q = model.attention(x_s, x_q)
@@ -141,8 +146,9 @@ def test_attention_modes_equal_the_model_while_the_blocks_are_the_identity_and_d
         out = literal.eval()(s, m, q)
     assert torch.allclose(out.scores, scores) and torch.allclose(out.query_features, z_q)
     # with z = x the literal composition is the classifier itself
-    assert torch.allclose(literal_scores(model.classifier, x_s, x_s, fg, bg, x_q),
-                          model.classifier(x_s, fg, bg, x_q), atol=1e-6)
+    assert torch.allclose(
+        literal_scores(model.classifier, x_s, x_s, fg, bg, x_q), model.classifier(x_s, fg, bg, x_q), atol=1e-6
+    )
     with pytest.raises(ValueError, match="attention_mode"):
         model.attention_mode = "nope"
     with pytest.raises(ValueError, match="attention_mode"):
@@ -157,8 +163,10 @@ def test_attention_modes_equal_the_model_while_the_blocks_are_the_identity_and_d
 def test_diagnose_traces_every_block_and_removes_its_hooks():
     model = _model()
     s, m, q = _episode(3)
-    eps = [{"support_image": s[i], "support_mask": m[i], "query_image": q[i], "organ": "liver", "scan_id": "1"}
-           for i in range(3)]
+    eps = [
+        {"support_image": s[i], "support_mask": m[i], "query_image": q[i], "organ": "liver", "scan_id": "1"}
+        for i in range(3)
+    ]
     blocks, protos, weights = dg.diagnose(model, eps, "test pairs", batch_size=2)
     assert len(blocks) == 3 * 4  # 3 episodes x (2 support + 2 query blocks)
     assert {(r["branch"], r["block"]) for r in blocks} == {("support", 1), ("support", 2), ("query", 1), ("query", 2)}

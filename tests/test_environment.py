@@ -59,9 +59,11 @@ def test_environment_records_packages_cpu_threads_and_device():
 
 def test_cpu_info_reads_the_kernel_flags(tmp_path):
     fake = tmp_path / "cpuinfo"
-    fake.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nstepping\t: 1\n"
-                    "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma f16c lahf_lm\n\n"
-                    "processor\t: 1\nmodel name\t: other\nflags\t\t: avx512f\n")
+    fake.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nstepping\t: 1\n"
+        "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma f16c lahf_lm\n\n"
+        "processor\t: 1\nmodel name\t: other\nflags\t\t: avx512f\n"
+    )
     info = cpu_info(fake)
     assert info["model"] == "AMD EPYC 7B13" and info["vendor"] == "AuthenticAMD"
     assert info["family_model_stepping"] == "25/1/1"
@@ -125,9 +127,27 @@ def test_two_runs_of_one_smoke_config_give_bitwise_identical_weights(tmp_path):
     cfg = _smoke()
     a = _weights(train(cfg, tmp_path / "here", progress=False))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    subprocess.run([sys.executable, "-m", "crapnet_core.cli", "train", "--profile", "smoke", "--dataset", "phantom",
-                    "--device", "cpu", "--no-progress", "--out", str(tmp_path / "there")],
-                   check=True, env=env, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crapnet_core.cli",
+            "train",
+            "--profile",
+            "smoke",
+            "--dataset",
+            "phantom",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "there"),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     b = _weights(tmp_path / "there" / "checkpoints" / "last.pt")
     assert a.keys() == b.keys()
     for key in a:
@@ -153,9 +173,22 @@ def test_this_build_page_shows_the_environment_and_the_rerun_spread():
     from crapnet_core.book.build import environment_md
 
     env = environment()
-    md = "\n".join(environment_md(env, {"machine": "2-core CPU (X)", "spread": {
-        "n": 2, "identical": 1, "mean_difference": -0.02, "mean_abs_difference": 0.02, "max_abs_difference": 0.0386,
-        "sd_difference": 0.01}}))
+    md = "\n".join(
+        environment_md(
+            env,
+            {
+                "machine": "2-core CPU (X)",
+                "spread": {
+                    "n": 2,
+                    "identical": 1,
+                    "mean_difference": -0.02,
+                    "mean_abs_difference": 0.02,
+                    "max_abs_difference": 0.0386,
+                    "sd_difference": 0.01,
+                },
+            },
+        )
+    )
     assert f"| torch | {torch.__version__} |" in md and f"| scipy | {env['packages']['scipy']} |" in md
     assert env["cpu"]["torch_capability"] in md and "intra-op" in md
     assert "moved by 2.00 points on average (largest 3.86)" in md and "1 of 2" in md
@@ -164,15 +197,20 @@ def test_this_build_page_shows_the_environment_and_the_rerun_spread():
 
 def test_the_interim_runners_flat_record_compares_on_its_fields():
     """The first converged-study runs recorded a flat environment (cpu_model, cpu_flags, ...)."""
-    from crapnet_core.engine.environment import normalise
-
     import monai  # noqa: F401  (sets CUBLAS_WORKSPACE_CONFIG, as in a training process)
 
+    from crapnet_core.engine.environment import normalise
+
     env = environment()
-    flat = {"python": env["python"], "packages": dict(env["packages"]), "cpu_model": env["cpu"]["model"],
-            "cpu_flags": sorted(set(env["cpu"]["flags"] or []) - {"f16c"} | {"sse4_1"}),
-            "torch_cpu_capability": env["cpu"]["torch_capability"], "cpu_count": 2,
-            "torch_threads": env["threads"]["torch_intra_op"]}
+    flat = {
+        "python": env["python"],
+        "packages": dict(env["packages"]),
+        "cpu_model": env["cpu"]["model"],
+        "cpu_flags": sorted(set(env["cpu"]["flags"] or []) - {"f16c"} | {"sse4_1"}),
+        "torch_cpu_capability": env["cpu"]["torch_capability"],
+        "cpu_count": 2,
+        "torch_threads": env["threads"]["torch_intra_op"],
+    }
     assert normalise(flat)["cpu"]["flags"] == [f for f in env["cpu"]["flags"] or [] if f != "f16c"]
     assert normalise(env) is env
     assert differences(flat, env) == []  # f16c: not looked for by the flat recorder, not a difference

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from crapnet_core.engine.evaluation import evaluate_model
-from crapnet_core.engine.prediction import chunk_assignment, chunk_index, support_positions, support_slices
 from crapnet_core.engine.experiment import make_config
 from crapnet_core.engine.metrics import confusion_counts, dice, dice_from_counts, surface_distances
+from crapnet_core.engine.prediction import chunk_assignment, chunk_index, support_positions, support_slices
 
 
 # ---------------------------------------------------------------- protocol rules
@@ -126,7 +126,7 @@ def _write_dataset(root):
         if sid == 2:
             lab[:] = 0
             for z in range(1, 7):
-                lab[10:20, 10:10 + 10 * z, z] = 1  # area 100 * z
+                lab[10:20, 10 : 10 + 10 * z, z] = 1  # area 100 * z
         if sid == 1:
             lab[200:210, 200:210, 3] = 4
         nib.save(nib.Nifti1Image(img, affine), str(root / f"image_{sid}.nii.gz"))
@@ -144,8 +144,9 @@ def handmade(tmp_path_factory):
 def test_evaluation_gives_hand_computed_dice(handmade, tmp_path):
     import nibabel as nib
 
-    cfg = make_config("smoke", str(handmade), 1, 0, "panet", ["data.test_group=liver", "data.input_size=128",
-                                                               "eval.batch_size=3"])
+    cfg = make_config(
+        "smoke", str(handmade), 1, 0, "panet", ["data.test_group=liver", "data.input_size=128", "eval.batch_size=3"]
+    )
     model = ThresholdModel()
     m = evaluate_model(model, cfg, device="cpu", out_dir=tmp_path, progress=False)
     assert m["test_scans"] == ["1"]

@@ -8,8 +8,8 @@ import pytest
 
 from crapnet_core.engine.experiment import (
     CPU_ENCODER,
-    ExperimentConfig,
     SETTING2_GROUPS,
+    ExperimentConfig,
     apply_overrides,
     make_config,
     parse_group,
@@ -23,7 +23,14 @@ def test_paper_profile_matches_sec_4_3():
     assert cfg.model.n_blocks == 5
     t = cfg.train
     assert (t.steps, t.lr, t.momentum, t.weight_decay, t.lr_step, t.lr_gamma, t.batch_size) == (
-        100_000, 1e-3, 0.9, 5e-4, 1000, 0.95, 1)
+        100_000,
+        1e-3,
+        0.9,
+        5e-4,
+        1000,
+        0.95,
+        1,
+    )
 
 
 def test_cpu_encoder_exists():
@@ -35,8 +42,10 @@ def test_cpu_encoder_exists():
 
 
 def test_overrides_are_typed_and_validated():
-    cfg = make_config("smoke", overrides=["model.n_blocks=7", "train.steps=1e3", "data.augment=false",
-                                          "train.lr=0.01", "model.branches=1"])
+    cfg = make_config(
+        "smoke",
+        overrides=["model.n_blocks=7", "train.steps=1e3", "data.augment=false", "train.lr=0.01", "model.branches=1"],
+    )
     assert cfg.model.n_blocks == 7 and cfg.train.steps == 1000 and cfg.data.augment is False
     assert cfg.train.lr == 0.01 and cfg.model.branches == 1
     with pytest.raises(ValueError, match="n_blocks"):
@@ -83,8 +92,10 @@ def test_json_round_trip_and_hash(tmp_path):
     back = ExperimentConfig.load(path)
     assert back == cfg and back.config_hash() == cfg.config_hash()
     # runtime-only fields do not change the hash; result-changing fields do
-    assert apply_overrides(cfg, ["train.device=cuda", "train.num_workers=4", "eval.batch_size=2"]).config_hash() \
+    assert (
+        apply_overrides(cfg, ["train.device=cuda", "train.num_workers=4", "eval.batch_size=2"]).config_hash()
         == cfg.config_hash()
+    )
     assert apply_overrides(cfg, ["train.seed=1"]).config_hash() != cfg.config_hash()
     assert apply_overrides(cfg, ["model.n_blocks=4"]).config_hash() != cfg.config_hash()
     assert cfg.run_name().startswith("chaos_s2_liver_spleen_f3_alpnet_lite_")
@@ -110,8 +121,10 @@ def test_hash_does_not_depend_on_the_process(tmp_path):
     import subprocess
     import sys
 
-    code = ("from crapnet_core.engine.experiment import make_config; "
-            "print(make_config('lite', 'chaos', 2, 1, 'alpnet', test_group='liver_spleen').config_hash())")
+    code = (
+        "from crapnet_core.engine.experiment import make_config; "
+        "print(make_config('lite', 'chaos', 2, 1, 'alpnet', test_group='liver_spleen').config_hash())"
+    )
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == make_config("lite", "chaos", 2, 1, "alpnet", test_group="liver_spleen").config_hash()

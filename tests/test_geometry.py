@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from nibabel.orientations import apply_orientation, inv_ornt_aff
 
-from crapnet_core.data import datasets as D
 from crapnet_core.cli import main
+from crapnet_core.data import datasets as D
 from crapnet_core.data.geometry import CANONICAL_AXCODES, make_geometry, resize_inplane
 
 # file-order transforms with identical world geometry (nibabel orientation arrays)
@@ -93,8 +93,27 @@ def test_singular_affine_is_a_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("geom") / "run"
-    assert main(["train", "--dataset", "phantom", "--fold", "0", "--method", "alpnet", "--profile", "smoke",
-                 "--steps", "2", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "phantom",
+                "--fold",
+                "0",
+                "--method",
+                "alpnet",
+                "--profile",
+                "smoke",
+                "--steps",
+                "2",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -111,9 +130,26 @@ def test_segment_same_world_mask_for_every_layout(smoke_run, tmp_path, capsys):
         for kind, sid in (("image", sup), ("label", sup), ("image", qry)):
             resave(spec.root / f"{kind}_{sid}.nii.gz", d / f"{kind}_{sid}.nii.gz", ornt)
         out = d / "pred.nii.gz"
-        assert main(["segment", "--run", str(smoke_run), "--support-image", str(d / f"image_{sup}.nii.gz"),
-                     "--support-label", str(d / f"label_{sup}.nii.gz"), "--support-organ-label", str(lid),
-                     "--query-image", str(d / f"image_{qry}.nii.gz"), "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    "--run",
+                    str(smoke_run),
+                    "--support-image",
+                    str(d / f"image_{sup}.nii.gz"),
+                    "--support-label",
+                    str(d / f"label_{sup}.nii.gz"),
+                    "--support-organ-label",
+                    str(lid),
+                    "--query-image",
+                    str(d / f"image_{qry}.nii.gz"),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         capsys.readouterr()
         img = nib.load(str(out))
         src = nib.load(str(d / f"image_{qry}.nii.gz"))
@@ -148,8 +184,10 @@ def test_dataset_folder_same_metrics_for_every_layout(smoke_run, tmp_path):
         cfg.data.test_group = ("spleen", "liver")  # two organs keep the test fast
         out = tmp_path / f"eval_{name}"
         metrics = evaluate_model(model, cfg, "cpu", out_dir=out, progress=False, save_predictions=True)
-        preds = {p.name: back_to_stored(np.asarray(nib.load(str(p)).dataobj), ornt)
-                 for p in sorted((out / "predictions").glob("*.nii.gz"))}
+        preds = {
+            p.name: back_to_stored(np.asarray(nib.load(str(p)).dataobj), ornt)
+            for p in sorted((out / "predictions").glob("*.nii.gz"))
+        }
         results[name] = (metrics, preds)
     ref_m, ref_p = results["stored"]
     assert any(0 < r["dice"] < 1 for o in ref_m["per_scan"].values() for r in o.values() if "dice" in r)
@@ -196,9 +234,9 @@ def test_metrics_are_computed_on_the_file_grid(smoke_run, tmp_path):
             lab = np.asarray(nib.load(str(d / f"label_{sid}.nii.gz")).dataobj)
             assert pred.shape == lab.shape == (384, 384, lab.shape[2])
             z0, z1 = row["z_range"]
-            gt = lab[:, :, z0:z1 + 1] == spec.labels[organ]
+            gt = lab[:, :, z0 : z1 + 1] == spec.labels[organ]
             assert row["tp"] + row["fn"] == int(gt.sum())  # every labelled voxel of the file is scored
-            assert row["dice"] == pytest.approx(dice(pred[:, :, z0:z1 + 1], gt), abs=1e-6)
+            assert row["dice"] == pytest.approx(dice(pred[:, :, z0 : z1 + 1], gt), abs=1e-6)
             checked += 1
     assert checked >= 3
 
@@ -209,16 +247,25 @@ def test_segment_nonfinite_formats_and_recorded_intensities(smoke_run, tmp_path,
     import torch
 
     from crapnet_core.data.datasets import intensity_profile
-    from crapnet_core.engine.experiment import ExperimentConfig
     from crapnet_core.data.protocol import make_fold
+    from crapnet_core.engine.experiment import ExperimentConfig
 
     spec = D.resolve_dataset("phantom")
     ids = D.scan_ids(spec)
     sup, qry = ids[4], ids[0]
     img = nib.load(str(D.image_path(spec, qry)))
     arr = np.asarray(img.dataobj).astype(np.float32)
-    base = ["segment", "--run", str(smoke_run), "--support-image", str(D.image_path(spec, sup)),
-            "--support-label", str(D.label_path(spec, sup)), "--support-organ-label", "1"]
+    base = [
+        "segment",
+        "--run",
+        str(smoke_run),
+        "--support-image",
+        str(D.image_path(spec, sup)),
+        "--support-label",
+        str(D.label_path(spec, sup)),
+        "--support-organ-label",
+        "1",
+    ]
 
     def seg(query, out, *extra):
         rc = main([*base, "--query-image", str(query), "--out", str(out), *extra])
@@ -242,8 +289,10 @@ def test_segment_nonfinite_formats_and_recorded_intensities(smoke_run, tmp_path,
     with pytest.warns(UserWarning, match="replaced 1 NaN/infinite"):
         rc, _ = seg(tmp_path / "nan.nii.gz", tmp_path / "o3.nii.gz", "--replace-nonfinite")
     assert rc == 0
-    np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "o3.nii.gz")).dataobj),
-                                  np.asarray(nib.load(str(tmp_path / "o2.nii.gz")).dataobj))
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(str(tmp_path / "o3.nii.gz")).dataobj),
+        np.asarray(nib.load(str(tmp_path / "o2.nii.gz")).dataobj),
+    )
     # a MetaImage query with the same geometry gives the same mask (written as NIfTI with its affine)
     sitk_img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))))
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine

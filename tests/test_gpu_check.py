@@ -19,8 +19,13 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, OMP_NUM_THREADS="1")
     env.pop("CRAPNET_DATA_ROOT", None)
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--budget-min", "5"],
-                          env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--budget-min", "5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("env", "weights", "steps", "kernels", "packed", "train"):
         data = json.loads((out / f"{name}.json").read_text())
@@ -29,7 +34,10 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     assert {"crapnet", "alpnet"} <= set(steps) and steps["crapnet"]["steps_per_s"] > 0
     assert steps["crapnet"]["device"] == "cpu" and steps["crapnet"]["profile"] == "smoke"
     kernels = json.loads((out / "kernels.json").read_text())
-    assert kernels["crapnet"]["launches_per_step"]["aten_kernels"] < kernels["crapnet-blockwise"]["launches_per_step"]["aten_kernels"]
+    assert (
+        kernels["crapnet"]["launches_per_step"]["aten_kernels"]
+        < kernels["crapnet-blockwise"]["launches_per_step"]["aten_kernels"]
+    )
     assert "skipped" in kernels["crapnet-compiled"]
     packed = json.loads((out / "packed.json").read_text())["runs"]
     assert set(packed) == {"1", "2"} and packed["2"]["workers_ok"] == 2

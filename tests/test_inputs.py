@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crapnet_core.data import datasets as ds
 from crapnet_core.cli import main
+from crapnet_core.data import datasets as ds
 from crapnet_core.engine.experiment import ExperimentConfig, SuperpixelConfig, make_config
 from crapnet_core.io import write_json, write_text
 from crapnet_core.paths import safe_name
@@ -114,8 +114,12 @@ def test_superpixel_section_defaults_keep_the_hash_and_changes_count():
     cfg = make_config("smoke", "phantom")
     assert "superpixels" not in cfg.hashed_dict()  # at defaults: runs made before the section keep their hash
     assert cfg.superpixels == SuperpixelConfig(min_size=400, sigma=1.0, scale=1.0, min_area=200)
-    for override in ("superpixels.min_size=100", "superpixels.sigma=0.5", "superpixels.scale=2",
-                     "superpixels.min_area=50"):
+    for override in (
+        "superpixels.min_size=100",
+        "superpixels.sigma=0.5",
+        "superpixels.scale=2",
+        "superpixels.min_area=50",
+    ):
         changed = make_config("smoke", "phantom", overrides=[override])
         assert changed.config_hash() != cfg.config_hash(), override
         assert changed.hashed_dict()["superpixels"] == changed.to_dict()["superpixels"]
@@ -130,13 +134,33 @@ def test_superpixels_command_and_training_share_one_cache(odd_data, capsys):
     from crapnet_core.engine.training import build_episodes
 
     data = odd_data
-    cfg = make_config("smoke", str(data), 1, 0, "alpnet",
-                      ["superpixels.min_size=100", "superpixels.sigma=0.8", "superpixels.min_area=150",
-                       "data.n_folds=3"],
-                      test_group="spleen")
+    cfg = make_config(
+        "smoke",
+        str(data),
+        1,
+        0,
+        "alpnet",
+        ["superpixels.min_size=100", "superpixels.sigma=0.8", "superpixels.min_area=150", "data.n_folds=3"],
+        test_group="spleen",
+    )
     train_ids = ["3", "4"]  # fold 0 of 3 over 4 scans: test 1, support 2
-    assert main(["superpixels", "--data-dir", str(data), "--min-size", "100", "--sigma", "0.8",
-                 "--scans", *train_ids, "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "superpixels",
+                "--data-dir",
+                str(data),
+                "--min-size",
+                "100",
+                "--sigma",
+                "0.8",
+                "--scans",
+                *train_ids,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     spec = ds.resolve_dataset(str(data))
     folder = cache_folder(spec, SuperpixelParams(min_size=100, sigma=0.8))
@@ -169,14 +193,35 @@ def test_setting2_custom_group_with_odd_names_trains_and_evaluates(odd_data, tmp
     run = tmp_path / "run"
     old = os.umask(0o022)
     try:
-        assert main(["train", "--dataset", odd_data.name, "--setting", "2", "--group", "left kidney,liver/bile",
-                     "--method", "alpnet", "--out", str(run), *SMOKE]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--dataset",
+                    odd_data.name,
+                    "--setting",
+                    "2",
+                    "--group",
+                    "left kidney,liver/bile",
+                    "--method",
+                    "alpnet",
+                    "--out",
+                    str(run),
+                    *SMOKE,
+                ]
+            )
+            == 0
+        )
         monkeypatch.chdir(tmp_path)
         assert main(["evaluate", str(run), "--no-progress"]) == 0
     finally:
         os.umask(old)
-    for p in [run / "config.json", run / "metrics.json", run / "checkpoints" / "last.pt",
-              run / "predictions" / "1_left_kidney.nii.gz"]:
+    for p in [
+        run / "config.json",
+        run / "metrics.json",
+        run / "checkpoints" / "last.pt",
+        run / "predictions" / "1_left_kidney.nii.gz",
+    ]:
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
     cfg = ExperimentConfig.load(run / "config.json")
     assert cfg.data.dataset == str(odd_data)
@@ -198,8 +243,29 @@ def test_setting2_custom_group_with_odd_names_trains_and_evaluates(odd_data, tmp
 def test_cross_validate_takes_group_and_names_runs_safely(tmp_path, odd_data, capsys):
     data = odd_data
     out = tmp_path / "cv"
-    assert main(["cross-validate", "--dataset", str(data), "--setting", "2", "--group", "liver/bile",
-                 "--group", "spleen", "--method", "panet", "--folds", "0", "--out", str(out), *SMOKE]) == 0
+    assert (
+        main(
+            [
+                "cross-validate",
+                "--dataset",
+                str(data),
+                "--setting",
+                "2",
+                "--group",
+                "liver/bile",
+                "--group",
+                "spleen",
+                "--method",
+                "panet",
+                "--folds",
+                "0",
+                "--out",
+                str(out),
+                *SMOKE,
+            ]
+        )
+        == 0
+    )
     runs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert [r.split("_f0_")[0] for r in runs] == ["odd_s2_liver_bile", "odd_s2_spleen"]
     summary = json.loads((out / "summary.json").read_text())
@@ -218,8 +284,7 @@ def test_missing_default_organs_suggest_group_and_write_nothing(tmp_path, phanto
     out = tmp_path / "cv"
     assert main(["cross-validate", "--dataset", str(data), "--setting", "2", "--out", str(out), *SMOKE]) == 2
     assert "--group" in capsys.readouterr().err and not out.exists()
-    assert main(["cross-validate", "--dataset", str(data), "--group", "heart,brain", "--out", str(out),
-                 *SMOKE]) == 2
+    assert main(["cross-validate", "--dataset", str(data), "--group", "heart,brain", "--out", str(out), *SMOKE]) == 2
     err = capsys.readouterr().err
     assert "'brain' is not labelled" in err and "heart, lung, aorta, vein" in err and not out.exists()
 
@@ -268,8 +333,10 @@ def test_a_failed_start_does_not_ask_for_force(tmp_path, odd_data):
     run.mkdir()
     # what an older crapnet left after a bad start: a config.json of another config, no checkpoint
     make_config("smoke", str(data), 1, 0, "panet", test_group="liver/bile").save(run / "config.json")
-    assert main(["train", "--dataset", str(data), "--group", "spleen", "--method", "alpnet", "--out", str(run),
-                 *SMOKE]) == 0
+    assert (
+        main(["train", "--dataset", str(data), "--group", "spleen", "--method", "alpnet", "--out", str(run), *SMOKE])
+        == 0
+    )
     assert ExperimentConfig.load(run / "config.json").model.method == "alpnet"
     assert (run / "checkpoints" / "last.pt").is_file()
     # a real run (with a checkpoint) of another config is still protected
@@ -281,8 +348,14 @@ def test_help_describes_label_maps_groups_and_superpixels(capsys):
         with pytest.raises(SystemExit):
             main(command)
         text = " ".join(capsys.readouterr().out.split())
-        for words in ('"background": 0', "--group", "heart,lung", "--superpixel-min-size", "--min-superpixel-area",
-                      "written as _ in file names"):
+        for words in (
+            '"background": 0',
+            "--group",
+            "heart,lung",
+            "--superpixel-min-size",
+            "--min-superpixel-area",
+            "written as _ in file names",
+        ):
             assert words in text, (command, words)
     with pytest.raises(SystemExit):
         main(["cross-validate", "--help"])

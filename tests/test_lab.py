@@ -14,8 +14,8 @@ import pytest
 
 from crapnet_core.book import build, execute
 from crapnet_core.book import plan as book_plan
-from crapnet_core.report import findings, plots, viewer
 from crapnet_core.paths import default_dataset
+from crapnet_core.report import findings, plots, viewer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,8 +46,11 @@ def test_static_browser_is_a_figure_of_slices_by_layers():
     matplotlib.use("Agg")
     img, lab, sp = _volume()
     pred = (lab == 1).astype(np.uint8)
-    layers = [viewer.Layer("organs", lab, "labels", labels={"liver": 1}), viewer.Layer("sp", sp, "superpixels"),
-              viewer.Layer("prediction", pred, "mask", organ="liver", reference=lab == 1)]
+    layers = [
+        viewer.Layer("organs", lab, "labels", labels={"liver": 1}),
+        viewer.Layer("sp", sp, "superpixels"),
+        viewer.Layer("prediction", pred, "mask", organ="liver", reference=lab == 1),
+    ]
     fig = viewer.slice_browser(img, layers, interactive=False, n_static=2)
     assert len(fig.axes) == 2 * 4  # 2 slices x (scan + 3 layers)
     titles = [ax.get_title() for ax in fig.axes]
@@ -61,8 +64,11 @@ def test_interactive_browser_has_a_slider_and_layer_switches():
 
     matplotlib.use("Agg")
     img, lab, sp = _volume()
-    box = viewer.slice_browser(img, [viewer.Layer("organs", lab, "labels", labels={"liver": 1}),
-                                     viewer.Layer("sp", sp, "superpixels")], interactive=True)
+    box = viewer.slice_browser(
+        img,
+        [viewer.Layer("organs", lab, "labels", labels={"liver": 1}), viewer.Layer("sp", sp, "superpixels")],
+        interactive=True,
+    )
     assert isinstance(box, w.VBox)
     controls = box.children[0].children
     slider = controls[0]
@@ -75,8 +81,9 @@ def test_interactive_browser_has_a_slider_and_layer_switches():
 def test_browser_rejects_layers_of_another_shape():
     img, lab, _ = _volume()
     with pytest.raises(ValueError, match="layer 'organs' has shape"):
-        viewer.slice_browser(img, [viewer.Layer("organs", lab[:, :, :5], "labels", labels={"liver": 1})],
-                             interactive=False)
+        viewer.slice_browser(
+            img, [viewer.Layer("organs", lab[:, :, :5], "labels", labels={"liver": 1})], interactive=False
+        )
     with pytest.raises(ValueError, match="kind"):
         viewer.slice_browser(img, [viewer.Layer("x", lab, "heatmap")], interactive=False)
 
@@ -135,8 +142,14 @@ def test_make_lab_registers_the_kernel_and_opens_notebooks():
 def _summary(folder: Path, dataset, setting, method, mean, std=None):
     folder.mkdir(parents=True)
     dice = {"left_kidney": mean, "right_kidney": mean, "spleen": mean, "liver": mean, "mean": mean}
-    out = {"dataset": dataset, "setting": setting, "method": method, "profile": "lite", "folds": [0, 1, 2, 3, 4],
-           "mean": {"dice": dice, "dice_std_over_folds": {"mean": std} if std is not None else {}}}
+    out = {
+        "dataset": dataset,
+        "setting": setting,
+        "method": method,
+        "profile": "lite",
+        "folds": [0, 1, 2, 3, 4],
+        "mean": {"dice": dice, "dice_std_over_folds": {"mean": std} if std is not None else {}},
+    }
     (folder / "summary.json").write_text(json.dumps(out))
 
 
@@ -180,10 +193,21 @@ def test_comparison_figure_panels_and_units():
 def test_relativise_replaces_machine_paths_but_not_images(tmp_path):
     plan = book_plan.BookPlan("smoke", ["chaos"], "/data/root", str(REPO / "runs"), str(REPO / "results"), "cpu", [])
     repl = build.path_replacements(plan, REPO, REPO / "_build")
-    nb = {"cells": [{"source": f"runs_root = '{REPO}/runs'\ndata_root = '/data/root'", "outputs": [
-        {"output_type": "stream", "text": f"run folder {REPO}/runs/x under {Path.home()}/y"},
-        {"output_type": "display_data", "data": {"text/plain": f"{REPO}/results/a", "image/png": f"{REPO}AAAA"}}]}],
-        "metadata": {"papermill": {"input_path": f"{REPO}/notebooks/x.ipynb"}}}
+    nb = {
+        "cells": [
+            {
+                "source": f"runs_root = '{REPO}/runs'\ndata_root = '/data/root'",
+                "outputs": [
+                    {"output_type": "stream", "text": f"run folder {REPO}/runs/x under {Path.home()}/y"},
+                    {
+                        "output_type": "display_data",
+                        "data": {"text/plain": f"{REPO}/results/a", "image/png": f"{REPO}AAAA"},
+                    },
+                ],
+            }
+        ],
+        "metadata": {"papermill": {"input_path": f"{REPO}/notebooks/x.ipynb"}},
+    }
     out = build.relativise(nb, repl)
     cell = out["cells"][0]
     assert cell["source"] == "runs_root = 'runs'\ndata_root = '$CRAPNET_DATA_ROOT'"

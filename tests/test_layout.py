@@ -125,15 +125,18 @@ def test_notebooks_import_no_batch_runner_internals():
             if cell["cell_type"] != "code":
                 continue
             source = "".join(cell["source"])
-            masked = "\n".join("#" + l if l.lstrip().startswith(("%", "!")) else l for l in source.splitlines())
+            masked = "\n".join("#" + ln if ln.lstrip().startswith(("%", "!")) else ln for ln in source.splitlines())
             for node in ast.walk(ast.parse(masked)):
                 names = []
                 if isinstance(node, ast.Import):
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.module:
                     names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                offenders += [f"{path.name}: {n}" for n in names
-                              if n == "crapnet_core.book" or n.startswith(("crapnet_core.book.", "crapnet_core.cli"))]
+                offenders += [
+                    f"{path.name}: {n}"
+                    for n in names
+                    if n == "crapnet_core.book" or n.startswith(("crapnet_core.book.", "crapnet_core.cli"))
+                ]
     assert offenders == []
 
 
@@ -146,18 +149,21 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_checker_finds_upward_lazy_imports_and_cycles(tmp_path):
-    pkg = _write(tmp_path, {
-        "__init__.py": "",
-        "facts.py": "X = 1\n",
-        "data/__init__.py": "",
-        "data/a.py": "from ..facts import X\nfrom . import b\n",
-        "data/b.py": "def f():\n    from .a import g\n",  # lazy: a <-> b
-        "engine/__init__.py": "",
-        "engine/run.py": "import pkg.data.a\n",
-        "engine/low.py": "def f():\n    from ..report import tables\n",  # lazy and upward
-        "report/__init__.py": "",
-        "report/tables.py": "import importlib\nM = importlib.import_module('pkg.engine.run')\n",
-    })
+    pkg = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "facts.py": "X = 1\n",
+            "data/__init__.py": "",
+            "data/a.py": "from ..facts import X\nfrom . import b\n",
+            "data/b.py": "def f():\n    from .a import g\n",  # lazy: a <-> b
+            "engine/__init__.py": "",
+            "engine/run.py": "import pkg.data.a\n",
+            "engine/low.py": "def f():\n    from ..report import tables\n",  # lazy and upward
+            "report/__init__.py": "",
+            "report/tables.py": "import importlib\nM = importlib.import_module('pkg.engine.run')\n",
+        },
+    )
     problems = layout_problems(pkg, ("base", "data", "engine", "report"))
     assert "pkg.engine.low (engine) imports pkg.report.tables (report): upward" in problems
     assert "import cycle among: pkg.data.a, pkg.data.b" in problems

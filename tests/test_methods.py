@@ -10,15 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crapnet_core.models.config import METHODS
 from crapnet_core.engine.experiment import make_config
-from crapnet_core.models.methods import REGISTRY, get_method
-from crapnet_core.models.methods import adnet, alpnet_sup, qnet, rpnet
-from crapnet_core.models.base import fg_bg
-from crapnet_core.models.segmenter import FewShotSegmenter
-from crapnet_core.models.prototypes import masked_average, pool_mask
 from crapnet_core.engine.runs import ensure_run, fold_configs
 from crapnet_core.engine.training import build_episodes, build_model, loss_function, make_optimizer, read_checkpoint
+from crapnet_core.models.base import fg_bg
+from crapnet_core.models.config import METHODS
+from crapnet_core.models.methods import REGISTRY, adnet, alpnet_sup, get_method, qnet, rpnet
+from crapnet_core.models.prototypes import masked_average, pool_mask
+from crapnet_core.models.segmenter import FewShotSegmenter
 
 
 def _cfg(method, *over, setting=1, group=None):
@@ -135,8 +134,9 @@ def test_manual_episodes_follow_the_rule(setting):
                 assert not np.isin(lab, list(test_ids)).any()
         # unaugmented: the mask is the organ's manual label, resized to the input size
         lab = load_volume(spec, q[0]).label[:, :, q[1]] == spec.label_id(organ)
-        expect = F.interpolate(torch.from_numpy(lab.astype(np.float32))[None, None], size=cfg.data.input_size,
-                               mode="nearest")[0, 0]
+        expect = F.interpolate(
+            torch.from_numpy(lab.astype(np.float32))[None, None], size=cfg.data.input_size, mode="nearest"
+        )[0, 0]
         assert set(torch.unique(item["query_mask"]).tolist()) <= {0, 1}
         assert (item["query_mask"].float() == expect).float().mean() > 0.98
     assert seen == {"spleen", "liver"}
@@ -207,8 +207,11 @@ def test_rpnet_recurrent_refinement():
     s0 = rpnet.two_class_scores(x_q, masked_average(x_s, fg), masked_average(x_s, bg), 20.0)
     hard = (F.interpolate(s0, size=(64, 64), mode="bilinear", align_corners=False).argmax(1) == 1).float()
     assert torch.allclose(out.masks[0], pool_mask(hard, x_q.shape[-2:]), atol=1e-6)
-    loss = rpnet.episode_loss(model, {"support_image": img, "support_mask": mask, "query_image": img.flip(-1),
-                                      "query_mask": mask.flip(-1)}, None)
+    loss = rpnet.episode_loss(
+        model,
+        {"support_image": img, "support_mask": mask, "query_image": img.flip(-1), "query_mask": mask.flip(-1)},
+        None,
+    )
     loss["total"].backward()
     assert model.cre.out[0].weight.grad.abs().sum() > 0
     model.eval()
@@ -220,8 +223,9 @@ def test_rpnet_recurrent_refinement():
     assert torch.allclose(model.predict_logits(img[:1], mask[:1], img, size=(64, 64)), one, atol=1e-5)
     # eval_iters = 0: the initial prototypical prediction itself, before any refinement; 1: one CRE pass on it
     x_s1, x_q2 = model.encoder(torch.cat([img[:1], img])).split([1, 2])  # eval mode: BN running statistics
-    s0_eval = rpnet.two_class_scores(x_q2, masked_average(x_s1, fg[:1]).expand(2, -1),
-                                     masked_average(x_s1, bg[:1]).expand(2, -1), 20.0)
+    s0_eval = rpnet.two_class_scores(
+        x_q2, masked_average(x_s1, fg[:1]).expand(2, -1), masked_average(x_s1, bg[:1]).expand(2, -1), 20.0
+    )
     model.eval_iters = 0
     zero = model(img[:1], mask[:1], img)
     assert zero.masks == [] and torch.allclose(zero.scores, s0_eval, atol=1e-4)
@@ -277,8 +281,11 @@ def test_adnet_forward_is_the_formula():
     assert torch.allclose(model.predict(b["support_image"], b["support_mask"], b["query_image"]), prob, atol=1e-5)
     logits = model.predict_logits(b["support_image"], b["support_mask"], b["query_image"], size=(80, 72))
     assert logits.shape == (2, 2, 80, 72)
-    assert torch.allclose(torch.softmax(logits, 1)[:, 1], F.interpolate(
-        torch.softmax(out.scores, 1)[:, 1:], size=(80, 72), mode="bilinear", align_corners=False)[:, 0], atol=1e-5)
+    assert torch.allclose(
+        torch.softmax(logits, 1)[:, 1],
+        F.interpolate(torch.softmax(out.scores, 1)[:, 1:], size=(80, 72), mode="bilinear", align_corners=False)[:, 0],
+        atol=1e-5,
+    )
 
 
 def test_adnet_loss_terms():
@@ -394,11 +401,16 @@ def test_method_constants_enter_the_config_hash(monkeypatch):
     assert crapnet.config_hash() == "7804db2a7044"
 
     cfg = make_config(dataset="chaos", setting=1, fold=0, method="rpnet", profile="lite")
-    assert cfg.hashed_dict()["method_constants"] == {"correlation_radius": 5, "context_channels": 64,
-                                                     "train_iters": 4, "eval_iters": 10}
+    assert cfg.hashed_dict()["method_constants"] == {
+        "correlation_radius": 5,
+        "context_channels": 64,
+        "train_iters": 4,
+        "eval_iters": 10,
+    }
     before = cfg.config_hash()
     monkeypatch.setattr(rpnet, "EVAL_ITERS", 11)
     assert cfg.config_hash() != before
     for method in ("adnet", "qnet", "alpnet_sup"):
         assert make_config(dataset="chaos", setting=1, fold=0, method=method, profile="lite").hashed_dict()[
-            "method_constants"]
+            "method_constants"
+        ]

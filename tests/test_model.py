@@ -70,7 +70,9 @@ def test_gradients_reach_every_parameter(method, branches):
     opt.step()
     opt.zero_grad()
     episode_loss(model, batch)["total"].backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    missing = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)
+    ]
     assert not missing
 
 

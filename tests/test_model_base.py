@@ -40,7 +40,7 @@ STATE_DICT_KEYS_SHA1 = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _built(method: str):
     group = ("liver", "spleen") if method == "alpnet_sup" else None
     cfg = make_config("smoke", "phantom", 1, 0, method, ["train.device=cpu"], test_group=group)

@@ -29,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 def _notebooks() -> list[Path]:
     """Notebooks tracked by git (all under notebooks/ when git has none tracked yet)."""
     try:
-        out = subprocess.run(["git", "ls-files", "notebooks/*.ipynb"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.split()
+        out = subprocess.run(
+            ["git", "ls-files", "notebooks/*.ipynb"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         out = []
     tracked = [REPO / p for p in out]
@@ -89,8 +90,9 @@ def fake_data_root(tmp_path_factory):
 
 @pytest.mark.parametrize("profile", book_plan.PROFILES)
 def test_plans_pass_only_declared_parameters(profile, fake_data_root, tmp_path):
-    plan = book_plan.plan_book(profile, data_root=fake_data_root, runs_root=tmp_path / "runs",
-                          results_dir=tmp_path / "results")
+    plan = book_plan.plan_book(
+        profile, data_root=fake_data_root, runs_root=tmp_path / "runs", results_dir=tmp_path / "results"
+    )
     declared = {stem: execute.notebook_parameters(REPO / "notebooks" / f"{stem}.ipynb") for stem in book_plan.NOTEBOOKS}
     for job in plan.jobs:
         params = execute.job_parameters(job, plan, declared[job.notebook])  # raises on an undeclared one

@@ -12,10 +12,10 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
+from test_scans import _phantom_scan, _write_dicom_series  # tests/ is on sys.path (pytest's rootdir rule)
 
 from crapnet_core.cli import main
 from crapnet_core.data import datasets as D
-from test_scans import _phantom_scan, _write_dicom_series  # tests/ is on sys.path (pytest's rootdir rule)
 
 LABELS = {"liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}  # the phantom's (CHAOS's)
 
@@ -28,8 +28,9 @@ def _save(path, arr, affine):
 
 def _folder(tmp_path, labels=None, **extra):
     tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "labels.json").write_text(json.dumps({"modality": "MR", "labels": labels or LABELS, **extra},
-                                                     ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "labels.json").write_text(
+        json.dumps({"modality": "MR", "labels": labels or LABELS, **extra}, ensure_ascii=False), encoding="utf-8"
+    )
     return tmp_path
 
 
@@ -58,8 +59,24 @@ def run(tmp_path_factory):
 
 
 def _segment(run, s_img, s_lab, q_img, out, *extra):
-    return main(["segment", "--run", str(run), "--support-image", str(s_img), "--support-label", str(s_lab),
-                 "--support-organ-label", "1", "--query-image", str(q_img), "--out", str(out), *extra])
+    return main(
+        [
+            "segment",
+            "--run",
+            str(run),
+            "--support-image",
+            str(s_img),
+            "--support-label",
+            str(s_lab),
+            "--support-organ-label",
+            "1",
+            "--query-image",
+            str(q_img),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 # ---------------------------------------------------------------------- 4. the image/label pair
@@ -83,7 +100,9 @@ def test_a_label_in_another_axis_order_is_reoriented_not_refused(tmp_path):
     zoomed = aff.copy()
     zoomed[:3, :3] *= 1.1
     _save(data / "label_4.nii.gz", lab, zoomed)
-    with pytest.raises(D.DatasetError, match=r"label_4\.nii\.gz: not on the world grid of the image image_4.*voxel size"):
+    with pytest.raises(
+        D.DatasetError, match=r"label_4\.nii\.gz: not on the world grid of the image image_4.*voxel size"
+    ):
         D.load_volume(spec, "4")
     _save(data / "image_5.nii.gz", img, aff)
     flipped, faff = _flip_j(lab, aff)
@@ -206,7 +225,9 @@ def test_superpixels_out_lie_on_each_scan_s_own_grid(tmp_path, capsys, monkeypat
     from crapnet_core.data.superpixels import load_superpixels
 
     vol = D.load_volume(D.resolve_dataset(data), "a")
-    back = vol.geometry.from_canonical(vol.geometry.model_label_to_canonical(load_superpixels(D.resolve_dataset(data), "a")))
+    back = vol.geometry.from_canonical(
+        vol.geometry.model_label_to_canonical(load_superpixels(D.resolve_dataset(data), "a"))
+    )
     np.testing.assert_array_equal(back, sp["a"])
 
 

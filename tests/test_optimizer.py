@@ -14,8 +14,9 @@ def test_fused_sgd_on_cpu_is_bit_identical():
     opt, _ = make_optimizer(cfg, model)
     assert opt.param_groups[0].get("fused") is True  # the CPU path takes the fused kernel
     reference = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
-    loop = torch.optim.SGD(reference, lr=cfg.train.lr, momentum=cfg.train.momentum,
-                           weight_decay=cfg.train.weight_decay, foreach=False)
+    loop = torch.optim.SGD(
+        reference, lr=cfg.train.lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay, foreach=False
+    )
     g = torch.Generator().manual_seed(0)
     for _ in range(4):
         for p, q in zip(model.parameters(), reference):
@@ -25,4 +26,6 @@ def test_fused_sgd_on_cpu_is_bit_identical():
         loop.step()
     for p, q in zip(model.parameters(), reference):
         assert torch.equal(p.detach(), q.detach())
-    assert torch.equal(opt.state[next(model.parameters())]["momentum_buffer"], loop.state[reference[0]]["momentum_buffer"])
+    assert torch.equal(
+        opt.state[next(model.parameters())]["momentum_buffer"], loop.state[reference[0]]["momentum_buffer"]
+    )

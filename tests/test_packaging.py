@@ -5,9 +5,9 @@ test command."""
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -39,7 +39,7 @@ def _conda_requirements() -> dict[str, Requirement]:
         if name in NOT_PACKAGES:
             continue
         pypi = CONDA_TO_PYPI.get(name, name)
-        out[pypi] = Requirement(pypi + dep[len(name):])
+        out[pypi] = Requirement(pypi + dep[len(name) :])
     return out
 
 
@@ -98,14 +98,16 @@ def test_the_lock_pins_every_requirement_inside_its_range_with_hashes():
         key = canonicalize_name(name)
         assert key in lock, f"{name}: required by pyproject.toml but missing from requirements.lock (run make lock)"
         assert req.specifier.contains(lock[key][0], prereleases=True), (
-            f"{name}: requirements.lock pins {lock[key][0]}, outside pyproject's {req.specifier} (run make lock)")
+            f"{name}: requirements.lock pins {lock[key][0]}, outside pyproject's {req.specifier} (run make lock)"
+        )
     assert _numeric() <= set(lock)
     for line in (REPO / "constraints.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             pin = Requirement(line)
             assert pin.specifier.contains(lock[canonicalize_name(pin.name)][0]), (
-                f"constraints.txt says {line}, requirements.lock has {lock[canonicalize_name(pin.name)][0]}")
+                f"constraints.txt says {line}, requirements.lock has {lock[canonicalize_name(pin.name)][0]}"
+            )
     unhashed = [n for n, (_, hashes) in lock.items() if not hashes]
     assert not unhashed, f"requirements.lock: no --hash for {unhashed}"
 
@@ -122,7 +124,9 @@ def test_constraints_pins_satisfy_pyproject_ranges():
     for name, pin in pins.items():
         exact = [s.version for s in pin.specifier if s.operator == "=="]
         if exact and name in pyproject:
-            assert Version(exact[0]) in pyproject[name].specifier, f"{name}=={exact[0]} is outside pyproject's {pyproject[name].specifier}"
+            assert Version(exact[0]) in pyproject[name].specifier, (
+                f"{name}=={exact[0]} is outside pyproject's {pyproject[name].specifier}"
+            )
 
 
 def test_ci_runs_the_readme_test_command():

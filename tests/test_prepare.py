@@ -18,8 +18,8 @@ import pytest
 
 sitk = pytest.importorskip("SimpleITK")
 
-from crapnet_core.data import datasets as ds  # noqa: E402
 from crapnet_core.cli import main  # noqa: E402
+from crapnet_core.data import datasets as ds  # noqa: E402
 from crapnet_core.data.prepare import PrepareError, keep_locale, prepare_dataset  # noqa: E402
 
 
@@ -57,6 +57,7 @@ def write_synapse(raw: Path, n: int = 2, shape=(320, 300, 4)) -> dict[str, tuple
 def test_prepare_synapse_round_trips_geometry_labels_and_window(tmp_path):
     raw = tmp_path / "RawData" / "Training"
     truth = write_synapse(raw)
+
     def listing():
         return sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "RawData").rglob("*"))
 
@@ -76,11 +77,13 @@ def test_prepare_synapse_round_trips_geometry_labels_and_window(tmp_path):
         new_img = np.asanyarray(img.dataobj)
         assert new_img.shape == (256, 256, 4) and new_img.dtype == np.float32
         # the field of view is kept: spacing x size is the same in mm
-        np.testing.assert_allclose(np.abs(np.diag(img.affine)[:3]) * [256, 256, 4],
-                                   np.abs(np.diag(affine)[:3]) * np.array(hu.shape), rtol=1e-5)
+        np.testing.assert_allclose(
+            np.abs(np.diag(img.affine)[:3]) * [256, 256, 4], np.abs(np.diag(affine)[:3]) * np.array(hu.shape), rtol=1e-5
+        )
         for value in (1, 6):  # spleen, liver: same place and size in the world
-            np.testing.assert_allclose(_centroid_mm(new_lab, img.affine, value), _centroid_mm(lab, affine, value),
-                                       atol=0.6)
+            np.testing.assert_allclose(
+                _centroid_mm(new_lab, img.affine, value), _centroid_mm(lab, affine, value), atol=0.6
+            )
             assert _volume_ml(new_lab, img.affine, value) == pytest.approx(_volume_ml(lab, affine, value), rel=0.03)
         # HU window [-125, 275] -> 0..255: air 0, fat (-100) 15.9375, spleen (100) 143.4375, 2000 HU clipped
         assert new_img.min() == 0.0
@@ -96,16 +99,59 @@ def test_prepare_synapse_round_trips_geometry_labels_and_window(tmp_path):
 
 def test_cli_prepare_prints_a_summary(tmp_path, capsys):
     write_synapse(tmp_path / "raw", n=1, shape=(300, 300, 2))
-    assert main(["data", "prepare", "--source", "synapse", "--raw", str(tmp_path / "raw"), "--out",
-                 str(tmp_path / "out"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "--source",
+                "synapse",
+                "--raw",
+                str(tmp_path / "raw"),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "prepared 1 CT scans" in text and "256x256x2" in text and "300x300x2" in text and "spleen" in text
     # a second run refuses to overwrite without --force, then does with it
-    assert main(["data", "prepare", "--source", "synapse", "--raw", str(tmp_path / "raw"), "--out",
-                 str(tmp_path / "out"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "--source",
+                "synapse",
+                "--raw",
+                str(tmp_path / "raw"),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "--force" in capsys.readouterr().err
-    assert main(["data", "prepare", "--source", "synapse", "--raw", str(tmp_path / "raw"), "--out",
-                 str(tmp_path / "out"), "--no-progress", "--force"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "--source",
+                "synapse",
+                "--raw",
+                str(tmp_path / "raw"),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-progress",
+                "--force",
+            ]
+        )
+        == 0
+    )
 
 
 def test_prepare_refuses_bad_layouts_and_places(tmp_path, capsys):
@@ -146,8 +192,14 @@ def test_a_folder_with_other_names_shows_the_expected_names(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- CHAOS
-def write_chaos_case(root: Path, case_id: str, shape=(5, 280, 288), spacing=(1.4, 1.45, 7.0),
-                     origin=(-190.0, -200.0, 30.0), grey_extra: int | None = None):
+def write_chaos_case(
+    root: Path,
+    case_id: str,
+    shape=(5, 280, 288),
+    spacing=(1.4, 1.45, 7.0),
+    origin=(-190.0, -200.0, 30.0),
+    grey_extra: int | None = None,
+):
     """A T2-SPIR case: DICOM slices (names in reverse position order) + PNG ground truth.
 
     Returns ``(array (z, rows, cols), grey (z, rows, cols))`` in position order.
@@ -182,11 +234,18 @@ def _write_slices(vol, grey, dcm_dir, gt_dir, case_id, spacing, origin):
         sl.SetSpacing(spacing[:2])
         pos = (origin[0], origin[1], origin[2] + z * spacing[2])
         name = f"IMG-0002-{nz - z:05d}"  # file names run against the slice positions
-        for tag, value in [("0008|0060", "MR"), ("0020|000e", series), ("0020|000d", series + ".0"),
-                           ("0020|0032", "\\".join(f"{p:.4f}" for p in pos)), ("0020|0037", "1\\0\\0\\0\\1\\0"),
-                           ("0020|0013", str(nz - z)), ("0018|0050", str(spacing[2])),
-                           ("0028|0030", f"{spacing[1]}\\{spacing[0]}"), ("0008|0018", f"{series}.{z + 1}"),
-                           ("0008|0016", "1.2.840.10008.5.1.4.1.1.4")]:
+        for tag, value in [
+            ("0008|0060", "MR"),
+            ("0020|000e", series),
+            ("0020|000d", series + ".0"),
+            ("0020|0032", "\\".join(f"{p:.4f}" for p in pos)),
+            ("0020|0037", "1\\0\\0\\0\\1\\0"),
+            ("0020|0013", str(nz - z)),
+            ("0018|0050", str(spacing[2])),
+            ("0028|0030", f"{spacing[1]}\\{spacing[0]}"),
+            ("0008|0018", f"{series}.{z + 1}"),
+            ("0008|0016", "1.2.840.10008.5.1.4.1.1.4"),
+        ]:
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(dcm_dir / f"{name}.dcm"))
         writer.Execute(sl)
@@ -217,10 +276,12 @@ def test_prepare_chaos_dicom_png_round_trip(tmp_path):
     new_affine[:3, 3] = img.GetOrigin()
     for grey_value, organ in ((63, "liver"), (126, "right_kidney"), (189, "left_kidney"), (252, "spleen")):
         lid = ds.CHAOS_LABELS[organ]
-        np.testing.assert_allclose(_centroid_mm(new_lab, new_affine, lid), _centroid_mm(raw_lab_xyz, raw_affine,
-                                                                                        grey_value), atol=0.8)
-        assert _volume_ml(new_lab, new_affine, lid) == pytest.approx(_volume_ml(raw_lab_xyz, raw_affine, grey_value),
-                                                                     rel=0.03)
+        np.testing.assert_allclose(
+            _centroid_mm(new_lab, new_affine, lid), _centroid_mm(raw_lab_xyz, raw_affine, grey_value), atol=0.8
+        )
+        assert _volume_ml(new_lab, new_affine, lid) == pytest.approx(
+            _volume_ml(raw_lab_xyz, raw_affine, grey_value), rel=0.03
+        )
     # the spleen sits on the two lowest slices (z = 30 and 37 mm), whatever the file names say
     assert sorted(np.flatnonzero((new_lab == 4).any(axis=(0, 1)))) == [0, 1]
     # 99.5th-percentile clip: the 5000 outlier becomes 700, organs keep 700, background 300

@@ -11,8 +11,10 @@ from crapnet_core.data.protocol import (
     Fold,
     excluded_organs,
     make_fold,
-    test_groups as groups_for_setting,
     training_slices,
+)
+from crapnet_core.data.protocol import (
+    test_groups as groups_for_setting,
 )
 
 CHAOS_IDS = [1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39]

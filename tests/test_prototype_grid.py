@@ -8,13 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crapnet_core.models.config import ModelConfig
 from crapnet_core.engine.experiment import apply_overrides, make_config
+from crapnet_core.engine.metrics import largest_component
+from crapnet_core.models.config import ModelConfig
 from crapnet_core.models.prototype_grid import (
-    PAPER_CELL_PX, TOLERANCE, cell_px, cell_ratio, check_geometry, geometry_markdown, geometry_rows,
+    PAPER_CELL_PX,
+    TOLERANCE,
+    cell_px,
+    cell_ratio,
+    check_geometry,
+    geometry_markdown,
+    geometry_rows,
     prototype_geometry,
 )
-from crapnet_core.engine.metrics import largest_component
 
 
 # ---------------------------------------------------------------- the rule
@@ -30,8 +36,11 @@ def test_rule_gives_paper_values_at_256_and_keeps_cells_at_reduced_sizes():
     assert cell_ratio("carafe", 2, 96) == pytest.approx(4 / 3)
     for size in (96, 112, 128, 160, 192, 256, 320):
         g = prototype_geometry(size)
-        for kind, cells in (("carafe", g.carafe_factor), ("avgpool_train", g.alpnet_pool_train),
-                            ("avgpool_test", g.alpnet_pool_test)):
+        for kind, cells in (
+            ("carafe", g.carafe_factor),
+            ("avgpool_train", g.alpnet_pool_train),
+            ("avgpool_test", g.alpnet_pool_test),
+        ):
             assert 1 / TOLERANCE <= cell_ratio(kind, cells, size) <= TOLERANCE, (size, kind, cells)
     with pytest.raises(ValueError, match="multiple of the encoder stride"):
         prototype_geometry(100)
@@ -75,14 +84,31 @@ def test_explicit_values_outside_the_factor_are_refused_unless_free_geometry():
     with pytest.raises(ValueError, match="model.alpnet_pool_test=2"):
         make_config("lite", "chaos", 1, 0, "alpnet", ["data.input_size=96", "model.alpnet_pool_test=2"])
     # an explicit value wins over the rule when it is within the factor (1 at 96 px: x0.67)
-    assert make_config("lite", "chaos", 1, 0, "crapnet", ["data.input_size=96", "model.carafe_factor=1"]).model.carafe_factor == 1
+    assert (
+        make_config(
+            "lite", "chaos", 1, 0, "crapnet", ["data.input_size=96", "model.carafe_factor=1"]
+        ).model.carafe_factor
+        == 1
+    )
     # only the grids the method uses are checked: panet has none, alpnet ignores sigma
-    assert make_config("lite", "chaos", 1, 0, "panet", ["data.input_size=96", "model.carafe_factor=4"]).model.carafe_factor == 4
-    assert make_config("lite", "chaos", 1, 0, "alpnet", ["data.input_size=96", "model.carafe_factor=4"]).model.carafe_factor == 4
+    assert (
+        make_config("lite", "chaos", 1, 0, "panet", ["data.input_size=96", "model.carafe_factor=4"]).model.carafe_factor
+        == 4
+    )
+    assert (
+        make_config(
+            "lite", "chaos", 1, 0, "alpnet", ["data.input_size=96", "model.carafe_factor=4"]
+        ).model.carafe_factor
+        == 4
+    )
     # the variant with CARAFE++ prototypes is checked on sigma
     with pytest.raises(ValueError, match="carafe_factor"):
-        make_config("lite", "chaos", 1, 0, "alpnet", ["data.input_size=96", "model.prototypes=carafe", "model.carafe_factor=4"])
-    free = make_config("lite", "chaos", 1, 0, "crapnet", ["data.input_size=96", "model.carafe_factor=4", "model.free_geometry=true"])
+        make_config(
+            "lite", "chaos", 1, 0, "alpnet", ["data.input_size=96", "model.prototypes=carafe", "model.carafe_factor=4"]
+        )
+    free = make_config(
+        "lite", "chaos", 1, 0, "crapnet", ["data.input_size=96", "model.carafe_factor=4", "model.free_geometry=true"]
+    )
     assert free.model.carafe_factor == 4
     # free_geometry does not change what is computed: not in the hash
     a = make_config("lite", "chaos", 1, 0, "crapnet")
@@ -147,8 +173,11 @@ def test_segmenter_predict_logits_matches_forward():
     from crapnet_core.models.segmenter import FewShotSegmenter
 
     torch.manual_seed(0)
-    model = FewShotSegmenter(ModelConfig(method="crapnet", encoder="resnet18_l2", feature_dim=32, n_blocks=1,
-                                         attention_dim=8, carafe_factor=1))
+    model = FewShotSegmenter(
+        ModelConfig(
+            method="crapnet", encoder="resnet18_l2", feature_dim=32, n_blocks=1, attention_dim=8, carafe_factor=1
+        )
+    )
     s = torch.randn(1, 3, 32, 32)
     m = (torch.rand(1, 32, 32) > 0.5).float()
     q = torch.randn(2, 3, 32, 32)
@@ -184,7 +213,7 @@ def test_evaluation_reports_dice_lcc_separately(tmp_path):
     import nibabel as nib
 
     from crapnet_core.engine.evaluation import evaluate_model
-    from crapnet_core.engine.runs import summary_markdown, summarize_runs
+    from crapnet_core.engine.runs import summarize_runs, summary_markdown
 
     root = tmp_path / "ds"
     root.mkdir()
@@ -203,8 +232,14 @@ def test_evaluation_reports_dice_lcc_separately(tmp_path):
         def predict(self, support_image, support_mask, query_image):
             return (query_image[:, 0] > 0).float()
 
-    cfg = make_config("smoke", str(root), 1, 0, "panet", ["data.test_group=liver", "data.input_size=256",
-                                                           "eval.save_predictions=false"])
+    cfg = make_config(
+        "smoke",
+        str(root),
+        1,
+        0,
+        "panet",
+        ["data.test_group=liver", "data.input_size=256", "eval.save_predictions=false"],
+    )
     m = evaluate_model(Bright(), cfg, device="cpu", out_dir=tmp_path, progress=False)
     row = m["per_scan"]["liver"]["1"]
     assert row["dice"] == pytest.approx(2 * 4096 / (2 * 4096 + 100))

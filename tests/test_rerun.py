@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -44,21 +43,27 @@ def committed(tmp_path_factory):
     of the smoke profile on the phantom, and its run folder."""
     root = tmp_path_factory.mktemp("committed")
     runs = root / "runs"
-    summary = cross_validate("phantom", 1, "crapnet", "smoke", runs, overrides=["train.device=cpu"], folds=[0],
-                             progress=False)
+    summary = cross_validate(
+        "phantom", 1, "crapnet", "smoke", runs, overrides=["train.device=cpu"], folds=[0], progress=False
+    )
     results = root / "results"
     seed = results / TABLE / "seed0"
     seed.mkdir(parents=True)
     (seed / "summary.json").write_text(json.dumps(summary))
-    (seed / "run_info.json").write_text(json.dumps({"commit": "abc1234", "machine": "2-core CPU (test)",
-                                                    "torch": "x"}))
+    (seed / "run_info.json").write_text(json.dumps({"commit": "abc1234", "machine": "2-core CPU (test)", "torch": "x"}))
     return results, runs / summary["per_fold"]["0"]["runs"][0], summary
 
 
 def test_a_rerun_on_the_same_machine_is_identical(committed, tmp_path):
     results, _, summary = committed
-    check = rerun_check([f"{TABLE}:0:0"], results_root=results, out=tmp_path / "out", runs_root=tmp_path / "runs",
-                        progress=False, diagnosis="nothing to explain")
+    check = rerun_check(
+        [f"{TABLE}:0:0"],
+        results_root=results,
+        out=tmp_path / "out",
+        runs_root=tmp_path / "runs",
+        progress=False,
+        diagnosis="nothing to explain",
+    )
     fold = check["folds"][0]
     assert fold["runs"] == summary["per_fold"]["0"]["runs"]
     assert fold["comparison"]["identical"] is True
@@ -83,8 +88,13 @@ def test_a_committed_number_that_differs_is_reported(committed, tmp_path):
     scan = next(iter(data["per_fold"]["0"]["per_scan"]["liver"]))
     data["per_fold"]["0"]["per_scan"]["liver"][scan] += 0.01
     path.write_text(json.dumps(data))
-    check = rerun_check([RerunSample(TABLE, 0, 0)], results_root=changed, out=tmp_path / "out",
-                        runs_root=tmp_path / "runs", progress=False)
+    check = rerun_check(
+        [RerunSample(TABLE, 0, 0)],
+        results_root=changed,
+        out=tmp_path / "out",
+        runs_root=tmp_path / "runs",
+        progress=False,
+    )
     comp = check["folds"][0]["comparison"]
     assert comp["dice"]["mean"]["difference"] == pytest.approx(-0.05, abs=1e-6)
     assert comp["identical"] is False and comp["max_scan_difference"] == pytest.approx(0.01, abs=1e-6)
@@ -122,8 +132,20 @@ def test_per_run_layout_uses_the_saved_config_and_the_cli_writes_the_table(commi
     assert record["layout"] == "per-run" and record["runs"] == [run_dir.name]
     assert record["dice"]["mean"] == summary["per_fold"]["0"]["dice"]["mean"]
     assert record["environment"] == env
-    code = main(["rerun-check", "--results", str(results), "--sample", "phantom_table:0:0",
-                 "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), "--no-progress"])
+    code = main(
+        [
+            "rerun-check",
+            "--results",
+            str(results),
+            "--sample",
+            "phantom_table:0:0",
+            "--out",
+            str(tmp_path / "out"),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     check = json.loads((tmp_path / "out" / "rerun_check.json").read_text())
     assert check["folds"][0]["comparison"]["identical"] is True

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_training import _smoke  # tests/ is on sys.path (pytest's rootdir rule)
 
 from crapnet_core.cli import main
 from crapnet_core.engine.training import read_checkpoint, train
-from test_training import _smoke  # tests/ is on sys.path (pytest's rootdir rule)
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--dataset", "phantom", "--profile", "smoke", "--steps", "1", "--no-progress"]
@@ -56,8 +56,9 @@ def _one_line(err: str) -> str:
 def deny_writes(monkeypatch, folder: Path, err: int = errno.EROFS) -> None:
     """Make writes under ``folder`` fail as on a read-only file system (EROFS) or without permission (EACCES)."""
     folder = Path(folder).absolute()
-    real = types.SimpleNamespace(mkdir=os.mkdir, open=os.open, mkstemp=tempfile.mkstemp, access=os.access,
-                                 statvfs=os.statvfs)
+    real = types.SimpleNamespace(
+        mkdir=os.mkdir, open=os.open, mkstemp=tempfile.mkstemp, access=os.access, statvfs=os.statvfs
+    )
 
     def under(path) -> bool:
         p = Path(os.fsdecode(path)).absolute()
@@ -135,9 +136,11 @@ def no_long_work(monkeypatch):
 # ---------------------------------------------------------------------- 1. one writer per run folder
 def test_a_busy_run_folder_stops_a_second_training_naming_the_holder(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
-    code = ("import sys, time\nfrom crapnet_core.engine.locks import run_lock\n"
-            "with run_lock(sys.argv[1], command='crapnet train --seed 7 --out run'):\n"
-            "    print('held', flush=True)\n    time.sleep(120)\n")
+    code = (
+        "import sys, time\nfrom crapnet_core.engine.locks import run_lock\n"
+        "with run_lock(sys.argv[1], command='crapnet train --seed 7 --out run'):\n"
+        "    print('held', flush=True)\n    time.sleep(120)\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO))
     holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, env=env, text=True)
     try:
@@ -196,8 +199,12 @@ def test_a_checkpoint_of_another_config_is_refused(runs, tmp_path, capsys):
     assert "belongs to another config" in line and "train.seed: checkpoint 1 vs run 0" in line
     assert not (mixed / "metrics.json").exists()
     # an explicit --checkpoint of another run, and --resume, are refused alike
-    assert main(["evaluate", str(runs / "seed0"), "--checkpoint", str(runs / "seed1/checkpoints/last.pt"),
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            ["evaluate", str(runs / "seed0"), "--checkpoint", str(runs / "seed1/checkpoints/last.pt"), "--no-progress"]
+        )
+        == 2
+    )
     assert "belongs to another config" in capsys.readouterr().err
     # a checkpoint written before hashes were stored: compared through the config stored in it
     state = read_checkpoint(mixed / "checkpoints" / "last.pt")
@@ -236,9 +243,24 @@ def test_evaluate_and_segment_into_an_unwritable_folder(runs, tmp_path, capsys, 
     import crapnet_core.engine.segment as segment
 
     monkeypatch.setattr(segment, "predict_chunks", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work")))
-    assert main(["segment", "--run", str(runs / "seed0"), "--support-image", str(ds.image_path(spec, sid)),
-                 "--support-label", str(ds.label_path(spec, sid)), "--query-image", str(ds.image_path(spec, sid)),
-                 "--out", str(ro / "out" / "pred.nii.gz")]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                "--run",
+                str(runs / "seed0"),
+                "--support-image",
+                str(ds.image_path(spec, sid)),
+                "--support-label",
+                str(ds.label_path(spec, sid)),
+                "--query-image",
+                str(ds.image_path(spec, sid)),
+                "--out",
+                str(ro / "out" / "pred.nii.gz"),
+            ]
+        )
+        == 2
+    )
     line = _one_line(capsys.readouterr().err)
     assert str(ro) in line and "read-only file system" in line
 

@@ -16,8 +16,22 @@ from crapnet_core.engine.runs import ensure_run, summary_markdown
 def test_cross_validate_smoke_end_to_end(tmp_path, capsys):
     """`crapnet cross-validate --profile smoke` on the phantom: 5 folds, summary in Table 1/2 layout."""
     out = tmp_path / "cv"
-    rc = main(["cross-validate", "--dataset", "phantom", "--setting", "1", "--method", "crapnet",
-               "--profile", "smoke", "--out", str(out), "--no-progress"])
+    rc = main(
+        [
+            "cross-validate",
+            "--dataset",
+            "phantom",
+            "--setting",
+            "1",
+            "--method",
+            "crapnet",
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["folds"] == [0, 1, 2, 3, 4]
@@ -48,16 +62,33 @@ def test_cross_validate_smoke_end_to_end(tmp_path, capsys):
     # a second call skips the finished folds (no checkpoint is rewritten)
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
     capsys.readouterr()
-    assert main(["cross-validate", "--dataset", "phantom", "--profile", "smoke", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(["cross-validate", "--dataset", "phantom", "--profile", "smoke", "--out", str(out), "--no-progress"]) == 0
+    )
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == stamps
     assert "LK" in capsys.readouterr().out
 
 
 def test_setting2_fold_trains_one_model_per_group(tmp_path):
     out = tmp_path / "cv2"
-    rc = main(["cross-validate", "--dataset", "phantom", "--setting", "2", "--method", "panet", "--profile",
-               "smoke", "--out", str(out), "--folds", "1", "--no-progress"])
+    rc = main(
+        [
+            "cross-validate",
+            "--dataset",
+            "phantom",
+            "--setting",
+            "2",
+            "--method",
+            "panet",
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--folds",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     runs = sorted(p for p in out.iterdir() if p.is_dir())
     assert [r.name.split("_f1_")[0] for r in runs] == ["phantom_s2_kidneys", "phantom_s2_liver_spleen"]
@@ -67,7 +98,12 @@ def test_setting2_fold_trains_one_model_per_group(tmp_path):
     assert cfgs == groups
     summary = json.loads((out / "summary.json").read_text())
     assert summary["folds"] == [1] and set(summary["per_fold"]["1"]["dice"]) == {
-        "left_kidney", "right_kidney", "spleen", "liver", "mean"}
+        "left_kidney",
+        "right_kidney",
+        "spleen",
+        "liver",
+        "mean",
+    }
 
 
 def test_ensure_run_shares_and_skips(tmp_path):
@@ -88,8 +124,24 @@ def test_ensure_run_shares_and_skips(tmp_path):
 
 def test_train_evaluate_segment_commands(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--dataset", "phantom", "--fold", "0", "--method", "alpnet", "--profile", "smoke",
-            "--steps", "2", "--set", "model.proto_threshold=0.9", "--out", str(run), "--no-progress"]
+    args = [
+        "train",
+        "--dataset",
+        "phantom",
+        "--fold",
+        "0",
+        "--method",
+        "alpnet",
+        "--profile",
+        "smoke",
+        "--steps",
+        "2",
+        "--set",
+        "model.proto_threshold=0.9",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     assert main(args) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["train"]["steps"] == 2 and cfg["model"]["proto_threshold"] == 0.9
@@ -103,9 +155,21 @@ def test_train_evaluate_segment_commands(tmp_path, capsys):
     spec = ds.resolve_dataset("phantom")
     sup, qry = m["support"]["scan_id"], m["test_scans"][0]
     out = tmp_path / "pred.nii.gz"
-    seg = ["segment", "--run", str(run), "--support-image", str(ds.image_path(spec, sup)),
-           "--support-label", str(ds.label_path(spec, sup)), "--support-organ-label", str(spec.labels["liver"]),
-           "--query-image", str(ds.image_path(spec, qry)), "--out", str(out)]
+    seg = [
+        "segment",
+        "--run",
+        str(run),
+        "--support-image",
+        str(ds.image_path(spec, sup)),
+        "--support-label",
+        str(ds.label_path(spec, sup)),
+        "--support-organ-label",
+        str(spec.labels["liver"]),
+        "--query-image",
+        str(ds.image_path(spec, qry)),
+        "--out",
+        str(out),
+    ]
     assert main(seg) == 0
     report = json.loads(capsys.readouterr().out)
     src = nib.load(str(ds.image_path(spec, qry)))
@@ -154,12 +218,29 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
     for sid in range(1, 7):
         lab = np.zeros((256, 256, 4), np.int16)
         lab[10:20, 10:20, 1] = 1
-        nib.save(nib.Nifti1Image(np.random.default_rng(sid).random((256, 256, 4)).astype(np.float32) * 100, aff),
-                 str(folder / f"image_{sid}.nii.gz"))
+        nib.save(
+            nib.Nifti1Image(np.random.default_rng(sid).random((256, 256, 4)).astype(np.float32) * 100, aff),
+            str(folder / f"image_{sid}.nii.gz"),
+        )
         nib.save(nib.Nifti1Image(lab, aff), str(folder / f"label_{sid}.nii.gz"))
     (folder / "labels.json").write_text(json.dumps({"modality": "MR", "labels": {"spleen": 1}}))
-    assert main(["train", "--dataset", str(folder), "--set", "data.test_group=liver", "--profile", "smoke",
-                 "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(folder),
+                "--set",
+                "data.test_group=liver",
+                "--profile",
+                "smoke",
+                "--out",
+                str(tmp_path / "b"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "'liver' is not labelled" in err and str(folder) in err
     # evaluate something that is not a run folder

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from crapnet_core.data import datasets as D
 from crapnet_core.cli import main
+from crapnet_core.data import datasets as D
 
 AFFINE = np.diag([-1.25, 1.25, 7.7, 1.0])
 
@@ -117,11 +117,20 @@ def _write_dicom_series(arr, affine, folder):
         sl = vol[:, :, k]
         pos = vol.TransformIndexToPhysicalPoint((0, 0, k))
         for tag, value in (
-            ("0008|0060", "MR"), ("0020|000d", "1.2.3.4"), ("0020|000e", "1.2.3.4.5"),
-            ("0020|0013", str(k + 1)), ("0020|0032", "\\".join(f"{p:.6f}" for p in pos)),
-            ("0020|0037", "\\".join(f"{d:.6f}" for d in (direction[0], direction[3], direction[6],
-                                                          direction[1], direction[4], direction[7]))),
-            ("0018|0050", f"{vol.GetSpacing()[2]:.6f}"), ("0008|0018", f"1.2.3.4.5.{k + 1}"),
+            ("0008|0060", "MR"),
+            ("0020|000d", "1.2.3.4"),
+            ("0020|000e", "1.2.3.4.5"),
+            ("0020|0013", str(k + 1)),
+            ("0020|0032", "\\".join(f"{p:.6f}" for p in pos)),
+            (
+                "0020|0037",
+                "\\".join(
+                    f"{d:.6f}"
+                    for d in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
+                ),
+            ),
+            ("0018|0050", f"{vol.GetSpacing()[2]:.6f}"),
+            ("0008|0018", f"1.2.3.4.5.{k + 1}"),
         ):
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice_{k:03d}.dcm"))
@@ -173,7 +182,7 @@ def test_data_summary_of_one_scan(tmp_path, capsys):
 # --------------------------------------------------------------------------- intensities (item 3)
 def test_body_mask_works_on_any_intensity_range(tmp_path):
     img, lab, aff = _phantom_scan("1")
-    masks, shares = {}, {}
+    shares = {}
     for name, factor in (("raw", 1.0), ("unit", 1.0 / img.max()), ("ninety", 90.0 / img.max())):
         folder = tmp_path / name
         _pair(folder, "1", img * factor, lab, aff)
@@ -219,8 +228,15 @@ def test_superpixels_do_not_depend_on_the_intensity_scale(tmp_path, monkeypatch)
 def test_ct_query_intensity_convention_is_checked():
     from crapnet_core.engine.segment import match_intensities
 
-    profile = {"min": 0.0, "max": 255.0, "p0.5": 0.0, "p50": 60.0, "p99.5": 230.0, "convention": "0-255",
-               "modality": "CT"}
+    profile = {
+        "min": 0.0,
+        "max": 255.0,
+        "p0.5": 0.0,
+        "p50": 60.0,
+        "p99.5": 230.0,
+        "convention": "0-255",
+        "modality": "CT",
+    }
     hu = np.array([-1024.0, -125.0, 75.0, 275.0, 1500.0], np.float32).reshape(1, 1, 5)
     vol = D.make_volume("q", np.broadcast_to(hu, (256, 256, 5)).copy(), np.eye(4), None, None, "q.nii.gz", None)
     note = match_intensities(vol, profile, True, "--query-image")

@@ -10,8 +10,10 @@ def _curve(points):
 
 
 def test_smallest_candidate_whose_doubling_gains_less_than_a_point_for_every_method():
-    curves = {"crapnet": _curve({1000: 50, 2000: 55, 4000: 58, 5000: 59, 10000: 59.5, 20000: 60.0}),
-              "alpnet": _curve({1000: 48, 2000: 52, 4000: 57, 5000: 58, 10000: 60.0, 20000: 60.5})}
+    curves = {
+        "crapnet": _curve({1000: 50, 2000: 55, 4000: 58, 5000: 59, 10000: 59.5, 20000: 60.0}),
+        "alpnet": _curve({1000: 48, 2000: 52, 4000: 57, 5000: 58, 10000: 60.0, 20000: 60.5}),
+    }
     choice = choose_budget(curves)
     # B=5000: crapnet gains 0.5 but alpnet 2.0 -> fails; B=10000: both gain 0.5 -> chosen
     assert choice["passed"] and choice["chosen"] == 10000
@@ -30,8 +32,14 @@ def test_a_missing_step_is_named():
 
 
 def test_markdown_and_validation_curve():
-    b = {"split": "validation", "scans": ["36", "37"], "dataset": "chaos", "fold": 0, "run": "r",
-         "points": [{"step": s, "dice": {"mean": 0.5 + s / 1e5}} for s in (1000, 2000)]}
+    b = {
+        "split": "validation",
+        "scans": ["36", "37"],
+        "dataset": "chaos",
+        "fold": 0,
+        "run": "r",
+        "points": [{"step": s, "dice": {"mean": 0.5 + s / 1e5}} for s in (1000, 2000)],
+    }
     assert validation_curve(b) == {1000: pytest.approx(51.0), 2000: pytest.approx(52.0)}
     choice = choose_budget({"crapnet": validation_curve(b)}, candidates=(1000,))
     text = selection_markdown({"crapnet": b}, choice)

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from crapnet_core.engine import stats
 from crapnet_core.cli import main
+from crapnet_core.engine import stats
 from crapnet_core.engine.runs import summary_markdown
 
 
@@ -18,13 +18,28 @@ def _summary(method: str, per_fold_dice: dict[int, dict[str, float]], per_scan=N
     per_fold = {}
     for f, d in per_fold_dice.items():
         d = dict(d, mean=float(np.mean([d[o] for o in organs])))
-        per_fold[str(f)] = {"dice": d, "hd95": {o: 10.0 for o in [*organs, "mean"]},
-                            "asd": {o: 2.0 for o in [*organs, "mean"]}, "runs": []}
-    s = {"dataset": "phantom", "setting": 1, "method": method, "profile": "smoke", "organs": organs,
-         "folds": sorted(per_fold_dice), "per_fold": per_fold,
-         "mean": {"dice": {o: float(np.mean([d[o] for d in per_fold_dice.values()])) for o in organs},
-                  "hd95": {"mean": 10.0}, "asd": {"mean": 2.0}},
-         "train_seconds_total": 1.0, "eval_seconds_total": 1.0}
+        per_fold[str(f)] = {
+            "dice": d,
+            "hd95": {o: 10.0 for o in [*organs, "mean"]},
+            "asd": {o: 2.0 for o in [*organs, "mean"]},
+            "runs": [],
+        }
+    s = {
+        "dataset": "phantom",
+        "setting": 1,
+        "method": method,
+        "profile": "smoke",
+        "organs": organs,
+        "folds": sorted(per_fold_dice),
+        "per_fold": per_fold,
+        "mean": {
+            "dice": {o: float(np.mean([d[o] for d in per_fold_dice.values()])) for o in organs},
+            "hd95": {"mean": 10.0},
+            "asd": {"mean": 2.0},
+        },
+        "train_seconds_total": 1.0,
+        "eval_seconds_total": 1.0,
+    }
     s["mean"]["dice"]["mean"] = float(np.mean([s["mean"]["dice"][o] for o in organs]))
     if per_scan is not None:
         s["per_scan"] = per_scan
@@ -91,10 +106,16 @@ def test_paired_comparison_pairs_by_scan_and_averages_organs_per_scan():
 
 
 def test_aggregate_seeds_averages_per_scan_and_spreads():
-    s0 = _summary("crapnet", {0: {"liver": 0.6, "spleen": 0.2}, 1: {"liver": 0.8, "spleen": 0.4}},
-                  per_scan={"liver": {"1": 0.6, "2": 0.8}, "spleen": {"1": 0.2, "2": 0.4}})
-    s1 = _summary("crapnet", {0: {"liver": 0.7, "spleen": 0.3}, 1: {"liver": 0.9, "spleen": 0.5}},
-                  per_scan={"liver": {"1": 0.7, "2": 0.9}, "spleen": {"1": 0.3, "2": 0.5}})
+    s0 = _summary(
+        "crapnet",
+        {0: {"liver": 0.6, "spleen": 0.2}, 1: {"liver": 0.8, "spleen": 0.4}},
+        per_scan={"liver": {"1": 0.6, "2": 0.8}, "spleen": {"1": 0.2, "2": 0.4}},
+    )
+    s1 = _summary(
+        "crapnet",
+        {0: {"liver": 0.7, "spleen": 0.3}, 1: {"liver": 0.9, "spleen": 0.5}},
+        per_scan={"liver": {"1": 0.7, "2": 0.9}, "spleen": {"1": 0.3, "2": 0.5}},
+    )
     agg = stats.aggregate_seeds({0: s0, 1: s1})
     assert agg["seeds"] == [0, 1]
     assert agg["per_scan"]["liver"] == {"1": pytest.approx(0.65), "2": pytest.approx(0.85)}
@@ -117,15 +138,18 @@ def test_per_scan_dice_needs_per_scan_values(tmp_path):
         stats.per_scan_dice(stats.load_summary(tmp_path))
     # fallback: the run folder's metrics.json next to the summary
     (tmp_path / "run_a").mkdir()
-    (tmp_path / "run_a" / "metrics.json").write_text(json.dumps(
-        {"per_scan": {"liver": {"3": {"dice": 0.5}, "4": {"absent": True}}}}))
+    (tmp_path / "run_a" / "metrics.json").write_text(
+        json.dumps({"per_scan": {"liver": {"3": {"dice": 0.5}, "4": {"absent": True}}}})
+    )
     assert stats.per_scan_dice(stats.load_summary(tmp_path)) == {"liver": {"3": 0.5}}
 
 
 def _fold_summary(method: str, per_fold_scans: dict[int, dict[str, dict[str, float]]], setting: int = 1):
     """A one-seed summary whose folds hold per-scan Dice ({fold: {organ: {scan: Dice}}})."""
-    s = _summary(method, {f: {o: float(np.mean(list(v.values()))) for o, v in scans.items()}
-                          for f, scans in per_fold_scans.items()})
+    s = _summary(
+        method,
+        {f: {o: float(np.mean(list(v.values()))) for o, v in scans.items()} for f, scans in per_fold_scans.items()},
+    )
     for f, scans in per_fold_scans.items():
         s["per_fold"][str(f)]["per_scan"] = scans
     s["setting"] = setting
@@ -143,8 +167,19 @@ def test_compare_cli_writes_table_and_rejects_bad_input(tmp_path, capsys):
     for name, s in (("a", _fold_summary("crapnet", fa)), ("b", _fold_summary("alpnet", fb))):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(s))
-    rc = main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp"),
-               "--resamples", "2000", "--results", str(tmp_path)])
+    rc = main(
+        [
+            "compare",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+            "--out",
+            str(tmp_path / "cmp"),
+            "--resamples",
+            "2000",
+            "--results",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     out = json.loads((tmp_path / "cmp.json").read_text())
     (entry,) = out["comparisons"]
@@ -172,8 +207,26 @@ def test_compare_cli_writes_table_and_rejects_bad_input(tmp_path, capsys):
 def test_cross_validate_seeds_and_budget_curve(tmp_path, capsys):
     """Phantom smoke: 2 seeds x 1 fold, per-scan Dice in the summaries, compare, then the budget curve."""
     out = tmp_path / "cv"
-    rc = main(["cross-validate", "--dataset", "phantom", "--profile", "smoke", "--method", "panet", "--folds", "0",
-               "--seeds", "0,1", "--out", str(out), "--no-progress", "--set", "train.keep_checkpoints=10"])
+    rc = main(
+        [
+            "cross-validate",
+            "--dataset",
+            "phantom",
+            "--profile",
+            "smoke",
+            "--method",
+            "panet",
+            "--folds",
+            "0",
+            "--seeds",
+            "0,1",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "train.keep_checkpoints=10",
+        ]
+    )
     assert rc == 0
     s0 = json.loads((out / "seed0" / "summary.json").read_text())
     s1 = json.loads((out / "seed1" / "summary.json").read_text())
@@ -185,8 +238,9 @@ def test_cross_validate_seeds_and_budget_curve(tmp_path, capsys):
     m = json.loads((out / s0["per_fold"]["0"]["runs"][0] / "metrics.json").read_text())
     sid = m["test_scans"][0]
     assert s0["per_scan"]["liver"][sid] == m["per_scan"]["liver"][sid]["dice"]
-    assert agg["per_scan"]["liver"][sid] == pytest.approx((s0["per_scan"]["liver"][sid]
-                                                          + s1["per_scan"]["liver"][sid]) / 2)
+    assert agg["per_scan"]["liver"][sid] == pytest.approx(
+        (s0["per_scan"]["liver"][sid] + s1["per_scan"]["liver"][sid]) / 2
+    )
     assert "mean ± std over seeds" in (out / "summary.md").read_text()
     capsys.readouterr()
     assert main(["compare", str(out / "seed0"), str(out / "seed1"), "--resamples", "1000"]) == 0
@@ -203,8 +257,22 @@ def test_cross_validate_seeds_and_budget_curve(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run), "--checkpoints", "5000"]) == 2
     assert "no checkpoint for step(s) [5000]" in capsys.readouterr().err
-    assert main(["cross-validate", "--profile", "smoke", "--seeds", "0,1", "--set", "train.seed=3",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "cross-validate",
+                "--profile",
+                "smoke",
+                "--seeds",
+                "0,1",
+                "--set",
+                "train.seed=3",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "already sets train.seed" in capsys.readouterr().err
     assert main(["cross-validate", "--profile", "smoke", "--seeds", "0,a", "--out", str(tmp_path / "x")]) == 2
     assert "--seeds" in capsys.readouterr().err
@@ -225,7 +293,8 @@ def test_book_tables_show_mean_pm_std_over_folds():
     s["mean"]["dice"]["mean"] = float(np.mean([s["mean"]["dice"][o] for o in organs]))
     frame = tables.summary_frame([s])
     assert frame.set_index("organ").loc["mean", "dice_std"] == pytest.approx(
-        100 * np.std([np.mean([0.3, 0.5, 0.2, 0.6]), np.mean([0.5, 0.7, 0.4, 0.8])], ddof=1))
+        100 * np.std([np.mean([0.3, 0.5, 0.2, 0.6]), np.mean([0.5, 0.7, 0.4, 0.8])], ddof=1)
+    )
     table = tables.comparison_table(frame, 1, "chaos", spread=True)
     assert table.loc[("CRAPNet", "ours"), "Liver"] == "70.00 ± 14.14"
     assert table.loc[("CRAPNet", "published"), "RK"] == "86.42"  # published rows: no spread
@@ -240,9 +309,18 @@ def test_budget_files_load_and_plot(tmp_path):
     matplotlib.use("Agg")
     from crapnet_core.engine import budget
 
-    b = {"run": "r", "method": "crapnet", "dataset": "chaos", "setting": 1, "fold": 0, "organs": ["liver"],
-         "points": [{"step": 1000, "dice": {"liver": 0.5, "mean": 0.5}},
-                    {"step": 3000, "dice": {"liver": 0.6, "mean": 0.6}}]}
+    b = {
+        "run": "r",
+        "method": "crapnet",
+        "dataset": "chaos",
+        "setting": 1,
+        "fold": 0,
+        "organs": ["liver"],
+        "points": [
+            {"step": 1000, "dice": {"liver": 0.5, "mean": 0.5}},
+            {"step": 3000, "dice": {"liver": 0.6, "mean": 0.6}},
+        ],
+    }
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "budget.json").write_text(json.dumps(b))
     loaded = budget.load_budgets(tmp_path)
@@ -261,10 +339,16 @@ def test_ablation_table_mean_pm_std_over_folds():
 
     runs = []
     for fold, d in ((0, 0.4), (1, 0.6)):
-        m = {"dataset": "chaos", "setting": 1, "fold": fold, "method": "crapnet", "profile": "lite",
-             "organs": ["liver"], "per_organ": {"liver": {"dice_mean": d, "dice_std": 0.0, "hd95_mean": 1.0,
-                                                           "asd_mean": 1.0, "n_scans": 4}},
-             "mean": {"dice": d, "hd95": 1.0, "asd": 1.0}}
+        m = {
+            "dataset": "chaos",
+            "setting": 1,
+            "fold": fold,
+            "method": "crapnet",
+            "profile": "lite",
+            "organs": ["liver"],
+            "per_organ": {"liver": {"dice_mean": d, "dice_std": 0.0, "hd95_mean": 1.0, "asd_mean": 1.0, "n_scans": 4}},
+            "mean": {"dice": d, "hd95": 1.0, "asd": 1.0},
+        }
         runs.append(tables.run_frame(m, variant=5))
     import pandas as pd
 
@@ -287,9 +371,29 @@ def test_validation_budget_curve_with_several_held_out_scans(tmp_path, capsys):
     assert fold.validation_ids == ("17", "18", "19", "20") and not set(fold.validation_ids) & set(fold.train_ids)
     assert make_fold(range(1, 21), 0, 5, validation=True).validation_ids == ("20",)
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "phantom", "--profile", "smoke", "--method", "panet", "--out", str(run),
-                 "--no-progress", "--set", "data.validation=true", "--set", "data.validation_scans=2",
-                 "--set", "train.keep_checkpoints=10"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "phantom",
+                "--profile",
+                "smoke",
+                "--method",
+                "panet",
+                "--out",
+                str(run),
+                "--no-progress",
+                "--set",
+                "data.validation=true",
+                "--set",
+                "data.validation_scans=2",
+                "--set",
+                "train.keep_checkpoints=10",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["data"]["validation_scans"] == 2
     capsys.readouterr()

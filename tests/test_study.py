@@ -18,8 +18,7 @@ import yaml
 
 from crapnet_core.facts import DATASET_TITLES, METHODS
 from crapnet_core.study import layout
-from crapnet_core.study.declaration import (DECLARATION, DeclarationError, hash_of, load_declaration,
-                                            parse_declaration)
+from crapnet_core.study.declaration import DECLARATION, DeclarationError, hash_of, load_declaration, parse_declaration
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
@@ -60,19 +59,25 @@ def test_declaration_names_come_from_the_facts(decl):
         assert (REPO / path).is_file() or page == "support", f"page {page}: {path} missing"
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d["tables"][0].update(method="crapnet2"), "table {dataset}_setting1_{method}_lite: method 'crapnet2'"),
-    (lambda d: d["tables"][0].update(overrides=["model.n_blockz=3"]), "has no field 'n_blockz'"),
-    (lambda d: d["tables"][0].update(overrides=["model.n_blocks=7"]), "variant 'crapnet' is not what"),
-    (lambda d: d["tables"][0].update(overrides=["train.threads=2"]), "not part of the config hash"),
-    (lambda d: d["tables"][0].update(profile="huge"), "profile 'huge' is not one of"),
-    (lambda d: d["tables"][0].update(page="nowhere"), "page 'nowhere' is not one of"),
-    (lambda d: d["tables"][0].update(family="misc"), "unknown field(s) family"),
-    (lambda d: d["tables"][0].update(colour="red"), "unknown field(s) colour"),
-    (lambda d: d["tables"].append(copy.deepcopy(d["tables"][0])), "declared twice"),
-    (lambda d: d["book"]["smoke"]["left_out"].append({"methods": ["dino"], "why": "x"}), "method 'dino'"),
-    (lambda d: d["pending_profiles"].update(lite={"based_on": "lite", "why": "x"}), "defined by the engine now"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda d: d["tables"][0].update(method="crapnet2"),
+            "table {dataset}_setting1_{method}_lite: method 'crapnet2'",
+        ),
+        (lambda d: d["tables"][0].update(overrides=["model.n_blockz=3"]), "has no field 'n_blockz'"),
+        (lambda d: d["tables"][0].update(overrides=["model.n_blocks=7"]), "variant 'crapnet' is not what"),
+        (lambda d: d["tables"][0].update(overrides=["train.threads=2"]), "not part of the config hash"),
+        (lambda d: d["tables"][0].update(profile="huge"), "profile 'huge' is not one of"),
+        (lambda d: d["tables"][0].update(page="nowhere"), "page 'nowhere' is not one of"),
+        (lambda d: d["tables"][0].update(family="misc"), "unknown field(s) family"),
+        (lambda d: d["tables"][0].update(colour="red"), "unknown field(s) colour"),
+        (lambda d: d["tables"].append(copy.deepcopy(d["tables"][0])), "declared twice"),
+        (lambda d: d["book"]["smoke"]["left_out"].append({"methods": ["dino"], "why": "x"}), "method 'dino'"),
+        (lambda d: d["pending_profiles"].update(lite={"based_on": "lite", "why": "x"}), "defined by the engine now"),
+    ],
+)
 def test_a_bad_entry_is_one_clear_error_naming_it(raw, change, message, monkeypatch):
     monkeypatch.setattr("crapnet_core.engine.decision.FAMILIES", ())
     data = _small(raw)
@@ -88,10 +93,15 @@ def test_a_pairing_of_the_decision_rule_must_name_declared_tables(raw, monkeypat
 
     fam = decision.Family("main", "t", "q", (decision.Comparison("chaos_setting1_crapnet_lite", "nothing_lite"),))
     monkeypatch.setattr(decision, "FAMILIES", (fam,))
-    with pytest.raises(DeclarationError, match="family main of crapnet_core/engine/decision.py: comparison "
-                                               "chaos_setting1_crapnet_lite - nothing_lite: no table 'nothing_lite'"):
+    with pytest.raises(
+        DeclarationError,
+        match="family main of crapnet_core/engine/decision.py: comparison "
+        "chaos_setting1_crapnet_lite - nothing_lite: no table 'nothing_lite'",
+    ):
         parse_declaration(_small(raw), "study.yaml")
-    fam = decision.Family("main", "t", "q", (decision.Comparison("chaos_setting1_crapnet_lite", "chaos_setting2_crapnet_lite"),))
+    fam = decision.Family(
+        "main", "t", "q", (decision.Comparison("chaos_setting1_crapnet_lite", "chaos_setting2_crapnet_lite"),)
+    )
     monkeypatch.setattr(decision, "FAMILIES", (fam,))
     data = _small(raw)
     data["tables"] = raw["tables"][:2]
@@ -114,6 +124,7 @@ def test_the_cli_says_the_error_in_one_line(tmp_path, raw, capsys, monkeypatch):
 
 def test_committed_config_hashes_are_recomputed_from_the_declaration(decl):
     """The committed runs keep their config hashes: a sample recomputed from the declaration."""
+
     def run(table, seed, fold, group="all"):
         return next(r for r in decl.table(table).runs() if (r.seed, r.fold, r.group) == (seed, fold, group))
 
@@ -200,8 +211,11 @@ def test_no_edit_of_the_module_search_path_anywhere():
 
 # ----------------------------------------------------------------------------- status, layout
 def _fake_run(folder: Path, cfg_hash: str, budget: tuple[int, ...] = ()) -> None:
-    files = {"config.json": {"config_hash": cfg_hash}, "metrics.json": {"config_hash": cfg_hash},
-             "run_info.json": {"command": "x"}}
+    files = {
+        "config.json": {"config_hash": cfg_hash},
+        "metrics.json": {"config_hash": cfg_hash},
+        "run_info.json": {"command": "x"},
+    }
     if budget:
         files["budget.json"] = {"points": [{"step": s} for s in budget]}
     layout.publish_run(folder, files)
@@ -260,11 +274,18 @@ def test_migration_derives_run_folders_from_a_summary(decl, tmp_path):
     for p in written:
         committed = RESULTS / name / "seed0" / p.name
         for f in layout.RUN_FILES:
-            if f == "config.json":  # the same computed config; runtime fields added since (deterministic, compile) aside
+            if (
+                f == "config.json"
+            ):  # the same computed config; runtime fields added since (deterministic, compile) aside
                 from crapnet_core.engine.experiment import ExperimentConfig
 
-                assert ExperimentConfig.load(p / f).hashed_dict() == ExperimentConfig.load(committed / f).hashed_dict(), p.name
-                assert json.loads((p / f).read_text())["config_hash"] == json.loads((committed / f).read_text())["config_hash"]
+                assert (
+                    ExperimentConfig.load(p / f).hashed_dict() == ExperimentConfig.load(committed / f).hashed_dict()
+                ), p.name
+                assert (
+                    json.loads((p / f).read_text())["config_hash"]
+                    == json.loads((committed / f).read_text())["config_hash"]
+                )
                 continue
             assert json.loads((p / f).read_text()) == json.loads((committed / f).read_text()), (p.name, f)
     assert layout.migrate_table(decl, decl.table(name), tmp_path) == [], "done runs are kept"
@@ -289,10 +310,31 @@ def test_study_plan_and_status_commands(capsys):
 
 def _run_study(results: Path, runs: Path, repo: Path, tables: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "crapnet_core.cli", "study", "run", "--tables", tables,
-                             "--results", str(results), "--runs", str(runs), "--jobs", "1", "--device", "cpu"],
-                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crapnet_core.cli",
+            "study",
+            "run",
+            "--tables",
+            tables,
+            "--results",
+            str(results),
+            "--runs",
+            str(runs),
+            "--jobs",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow
@@ -318,8 +360,9 @@ def test_a_stopped_study_continues_in_a_fresh_clone(decl, tmp_path):
     # commit what is there and clone it afresh: no runs folder, no Snakemake records
     subprocess.run(["git", "init", "-q", str(first)], check=True)
     subprocess.run(["git", "-C", str(first), "add", "results"], check=True)
-    subprocess.run(["git", "-C", str(first), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "stop"],
-                   check=True)
+    subprocess.run(
+        ["git", "-C", str(first), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "stop"], check=True
+    )
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(first), str(clone)], check=True)
     proc = _run_study(clone / "results", clone / "runs", REPO, tables)

@@ -13,9 +13,16 @@ def _write(root, name, method, overrides=(), variant=None, mean=0.5):
     folder = root / name
     folder.mkdir(parents=True)
     dice = {"left_kidney": mean, "right_kidney": mean, "spleen": mean, "liver": mean, "mean": mean}
-    s = {"dataset": "chaos", "setting": 1, "method": method, "profile": "lite", "folds": [0, 1],
-         "overrides": list(overrides), "mean": {"dice": dice, "dice_std_over_folds": {"mean": 0.1}},
-         "per_fold": {"0": {"dice": dice}, "1": {"dice": dice}}}
+    s = {
+        "dataset": "chaos",
+        "setting": 1,
+        "method": method,
+        "profile": "lite",
+        "folds": [0, 1],
+        "overrides": list(overrides),
+        "mean": {"dice": dice, "dice_std_over_folds": {"mean": 0.1}},
+        "per_fold": {"0": {"dice": dice}, "1": {"dice": dice}},
+    }
     if variant:
         s["variant"] = variant
     (folder / "summary.json").write_text(json.dumps(s))
@@ -23,18 +30,31 @@ def _write(root, name, method, overrides=(), variant=None, mean=0.5):
 
 def test_variants_are_recognised_and_left_out_by_default(tmp_path):
     _write(tmp_path, "chaos_setting1_alpnet_lite", "alpnet", mean=0.45)
-    _write(tmp_path, "chaos_setting1_alpnet-attention_lite", "alpnet", ["train.threads=1", "model.attention=on"], mean=0.39)
+    _write(
+        tmp_path, "chaos_setting1_alpnet-attention_lite", "alpnet", ["train.threads=1", "model.attention=on"], mean=0.39
+    )
     _write(tmp_path, "chaos_setting1_alpnet-carafe_lite", "alpnet", ["model.prototypes=carafe"], mean=0.49)
     _write(tmp_path, "chaos_setting1_crapnet-aligned_lite", "crapnet", variant="crapnet-aligned", mean=0.43)
     _write(tmp_path, "chaos_setting1_crapnet_lite", "crapnet", mean=0.44)
     # Tables 3-4 points: one written by code that stored the bare method as its variant
-    _write(tmp_path, "chaos_setting1_crapnet-blocks7_lite", "crapnet", ["model.n_blocks=7"], variant="crapnet", mean=0.37)
-    _write(tmp_path, "chaos_setting1_crapnet-onebranch_lite", "crapnet", ["train.threads=1", "model.branches=1"], mean=0.41)
+    _write(
+        tmp_path, "chaos_setting1_crapnet-blocks7_lite", "crapnet", ["model.n_blocks=7"], variant="crapnet", mean=0.37
+    )
+    _write(
+        tmp_path, "chaos_setting1_crapnet-onebranch_lite", "crapnet", ["train.threads=1", "model.branches=1"], mean=0.41
+    )
     main = tables.load_summaries(tmp_path, profile="lite")
     assert sorted(s["variant"] for s in main) == ["alpnet", "crapnet"]
     every = tables.load_summaries(tmp_path, profile="lite", variants=True)
-    assert sorted(s["variant"] for s in every) == ["alpnet", "alpnet-att", "alpnet-carafe", "crapnet", "crapnet-aligned",
-                                                            "crapnet-blocks7", "crapnet-onebranch"]
+    assert sorted(s["variant"] for s in every) == [
+        "alpnet",
+        "alpnet-att",
+        "alpnet-carafe",
+        "crapnet",
+        "crapnet-aligned",
+        "crapnet-blocks7",
+        "crapnet-onebranch",
+    ]
     text = findings.findings_md(tmp_path, "results.md")
     # one number per method, std over the (equal) folds (the variants' 39.0 / 49.0 / 43.0 / 37.0 / 41.0 never
     # appear: an ablation point averaged into the CRAPNet row would be a wrong number), best first
@@ -54,13 +74,23 @@ def test_variant_names_mark_every_ablation_axis():
     assert ModelConfig(method="alpnet", n_blocks=7).variant_name() == "alpnet"
     assert tables.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=12"]}) == "crapnet-blocks12"
     assert tables.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=5"]}) == "crapnet"
-    assert tables.summary_variant({"method": "crapnet", "variant": "crapnet-aligned", "overrides": []}) == "crapnet-aligned"
+    assert (
+        tables.summary_variant({"method": "crapnet", "variant": "crapnet-aligned", "overrides": []})
+        == "crapnet-aligned"
+    )
     # values read back as `--set` parsed them (7.0 and 1e1 are integers there), never a crash
     assert tables.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=7.0"]}) == "crapnet-blocks7"
     assert tables.summary_variant({"method": "crapnet", "overrides": ["model.n_blocks=1e1"]}) == "crapnet-blocks10"
-    assert tables.summary_variant({"method": "crapnet", "variant": "crapnet", "overrides": ["model.n_blocks=x"]}) == "crapnet"
+    assert (
+        tables.summary_variant({"method": "crapnet", "variant": "crapnet", "overrides": ["model.n_blocks=x"]})
+        == "crapnet"
+    )
     # an axis the run's code did not name yet extends the stored variant
-    old = {"method": "crapnet", "variant": "crapnet-aligned", "overrides": ["model.carafe_window=aligned", "model.n_blocks=7"]}
+    old = {
+        "method": "crapnet",
+        "variant": "crapnet-aligned",
+        "overrides": ["model.carafe_window=aligned", "model.n_blocks=7"],
+    }
     assert tables.summary_variant(old) == "crapnet-aligned-blocks7"
 
 
@@ -70,7 +100,13 @@ def test_every_registry_method_sits_under_its_published_row_and_in_the_figure(tm
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    for method, mean in (("crapnet", 0.40), ("alpnet_sup", 0.30), ("alpnet_init", 0.10), ("rpnet", 0.33), ("adnet", 0.35)):
+    for method, mean in (
+        ("crapnet", 0.40),
+        ("alpnet_sup", 0.30),
+        ("alpnet_init", 0.10),
+        ("rpnet", 0.33),
+        ("adnet", 0.35),
+    ):
         _write(tmp_path, f"chaos_setting1_{method}_lite", method, mean=mean)
     ours = tables.summary_frame(tables.load_summaries(tmp_path, profile="lite")).assign(source="ours")
     table = tables.comparison_table(ours, 1, "chaos")

@@ -36,7 +36,7 @@ def _shots(b=2, k=3, c=8, h=8, w=8, size=32, seed=0):
     for i in range(b):
         for j in range(k):  # a different rectangle per shot, large enough for local prototypes
             y, x = 4 + 2 * j + i, 3 + 3 * j
-            fg[i, j, y:y + 14, x:x + 16] = 1.0
+            fg[i, j, y : y + 14, x : x + 16] = 1.0
     return feats, fg, 1.0 - fg
 
 
@@ -63,13 +63,13 @@ def test_local_prototypes_come_from_every_shot(kind):
     fg_p, fg_ok, bg_p, bg_ok = clf.prototypes_shots(feats, fg, bg)
     g = (8 // 2) ** 2
     per = [clf.prototypes(feats[:, j], fg[:, j], bg[:, j]) for j in range(3)]
-    for j, (pf, okf, pb, okb) in enumerate(per):
-        torch.testing.assert_close(fg_p[:, j * g:(j + 1) * g], pf[:, :g])  # shot j's local prototypes
-        assert torch.equal(fg_ok[:, j * g:(j + 1) * g], okf[:, :g])
-        assert torch.equal(bg_ok[:, j * g:(j + 1) * g], okb[:, :g])
+    for j, (pf, okf, _pb, okb) in enumerate(per):
+        torch.testing.assert_close(fg_p[:, j * g : (j + 1) * g], pf[:, :g])  # shot j's local prototypes
+        assert torch.equal(fg_ok[:, j * g : (j + 1) * g], okf[:, :g])
+        assert torch.equal(bg_ok[:, j * g : (j + 1) * g], okb[:, :g])
         torch.testing.assert_close(fg_p[:, 3 * g + j], pf[:, g])  # shot j's global foreground prototype
-    assert fg_ok[:, :3 * g].any(dim=1).all(), "the constructed masks must give local foreground prototypes"
-    assert fg_ok[:, 3 * g:3 * g + 3].all() and not fg_ok[:, -1].any()  # every shot's global one, not the mean
+    assert fg_ok[:, : 3 * g].any(dim=1).all(), "the constructed masks must give local foreground prototypes"
+    assert fg_ok[:, 3 * g : 3 * g + 3].all() and not fg_ok[:, -1].any()  # every shot's global one, not the mean
     # no local foreground prototype anywhere: the mean of the shots' global prototypes (SSL-ALPNet's mask mode)
     thin = torch.zeros_like(fg)
     thin[:, :, 10, 5:20] = 1.0
@@ -88,8 +88,9 @@ def test_local_prototypes_come_from_every_shot(kind):
 
 # ---------------------------------------------------------------------- identical shots = 1 shot
 def _model(method: str):
-    cfg = make_config("smoke", "phantom", 1, 0, method,
-                      test_group=("liver", "spleen") if method == "alpnet_sup" else None)
+    cfg = make_config(
+        "smoke", "phantom", 1, 0, method, test_group=("liver", "spleen") if method == "alpnet_sup" else None
+    )
     torch.manual_seed(1)
     model = get_method(method).build_model(cfg.model) if is_registered(method) else FewShotSegmenter(cfg.model)
     attention = getattr(model, "attention", None)
@@ -105,14 +106,16 @@ def test_identical_shots_give_the_one_shot_answer(method):
     g = torch.Generator().manual_seed(2)
     image = torch.randn(1, 3, s, s, generator=g)
     mask = torch.zeros(1, s, s, dtype=torch.long)
-    mask[:, s // 4: 3 * s // 4, s // 5: 3 * s // 5] = 1
+    mask[:, s // 4 : 3 * s // 4, s // 5 : 3 * s // 5] = 1
     query = torch.randn(2, 3, s, s, generator=g)
     one = model.predict_logits(image, mask, query)
     assert torch.equal(model.predict_logits(image[:, None], mask[:, None], query), one)  # K = 1: bit for bit
     many = model.predict_logits(image[:, None].expand(1, 3, 3, s, s), mask[:, None].expand(1, 3, s, s), query)
     torch.testing.assert_close(many, one, rtol=1e-4, atol=1e-4)
     other = torch.randn(1, 1, 3, s, s, generator=g)
-    mixed = model.predict_logits(torch.cat([image[:, None], other], 1), torch.cat([mask[:, None], mask[:, None]], 1), query)
+    mixed = model.predict_logits(
+        torch.cat([image[:, None], other], 1), torch.cat([mask[:, None], mask[:, None]], 1), query
+    )
     assert not torch.allclose(mixed, one, atol=1e-3), "a second, different shot must change the answer"
 
 
@@ -176,8 +179,28 @@ def test_parse_shots_and_spread():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("kshot") / "run"
-    assert main(["train", "--dataset", "phantom", "--fold", "0", "--method", "alpnet", "--profile", "smoke",
-                 "--steps", "2", "--out", str(run), "--no-progress", "--evaluate"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "phantom",
+                "--fold",
+                "0",
+                "--method",
+                "alpnet",
+                "--profile",
+                "smoke",
+                "--steps",
+                "2",
+                "--out",
+                str(run),
+                "--no-progress",
+                "--evaluate",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -202,7 +225,7 @@ def test_supports_and_shots_keep_the_standard_result(smoke_run, tmp_path, capsys
     top = ks["max_shots"]
     assert top == len(m["test_scans"]) and [p["k"] for p in ks["points"]] == list(range(1, top + 1))
     for p in ks["points"]:
-        for organ, rows in p["supports"].items():
+        for rows in p["supports"].values():
             for q, ids in rows.items():
                 assert q not in ids and ids[0] == std and len(ids) == p["k"]
     # a second call for one k keeps the other points
@@ -248,8 +271,15 @@ def test_segment_with_k_supports(smoke_run, tmp_path, capsys):
     m = json.loads((smoke_run / "metrics.json").read_text())
     s, q = m["support"]["scan_id"], m["test_scans"][0]
     pair = ["--support-image", str(ds.image_path(spec, s)), "--support-label", str(ds.label_path(spec, s))]
-    base = ["segment", "--run", str(smoke_run), "--support-organ-label", str(spec.labels["liver"]),
-            "--query-image", str(ds.image_path(spec, q))]
+    base = [
+        "segment",
+        "--run",
+        str(smoke_run),
+        "--support-organ-label",
+        str(spec.labels["liver"]),
+        "--query-image",
+        str(ds.image_path(spec, q)),
+    ]
     assert main([*base, *pair, "--out", str(tmp_path / "one.nii.gz")]) == 0
     one = json.loads(capsys.readouterr().out)
     assert main([*base, *pair, *pair, *pair, "--out", str(tmp_path / "three.nii.gz")]) == 0
@@ -259,11 +289,20 @@ def test_segment_with_k_supports(smoke_run, tmp_path, capsys):
     b = np.asarray(nib.load(str(tmp_path / "three.nii.gz")).dataobj)
     assert (a != b).mean() < 1e-4  # the same support three times: the 1-shot mask (up to float ties)
     other = m["test_scans"][1]
-    two = [*pair, "--support-image", str(ds.image_path(spec, other)), "--support-label", str(ds.label_path(spec, other))]
+    two = [
+        *pair,
+        "--support-image",
+        str(ds.image_path(spec, other)),
+        "--support-label",
+        str(ds.label_path(spec, other)),
+    ]
     assert main([*base, *two, "--out", str(tmp_path / "two.nii.gz")]) == 0
     assert json.loads(capsys.readouterr().out)["shots"] == 2
     # one label map short; the query among the supports
-    assert main([*base, *pair, "--support-image", str(ds.image_path(spec, other)), "--out", str(tmp_path / "x.nii.gz")]) == 2
+    assert (
+        main([*base, *pair, "--support-image", str(ds.image_path(spec, other)), "--out", str(tmp_path / "x.nii.gz")])
+        == 2
+    )
     assert "one label map per support image" in capsys.readouterr().err
     own = [*pair, "--support-image", str(ds.image_path(spec, q)), "--support-label", str(ds.label_path(spec, q))]
     assert main([*base, *own, "--out", str(tmp_path / "y.nii.gz")]) == 2
@@ -274,8 +313,17 @@ def _sens(dice_by_query: dict, fold: int = 0, standard: str = "8") -> dict:
     """A sensitivity dict for one organ from {query: {support: dice}} (what support_sensitivity writes)."""
     dice = {"liver": dice_by_query}
     per_query, per_fold = sup.sensitivity_stats(dice, ["liver"], standard)
-    return {"dataset": "chaos", "setting": 1, "fold": fold, "organs": ["liver"], "query_scans": list(dice_by_query),
-            "standard_support": standard, "dice": dice, "per_query": per_query, "per_fold": per_fold}
+    return {
+        "dataset": "chaos",
+        "setting": 1,
+        "fold": fold,
+        "organs": ["liver"],
+        "query_scans": list(dice_by_query),
+        "standard_support": standard,
+        "dice": dice,
+        "per_query": per_query,
+        "per_fold": per_fold,
+    }
 
 
 def test_support_against_method_on_constructed_files(tmp_path):
@@ -286,8 +334,9 @@ def test_support_against_method_on_constructed_files(tmp_path):
     b = _sens({"1": {"8": 0.50, "2": 0.55, "3": 0.45}, "2": {"8": 0.60, "1": 0.62, "3": 0.60}})
     assert a["per_query"]["liver"]["1"]["range"] == pytest.approx(0.2)
     assert a["per_fold"]["mean"]["worst"] == pytest.approx((0.40 + 0.65) / 2)
-    c = rs.support_vs_method({("chaos", "crapnet"): {0: {"sensitivity": a}}, ("chaos", "alpnet"): {0: {"sensitivity": b}}},
-                             "chaos")
+    c = rs.support_vs_method(
+        {("chaos", "crapnet"): {0: {"sensitivity": a}}, ("chaos", "alpnet"): {0: {"sensitivity": b}}}, "chaos"
+    )
     r = c["all"]
     assert r["n_queries"] == 2 and r["standard"] == pytest.approx(0.10)
     # worst: query 1 with support 2 (-0.15), query 2 with support 3 (+0.05); best: +0.10 and +0.10
@@ -299,16 +348,19 @@ def test_support_against_method_on_constructed_files(tmp_path):
     assert r["pairs_same_sign"] == pytest.approx(5 / 6)
     assert "| no |" in rs.support_vs_method_md({"chaos": c})
     assert c["all"]["fold_level"]["ci_low"] is None  # one fold: no fold-level interval (the study's statistics)
-    three = {("chaos", "crapnet"): {f: {"sensitivity": {**a, "fold": f}} for f in range(3)},
-             ("chaos", "alpnet"): {f: {"sensitivity": {**b, "fold": f}} for f in range(3)}}
+    three = {
+        ("chaos", "crapnet"): {f: {"sensitivity": {**a, "fold": f}} for f in range(3)},
+        ("chaos", "alpnet"): {f: {"sensitivity": {**b, "fold": f}} for f in range(3)},
+    }
     fl = rs.support_vs_method(three, "chaos")["all"]["fold_level"]
     assert fl["n_folds"] == 3 and fl["n"] == 6 and fl["mean_diff"] == pytest.approx(0.10)
     assert fl["ci_low"] == pytest.approx(0.10) and fl["ci_high"] == pytest.approx(0.10)  # identical differences
     # queries or supports that differ between the two files: refused, one line naming the field
     other = _sens({"1": {"8": 0.6}, "3": {"8": 0.6}})
     with pytest.raises(ValueError, match="query_scans"):
-        rs.support_vs_method({("chaos", "crapnet"): {0: {"sensitivity": a}}, ("chaos", "alpnet"): {0: {"sensitivity": other}}},
-                             "chaos")
+        rs.support_vs_method(
+            {("chaos", "crapnet"): {0: {"sensitivity": a}}, ("chaos", "alpnet"): {0: {"sensitivity": other}}}, "chaos"
+        )
 
 
 def test_the_page_says_not_run_yet_without_result_files(tmp_path):
@@ -326,15 +378,25 @@ def test_the_page_says_not_run_yet_without_result_files(tmp_path):
 def test_an_interrupted_sensitivity_resumes(smoke_run, monkeypatch):
     from crapnet_core.engine.evaluation import FoldEvaluator
 
-    full = json.loads((smoke_run / sup.SENSITIVITY_FILE).read_text()) if (smoke_run / sup.SENSITIVITY_FILE).is_file() \
+    full = (
+        json.loads((smoke_run / sup.SENSITIVITY_FILE).read_text())
+        if (smoke_run / sup.SENSITIVITY_FILE).is_file()
         else sup.evaluate_supports(smoke_run, progress=False)
+    )
     first = full["supports"][0]
     partial = {k: full[k] for k in ("config_hash", "checkpoint", "step")}
-    partial.update(supports_done=[first], support_slices={first: full["support_slices"][first]},
-                   dice={o: {q: {s: v for s, v in r.items() if s == first} for q, r in rows.items()}
-                         for o, rows in full["dice"].items()},
-                   hd95={o: {q: {s: v for s, v in r.items() if s == first} for q, r in rows.items()}
-                         for o, rows in full["hd95"].items()})
+    partial.update(
+        supports_done=[first],
+        support_slices={first: full["support_slices"][first]},
+        dice={
+            o: {q: {s: v for s, v in r.items() if s == first} for q, r in rows.items()}
+            for o, rows in full["dice"].items()
+        },
+        hd95={
+            o: {q: {s: v for s, v in r.items() if s == first} for q, r in rows.items()}
+            for o, rows in full["hd95"].items()
+        },
+    )
     (smoke_run / "support_sensitivity.partial.json").write_text(json.dumps(partial))
     calls = []
     original = FoldEvaluator.score

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from crapnet_core.cli import main
-from crapnet_core.engine.experiment import make_config
 from crapnet_core.data.protocol import make_fold
+from crapnet_core.engine.experiment import make_config
 
 CHAOS_IDS = [1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39]
 
@@ -44,9 +44,27 @@ def test_training_never_sees_the_validation_scan():
 
 def test_cli_train_evaluate_on_validation(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--dataset", "phantom", "--fold", "1", "--method", "panet", "--profile", "smoke",
-            "--steps", "2", "--set", "data.validation=true", "--out", str(run), "--no-progress",
-            "--evaluate", "--on", "validation"]
+    args = [
+        "train",
+        "--dataset",
+        "phantom",
+        "--fold",
+        "1",
+        "--method",
+        "panet",
+        "--profile",
+        "smoke",
+        "--steps",
+        "2",
+        "--set",
+        "data.validation=true",
+        "--out",
+        str(run),
+        "--no-progress",
+        "--evaluate",
+        "--on",
+        "validation",
+    ]
     assert main(args) == 0
     assert (run / "metrics_validation.json").is_file() and not (run / "metrics.json").exists()
     m = json.loads((run / "metrics_validation.json").read_text())
@@ -62,8 +80,27 @@ def test_cli_train_evaluate_on_validation(tmp_path, capsys):
     assert t["split"] == "test" and t["test_scans"] == list(fold.test_ids)
     # a run trained without the hold-out cannot be scored on a validation scan: one clear line
     run2 = tmp_path / "run2"
-    assert main(["train", "--dataset", "phantom", "--fold", "1", "--method", "panet", "--profile", "smoke",
-                 "--steps", "1", "--out", str(run2), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "phantom",
+                "--fold",
+                "1",
+                "--method",
+                "panet",
+                "--profile",
+                "smoke",
+                "--steps",
+                "1",
+                "--out",
+                str(run2),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["evaluate", str(run2), "--split", "validation", "--no-progress"]) == 2
     err = capsys.readouterr().err

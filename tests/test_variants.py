@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crapnet_core.models.config import ModelConfig
 from crapnet_core.engine.experiment import make_config
+from crapnet_core.models.config import ModelConfig
 from crapnet_core.models.segmenter import FewShotSegmenter
 
 VARIANTS = {
@@ -39,10 +39,18 @@ def test_presets_and_switches():
     assert (p.uses_attention, p.prototype_kind) == (False, "global")
     assert ModelConfig(method="crapnet", attention="off").uses_attention is False
     names = {n: make_config("lite", "chaos", 1, 0, n.split("+")[0], VARIANTS[n]).model.variant_name() for n in VARIANTS}
-    assert names == {"alpnet": "alpnet", "alpnet+attention": "alpnet-att", "alpnet+carafe": "alpnet-carafe",
-                     "crapnet": "crapnet", "crapnet+aligned": "crapnet-aligned"}
-    assert make_config("lite", "chaos", 1, 0, "alpnet", ["model.attention=on"]).run_name().startswith(
-        "chaos_s1_all_f0_alpnet-att_lite_")
+    assert names == {
+        "alpnet": "alpnet",
+        "alpnet+attention": "alpnet-att",
+        "alpnet+carafe": "alpnet-carafe",
+        "crapnet": "crapnet",
+        "crapnet+aligned": "crapnet-aligned",
+    }
+    assert (
+        make_config("lite", "chaos", 1, 0, "alpnet", ["model.attention=on"])
+        .run_name()
+        .startswith("chaos_s1_all_f0_alpnet-att_lite_")
+    )
     # each variant is its own experiment (own hash)
     hashes = {make_config("lite", "chaos", 1, 0, n.split("+")[0], VARIANTS[n]).config_hash() for n in VARIANTS}
     assert len(hashes) == len(VARIANTS)
@@ -82,12 +90,20 @@ def test_variant_shapes_and_one_training_step(name):
 def test_variant_summary_has_no_paper_row():
     from crapnet_core.engine.runs import summary_markdown
 
-    summary = {"dataset": "chaos", "setting": 1, "method": "alpnet", "variant": "alpnet-att", "profile": "lite",
-               "organs": ["left_kidney", "right_kidney", "spleen", "liver"], "folds": [0],
-               "per_fold": {"0": {"dice": {"left_kidney": 0.5, "mean": 0.5}}},
-               "mean": {"dice": {"left_kidney": 0.5, "mean": 0.5}, "dice_std_over_folds": {}, "hd95": {}, "asd": {}},
-               "paper_dice": {"LK": 73.63, "RK": 78.39, "Spleen": 67.02, "Liver": 73.05, "Mean": 73.02},
-               "train_seconds_total": 1.0, "eval_seconds_total": 1.0}
+    summary = {
+        "dataset": "chaos",
+        "setting": 1,
+        "method": "alpnet",
+        "variant": "alpnet-att",
+        "profile": "lite",
+        "organs": ["left_kidney", "right_kidney", "spleen", "liver"],
+        "folds": [0],
+        "per_fold": {"0": {"dice": {"left_kidney": 0.5, "mean": 0.5}}},
+        "mean": {"dice": {"left_kidney": 0.5, "mean": 0.5}, "dice_std_over_folds": {}, "hd95": {}, "asd": {}},
+        "paper_dice": {"LK": 73.63, "RK": 78.39, "Spleen": 67.02, "Liver": 73.05, "Mean": 73.02},
+        "train_seconds_total": 1.0,
+        "eval_seconds_total": 1.0,
+    }
     md = summary_markdown(summary)
     assert "SSL-ALPNet variant `alpnet-att`" in md and "(paper, Table 1)" not in md
     summary["variant"] = "alpnet"

@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import crapnet_core
 
@@ -114,8 +115,9 @@ def notebook_modules(path: str | os.PathLike) -> set[str]:
     for cell in nb.get("cells", []):
         if cell.get("cell_type") != "code":
             continue
-        src = "\n".join(ln for ln in "".join(cell.get("source", "")).splitlines()
-                        if not ln.lstrip().startswith(("%", "!")))
+        src = "\n".join(
+            ln for ln in "".join(cell.get("source", "")).splitlines() if not ln.lstrip().startswith(("%", "!"))
+        )
         try:
             found |= _imported_modules(ast.parse(src))
         except SyntaxError:
@@ -130,4 +132,3 @@ def content_key(files: Iterable[str | os.PathLike] = (), **values: Any) -> str:
         h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
     h.update(json.dumps(values, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
-

@@ -16,8 +16,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..io import write_json
 from .gpus import gpu_count
@@ -70,10 +71,25 @@ def snakemake_command(
     path = snakefile(root) if workflow_file == "Snakefile" else root / "workflow" / workflow_file
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the workflow is missing from this checkout")
-    items = list(config) if config is not None else [f"plan={plan_file}", f"repo={notebooks_root}",
-                                                      f"gpus_per_job={gpus_per_job}", f"per_gpu={per_gpu}"]
-    cmd = [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(path), "--directory", str(out_dir),
-           "--workflow-profile", str(root / "workflow" / "profiles" / profile), "--config", *items]
+    items = (
+        list(config)
+        if config is not None
+        else [f"plan={plan_file}", f"repo={notebooks_root}", f"gpus_per_job={gpus_per_job}", f"per_gpu={per_gpu}"]
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "--snakefile",
+        str(path),
+        "--directory",
+        str(out_dir),
+        "--workflow-profile",
+        str(root / "workflow" / "profiles" / profile),
+        "--config",
+        *items,
+    ]
     if executor == "local":
         cmd += ["--cores", str(cores), "--resources", f"gpu={gpus}"]
     else:
@@ -98,8 +114,10 @@ def snakemake_command(
 
 
 #: Snakemake lines shown on the terminal by ``crapnet book`` (all of them go to logs/snakemake.log).
-PROGRESS = re.compile(r"^\d+ of \d+ steps|^Error|^RuleException|Exception|^Nothing to be done|"
-                      r"^\s+(log|wildcards|message): |^Removing output files of failed job|^Complete log")
+PROGRESS = re.compile(
+    r"^\d+ of \d+ steps|^Error|^RuleException|Exception|^Nothing to be done|"
+    r"^\s+(log|wildcards|message): |^Removing output files of failed job|^Complete log"
+)
 
 
 def _profile_default_resources(profile_dir: str | os.PathLike | None) -> list[str]:
@@ -112,7 +130,9 @@ def _profile_default_resources(profile_dir: str | os.PathLike | None) -> list[st
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise FileNotFoundError(f"--cluster-profile: {path} not found (a Snakemake profile folder holds config.yaml)") from None
+        raise FileNotFoundError(
+            f"--cluster-profile: {path} not found (a Snakemake profile folder holds config.yaml)"
+        ) from None
     except yaml.YAMLError as err:
         raise ValueError(f"--cluster-profile: {path} is not valid YAML ({err})") from None
     res = data.get("default-resources") or []
@@ -166,7 +186,7 @@ def _snakemake_errors(log: Path) -> list[str]:
     for i, line in enumerate(text):
         if line.startswith("Error in rule"):
             lines.append(f"- {line.rstrip(':')}")
-            for follow in text[i + 1:i + 12]:
+            for follow in text[i + 1 : i + 12]:
                 if follow.strip().startswith(("message:", "log:", "wildcards:")):
                     lines.append(f"  {follow.strip()}")
                 elif not follow.startswith(" "):
@@ -178,8 +198,20 @@ def _snakemake_errors(log: Path) -> list[str]:
 _JOB_TABLE = re.compile(r"^(job\s+count|-+\s+-+|\w+\s+\d+)$")
 
 
-def _dry_run(plan, out_dir: Path, jobs, gpus: int, per_job: int, per_gpu: int, executor: str, cluster_profile,
-             partition, account, root: Path, echo: Callable[[str], None]) -> Path:
+def _dry_run(
+    plan,
+    out_dir: Path,
+    jobs,
+    gpus: int,
+    per_job: int,
+    per_gpu: int,
+    executor: str,
+    cluster_profile,
+    partition,
+    account,
+    root: Path,
+    echo: Callable[[str], None],
+) -> Path:
     """Snakemake's dry run of the plan, writing nothing into ``out_dir``: the plan file and the log go to a
     temporary folder; Snakemake works in ``out_dir`` when an earlier build left its records there (to say
     what is already done), else in the temporary folder. Echoes the job counts once."""
@@ -191,9 +223,21 @@ def _dry_run(plan, out_dir: Path, jobs, gpus: int, per_job: int, per_gpu: int, e
         tmp = Path(tmp)
         plan_file = save_plan(plan, tmp / "plan.json")
         work = out_dir if (out_dir / ".snakemake").is_dir() else tmp / "build"
-        cmd = snakemake_command(work, plan_file, plan.profile, jobs, gpus=gpus, gpus_per_job=per_job, dry_run=True,
-                                executor=executor, cluster_profile=cluster_profile, partition=partition,
-                                account=account, root=root, per_gpu=per_gpu)
+        cmd = snakemake_command(
+            work,
+            plan_file,
+            plan.profile,
+            jobs,
+            gpus=gpus,
+            gpus_per_job=per_job,
+            dry_run=True,
+            executor=executor,
+            cluster_profile=cluster_profile,
+            partition=partition,
+            account=account,
+            root=root,
+            per_gpu=per_gpu,
+        )
         lines: list[str] = []
         code = run_snakemake(cmd, tmp / "snakemake-plan.log", echo=lines.append)
         if code != 0:
@@ -271,13 +315,17 @@ def build_book(
     else:
         gpus = 0
         per_job = (0 if plan.device == "cpu" else 1) if gpus_per_job is None else int(gpus_per_job)
-        cluster_profile = Path(cluster_profile).resolve() if cluster_profile else root / "workflow" / "profiles" / executor
+        cluster_profile = (
+            Path(cluster_profile).resolve() if cluster_profile else root / "workflow" / "profiles" / executor
+        )
     where = f"{jobs} at a time" + (f", {gpus} GPU(s), {per_gpu} training(s) per GPU" if gpus else "")
     if executor != "local":
         queued = f"up to {jobs} jobs" if jobs else "jobs (as many as the cluster profile allows)"
         where = f"executor {executor}, {queued} queued at a time, {per_job} GPU(s) per job"
-    echo(f"crapnet book: profile {plan.profile}, data {', '.join(plan.datasets)}, {len(plan.jobs)} notebook "
-         f"execution(s), {where} -> {out_dir}")
+    echo(
+        f"crapnet book: profile {plan.profile}, data {', '.join(plan.datasets)}, {len(plan.jobs)} notebook "
+        f"execution(s), {where} -> {out_dir}"
+    )
     for note in plan.notes:
         echo(f"note: {note}")
     if "phantom" in plan.datasets:
@@ -285,39 +333,80 @@ def build_book(
 
         phantom_root()  # generate once here, not concurrently in several jobs
     if dry_run:
-        return _dry_run(plan, out_dir, jobs, gpus * int(per_gpu), per_job, int(per_gpu), executor, cluster_profile,
-                        partition, account, root, echo)
+        return _dry_run(
+            plan,
+            out_dir,
+            jobs,
+            gpus * int(per_gpu),
+            per_job,
+            int(per_gpu),
+            executor,
+            cluster_profile,
+            partition,
+            account,
+            root,
+            echo,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     plan_file = save_plan(plan, out_dir / "plan.json")
-    cmd = snakemake_command(out_dir, plan_file, plan.profile, jobs, gpus=gpus * int(per_gpu), gpus_per_job=per_job,
-                            force=force, executor=executor, cluster_profile=cluster_profile,
-                            partition=partition, account=account, root=root, per_gpu=int(per_gpu))
+    cmd = snakemake_command(
+        out_dir,
+        plan_file,
+        plan.profile,
+        jobs,
+        gpus=gpus * int(per_gpu),
+        gpus_per_job=per_job,
+        force=force,
+        executor=executor,
+        cluster_profile=cluster_profile,
+        partition=partition,
+        account=account,
+        root=root,
+        per_gpu=int(per_gpu),
+    )
     started = time.time()
-    state = dict(plan=plan.to_dict(), started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 command=cmd)
+    state = dict(
+        plan=plan.to_dict(), started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), command=cmd
+    )
     write_json(out_dir / "book.json", dict(state, status="executing"))
     say = echo if progress else (lambda line: None)
     code = run_snakemake(cmd, out_dir / "logs" / "snakemake.log", echo=say, show=PROGRESS)
     results = executed_results(plan, out_dir, since=started)
     index = out_dir / "html" / "index.html"
     if code != 0 or not index.is_file():
-        lines = _failures(out_dir, started) or _snakemake_errors(out_dir / "logs" / "snakemake.log") \
+        lines = (
+            _failures(out_dir, started)
+            or _snakemake_errors(out_dir / "logs" / "snakemake.log")
             or [f"- see {out_dir / 'logs' / 'snakemake.log'}"]
-        err = (f"the book's workflow failed (Snakemake status {code}); what failed:\n" + "\n".join(lines)
-               + f"\nper-job logs: {out_dir / 'logs'}; Snakemake's log: {out_dir / 'logs' / 'snakemake.log'}")
+        )
+        err = (
+            f"the book's workflow failed (Snakemake status {code}); what failed:\n"
+            + "\n".join(lines)
+            + f"\nper-job logs: {out_dir / 'logs'}; Snakemake's log: {out_dir / 'logs' / 'snakemake.log'}"
+        )
         write_json(out_dir / "book.json", dict(state, status="failed", error=err))
         raise BookError(err)
     total = time.time() - started
     sphinx = out_dir / "logs" / "sphinx.log"
-    warnings = [ln for ln in sphinx.read_text(errors="replace").splitlines() if "WARNING" in ln or "ERROR" in ln] \
-        if sphinx.is_file() else []
-    write_json(out_dir / "book.json", dict(
-        state, status="ok", index=str(index), wall_s=round(total, 1), sphinx_warnings=len(warnings),
-        executions=[dict(name=r.job.name, status=r.status, wall_s=round(r.wall_s, 1)) for r in results],
-    ))
-    echo(f"notebooks: {sum(r.status == 'ok' for r in results)} executed, "
-         f"{sum(r.status == 'cached' for r in results)} reused; book built in {total:.0f} s "
-         f"({len(warnings)} Sphinx warning(s)): {index}")
+    warnings = (
+        [ln for ln in sphinx.read_text(errors="replace").splitlines() if "WARNING" in ln or "ERROR" in ln]
+        if sphinx.is_file()
+        else []
+    )
+    write_json(
+        out_dir / "book.json",
+        dict(
+            state,
+            status="ok",
+            index=str(index),
+            wall_s=round(total, 1),
+            sphinx_warnings=len(warnings),
+            executions=[dict(name=r.job.name, status=r.status, wall_s=round(r.wall_s, 1)) for r in results],
+        ),
+    )
+    echo(
+        f"notebooks: {sum(r.status == 'ok' for r in results)} executed, "
+        f"{sum(r.status == 'cached' for r in results)} reused; book built in {total:.0f} s "
+        f"({len(warnings)} Sphinx warning(s)): {index}"
+    )
     return index
-
-

@@ -17,9 +17,10 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..io import write_text
 from ..paths import repo_root
@@ -64,8 +65,13 @@ def job_parameters(job: Job, plan: BookPlan, declared: Iterable[str]) -> dict[st
     """
     declared = set(declared)
     # interactive=False: batch run, static figures instead of widgets (the HTML stays complete)
-    common = dict(data_root=plan.data_root, runs_root=plan.runs_root, results_dir=plan.results_dir,
-                  device=plan.device, interactive=False)
+    common = dict(
+        data_root=plan.data_root,
+        runs_root=plan.runs_root,
+        results_dir=plan.results_dir,
+        device=plan.device,
+        interactive=False,
+    )
     unknown = sorted(set(job.params) - declared)
     if unknown:
         raise BookError(
@@ -103,8 +109,9 @@ class FailedCell:
     def describe(self) -> str:
         first = next((ln for ln in self.source.splitlines() if ln.strip()), "")
         count = f", In [{self.execution_count}]" if self.execution_count else ""
-        return (f"code cell {self.index} of the executed copy{count} `{first.strip()[:100]}`: "
-                f"{self.ename}: {self.evalue}")
+        return (
+            f"code cell {self.index} of the executed copy{count} `{first.strip()[:100]}`: {self.ename}: {self.evalue}"
+        )
 
 
 def failing_cell(path: str | os.PathLike) -> FailedCell | None:
@@ -120,8 +127,13 @@ def failing_cell(path: str | os.PathLike) -> FailedCell | None:
         index += 1
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                return FailedCell(index, cell.get("execution_count"), "".join(cell.get("source", "")),
-                                  out.get("ename", "Error"), str(out.get("evalue", ""))[:500])
+                return FailedCell(
+                    index,
+                    cell.get("execution_count"),
+                    "".join(cell.get("source", "")),
+                    out.get("ename", "Error"),
+                    str(out.get("evalue", ""))[:500],
+                )
     return None
 
 
@@ -154,15 +166,27 @@ def execute_notebook(spec: dict[str, Any]) -> Path:
     logs = out_dir / "logs"
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     write_text(logs / f"{spec['name']}.params.yaml", yaml.safe_dump(spec["params"], sort_keys=True))
-    info = dict(key=spec.get("key"), notebook=spec.get("notebook"), tag=spec.get("tag"), title=spec.get("title"),
-                params=spec["params"], started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                host=platform.node())
+    info = dict(
+        key=spec.get("key"),
+        notebook=spec.get("notebook"),
+        tag=spec.get("tag"),
+        title=spec.get("title"),
+        params=spec["params"],
+        started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        host=platform.node(),
+    )
     started = time.time()
     error: BaseException | None = None
     try:
         papermill.execute_notebook(
-            spec["template"], str(out_nb), parameters=spec["params"], cwd=spec.get("cwd"), kernel_name="python3",
-            progress_bar=False, log_output=True, request_save_on_cell_execute=True,
+            spec["template"],
+            str(out_nb),
+            parameters=spec["params"],
+            cwd=spec.get("cwd"),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=True,
+            request_save_on_cell_execute=True,
         )
     except Exception as err:  # noqa: BLE001 - described below with the failing cell
         error = err
@@ -175,8 +199,10 @@ def execute_notebook(spec: dict[str, Any]) -> Path:
     if out_nb.is_file():
         with contextlib.suppress(OSError, json.JSONDecodeError):
             _mark(out_nb, dict(info, status="failed", error=why))
-    raise BookError(f"{spec.get('shown', spec['name'])}\n  failed in {why}\n  partial notebook kept: {out_nb}\n"
-                    f"  log: {logs / (spec['name'] + '.log')}")
+    raise BookError(
+        f"{spec.get('shown', spec['name'])}\n  failed in {why}\n  partial notebook kept: {out_nb}\n"
+        f"  log: {logs / (spec['name'] + '.log')}"
+    )
 
 
 def executed_results(plan: BookPlan, out_dir: str | os.PathLike, since: float | None = None) -> list[JobResult]:
@@ -193,8 +219,14 @@ def executed_results(plan: BookPlan, out_dir: str | os.PathLike, since: float | 
         if status == "ok" and since is not None:
             started = _dt.datetime.fromisoformat(meta.get("started", "1970-01-01T00:00:00+00:00")).timestamp()
             status = "ok" if started >= since - 1 else "cached"
-        out.append(JobResult(job, path, status, float(meta.get("wall_s") or 0.0), meta.get("error", ""),
-                             Path(out_dir) / "logs" / f"{job.name}.log"))
+        out.append(
+            JobResult(
+                job,
+                path,
+                status,
+                float(meta.get("wall_s") or 0.0),
+                meta.get("error", ""),
+                Path(out_dir) / "logs" / f"{job.name}.log",
+            )
+        )
     return out
-
-

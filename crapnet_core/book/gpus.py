@@ -13,8 +13,8 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def gpu_count() -> int:
@@ -45,8 +45,9 @@ def claim_gpu(lock_dir: Path, n_devices: int, slots: int = 1) -> Iterator[str | 
     visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     devices = visible or [str(i) for i in range(n_devices)]
     lock_dir.mkdir(parents=True, exist_ok=True)
-    names = [(dev, f"gpu{dev}.lock" if slots <= 1 else f"gpu{dev}.{j}.lock") for j in range(max(1, slots))
-             for dev in devices]
+    names = [
+        (dev, f"gpu{dev}.lock" if slots <= 1 else f"gpu{dev}.{j}.lock") for j in range(max(1, slots)) for dev in devices
+    ]
     while True:
         for dev, name in names:
             fh = open(lock_dir / name, "w")
@@ -74,4 +75,3 @@ def device_env(spec: dict) -> Iterator[None]:
         if dev is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = dev
         yield
-

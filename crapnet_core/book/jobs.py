@@ -15,8 +15,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..io import write_json, write_text
 from .gpus import device_env
@@ -111,8 +112,13 @@ def job_html(spec: dict) -> None:
     print(index)
 
 
-JOBS = {"superpixels": job_superpixels, "train": job_train, "evaluate": job_evaluate,
-        "notebook": job_notebook, "html": job_html}
+JOBS = {
+    "superpixels": job_superpixels,
+    "train": job_train,
+    "evaluate": job_evaluate,
+    "notebook": job_notebook,
+    "html": job_html,
+}
 
 
 def job_spec(step: str, name: str, config: dict[str, Any], key: str = "") -> dict[str, Any]:
@@ -129,12 +135,23 @@ def job_spec(step: str, name: str, config: dict[str, Any], key: str = "") -> dic
     plan = load_or_plan(config)
     root = Path(config["repo"])
     gpu = int(config.get("gpus_per_job", 0))
-    base = dict(out=config["out"], data_root=plan.data_root, runs_root=plan.runs_root, device=plan.device, key=key,
-                per_gpu=int(config.get("per_gpu", 1)))
+    base = dict(
+        out=config["out"],
+        data_root=plan.data_root,
+        runs_root=plan.runs_root,
+        device=plan.device,
+        key=key,
+        per_gpu=int(config.get("per_gpu", 1)),
+    )
     if step == "superpixels":
         dataset, scan = name.split(":", 1)
-        return dict(base, name=f"superpixels_{dataset}_{scan}", dataset=dataset, scan=scan,
-                    output=str(Path(config["out"]) / "superpixels" / dataset / f"{scan}.json"))
+        return dict(
+            base,
+            name=f"superpixels_{dataset}_{scan}",
+            dataset=dataset,
+            scan=scan,
+            output=str(Path(config["out"]) / "superpixels" / dataset / f"{scan}.json"),
+        )
     if step in ("train", "evaluate"):
         for job in plan.jobs:
             for args in runs_read(job):
@@ -148,9 +165,18 @@ def job_spec(step: str, name: str, config: dict[str, Any], key: str = "") -> dic
             raise ValueError(f"notebook: no execution {name!r} in the plan")
         template = notebook_path(job.notebook, root)
         declared = notebook_parameters(template)
-        return dict(base, name=name, notebook=job.notebook, template=str(template), tag=job.tag, title=job.title,
-                    params=job_parameters(job, plan, declared), shown=job.describe(), cwd=str(root),
-                    gpu=gpu if "device" in declared else 0)
+        return dict(
+            base,
+            name=name,
+            notebook=job.notebook,
+            template=str(template),
+            tag=job.tag,
+            title=job.title,
+            params=job_parameters(job, plan, declared),
+            shown=job.describe(),
+            cwd=str(root),
+            gpu=gpu if "device" in declared else 0,
+        )
     if step == "html":
         return dict(base, name="html", plan=plan.to_dict(), root=str(root))
     raise ValueError(f"unknown step {step!r}")
@@ -160,17 +186,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m crapnet_core.book.jobs STEP NAME CONFIG_JSON KEY``: the body of one Snakemake job."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 4 or argv[0] not in JOBS:
-        print(f"usage: python -m crapnet_core.book.jobs {{{','.join(JOBS)}}} NAME CONFIG_JSON KEY "
-              "(run by workflow/Snakefile)", file=sys.stderr)
+        print(
+            f"usage: python -m crapnet_core.book.jobs {{{','.join(JOBS)}}} NAME CONFIG_JSON KEY "
+            "(run by workflow/Snakefile)",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     step, name, config, key = argv[0], argv[1], json.loads(argv[2]), argv[3]
     t0 = time.time()
-    print(f"[{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC] {step} {name} on "
-          f"{os.uname().nodename} (SLURM job {os.environ.get('SLURM_JOB_ID', '-')}, "
-          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '-')})", flush=True)
-    spec: dict[str, Any] = dict(out=config["out"], name=("superpixels_" if step == "superpixels" else "")
-                                + name.replace(":", "_"))
+    print(
+        f"[{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC] {step} {name} on "
+        f"{os.uname().nodename} (SLURM job {os.environ.get('SLURM_JOB_ID', '-')}, "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '-')})",
+        flush=True,
+    )
+    spec: dict[str, Any] = dict(
+        out=config["out"], name=("superpixels_" if step == "superpixels" else "") + name.replace(":", "_")
+    )
     stale = Path(config["out"]) / "logs" / "failed" / f"{spec['name']}.txt"
     stale.unlink(missing_ok=True)  # the record of an earlier failure of this job
     try:

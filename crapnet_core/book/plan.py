@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.runs import run_config  # noqa: F401 (the plan's configs; re-exported)
-from ..facts import (DATASET_FOLDERS, DATASET_TITLES, FOLDS, PROFILES, SETTINGS, TABLE3_BLOCKS,
-                     TABLE4_BRANCHES)
+from ..facts import DATASET_FOLDERS, DATASET_TITLES, FOLDS, PROFILES, SETTINGS, TABLE3_BLOCKS, TABLE4_BRANCHES
 from ..io import write_json
 from ..paths import available_datasets, default_results_dir, default_runs_root
 
@@ -122,8 +121,15 @@ def slugify(text: str) -> str:
     return slug
 
 
-def _train_tag(dataset: str, setting: int, fold: int, method: str, blocks: int | None, branches: int | None,
-               group: str | None = None) -> str:
+def _train_tag(
+    dataset: str,
+    setting: int,
+    fold: int,
+    method: str,
+    blocks: int | None,
+    branches: int | None,
+    group: str | None = None,
+) -> str:
     tag = f"{dataset}-s{setting}"
     if group:
         tag += f"-{group}"
@@ -135,8 +141,15 @@ def _train_tag(dataset: str, setting: int, fold: int, method: str, blocks: int |
     return tag
 
 
-def _train_title(dataset: str, setting: int, fold: int, method: str, blocks: int | None, branches: int | None,
-                 group: str | None = None) -> str:
+def _train_title(
+    dataset: str,
+    setting: int,
+    fold: int,
+    method: str,
+    blocks: int | None,
+    branches: int | None,
+    group: str | None = None,
+) -> str:
     title = f"{DATASET_TITLES.get(dataset, dataset)}, setting {setting}"
     if group:
         title += f" ({group.replace('_', ' and ')})"
@@ -148,18 +161,41 @@ def _train_title(dataset: str, setting: int, fold: int, method: str, blocks: int
     return title
 
 
-def _train_job(profile: str, dataset: str, setting: int, fold: int, method: str, blocks: int | None = None,
-               branches: int | None = None, group: str | None = None, stage: int = 1) -> Job:
-    params = dict(profile=profile, dataset=dataset, setting=setting, fold=fold, method=method,
-                  blocks=blocks, branches=branches, test_group=group)
-    return Job("03_train_fold", params, stage, _train_tag(dataset, setting, fold, method, blocks, branches, group),
-               _train_title(dataset, setting, fold, method, blocks, branches, group))
+def _train_job(
+    profile: str,
+    dataset: str,
+    setting: int,
+    fold: int,
+    method: str,
+    blocks: int | None = None,
+    branches: int | None = None,
+    group: str | None = None,
+    stage: int = 1,
+) -> Job:
+    params = dict(
+        profile=profile,
+        dataset=dataset,
+        setting=setting,
+        fold=fold,
+        method=method,
+        blocks=blocks,
+        branches=branches,
+        test_group=group,
+    )
+    return Job(
+        "03_train_fold",
+        params,
+        stage,
+        _train_tag(dataset, setting, fold, method, blocks, branches, group),
+        _train_title(dataset, setting, fold, method, blocks, branches, group),
+    )
 
 
 def _config_hash(job: Job) -> str:
     p = job.params
-    return run_config(p["profile"], p["dataset"], p["setting"], p["fold"], p["method"], p["blocks"],
-                      p["branches"], p["test_group"]).config_hash()
+    return run_config(
+        p["profile"], p["dataset"], p["setting"], p["fold"], p["method"], p["blocks"], p["branches"], p["test_group"]
+    ).config_hash()
 
 
 def ablation_reference(decl, table):
@@ -167,8 +203,13 @@ def ablation_reference(decl, table):
     profile and method with no overrides, off the ablation page (the method as the profile trains it; at
     ``lite`` the reference of the ablations family of :data:`crapnet_core.engine.decision.FAMILIES`), or None."""
     for r in decl.tables.values():
-        if (r.page != "ablations" and not r.overrides and not r.pending
-                and (r.dataset, r.setting, r.profile, r.method) == (table.dataset, table.setting, table.profile, table.method)):
+        if (
+            r.page != "ablations"
+            and not r.overrides
+            and not r.pending
+            and (r.dataset, r.setting, r.profile, r.method)
+            == (table.dataset, table.setting, table.profile, table.method)
+        ):
             return r
     return None
 
@@ -185,7 +226,9 @@ def ablation_points(decl, profile: str) -> dict[str, list[int]]:
         return {"blocks": [], "branches": []}
     ref = configs[0].model if refs else None
     blocks = sorted({c.model.n_blocks for c in configs if ref is None or c.model.branches == ref.branches})
-    branches = sorted({c.model.branches for c in configs if ref is None or c.model.n_blocks == ref.n_blocks}, reverse=True)
+    branches = sorted(
+        {c.model.branches for c in configs if ref is None or c.model.n_blocks == ref.n_blocks}, reverse=True
+    )
     return {"blocks": blocks, "branches": branches}
 
 
@@ -256,8 +299,7 @@ def plan_book(
     train_sets = list(datasets) if one["datasets"] == "all" else datasets[:1]
     jobs: list[Job] = []
     for ds in datasets:
-        jobs.append(Job("01_data_exploration", dict(profile=profile, dataset=ds), 0, ds,
-                        DATASET_TITLES.get(ds, ds)))
+        jobs.append(Job("01_data_exploration", dict(profile=profile, dataset=ds), 0, ds, DATASET_TITLES.get(ds, ds)))
         jobs.append(Job("02_superpixels", dict(profile=profile, dataset=ds), 0, ds, DATASET_TITLES.get(ds, ds)))
 
     main_ds = train_sets[0]
@@ -291,17 +333,35 @@ def plan_book(
 
     folds = list(scope.ablation_folds)
     for axis, what in (("blocks", "number of attention blocks"), ("branches", "two branches against one")):
-        jobs.append(Job("04_ablation", dict(profile=profile, dataset=main_ds, folds=folds, axis=axis,
-                                            values=list(points[axis])), 2, f"{main_ds}-{axis}",
-                        f"{what}, {DATASET_TITLES.get(main_ds, main_ds)}"))
+        jobs.append(
+            Job(
+                "04_ablation",
+                dict(profile=profile, dataset=main_ds, folds=folds, axis=axis, values=list(points[axis])),
+                2,
+                f"{main_ds}-{axis}",
+                f"{what}, {DATASET_TITLES.get(main_ds, main_ds)}",
+            )
+        )
     for ds in train_sets:
-        jobs.append(Job("05_qualitative", dict(profile=profile, dataset=ds, fold=first_fold,
-                                               methods=list(one["methods"])), 2, ds,
-                        DATASET_TITLES.get(ds, ds)))
+        jobs.append(
+            Job(
+                "05_qualitative",
+                dict(profile=profile, dataset=ds, fold=first_fold, methods=list(one["methods"])),
+                2,
+                ds,
+                DATASET_TITLES.get(ds, ds),
+            )
+        )
     for ds in train_sets:  # diagnostics of the CRAPNet run of the first trained fold (stage 1 trains it)
-        jobs.append(Job("07_inside_attention", dict(profile=profile, dataset=ds, setting=1,
-                                                    fold=first_fold, method="crapnet"), 2, ds,
-                        DATASET_TITLES.get(ds, ds)))
+        jobs.append(
+            Job(
+                "07_inside_attention",
+                dict(profile=profile, dataset=ds, setting=1, fold=first_fold, method="crapnet"),
+                2,
+                ds,
+                DATASET_TITLES.get(ds, ds),
+            )
+        )
     # the results page: the profile's declared tables of page `results`, cross-validated by this build
     # (train) or read from results/ (committed), with this build's own one-fold runs beside the latter
     tables = decl.results_page_tables(profile, datasets)
@@ -315,18 +375,40 @@ def plan_book(
                 continue
             (committed if (Path(results_dir) / t.name / "summary.json").is_file() else missing).append(t.name)
         for name in missing:
-            left_out.append(f"Table {name}: declared at {profile} but not run yet (no results/{name}/summary.json; "
-                            f"`crapnet study run --tables {name}` makes it).")
+            left_out.append(
+                f"Table {name}: declared at {profile} but not run yet (no results/{name}/summary.json; "
+                f"`crapnet study run --tables {name}` makes it)."
+            )
     run_datasets = [main_ds] if scope.results == "committed" else []
-    jobs.append(Job("06_results", dict(profile=profile, datasets=list(datasets), tables=tables,
-                                       committed=committed, run_datasets=run_datasets, run_fold=first_fold,
-                                       run_methods=list(one["methods"])),
-                    2, profile, f"profile {profile}"))
+    jobs.append(
+        Job(
+            "06_results",
+            dict(
+                profile=profile,
+                datasets=list(datasets),
+                tables=tables,
+                committed=committed,
+                run_datasets=run_datasets,
+                run_fold=first_fold,
+                run_methods=list(one["methods"]),
+            ),
+            2,
+            profile,
+            f"profile {profile}",
+        )
+    )
     # "How much does the support matter?": reads the support-choice and k-shot files of the committed lite runs
     jobs.append(Job("09_support", dict(profile=profile, dataset=main_ds), 2, profile, "lite fold runs"))
     # "Segment your own scan", demonstrated on the fold's support and first test scan with its crapnet run
-    jobs.append(Job("08_segment_your_own_scan", dict(profile=profile, dataset=main_ds, fold=first_fold),
-                    2, main_ds, DATASET_TITLES.get(main_ds, main_ds)))
+    jobs.append(
+        Job(
+            "08_segment_your_own_scan",
+            dict(profile=profile, dataset=main_ds, fold=first_fold),
+            2,
+            main_ds,
+            DATASET_TITLES.get(main_ds, main_ds),
+        )
+    )
 
     # ---- what is left out (listed on the "This build" page and by the notebooks): the declaration's list
     for d in datasets:
@@ -349,7 +431,6 @@ def _check_plan(plan: BookPlan) -> None:
         raise BookError(f"plan for profile {plan.profile!r} names two executions the same: {', '.join(dupes)}")
 
 
-
 # ---------------------------------------------------------------------------- plan files
 def save_plan(plan: BookPlan, path: str | os.PathLike) -> Path:
     """Write the plan as JSON (the workflow's input: ``--config plan=PATH``)."""
@@ -367,5 +448,10 @@ def load_or_plan(config: dict[str, Any]) -> BookPlan:
             raise BookError(f"--config plan={path}: not a readable plan file ({err})") from None
         data["jobs"] = [Job(**{k: v for k, v in j.items() if k != "name"}) for j in data["jobs"]]
         return BookPlan(**data)
-    return plan_book(config.get("profile", DEFAULT_PROFILE), config.get("data_root"), config.get("runs_root"),
-                     config.get("results_dir"), config.get("device", "auto"))
+    return plan_book(
+        config.get("profile", DEFAULT_PROFILE),
+        config.get("data_root"),
+        config.get("runs_root"),
+        config.get("results_dir"),
+        config.get("device", "auto"),
+    )

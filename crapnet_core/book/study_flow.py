@@ -21,8 +21,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..study.declaration import Declaration, Table, load_declaration
 from . import driver
@@ -46,8 +46,9 @@ def _job(step: str, a: str, b: str, c: str, config: dict) -> None:
     device = config.get("device") or None
     if device == "auto":
         device = None
-    spec = dict(out=str(Path(runs) / ".study"), gpu=int(config.get("gpus_per_job", 0)),
-                per_gpu=int(config.get("per_gpu", 1)))
+    spec = dict(
+        out=str(Path(runs) / ".study"), gpu=int(config.get("gpus_per_job", 0)), per_gpu=int(config.get("per_gpu", 1))
+    )
     if step in ("run", "budget"):
         with device_env(spec):
             fn = jobs.run_job if step == "run" else jobs.budget_job
@@ -68,13 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     steps = ("run", "budget", "seed_summary", "table_summary", "comparisons")
     if len(argv) != 5 or argv[0] not in steps:
-        print(f"usage: python -m crapnet_core.book.study_flow {{{','.join(steps)}}} A B C CONFIG_JSON "
-              "(run by workflow/study.smk)", file=sys.stderr)
+        print(
+            f"usage: python -m crapnet_core.book.study_flow {{{','.join(steps)}}} A B C CONFIG_JSON "
+            "(run by workflow/study.smk)",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     t0 = time.time()
-    print(f"{argv[0]} {' '.join(argv[1:4])} on {os.uname().nodename} (SLURM job {os.environ.get('SLURM_JOB_ID', '-')}, "
-          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '-')})", flush=True)
+    print(
+        f"{argv[0]} {' '.join(argv[1:4])} on {os.uname().nodename} (SLURM job {os.environ.get('SLURM_JOB_ID', '-')}, "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '-')})",
+        flush=True,
+    )
     try:
         _job(*argv[:4], json.loads(argv[4]))
     except Exception:  # noqa: BLE001 - the traceback goes to the job's log; Snakemake reports the failure
@@ -95,8 +102,10 @@ def _driver_lock(work: Path):
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fh.close()
-        raise StudyError(f"another `crapnet study run` is working in {work.parent} (lock {work / 'driver.lock'}); "
-                         "wait for it or give another --runs folder") from None
+        raise StudyError(
+            f"another `crapnet study run` is working in {work.parent} (lock {work / 'driver.lock'}); "
+            "wait for it or give another --runs folder"
+        ) from None
     try:
         yield
     finally:
@@ -126,7 +135,7 @@ def run_study(
     status (0: everything made or already there). Raises :class:`StudyError` naming the logs on failure."""
     from ..paths import repo_root
 
-    decl = declaration or load_declaration()
+    _ = declaration or load_declaration()  # loaded (and so validated) before anything runs
     root = Path(root or repo_root())
     results = Path(results_dir).resolve() if results_dir else root / "results"
     runs = Path(runs_root).resolve() if runs_root else root / "runs"
@@ -148,15 +157,35 @@ def run_study(
     else:
         gpus = 0
         per_job = (0 if device == "cpu" else 1) if gpus_per_job is None else int(gpus_per_job)
-        cluster_profile = Path(cluster_profile).resolve() if cluster_profile else root / "workflow" / "profiles" / executor
-    config = [f"results={results}", f"runs={runs}", f"tables={','.join(t.name for t in tables)}",
-              f"device={device}", f"gpus_per_job={per_job}", f"per_gpu={per_gpu}"]
+        cluster_profile = (
+            Path(cluster_profile).resolve() if cluster_profile else root / "workflow" / "profiles" / executor
+        )
+    config = [
+        f"results={results}",
+        f"runs={runs}",
+        f"tables={','.join(t.name for t in tables)}",
+        f"device={device}",
+        f"gpus_per_job={per_job}",
+        f"per_gpu={per_gpu}",
+    ]
     if declaration is not None and declaration.path != str(Path(load_declaration().path)):
         config.append(f"declaration={declaration.path}")
-    cmd = driver.snakemake_command(work, work / "unused", "study", jobs, gpus=gpus * per_gpu, gpus_per_job=per_job,
-                               dry_run=dry_run, executor=executor, cluster_profile=cluster_profile,
-                               partition=partition, account=account, root=root, workflow_file="study.smk",
-                               config=config)
+    cmd = driver.snakemake_command(
+        work,
+        work / "unused",
+        "study",
+        jobs,
+        gpus=gpus * per_gpu,
+        gpus_per_job=per_job,
+        dry_run=dry_run,
+        executor=executor,
+        cluster_profile=cluster_profile,
+        partition=partition,
+        account=account,
+        root=root,
+        workflow_file="study.smk",
+        config=config,
+    )
     cmd.append("--nolock")  # the driver lock above makes Snakemake's own lock redundant (and a stale one harmless)
     where = f"{jobs} at a time" + (f", {gpus} GPU(s), {per_gpu} training(s) per GPU" if gpus else "")
     if executor != "local":
@@ -167,8 +196,10 @@ def run_study(
         code = driver.run_snakemake(cmd, log, echo=echo, show=None if dry_run else PROGRESS)
     if code != 0:
         failed = sorted((work / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
-        raise StudyError(f"the study workflow failed (Snakemake status {code}); Snakemake's log: {log}; "
-                         f"latest job logs: {', '.join(map(str, failed))}")
+        raise StudyError(
+            f"the study workflow failed (Snakemake status {code}); Snakemake's log: {log}; "
+            f"latest job logs: {', '.join(map(str, failed))}"
+        )
     return code
 
 

@@ -27,8 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .content_keys import (BOOK_MODULES, EVAL_MODULES, SUPERPIXEL_MODULES, TRAIN_MODULES, content_key,
-                           library_closure, notebook_modules)
+from .content_keys import (
+    BOOK_MODULES,
+    EVAL_MODULES,
+    SUPERPIXEL_MODULES,
+    TRAIN_MODULES,
+    content_key,
+    library_closure,
+    notebook_modules,
+)
 
 
 # ---------------------------------------------------------------------------- the study's steps
@@ -50,14 +57,34 @@ def runs_read(job) -> list[dict]:
     p = job.params
     base = dict(profile=p.get("profile"), data_root=None)
     if job.notebook == "03_train_fold":
-        return [dict(base, dataset=p["dataset"], setting=p["setting"], fold=p["fold"], method=p["method"],
-                     blocks=p.get("blocks"), branches=p.get("branches"), test_group=p.get("test_group"))]
+        return [
+            dict(
+                base,
+                dataset=p["dataset"],
+                setting=p["setting"],
+                fold=p["fold"],
+                method=p["method"],
+                blocks=p.get("blocks"),
+                branches=p.get("branches"),
+                test_group=p.get("test_group"),
+            )
+        ]
     if job.notebook == "04_ablation":  # axis: blocks or branches
-        return [dict(base, dataset=p["dataset"], setting=1, fold=f, method="crapnet", **{p["axis"]: v})
-                for f in p["folds"] for v in p["values"]]
+        return [
+            dict(base, dataset=p["dataset"], setting=1, fold=f, method="crapnet", **{p["axis"]: v})
+            for f in p["folds"]
+            for v in p["values"]
+        ]
     if job.notebook in ("07_inside_attention", "08_segment_your_own_scan"):  # the fold's crapnet run
-        return [dict(base, dataset=p["dataset"], setting=p.get("setting", 1), fold=p["fold"],
-                     method=p.get("method", "crapnet"))]
+        return [
+            dict(
+                base,
+                dataset=p["dataset"],
+                setting=p.get("setting", 1),
+                fold=p["fold"],
+                method=p.get("method", "crapnet"),
+            )
+        ]
     if job.notebook == "05_qualitative":
         return [dict(base, dataset=p["dataset"], setting=1, fold=p["fold"], method=m) for m in p["methods"]]
     if job.notebook == "06_results":
@@ -71,10 +98,22 @@ def runs_read(job) -> list[dict]:
                 for cfg in fold_configs(p["profile"], t["dataset"], t["setting"], t["method"], f, overrides):
                     # the run's organs (setting 1: all of them, or a method's own groups, e.g. supervised ALPNet's)
                     group = None if tuple(cfg.data.test_group) == ORGANS else ",".join(cfg.data.test_group)
-                    out.append(dict(base, dataset=t["dataset"], setting=t["setting"], fold=f, method=t["method"],
-                                    test_group=group, overrides=overrides))
-        out += [dict(base, dataset=d, setting=1, fold=p["run_fold"], method=m)
-                for d in p.get("run_datasets", []) for m in p.get("run_methods", [])]
+                    out.append(
+                        dict(
+                            base,
+                            dataset=t["dataset"],
+                            setting=t["setting"],
+                            fold=f,
+                            method=t["method"],
+                            test_group=group,
+                            overrides=overrides,
+                        )
+                    )
+        out += [
+            dict(base, dataset=d, setting=1, fold=p["run_fold"], method=m)
+            for d in p.get("run_datasets", [])
+            for m in p.get("run_methods", [])
+        ]
         return out
     return []
 
@@ -115,14 +154,18 @@ def plan_summary(plan, per_gpu: int = 1) -> list[str]:
             continue
         variants = sorted({c.model.variant_name() for c in cfgs} - {m})
         where = sorted({(c.dataset_name(), c.data.setting) for c in cfgs})
-        lines.append(f"  - {METHOD_LABELS[m]}: {len(cfgs)} run(s), "
-                     f"{'; '.join(f'{d} setting {s}' for d, s in where)}, fold(s) "
-                     f"{', '.join(map(str, sorted({c.data.fold for c in cfgs})))}"
-                     + (f" (with {', '.join(variants)})" if variants else ""))
+        lines.append(
+            f"  - {METHOD_LABELS[m]}: {len(cfgs)} run(s), "
+            f"{'; '.join(f'{d} setting {s}' for d, s in where)}, fold(s) "
+            f"{', '.join(map(str, sorted({c.data.fold for c in cfgs})))}"
+            + (f" (with {', '.join(variants)})" if variants else "")
+        )
     for job in plan.jobs:
         if job.notebook == "04_ablation":
-            lines.append(f"  - ablation points ({job.params['axis']}): {', '.join(map(str, job.params['values']))} "
-                         f"on {job.params['dataset']}, fold(s) {', '.join(map(str, job.params['folds']))}")
+            lines.append(
+                f"  - ablation points ({job.params['axis']}): {', '.join(map(str, job.params['values']))} "
+                f"on {job.params['dataset']}, fold(s) {', '.join(map(str, job.params['folds']))}"
+            )
     results = next((j for j in plan.jobs if j.notebook == "06_results"), None)
     if results is not None and results.params.get("committed"):
         shown = results.params["committed"]
@@ -136,11 +179,11 @@ class Study:
 
     plan: Any
     root: Path
-    runs: dict[str, RunStep]            # run name -> step
-    reads: dict[str, list[str]]         # notebook execution name -> run names it reads
-    scans: dict[str, list[str]]         # trained dataset -> scan ids whose superpixels are computed
-    notebooks: dict[str, dict]          # execution name -> spec of the notebook job
-    keys: dict[str, str]                # rule key per step name (train:<run>, notebook:<name>, ...)
+    runs: dict[str, RunStep]  # run name -> step
+    reads: dict[str, list[str]]  # notebook execution name -> run names it reads
+    scans: dict[str, list[str]]  # trained dataset -> scan ids whose superpixels are computed
+    notebooks: dict[str, dict]  # execution name -> spec of the notebook job
+    keys: dict[str, str]  # rule key per step name (train:<run>, notebook:<name>, ...)
     gpus_per_job: int
 
 
@@ -182,18 +225,30 @@ def study(plan, root: Path | None = None, gpus_per_job: int = 0) -> Study:
     for job in plan.jobs:
         if job.notebook not in cache:
             template = notebook_path(job.notebook, root)
-            cache[job.notebook] = (template, notebook_parameters(template), source_digest(template),
-                                   library_closure(notebook_modules(template)))
+            cache[job.notebook] = (
+                template,
+                notebook_parameters(template),
+                source_digest(template),
+                library_closure(notebook_modules(template)),
+            )
         template, declared, sha, lib = cache[job.notebook]
         params = job_parameters(job, plan, declared)
         notebooks[job.name] = dict(
-            name=job.name, notebook=job.notebook, template=str(template), tag=job.tag, title=job.title,
-            params=params, shown=job.describe(), cwd=str(root),
+            name=job.name,
+            notebook=job.notebook,
+            template=str(template),
+            tag=job.tag,
+            title=job.title,
+            params=params,
+            shown=job.describe(),
+            cwd=str(root),
             gpu=int(gpus_per_job if "device" in declared else 0),
         )
         keys[f"notebook:{job.name}"] = content_key(lib, source=sha, params=params)
-    book_files = [*library_closure(BOOK_MODULES), *sorted((root / "book").glob("*.md")),
-                  *[p for p in (root / "_toc.yml", root / "_config.yml") if p.is_file()]]
+    book_files = [
+        *library_closure(BOOK_MODULES),
+        *sorted((root / "book").glob("*.md")),
+        *[p for p in (root / "_toc.yml", root / "_config.yml") if p.is_file()],
+    ]
     keys["html"] = content_key(book_files, plan=plan.to_dict())
     return Study(plan, root, runs, reads, scans, notebooks, keys, int(gpus_per_job))
-

@@ -25,8 +25,14 @@ import sys
 from .. import __version__
 
 #: Modules that contribute sub-commands, in the order they appear in ``crapnet --help``.
-COMMAND_MODULES = ("crapnet_core.cli.data", "crapnet_core.cli.train", "crapnet_core.cli.stats", "crapnet_core.cli.rerun",
-                   "crapnet_core.cli.study", "crapnet_core.cli.book")
+COMMAND_MODULES = (
+    "crapnet_core.cli.data",
+    "crapnet_core.cli.train",
+    "crapnet_core.cli.stats",
+    "crapnet_core.cli.rerun",
+    "crapnet_core.cli.study",
+    "crapnet_core.cli.book",
+)
 
 
 class UserError(Exception):

@@ -46,41 +46,87 @@ def register(subparsers) -> None:
             "cost before anything runs."
         ),
     )
-    p.add_argument("--profile", choices=book_plan.PROFILES, default=book_plan.DEFAULT_PROFILE,
-                   help=f"what to run (default: {book_plan.DEFAULT_PROFILE})")
-    p.add_argument("--data-root", metavar="DIR", default=None,
-                   help="folder holding CHAOST2/ and SABS/ (default: $CRAPNET_DATA_ROOT; phantom when unset)")
-    p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
-                   help=f"jobs at a time, one thread each (default: every core, here {driver.default_jobs()}); "
-                        "with GPUs, one training per GPU at a time; with --executor slurm: jobs submitted at a time")
-    p.add_argument("--out", metavar="DIR", default=None,
-                   help="output folder: executed notebooks, logs, html/ (default: <repo>/_build)")
-    p.add_argument("--runs", metavar="DIR", default=None,
-                   help="training runs shared by the notebooks (default: <repo>/runs)")
-    p.add_argument("--results", metavar="DIR", default=None,
-                   help="committed cross-validation summaries read by the results page (default: <repo>/results)")
+    p.add_argument(
+        "--profile",
+        choices=book_plan.PROFILES,
+        default=book_plan.DEFAULT_PROFILE,
+        help=f"what to run (default: {book_plan.DEFAULT_PROFILE})",
+    )
+    p.add_argument(
+        "--data-root",
+        metavar="DIR",
+        default=None,
+        help="folder holding CHAOST2/ and SABS/ (default: $CRAPNET_DATA_ROOT; phantom when unset)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"jobs at a time, one thread each (default: every core, here {driver.default_jobs()}); "
+        "with GPUs, one training per GPU at a time; with --executor slurm: jobs submitted at a time",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="output folder: executed notebooks, logs, html/ (default: <repo>/_build)",
+    )
+    p.add_argument(
+        "--runs", metavar="DIR", default=None, help="training runs shared by the notebooks (default: <repo>/runs)"
+    )
+    p.add_argument(
+        "--results",
+        metavar="DIR",
+        default=None,
+        help="committed cross-validation summaries read by the results page (default: <repo>/results)",
+    )
     p.add_argument("--device", default="auto", help="training device for the runs: auto, cpu, cuda[:k]")
-    p.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
-                   help="trainings that share one GPU at once (default 1; the paper's training needs about 7 GB)")
+    p.add_argument(
+        "--per-gpu",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="trainings that share one GPU at once (default 1; the paper's training needs about 7 GB)",
+    )
     p.add_argument("--force", action="store_true", help="execute every notebook again, even when complete")
-    p.add_argument("--plan", action="store_true",
-                   help="state the cost, what is trained, shown and left out, and the workflow's dry run; write nothing")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local",
-                   help="local (default) or slurm: each job is its own SLURM job (snakemake-executor-plugin-slurm)")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="state the cost, what is trained, shown and left out, and the workflow's dry run; write nothing",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="local (default) or slurm: each job is its own SLURM job (snakemake-executor-plugin-slurm)",
+    )
     p.add_argument("--partition", metavar="P", default=None, help="SLURM partition of the jobs (--executor slurm)")
     p.add_argument("--account", metavar="A", default=None, help="SLURM account of the jobs (--executor slurm)")
-    p.add_argument("--gpus-per-job", type=int, default=None, metavar="N",
-                   help="GPUs per training/evaluation/notebook job on SLURM (default 1; 0 with --device cpu)")
-    p.add_argument("--cluster-profile", metavar="DIR", default=None,
-                   help="Snakemake profile folder with your cluster's settings (default: workflow/profiles/slurm)")
+    p.add_argument(
+        "--gpus-per-job",
+        type=int,
+        default=None,
+        metavar="N",
+        help="GPUs per training/evaluation/notebook job on SLURM (default 1; 0 with --device cpu)",
+    )
+    p.add_argument(
+        "--cluster-profile",
+        metavar="DIR",
+        default=None,
+        help="Snakemake profile folder with your cluster's settings (default: workflow/profiles/slurm)",
+    )
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.executor == "local" and (args.partition or args.account or args.cluster_profile
-                                     or args.gpus_per_job is not None):
-        print("crapnet book: error: --partition, --account, --gpus-per-job and --cluster-profile need "
-              "--executor slurm", file=sys.stderr)
+    if args.executor == "local" and (
+        args.partition or args.account or args.cluster_profile or args.gpus_per_job is not None
+    ):
+        print(
+            "crapnet book: error: --partition, --account, --gpus-per-job and --cluster-profile need --executor slurm",
+            file=sys.stderr,
+        )
         return 2
     if args.gpus_per_job is not None and args.gpus_per_job < 0:
         print(f"crapnet book: error: --gpus-per-job: {args.gpus_per_job} must be 0 or more", file=sys.stderr)
@@ -90,10 +136,21 @@ def _run(args: argparse.Namespace) -> int:
         if args.plan:
             print("\n".join(workflow.plan_summary(plan, args.per_gpu)))
         index = driver.build_book(
-            profile=args.profile, data_root=args.data_root, out_dir=args.out, jobs=args.jobs,
-            runs_root=args.runs, results_dir=args.results, device=args.device, force=args.force,
-            dry_run=args.plan, executor=args.executor, cluster_profile=args.cluster_profile,
-            partition=args.partition, account=args.account, gpus_per_job=args.gpus_per_job, plan=plan,
+            profile=args.profile,
+            data_root=args.data_root,
+            out_dir=args.out,
+            jobs=args.jobs,
+            runs_root=args.runs,
+            results_dir=args.results,
+            device=args.device,
+            force=args.force,
+            dry_run=args.plan,
+            executor=args.executor,
+            cluster_profile=args.cluster_profile,
+            partition=args.partition,
+            account=args.account,
+            gpus_per_job=args.gpus_per_job,
+            plan=plan,
             per_gpu=args.per_gpu,
         )
     except (book_plan.BookError, ProjectNotFound) as err:

@@ -1,10 +1,10 @@
 """Data sub-commands of ``crapnet`` (see crapnet_core/cli/__init__.py).
 
-    crapnet data summary   --data-dir DIR [--preset chaos|sabs | --labels FILE] | --dataset chaos|sabs|phantom
-    crapnet data summary   --scan FILE_OR_DICOM_FOLDER   (one scan: .nii/.nii.gz/.nrrd/.mha/DICOM series)
-    crapnet data phantom   --out DIR [--scans N] [--seed S]
-    crapnet data prepare   --source synapse|chaos --raw DIR --out DIR [--size 256] [--scans ID ...]
-    crapnet superpixels    --data-dir DIR | --dataset NAME  [--out OUT] [--jobs N] [--scans ID ...]
+crapnet data summary   --data-dir DIR [--preset chaos|sabs | --labels FILE] | --dataset chaos|sabs|phantom
+crapnet data summary   --scan FILE_OR_DICOM_FOLDER   (one scan: .nii/.nii.gz/.nrrd/.mha/DICOM series)
+crapnet data phantom   --out DIR [--scans N] [--seed S]
+crapnet data prepare   --source synapse|chaos --raw DIR --out DIR [--size 256] [--scans ID ...]
+crapnet superpixels    --data-dir DIR | --dataset NAME  [--out OUT] [--jobs N] [--scans ID ...]
 """
 
 from __future__ import annotations
@@ -17,15 +17,24 @@ from pathlib import Path
 def _add_dataset_args(p: argparse.ArgumentParser, scan: bool = False) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     if scan:
-        src.add_argument("--scan", metavar="FILE", help="one scan: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a folder "
-                                                      "holding one DICOM series (orientation, grid, intensities)")
-    src.add_argument("--data-dir", metavar="DIR", help="dataset folder of image_<id>.nii.gz / label_<id>.nii.gz pairs (.nii too)")
+        src.add_argument(
+            "--scan",
+            metavar="FILE",
+            help="one scan: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a folder "
+            "holding one DICOM series (orientation, grid, intensities)",
+        )
+    src.add_argument(
+        "--data-dir", metavar="DIR", help="dataset folder of image_<id>.nii.gz / label_<id>.nii.gz pairs (.nii too)"
+    )
     src.add_argument("--dataset", metavar="NAME", help="chaos, sabs, phantom, or a folder")
     lab = p.add_mutually_exclusive_group()
     lab.add_argument("--preset", choices=("chaos", "sabs"), help="use a preset's label map and modality for --data-dir")
-    lab.add_argument("--labels", metavar="FILE",
-                     help='label-map file (JSON/YAML), e.g. {"modality": "MR", "labels": {"background": 0, '
-                     '"liver": 1}}: positive ids, 0 = background (default: labels.json in the folder)')
+    lab.add_argument(
+        "--labels",
+        metavar="FILE",
+        help='label-map file (JSON/YAML), e.g. {"modality": "MR", "labels": {"background": 0, '
+        '"liver": 1}}: positive ids, 0 = background (default: labels.json in the folder)',
+    )
     p.add_argument("--data-root", metavar="DIR", help="folder holding CHAOST2/ and SABS/ (default $CRAPNET_DATA_ROOT)")
 
 
@@ -37,9 +46,13 @@ def _spec_from_args(args):
     if args.data_dir is not None and labels is None:
         # a preset folder given by path: infer the preset from the folder name
         name = Path(args.data_dir).name.upper()
-        if name in ("CHAOST2", "CHAOS") and not any((Path(args.data_dir) / f).is_file() for f in ("labels.json", "labels.yaml", "labels.yml")):
+        if name in ("CHAOST2", "CHAOS") and not any(
+            (Path(args.data_dir) / f).is_file() for f in ("labels.json", "labels.yaml", "labels.yml")
+        ):
             labels = "chaos"
-        elif name == "SABS" and not any((Path(args.data_dir) / f).is_file() for f in ("labels.json", "labels.yaml", "labels.yml")):
+        elif name == "SABS" and not any(
+            (Path(args.data_dir) / f).is_file() for f in ("labels.json", "labels.yaml", "labels.yml")
+        ):
             labels = "sabs"
     return resolve_dataset(target, labels=labels, data_root=args.data_root)
 
@@ -72,8 +85,8 @@ def scan_summary(path: str, preset: str | None = None) -> list[str]:
 
     from ..data.body import body_report, body_threshold_for
     from ..data.errors import DatasetError
-    from ..data.scans import read_scan
     from ..data.geometry import CANONICAL_AXCODES, GeometryError, axcodes, make_geometry
+    from ..data.scans import read_scan
 
     arr, affine, zooms = read_scan(path)
     try:
@@ -99,7 +112,9 @@ def scan_summary(path: str, preset: str | None = None) -> list[str]:
     if vals.size and not n_bad:
         image = geom.image_to_model(arr)
         rep = body_report(image, None, body_threshold_for(None, image))
-        lines.append(f"  body mask (Otsu threshold {rep['threshold']:.4g}) keeps {100 * rep['image_share']:.1f}% of the image")
+        lines.append(
+            f"  body mask (Otsu threshold {rep['threshold']:.4g}) keeps {100 * rep['image_share']:.1f}% of the image"
+        )
     return lines
 
 
@@ -121,13 +136,18 @@ def cmd_summary(args) -> int:
     kind = "SYNTHETIC phantom (stand-in, not real data)" if spec.is_phantom else spec.modality
     print(f"dataset {spec.name} ({kind}) at {spec.root}: {len(rows)} scans, {sum(r['slices'] for r in rows)} slices")
     print("labels: " + ", ".join(f"{o}={i}" for o, i in sorted(spec.labels.items(), key=lambda kv: kv[1])))
-    print("voxels per organ are counted on the 256 x 256 grid crapnet uses (the file shape is shown); "
-          "body_%: share of the grid in the superpixel body mask, organs_in_body_%: share of the labelled voxels in it")
+    print(
+        "voxels per organ are counted on the 256 x 256 grid crapnet uses (the file shape is shown); "
+        "body_%: share of the grid in the superpixel body mask, organs_in_body_%: share of the labelled voxels in it"
+    )
     print(format_table(rows, columns))
     absent = organs_in_no_scan(spec, ids)
     if absent:
-        print("not in any scan: " + ", ".join(f"{o} (label {spec.labels[o]})" for o in absent)
-              + f" -- named by the label map but found in none of the {len(rows)} label files")
+        print(
+            "not in any scan: "
+            + ", ".join(f"{o} (label {spec.labels[o]})" for o in absent)
+            + f" -- named by the label map but found in none of the {len(rows)} label files"
+        )
     return 0
 
 
@@ -136,30 +156,42 @@ def cmd_phantom(args) -> int:
 
     t0 = time.perf_counter()
     out = generate_phantom(args.out, n_scans=args.scans, seed=args.seed)
-    print(f"wrote a SYNTHETIC phantom of {args.scans} scans (seed {args.seed}) to {out} in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote a SYNTHETIC phantom of {args.scans} scans (seed {args.seed}) to {out} in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 
 def cmd_prepare(args) -> int:
     from ..data.prepare import prepare_dataset
 
-    summary = prepare_dataset(args.source, args.raw, args.out, size=args.size, scan_ids=args.scans,
-                              force=args.force, progress=not args.no_progress)
+    summary = prepare_dataset(
+        args.source,
+        args.raw,
+        args.out,
+        size=args.size,
+        scan_ids=args.scans,
+        force=args.force,
+        progress=not args.no_progress,
+    )
     rows = summary["scans"]
     organs = [o for o in summary["labels"] if any(r[o] for r in rows)]
-    print(f"prepared {len(rows)} {summary['modality']} scans from {summary['raw']} into {summary['out']} "
-          f"in {summary['seconds']:.1f} s: {summary['preprocessing']}")
+    print(
+        f"prepared {len(rows)} {summary['modality']} scans from {summary['raw']} into {summary['out']} "
+        f"in {summary['seconds']:.1f} s: {summary['preprocessing']}"
+    )
     print("labels: " + ", ".join(f"{o}={i}" for o, i in summary["labels"].items()) + " (labels.json)")
     print("voxels per organ on the prepared grid:")
     print(format_table(rows, ["scan", "source_size", "source_spacing_mm", "size", "spacing_mm", "min", "max", *organs]))
-    print(f"use it with: crapnet data summary --data-dir {summary['out']}   or   crapnet train --dataset {summary['out']}")
+    print(
+        f"use it with: crapnet data summary --data-dir {summary['out']}   or   crapnet train --dataset {summary['out']}"
+    )
     return 0
 
 
 def cmd_superpixels(args) -> int:
     from ..data.scans import scan_ids
     from ..data.superpixels import SuperpixelParams, cache_folder, compute_superpixels
-
     from ..engine.experiment import SuperpixelConfig
 
     spec = _spec_from_args(args)
@@ -172,13 +204,17 @@ def cmd_superpixels(args) -> int:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     grid = "scan" if args.out else "model"  # --out: files to overlay on the scans; else the training cache
-    paths = compute_superpixels(spec, out, ids, jobs=args.jobs, progress=not args.no_progress,
-                                params=params, timings=timings, grid=grid)
+    paths = compute_superpixels(
+        spec, out, ids, jobs=args.jobs, progress=not args.no_progress, params=params, timings=timings, grid=grid
+    )
     wall = time.perf_counter() - t0
     skipped = len(paths) - len(timings)
-    where = ("each on its scan's own grid, axis order and affine" if grid == "scan" else
-             "crapnet's training cache, on the model grid (canonical orientation, 256 x 256; "
-             "--out DIR writes them on each scan's own grid)")
+    where = (
+        "each on its scan's own grid, axis order and affine"
+        if grid == "scan"
+        else "crapnet's training cache, on the model grid (canonical orientation, 256 x 256; "
+        "--out DIR writes them on each scan's own grid)"
+    )
     if timings:
         per = sum(timings.values()) / len(timings)
         print(
@@ -188,8 +224,10 @@ def cmd_superpixels(args) -> int:
     else:
         print(f"superpixels: all {len(paths)} scans already done in {out} ({where})")
     if not args.out and params != SuperpixelParams():
-        print(f"training uses this cache with: --superpixel-min-size {params.min_size} --superpixel-sigma "
-              f"{params.sigma:g} --superpixel-scale {params.scale:g} (or --set superpixels.min_size=... etc.)")
+        print(
+            f"training uses this cache with: --superpixel-min-size {params.min_size} --superpixel-sigma "
+            f"{params.sigma:g} --superpixel-scale {params.scale:g} (or --set superpixels.min_size=... etc.)"
+        )
     return 0
 
 
@@ -199,14 +237,21 @@ def register(subparsers) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
     data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
 
-    p = dsub.add_parser("summary", help="table of scans, slices, spacing, intensity range, voxels per organ",
-                        description="Summarise a dataset folder (image_<id>.nii.gz or .nii pairs) or one scan (--scan). "
-                        "Volumes are reoriented from their affine to the model's canonical orientation and brought "
-                        "to the 256 x 256 in-plane grid (resampled; the SABS preset's 257 x 257 crop); body_% is "
-                        "the superpixel body mask (preset thresholds, else Otsu per volume).")
+    p = dsub.add_parser(
+        "summary",
+        help="table of scans, slices, spacing, intensity range, voxels per organ",
+        description="Summarise a dataset folder (image_<id>.nii.gz or .nii pairs) or one scan (--scan). "
+        "Volumes are reoriented from their affine to the model's canonical orientation and brought "
+        "to the 256 x 256 in-plane grid (resampled; the SABS preset's 257 x 257 crop); body_% is "
+        "the superpixel body mask (preset thresholds, else Otsu per volume).",
+    )
     _add_dataset_args(p, scan=True)
     p.add_argument("--scans", nargs="+", metavar="ID", help="only these scan ids")
-    p.add_argument("--all-organs", action="store_true", help="show every labelled organ (SABS: 13), not just the 4 benchmark organs")
+    p.add_argument(
+        "--all-organs",
+        action="store_true",
+        help="show every labelled organ (SABS: 13), not just the 4 benchmark organs",
+    )
     p.set_defaults(func=cmd_summary)
 
     p = dsub.add_parser("phantom", help="generate the synthetic phantom dataset into a folder")
@@ -216,7 +261,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_phantom)
 
     p = dsub.add_parser(
-        "prepare", help="convert a raw Synapse/BTCV or CHAOS download into a dataset folder",
+        "prepare",
+        help="convert a raw Synapse/BTCV or CHAOS download into a dataset folder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Convert a public download into a folder of image_<id>.nii.gz / label_<id>.nii.gz pairs with\n"
@@ -242,14 +288,21 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("superpixels", help="superpixel pseudo-labels (Felzenszwalb, SSL-ALPNet setting)")
     _add_dataset_args(p)
-    p.add_argument("--out", metavar="OUT",
-                   help="output folder: superpix_<id>.nii.gz on each scan's own grid, axis order and affine (overlays "
-                        "image_<id> index by index); never the data folder. Default: crapnet's training cache "
-                        "(on the model grid)")
+    p.add_argument(
+        "--out",
+        metavar="OUT",
+        help="output folder: superpix_<id>.nii.gz on each scan's own grid, axis order and affine (overlays "
+        "image_<id> index by index); never the data folder. Default: crapnet's training cache "
+        "(on the model grid)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="scans computed in parallel (processes)")
     p.add_argument("--scans", nargs="+", metavar="ID", help="only these scan ids")
-    p.add_argument("--min-size", type=int, default=400,
-                   help="Felzenszwalb min_size, pixels (config field superpixels.min_size; default 400)")
+    p.add_argument(
+        "--min-size",
+        type=int,
+        default=400,
+        help="Felzenszwalb min_size, pixels (config field superpixels.min_size; default 400)",
+    )
     p.add_argument("--sigma", type=float, default=1.0, help="Felzenszwalb sigma (superpixels.sigma; default 1)")
     p.add_argument("--scale", type=float, default=1.0, help="Felzenszwalb scale (superpixels.scale; default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

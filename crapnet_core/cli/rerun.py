@@ -34,9 +34,16 @@ def _cmd_rerun_check(args) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"--diagnosis {path}: no such file")
         diagnosis = path.read_text().strip()
-    check = rerun_check(samples, results_root=args.results, out=args.out, runs_root=args.runs,
-                        data_root=args.data_root, progress=not args.no_progress,
-                        command="crapnet " + " ".join(shlex.quote(a) for a in args.argv), diagnosis=diagnosis)
+    check = rerun_check(
+        samples,
+        results_root=args.results,
+        out=args.out,
+        runs_root=args.runs,
+        data_root=args.data_root,
+        progress=not args.no_progress,
+        command="crapnet " + " ".join(shlex.quote(a) for a in args.argv),
+        diagnosis=diagnosis,
+    )
     print(rerun_markdown(check))
     return 0
 
@@ -44,16 +51,25 @@ def _cmd_rerun_check(args) -> int:
 def register(subparsers) -> None:
     """Add ``rerun-check``."""
     p = subparsers.add_parser(
-        "rerun-check", help="retrain a sample of committed folds on this machine and compare their Dice",
+        "rerun-check",
+        help="retrain a sample of committed folds on this machine and compare their Dice",
         description="Rerun committed folds with their exact configs (config hashes checked) and write "
-                    "OUT/rerun_check.json and OUT/rerun_check.md: committed vs rerun Dice per organ and the "
-                    "difference, with the environment of both where recorded.")
+        "OUT/rerun_check.json and OUT/rerun_check.md: committed vs rerun Dice per organ and the "
+        "difference, with the environment of both where recorded.",
+    )
     p.add_argument("--results", default="results", help="the committed results folder (default results)")
-    p.add_argument("--sample", dest="samples", action="append", default=None, metavar="TABLE:SEED:FOLD",
-                   help="a committed fold, e.g. chaos_setting1_crapnet_lite:0:0 (repeatable; default: the sample "
-                        "the study declares, rerun_check in crapnet_core/study/study.yaml)")
-    p.add_argument("--sample-file", default=None,
-                   help="JSON/YAML list of TABLE:SEED:FOLD (or a mapping with rerun_sample: [...])")
+    p.add_argument(
+        "--sample",
+        dest="samples",
+        action="append",
+        default=None,
+        metavar="TABLE:SEED:FOLD",
+        help="a committed fold, e.g. chaos_setting1_crapnet_lite:0:0 (repeatable; default: the sample "
+        "the study declares, rerun_check in crapnet_core/study/study.yaml)",
+    )
+    p.add_argument(
+        "--sample-file", default=None, help="JSON/YAML list of TABLE:SEED:FOLD (or a mapping with rerun_sample: [...])"
+    )
     p.add_argument("--out", required=True, help="folder for rerun_check.json/.md")
     p.add_argument("--runs", default=None, help="folder for the rerun's run folders (default runs/rerun_check)")
     p.add_argument("--data-root", default=None, help="folder holding CHAOST2/ and SABS/ (default $CRAPNET_DATA_ROOT)")

@@ -65,13 +65,26 @@ def _cmd_compare(args) -> int:
             if not Path(src).exists():
                 raise FileNotFoundError(f"{src}: no such result folder or summary.json")
         pairs = list(zip(args.sources[::2], args.sources[1::2]))
-        fams = [Family("pairs", "Comparisons given on the command line", f"Holm over the {len(pairs)} given.",
-                       tuple(Comparison(str(Path(a).resolve()), str(Path(b).resolve()), seeds) for a, b in pairs))]
+        fams = [
+            Family(
+                "pairs",
+                "Comparisons given on the command line",
+                f"Holm over the {len(pairs)} given.",
+                tuple(Comparison(str(Path(a).resolve()), str(Path(b).resolve()), seeds) for a, b in pairs),
+            )
+        ]
     bands: dict = {}
     out = []
     for fam in fams:
-        ev = evaluate_family(fam, results, bands, seed=args.seed, confidence=args.confidence,
-                             n_resamples=args.resamples, progress=_progress if args.family else None)
+        ev = evaluate_family(
+            fam,
+            results,
+            bands,
+            seed=args.seed,
+            confidence=args.confidence,
+            n_resamples=args.resamples,
+            progress=_progress if args.family else None,
+        )
         if not args.family:
             for e in ev["comparisons"]:
                 if e["result"] is None:
@@ -84,12 +97,16 @@ def _cmd_compare(args) -> int:
         if args.family:
             folder = Path(args.out)
             for ev in out:
-                written += [write_json(folder / f"{ev['family']}.json", ev), write_text(folder / f"{ev['family']}.md",
-                                                                                    _family_md(ev))]
+                written += [
+                    write_json(folder / f"{ev['family']}.json", ev),
+                    write_text(folder / f"{ev['family']}.md", _family_md(ev)),
+                ]
         else:
             prefix = Path(args.out)
-            written += [write_json(prefix.with_name(prefix.name + ".json"), out[0]),
-                        write_text(prefix.with_name(prefix.name + ".md"), md)]
+            written += [
+                write_json(prefix.with_name(prefix.name + ".json"), out[0]),
+                write_text(prefix.with_name(prefix.name + ".md"), md),
+            ]
         print(json.dumps({"written": [str(p) for p in written]}))
     return 0
 
@@ -99,22 +116,40 @@ def register(subparsers) -> None:
     from ..engine.decision import FAMILY_KEYS
 
     p = subparsers.add_parser(
-        "compare", help="paired Dice differences at the fold level: interval, corrected p, seed band, call",
+        "compare",
+        help="paired Dice differences at the fold level: interval, corrected p, seed band, call",
         description="Compare cross-validation results scan by scan with the fold as the unit of replication: "
-                    "per organ and overall, the mean difference A - B, its fold-level interval (hierarchical "
-                    "bootstrap) and p (mixed model), Holm over the comparisons, the seed band of one-seed rows and "
-                    "the call under the declared rule; per-scan BCa interval and Wilcoxon p beside them.")
+        "per organ and overall, the mean difference A - B, its fold-level interval (hierarchical "
+        "bootstrap) and p (mixed model), Holm over the comparisons, the seed band of one-seed rows and "
+        "the call under the declared rule; per-scan BCa interval and Wilcoxon p beside them.",
+    )
     p.add_argument("sources", nargs="*", help="result folders (or summary.json files) in pairs: A B [A2 B2 ...]")
-    p.add_argument("--family", choices=[*FAMILY_KEYS, "all"], default=None,
-                   help="a declared family of comparisons of --results (or all of them)")
-    p.add_argument("--results", default=None, help="the results folder of --family and of the seed bands "
-                                                   "(default: the repository's results/)")
-    p.add_argument("--seeds", default=None, help="training seeds used on both sides, e.g. 0 (default: the seeds "
-                                                 "both tables have)")
+    p.add_argument(
+        "--family",
+        choices=[*FAMILY_KEYS, "all"],
+        default=None,
+        help="a declared family of comparisons of --results (or all of them)",
+    )
+    p.add_argument(
+        "--results",
+        default=None,
+        help="the results folder of --family and of the seed bands (default: the repository's results/)",
+    )
+    p.add_argument(
+        "--seeds", default=None, help="training seeds used on both sides, e.g. 0 (default: the seeds both tables have)"
+    )
     p.add_argument("--out", default=None, help="write OUT.json and OUT.md (--family: a folder, one pair per family)")
-    p.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default 0.95; the "
-                                                                  "rule's alpha is 1 - confidence)")
-    p.add_argument("--resamples", type=int, default=20000, help="hierarchical-bootstrap resamples to start with "
-                                                                "(default 20000; more near the boundary)")
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="level of the intervals (default 0.95; the rule's alpha is 1 - confidence)",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=20000,
+        help="hierarchical-bootstrap resamples to start with (default 20000; more near the boundary)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstraps (default 0)")
     p.set_defaults(func=_cmd_compare)

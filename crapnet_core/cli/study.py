@@ -48,8 +48,10 @@ def plan_lines(decl, tables, results, per_gpu: int = 1) -> list[str]:
         todo = [s for s in mine if s.status in ("missing", "stale")]
         counts = {k: sum(s.status == k for s in mine) for k in ("done", "missing", "stale", "pending")}
         ptables = [t for t in tables if t.profile == profile]
-        lines.append(f"profile {profile}: {len(ptables)} table(s), {len(mine)} run(s): "
-                     + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+        lines.append(
+            f"profile {profile}: {len(ptables)} table(s), {len(mine)} run(s): "
+            + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        )
         if todo:
             cost = estimate(profile, [s.run.config for s in todo])
             lines.append(f"  to run: {cost.describe(per_gpu)}")
@@ -58,7 +60,9 @@ def plan_lines(decl, tables, results, per_gpu: int = 1) -> list[str]:
             for t, n in per_table[:10]:
                 lines.append(f"    {t.name}: {n} run(s) (priority {t.priority})")
             if len(per_table) > 10:
-                lines.append(f"    ... and {len(per_table) - 10} more table(s) ({sum(n for _, n in per_table[10:])} run(s))")
+                lines.append(
+                    f"    ... and {len(per_table) - 10} more table(s) ({sum(n for _, n in per_table[10:])} run(s))"
+                )
         if counts["pending"]:
             pend = sorted({t.pending for t in ptables if t.pending})
             lines.append(f"  pending: {'; '.join(pend)}")
@@ -74,13 +78,17 @@ def extra_lines(decl, tables) -> list[str]:
     lines = []
     for st in decl.support_studies:
         if set(st.tables) & names:
-            lines.append(f"support study {st.name}: {', '.join(st.kinds)} (k = {', '.join(map(str, st.shots))}) of "
-                         f"{', '.join(st.tables)}, seed(s) {', '.join(map(str, st.seeds))}: declared, not run by this "
-                         "workflow (the support-choice and k-shot evaluations of issue 22 are not in this library yet)")
+            lines.append(
+                f"support study {st.name}: {', '.join(st.kinds)} (k = {', '.join(map(str, st.shots))}) of "
+                f"{', '.join(st.tables)}, seed(s) {', '.join(map(str, st.seeds))}: declared, not run by this "
+                "workflow (the support-choice and k-shot evaluations of issue 22 are not in this library yet)"
+            )
     rerun = [r for r in decl.rerun_check if r.table in names]
     if rerun:
-        lines.append(f"rerun check (issue 25; `crapnet rerun-check --out results/rerun_check`): {len(rerun)} committed "
-                     "fold(s): " + ", ".join(f"{r.table} seed {r.seed} fold {r.fold}" for r in rerun))
+        lines.append(
+            f"rerun check (issue 25; `crapnet rerun-check --out results/rerun_check`): {len(rerun)} committed "
+            "fold(s): " + ", ".join(f"{r.table} seed {r.seed} fold {r.fold}" for r in rerun)
+        )
     for a in decl.analyses.values():
         if a.table is None or a.table in names:
             lines.append(f"analysis {a.name}: `crapnet study analysis {a.name}` -> {a.out}")
@@ -101,18 +109,32 @@ def _cmd_run(args) -> int:
     from ..book.study_flow import StudyError, run_study
     from ..study.declaration import load_declaration
 
-    if args.executor == "local" and (args.partition or args.account or args.cluster_profile
-                                     or args.gpus_per_job is not None):
+    if args.executor == "local" and (
+        args.partition or args.account or args.cluster_profile or args.gpus_per_job is not None
+    ):
         raise ValueError("--partition, --account, --gpus-per-job and --cluster-profile need --executor slurm")
     decl = load_declaration(args.declaration)
     tables = _selection(args, decl, default_all=False)
     root, results, runs = _paths(args)
     print("\n".join(plan_lines(decl, tables, results, args.per_gpu)))
     try:
-        run_study(tables, decl, results, runs, jobs=args.jobs, device=args.device, per_gpu=args.per_gpu,
-                  executor=args.executor, cluster_profile=args.cluster_profile, partition=args.partition,
-                  account=args.account, gpus_per_job=args.gpus_per_job, dry_run=args.dry_run,
-                  data_root=args.data_root, root=root)
+        run_study(
+            tables,
+            decl,
+            results,
+            runs,
+            jobs=args.jobs,
+            device=args.device,
+            per_gpu=args.per_gpu,
+            executor=args.executor,
+            cluster_profile=args.cluster_profile,
+            partition=args.partition,
+            account=args.account,
+            gpus_per_job=args.gpus_per_job,
+            dry_run=args.dry_run,
+            data_root=args.data_root,
+            root=root,
+        )
     except StudyError as err:
         print(f"crapnet study: error: {err}", file=sys.stderr)
         return 1
@@ -137,7 +159,9 @@ def _cmd_collect(args) -> int:
     if args.rewrite_summaries:
         for path in rewrite_summaries(results):
             print(f"wrote {path}")
-    changed = collect(results, root, check=args.check, progress=lambda page: print(f"rendering {page}", file=sys.stderr))
+    changed = collect(
+        results, root, check=args.check, progress=lambda page: print(f"rendering {page}", file=sys.stderr)
+    )
     for path in changed:
         print(f"{'stale' if args.check else 'wrote'} {path}")
     return 1 if args.check and changed else 0
@@ -173,18 +197,25 @@ def register(subparsers) -> None:
     """Add ``crapnet study`` and its sub-commands."""
     from .book import _positive_int
 
-    p = subparsers.add_parser("study", help="the declared study: plan, run, status, collect",
-                              description="The study declared in crapnet_core/study/study.yaml: every table, its "
-                                          "runs and comparisons, run by a Snakemake workflow (workflow/study.smk) "
-                                          "into results/<table>/seed<s>/<run>/.")
+    p = subparsers.add_parser(
+        "study",
+        help="the declared study: plan, run, status, collect",
+        description="The study declared in crapnet_core/study/study.yaml: every table, its "
+        "runs and comparisons, run by a Snakemake workflow (workflow/study.smk) "
+        "into results/<table>/seed<s>/<run>/.",
+    )
     sub = p.add_subparsers(dest="study_command", metavar="COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     def common(q, runs: bool = False) -> None:
-        q.add_argument("--declaration", default=None, metavar="FILE", help="another declaration (default: the packaged one)")
+        q.add_argument(
+            "--declaration", default=None, metavar="FILE", help="another declaration (default: the packaged one)"
+        )
         q.add_argument("--results", default=None, metavar="DIR", help="results folder (default: <repo>/results)")
         if runs:
-            q.add_argument("--runs", default=None, metavar="DIR", help="training runs and workflow records (default: <repo>/runs)")
+            q.add_argument(
+                "--runs", default=None, metavar="DIR", help="training runs and workflow records (default: <repo>/runs)"
+            )
 
     def selection(q) -> None:
         q.add_argument("--profile", action="append", metavar="P", help="tables of profile P (repeatable or comma list)")
@@ -193,18 +224,31 @@ def register(subparsers) -> None:
     q = sub.add_parser("plan", help="what would run, with its cost")
     selection(q)
     common(q)
-    q.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N", help="trainings sharing one GPU (cost text)")
+    q.add_argument(
+        "--per-gpu", type=_positive_int, default=1, metavar="N", help="trainings sharing one GPU (cost text)"
+    )
     q.set_defaults(func=_cmd_plan)
 
     q = sub.add_parser("run", help="run the declared tables' workflow (resumes: finished runs are never redone)")
     selection(q)
     common(q, runs=True)
-    q.add_argument("--jobs", type=_positive_int, default=None, metavar="N", help="jobs at a time, one thread each "
-                   "(default: every core); with --executor slurm: jobs submitted at a time")
+    q.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="jobs at a time, one thread each (default: every core); with --executor slurm: jobs submitted at a time",
+    )
     q.add_argument("--device", default="auto", help="training device: auto, cpu, cuda[:k]")
-    q.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
-                   help="trainings that share one GPU at once (default 1)")
-    q.add_argument("--data-root", default=None, metavar="DIR", help="folder holding CHAOST2/ and SABS/ (default: $CRAPNET_DATA_ROOT)")
+    q.add_argument(
+        "--per-gpu", type=_positive_int, default=1, metavar="N", help="trainings that share one GPU at once (default 1)"
+    )
+    q.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="folder holding CHAOST2/ and SABS/ (default: $CRAPNET_DATA_ROOT)",
+    )
     q.add_argument("--dry-run", action="store_true", help="Snakemake's dry run: the jobs that would run")
     q.add_argument("--executor", choices=("local", "slurm"), default="local")
     q.add_argument("--partition", default=None, metavar="P")
@@ -222,8 +266,11 @@ def register(subparsers) -> None:
     q = sub.add_parser("collect", help="every generated table and sentence of the book's pages and results/README.md")
     common(q)
     q.add_argument("--check", action="store_true", help="write nothing; list the stale files and exit 1 if any")
-    q.add_argument("--rewrite-summaries", action="store_true",
-                   help="also re-render every summary.md from its summary.json (no rerun)")
+    q.add_argument(
+        "--rewrite-summaries",
+        action="store_true",
+        help="also re-render every summary.md from its summary.json (no rerun)",
+    )
     q.set_defaults(func=_cmd_collect)
 
     q = sub.add_parser("analysis", help="run a declared one-off analysis (its own options follow its name)")

@@ -87,7 +87,9 @@ def adjust_gamma(image: np.ndarray, gamma: float) -> np.ndarray:
     rng = float(image.max()) - lo
     if rng <= 0:
         return image.copy()
-    return (np.power((image - lo) / np.float32(rng + 1e-7), np.float32(gamma)) * np.float32(rng) + np.float32(lo)).astype(np.float32)
+    return (
+        np.power((image - lo) / np.float32(rng + 1e-7), np.float32(gamma)) * np.float32(rng) + np.float32(lo)
+    ).astype(np.float32)
 
 
 class SSLAugment(Randomizable):
@@ -98,8 +100,13 @@ class SSLAugment(Randomizable):
     (``size`` defaults to the input size; resizing happens in the same interpolation).
     """
 
-    def __init__(self, params: AugmentParams = AugmentParams(), size: int | None = None,
-                 gamma: bool = True, geometry: bool = True) -> None:
+    def __init__(
+        self,
+        params: AugmentParams = AugmentParams(),
+        size: int | None = None,
+        gamma: bool = True,
+        geometry: bool = True,
+    ) -> None:
         self.params = params
         self.size = size
         self.use_gamma = gamma
@@ -151,7 +158,10 @@ class SSLAugment(Randomizable):
     def _warp(self, arr: np.ndarray, grid: torch.Tensor, mode: str, padding: str) -> np.ndarray:
         out = torch.nn.functional.grid_sample(
             torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None],
-            grid, mode=mode, padding_mode=padding, align_corners=False,
+            grid,
+            mode=mode,
+            padding_mode=padding,
+            align_corners=False,
         )
         return out[0, 0].numpy()
 

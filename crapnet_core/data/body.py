@@ -71,10 +71,14 @@ def body_warning(report: dict, path: Path | str) -> str | None:
     """A warning line when the body mask drops most of the organs or keeps almost none of the image."""
     thr = report["threshold"]
     if report["organ_share"] is not None and report["organ_share"] < BODY_MIN_ORGAN_SHARE:
-        return (f"{path}: the body mask (intensity > {thr:.4g}) keeps only {100 * report['organ_share']:.0f}% of the "
-                f"labelled organ voxels; set 'body_threshold' in the label map (a number, or \"otsu\")")
+        return (
+            f"{path}: the body mask (intensity > {thr:.4g}) keeps only {100 * report['organ_share']:.0f}% of the "
+            f"labelled organ voxels; set 'body_threshold' in the label map (a number, or \"otsu\")"
+        )
     if report["image_share"] < BODY_MIN_IMAGE_SHARE:
-        return (f"{path}: the body mask (intensity > {thr:.4g}) keeps only {100 * report['image_share']:.1f}% of the "
-                f"image; the threshold is above the body's intensities; set 'body_threshold' in the label map "
-                f"(a number, or \"otsu\")")
+        return (
+            f"{path}: the body mask (intensity > {thr:.4g}) keeps only {100 * report['image_share']:.1f}% of the "
+            f"image; the threshold is above the body's intensities; set 'body_threshold' in the label map "
+            f'(a number, or "otsu")'
+        )
     return None

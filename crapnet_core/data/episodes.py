@@ -26,7 +26,7 @@ and DataLoader workers need no special seeding.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -34,11 +34,11 @@ import torch
 from .augment import AugmentParams, SSLAugment
 from .errors import DatasetError
 from .intensities import apply_normalization, normalization_params, normalization_stats
+from .protocol import Fold, training_slices
 from .spec import DatasetSpec
+from .superpixels import SuperpixelParams, ensure_superpixels, load_superpixels
 from .tensors import SLICE_SIZE, mask_tensor, slice_tensor
 from .volumes import load_volume
-from .protocol import Fold, training_slices
-from .superpixels import SuperpixelParams, ensure_superpixels, load_superpixels
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,12 @@ class EpisodeDataset(torch.utils.data.Dataset):
         if not self.entries:
             cause = ""
             if self._empty_superpixel_scans and len(self._empty_superpixel_scans) == len(by_scan):
-                cause = (f"; every training scan's superpixel map is empty: the body mask (body threshold "
-                         f"{spec.body_threshold if spec.body_threshold is not None else 'otsu'}) keeps nothing of "
-                         f"their intensities (e.g. MR scaled 0-1 with a fixed threshold of 50); set 'body_threshold' "
-                         f"in the label map to a number in the data's range or \"otsu\"")
+                cause = (
+                    f"; every training scan's superpixel map is empty: the body mask (body threshold "
+                    f"{spec.body_threshold if spec.body_threshold is not None else 'otsu'}) keeps nothing of "
+                    f"their intensities (e.g. MR scaled 0-1 with a fixed threshold of 50); set 'body_threshold' "
+                    f'in the label map to a number in the data\'s range or "otsu"'
+                )
             raise DatasetError(
                 f"{spec.root}: fold {fold.index} has no training slice with a superpixel of >= "
                 f"{self.min_superpixel_area} pixels (excluded organs: {self.exclude_organs or 'none'}){cause}"
@@ -136,7 +138,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self._aug = SSLAugment(augment_params, size=self.size)
         log.info(
             "episodes: %d usable slices from %d training scans (%d candidate slices)",
-            len(self.entries), len(self._volumes), len(candidates),
+            len(self.entries),
+            len(self._volumes),
+            len(candidates),
         )
 
     @property

@@ -212,7 +212,9 @@ class Geometry:
         """
         array = np.asarray(array)
         if array.shape != self.model_shape:
-            raise ValueError(f"restore_shape: array has shape {array.shape}, expected the model grid {self.model_shape}")
+            raise ValueError(
+                f"restore_shape: array has shape {array.shape}, expected the model grid {self.model_shape}"
+            )
         if self.inplane == "identity":
             return array
         if self.inplane == "crop":
@@ -233,8 +235,11 @@ class Geometry:
 
         height, width = self.canon_shape[:2]
         if self.inplane == "crop":
-            inner = F.interpolate(prob, size=(MODEL_SIZE, MODEL_SIZE), mode="bilinear", align_corners=False) \
-                if prob.shape[-2:] != (MODEL_SIZE, MODEL_SIZE) else prob
+            inner = (
+                F.interpolate(prob, size=(MODEL_SIZE, MODEL_SIZE), mode="bilinear", align_corners=False)
+                if prob.shape[-2:] != (MODEL_SIZE, MODEL_SIZE)
+                else prob
+            )
             out = torch.zeros(*prob.shape[:2], height, width, dtype=prob.dtype, device=prob.device)
             out[:, :, self.crop[0], self.crop[1]] = inner
             return out
@@ -265,8 +270,9 @@ def resize_inplane(array: np.ndarray, size: tuple[int, int], order: int = 1) -> 
         res = out.numpy().astype(array.dtype, copy=False)
     else:
         shrink = size[0] < h or size[1] < w
-        out = F.interpolate(t.to(torch.float32)[:, None], size=size, mode="bilinear", align_corners=False,
-                            antialias=shrink)[:, 0]
+        out = F.interpolate(
+            t.to(torch.float32)[:, None], size=size, mode="bilinear", align_corners=False, antialias=shrink
+        )[:, 0]
         res = out.numpy()
     return np.ascontiguousarray(np.moveaxis(res, 0, 2))
 
@@ -326,10 +332,20 @@ def make_geometry(shape, affine, zooms=None, preset: str | None = None, source: 
     model_spacing = tuple(float(s) for s in voxel_sizes(model_affine))
     _warn_thin_stack(shape, canon_shape, to_canon, canon_spacing, source)
     return Geometry(
-        file_shape=shape, file_affine=affine, file_zooms=file_zooms, to_canon=to_canon, from_canon=from_canon,
-        canon_shape=canon_shape, canon_affine=canon_affine, canon_spacing=canon_spacing, inplane=inplane,
-        crop=crop, model_shape=(MODEL_SIZE, MODEL_SIZE, z), model_affine=model_affine,
-        model_spacing=model_spacing, source=str(source),
+        file_shape=shape,
+        file_affine=affine,
+        file_zooms=file_zooms,
+        to_canon=to_canon,
+        from_canon=from_canon,
+        canon_shape=canon_shape,
+        canon_affine=canon_affine,
+        canon_spacing=canon_spacing,
+        inplane=inplane,
+        crop=crop,
+        model_shape=(MODEL_SIZE, MODEL_SIZE, z),
+        model_affine=model_affine,
+        model_spacing=model_spacing,
+        source=str(source),
     )
 
 
@@ -380,8 +396,11 @@ def match_grid(ref_shape, ref_affine, shape, affine, atol: float = PAIR_ATOL_MM)
     identity = np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64)
     if not (_orientable(ref_affine) and _orientable(affine)):
         # no orientation to compare (make_geometry then says so, naming the image): the pair must agree as stored
-        if shape == ref_shape and ref_affine.shape == affine.shape and np.allclose(affine, ref_affine, atol=atol,
-                                                                                  equal_nan=True):
+        if (
+            shape == ref_shape
+            and ref_affine.shape == affine.shape
+            and np.allclose(affine, ref_affine, atol=atol, equal_nan=True)
+        ):
             return identity, ""
         if shape != ref_shape:
             return None, f"shape {shape} differs from the image's {ref_shape}"
@@ -395,8 +414,11 @@ def match_grid(ref_shape, ref_affine, shape, affine, atol: float = PAIR_ATOL_MM)
         moved_shape[int(dst)] = shape[src]
     moved = affine @ inv_ornt_aff(xform, shape)
     reordered = not np.array_equal(xform, identity)
-    how = (f" (its axes {''.join(axcodes(affine))} reoriented to the image's {''.join(axcodes(ref_affine))})"
-           if reordered else "")
+    how = (
+        f" (its axes {''.join(axcodes(affine))} reoriented to the image's {''.join(axcodes(ref_affine))})"
+        if reordered
+        else ""
+    )
     if tuple(moved_shape) != ref_shape:
         if reordered:
             return None, f"shape {shape}{how} gives {tuple(moved_shape)}, the image has {ref_shape}"
@@ -471,7 +493,17 @@ def downsample_mask(mask2d, size: tuple[int, int]):
 
 
 __all__ = [
-    "CANONICAL_AXCODES", "MODEL_SIZE", "PRESET_CROPS", "Geometry", "GeometryError", "make_geometry",
-    "resize_inplane", "canonical_ornt", "axcodes", "downsample_mask", "match_grid", "THIN_STACK_STRETCH",
+    "CANONICAL_AXCODES",
+    "MODEL_SIZE",
+    "PRESET_CROPS",
+    "Geometry",
+    "GeometryError",
+    "make_geometry",
+    "resize_inplane",
+    "canonical_ornt",
+    "axcodes",
+    "downsample_mask",
+    "match_grid",
+    "THIN_STACK_STRETCH",
     "PAIR_ATOL_MM",
 ]

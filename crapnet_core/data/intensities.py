@@ -8,7 +8,8 @@ preparation and by ``crapnet segment`` for a raw-HU query scan.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,9 @@ def normalization_stats(spec: DatasetSpec, train_ids: Iterable[str]) -> tuple[fl
     return _STATS[key]
 
 
-def normalization_params(volume: Volume, spec: DatasetSpec, stats: tuple[float, float] | None = None) -> tuple[float, float]:
+def normalization_params(
+    volume: Volume, spec: DatasetSpec, stats: tuple[float, float] | None = None
+) -> tuple[float, float]:
     """``(mean, std)`` that :func:`normalize` uses for ``volume``: its own (MR) or ``stats`` (CT)."""
     if spec.modality == "MR":
         x = volume.image

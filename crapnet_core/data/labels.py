@@ -22,8 +22,9 @@ import json
 import logging
 import os
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -126,8 +127,9 @@ def exact_value(value) -> str:
     return str(v)
 
 
-def check_label_values(lab: np.ndarray, path: str | os.PathLike, known: Iterable[int] | None = None,
-                       map_name: str = "") -> list[int]:
+def check_label_values(
+    lab: np.ndarray, path: str | os.PathLike, known: Iterable[int] | None = None, map_name: str = ""
+) -> list[int]:
     """Check a label volume's values; returns the ids present (sorted ints).
 
     Refused (:class:`DatasetError` naming ``path``): a non-numeric dtype, NaN/infinite voxels,
@@ -148,11 +150,15 @@ def check_label_values(lab: np.ndarray, path: str | os.PathLike, known: Iterable
                 shown += f", ... ({bad.size} distinct values)"
             off = float(np.abs(bad.astype(np.float64) - np.round(bad.astype(np.float64))).max())
             if off < 1e-3:
-                hint = (f"; all lie within {off:.1g} of an integer (floating-point noise from a conversion?): round "
-                        f"the volume (e.g. numpy.rint) and save it with an integer data type")
+                hint = (
+                    f"; all lie within {off:.1g} of an integer (floating-point noise from a conversion?): round "
+                    f"the volume (e.g. numpy.rint) and save it with an integer data type"
+                )
             else:
-                hint = ("; a probability or interpolated mask? threshold it and save integer ids (interpolate "
-                        "labels with nearest neighbour)")
+                hint = (
+                    "; a probability or interpolated mask? threshold it and save integer ids (interpolate "
+                    "labels with nearest neighbour)"
+                )
             raise DatasetError(
                 f"{path}: label volume holds {int(frac.sum())} voxel(s) with non-integer values ({shown}); labels "
                 f"must be integer organ ids{hint}"
@@ -177,8 +183,14 @@ def check_label_values(lab: np.ndarray, path: str | os.PathLike, known: Iterable
 
 
 # --------------------------------------------------------------------------- the pair
-def pair_label(image_shape, image_affine, lab: np.ndarray, label_affine, image_path: str | os.PathLike,
-               label_path: str | os.PathLike) -> np.ndarray:
+def pair_label(
+    image_shape,
+    image_affine,
+    lab: np.ndarray,
+    label_affine,
+    image_path: str | os.PathLike,
+    label_path: str | os.PathLike,
+) -> np.ndarray:
     """The label volume on its image's array (file axis order), by the pair rule.
 
     Same world grid as the image up to axis order and flips: reoriented onto the image's axes
@@ -196,8 +208,11 @@ def pair_label(image_shape, image_affine, lab: np.ndarray, label_affine, image_p
         return lab
     from nibabel.orientations import apply_orientation
 
-    log.info("%s: stored in another axis order/flips than %s, on the same world grid: reoriented to it",
-             label_path, Path(image_path).name)
+    log.info(
+        "%s: stored in another axis order/flips than %s, on the same world grid: reoriented to it",
+        label_path,
+        Path(image_path).name,
+    )
     return np.ascontiguousarray(apply_orientation(lab, xform))
 
 

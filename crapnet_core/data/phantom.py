@@ -126,7 +126,11 @@ def _make_scan(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, n
         oi += rng.uniform(-8, 8)
         oj += rng.uniform(-6, 6)
         ok += rng.uniform(-0.07, 0.07)
-        ri, rj, rk = ri * scale * rng.uniform(0.92, 1.08), rj * scale * rng.uniform(0.92, 1.08), rk * rng.uniform(0.9, 1.15)
+        ri, rj, rk = (
+            ri * scale * rng.uniform(0.92, 1.08),
+            rj * scale * rng.uniform(0.92, 1.08),
+            rk * rng.uniform(0.9, 1.15),
+        )
         shape_noise = shape_noise_all[n_organ]
         f = ((ii - oi) / ri) ** 2 + ((jj - oj) / rj) ** 2 + ((kk - ok) / rk) ** 2 + 0.22 * shape_noise
         region = (f < 1.0) & body

@@ -41,9 +41,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -210,15 +211,22 @@ def _read_synapse(scan: RawScan):
     except RuntimeError as err:
         raise PrepareError(f"{scan.label}: unreadable label file ({str(err).strip().splitlines()[-1]})") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise PrepareError(f"{scan.image}: expected a 3D grey-level volume, got {image.GetDimension()}D "
-                           f"with {image.GetNumberOfComponentsPerPixel()} component(s)")
+        raise PrepareError(
+            f"{scan.image}: expected a 3D grey-level volume, got {image.GetDimension()}D "
+            f"with {image.GetNumberOfComponentsPerPixel()} component(s)"
+        )
     if label.GetSize() != image.GetSize():
-        raise PrepareError(f"{scan.label}: size {label.GetSize()} does not match the image {scan.image.name} "
-                           f"{image.GetSize()}")
-    if not (np.allclose(label.GetSpacing(), image.GetSpacing(), atol=1e-3)
-            and np.allclose(label.GetOrigin(), image.GetOrigin(), atol=1e-2)
-            and np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-4)):
-        raise PrepareError(f"{scan.label}: geometry (spacing/origin/direction) does not match the image {scan.image.name}")
+        raise PrepareError(
+            f"{scan.label}: size {label.GetSize()} does not match the image {scan.image.name} {image.GetSize()}"
+        )
+    if not (
+        np.allclose(label.GetSpacing(), image.GetSpacing(), atol=1e-3)
+        and np.allclose(label.GetOrigin(), image.GetOrigin(), atol=1e-2)
+        and np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-4)
+    ):
+        raise PrepareError(
+            f"{scan.label}: geometry (spacing/origin/direction) does not match the image {scan.image.name}"
+        )
     arr = sitk.GetArrayFromImage(label)
     if not np.array_equal(arr, np.round(arr)):
         raise PrepareError(f"{scan.label}: non-integer label values")
@@ -285,8 +293,10 @@ def _read_chaos(scan: RawScan):
     shape = (image.GetSize()[1], image.GetSize()[0])
     for p, s in zip(ordered, slices):
         if s.shape != shape:
-            raise PrepareError(f"{by_resolved[p.resolve()]}: size {s.shape[::-1]} does not match its DICOM slice "
-                               f"{p.name} {shape[::-1]}")
+            raise PrepareError(
+                f"{by_resolved[p.resolve()]}: size {s.shape[::-1]} does not match its DICOM slice "
+                f"{p.name} {shape[::-1]}"
+            )
     label = sitk.GetImageFromArray(np.stack(slices).astype(np.uint8))
     label.CopyInformation(image)
     return image, label
@@ -320,8 +330,14 @@ def resample_inplane(image, size: int, label: bool):
     shift[:2] = (new_sp[:2] - old_sp[:2]) / 2.0
     new_origin = np.array(image.GetOrigin(), dtype=np.float64) + direction @ shift
     return sitk.Resample(
-        image, new_size, sitk.Transform(), sitk.sitkNearestNeighbor if label else sitk.sitkLinear,
-        tuple(new_origin), tuple(new_sp), tuple(direction.ravel()), 0,
+        image,
+        new_size,
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor if label else sitk.sitkLinear,
+        tuple(new_origin),
+        tuple(new_sp),
+        tuple(direction.ravel()),
+        0,
         sitk.sitkUInt8 if label else sitk.sitkFloat32,
     )
 
@@ -341,8 +357,10 @@ def _check_out(out: Path, raw: Path, force: bool) -> None:
         ours = re.compile(r"^(image|label)_.+\.nii\.gz$|^labels\.json$|^prepare\.json$|^\.")
         others = [p.name for p in out.iterdir() if not ours.match(p.name)]
         if others:
-            raise PrepareError(f"--out {out}: folder holds other files ({', '.join(sorted(others)[:4])}); "
-                               f"choose an empty or new folder")
+            raise PrepareError(
+                f"--out {out}: folder holds other files ({', '.join(sorted(others)[:4])}); "
+                f"choose an empty or new folder"
+            )
         if (out / "prepare.json").is_file():
             raise PrepareError(f"--out {out}: already holds a prepared dataset; pass --force to prepare it again")
 
@@ -378,7 +396,9 @@ def prepare_dataset(
         known = {s.scan_id for s in scans}
         unknown = [s for s in wanted if s not in known]
         if unknown:
-            raise PrepareError(f"--scans: {', '.join(unknown)} not in {raw} (found: {', '.join(sorted(known, key=_id_key))})")
+            raise PrepareError(
+                f"--scans: {', '.join(unknown)} not in {raw} (found: {', '.join(sorted(known, key=_id_key))})"
+            )
         scans = [s for s in scans if s.scan_id in wanted]
     _check_out(out, raw, force)
     modality = "CT" if source == "synapse" else "MR"
@@ -397,8 +417,10 @@ def prepare_dataset(
             image, label = _read_synapse(scan) if source == "synapse" else _read_chaos(scan)
         arr = sitk.GetArrayFromImage(image)
         if not np.isfinite(arr).all():
-            raise PrepareError(f"{scan.image if source == 'synapse' else Path(scan.image[0]).parent}: "
-                               f"{int((~np.isfinite(arr)).sum())} NaN/infinite voxel(s)")
+            raise PrepareError(
+                f"{scan.image if source == 'synapse' else Path(scan.image[0]).parent}: "
+                f"{int((~np.isfinite(arr)).sum())} NaN/infinite voxel(s)"
+            )
         arr = ct_window(arr) if modality == "CT" else mr_clip(arr)
         processed = sitk.GetImageFromArray(arr)
         processed.CopyInformation(image)
@@ -408,17 +430,19 @@ def prepare_dataset(
             with atomic_path(out / name, suffix=".nii.gz") as tmp:
                 sitk.WriteImage(img, str(tmp), True)
         counts = np.bincount(sitk.GetArrayViewFromImage(lab_out).ravel(), minlength=max(labels.values()) + 1)
-        rows.append({
-            "scan": scan.scan_id,
-            "source_size": "x".join(str(n) for n in image.GetSize()),
-            "source_spacing_mm": "x".join(f"{s:.3g}" for s in image.GetSpacing()),
-            "size": "x".join(str(n) for n in img_out.GetSize()),
-            "spacing_mm": "x".join(f"{s:.3g}" for s in img_out.GetSpacing()),
-            "min": float(arr.min()),
-            "max": float(arr.max()),
-            **{organ: int(counts[lid]) for organ, lid in labels.items()},
-            **scan.info,
-        })
+        rows.append(
+            {
+                "scan": scan.scan_id,
+                "source_size": "x".join(str(n) for n in image.GetSize()),
+                "source_spacing_mm": "x".join(f"{s:.3g}" for s in image.GetSpacing()),
+                "size": "x".join(str(n) for n in img_out.GetSize()),
+                "spacing_mm": "x".join(f"{s:.3g}" for s in img_out.GetSpacing()),
+                "min": float(arr.min()),
+                "max": float(arr.max()),
+                **{organ: int(counts[lid]) for organ, lid in labels.items()},
+                **scan.info,
+            }
+        )
     bar.close()
     write_json(out / "labels.json", {"modality": modality, "labels": labels, "source": source})
     summary = {
@@ -428,9 +452,11 @@ def prepare_dataset(
         "modality": modality,
         "size": int(size),
         "preprocessing": (
-            f"HU clipped to [{CT_WINDOW[0]:g}, {CT_WINDOW[1]:g}] and mapped to 0..255" if modality == "CT"
+            f"HU clipped to [{CT_WINDOW[0]:g}, {CT_WINDOW[1]:g}] and mapped to 0..255"
+            if modality == "CT"
             else f"clipped at the {MR_PERCENTILE:g}th percentile per volume"
-        ) + f"; in-plane resampling to {size} x {size} (image linear, labels nearest), field of view kept",
+        )
+        + f"; in-plane resampling to {size} x {size} (image linear, labels nearest), field of view kept",
         "labels": labels,
         "scans": rows,
         "seconds": round(time.perf_counter() - t0, 2),
@@ -440,6 +466,16 @@ def prepare_dataset(
 
 
 __all__ = [
-    "SOURCES", "MR_PERCENTILE", "CHAOS_GREY", "PrepareError", "RawScan", "find_scans", "keep_locale",
-    "find_synapse", "find_chaos", "mr_clip", "resample_inplane", "prepare_dataset",
+    "SOURCES",
+    "MR_PERCENTILE",
+    "CHAOS_GREY",
+    "PrepareError",
+    "RawScan",
+    "find_scans",
+    "keep_locale",
+    "find_synapse",
+    "find_chaos",
+    "mr_clip",
+    "resample_inplane",
+    "prepare_dataset",
 ]

@@ -25,11 +25,13 @@ one voxel of an excluded organ).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
-from ..facts import SETTING2_GROUPS  # setting 2 test groups (Sec. 4.2)
-from ..facts import ORGANS  # study facts: the benchmark organs
+from ..facts import (
+    ORGANS,  # study facts: the benchmark organs
+    SETTING2_GROUPS,  # setting 2 test groups (Sec. 4.2)
+)
 from .errors import DatasetError
 from .scans import id_sort_key
 from .spec import DatasetSpec
@@ -79,8 +81,9 @@ def make_fold(ids: Iterable[str | int], fold: int, n_folds: int = 5, validation:
         raise ValueError(f"make_fold: validation must be a bool or a count >= 0, got {validation!r}")
     if n_val:
         if len(train) < n_val + 1:
-            raise ValueError(f"make_fold: fold {fold} has {len(train)} training scan(s); {n_val} validation "
-                             f"scan(s) need {n_val + 1}")
+            raise ValueError(
+                f"make_fold: fold {fold} has {len(train)} training scan(s); {n_val} validation scan(s) need {n_val + 1}"
+            )
         train, val = train[:-n_val], train[-n_val:]
     return Fold(index=fold, test_ids=test, support_id=support, train_ids=train, validation_ids=val)
 
@@ -106,9 +109,7 @@ def excluded_organs(setting: int, group: Sequence[str]) -> tuple[str, ...]:
     raise ValueError(f"setting must be 1 or 2, got {setting!r}")
 
 
-def training_slices(
-    spec: DatasetSpec, fold: Fold, exclude_organs: Iterable[str] = ()
-) -> list[tuple[str, int]]:
+def training_slices(spec: DatasetSpec, fold: Fold, exclude_organs: Iterable[str] = ()) -> list[tuple[str, int]]:
     """``(scan_id, z)`` of every training slice of ``fold`` that holds none of ``exclude_organs``.
 
     Setting 1 passes no organs (every slice of every training scan); setting 2 passes the
@@ -118,7 +119,9 @@ def training_slices(
     label_ids = [spec.label_id(o) for o in exclude]  # DatasetError for an organ the dataset lacks
     bad = set(fold.test_ids) | {fold.support_id} | set(fold.validation_ids)
     if bad & set(fold.train_ids):
-        raise DatasetError(f"fold {fold.index}: training scans overlap test/support scans: {sorted(bad & set(fold.train_ids))}")
+        raise DatasetError(
+            f"fold {fold.index}: training scans overlap test/support scans: {sorted(bad & set(fold.train_ids))}"
+        )
     out: list[tuple[str, int]] = []
     for sid in fold.train_ids:
         vol = load_volume(spec, sid)

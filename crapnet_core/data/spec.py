@@ -166,7 +166,8 @@ def resolve_dataset(
     file (JSON/YAML) or a preset name (``"chaos"``/``"sabs"``) whose labels and modality
     apply; without it the folder must hold ``labels.json``/``labels.yaml``.
     """
-    from ..paths import DataRootNotSet, data_root as _data_root
+    from ..paths import DataRootNotSet
+    from ..paths import data_root as _data_root
 
     key = str(name_or_path)
     if key.lower() in PRESETS and labels is None and not Path(key).is_dir():
@@ -185,9 +186,7 @@ def resolve_dataset(
 
     root = Path(key).expanduser()
     if not root.exists():
-        raise DatasetError(
-            f"{root}: dataset folder not found (use a folder, or one of chaos, sabs, phantom)"
-        )
+        raise DatasetError(f"{root}: dataset folder not found (use a folder, or one of chaos, sabs, phantom)")
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     root = root.resolve()
@@ -216,5 +215,6 @@ def resolve_dataset(
     is_phantom = bool(raw.get("synthetic", False))
     if threshold is None and preset is not None:
         threshold = BODY_THRESHOLD[modality]  # the preset's fixed value
-    return DatasetSpec(name, root, lab, modality, None if threshold is None else float(threshold),
-                       is_phantom=is_phantom, preset=preset)
+    return DatasetSpec(
+        name, root, lab, modality, None if threshold is None else float(threshold), is_phantom=is_phantom, preset=preset
+    )

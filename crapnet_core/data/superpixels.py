@@ -43,16 +43,17 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
 from .body import body_mask, body_report, body_threshold_for, body_warning
 from .errors import DatasetError
-from .scans import image_path, read_nifti, scan_ids as dataset_scan_ids
+from .scans import image_path, read_nifti
+from .scans import scan_ids as dataset_scan_ids
 from .spec import DatasetSpec
 from .volumes import load_volume
 
@@ -180,8 +181,14 @@ def _is_done(dest: Path, src: Path, grid: str = "model") -> bool:
     return grid == "model"
 
 
-def _compute_one(spec: DatasetSpec, scan_id: str, threshold: float | None, params: SuperpixelParams, out_dir: str,
-                 grid: str = "model") -> tuple[str, str, float]:
+def _compute_one(
+    spec: DatasetSpec,
+    scan_id: str,
+    threshold: float | None,
+    params: SuperpixelParams,
+    out_dir: str,
+    grid: str = "model",
+) -> tuple[str, str, float]:
     """Worker: superpixels of one scan, saved atomically on ``grid``. Returns (id, path, seconds)."""
     from ..io import save_nifti
 
@@ -285,12 +292,17 @@ def load_superpixels(
         compute_superpixels(spec, folder, [scan_id], jobs=1, progress=False, params=params)
     arr, _, _ = read_nifti(path)
     if tuple(arr.shape) != tuple(vol.image.shape):
-        raise DatasetError(f"{path}: shape {arr.shape} does not match the model grid of {vol.image_path.name} {vol.image.shape}")
+        raise DatasetError(
+            f"{path}: shape {arr.shape} does not match the model grid of {vol.image_path.name} {vol.image.shape}"
+        )
     return np.ascontiguousarray(arr).astype(np.int32)
 
 
 def ensure_superpixels(
-    spec: DatasetSpec, ids: Iterable[str], jobs: int | None = None, progress: bool = True,
+    spec: DatasetSpec,
+    ids: Iterable[str],
+    jobs: int | None = None,
+    progress: bool = True,
     params: SuperpixelParams = SuperpixelParams(),
 ) -> Path:
     """Compute the missing superpixels of ``ids`` into the cache (``jobs`` processes, default: all cores)."""

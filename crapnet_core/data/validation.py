@@ -33,14 +33,13 @@ def check_finite(
     if n_bad == 0:
         return array
     if not replace:
-        raise DatasetError(
-            f"{path}: {n_bad} NaN/infinite voxel(s) in the {what}" + (f"; {hint}" if hint else "")
-        )
+        raise DatasetError(f"{path}: {n_bad} NaN/infinite voxel(s) in the {what}" + (f"; {hint}" if hint else ""))
     if n_bad == array.size:
         raise DatasetError(f"{path}: every voxel of the {what} is NaN/infinite")
     fill = float(np.min(array[~bad]))
-    warnings.warn(f"{path}: replaced {n_bad} NaN/infinite voxel(s) of the {what} with {fill:g} (its lowest value)",
-                  stacklevel=2)
+    warnings.warn(
+        f"{path}: replaced {n_bad} NaN/infinite voxel(s) of the {what} with {fill:g} (its lowest value)", stacklevel=2
+    )
     out = array.copy()
     out[bad] = fill
     return out

@@ -69,8 +69,9 @@ class Volume:
         Read from the file again (not cached).
         """
         lab, lab_aff, _ = read_nifti(self.label_path)
-        return pair_label(self.geometry.file_shape, self.geometry.file_affine, lab, lab_aff, self.image_path,
-                          self.label_path)
+        return pair_label(
+            self.geometry.file_shape, self.geometry.file_affine, lab, lab_aff, self.image_path, self.label_path
+        )
 
     def file_label(self) -> np.ndarray:
         """The label volume at the file's own resolution, in canonical orientation (``geometry.canon_shape``).
@@ -152,8 +153,14 @@ def load_volume(spec: DatasetSpec, scan_id: str | int) -> Volume:
 
 
 def make_volume(
-    scan_id: str, img: np.ndarray, affine: np.ndarray, zooms, lab: np.ndarray | None,
-    image_file: Path, label_file: Path | None, preset: str | None = None,
+    scan_id: str,
+    img: np.ndarray,
+    affine: np.ndarray,
+    zooms,
+    lab: np.ndarray | None,
+    image_file: Path,
+    label_file: Path | None,
+    preset: str | None = None,
 ) -> Volume:
     """A :class:`Volume` from file arrays (file axis order): reorient + in-plane grid (geometry module).
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ def parse_checkpoints(value: str, available: Sequence[int]) -> list[int]:
         raise ValueError(f"--checkpoints: {value!r} is not 'all' or a comma list of steps") from None
     missing = [s for s in steps if s not in available]
     if missing or not steps:
-        raise ValueError(f"--checkpoints: no checkpoint for step(s) {missing or value!r}; "
-                         f"the run has steps {available or 'none'} (train with --set train.keep_checkpoints=N)")
+        raise ValueError(
+            f"--checkpoints: no checkpoint for step(s) {missing or value!r}; "
+            f"the run has steps {available or 'none'} (train with --set train.keep_checkpoints=N)"
+        )
     return steps
 
 
@@ -116,14 +119,31 @@ def _evaluate_checkpoints(run_dir, cfg, available, steps, device, progress, spli
             m = evaluate_model(model, cfg, dev, out_dir=None, progress=progress, save_predictions=False, split=split)
         dice = {o: r["dice_mean"] for o, r in m["per_organ"].items()}
         dice["mean"] = m["mean"]["dice"]
-        points.append({"step": int(meta.get("step", step)), "checkpoint": available[step].name, "dice": dice,
-                       "per_scan": per_scan_from_metrics(m), "seconds": round(time.time() - t0, 2)})
+        points.append(
+            {
+                "step": int(meta.get("step", step)),
+                "checkpoint": available[step].name,
+                "dice": dice,
+                "per_scan": per_scan_from_metrics(m),
+                "seconds": round(time.time() - t0, 2),
+            }
+        )
         log.info("%s step %d: mean Dice %s", run_dir, step, dice["mean"])
-    out = {"run": run_dir.name, "config_hash": cfg.config_hash(), "dataset": cfg.dataset_name(),
-           "setting": cfg.data.setting, "fold": cfg.data.fold, "method": cfg.model.method, "profile": cfg.profile,
-           "trained_steps": cfg.train.steps, "organs": list(cfg.data.test_group), "points": points,
-           "split": split, "scans": m["test_scans"] if points else [],
-           "units": {"dice": "fraction 0..1", "step": "training iterations"}}
+    out = {
+        "run": run_dir.name,
+        "config_hash": cfg.config_hash(),
+        "dataset": cfg.dataset_name(),
+        "setting": cfg.data.setting,
+        "fold": cfg.data.fold,
+        "method": cfg.model.method,
+        "profile": cfg.profile,
+        "trained_steps": cfg.train.steps,
+        "organs": list(cfg.data.test_group),
+        "points": points,
+        "split": split,
+        "scans": m["test_scans"] if points else [],
+        "units": {"dice": "fraction 0..1", "step": "training iterations"},
+    }
     write_json(run_dir / budget_filename(split), out)
     return out
 
@@ -135,9 +155,13 @@ def budget_markdown(budget: dict[str, Any]) -> str:
     organs = budget["organs"]
     head = [ORGAN_SHORT.get(o, o) for o in organs] + ["Mean"]
     what = "Validation" if budget.get("split") == "validation" else "Test"
-    lines = [f"{what} Dice (0-100) against training steps: {budget['method']}, {budget['dataset']} setting "
-             f"{budget['setting']} fold {budget['fold']} (run `{budget['run']}`).", "",
-             "| Step | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    lines = [
+        f"{what} Dice (0-100) against training steps: {budget['method']}, {budget['dataset']} setting "
+        f"{budget['setting']} fold {budget['fold']} (run `{budget['run']}`).",
+        "",
+        "| Step | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 1) + "|",
+    ]
     for p in budget["points"]:
         vals = [p["dice"].get(o) for o in [*organs, "mean"]]
         lines.append(f"| {p['step']} | " + " | ".join("–" if v is None else f"{100 * v:.2f}" for v in vals) + " |")
@@ -171,8 +195,12 @@ def plot_budget(budgets: Sequence[dict[str, Any]], organ: str = "mean", ax=None)
         _, ax = plt.subplots(figsize=(6, 3.8))
     for b in budgets:
         pts = [p for p in b["points"] if p["dice"].get(organ) is not None]
-        ax.plot([p["step"] for p in pts], [100 * p["dice"][organ] for p in pts], marker="o",
-                label=f"{METHOD_LABELS.get(b['method'], b['method'])}, {b['dataset']} s{b['setting']} f{b['fold']}")
+        ax.plot(
+            [p["step"] for p in pts],
+            [100 * p["dice"][organ] for p in pts],
+            marker="o",
+            label=f"{METHOD_LABELS.get(b['method'], b['method'])}, {b['dataset']} s{b['setting']} f{b['fold']}",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training steps")
     ax.set_ylabel(f"test Dice ({'mean over organs' if organ == 'mean' else organ}, 0-100)")
@@ -180,4 +208,12 @@ def plot_budget(budgets: Sequence[dict[str, Any]], organ: str = "mean", ax=None)
     return ax.figure
 
 
-__all__ = ["budget_filename", "load_budgets", "plot_budget", "checkpoint_steps", "parse_checkpoints", "evaluate_checkpoints", "budget_markdown"]
+__all__ = [
+    "budget_filename",
+    "load_budgets",
+    "plot_budget",
+    "checkpoint_steps",
+    "parse_checkpoints",
+    "evaluate_checkpoints",
+    "budget_markdown",
+]

@@ -160,8 +160,12 @@ def run_hashes(run_dir: str | Path, cfg: ExperimentConfig) -> tuple[str, ...]:
     return tuple(h for h in (cfg.config_hash(), recorded_hash(run_dir)) if h)
 
 
-def check_checkpoint(state: dict[str, Any], cfg: ExperimentConfig, path: str | Path,
-                     run_hashes: tuple[str, ...] | list[str] | None = None) -> None:
+def check_checkpoint(
+    state: dict[str, Any],
+    cfg: ExperimentConfig,
+    path: str | Path,
+    run_hashes: tuple[str, ...] | list[str] | None = None,
+) -> None:
     """Refuse a checkpoint that does not fit ``cfg`` (:class:`CheckpointMismatch`).
 
     Always the model config (naming the differing ``model`` fields: another architecture).
@@ -190,13 +194,18 @@ def check_checkpoint(state: dict[str, Any], cfg: ExperimentConfig, path: str | P
         try:
             stored = ExperimentConfig.from_dict(state["config"]).config_hash()
         except (TypeError, ValueError, KeyError) as err:
-            raise CheckpointMismatch(f"{path}: the config stored in the checkpoint cannot be read ({err}); "
-                                     f"cannot tell whether it belongs to this run") from None
+            raise CheckpointMismatch(
+                f"{path}: the config stored in the checkpoint cannot be read ({err}); "
+                f"cannot tell whether it belongs to this run"
+            ) from None
     if not stored:
         import warnings
 
-        warnings.warn(f"{path}: the checkpoint stores no config; only its tensors are checked against the run's "
-                      f"model, not that it was trained with this run's config", stacklevel=2)
+        warnings.warn(
+            f"{path}: the checkpoint stores no config; only its tensors are checked against the run's "
+            f"model, not that it was trained with this run's config",
+            stacklevel=2,
+        )
         return
     if stored not in accepted:
         diff = _config_differences(state.get("config"), cfg)
@@ -207,8 +216,9 @@ def check_checkpoint(state: dict[str, Any], cfg: ExperimentConfig, path: str | P
         )
 
 
-def newest_intact_checkpoint(run_dir: str | Path, cfg: ExperimentConfig | None = None
-                             ) -> tuple[Path | None, dict[str, Any] | None, list[tuple[Path, str]]]:
+def newest_intact_checkpoint(
+    run_dir: str | Path, cfg: ExperimentConfig | None = None
+) -> tuple[Path | None, dict[str, Any] | None, list[tuple[Path, str]]]:
     """The newest checkpoint of a run that reads back: ``(path, state, skipped)``.
 
     Candidates: ``last.pt`` (a copy of the newest step file, written after it), then the
@@ -247,8 +257,13 @@ def describe_skipped(skipped: list[tuple[Path, str]]) -> str:
     return "; ".join(f"{p.name} skipped: {why}" for p, why in skipped)
 
 
-def load_model(cfg: ExperimentConfig, checkpoint: str | Path, device=None, state: dict[str, Any] | None = None,
-               run_hashes: tuple[str, ...] | list[str] | None = None):
+def load_model(
+    cfg: ExperimentConfig,
+    checkpoint: str | Path,
+    device=None,
+    state: dict[str, Any] | None = None,
+    run_hashes: tuple[str, ...] | list[str] | None = None,
+):
     """Build ``cfg``'s model and load ``checkpoint`` into it; returns ``(model, checkpoint_state)``.
 
     A checkpoint of another architecture raises :class:`CheckpointMismatch` naming the
@@ -267,7 +282,9 @@ def load_model(cfg: ExperimentConfig, checkpoint: str | Path, device=None, state
         model.load_state_dict(state["model"], strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[0:3]
-        raise CheckpointMismatch(f"{checkpoint}: checkpoint does not match the model config ({' '.join(first)})") from None
+        raise CheckpointMismatch(
+            f"{checkpoint}: checkpoint does not match the model config ({' '.join(first)})"
+        ) from None
     model.to(device or torch.device("cpu"))
     model.eval()
     return model, state
@@ -286,11 +303,14 @@ def run_checkpoint(run_dir: str | Path, cfg: ExperimentConfig) -> tuple[Path, di
 
     run_dir = Path(run_dir)
     if latest_checkpoint(run_dir) is None:
-        raise FileNotFoundError(f"{checkpoint_dir(run_dir) / 'last.pt'}: no checkpoint in {run_dir}; train the run first")
+        raise FileNotFoundError(
+            f"{checkpoint_dir(run_dir) / 'last.pt'}: no checkpoint in {run_dir}; train the run first"
+        )
     path, state, skipped = newest_intact_checkpoint(run_dir, cfg)
     if path is None:
-        raise CheckpointUnreadable(f"{run_dir}: no intact checkpoint ({describe_skipped(skipped)}); "
-                                   f"train the run again with --force")
+        raise CheckpointUnreadable(
+            f"{run_dir}: no intact checkpoint ({describe_skipped(skipped)}); train the run again with --force"
+        )
     step = int(state.get("step", -1))
     if skipped:
         trained = (run_dir / "TRAINED").is_file()
@@ -300,6 +320,7 @@ def run_checkpoint(run_dir: str | Path, cfg: ExperimentConfig) -> tuple[Path, di
                 f"the newest intact one is {path.name} (step {step}): finish the run from it with `crapnet train "
                 f"... --out {run_dir} --resume`, or evaluate it explicitly with --checkpoint {path}"
             )
-        logging.getLogger(__name__).warning("%s: %s; using %s (step %d)", run_dir, describe_skipped(skipped),
-                                            path.name, step)
+        logging.getLogger(__name__).warning(
+            "%s: %s; using %s (step %d)", run_dir, describe_skipped(skipped), path.name, step
+        )
     return path, state

@@ -28,8 +28,9 @@ Units: Dice fractions 0..1 in every dict here.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,8 +67,10 @@ def _from_summary(path: Path, summary: Mapping[str, Any]) -> tuple[dict[str, dic
     for f, entry in (summary.get("per_fold") or {}).items():
         per_scan = entry.get("per_scan")
         if not per_scan:
-            raise ValueError(f"{path}: fold {f} has no per-scan Dice (a summary written before per_scan was "
-                             "stored; rerun its cross-validation into the same --out to rewrite it)")
+            raise ValueError(
+                f"{path}: fold {f} has no per-scan Dice (a summary written before per_scan was "
+                "stored; rerun its cross-validation into the same --out to rewrite it)"
+            )
         for organ, values in per_scan.items():
             for sid, v in values.items():
                 if v is None:
@@ -90,8 +93,10 @@ def _from_runs(folder: Path) -> tuple[dict[str, dict[str, float]], dict[str, int
         for organ, values in per_scan_from_metrics(m).items():
             for sid, v in values.items():
                 if sid in scans.get(organ, {}):  # two runs of one seed scoring the same organ and scan
-                    raise ValueError(f"{path}: {organ} of scan {sid} is also scored by another run of {folder}; "
-                                     "one run per fold and test group is expected")
+                    raise ValueError(
+                        f"{path}: {organ} of scan {sid} is also scored by another run of {folder}; "
+                        "one run per fold and test group is expected"
+                    )
                 scans.setdefault(organ, {})[sid] = v
                 fold_of[sid] = int(m["fold"])
     return scans, fold_of
@@ -113,8 +118,9 @@ def load_table(source: str | Path) -> dict[str, Any]:
         summary_file, folder = path / "summary.json", path
     else:
         raise FileNotFoundError(f"{source}: no such result folder or summary.json")
-    seed_dirs = sorted((p for p in folder.glob("seed*") if p.is_dir() and _SEED_DIR.fullmatch(p.name)),
-                       key=lambda p: int(p.name[4:]))
+    seed_dirs = sorted(
+        (p for p in folder.glob("seed*") if p.is_dir() and _SEED_DIR.fullmatch(p.name)), key=lambda p: int(p.name[4:])
+    )
     seeds: dict[int, dict[str, dict[str, float]]] = {}
     fold_of: dict[str, int] = {}
     meta: dict[str, Any] = {}
@@ -141,8 +147,10 @@ def load_table(source: str | Path) -> dict[str, Any]:
             raise FileNotFoundError(f"{source}: no seed<k>/ folder with results and no summary.json")
         s = _read(summary_file)
         if s.get("seeds"):
-            raise ValueError(f"{summary_file}: a seed aggregate without its seed<k>/summary.json folders next to "
-                             "it; pass the folder that holds them")
+            raise ValueError(
+                f"{summary_file}: a seed aggregate without its seed<k>/summary.json folders next to "
+                "it; pass the folder that holds them"
+            )
         meta = s
         scans, folds = _from_summary(summary_file, s)
         seeds[_seed_of(summary_file, s)] = scans
@@ -151,17 +159,27 @@ def load_table(source: str | Path) -> dict[str, Any]:
         for sid, f in folds.items():
             if fold_of.setdefault(sid, f) != f:
                 raise ValueError(f"{where}: scan {sid} is in fold {f} here and in fold {fold_of[sid]} in another seed")
-    return {"path": str(path), "name": folder.name if path.is_dir() else summary_file.parent.name,
-            "dataset": meta.get("dataset"), "setting": meta.get("setting"), "method": meta.get("method"),
-            "variant": meta.get("variant"), "profile": meta.get("profile"), "seeds": seeds, "fold_of": fold_of}
+    return {
+        "path": str(path),
+        "name": folder.name if path.is_dir() else summary_file.parent.name,
+        "dataset": meta.get("dataset"),
+        "setting": meta.get("setting"),
+        "method": meta.get("method"),
+        "variant": meta.get("variant"),
+        "profile": meta.get("profile"),
+        "seeds": seeds,
+        "fold_of": fold_of,
+    }
 
 
 def _seed_mean(table: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, dict[str, float]]:
     """{organ: {scan: mean Dice over ``seeds``}} (scans scored in every one of them)."""
     missing = [s for s in seeds if s not in table["seeds"]]
     if missing:
-        raise ValueError(f"{table['path']}: no seed {', '.join(map(str, missing))} "
-                         f"(it has {', '.join(map(str, sorted(table['seeds'])))})")
+        raise ValueError(
+            f"{table['path']}: no seed {', '.join(map(str, missing))} "
+            f"(it has {', '.join(map(str, sorted(table['seeds'])))})"
+        )
     out: dict[str, dict[str, float]] = {}
     organs = set.intersection(*(set(table["seeds"][s]) for s in seeds))
     for organ in organs:
@@ -170,8 +188,9 @@ def _seed_mean(table: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, dict
     return out
 
 
-def paired_rows(a: Mapping[str, Any], b: Mapping[str, Any], seeds_a: Sequence[int],
-                seeds_b: Sequence[int]) -> list[dict[str, Any]]:
+def paired_rows(
+    a: Mapping[str, Any], b: Mapping[str, Any], seeds_a: Sequence[int], seeds_b: Sequence[int]
+) -> list[dict[str, Any]]:
     """Paired per-scan values of two tables: one row per organ, then the per-scan organ mean.
 
     a, b: :func:`load_table` dicts; seeds_a/seeds_b: the seeds averaged on each side. Returns
@@ -187,17 +206,32 @@ def paired_rows(a: Mapping[str, Any], b: Mapping[str, Any], seeds_a: Sequence[in
         for sid in common:
             fa, fb = a["fold_of"].get(sid), b["fold_of"].get(sid)
             if fa != fb:
-                raise ValueError(f"{a['path']} and {b['path']}: scan {sid} is in fold {fa} and fold {fb}; "
-                                 "a paired comparison needs the same folds")
+                raise ValueError(
+                    f"{a['path']} and {b['path']}: scan {sid} is in fold {fa} and fold {fb}; "
+                    "a paired comparison needs the same folds"
+                )
             per_scan.setdefault(sid, []).append((va[organ][sid], vb[organ][sid]))
-        rows.append({"organ": organ, "scans": common, "folds": [a["fold_of"][s] for s in common],
-                     "a": [va[organ][s] for s in common], "b": [vb[organ][s] for s in common]})
+        rows.append(
+            {
+                "organ": organ,
+                "scans": common,
+                "folds": [a["fold_of"][s] for s in common],
+                "a": [va[organ][s] for s in common],
+                "b": [vb[organ][s] for s in common],
+            }
+        )
     if not per_scan:
         raise ValueError(f"{a['path']} and {b['path']}: no (organ, scan) pair in common")
     scans = sorted(per_scan, key=lambda s: (len(s), s))
-    rows.append({"organ": "mean", "scans": scans, "folds": [a["fold_of"][s] for s in scans],
-                 "a": [float(np.mean([x for x, _ in per_scan[s]])) for s in scans],
-                 "b": [float(np.mean([y for _, y in per_scan[s]])) for s in scans]})
+    rows.append(
+        {
+            "organ": "mean",
+            "scans": scans,
+            "folds": [a["fold_of"][s] for s in scans],
+            "a": [float(np.mean([x for x, _ in per_scan[s]])) for s in scans],
+            "b": [float(np.mean([y for _, y in per_scan[s]])) for s in scans],
+        }
+    )
     return rows
 
 
@@ -210,13 +244,22 @@ def _label(table: Mapping[str, Any], seeds: Sequence[int]) -> str:
     if variant and variant != method:
         name += f" variant {variant}"
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))}"
-    return (f"{name} ({table.get('dataset')}, setting {table.get('setting')}, {table.get('profile')}, "
-            f"{seed_text}; {table['name']})")
+    return (
+        f"{name} ({table.get('dataset')}, setting {table.get('setting')}, {table.get('profile')}, "
+        f"{seed_text}; {table['name']})"
+    )
 
 
-def compare_tables(a: Mapping[str, Any], b: Mapping[str, Any], seeds_a: Sequence[int] | None = None,
-                   seeds_b: Sequence[int] | None = None, confidence: float = 0.95,
-                   n_resamples: int = N_RESAMPLES, seed: int = 0, per_scan_resamples: int = 9999) -> dict[str, Any]:
+def compare_tables(
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    seeds_a: Sequence[int] | None = None,
+    seeds_b: Sequence[int] | None = None,
+    confidence: float = 0.95,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    per_scan_resamples: int = 9999,
+) -> dict[str, Any]:
     """Fold-level and per-scan tests of A - B for every organ and the per-scan organ mean.
 
     a, b: :func:`load_table` dicts (same dataset and setting, else ValueError). seeds_a/seeds_b:
@@ -229,8 +272,10 @@ def compare_tables(a: Mapping[str, Any], b: Mapping[str, Any], seeds_a: Sequence
     """
     for key in ("dataset", "setting"):
         if a.get(key) != b.get(key):
-            raise ValueError(f"{a['path']} and {b['path']}: different {key} ({a.get(key)} vs {b.get(key)}); "
-                             "a paired comparison needs the same scans")
+            raise ValueError(
+                f"{a['path']} and {b['path']}: different {key} ({a.get(key)} vs {b.get(key)}); "
+                "a paired comparison needs the same scans"
+            )
     if seeds_a is None or seeds_b is None:
         common = sorted(set(a["seeds"]) & set(b["seeds"]))
         seeds_a = (common or sorted(a["seeds"])) if seeds_a is None else seeds_a
@@ -241,19 +286,60 @@ def compare_tables(a: Mapping[str, Any], b: Mapping[str, Any], seeds_a: Sequence
         d = np.asarray(r["a"]) - np.asarray(r["b"])
         fl = fold_level_test(d, r["folds"], confidence, n_resamples, seed)
         ps = paired_test(d, confidence, per_scan_resamples, seed)
-        row = {"organ": r["organ"], "n": fl["n"], "n_folds": fl["n_folds"], "mean_a": float(np.mean(r["a"])),
-               "mean_b": float(np.mean(r["b"])), "mean_diff": fl["mean_diff"]}
-        row.update({k: fl[k] for k in ("ci_low", "ci_high", "excludes_zero", "p", "p_source", "p_boot", "se", "df",
-                                        "mc_error", "n_resamples", "icc", "design_effect", "tau2", "sigma2")})
+        row = {
+            "organ": r["organ"],
+            "n": fl["n"],
+            "n_folds": fl["n_folds"],
+            "mean_a": float(np.mean(r["a"])),
+            "mean_b": float(np.mean(r["b"])),
+            "mean_diff": fl["mean_diff"],
+        }
+        row.update(
+            {
+                k: fl[k]
+                for k in (
+                    "ci_low",
+                    "ci_high",
+                    "excludes_zero",
+                    "p",
+                    "p_source",
+                    "p_boot",
+                    "se",
+                    "df",
+                    "mc_error",
+                    "n_resamples",
+                    "icc",
+                    "design_effect",
+                    "tau2",
+                    "sigma2",
+                )
+            }
+        )
         row["lmm"] = fl["mixed_model"]
         row.update(scan_ci_low=ps["ci_low"], scan_ci_high=ps["ci_high"], p_wilcoxon=ps["p_wilcoxon"])
         rows.append(row)
-    return {"a": {"label": _label(a, seeds_a), "table": a["name"], "path": a["path"], "seeds": seeds_a,
-                  "method": a.get("method")},
-            "b": {"label": _label(b, seeds_b), "table": b["name"], "path": b["path"], "seeds": seeds_b,
-                  "method": b.get("method")},
-            "dataset": a.get("dataset"), "setting": a.get("setting"), "profile": a.get("profile"),
-            "confidence": confidence, "seed": seed, "rows": rows}
+    return {
+        "a": {
+            "label": _label(a, seeds_a),
+            "table": a["name"],
+            "path": a["path"],
+            "seeds": seeds_a,
+            "method": a.get("method"),
+        },
+        "b": {
+            "label": _label(b, seeds_b),
+            "table": b["name"],
+            "path": b["path"],
+            "seeds": seeds_b,
+            "method": b.get("method"),
+        },
+        "dataset": a.get("dataset"),
+        "setting": a.get("setting"),
+        "profile": a.get("profile"),
+        "confidence": confidence,
+        "seed": seed,
+        "rows": rows,
+    }
 
 
 def mean_row(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,9 +46,10 @@ Units: Dice fractions 0..1 in every dict here.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,35 +106,66 @@ OTHER_METHODS = ("alpnet_init", "alpnet_sup", "rpnet", "adnet", "qnet")
 
 #: The declared families (issue 19 §3), in the order the pages show them.
 FAMILIES: tuple[Family, ...] = (
-    Family("main", "Main comparison (setting 1, `lite`, three seeds)",
-           "Do CRAPNet, SSL-ALPNet and SSL-PANet differ at the `lite` budget?",
-           tuple(_c(ds, 1, a, b) for ds in _DATASETS for a, b in _MAIN)),
-    Family("setting2", "Setting 2 (`lite`, one seed)",
-           "Do the three methods differ when the test organs are removed from training?",
-           tuple(_c(ds, 2, a, b) for ds in _DATASETS for a, b in _MAIN)),
-    Family("decomposition", "Component decomposition (CHAOS setting 1, `lite`, seed 0)",
-           "Which half of CRAPNet, the attention or the CARAFE++ prototypes, moves the Dice?",
-           (_c("chaos", 1, "alpnet-attention", "alpnet", seeds=(0,)), _c("chaos", 1, "alpnet-carafe", "alpnet", seeds=(0,)),
-            _c("chaos", 1, "crapnet", "alpnet-carafe", seeds=(0,)), _c("chaos", 1, "crapnet-aligned", "crapnet", seeds=(0,)),
-            _c("chaos", 1, "crapnet", "alpnet", seeds=(0,)))),
-    Family("ablations", "Ablations, Tables 3-4 (CHAOS setting 1, `lite`, seed 0)",
-           "Does the number of attention blocks, or a second branch, change the Dice?",
-           tuple(_c("chaos", 1, f"crapnet-{v}", "crapnet", seeds=(0,))
-                 for v in ("blocks1", "blocks7", "blocks9", "blocks12", "blocks15", "onebranch"))),
-    Family("methods", "Other methods against CRAPNet (`lite`, seed 0)",
-           "Where do the paper's other rows and the later methods stand against CRAPNet?",
-           tuple(_c(ds, st, m, "crapnet") for st in (1, 2) for m in OTHER_METHODS for ds in _DATASETS)),
-    Family("temperature", "Learned temperatures, a variant beyond the paper (CHAOS setting 1, `lite`, seed 0)",
-           "Does lifting Eq. 13's bound (learned temperature and affinity scale per block) change the Dice?",
-           (_c("chaos", 1, "crapnet-temp", "crapnet", seeds=(0,)),)),
-    Family("converged", "The converged study (issue 18)",
-           "At a budget where training has converged, does CRAPNet beat SSL-ALPNet, and does "
-           "self-supervision beat supervision from other organs?",
-           (_c("chaos", 1, "crapnet", "alpnet", "converged"), _c("chaos", 1, "alpnet", "alpnet_sup", "converged"),
-            _c("chaos", 1, "alpnet", "panet", "converged"), _c("sabs", 1, "crapnet", "alpnet", "converged"),
+    Family(
+        "main",
+        "Main comparison (setting 1, `lite`, three seeds)",
+        "Do CRAPNet, SSL-ALPNet and SSL-PANet differ at the `lite` budget?",
+        tuple(_c(ds, 1, a, b) for ds in _DATASETS for a, b in _MAIN),
+    ),
+    Family(
+        "setting2",
+        "Setting 2 (`lite`, one seed)",
+        "Do the three methods differ when the test organs are removed from training?",
+        tuple(_c(ds, 2, a, b) for ds in _DATASETS for a, b in _MAIN),
+    ),
+    Family(
+        "decomposition",
+        "Component decomposition (CHAOS setting 1, `lite`, seed 0)",
+        "Which half of CRAPNet, the attention or the CARAFE++ prototypes, moves the Dice?",
+        (
+            _c("chaos", 1, "alpnet-attention", "alpnet", seeds=(0,)),
+            _c("chaos", 1, "alpnet-carafe", "alpnet", seeds=(0,)),
+            _c("chaos", 1, "crapnet", "alpnet-carafe", seeds=(0,)),
+            _c("chaos", 1, "crapnet-aligned", "crapnet", seeds=(0,)),
+            _c("chaos", 1, "crapnet", "alpnet", seeds=(0,)),
+        ),
+    ),
+    Family(
+        "ablations",
+        "Ablations, Tables 3-4 (CHAOS setting 1, `lite`, seed 0)",
+        "Does the number of attention blocks, or a second branch, change the Dice?",
+        tuple(
+            _c("chaos", 1, f"crapnet-{v}", "crapnet", seeds=(0,))
+            for v in ("blocks1", "blocks7", "blocks9", "blocks12", "blocks15", "onebranch")
+        ),
+    ),
+    Family(
+        "methods",
+        "Other methods against CRAPNet (`lite`, seed 0)",
+        "Where do the paper's other rows and the later methods stand against CRAPNet?",
+        tuple(_c(ds, st, m, "crapnet") for st in (1, 2) for m in OTHER_METHODS for ds in _DATASETS),
+    ),
+    Family(
+        "temperature",
+        "Learned temperatures, a variant beyond the paper (CHAOS setting 1, `lite`, seed 0)",
+        "Does lifting Eq. 13's bound (learned temperature and affinity scale per block) change the Dice?",
+        (_c("chaos", 1, "crapnet-temp", "crapnet", seeds=(0,)),),
+    ),
+    Family(
+        "converged",
+        "The converged study (issue 18)",
+        "At a budget where training has converged, does CRAPNet beat SSL-ALPNet, and does "
+        "self-supervision beat supervision from other organs?",
+        (
+            _c("chaos", 1, "crapnet", "alpnet", "converged"),
+            _c("chaos", 1, "alpnet", "alpnet_sup", "converged"),
+            _c("chaos", 1, "alpnet", "panet", "converged"),
+            _c("sabs", 1, "crapnet", "alpnet", "converged"),
             _c("sabs", 1, "alpnet", "alpnet_sup", "converged"),
             _c("chaos", 1, "alpnet-attention", "alpnet", "converged", (0,)),
-            _c("chaos", 1, "alpnet-carafe", "alpnet", "converged", (0,)))),
+            _c("chaos", 1, "alpnet-carafe", "alpnet", "converged", (0,)),
+        ),
+    ),
 )
 FAMILY_KEYS = tuple(f.key for f in FAMILIES)
 
@@ -176,8 +208,14 @@ def holm(pvalues: Sequence[float | None], m: int | None = None) -> list[float | 
     return [None if p is None else float(adjusted[i]) for i, p in enumerate(pvalues)]
 
 
-def decide(excludes_zero: bool, p_corrected: float | None, one_seed: bool, mean_diff: float | None,
-           band: float | None, alpha: float = ALPHA) -> tuple[str, str]:
+def decide(
+    excludes_zero: bool,
+    p_corrected: float | None,
+    one_seed: bool,
+    mean_diff: float | None,
+    band: float | None,
+    alpha: float = ALPHA,
+) -> tuple[str, str]:
     """The call of the rule (module docstring) and the reason, e.g. ``("weak", "corrected p = 0.08")``."""
     test = p_corrected is not None and p_corrected < alpha
     if excludes_zero and test:
@@ -199,8 +237,9 @@ def decide(excludes_zero: bool, p_corrected: float | None, one_seed: bool, mean_
 
 
 # ---------------------------------------------------------------------- seed band
-def seed_band(results_dir: str | Path, dataset: str, profile: str = "lite",
-              tables: Sequence[str] | None = None, seed: int = 0) -> dict[str, Any] | None:
+def seed_band(
+    results_dir: str | Path, dataset: str, profile: str = "lite", tables: Sequence[str] | None = None, seed: int = 0
+) -> dict[str, Any] | None:
     """The seed band of ``dataset`` and ``profile`` from its several-seed tables, or None without any.
 
     tables: default :data:`SEED_BAND_TABLES`; a table with fewer than two seeds is skipped.
@@ -228,24 +267,48 @@ def seed_band(results_dir: str | Path, dataset: str, profile: str = "lite",
         ss += float(((vals - vals.mean()) ** 2).sum())
         df += len(vals) - 1
         for i, si in enumerate(seeds):
-            for sj in seeds[i + 1:]:
+            for sj in seeds[i + 1 :]:
                 r = mean_row(compare_tables(t, t, [si], [sj], seed=seed))
-                pairs.append({"table": name, "seeds": [si, sj], "mean_diff": r["mean_diff"], "ci_low": r["ci_low"],
-                              "ci_high": r["ci_high"], "excludes_zero": r["excludes_zero"], "p": r["p"],
-                              "p_wilcoxon": r["p_wilcoxon"], "scan_ci_low": r["scan_ci_low"],
-                              "scan_ci_high": r["scan_ci_high"]})
+                pairs.append(
+                    {
+                        "table": name,
+                        "seeds": [si, sj],
+                        "mean_diff": r["mean_diff"],
+                        "ci_low": r["ci_low"],
+                        "ci_high": r["ci_high"],
+                        "excludes_zero": r["excludes_zero"],
+                        "p": r["p"],
+                        "p_wilcoxon": r["p_wilcoxon"],
+                        "scan_ci_low": r["scan_ci_low"],
+                        "scan_ci_high": r["scan_ci_high"],
+                    }
+                )
     if df == 0:
         return None
     sd = math.sqrt(ss / df)
     band = float(sps.t.ppf(1 - ALPHA / 2, df)) * math.sqrt(2) * sd
-    return {"dataset": dataset, "profile": profile, "band": band, "sd_seed": sd, "df": df, "tables": per_table,
-            "pairs": pairs, "max_abs_diff": max(abs(p["mean_diff"]) for p in pairs)}
+    return {
+        "dataset": dataset,
+        "profile": profile,
+        "band": band,
+        "sd_seed": sd,
+        "df": df,
+        "tables": per_table,
+        "pairs": pairs,
+        "max_abs_diff": max(abs(p["mean_diff"]) for p in pairs),
+    }
 
 
 # ---------------------------------------------------------------------- families
-def evaluate_family(fam: Family, results_dir: str | Path, bands: dict[tuple[str, str], Any] | None = None,
-                    seed: int = 0, confidence: float = CONFIDENCE, n_resamples: int | None = None,
-                    progress=None) -> dict[str, Any]:
+def evaluate_family(
+    fam: Family,
+    results_dir: str | Path,
+    bands: dict[tuple[str, str], Any] | None = None,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+    n_resamples: int | None = None,
+    progress=None,
+) -> dict[str, Any]:
     """Every declared comparison of ``fam`` on the tables under ``results_dir``, with Holm and the calls.
 
     Table names are folders under ``results_dir`` (an absolute path is used as it is). bands:
@@ -265,10 +328,19 @@ def evaluate_family(fam: Family, results_dir: str | Path, bands: dict[tuple[str,
     alpha = 1 - confidence
     entries = []
     for comp in fam.comparisons:
-        entry: dict[str, Any] = {"key": comp.key, "a": comp.a, "b": comp.b,
-                                 "seeds": None if comp.seeds is None else list(comp.seeds), "status": "done",
-                                 "result": None, "p_holm": None, "call": None, "reason": None, "one_seed": None,
-                                 "band": None}
+        entry: dict[str, Any] = {
+            "key": comp.key,
+            "a": comp.a,
+            "b": comp.b,
+            "seeds": None if comp.seeds is None else list(comp.seeds),
+            "status": "done",
+            "result": None,
+            "p_holm": None,
+            "call": None,
+            "reason": None,
+            "one_seed": None,
+            "band": None,
+        }
         missing = [n for n in (comp.a, comp.b) if not (root / n).exists()]
         if missing:
             entry["status"], entry["missing"] = "not run yet", missing
@@ -303,8 +375,14 @@ def evaluate_family(fam: Family, results_dir: str | Path, bands: dict[tuple[str,
             r["p_holm"] = q
             r["call"], r["reason"] = decide(r["excludes_zero"], q, e["one_seed"], r["mean_diff"], e["band"], alpha)
         row["p_holm"], row["call"], row["reason"] = p, e["call"], e["reason"]
-    return {"family": fam.key, "title": fam.title, "question": fam.question, "m": len(fam.comparisons),
-            "confidence": confidence, "comparisons": entries}
+    return {
+        "family": fam.key,
+        "title": fam.title,
+        "question": fam.question,
+        "m": len(fam.comparisons),
+        "confidence": confidence,
+        "comparisons": entries,
+    }
 
 
 def all_comparisons(results_dir: str | Path, families: Sequence[Family] = FAMILIES, seed: int = 0) -> dict[str, Any]:
@@ -312,10 +390,29 @@ def all_comparisons(results_dir: str | Path, families: Sequence[Family] = FAMILI
     "bands": {"<dataset>/<profile>": seed_band dict or None}, "rule": the declared constants}."""
     bands: dict[tuple[str, str], Any] = {}
     out = {f.key: evaluate_family(f, results_dir, bands, seed) for f in families}
-    return {"families": out, "bands": {f"{k[0]}/{k[1]}": v for k, v in sorted(bands.items())},
-            "rule": {"alpha": ALPHA, "confidence": CONFIDENCE, "correction": CORRECTION}}
+    return {
+        "families": out,
+        "bands": {f"{k[0]}/{k[1]}": v for k, v in sorted(bands.items())},
+        "rule": {"alpha": ALPHA, "confidence": CONFIDENCE, "correction": CORRECTION},
+    }
 
 
-__all__ = ["ALPHA", "CONFIDENCE", "CORRECTION", "CALLS", "Comparison", "Family", "FAMILIES", "FAMILY_KEYS",
-           "SEED_BAND_TABLES", "OTHER_METHODS", "table_name", "family", "holm", "decide", "seed_band",
-           "evaluate_family", "all_comparisons"]
+__all__ = [
+    "ALPHA",
+    "CONFIDENCE",
+    "CORRECTION",
+    "CALLS",
+    "Comparison",
+    "Family",
+    "FAMILIES",
+    "FAMILY_KEYS",
+    "SEED_BAND_TABLES",
+    "OTHER_METHODS",
+    "table_name",
+    "family",
+    "holm",
+    "decide",
+    "seed_band",
+    "evaluate_family",
+    "all_comparisons",
+]

@@ -50,8 +50,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ def eq13_bounds(n: int) -> dict[str, float]:
     if int(n) < 2:
         raise ValueError(f"eq13_bounds: n = {n} must be at least 2")
     n = int(n)
-    e2 = math.e ** 2
+    e2 = math.e**2
     best = (math.inf, 0)
     # dH/dz_i = -p_i (z_i - sum_j p_j z_j): along each logit the entropy rises up to the weighted mean
     # and falls beyond it, so its minimum over the box [-1, 1]^n lies at a vertex (k logits at +1)
@@ -103,8 +104,13 @@ def eq13_bounds(n: int) -> dict[str, float]:
         p_hi, p_lo = e2 / z, 1.0 / z
         ent = -(k * p_hi * math.log(p_hi) + (n - k) * p_lo * math.log(p_lo))
         best = min(best, (ent, k))
-    return {"n": n, "max_weight": n * e2 / (e2 + n - 1), "max_ratio": e2,
-            "min_entropy_ratio": best[0] / math.log(n), "min_entropy_k": best[1]}
+    return {
+        "n": n,
+        "max_weight": n * e2 / (e2 + n - 1),
+        "max_ratio": e2,
+        "min_entropy_ratio": best[0] / math.log(n),
+        "min_entropy_k": best[1],
+    }
 
 
 def weight_entropy(cyc: CycleResemblance) -> torch.Tensor:
@@ -131,9 +137,16 @@ def weight_summary(weights: torch.Tensor) -> dict[str, float]:
     else:
         w = np.asarray(weights, dtype=np.float64).ravel()
     q = np.quantile(w, [0.05, 0.5, 0.95])
-    return {"mean": float(w.mean()), "std": float(w.std()), "min": float(w.min()), "q05": float(q[0]),
-            "median": float(q[1]), "q95": float(q[2]), "max": float(w.max()),
-            "share_above_2": float((w > 2).mean())}
+    return {
+        "mean": float(w.mean()),
+        "std": float(w.std()),
+        "min": float(w.min()),
+        "q05": float(q[0]),
+        "median": float(q[1]),
+        "q95": float(q[2]),
+        "max": float(w.max()),
+        "share_above_2": float((w > 2).mean()),
+    }
 
 
 # ---------------------------------------------------------------------- tracing the blocks
@@ -211,17 +224,27 @@ def block_statistics(traces: Sequence[BlockTrace]) -> list[dict[str, Any]]:
         went = weight_entropy(t.cycle)
         bound = eq13_bounds(w.shape[1])
         for b in range(cc.shape[0]):
-            rows.append({
-                "branch": t.branch, "block": t.index + 1, "episode": b,
-                "cycle_consistency": float(cc[b]), "column_entropy": float(ent[b]), "log_n": log_n,
-                "entropy_ratio": float(ent[b]) / log_n if log_n > 0 else float("nan"),
-                "residual_ratio": float(rr[b]),
-                "w_mean": float(w[b].mean()), "w_std": float(w[b].std(unbiased=False)),
-                "w_min": float(w[b].min()), "w_max": float(w[b].max()),
-                "n_updated": int(t.cycle.cycle_back.shape[1]), "n_other": int(t.cycle.best_other.shape[1]),
-                "w_entropy_ratio": float(went[b]) / log_n if log_n > 0 else float("nan"),
-                "w_entropy_bound": bound["min_entropy_ratio"], "w_max_bound": bound["max_weight"],
-            })
+            rows.append(
+                {
+                    "branch": t.branch,
+                    "block": t.index + 1,
+                    "episode": b,
+                    "cycle_consistency": float(cc[b]),
+                    "column_entropy": float(ent[b]),
+                    "log_n": log_n,
+                    "entropy_ratio": float(ent[b]) / log_n if log_n > 0 else float("nan"),
+                    "residual_ratio": float(rr[b]),
+                    "w_mean": float(w[b].mean()),
+                    "w_std": float(w[b].std(unbiased=False)),
+                    "w_min": float(w[b].min()),
+                    "w_max": float(w[b].max()),
+                    "n_updated": int(t.cycle.cycle_back.shape[1]),
+                    "n_other": int(t.cycle.best_other.shape[1]),
+                    "w_entropy_ratio": float(went[b]) / log_n if log_n > 0 else float("nan"),
+                    "w_entropy_bound": bound["min_entropy_ratio"],
+                    "w_max_bound": bound["max_weight"],
+                }
+            )
     return rows
 
 
@@ -234,8 +257,9 @@ def resemblance_weights(traces: Sequence[BlockTrace]) -> dict[tuple[str, int], n
 
 
 # ---------------------------------------------------------------------- prototypes
-def prototype_counts(classifier: nn.Module, features: torch.Tensor, fg: torch.Tensor,
-                     bg: torch.Tensor) -> dict[str, Any]:
+def prototype_counts(
+    classifier: nn.Module, features: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor
+) -> dict[str, Any]:
     """Valid local prototypes of a support under the classifier's threshold rule (Sec. 3.6).
 
     classifier: :class:`~crapnet_core.models.prototypes.PrototypeClassifier` (its ``grid_features``
@@ -251,8 +275,11 @@ def prototype_counts(classifier: nn.Module, features: torch.Tensor, fg: torch.Te
     if grid is None:
         return {"fg": np.zeros(b, int), "bg": np.zeros(b, int), "grid": (0, 0)}
     _, fg_valid, bg_valid = local_prototypes(grid, fg, bg, classifier.threshold)
-    return {"fg": fg_valid.sum(1).cpu().numpy().astype(int), "bg": bg_valid.sum(1).cpu().numpy().astype(int),
-            "grid": tuple(int(s) for s in grid.shape[-2:])}
+    return {
+        "fg": fg_valid.sum(1).cpu().numpy().astype(int),
+        "bg": bg_valid.sum(1).cpu().numpy().astype(int),
+        "grid": tuple(int(s) for s in grid.shape[-2:]),
+    }
 
 
 # ---------------------------------------------------------------------- episodes of a run
@@ -283,8 +310,9 @@ def protocol_pairs(cfg, per_scan: int = 1, organs: Sequence[str] | None = None) 
     from .evaluation import chunk_assignment, organ_range, support_slices
 
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
-    fold = make_fold(ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds,
-                     validation=cfg.data.n_validation)  # same training scans as the run
+    fold = make_fold(
+        ds.scan_ids(spec), cfg.data.fold, cfg.data.n_folds, validation=cfg.data.n_validation
+    )  # same training scans as the run
     stats = ds.normalization_stats(spec, fold.train_ids)
     size, n_parts = cfg.data.input_size, cfg.eval.n_parts
     s_vol = ds.load_volume(spec, fold.support_id)
@@ -309,18 +337,23 @@ def protocol_pairs(cfg, per_scan: int = 1, organs: Sequence[str] | None = None) 
                 if not zs:
                     continue
                 z = zs[len(zs) // 2]
-                pairs.append({
-                    "support_image": ds.slice_tensor(s_norm, chosen[int(part)], size),
-                    "support_mask": ds.mask_tensor(s_vol.label == lid, chosen[int(part)], size),
-                    "query_image": ds.slice_tensor(norms[sid], z, size),
-                    "query_mask": ds.mask_tensor(vols[sid].label == lid, z, size),
-                    "organ": organ, "scan_id": sid, "slice_index": int(z),
-                })
+                pairs.append(
+                    {
+                        "support_image": ds.slice_tensor(s_norm, chosen[int(part)], size),
+                        "support_mask": ds.mask_tensor(s_vol.label == lid, chosen[int(part)], size),
+                        "query_image": ds.slice_tensor(norms[sid], z, size),
+                        "query_mask": ds.mask_tensor(vols[sid].label == lid, z, size),
+                        "organ": organ,
+                        "scan_id": sid,
+                        "slice_index": int(z),
+                    }
+                )
     return pairs
 
 
-def diagnose(model: nn.Module, episodes: Sequence[dict[str, Any]], source: str,
-             batch_size: int = 8) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, int], np.ndarray]]:
+def diagnose(
+    model: nn.Module, episodes: Sequence[dict[str, Any]], source: str, batch_size: int = 8
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, int], np.ndarray]]:
     """Run ``model`` (eval mode, no gradients) on ``episodes`` and measure everything.
 
     Returns (block_rows, prototype_rows, weights): block_rows from :func:`block_statistics`
@@ -333,7 +366,7 @@ def diagnose(model: nn.Module, episodes: Sequence[dict[str, Any]], source: str,
     weights: dict[tuple[str, int], list[np.ndarray]] = {}
     with eval_mode(model):
         for start in range(0, len(episodes), batch_size):
-            batch = episodes[start:start + batch_size]
+            batch = episodes[start : start + batch_size]
             s_img = torch.stack([e["support_image"] for e in batch]).to(device)
             s_mask = torch.stack([e["support_mask"] for e in batch]).to(device)
             q_img = torch.stack([e["query_image"] for e in batch]).to(device)
@@ -341,22 +374,37 @@ def diagnose(model: nn.Module, episodes: Sequence[dict[str, Any]], source: str,
                 out = model(s_img, s_mask, q_img)
             for row in block_statistics(traces):
                 e = batch[row["episode"]]
-                block_rows.append(dict(row, source=source, organ=e.get("organ"), scan_id=e.get("scan_id"),
-                                       episode=start + row["episode"]))
+                block_rows.append(
+                    dict(
+                        row,
+                        source=source,
+                        organ=e.get("organ"),
+                        scan_id=e.get("scan_id"),
+                        episode=start + row["episode"],
+                    )
+                )
             for key, w in resemblance_weights(traces).items():
                 weights.setdefault(key, []).append(w)
             fg, bg = fg_bg(out.support_mask)
             counts = prototype_counts(model.classifier, out.support_features, fg, bg)
             for i, e in enumerate(batch):
-                proto_rows.append({"source": source, "organ": e.get("organ"), "scan_id": e.get("scan_id"),
-                                   "n_fg_local": int(counts["fg"][i]), "n_bg_local": int(counts["bg"][i]),
-                                   "grid": "x".join(map(str, counts["grid"])),
-                                   "fg_fraction": float(fg[i].mean())})
+                proto_rows.append(
+                    {
+                        "source": source,
+                        "organ": e.get("organ"),
+                        "scan_id": e.get("scan_id"),
+                        "n_fg_local": int(counts["fg"][i]),
+                        "n_bg_local": int(counts["bg"][i]),
+                        "grid": "x".join(map(str, counts["grid"])),
+                        "fg_fraction": float(fg[i].mean()),
+                    }
+                )
     return block_rows, proto_rows, {k: np.concatenate(v) for k, v in weights.items()}
 
 
-def variant_dice(model: nn.Module, cfg, variants: Sequence[str] = VARIANTS, device=None,
-                 progress: bool = False) -> dict[str, dict[str, Any]]:
+def variant_dice(
+    model: nn.Module, cfg, variants: Sequence[str] = VARIANTS, device=None, progress: bool = False
+) -> dict[str, dict[str, Any]]:
     """Test Dice of each variant (an attention mode of ``model``, :data:`VARIANTS`) with the run's 1-shot protocol.
 
     ``model``: a :class:`~crapnet_core.models.segmenter.FewShotSegmenter`, evaluated in each mode and left
@@ -371,8 +419,10 @@ def variant_dice(model: nn.Module, cfg, variants: Sequence[str] = VARIANTS, devi
         if v not in VARIANTS:
             raise ValueError(f"variant: {v!r} is not one of {', '.join(VARIANTS)}")
         if v != "full" and not isinstance(model, FewShotSegmenter):
-            raise TypeError(f"variant_dice: variant {v!r} is an attention mode of a FewShotSegmenter "
-                            f"(crapnet, alpnet, panet); got {type(model).__name__}")
+            raise TypeError(
+                f"variant_dice: variant {v!r} is an attention mode of a FewShotSegmenter "
+                f"(crapnet, alpnet, panet); got {type(model).__name__}"
+            )
     out = {}
     for v in variants:
         mode = model.attention_mode_as(v) if isinstance(model, FewShotSegmenter) else contextlib.nullcontext()
@@ -384,8 +434,14 @@ def variant_dice(model: nn.Module, cfg, variants: Sequence[str] = VARIANTS, devi
     return out
 
 
-def inside_attention(run_dir, n_train: int = 8, per_scan: int = 1, variants: Sequence[str] = VARIANTS,
-                     device: str | None = None, progress: bool = False) -> dict[str, Any]:
+def inside_attention(
+    run_dir,
+    n_train: int = 8,
+    per_scan: int = 1,
+    variants: Sequence[str] = VARIANTS,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """All diagnostics of a trained run (its ``config.json`` and ``checkpoints/last.pt``).
 
     Returns {"config", "blocks": rows, "prototypes": rows, "weights": {source: {(branch, block): w}},
@@ -404,8 +460,10 @@ def inside_attention(run_dir, n_train: int = 8, per_scan: int = 1, variants: Seq
     model, _ = load_model(cfg, ckpt, dev, state=state, run_hashes=run_hashes(run_dir, cfg))
     blocks, protos, weights = [], [], {}
     with cpu_threads(cfg, dev):
-        for source, eps in (("training episodes", training_episodes(cfg, n_train)),
-                            ("test pairs", protocol_pairs(cfg, per_scan))):
+        for source, eps in (
+            ("training episodes", training_episodes(cfg, n_train)),
+            ("test pairs", protocol_pairs(cfg, per_scan)),
+        ):
             b, p, w = diagnose(model, eps, source)
             blocks += b
             protos += p
@@ -423,8 +481,15 @@ def block_table(rows: Sequence[dict[str, Any]]):
     frame = pd.DataFrame(list(rows))
     if frame.empty:
         return frame
-    cols = {"cycle_consistency": "cycle j*=j", "entropy_ratio": "entropy / log N", "column_entropy": "entropy (nats)",
-            "log_n": "log N", "residual_ratio": "‖W_z y‖/‖x‖", "w_std": "std w", "w_max": "max w"}
+    cols = {
+        "cycle_consistency": "cycle j*=j",
+        "entropy_ratio": "entropy / log N",
+        "column_entropy": "entropy (nats)",
+        "log_n": "log N",
+        "residual_ratio": "‖W_z y‖/‖x‖",
+        "w_std": "std w",
+        "w_max": "max w",
+    }
     out = frame.groupby(["source", "branch", "block"])[list(cols)].mean().rename(columns=cols)
     return out
 
@@ -438,14 +503,16 @@ def prototype_table(rows: Sequence[dict[str, Any]]):
     if frame.empty:
         return frame
     g = frame.groupby(["source", "organ"])
-    out = pd.DataFrame({
-        "supports": g.size(),
-        "grid": g["grid"].agg(lambda v: ", ".join(sorted(set(v)))),
-        "fg share of image": g["fg_fraction"].mean(),
-        "local fg prototypes": g["n_fg_local"].mean(),
-        "no local fg (share)": g["n_fg_local"].agg(lambda v: float((v == 0).mean())),
-        "local bg prototypes": g["n_bg_local"].mean(),
-    })
+    out = pd.DataFrame(
+        {
+            "supports": g.size(),
+            "grid": g["grid"].agg(lambda v: ", ".join(sorted(set(v)))),
+            "fg share of image": g["fg_fraction"].mean(),
+            "local fg prototypes": g["n_fg_local"].mean(),
+            "no local fg (share)": g["n_fg_local"].agg(lambda v: float((v == 0).mean())),
+            "local bg prototypes": g["n_bg_local"].mean(),
+        }
+    )
     return out
 
 
@@ -455,10 +522,15 @@ def variant_table(variants: dict[str, dict[str, Any]]):
 
     from .stats import ORGAN_SHORT
 
-    rows = {v: {ORGAN_SHORT.get(k, k): (None if x is None else 100 * x) for k, x in d["dice"].items()}
-            for v, d in variants.items()}
-    labels = {"full": "full (trained model)", "bypass": "attention bypassed (z = x)",
-              "literal": "Eq. 14-16 literal (global prototype and scores from x)"}
+    rows = {
+        v: {ORGAN_SHORT.get(k, k): (None if x is None else 100 * x) for k, x in d["dice"].items()}
+        for v, d in variants.items()
+    }
+    labels = {
+        "full": "full (trained model)",
+        "bypass": "attention bypassed (z = x)",
+        "literal": "Eq. 14-16 literal (global prototype and scores from x)",
+    }
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index = [labels.get(i, i) for i in frame.index]
     return frame
@@ -476,9 +548,14 @@ def plot_blocks(rows: Sequence[dict[str, Any]]):
         for ax in axes:
             ax.text(0.5, 0.5, "no attention blocks", ha="center", va="center", transform=ax.transAxes)
         return fig
-    for ax, (col, title) in zip(axes, (("cycle_consistency", "cycle consistency (share j* = j)"),
-                                       ("entropy_ratio", "column-softmax entropy / log N"),
-                                       ("residual_ratio", "‖W_z y‖ / ‖x‖"))):
+    for ax, (col, title) in zip(
+        axes,
+        (
+            ("cycle_consistency", "cycle consistency (share j* = j)"),
+            ("entropy_ratio", "column-softmax entropy / log N"),
+            ("residual_ratio", "‖W_z y‖ / ‖x‖"),
+        ),
+    ):
         for (source, branch), grp in frame.groupby(["source", "branch"]):
             st = grp.groupby("block")[col]
             x = st.mean().index
@@ -519,6 +596,28 @@ def plot_weights(weights: dict[str, dict[tuple[str, int], np.ndarray]], bins: in
     return fig
 
 
-__all__ = ["block_table", "prototype_table", "variant_table", "plot_blocks", "plot_weights", "VARIANTS", "cycle_consistency", "column_entropy", "residual_ratio", "weight_summary", "BlockTrace",
-           "trace_attention", "trace_attention_blocks", "block_statistics", "resemblance_weights", "prototype_counts",
-           "eq13_bounds", "weight_entropy", "training_episodes", "protocol_pairs", "diagnose", "variant_dice", "inside_attention"]
+__all__ = [
+    "block_table",
+    "prototype_table",
+    "variant_table",
+    "plot_blocks",
+    "plot_weights",
+    "VARIANTS",
+    "cycle_consistency",
+    "column_entropy",
+    "residual_ratio",
+    "weight_summary",
+    "BlockTrace",
+    "trace_attention",
+    "trace_attention_blocks",
+    "block_statistics",
+    "resemblance_weights",
+    "prototype_counts",
+    "eq13_bounds",
+    "weight_entropy",
+    "training_episodes",
+    "protocol_pairs",
+    "diagnose",
+    "variant_dice",
+    "inside_attention",
+]

@@ -25,26 +25,56 @@ import contextlib
 import os
 import platform
 import re
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 #: Distributions whose versions can change the numbers (PyPI names; ``python`` is added).
 NUMERIC_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-image", "monai", "nibabel", "SimpleITK")
 
 #: /proc/cpuinfo flags that decide which vector kernels oneDNN, MKL and ATen use.
 KERNEL_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni",
-    "avx512f", "avx512cd", "avx512dq", "avx512bw", "avx512vl", "avx512ifma", "avx512vbmi", "avx512_vbmi2",
-    "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_bf16", "avx512_fp16",
-    "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512cd",
+    "avx512dq",
+    "avx512bw",
+    "avx512vl",
+    "avx512ifma",
+    "avx512vbmi",
+    "avx512_vbmi2",
+    "avx512_vnni",
+    "avx512_bitalg",
+    "avx512_vpopcntdq",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
 )
 
 #: Environment variables that set thread counts or force a kernel family (recorded when set).
 KERNEL_ENV = (
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "OMP_PROC_BIND",
-    "KMP_AFFINITY", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
-    "MKL_CBWR", "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "OMP_PROC_BIND",
+    "KMP_AFFINITY",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "CUDA_VISIBLE_DEVICES",
 )
 
 #: The file a training run writes when it starts (see :func:`write_run_environment`).
@@ -97,7 +127,8 @@ def cpu_info(cpuinfo_path: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any
         "model": info.get("model name") or platform.processor() or platform.machine(),
         "vendor": info.get("vendor_id"),
         "family_model_stepping": "/".join(info.get(k, "?") for k in ("cpu family", "model", "stepping"))
-        if info else None,
+        if info
+        else None,
         "microcode": info.get("microcode"),
         "arch": platform.machine(),
         "logical_cores": os.cpu_count(),
@@ -156,9 +187,12 @@ def device_info(device: Any = None) -> dict[str, Any]:
         import torch
 
         index = torch.device(dev).index or 0
-        out.update(name=torch.cuda.get_device_name(index),
-                   capability=".".join(map(str, torch.cuda.get_device_capability(index))),
-                   cudnn=torch.backends.cudnn.version(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
+        out.update(
+            name=torch.cuda.get_device_name(index),
+            capability=".".join(map(str, torch.cuda.get_device_capability(index))),
+            cudnn=torch.backends.cudnn.version(),
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+        )
     return out
 
 
@@ -199,8 +233,17 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 #: Keys of :func:`environment` that describe a machine but cannot change a result.
-NOT_NUMERIC = ("cpu.microcode", "cpu.logical_cores", "cpu.usable_cores", "os", "threads.env.OMP_WAIT_POLICY",
-               "threads.env.CUDA_VISIBLE_DEVICES", "source", "differences_between_runs", "resumes")
+NOT_NUMERIC = (
+    "cpu.microcode",
+    "cpu.logical_cores",
+    "cpu.usable_cores",
+    "os",
+    "threads.env.OMP_WAIT_POLICY",
+    "threads.env.CUDA_VISIBLE_DEVICES",
+    "source",
+    "differences_between_runs",
+    "resumes",
+)
 
 
 def normalise(env: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -211,11 +254,14 @@ def normalise(env: dict[str, Any] | None) -> dict[str, Any] | None:
         return env
     flags = env.get("cpu_flags")
     out: dict[str, Any] = {
-        "python": env.get("python"), "packages": env.get("packages", {}),
-        "cpu": {"model": env.get("cpu_model"), "torch_capability": env.get("torch_cpu_capability"),
-                "flags": None if flags is None else [f for f in KERNEL_FLAGS if f in set(flags)]},
-        "threads": {"torch_intra_op": env.get("torch_threads"),
-                    "env": {k: env[k] for k in KERNEL_ENV if k in env}},
+        "python": env.get("python"),
+        "packages": env.get("packages", {}),
+        "cpu": {
+            "model": env.get("cpu_model"),
+            "torch_capability": env.get("torch_cpu_capability"),
+            "flags": None if flags is None else [f for f in KERNEL_FLAGS if f in set(flags)],
+        },
+        "threads": {"torch_intra_op": env.get("torch_threads"), "env": {k: env[k] for k in KERNEL_ENV if k in env}},
         "partial": True,
     }
     return out
@@ -235,8 +281,9 @@ def differences(a: dict[str, Any] | None, b: dict[str, Any] | None, all_keys: bo
     fa, fb = _flatten(a), _flatten(b)
     keys = set(fa) | set(fb)
     if a.get("partial") or b.get("partial"):
-        keys = {k for k in set(fa) & set(fb) if k != "partial"} | {k for k in set(fa) ^ set(fb)
-                                                                    if k.startswith("packages.")}
+        keys = {k for k in set(fa) & set(fb) if k != "partial"} | {
+            k for k in set(fa) ^ set(fb) if k.startswith("packages.")
+        }
     out = []
     for key in sorted(keys):
         if not all_keys and any(key == k or key.startswith(k + ".") for k in NOT_NUMERIC):
@@ -268,9 +315,11 @@ def describe(env: dict[str, Any] | None) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in pk.items() if v)
     dev = env.get("device", {})
     device = dev.get("name") or dev.get("type", "cpu")
-    return (f"Python {env.get('python')}; {packages}; CPU {cpu.get('model')} ({isa}; torch kernels "
-            f"{cpu.get('torch_capability')}); {th.get('torch_intra_op')} intra-op / {th.get('torch_inter_op')} "
-            f"inter-op threads; device {device}; deterministic {env.get('deterministic')}")
+    return (
+        f"Python {env.get('python')}; {packages}; CPU {cpu.get('model')} ({isa}; torch kernels "
+        f"{cpu.get('torch_capability')}); {th.get('torch_intra_op')} intra-op / {th.get('torch_inter_op')} "
+        f"inter-op threads; device {device}; deterministic {env.get('deterministic')}"
+    )
 
 
 def machine_line() -> str:
@@ -311,7 +360,8 @@ def write_run_environment(run_dir: str | os.PathLike, device: Any = None, step: 
         if isinstance(record, dict):
             first = {k: v for k, v in record.items() if k != "resumes"}
             record.setdefault("resumes", []).append(
-                {"step": int(step), "differences": differences(first, env), "environment": env})
+                {"step": int(step), "differences": differences(first, env), "environment": env}
+            )
         else:
             record = env
     write_json(path, record)
@@ -373,7 +423,22 @@ def deterministic(device: Any = None, enabled: bool = True) -> Iterator[None]:
 
 
 __all__ = [
-    "NUMERIC_PACKAGES", "KERNEL_FLAGS", "KERNEL_ENV", "ENVIRONMENT_FILE", "environment", "package_versions",
-    "cpu_info", "machine_line", "normalise", "torch_build", "thread_info", "device_info", "differences", "describe", "write_run_environment",
-    "read_run_environment", "provenance_environment", "deterministic",
+    "NUMERIC_PACKAGES",
+    "KERNEL_FLAGS",
+    "KERNEL_ENV",
+    "ENVIRONMENT_FILE",
+    "environment",
+    "package_versions",
+    "cpu_info",
+    "machine_line",
+    "normalise",
+    "torch_build",
+    "thread_info",
+    "device_info",
+    "differences",
+    "describe",
+    "write_run_environment",
+    "read_run_environment",
+    "provenance_environment",
+    "deterministic",
 ]

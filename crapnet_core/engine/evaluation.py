@@ -39,9 +39,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -108,8 +109,7 @@ class FoldEvaluator:
         self.model, self.cfg, self.split = model, cfg, split
         self.device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
         self.spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
-        self.fold = make_fold(ds.scan_ids(self.spec), cfg.data.fold, cfg.data.n_folds,
-                              validation=cfg.data.n_validation)
+        self.fold = make_fold(ds.scan_ids(self.spec), cfg.data.fold, cfg.data.n_folds, validation=cfg.data.n_validation)
         if split == "validation" and not self.fold.validation_ids:
             raise ValueError(
                 "split validation: this run was trained with data.validation=false, so no scan was held out of its "
@@ -160,10 +160,12 @@ class FoldEvaluator:
                 self._supports[key] = None
             else:
                 chosen = support_slices(s_zs.tolist(), self.n_parts)
-                images, masks = support_tensors(self.normalized(scan_id), s_fg, chosen, self.size,
-                                                source=str(vol.label_path))
-                self._supports[key] = SupportSet(str(scan_id), tuple(int(z) for z in chosen), int(s_zs.size),
-                                                 images, masks)
+                images, masks = support_tensors(
+                    self.normalized(scan_id), s_fg, chosen, self.size, source=str(vol.label_path)
+                )
+                self._supports[key] = SupportSet(
+                    str(scan_id), tuple(int(z) for z in chosen), int(s_zs.size), images, masks
+                )
         return self._supports[key]
 
     def standard_support(self, organ: str) -> SupportSet:
@@ -203,8 +205,17 @@ class FoldEvaluator:
         s_img, s_mask = stack_shots(supports)
         cfg = self.cfg
         fg = predict_chunks(
-            self.model, s_img, s_mask, self.normalized(query_id), assignment, self.size, cfg.eval.batch_size,
-            self.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last, geometry=geom,
+            self.model,
+            s_img,
+            s_mask,
+            self.normalized(query_id),
+            assignment,
+            self.size,
+            cfg.eval.batch_size,
+            self.device,
+            amp=cfg.train.amp,
+            channels_last=cfg.train.channels_last,
+            geometry=geom,
         )
         pred = np.zeros(gt.shape, dtype=np.uint8)
         for z, mask in fg.items():
@@ -218,7 +229,9 @@ class FoldEvaluator:
             "dice_lcc": json_number(lcc.dice),
             "hd95": json_number(dist["hd95"]),
             "asd": json_number(dist["asd"]),
-            "tp": counts.tp, "fp": counts.fp, "fn": counts.fn,
+            "tp": counts.tp,
+            "fp": counts.fp,
+            "fn": counts.fn,
             "z_range": [int(z_min), int(z_max)],
             "chunks": [int(sum(1 for _, p in assignment if p == k)) for k in range(n_parts)],
             "empty_prediction": bool(counts.tp + counts.fp == 0),
@@ -317,9 +330,11 @@ def evaluate_model(
         "mean": summary_means(per_organ, organs),
         "empty_prediction_policy": EMPTY_PREDICTION_POLICY,
         "units": {"dice": "fraction 0..1", "dice_lcc": "fraction 0..1", "hd95": "mm", "asd": "mm"},
-        "postprocessing": {"dice": "none (raw argmax)",
-                           "dice_lcc": "largest 3-D connected component (26-connectivity) of the prediction "
-                                       "on the scored slices; beyond the paper, reported separately"},
+        "postprocessing": {
+            "dice": "none (raw argmax)",
+            "dice_lcc": "largest 3-D connected component (26-connectivity) of the prediction "
+            "on the scored slices; beyond the paper, reported separately",
+        },
         "device": str(ev.device),
         "seconds": round(time.time() - t0, 2),
     }
@@ -471,8 +486,9 @@ def evaluate(
         with cpu_threads(cfg, dev), _staged_folder(run_dir / pred_name, save) as stage:
             # predictions go to a staging folder that replaces RUN/predictions only when every scan is
             # done: a failure (disk full...) leaves the previous predictions and metrics as they were
-            metrics = evaluate_model(model, cfg, dev, out_dir=stage, progress=progress,
-                                     save_predictions=save, split=split)
+            metrics = evaluate_model(
+                model, cfg, dev, out_dir=stage, progress=progress, save_predictions=save, split=split
+            )
             evaluated_in = environment(dev)
             metrics["checkpoint"] = str(Path(checkpoint).resolve())
             metrics["step"] = int(meta.get("step", -1))
@@ -502,7 +518,18 @@ def read_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
 
 
 __all__ = [
-    "EMPTY_PREDICTION_POLICY", "prediction_file_name", "SPLITS", "metrics_filename", "FoldEvaluator", "summary_means", "evaluate_model", "read_run_config", "load_run",
-    "summarize_per_scan", "check_evaluation_space", "evaluate", "read_metrics",
+    "EMPTY_PREDICTION_POLICY",
+    "prediction_file_name",
+    "SPLITS",
+    "metrics_filename",
+    "FoldEvaluator",
+    "summary_means",
+    "evaluate_model",
+    "read_run_config",
+    "load_run",
+    "summarize_per_scan",
+    "check_evaluation_space",
+    "evaluate",
+    "read_metrics",
     "Counts",
 ]

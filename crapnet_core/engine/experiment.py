@@ -32,16 +32,24 @@ import copy
 import hashlib
 import json
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..facts import METHODS, ORGANS, PROFILES, RUN_PROFILES, SETTING2_GROUPS  # study facts (Sec. 4.2; Tables 1-2 organ order)
+from ..facts import (  # study facts (Sec. 4.2; Tables 1-2 organ order)
+    METHODS,
+    ORGANS,
+    PROFILES,
+    RUN_PROFILES,
+    SETTING2_GROUPS,
+)
 from ..io import read_json, write_json
 from ..models.config import LossConfig, ModelConfig, convert_value, dataclass_from_dict
 from ..models.encoders import CPU_ENCODER  # noqa: F401 (re-exported: the fast CPU encoder of smoke and lite)
 from ..models.prototype_grid import check_geometry, prototype_geometry
 from .profiles import profile_values
+
 #: Short names for the setting-2 groups (used in run folder names and on the command line).
 GROUP_NAMES = {"kidneys": SETTING2_GROUPS[0], "liver_spleen": SETTING2_GROUPS[1]}
 #: Bumped when the meaning of a config field changes, so old run folders are not reused.
@@ -55,8 +63,16 @@ CONFIG_VERSION = 2
 RUNTIME_FIELDS = {
     "data": {"data_root"},
     "model": {"free_geometry"},
-    "train": {"device", "num_workers", "threads", "checkpoint_every", "keep_checkpoints", "log_every", "compile",
-              "deterministic"},
+    "train": {
+        "device",
+        "num_workers",
+        "threads",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "compile",
+        "deterministic",
+    },
     "eval": {"batch_size", "save_predictions"},
 }
 
@@ -105,8 +121,11 @@ class DataConfig:
 
         # NFC: an organ typed in NFD (some keyboards, macOS file names) is the label map's organ
         self.test_group = tuple(organ_name(o) if isinstance(o, str) else o for o in self.test_group)
-        if isinstance(self.validation_scans, bool) or int(self.validation_scans) != self.validation_scans \
-                or self.validation_scans < 1:
+        if (
+            isinstance(self.validation_scans, bool)
+            or int(self.validation_scans) != self.validation_scans
+            or self.validation_scans < 1
+        ):
             raise ValueError(f"data.validation_scans: {self.validation_scans!r} must be a positive integer")
         self.validation_scans = int(self.validation_scans)
         if self.setting not in (1, 2):
@@ -260,7 +279,8 @@ class TrainConfig:
         value = self.compile
         if isinstance(value, str):
             value = {"true": "on", "false": "off", "yes": "on", "no": "off", "1": "on", "0": "off"}.get(
-                value.strip().lower(), value.strip().lower())
+                value.strip().lower(), value.strip().lower()
+            )
         elif isinstance(value, bool):  # configs written before auto existed: compile true/false
             value = "on" if value else "off"
         if value not in ("auto", "on", "off"):
@@ -296,8 +316,14 @@ class EvalConfig:
             raise ValueError(f"eval.batch_size: {self.batch_size} must be at least 1")
 
 
-SECTIONS = {"data": DataConfig, "superpixels": SuperpixelConfig, "model": ModelConfig, "loss": LossConfig,
-            "train": TrainConfig, "eval": EvalConfig}
+SECTIONS = {
+    "data": DataConfig,
+    "superpixels": SuperpixelConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
 
 
 @dataclass
@@ -320,7 +346,7 @@ class ExperimentConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
         data = dict(data)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -339,7 +365,7 @@ class ExperimentConfig:
         return write_json(path, payload)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ExperimentConfig":
+    def load(cls, path: str | Path) -> ExperimentConfig:
         """The config saved at ``path`` (FileNotFoundError / ValueError naming the file: :func:`~crapnet_core.io.read_json`)."""
         data = read_json(path, what="config file")
         data.pop("config_hash", None)
@@ -401,7 +427,7 @@ class ExperimentConfig:
             f"_{self.model.variant_name()}_{self.profile}_{self.config_hash()}"
         )
 
-    def copy(self) -> "ExperimentConfig":
+    def copy(self) -> ExperimentConfig:
         return copy.deepcopy(self)
 
 
@@ -464,8 +490,13 @@ def make_config(
     groups = hook(method, "test_groups")
     if test_group is None and groups is not None:
         test_group = groups(int(setting))[0]  # e.g. alpnet_sup: one organ group per run in both settings
-    data = dict(values.get("data", {}), dataset=str(dataset), setting=int(setting), fold=int(fold),
-                test_group=parse_group(test_group, int(setting)))
+    data = dict(
+        values.get("data", {}),
+        dataset=str(dataset),
+        setting=int(setting),
+        fold=int(fold),
+        test_group=parse_group(test_group, int(setting)),
+    )
     cfg = ExperimentConfig(
         profile=profile,
         data=DataConfig(**data),
@@ -515,7 +546,9 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
             out.profile = value.strip()
             continue
         if "." not in key:
-            raise ValueError(f"override {item!r}: expected section.field=value with section one of {', '.join(SECTIONS)}")
+            raise ValueError(
+                f"override {item!r}: expected section.field=value with section one of {', '.join(SECTIONS)}"
+            )
         section, name = key.split(".", 1)
         if section not in SECTIONS:
             raise ValueError(f"override {item!r}: unknown section {section!r}; known: {', '.join(SECTIONS)}")
@@ -559,7 +592,20 @@ def describe(cfg: ExperimentConfig) -> str:
 
 
 __all__ = [
-    "ORGANS", "SETTING2_GROUPS", "GROUP_NAMES", "PROFILES", "RUN_PROFILES", "CPU_ENCODER",
-    "DataConfig", "SuperpixelConfig", "TrainConfig", "EvalConfig", "ExperimentConfig",
-    "make_config", "apply_overrides", "parse_group", "describe", "is_dataclass",
+    "ORGANS",
+    "SETTING2_GROUPS",
+    "GROUP_NAMES",
+    "PROFILES",
+    "RUN_PROFILES",
+    "CPU_ENCODER",
+    "DataConfig",
+    "SuperpixelConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "make_config",
+    "apply_overrides",
+    "parse_group",
+    "describe",
+    "is_dataclass",
 ]

@@ -62,7 +62,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -120,18 +121,30 @@ def _anova(d: np.ndarray, g: np.ndarray, k: int) -> dict[str, Any]:
     ssw = float(np.sum((d - means[g]) ** 2))
     msb = ssb / (k - 1) if k > 1 else float("nan")
     msw = ssw / (n - k) if n > k else 0.0
-    n0 = (n - float(np.sum(sizes ** 2)) / n) / (k - 1) if k > 1 else float("nan")
+    n0 = (n - float(np.sum(sizes**2)) / n) / (k - 1) if k > 1 else float("nan")
     tau2 = max(0.0, (msb - msw) / n0) if k > 1 else 0.0
-    var_mean = tau2 * float(np.sum(sizes ** 2)) / n ** 2 + msw / n
+    var_mean = tau2 * float(np.sum(sizes**2)) / n**2 + msw / n
     total = tau2 + msw
-    return {"n": n, "n_folds": k, "sizes": sizes.astype(int).tolist(), "fold_means": means.tolist(),
-            "mean": grand, "msb": msb, "msw": msw, "n0": n0, "tau2": tau2, "sigma2": msw,
-            "icc": (tau2 / total) if total > 0 else float("nan"), "var_mean": var_mean,
-            "design_effect": (var_mean / (total / n)) if total > 0 else float("nan")}
+    return {
+        "n": n,
+        "n_folds": k,
+        "sizes": sizes.astype(int).tolist(),
+        "fold_means": means.tolist(),
+        "mean": grand,
+        "msb": msb,
+        "msw": msw,
+        "n0": n0,
+        "tau2": tau2,
+        "sigma2": msw,
+        "icc": (tau2 / total) if total > 0 else float("nan"),
+        "var_mean": var_mean,
+        "design_effect": (var_mean / (total / n)) if total > 0 else float("nan"),
+    }
 
 
-def hierarchical_bootstrap(diff: Sequence[float], folds: Sequence[Any], n_resamples: int = N_RESAMPLES,
-                           seed: int = 0) -> np.ndarray:
+def hierarchical_bootstrap(
+    diff: Sequence[float], folds: Sequence[Any], n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> np.ndarray:
     """Bootstrap means of ``diff``: folds resampled, then scans within each resampled fold.
 
     Davison & Hinkley (1997) Sec. 3.8 with their variance adjustment (module docstring): each
@@ -154,8 +167,8 @@ def hierarchical_bootstrap(diff: Sequence[float], folds: Sequence[Any], n_resamp
     sizes = np.asarray(a["sizes"], dtype=int)
     means = np.asarray(a["fold_means"])
     grand = a["mean"]
-    spread = float(np.sum(sizes ** 2 * (means - grand) ** 2))
-    c = math.sqrt(a["tau2"] * float(np.sum(sizes ** 2)) / spread) if spread > 0 and a["tau2"] > 0 else 0.0
+    spread = float(np.sum(sizes**2 * (means - grand) ** 2))
+    c = math.sqrt(a["tau2"] * float(np.sum(sizes**2)) / spread) if spread > 0 and a["tau2"] > 0 else 0.0
     n = d.size
     scale = math.sqrt(n / (n - k)) if n > k else 1.0
     resid = d - means[g]
@@ -165,15 +178,15 @@ def hierarchical_bootstrap(diff: Sequence[float], folds: Sequence[Any], n_resamp
     width = int(sizes.max())
     table = np.zeros((k, width))
     for f in range(k):
-        table[f, :sizes[f]] = resid[order][starts[f]:starts[f] + sizes[f]]
+        table[f, : sizes[f]] = resid[order][starts[f] : starts[f] + sizes[f]]
     centre = grand + c * (means - grand)
     rng = np.random.default_rng(seed)
     out = np.empty(n_resamples)
     draws_fold = rng.integers(0, k, size=(n_resamples, k))  # first: the fold draws (see the docstring)
     for lo in range(0, n_resamples, _BATCH):
         hi = min(lo + _BATCH, n_resamples)
-        pick = draws_fold[lo:hi]                                      # (b, F) fold indices
-        m = sizes[pick]                                               # (b, F) scans per drawn fold
+        pick = draws_fold[lo:hi]  # (b, F) fold indices
+        m = sizes[pick]  # (b, F) scans per drawn fold
         u = rng.random((hi - lo, k, width))
         j = np.minimum((u * m[..., None]).astype(int), m[..., None] - 1)  # scan index within the fold
         valid = np.arange(width)[None, None, :] < m[..., None]
@@ -195,8 +208,17 @@ def mixed_model(diff: Sequence[float], folds: Sequence[Any]) -> dict[str, Any]:
 
     d, g, names = _as_arrays(diff, folds)
     k = len(names)
-    out: dict[str, Any] = {"estimate": None, "se": None, "df": k - 1, "p": None, "tau2": None, "sigma2": None,
-                           "converged": False, "warnings": [], "error": None}
+    out: dict[str, Any] = {
+        "estimate": None,
+        "se": None,
+        "df": k - 1,
+        "p": None,
+        "tau2": None,
+        "sigma2": None,
+        "converged": False,
+        "warnings": [],
+        "error": None,
+    }
     if k < 2 or d.size <= k:
         out["error"] = f"{k} folds and {d.size} scans: too few for a mixed model"
         return out
@@ -224,8 +246,14 @@ def mixed_model(diff: Sequence[float], folds: Sequence[Any]) -> dict[str, Any]:
     if not (math.isfinite(est) and math.isfinite(se)) or se <= 0:
         out["error"] = f"the fit gave estimate {est} and standard error {se}"
         return out
-    out.update(estimate=est, se=se, p=float(2 * sps.t.sf(abs(est / se), k - 1)),
-               tau2=float(np.asarray(fit.cov_re)[0, 0]), sigma2=float(fit.scale), converged=bool(fit.converged))
+    out.update(
+        estimate=est,
+        se=se,
+        p=float(2 * sps.t.sf(abs(est / se), k - 1)),
+        tau2=float(np.asarray(fit.cov_re)[0, 0]),
+        sigma2=float(fit.scale),
+        converged=bool(fit.converged),
+    )
     return out
 
 
@@ -233,16 +261,21 @@ def _mc_error_of_sd(draws: np.ndarray) -> float:
     """Monte-Carlo standard error of the standard deviation of ``draws`` (delta method on the
     sample variance: Var(s^2) ~ (m4 - s^4) / B)."""
     c = draws - draws.mean()
-    v = float(np.mean(c ** 2))
+    v = float(np.mean(c**2))
     if v <= 0:
         return 0.0
-    m4 = float(np.mean(c ** 4))
+    m4 = float(np.mean(c**4))
     return math.sqrt(max(m4 - v * v, 0.0) / draws.size) / (2 * math.sqrt(v))
 
 
-def fold_level_test(diff: Sequence[float], folds: Sequence[Any], confidence: float = 0.95,
-                    n_resamples: int = N_RESAMPLES, seed: int = 0,
-                    max_resamples: int = MAX_RESAMPLES) -> dict[str, Any]:
+def fold_level_test(
+    diff: Sequence[float],
+    folds: Sequence[Any],
+    confidence: float = 0.95,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    max_resamples: int = MAX_RESAMPLES,
+) -> dict[str, Any]:
     """Fold-level interval (hierarchical bootstrap) and p-value (mixed model) of a mean paired difference.
 
     diff: per-scan differences A - B (Dice fraction, non-finite dropped); folds: each scan's fold.
@@ -262,11 +295,29 @@ def fold_level_test(diff: Sequence[float], folds: Sequence[Any], confidence: flo
         raise ValueError(f"fold-level test: confidence {confidence} must be in [0.5, 1)")
     d, g, names = _as_arrays(diff, folds)
     k = len(names)
-    out: dict[str, Any] = {"n": int(d.size), "n_folds": k, "mean_diff": float(d.mean()) if d.size else None,
-                           "se": None, "df": k - 1, "ci_low": None, "ci_high": None, "excludes_zero": False,
-                           "p": None, "p_source": None, "p_boot": None, "mc_error": None, "n_resamples": 0,
-                           "seed": seed, "icc": None, "design_effect": None, "tau2": None, "sigma2": None,
-                           "mixed_model": None, "percentile_low": None, "percentile_high": None}
+    out: dict[str, Any] = {
+        "n": int(d.size),
+        "n_folds": k,
+        "mean_diff": float(d.mean()) if d.size else None,
+        "se": None,
+        "df": k - 1,
+        "ci_low": None,
+        "ci_high": None,
+        "excludes_zero": False,
+        "p": None,
+        "p_source": None,
+        "p_boot": None,
+        "mc_error": None,
+        "n_resamples": 0,
+        "seed": seed,
+        "icc": None,
+        "design_effect": None,
+        "tau2": None,
+        "sigma2": None,
+        "mixed_model": None,
+        "percentile_low": None,
+        "percentile_high": None,
+    }
     if k < MIN_FOLDS:
         return out
     a = _anova(d, g, k)
@@ -285,10 +336,17 @@ def fold_level_test(diff: Sequence[float], folds: Sequence[Any], confidence: flo
             break
         b = min(b * 4, max_resamples)
     alpha = 1 - confidence
-    out.update(se=se, ci_low=lo, ci_high=hi, excludes_zero=bool(lo > 0 or hi < 0), mc_error=mc, n_resamples=b,
-               p_boot=float(2 * sps.t.sf(abs(out["mean_diff"]) / se, k - 1)) if se > 0 else None,
-               percentile_low=float(np.quantile(draws, alpha / 2)),
-               percentile_high=float(np.quantile(draws, 1 - alpha / 2)))
+    out.update(
+        se=se,
+        ci_low=lo,
+        ci_high=hi,
+        excludes_zero=bool(lo > 0 or hi < 0),
+        mc_error=mc,
+        n_resamples=b,
+        p_boot=float(2 * sps.t.sf(abs(out["mean_diff"]) / se, k - 1)) if se > 0 else None,
+        percentile_low=float(np.quantile(draws, alpha / 2)),
+        percentile_high=float(np.quantile(draws, 1 - alpha / 2)),
+    )
     mm = mixed_model(d, g)
     out["mixed_model"] = mm
     if mm["p"] is not None:
@@ -298,5 +356,13 @@ def fold_level_test(diff: Sequence[float], folds: Sequence[Any], confidence: flo
     return out
 
 
-__all__ = ["N_RESAMPLES", "MAX_RESAMPLES", "MC_MARGIN", "MIN_FOLDS", "fold_anova", "hierarchical_bootstrap",
-           "mixed_model", "fold_level_test"]
+__all__ = [
+    "N_RESAMPLES",
+    "MAX_RESAMPLES",
+    "MC_MARGIN",
+    "MIN_FOLDS",
+    "fold_anova",
+    "hierarchical_bootstrap",
+    "mixed_model",
+    "fold_level_test",
+]

@@ -12,8 +12,8 @@ training (100,000 steps in the paper profile).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..data.errors import DatasetError
 from ..data.spec import DatasetSpec

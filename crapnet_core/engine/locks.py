@@ -29,8 +29,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,11 @@ def describe_holder(lock_file: str | os.PathLike) -> str:
         return "another process (it has not written its details yet)"
     host = info.get("host")
     here = host in (None, socket.gethostname())
-    return (f"process {info['pid']} ({info.get('command', '?')})" + ("" if here else f" on {host}")
-            + (f", since {info['started_utc']}" if info.get("started_utc") else ""))
+    return (
+        f"process {info['pid']} ({info.get('command', '?')})"
+        + ("" if here else f" on {host}")
+        + (f", since {info['started_utc']}" if info.get("started_utc") else "")
+    )
 
 
 def lock_holder(run_dir: str | os.PathLike) -> str | None:

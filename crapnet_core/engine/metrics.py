@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class Counts:
     fp: int
     fn: int
 
-    def __add__(self, other: "Counts") -> "Counts":
+    def __add__(self, other: Counts) -> Counts:
         return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
 
     @property
@@ -73,9 +73,7 @@ def _as_batch(mask: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(arr))[None, None].float()  # (1, 1, *spatial)
 
 
-def surface_distances(
-    pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None = None
-) -> dict[str, float]:
+def surface_distances(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None = None) -> dict[str, float]:
     """HD95 and ASD (mm when ``spacing`` is given, else voxels) of binary arrays (2D or 3D).
 
     Returns ``{"hd95": ..., "asd": ...}``; both ``nan`` when either mask is empty (see the
@@ -140,6 +138,13 @@ def json_number(value: float | None, digits: int = 6) -> float | None:
 
 
 __all__ = [
-    "Counts", "confusion_counts", "dice_from_counts", "dice", "surface_distances", "largest_component",
-    "nanmean", "nanstd", "json_number",
+    "Counts",
+    "confusion_counts",
+    "dice_from_counts",
+    "dice",
+    "surface_distances",
+    "largest_component",
+    "nanmean",
+    "nanstd",
+    "json_number",
 ]

@@ -10,9 +10,10 @@ slice (:func:`predict_chunks`), mapped back to the file's grid.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -151,8 +152,9 @@ def predict_chunks(
     return out
 
 
-def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequence[int], size: int,
-                    source: str = "support"):
+def support_tensors(
+    norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequence[int], size: int, source: str = "support"
+):
     """Support images ``(len(zs), 3, S, S)`` and masks ``(len(zs), S, S)`` for the chosen slices.
 
     Masks are shrunk by area pooling (:func:`~crapnet_core.data.geometry.downsample_mask`): an
@@ -165,8 +167,8 @@ def support_tensors(norm_volume: np.ndarray, binary_mask: np.ndarray, zs: Sequen
     import torch
 
     from ..data.errors import DatasetError
-    from ..data.tensors import slice_tensor
     from ..data.geometry import downsample_mask
+    from ..data.tensors import slice_tensor
 
     images = torch.stack([slice_tensor(norm_volume, int(z), size) for z in zs])
     masks = []
@@ -219,6 +221,13 @@ def stack_shots(supports: Sequence[SupportSet]):
 
 
 __all__ = [
-    "support_positions", "support_slices", "chunk_index", "chunk_assignment", "organ_range", "predict_chunks",
-    "support_tensors", "SupportSet", "stack_shots",
+    "support_positions",
+    "support_slices",
+    "chunk_index",
+    "chunk_assignment",
+    "organ_range",
+    "predict_chunks",
+    "support_tensors",
+    "SupportSet",
+    "stack_shots",
 ]

@@ -11,8 +11,9 @@ the profile and the key. :func:`crapnet_core.engine.experiment.make_config` star
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
-from typing import Any, Mapping
+from collections.abc import Mapping
+from functools import cache, lru_cache
+from typing import Any
 
 from ..facts import PROFILE_FILE, RUN_PROFILES
 
@@ -39,7 +40,7 @@ def profile_values(profile: str, sections: Mapping[str, type]) -> dict[str, dict
     return copy.deepcopy(_checked_values(profile, tuple(sections.items())))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _checked_values(profile: str, sections: tuple[tuple[str, type], ...]) -> dict[str, dict[str, Any]]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException

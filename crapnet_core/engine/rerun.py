@@ -31,9 +31,10 @@ import math
 import os
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..facts import ORGANS
 from ..io import read_json, write_json, write_text
@@ -62,7 +63,7 @@ class RerunSample:
     fold: int
 
     @classmethod
-    def parse(cls, value: "str | dict | RerunSample") -> "RerunSample":
+    def parse(cls, value: str | dict | RerunSample) -> RerunSample:
         """From ``"TABLE:SEED:FOLD"``, ``{"table", "seed", "fold"}`` or a sample."""
         if isinstance(value, RerunSample):
             return value
@@ -74,7 +75,9 @@ class RerunSample:
         else:
             parts = str(value).split(":")
             if len(parts) != 3:
-                raise ValueError(f"rerun sample {value!r}: expected TABLE:SEED:FOLD, e.g. chaos_setting1_crapnet_lite:0:0")
+                raise ValueError(
+                    f"rerun sample {value!r}: expected TABLE:SEED:FOLD, e.g. chaos_setting1_crapnet_lite:0:0"
+                )
             table, seed, fold = parts
         try:
             seed, fold = int(seed), int(fold)
@@ -127,8 +130,9 @@ def _with_data_root(cfg: ExperimentConfig, data_root: str | None) -> ExperimentC
     return cfg
 
 
-def committed_fold(results_root: str | os.PathLike, sample: RerunSample,
-                   data_root: str | None = None) -> dict[str, Any]:
+def committed_fold(
+    results_root: str | os.PathLike, sample: RerunSample, data_root: str | None = None
+) -> dict[str, Any]:
     """The committed record of one sampled fold.
 
     Returns ``{"configs": [ExperimentConfig], "runs": [run names], "dice": {organ: fraction,
@@ -145,17 +149,20 @@ def committed_fold(results_root: str | os.PathLike, sample: RerunSample,
     table_info = _read_json(info_path) if info_path.is_file() else {}
     summary = _read_json(folder / "summary.json") if (folder / "summary.json").is_file() else None
     run_folders = sorted(p.parent for p in folder.glob("*/config.json"))
-    run_folders = [p for p in run_folders
-                   if int(_read_json(p / "config.json").get("data", {}).get("fold", -1)) == sample.fold]
+    run_folders = [
+        p for p in run_folders if int(_read_json(p / "config.json").get("data", {}).get("fold", -1)) == sample.fold
+    ]
     if run_folders:  # per-run layout: the config as saved
         configs, names, envs, infos = [], [], [], []
         for run in run_folders:
             saved = _read_json(run / "config.json")
             cfg = _with_data_root(ExperimentConfig.load(run / "config.json"), data_root)
             if cfg.run_name() != run.name or saved.get("config_hash") != cfg.config_hash():
-                raise RerunError(f"{run}: its config gives {cfg.run_name()} (hash {cfg.config_hash()}), the folder "
-                                 f"and config.json say {run.name} / {saved.get('config_hash')}: the code no longer "
-                                 f"makes this config")
+                raise RerunError(
+                    f"{run}: its config gives {cfg.run_name()} (hash {cfg.config_hash()}), the folder "
+                    f"and config.json say {run.name} / {saved.get('config_hash')}: the code no longer "
+                    f"makes this config"
+                )
             configs.append(cfg)
             names.append(run.name)
             info = _read_json(run / "run_info.json") if (run / "run_info.json").is_file() else {}
@@ -164,10 +171,18 @@ def committed_fold(results_root: str | os.PathLike, sample: RerunSample,
         from .runs import summarize_runs
 
         first = configs[0]
-        fold_entry = summarize_runs(run_folders, first.dataset_name(), first.data.setting, first.model.method,
-                                    first.profile)["per_fold"][str(sample.fold)]
-        return {"configs": configs, "runs": names, "dice": fold_entry["dice"], "per_scan": fold_entry["per_scan"],
-                "run_info": infos[0] or table_info, "environment": envs[0], "layout": "per-run"}
+        fold_entry = summarize_runs(
+            run_folders, first.dataset_name(), first.data.setting, first.model.method, first.profile
+        )["per_fold"][str(sample.fold)]
+        return {
+            "configs": configs,
+            "runs": names,
+            "dice": fold_entry["dice"],
+            "per_scan": fold_entry["per_scan"],
+            "run_info": infos[0] or table_info,
+            "environment": envs[0],
+            "layout": "per-run",
+        }
     if summary is None:
         raise RerunError(f"{folder}: neither run folders (<run>/config.json) nor summary.json")
     entry = summary.get("per_fold", {}).get(str(sample.fold))
@@ -175,18 +190,26 @@ def committed_fold(results_root: str | os.PathLike, sample: RerunSample,
         raise RerunError(f"{folder / 'summary.json'}: no fold {sample.fold} (folds {summary.get('folds')})")
     committed_runs = list(entry.get("runs", []))
     overrides = list(summary.get("overrides") or [])
-    configs = fold_configs(summary["profile"], summary["dataset"], int(summary["setting"]), summary["method"],
-                           sample.fold, overrides)
+    configs = fold_configs(
+        summary["profile"], summary["dataset"], int(summary["setting"]), summary["method"], sample.fold, overrides
+    )
     by_name = {cfg.run_name(): cfg for cfg in configs}
     missing = [r for r in committed_runs if r not in by_name]
     if missing or not committed_runs:
         raise RerunError(
             f"{folder / 'summary.json'}: fold {sample.fold}'s runs {committed_runs} are not what "
             f"{summary['method']} / {summary['profile']} with overrides {overrides} makes now ({sorted(by_name)}): "
-            f"the config hash changed, so this fold cannot be rerun as committed")
-    return {"configs": [_with_data_root(by_name[r], data_root) for r in committed_runs], "runs": committed_runs,
-            "dice": entry["dice"], "per_scan": entry.get("per_scan", {}), "run_info": table_info,
-            "environment": table_info.get("environment"), "layout": "summary"}
+            f"the config hash changed, so this fold cannot be rerun as committed"
+        )
+    return {
+        "configs": [_with_data_root(by_name[r], data_root) for r in committed_runs],
+        "runs": committed_runs,
+        "dice": entry["dice"],
+        "per_scan": entry.get("per_scan", {}),
+        "run_info": table_info,
+        "environment": table_info.get("environment"),
+        "layout": "summary",
+    }
 
 
 # --------------------------------------------------------------------------- comparison
@@ -203,10 +226,14 @@ def compare_fold(committed: dict[str, Any], rerun: dict[str, Any]) -> dict[str, 
         a, b = committed["dice"].get(organ), rerun["dice"].get(organ)
         diff = None if a is None or b is None else round(b - a, 6)
         rows[organ] = {"committed": a, "rerun": b, "difference": diff}
-    scans = [(o, s, v, rerun["per_scan"].get(o, {}).get(s)) for o, per in committed["per_scan"].items()
-             for s, v in per.items()]
-    identical = bool(scans) and all(b is not None and v is not None and abs(b - v) <= SCAN_TOLERANCE
-                                    for _, _, v, b in scans)
+    scans = [
+        (o, s, v, rerun["per_scan"].get(o, {}).get(s))
+        for o, per in committed["per_scan"].items()
+        for s, v in per.items()
+    ]
+    identical = bool(scans) and all(
+        b is not None and v is not None and abs(b - v) <= SCAN_TOLERANCE for _, _, v, b in scans
+    )
     max_scan = max((abs(b - v) for _, _, v, b in scans if b is not None and v is not None), default=None)
     return {"dice": rows, "identical": identical, "max_scan_difference": max_scan}
 
@@ -219,17 +246,24 @@ def rerun_spread(check: dict[str, Any]) -> dict[str, Any] | None:
     one fold) of the fold-mean Dice difference; None before any fold is done. For the book:
     next to the spread over training seeds.
     """
-    diffs = [f["comparison"]["dice"]["mean"]["difference"] for f in check.get("folds", [])
-             if f.get("comparison") and f["comparison"]["dice"]["mean"]["difference"] is not None]
+    diffs = [
+        f["comparison"]["dice"]["mean"]["difference"]
+        for f in check.get("folds", [])
+        if f.get("comparison") and f["comparison"]["dice"]["mean"]["difference"] is not None
+    ]
     if not diffs:
         return None
     n = len(diffs)
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else None
-    return {"n": n, "identical": sum(bool(f["comparison"]["identical"]) for f in check["folds"] if f.get("comparison")),
-            "mean_difference": round(mean, 6), "mean_abs_difference": round(sum(abs(d) for d in diffs) / n, 6),
-            "max_abs_difference": round(max(abs(d) for d in diffs), 6),
-            "sd_difference": None if sd is None else round(sd, 6)}
+    return {
+        "n": n,
+        "identical": sum(bool(f["comparison"]["identical"]) for f in check["folds"] if f.get("comparison")),
+        "mean_difference": round(mean, 6),
+        "mean_abs_difference": round(sum(abs(d) for d in diffs) / n, 6),
+        "max_abs_difference": round(max(abs(d) for d in diffs), 6),
+        "sd_difference": None if sd is None else round(sd, 6),
+    }
 
 
 def _pct(x: float | None, signed: bool = False) -> str:
@@ -240,37 +274,54 @@ def _pct(x: float | None, signed: bool = False) -> str:
 
 def rerun_markdown(check: dict[str, Any]) -> str:
     """``rerun_check.md``: one table row per fold and organ, the spread, the environments."""
-    lines = ["# Rerun check", "",
-             "Committed folds trained and evaluated again with the committed configs (same config hashes, "
-             "checked) on the machine below. Dice in percent; difference = rerun − committed; *identical*: "
-             "every test scan's Dice agrees to the stored 6 decimals.", "",
-             f"Command: `{check.get('command', '')}`; commit {check.get('commit')}; started "
-             f"{check.get('started_utc')}; machine: {check.get('machine')}.", ""]
-    lines += ["| fold (table:seed:fold) | runs | organ | committed | rerun | difference | identical |",
-              "|---|---|---|---:|---:|---:|---|"]
+    lines = [
+        "# Rerun check",
+        "",
+        "Committed folds trained and evaluated again with the committed configs (same config hashes, "
+        "checked) on the machine below. Dice in percent; difference = rerun − committed; *identical*: "
+        "every test scan's Dice agrees to the stored 6 decimals.",
+        "",
+        f"Command: `{check.get('command', '')}`; commit {check.get('commit')}; started "
+        f"{check.get('started_utc')}; machine: {check.get('machine')}.",
+        "",
+    ]
+    lines += [
+        "| fold (table:seed:fold) | runs | organ | committed | rerun | difference | identical |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
     for f in check.get("folds", []):
         comp = f.get("comparison")
         if not comp:
             lines.append(f"| `{f['sample']}` | {', '.join(f['runs'])} | – | – | – | – | not done |")
             continue
         for organ, row in comp["dice"].items():
-            lines.append(f"| `{f['sample']}` | {', '.join(r.rsplit('_', 1)[-1] for r in f['runs'])} | "
-                         f"{ORGAN_TITLES.get(organ, organ)} | {_pct(row['committed'])} | {_pct(row['rerun'])} | "
-                         f"{_pct(row['difference'], signed=True)} | {'yes' if comp['identical'] else 'no'} |")
+            lines.append(
+                f"| `{f['sample']}` | {', '.join(r.rsplit('_', 1)[-1] for r in f['runs'])} | "
+                f"{ORGAN_TITLES.get(organ, organ)} | {_pct(row['committed'])} | {_pct(row['rerun'])} | "
+                f"{_pct(row['difference'], signed=True)} | {'yes' if comp['identical'] else 'no'} |"
+            )
     spread = check.get("spread")
     if spread:
         sd = "–" if spread["sd_difference"] is None else f"{100 * spread['sd_difference']:.2f}"
-        lines += ["", f"Spread of the fold-mean Dice over {spread['n']} rerun fold(s): mean difference "
-                  f"{100 * spread['mean_difference']:+.2f}, mean |difference| {100 * spread['mean_abs_difference']:.2f}, "
-                  f"max |difference| {100 * spread['max_abs_difference']:.2f}, SD {sd} Dice points; "
-                  f"{spread['identical']} of {spread['n']} identical."]
+        lines += [
+            "",
+            f"Spread of the fold-mean Dice over {spread['n']} rerun fold(s): mean difference "
+            f"{100 * spread['mean_difference']:+.2f}, mean |difference| {100 * spread['mean_abs_difference']:.2f}, "
+            f"max |difference| {100 * spread['max_abs_difference']:.2f}, SD {sd} Dice points; "
+            f"{spread['identical']} of {spread['n']} identical.",
+        ]
     lines += ["", "## Environments", "", f"- **rerun:** {describe_environment(check.get('environment'))}"]
     for f in check.get("folds", []):
         info = f.get("committed_run_info", {})
         env = f.get("committed_environment")
-        recorded = describe_environment(env) if env else (
-            f"not recorded (run_info.json: machine {info.get('machine', '?')!r}, torch {info.get('torch', '?')}, "
-            f"commit {info.get('commit', '?')})")
+        recorded = (
+            describe_environment(env)
+            if env
+            else (
+                f"not recorded (run_info.json: machine {info.get('machine', '?')!r}, torch {info.get('torch', '?')}, "
+                f"commit {info.get('commit', '?')})"
+            )
+        )
         lines.append(f"- **committed `{f['sample']}`:** {recorded}")
         diffs = f.get("environment_differences") or []
         if env and diffs:
@@ -282,15 +333,20 @@ def rerun_markdown(check: dict[str, Any]) -> str:
 
 def _commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
 
 
 def rerun_check(
-    samples: Iterable["RerunSample | str | dict"],
+    samples: Iterable[RerunSample | str | dict],
     results_root: str | os.PathLike = "results",
     out: str | os.PathLike = "results/rerun_check",
     runs_root: str | os.PathLike | None = None,
@@ -322,14 +378,25 @@ def rerun_check(
     runs_root = Path(runs_root) if runs_root is not None else Path("runs") / "rerun_check"
     committed = [(s, committed_fold(results_root, s, data_root)) for s in samples]  # all checked before training
     check: dict[str, Any] = {
-        "command": command, "commit": _commit(), "machine": machine_line(),
+        "command": command,
+        "commit": _commit(),
+        "machine": machine_line(),
         "started_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "results_root": str(results_root), "units": "Dice as fractions; difference = rerun - committed",
-        "folds": [{"sample": str(s), "runs": c["runs"], "layout": c["layout"],
-                   "committed_dice": c["dice"], "committed_run_info": {k: v for k, v in c["run_info"].items()
-                                                                      if k != "environment"},
-                   "committed_environment": c["environment"]} for s, c in committed],
-        "environment": None, "spread": None,
+        "results_root": str(results_root),
+        "units": "Dice as fractions; difference = rerun - committed",
+        "folds": [
+            {
+                "sample": str(s),
+                "runs": c["runs"],
+                "layout": c["layout"],
+                "committed_dice": c["dice"],
+                "committed_run_info": {k: v for k, v in c["run_info"].items() if k != "environment"},
+                "committed_environment": c["environment"],
+            }
+            for s, c in committed
+        ],
+        "environment": None,
+        "spread": None,
     }
     if diagnosis:
         check["diagnosis"] = diagnosis
@@ -342,23 +409,43 @@ def rerun_check(
         run_dirs = [ensure_run(cfg, root, progress=progress) for cfg in record["configs"]]
         all_runs += run_dirs
         cfg = record["configs"][0]
-        rerun = summarize_runs(run_dirs, cfg.dataset_name(), cfg.data.setting, cfg.model.method,
-                               cfg.profile)["per_fold"][str(sample.fold)]
+        rerun = summarize_runs(run_dirs, cfg.dataset_name(), cfg.data.setting, cfg.model.method, cfg.profile)[
+            "per_fold"
+        ][str(sample.fold)]
         env = provenance_environment(run_dirs)
-        entry.update(rerun_dice=rerun["dice"], rerun_per_scan=rerun["per_scan"], committed_per_scan=record["per_scan"],
-                     comparison=compare_fold(record, rerun), rerun_environment=env,
-                     environment_differences=differences(record["environment"], env),
-                     rerun_seconds=round(time.time() - t_fold, 1))
+        entry.update(
+            rerun_dice=rerun["dice"],
+            rerun_per_scan=rerun["per_scan"],
+            committed_per_scan=record["per_scan"],
+            comparison=compare_fold(record, rerun),
+            rerun_environment=env,
+            environment_differences=differences(record["environment"], env),
+            rerun_seconds=round(time.time() - t_fold, 1),
+        )
         check["environment"] = provenance_environment(all_runs)
         check["spread"] = rerun_spread(check)
         check["wall_seconds"] = round(time.time() - t0, 1)
         write_json(out / "rerun_check.json", check)
         write_text(out / "rerun_check.md", rerun_markdown(check))
         d = entry["comparison"]["dice"]["mean"]
-        log.info("rerun %s: committed %s, rerun %s, difference %s", sample, _pct(d["committed"]), _pct(d["rerun"]),
-                 _pct(d["difference"], signed=True))
+        log.info(
+            "rerun %s: committed %s, rerun %s, difference %s",
+            sample,
+            _pct(d["committed"]),
+            _pct(d["rerun"]),
+            _pct(d["difference"], signed=True),
+        )
     return check
 
 
-__all__ = ["RerunSample", "RerunError", "read_samples", "committed_fold", "compare_fold", "rerun_spread",
-           "rerun_markdown", "rerun_check", "SCAN_TOLERANCE"]
+__all__ = [
+    "RerunSample",
+    "RerunError",
+    "read_samples",
+    "committed_fold",
+    "compare_fold",
+    "rerun_spread",
+    "rerun_markdown",
+    "rerun_check",
+    "SCAN_TOLERANCE",
+]

@@ -52,8 +52,16 @@ class MetricsLog:
             self.tb = None
 
     def write(self, step: int, losses: dict[str, float], lr: float, seconds: float) -> None:
-        self.writer.writerow([step, f"{losses['total']:.6f}", f"{losses['seg']:.6f}", f"{losses['align']:.6f}",
-                              f"{lr:.6g}", f"{seconds:.2f}"])
+        self.writer.writerow(
+            [
+                step,
+                f"{losses['total']:.6f}",
+                f"{losses['seg']:.6f}",
+                f"{losses['align']:.6f}",
+                f"{lr:.6g}",
+                f"{seconds:.2f}",
+            ]
+        )
         self.fh.flush()
         if self.tb is not None:
             for key, value in losses.items():
@@ -73,8 +81,17 @@ def read_metrics_csv(run_dir: str | Path) -> list[dict[str, float]]:
 
 
 # ---------------------------------------------------------------------- run folders
-RUN_ITEMS = ("config.json", "checkpoints", "metrics.csv", "metrics.json", "predictions", "TRAINED",
-             "tensorboard", "train.log", "environment.json")
+RUN_ITEMS = (
+    "config.json",
+    "checkpoints",
+    "metrics.csv",
+    "metrics.json",
+    "predictions",
+    "TRAINED",
+    "tensorboard",
+    "train.log",
+    "environment.json",
+)
 
 
 def is_trained(run_dir: str | Path) -> bool:
@@ -100,8 +117,9 @@ def _is_failed_start(run_dir: Path) -> bool:
     return latest_checkpoint(run_dir) is None and not (run_dir / "TRAINED").exists()
 
 
-def inspect_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False,
-                    force: bool = False) -> tuple[str, int]:
+def inspect_run_dir(
+    cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, force: bool = False
+) -> tuple[str, int]:
     """Decide what training ``cfg`` into ``run_dir`` does, without touching it.
 
     Returns ``(action, start_step)``, action one of ``"new"`` (empty or absent folder, or a
@@ -135,8 +153,7 @@ def inspect_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = F
     path, state, skipped = newest_intact_checkpoint(run_dir, cfg)
     if path is None:
         raise RunFolderError(
-            f"{run_dir}: no checkpoint of this run reads back ({describe_skipped(skipped)}); "
-            f"pass --force to start over"
+            f"{run_dir}: no checkpoint of this run reads back ({describe_skipped(skipped)}); pass --force to start over"
         )
     step = int(state.get("step", 0))
     if is_trained(run_dir) and not (skipped and step < cfg.train.steps):
@@ -151,7 +168,9 @@ def inspect_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = F
     return "resume", step
 
 
-def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, force: bool = False) -> tuple[Path, int]:
+def prepare_run_dir(
+    cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, force: bool = False
+) -> tuple[Path, int]:
     """Check ``run_dir`` for training ``cfg`` and make it ready; returns ``(run_dir, start_step)``.
 
     - empty / new folder: start at 0;
@@ -194,6 +213,15 @@ def train_seconds(run_dir: str | Path) -> float | None:
 
 
 __all__ = [
-    "CSV_COLUMNS", "RunFolderError", "MetricsLog", "read_metrics_csv", "RUN_ITEMS", "is_trained", "clear_run",
-    "inspect_run_dir", "prepare_run_dir", "mark_trained", "train_seconds",
+    "CSV_COLUMNS",
+    "RunFolderError",
+    "MetricsLog",
+    "read_metrics_csv",
+    "RUN_ITEMS",
+    "is_trained",
+    "clear_run",
+    "inspect_run_dir",
+    "prepare_run_dir",
+    "mark_trained",
+    "train_seconds",
 ]

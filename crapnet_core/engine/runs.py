@@ -24,16 +24,17 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..facts import ORGAN_SHORT
 from ..io import write_json, write_text
+from ..models.config import summary_variant
 from ..published import PUBLISHED_METHOD_KEYS, published_dice
 from .evaluation import read_metrics  # noqa: F401 (re-exported for the notebooks)
 from .experiment import ORGANS, ExperimentConfig, make_config
 from .locks import run_lock  # noqa: F401 (re-exported: the book's workflow jobs take it)
-from ..models.config import summary_variant
 from .metrics import json_number, nanmean
 from .stats import aggregate_seeds, fold_spread, format_pm, mean_std, per_scan_from_metrics
 
@@ -94,9 +95,19 @@ def ensure_run(
     return run_dir
 
 
-def run_config(profile: str, dataset: str, setting: int = 1, fold: int = 0, method: str = "crapnet",
-               blocks: int | None = None, branches: int | None = None, test_group: str | None = None,
-               steps: int | None = None, data_root: str | None = None, overrides: Sequence[str] = ()):
+def run_config(
+    profile: str,
+    dataset: str,
+    setting: int = 1,
+    fold: int = 0,
+    method: str = "crapnet",
+    blocks: int | None = None,
+    branches: int | None = None,
+    test_group: str | None = None,
+    steps: int | None = None,
+    data_root: str | None = None,
+    overrides: Sequence[str] = (),
+):
     """The :class:`~crapnet_core.engine.experiment.ExperimentConfig` of one training run of the book.
 
     ``blocks``/``branches``/``steps`` = None keep the profile's values (so the runs of the
@@ -118,7 +129,12 @@ def run_config(profile: str, dataset: str, setting: int = 1, fold: int = 0, meth
 
 # ---------------------------------------------------------------------- cross-validation
 def fold_configs(
-    profile: str, dataset: str, setting: int, method: str, fold: int, overrides: Sequence[str] = (),
+    profile: str,
+    dataset: str,
+    setting: int,
+    method: str,
+    fold: int,
+    overrides: Sequence[str] = (),
     groups: Sequence[str | Sequence[str]] | None = None,
 ) -> list[ExperimentConfig]:
     """The configs of one fold: one per test group.
@@ -193,8 +209,9 @@ def cross_validate(
         run_dir = ensure_run(cfg, runs_root, progress=progress, device=device)
         log.info("fold %d %s done in %.0f s: %s", f, cfg.group_name(), time.time() - t_run, run_dir)
         runs.append((f, run_dir))
-    summary = summarize_runs([r for _, r in runs], dataset=probe.dataset_name(), setting=setting,
-                             method=method, profile=profile)
+    summary = summarize_runs(
+        [r for _, r in runs], dataset=probe.dataset_name(), setting=setting, method=method, profile=profile
+    )
     if not write_summary:
         return summary
     summary["variant"] = probe.model.variant_name()  # e.g. alpnet-att for a decomposition variant
@@ -236,9 +253,19 @@ def cross_validate_seeds(
     out = Path(out)
     per_seed = {}
     for seed in seeds:
-        per_seed[seed] = cross_validate(dataset, setting, method, profile, out / f"seed{seed}",
-                                        overrides=[*overrides, f"train.seed={seed}"], folds=folds,
-                                        progress=progress, device=device, runs_root=out, groups=groups)
+        per_seed[seed] = cross_validate(
+            dataset,
+            setting,
+            method,
+            profile,
+            out / f"seed{seed}",
+            overrides=[*overrides, f"train.seed={seed}"],
+            folds=folds,
+            progress=progress,
+            device=device,
+            runs_root=out,
+            groups=groups,
+        )
     agg = aggregate_seeds(per_seed)
     agg["overrides"] = list(overrides)
     write_json(out / "summary.json", agg)
@@ -246,8 +273,9 @@ def cross_validate_seeds(
     return agg
 
 
-def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method: str, profile: str,
-                   train_seconds_of=None) -> dict[str, Any]:
+def summarize_runs(
+    run_dirs: Sequence[Path], dataset: str, setting: int, method: str, profile: str, train_seconds_of=None
+) -> dict[str, Any]:
     """Combine the ``metrics.json`` of evaluated runs into per-fold and 5-fold tables.
 
     ``train_seconds_of(run_dir)``: a run's training seconds (default: its ``TRAINED`` marker; the
@@ -261,8 +289,20 @@ def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method:
     for run_dir in run_dirs:
         m = read_metrics(run_dir)
         fold = int(m["fold"])
-        entry = per_fold.setdefault(fold, {"dice": {}, "dice_lcc": {}, "hd95": {}, "asd": {}, "runs": [],
-                                           "support": {}, "per_scan": {}, "train_seconds": 0.0, "eval_seconds": 0.0})
+        entry = per_fold.setdefault(
+            fold,
+            {
+                "dice": {},
+                "dice_lcc": {},
+                "hd95": {},
+                "asd": {},
+                "runs": [],
+                "support": {},
+                "per_scan": {},
+                "train_seconds": 0.0,
+                "eval_seconds": 0.0,
+            },
+        )
         for organ, scans in per_scan_from_metrics(m).items():
             entry["per_scan"].setdefault(organ, {}).update(scans)
         for organ, row in m["per_organ"].items():
@@ -271,8 +311,9 @@ def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method:
             entry["hd95"][organ] = row["hd95_mean"]
             entry["asd"][organ] = row["asd_mean"]
         entry["runs"].append(Path(run_dir).name)
-        entry["support"].update({o: {"scan_id": m["support"]["scan_id"], "slices": s}
-                                 for o, s in m["support"]["slices"].items()})
+        entry["support"].update(
+            {o: {"scan_id": m["support"]["scan_id"], "slices": s} for o, s in m["support"]["slices"].items()}
+        )
         entry["train_seconds"] += train_seconds_of(run_dir) or 0.0
         entry["eval_seconds"] += float(m.get("seconds") or 0.0)  # None: not recorded (derived records)
     organs = [o for o in ORGANS if any(o in e["dice"] for e in per_fold.values())]
@@ -282,12 +323,19 @@ def summarize_runs(run_dirs: Sequence[Path], dataset: str, setting: int, method:
         entry["dice_lcc"]["mean"] = json_number(nanmean([entry["dice_lcc"].get(o) for o in organs]))
         entry["hd95"]["mean"] = json_number(nanmean([entry["hd95"].get(o) for o in organs]))
         entry["asd"]["mean"] = json_number(nanmean([entry["asd"].get(o) for o in organs]))
-    mean: dict[str, dict[str, Any]] = {"dice": {}, "dice_std_over_folds": {}, "hd95": {}, "asd": {},
-                                       "dice_lcc": {}, "dice_lcc_std_over_folds": {}}
+    mean: dict[str, dict[str, Any]] = {
+        "dice": {},
+        "dice_std_over_folds": {},
+        "hd95": {},
+        "asd": {},
+        "dice_lcc": {},
+        "dice_lcc_std_over_folds": {},
+    }
     for organ in organs:
         mean["dice_lcc"][organ] = json_number(nanmean([e["dice_lcc"].get(organ) for e in per_fold.values()]))
         mean["dice_lcc_std_over_folds"][organ] = json_number(
-            mean_std([e["dice_lcc"].get(organ) for e in per_fold.values()])[1])
+            mean_std([e["dice_lcc"].get(organ) for e in per_fold.values()])[1]
+        )
         mean["dice"][organ] = json_number(nanmean([e["dice"].get(organ) for e in per_fold.values()]))
         mean["hd95"][organ] = json_number(nanmean([e["hd95"].get(organ) for e in per_fold.values()]))
         mean["asd"][organ] = json_number(nanmean([e["asd"].get(organ) for e in per_fold.values()]))
@@ -337,13 +385,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if variant != summary["method"]:  # a component variant: no paper row to compare with
         name = f"{name} variant `{variant}`"
     ds_label = {"chaos": "Abdominal-MRI (CHAOS T2-SPIR)", "sabs": "Abdominal-CT (Synapse/BTCV)"}.get(
-        summary["dataset"], summary["dataset"])
+        summary["dataset"], summary["dataset"]
+    )
     seeds = summary.get("seeds")
     folds = ", ".join(map(str, summary["folds"]))
     spread = {k: fold_spread(summary, k) for k in ("dice", "hd95", "asd")}
     keys = [*organs, "mean"]
-    seed_text = (f" Training seeds {', '.join(map(str, seeds))}: each fold's Dice is the mean over the seeds."
-                 if seeds else "")
+    seed_text = (
+        f" Training seeds {', '.join(map(str, seeds))}: each fold's Dice is the mean over the seeds." if seeds else ""
+    )
     lines = [
         f"# {name}, {ds_label}, setting {summary['setting']}, profile `{summary['profile']}`",
         "",
@@ -353,46 +403,88 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "| Method | " + " | ".join(head) + " |",
         "|---" * (len(head) + 1) + "|",
     ]
-    lines.append(f"| {name} ({summary['profile']}, this repo) | "
-                 + " | ".join(format_pm(spread["dice"][k]["mean"], spread["dice"][k]["std"]) for k in keys) + " |")
+    lines.append(
+        f"| {name} ({summary['profile']}, this repo) | "
+        + " | ".join(format_pm(spread["dice"][k]["mean"], spread["dice"][k]["std"]) for k in keys)
+        + " |"
+    )
     paper = summary.get("paper_dice")
     if paper and list(organs) == list(ORGAN_COLUMNS) and variant == summary["method"]:
-        lines.append(f"| {name} (paper, Table {summary['setting']}) | "
-                     + " | ".join(f"{paper[k]:.2f}" for k in [*ORGAN_COLUMNS.values(), "Mean"]) + " |")
+        lines.append(
+            f"| {name} (paper, Table {summary['setting']}) | "
+            + " | ".join(f"{paper[k]:.2f}" for k in [*ORGAN_COLUMNS.values(), "Mean"])
+            + " |"
+        )
     if seeds:
         per_seed = summary.get("per_seed", {})
         std_seeds = summary["mean"].get("dice_std_over_seeds", {})
-        lines += ["", "Per seed (Dice 0-100, mean over folds) and the spread over seeds:", "",
-                  "| Seed | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+        lines += [
+            "",
+            "Per seed (Dice 0-100, mean over folds) and the spread over seeds:",
+            "",
+            "| Seed | " + " | ".join(head) + " |",
+            "|---" * (len(head) + 1) + "|",
+        ]
         for seed in seeds:
             row = per_seed.get(str(seed), {})
             lines.append(f"| {seed} | " + " | ".join(_fmt(row.get(k), 100) for k in keys) + " |")
-        lines.append("| mean ± std over seeds | " + " | ".join(
-            format_pm(summary["mean"]["dice"].get(k), std_seeds.get(k)) for k in keys) + " |")
+        lines.append(
+            "| mean ± std over seeds | "
+            + " | ".join(format_pm(summary["mean"]["dice"].get(k), std_seeds.get(k)) for k in keys)
+            + " |"
+        )
     lines += ["", "Per fold (Dice 0-100):", "", "| Fold | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for fold, entry in summary["per_fold"].items():
         vals = [entry["dice"].get(o) for o in keys]
         lines.append(f"| {fold} | " + " | ".join(_fmt(v, 100) for v in vals) + " |")
     lines.append("| std over folds | " + " | ".join(_fmt(spread["dice"][k]["std"], 100) for k in keys) + " |")
-    lines += ["", "Surface distances (mm, mean ± standard deviation over folds; scans with an empty prediction "
-              "left out):", "", "| Metric | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    lines += [
+        "",
+        "Surface distances (mm, mean ± standard deviation over folds; scans with an empty prediction left out):",
+        "",
+        "| Metric | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 1) + "|",
+    ]
     for key, label in (("hd95", "HD95"), ("asd", "ASD")):
-        lines.append(f"| {label} | " + " | ".join(
-            format_pm(spread[key][k]["mean"], spread[key][k]["std"], scale=1.0) for k in keys) + " |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(format_pm(spread[key][k]["mean"], spread[key][k]["std"], scale=1.0) for k in keys)
+            + " |"
+        )
     lcc = summary["mean"].get("dice_lcc") or {}
     if any(v is not None for v in lcc.values()):  # beyond the paper: a separate table, never mixed with Dice
         lcc_spread = fold_spread(summary, "dice_lcc")
-        lines += ["", "Beyond the paper: Dice (0-100) after keeping the largest 3-D connected component of each "
-                  "prediction (`dice_lcc`; mean ± standard deviation over folds):", "",
-                  "| Post-processing | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-        lines.append("| largest connected component | " + " | ".join(
-            format_pm(lcc_spread[k]["mean"], lcc_spread[k]["std"]) for k in keys) + " |")
-    lines += ["", f"Training time {summary['train_seconds_total']:.0f} s, evaluation time "
-              f"{summary['eval_seconds_total']:.0f} s (all folds{', all seeds' if seeds else ''}, as measured in "
-              "the runs)."]
+        lines += [
+            "",
+            "Beyond the paper: Dice (0-100) after keeping the largest 3-D connected component of each "
+            "prediction (`dice_lcc`; mean ± standard deviation over folds):",
+            "",
+            "| Post-processing | " + " | ".join(head) + " |",
+            "|---" * (len(head) + 1) + "|",
+        ]
+        lines.append(
+            "| largest connected component | "
+            + " | ".join(format_pm(lcc_spread[k]["mean"], lcc_spread[k]["std"]) for k in keys)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Training time {summary['train_seconds_total']:.0f} s, evaluation time "
+        f"{summary['eval_seconds_total']:.0f} s (all folds{', all seeds' if seeds else ''}, as measured in "
+        "the runs).",
+    ]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ensure_run", "run_dir_for", "is_evaluated", "fold_configs", "cross_validate", "cross_validate_seeds",
-           "summarize_runs",
-           "summary_markdown", "PAPER_DICE", "run_lock"]
+__all__ = [
+    "ensure_run",
+    "run_dir_for",
+    "is_evaluated",
+    "fold_configs",
+    "cross_validate",
+    "cross_validate_seeds",
+    "summarize_runs",
+    "summary_markdown",
+    "PAPER_DICE",
+    "run_lock",
+]

@@ -41,8 +41,9 @@ than half a model input cell is kept as its best-covered cell(s), with a warning
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,10 +67,10 @@ def _load_support(image: Path, label: Path, preset: str | None, replace_nonfinit
     """The support volume and its label on the image's array, by the dataset loader's rules:
     the pair rule (another axis order/flips on the same world grid: reoriented) and the one
     label check (finite integer ids: a soft or interpolated mask is refused)."""
+    from ..data.labels import check_label_values, pair_label
     from ..data.scans import read_scan
     from ..data.validation import check_finite
     from ..data.volumes import make_volume
-    from ..data.labels import check_label_values, pair_label
 
     img, aff, zooms = read_scan(image)
     lab, lab_aff, _ = read_scan(label)
@@ -106,9 +107,11 @@ def match_intensities(vol, profile: dict | None, ct: bool, what: str) -> str:
     lo, hi = float(vol.image.min()), float(vol.image.max())
     conv = intensity_convention(lo, hi, "CT")
     if profile is None:
-        warnings.warn(f"{vol.image_path}: the run records no training intensity profile (trained before it was "
-                      f"recorded); the CT intensity convention ({conv}, {lo:.4g}..{hi:.4g}) is not checked",
-                      stacklevel=2)
+        warnings.warn(
+            f"{vol.image_path}: the run records no training intensity profile (trained before it was "
+            f"recorded); the CT intensity convention ({conv}, {lo:.4g}..{hi:.4g}) is not checked",
+            stacklevel=2,
+        )
         return f"CT {conv} (not checked: no training profile in the run)"
     train = profile.get("convention", "other")
     train_range = f"{profile['min']:.4g}..{profile['max']:.4g}"
@@ -182,14 +185,16 @@ def segment_files(
     """
     from ..io import check_output_folder, save_nifti
     from .checkpoints import load_model, read_checkpoint, resolve_device, run_checkpoint, run_hashes
-    from .prediction import SupportSet, stack_shots
     from .experiment import ExperimentConfig
+    from .prediction import SupportSet, stack_shots
 
     images = _as_paths(support_image, "--support-image")
     labels = _as_paths(support_label, "--support-label")
     if len(images) != len(labels):
-        raise ValueError(f"--support-image / --support-label: {len(images)} image(s) but {len(labels)} label map(s); "
-                         "give one label map per support image, in the same order")
+        raise ValueError(
+            f"--support-image / --support-label: {len(images)} image(s) but {len(labels)} label map(s); "
+            "give one label map per support image, in the same order"
+        )
     out = Path(out)
     if out.exists() and not force:
         raise ValueError(f"--out: {out} exists; pass --force to overwrite it")
@@ -228,8 +233,9 @@ def segment_files(
         zs = np.flatnonzero(fg.any(axis=(0, 1)))
         chosen = support_slices(zs.tolist(), cfg.eval.n_parts)
         s_notes.append(match_intensities(s_vol, profile, stats is not None, "--support-image"))
-        sup_images, sup_masks = support_tensors(_normalized(s_vol, stats), fg, chosen, cfg.data.input_size,
-                                                source=str(label))
+        sup_images, sup_masks = support_tensors(
+            _normalized(s_vol, stats), fg, chosen, cfg.data.input_size, source=str(label)
+        )
         supports.append(SupportSet(str(image), tuple(int(z) for z in chosen), int(zs.size), sup_images, sup_masks))
     sup_images, sup_masks = stack_shots(supports)
     # after the supports' own checks (the pair rule, label values: those name the file first);
@@ -243,9 +249,19 @@ def segment_files(
     geom = q_vol.geometry
     z_min, z_max = _parse_range(query_range, q_vol.n_slices, Path(query_image))
     assignment = chunk_assignment(z_min, z_max, cfg.eval.n_parts)
-    fg_q = predict_chunks(model, sup_images, sup_masks, q_norm, assignment, cfg.data.input_size,
-                          cfg.eval.batch_size, dev, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
-                          geometry=geom)
+    fg_q = predict_chunks(
+        model,
+        sup_images,
+        sup_masks,
+        q_norm,
+        assignment,
+        cfg.data.input_size,
+        cfg.eval.batch_size,
+        dev,
+        amp=cfg.train.amp,
+        channels_last=cfg.train.channels_last,
+        geometry=geom,
+    )
     pred = np.zeros(geom.canon_shape, dtype=np.uint8)
     for z, mask in fg_q.items():
         pred[:, :, z] = mask

@@ -24,8 +24,9 @@ trials (or resumes them), evaluates the checkpoints on the validation split
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 #: Candidates of the converged budget and the rule's threshold (Dice points, 0-100).
 CANDIDATES = (1000, 2000, 5000, 10000)
@@ -50,13 +51,20 @@ def choose_budget(
     if not curves:
         raise ValueError("choose_budget: no curves")
     cands = sorted(int(c) for c in candidates)
-    missing = [f"{m}: step {s}" for m, c in curves.items() for b in cands for s in (b, 2 * b)
-               if s not in c or c[s] is None or (isinstance(c[s], float) and math.isnan(c[s]))]
+    missing = [
+        f"{m}: step {s}"
+        for m, c in curves.items()
+        for b in cands
+        for s in (b, 2 * b)
+        if s not in c or c[s] is None or (isinstance(c[s], float) and math.isnan(c[s]))
+    ]
     if missing:
         raise ValueError(f"choose_budget: validation Dice missing for {', '.join(missing)}")
     gains = {b: {m: round(float(c[2 * b]) - float(c[b]), 4) for m, c in curves.items()} for b in cands}
-    rule = (f"smallest B in {{{', '.join(map(str, cands))}}} such that Dice(2B) - Dice(B) < {min_gain:g} "
-            f"point(s) on the validation scans for every method ({', '.join(curves)})")
+    rule = (
+        f"smallest B in {{{', '.join(map(str, cands))}}} such that Dice(2B) - Dice(B) < {min_gain:g} "
+        f"point(s) on the validation scans for every method ({', '.join(curves)})"
+    )
     for b in cands:
         if all(g < min_gain for g in gains[b].values()):
             return {"chosen": b, "passed": True, "gains": gains, "rule": rule}
@@ -68,8 +76,9 @@ def validation_curve(budget: Mapping[str, Any]) -> dict[int, float]:
     """{step: mean Dice in points} of a ``budget_validation.json`` dictionary."""
     if budget.get("split") != "validation":
         raise ValueError(f"{budget.get('run')}: not a validation budget curve (split {budget.get('split')!r})")
-    return {int(p["step"]): 100.0 * float(p["dice"]["mean"]) for p in budget["points"]
-            if p["dice"].get("mean") is not None}
+    return {
+        int(p["step"]): 100.0 * float(p["dice"]["mean"]) for p in budget["points"] if p["dice"].get("mean") is not None
+    }
 
 
 def selection_trials(
@@ -102,9 +111,15 @@ def selection_trials(
         raise ValueError(f"checkpoints {bad}: must be multiples of 1000 in 1000..{steps}")
     out: dict[str, dict[str, Any]] = {}
     for method in methods:
-        overrides = ["data.validation=true", f"data.validation_scans={int(validation_scans)}",
-                     f"train.steps={int(steps)}", "train.threads=1", "train.checkpoint_every=1000",
-                     "train.keep_checkpoints=1000", *extra]
+        overrides = [
+            "data.validation=true",
+            f"data.validation_scans={int(validation_scans)}",
+            f"train.steps={int(steps)}",
+            "train.threads=1",
+            "train.checkpoint_every=1000",
+            "train.keep_checkpoints=1000",
+            *extra,
+        ]
         cfg = make_config(profile, dataset, 1, fold, method, overrides)
         run = Path(runs_root) / cfg.run_name()
         if not is_trained(run):
@@ -126,22 +141,38 @@ def selection_markdown(trials: Mapping[str, Mapping[str, Any]], choice: Mapping[
 
     steps = sorted({int(p["step"]) for t in trials.values() for p in t["points"]})
     first = next(iter(trials.values()))
-    lines = ["# The converged budget, chosen on validation scans", "",
-             f"Validation mean Dice (0-100) on scans {', '.join(first['scans'])} of {first['dataset']} "
-             f"(held out of fold {first['fold']}'s training), support scan of fold {first['fold']}, "
-             "against training steps; one training per method, seed 0.", "",
-             "| method | " + " | ".join(f"{s:,}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+    lines = [
+        "# The converged budget, chosen on validation scans",
+        "",
+        f"Validation mean Dice (0-100) on scans {', '.join(first['scans'])} of {first['dataset']} "
+        f"(held out of fold {first['fold']}'s training), support scan of fold {first['fold']}, "
+        "against training steps; one training per method, seed 0.",
+        "",
+        "| method | " + " | ".join(f"{s:,}" for s in steps) + " |",
+        "|---" * (len(steps) + 1) + "|",
+    ]
     for method, t in trials.items():
         curve = validation_curve(t)
-        lines.append(f"| {METHOD_LABELS.get(method, method)} | "
-                     + " | ".join(f"{curve[s]:.2f}" if s in curve else "–" for s in steps) + " |")
-    lines += ["", f"Rule: {choice['rule']}.", "", "| B | " + " | ".join(
-        f"{METHOD_LABELS.get(m, m)}: Dice(2B) − Dice(B)" for m in trials) + " |", "|---" * (len(trials) + 1) + "|"]
+        lines.append(
+            f"| {METHOD_LABELS.get(method, method)} | "
+            + " | ".join(f"{curve[s]:.2f}" if s in curve else "–" for s in steps)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Rule: {choice['rule']}.",
+        "",
+        "| B | " + " | ".join(f"{METHOD_LABELS.get(m, m)}: Dice(2B) − Dice(B)" for m in trials) + " |",
+        "|---" * (len(trials) + 1) + "|",
+    ]
     for b, g in choice["gains"].items():
         lines.append(f"| {int(b):,} | " + " | ".join(f"{g[m]:+.2f}" for m in trials) + " |")
-    verdict = (f"**Chosen: {choice['chosen']:,} steps.**" if choice["passed"] else
-               f"**No candidate passes; the budget is the longest trial, {choice['chosen']:,} steps (not converged "
-               "by this rule).**")
+    verdict = (
+        f"**Chosen: {choice['chosen']:,} steps.**"
+        if choice["passed"]
+        else f"**No candidate passes; the budget is the longest trial, {choice['chosen']:,} steps (not converged "
+        "by this rule).**"
+    )
     lines += ["", verdict]
     return "\n".join(lines) + "\n"
 

@@ -29,8 +29,9 @@ a scan's value is its mean over the seeds (seed noise averaged before pairing).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,9 @@ def fold_spread(summary: Mapping[str, Any], metric: str = "dice") -> dict[str, d
     per_fold = summary.get("per_fold")
     if not isinstance(per_fold, Mapping) or not per_fold:
         raise ValueError(f"{summary.get('_path', 'summary')}: no per_fold table (not a cross-validate summary)")
-    organs = list(summary.get("organs") or [o for o in ORGAN_ORDER if any(o in e.get(metric, {}) for e in per_fold.values())])
+    organs = list(
+        summary.get("organs") or [o for o in ORGAN_ORDER if any(o in e.get(metric, {}) for e in per_fold.values())]
+    )
     out: dict[str, dict[str, Any]] = {}
     for key in [*organs, "mean"]:
         m, s, n = mean_std([e.get(metric, {}).get(key) for e in per_fold.values()])
@@ -131,8 +134,9 @@ def per_scan_dice(summary: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     neither is available (e.g. a committed summary whose run folders are not on this machine).
     """
     if summary.get("per_scan"):
-        return {o: {str(k): float(v) for k, v in scans.items() if v is not None}
-                for o, scans in summary["per_scan"].items()}
+        return {
+            o: {str(k): float(v) for k, v in scans.items() if v is not None} for o, scans in summary["per_scan"].items()
+        }
     from .evaluation import read_metrics
 
     where = summary.get("_path")
@@ -189,8 +193,9 @@ def aggregate_seeds(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any
         if sorted(int(f) for f in s["folds"]) != folds:
             raise ValueError(f"aggregate_seeds: seed {seed} has folds {s['folds']}, others {folds}")
     organs = list(first["organs"])
-    metrics = ["dice", "hd95", "asd"] + (["dice_lcc"] if all(
-        "dice_lcc" in e for s in by_seed.values() for e in s["per_fold"].values()) else [])
+    metrics = ["dice", "hd95", "asd"] + (
+        ["dice_lcc"] if all("dice_lcc" in e for s in by_seed.values() for e in s["per_fold"].values()) else []
+    )
     per_fold: dict[str, Any] = {}
     for f in folds:
         entry: dict[str, Any] = {m: {} for m in metrics}
@@ -210,8 +215,13 @@ def aggregate_seeds(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any
                 scans_seeds.setdefault(organ, {}).setdefault(sid, [None] * len(seeds))[i] = v
     per_scan = {o: {sid: mean_std(vals)[0] for sid, vals in scans.items()} for o, scans in scans_seeds.items()}
     per_seed = {str(s): {k: by_seed[s]["mean"]["dice"].get(k) for k in [*organs, "mean"]} for s in seeds}
-    mean: dict[str, dict[str, Any]] = {"dice": {}, "dice_std_over_folds": {}, "dice_std_over_seeds": {},
-                                       "hd95": {}, "asd": {}}
+    mean: dict[str, dict[str, Any]] = {
+        "dice": {},
+        "dice_std_over_folds": {},
+        "dice_std_over_seeds": {},
+        "hd95": {},
+        "asd": {},
+    }
     for key in [*organs, "mean"]:
         mean["dice"][key], mean["dice_std_over_seeds"][key], _ = mean_std([per_seed[str(s)][key] for s in seeds])
         mean["dice_std_over_folds"][key] = mean_std([per_fold[str(f)]["dice"][key] for f in folds])[1]
@@ -220,10 +230,19 @@ def aggregate_seeds(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any
         if "dice_lcc" in metrics:  # beyond the paper: the seed mean of the per-fold LCC Dice
             mean.setdefault("dice_lcc", {})[key] = mean_std([per_fold[str(f)]["dice_lcc"][key] for f in folds])[0]
     return {
-        "dataset": first["dataset"], "setting": first["setting"], "method": first["method"],
-        "profile": first["profile"], "organs": organs, "folds": folds, "seeds": seeds,
-        "per_fold": per_fold, "per_seed": per_seed, "per_scan": per_scan, "per_scan_seeds": scans_seeds,
-        "mean": mean, "paper_dice": first.get("paper_dice"),
+        "dataset": first["dataset"],
+        "setting": first["setting"],
+        "method": first["method"],
+        "profile": first["profile"],
+        "organs": organs,
+        "folds": folds,
+        "seeds": seeds,
+        "per_fold": per_fold,
+        "per_seed": per_seed,
+        "per_scan": per_scan,
+        "per_scan_seeds": scans_seeds,
+        "mean": mean,
+        "paper_dice": first.get("paper_dice"),
         "train_seconds_total": round(sum(float(s.get("train_seconds_total", 0.0)) for s in by_seed.values()), 1),
         "eval_seconds_total": round(sum(float(s.get("eval_seconds_total", 0.0)) for s in by_seed.values()), 1),
         "units": first.get("units"),
@@ -231,8 +250,9 @@ def aggregate_seeds(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any
 
 
 # ---------------------------------------------------------------------- paired comparison
-def paired_test(diff: Sequence[float], confidence: float = 0.95, n_resamples: int = 9999,
-                seed: int = 0, min_n: int = MIN_RESOLVE_N) -> dict[str, Any]:
+def paired_test(
+    diff: Sequence[float], confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0, min_n: int = MIN_RESOLVE_N
+) -> dict[str, Any]:
     """Mean of paired differences, its bootstrap CI and the Wilcoxon signed-rank p-value.
 
     diff: per-unit differences A - B (finite). Returns {"n", "mean_diff", "ci_low", "ci_high",
@@ -246,20 +266,33 @@ def paired_test(diff: Sequence[float], confidence: float = 0.95, n_resamples: in
 
     d = _clean(diff)
     n = int(d.size)
-    out: dict[str, Any] = {"n": n, "mean_diff": float(d.mean()) if n else None, "ci_low": None, "ci_high": None,
-                           "p_wilcoxon": None, "resolved": False}
+    out: dict[str, Any] = {
+        "n": n,
+        "mean_diff": float(d.mean()) if n else None,
+        "ci_low": None,
+        "ci_high": None,
+        "p_wilcoxon": None,
+        "resolved": False,
+    }
     if n < 2:
         return out
     if np.ptp(d) == 0:
         lo = hi = float(d[0])
     else:
         rng = np.random.default_rng(seed)
-        res = stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                              method="BCa", random_state=rng)
+        res = stats.bootstrap(
+            (d,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="BCa", random_state=rng
+        )
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            res = stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                                  method="percentile", random_state=np.random.default_rng(seed))
+            res = stats.bootstrap(
+                (d,),
+                np.mean,
+                confidence_level=confidence,
+                n_resamples=n_resamples,
+                method="percentile",
+                random_state=np.random.default_rng(seed),
+            )
             lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     out["ci_low"], out["ci_high"] = lo, hi
     if np.all(d == 0):
@@ -270,9 +303,14 @@ def paired_test(diff: Sequence[float], confidence: float = 0.95, n_resamples: in
     return out
 
 
-def paired_comparison(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]],
-                      confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0,
-                      organs: Sequence[str] | None = None) -> dict[str, Any]:
+def paired_comparison(
+    a: Mapping[str, Mapping[str, float]],
+    b: Mapping[str, Mapping[str, float]],
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
+    organs: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Paired per-scan comparison of two methods' Dice: A - B per organ and for the scan mean.
 
     a, b: {organ: {scan_id: Dice 0..1}} (:func:`per_scan_dice`). Only scans scored by both
@@ -281,8 +319,11 @@ def paired_comparison(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapp
     per organ and a final ``mean`` row (per scan: mean over the organs both scored).
     Raises ValueError when no scan is common to both.
     """
-    organs = list(organs) if organs is not None else [o for o in ORGAN_ORDER if o in a and o in b] + sorted(
-        (set(a) & set(b)) - set(ORGAN_ORDER))
+    organs = (
+        list(organs)
+        if organs is not None
+        else [o for o in ORGAN_ORDER if o in a and o in b] + sorted((set(a) & set(b)) - set(ORGAN_ORDER))
+    )
     rows = []
     per_scan_pairs: dict[str, list[tuple[float, float]]] = {}
     for organ in organs:
@@ -291,8 +332,11 @@ def paired_comparison(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapp
         vb = np.array([b[organ][s] for s in common], dtype=float)
         for s, x, y in zip(common, va, vb):
             per_scan_pairs.setdefault(s, []).append((x, y))
-        row = {"organ": organ, "mean_a": float(va.mean()) if va.size else None,
-               "mean_b": float(vb.mean()) if vb.size else None}
+        row = {
+            "organ": organ,
+            "mean_a": float(va.mean()) if va.size else None,
+            "mean_b": float(vb.mean()) if vb.size else None,
+        }
         row.update(paired_test(va - vb, confidence, n_resamples, seed))
         rows.append(row)
     if not per_scan_pairs:
@@ -306,5 +350,17 @@ def paired_comparison(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapp
     return {"rows": rows, "confidence": confidence, "n_resamples": n_resamples, "seed": seed}
 
 
-__all__ = ["MIN_RESOLVE_N", "ORGAN_SHORT", "mean_std", "format_pm", "fold_spread", "load_summary", "summary_path",
-           "per_scan_from_metrics", "per_scan_dice", "aggregate_seeds", "paired_test", "paired_comparison"]
+__all__ = [
+    "MIN_RESOLVE_N",
+    "ORGAN_SHORT",
+    "mean_std",
+    "format_pm",
+    "fold_spread",
+    "load_summary",
+    "summary_path",
+    "per_scan_from_metrics",
+    "per_scan_dice",
+    "aggregate_seeds",
+    "paired_test",
+    "paired_comparison",
+]

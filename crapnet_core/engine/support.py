@@ -41,9 +41,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,12 +57,16 @@ log = logging.getLogger(__name__)
 SENSITIVITY_FILE = "support_sensitivity.json"
 KSHOT_FILE = "kshot.json"
 #: The rules, stated once and copied into every result file.
-ADMISSIBLE_RULE = ("admissible supports of query q: the fold's support scan, then the fold's other query scans in "
-                   "the fold's (sorted) order; never q, never a training or validation scan; a scan that does not "
-                   "show the organ is skipped for that organ")
-KSHOT_RULE = ("k shots of query q: the first k admissible supports (the fold's support scan first); chunk p is "
-              "segmented from the k supports' chunk-p slices (1/6, 1/2, 5/6 of each support's organ range), "
-              "prototypes pooled over the shots as the method defines it")
+ADMISSIBLE_RULE = (
+    "admissible supports of query q: the fold's support scan, then the fold's other query scans in "
+    "the fold's (sorted) order; never q, never a training or validation scan; a scan that does not "
+    "show the organ is skipped for that organ"
+)
+KSHOT_RULE = (
+    "k shots of query q: the first k admissible supports (the fold's support scan first); chunk p is "
+    "segmented from the k supports' chunk-p slices (1/6, 1/2, 5/6 of each support's organ range), "
+    "prototypes pooled over the shots as the method defines it"
+)
 
 
 # ---------------------------------------------------------------------- rules (pure)
@@ -73,8 +78,9 @@ def admissible_supports(fold, query_id: str, query_ids: Sequence[str] | None = N
     """
     query_ids = [str(q) for q in (fold.test_ids if query_ids is None else query_ids)]
     if str(query_id) not in query_ids:
-        raise ValueError(f"admissible_supports: scan {query_id} is not a query scan of fold {fold.index} "
-                         f"({', '.join(query_ids)})")
+        raise ValueError(
+            f"admissible_supports: scan {query_id} is not a query scan of fold {fold.index} ({', '.join(query_ids)})"
+        )
     out = [str(fold.support_id)] + [q for q in query_ids if q != str(query_id)]
     bad = set(out) & (set(map(str, fold.train_ids)) | (set(map(str, fold.validation_ids)) - set(query_ids)))
     if bad or str(query_id) in out:  # by construction never; a guard against a malformed Fold
@@ -92,8 +98,10 @@ def kshot_supports(candidates: Sequence[str], k: int, query_id: str | None = Non
     if query_id is not None and str(query_id) in map(str, candidates):
         raise ValueError(f"kshot_supports: query scan {query_id} is among its own support candidates")
     if len(candidates) < k:
-        raise ValueError(f"--shots: k = {k} needs {k} admissible supports; query {query_id} has {len(candidates)} "
-                         f"({', '.join(map(str, candidates)) or 'none'})")
+        raise ValueError(
+            f"--shots: k = {k} needs {k} admissible supports; query {query_id} has {len(candidates)} "
+            f"({', '.join(map(str, candidates)) or 'none'})"
+        )
     return [str(c) for c in candidates[: int(k)]]
 
 
@@ -118,8 +126,10 @@ def parse_shots(value: str | int | Sequence[int], max_k: int) -> list[int]:
         raise ValueError(f"--shots: {value!r} names no shot count")
     bad = [k for k in ks if k < 1 or k > max_k]
     if bad:
-        raise ValueError(f"--shots: {', '.join(map(str, bad))} outside 1..{max_k} (this fold offers at most {max_k} "
-                         f"admissible supports per query: its support scan and its other query scans)")
+        raise ValueError(
+            f"--shots: {', '.join(map(str, bad))} outside 1..{max_k} (this fold offers at most {max_k} "
+            f"admissible supports per query: its support scan and its other query scans)"
+        )
     return sorted(set(ks))
 
 
@@ -134,13 +144,20 @@ def query_spread(values: Mapping[str, Any], standard: str | None = None) -> dict
     std = values.get(standard) if standard is not None else None
     if arr.size == 0:
         return {"n": 0, "mean": None, "sd": None, "min": None, "max": None, "range": None, "standard": std}
-    return {"n": int(arr.size), "mean": json_number(arr.mean()),
-            "sd": json_number(arr.std(ddof=1)) if arr.size > 1 else None,
-            "min": json_number(arr.min()), "max": json_number(arr.max()),
-            "range": json_number(arr.max() - arr.min()), "standard": std}
+    return {
+        "n": int(arr.size),
+        "mean": json_number(arr.mean()),
+        "sd": json_number(arr.std(ddof=1)) if arr.size > 1 else None,
+        "min": json_number(arr.min()),
+        "max": json_number(arr.max()),
+        "range": json_number(arr.max() - arr.min()),
+        "standard": std,
+    }
 
 
-def organ_mean_table(dice: Mapping[str, Mapping[str, Mapping[str, Any]]], organs: Sequence[str]) -> dict[str, dict[str, Any]]:
+def organ_mean_table(
+    dice: Mapping[str, Mapping[str, Mapping[str, Any]]], organs: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """{query: {support: mean over the organs}} from ``dice[organ][query][support]`` (organs with a value only)."""
     out: dict[str, dict[str, Any]] = {}
     for organ in organs:
@@ -151,8 +168,9 @@ def organ_mean_table(dice: Mapping[str, Mapping[str, Mapping[str, Any]]], organs
     return {q: {s: json_number(float(np.mean(v))) for s, v in row.items()} for q, row in out.items()}
 
 
-def sensitivity_stats(dice: Mapping[str, Mapping[str, Mapping[str, Any]]], organs: Sequence[str],
-                      standard: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def sensitivity_stats(
+    dice: Mapping[str, Mapping[str, Mapping[str, Any]]], organs: Sequence[str], standard: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(per_query, per_fold) of a sensitivity table ``dice[organ][query][support]``.
 
     per_query[organ or "mean"][query] = :func:`query_spread`; per_fold[organ or "mean"] = the mean
@@ -169,12 +187,19 @@ def sensitivity_stats(dice: Mapping[str, Mapping[str, Mapping[str, Any]]], organ
         per_query[key] = rows
         used = [r for r in rows.values() if r["n"] > 0]
 
-        def avg(field: str) -> float | None:
+        def avg(field: str, used: list = used) -> float | None:
             vals = [r[field] for r in used if r[field] is not None]
             return json_number(float(np.mean(vals))) if vals else None
 
-        per_fold[key] = {"n_queries": len(used), "sd": avg("sd"), "range": avg("range"), "mean": avg("mean"),
-                         "standard": avg("standard"), "worst": avg("min"), "best": avg("max")}
+        per_fold[key] = {
+            "n_queries": len(used),
+            "sd": avg("sd"),
+            "range": avg("range"),
+            "mean": avg("mean"),
+            "standard": avg("standard"),
+            "worst": avg("min"),
+            "best": avg("max"),
+        }
     return per_query, per_fold
 
 
@@ -196,13 +221,24 @@ def max_shots(ev: FoldEvaluator) -> int:
 
 def _header(ev: FoldEvaluator, source: Mapping[str, Any] | None) -> dict:
     """Run coordinates of a result file: ``source`` (run, checkpoint, step) + the fold's."""
-    return {**dict(source or {}), **ev.header(), "query_scans": [str(q) for q in ev.query_ids],
-            "standard_support": str(ev.fold.support_id), "n_parts": ev.n_parts}
+    return {
+        **dict(source or {}),
+        **ev.header(),
+        "query_scans": [str(q) for q in ev.query_ids],
+        "standard_support": str(ev.fold.support_id),
+        "n_parts": ev.n_parts,
+    }
 
 
 def support_sensitivity(
-    model, cfg, device=None, progress: bool = True, split: str = "test", partial: str | Path | None = None,
-    resume: Mapping[str, Any] | None = None, source: Mapping[str, Any] | None = None,
+    model,
+    cfg,
+    device=None,
+    progress: bool = True,
+    split: str = "test",
+    partial: str | Path | None = None,
+    resume: Mapping[str, Any] | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every admissible support of the fold as the 1-shot support of every query (module docstring).
 
@@ -260,21 +296,34 @@ def support_sensitivity(
                     bar.set_postfix(support=s, organ=organ)
         done.append(s)
         if partial is not None:
-            write_json(partial, {**head, "supports_done": done, "support_slices": slices, "dice": dice,
-                                 "hd95": hd95})
+            write_json(partial, {**head, "supports_done": done, "support_slices": slices, "dice": dice, "hd95": hd95})
     if bar is not None:
         bar.close()
     per_query, per_fold = sensitivity_stats(dice, ev.organs, standard)
     return {
-        **head, "rule": ADMISSIBLE_RULE, "supports": pool, "support_slices": slices,
-        "dice": dice, "hd95": hd95, "per_query": per_query, "per_fold": per_fold,
+        **head,
+        "rule": ADMISSIBLE_RULE,
+        "supports": pool,
+        "support_slices": slices,
+        "dice": dice,
+        "hd95": hd95,
+        "per_query": per_query,
+        "per_fold": per_fold,
         "units": {"dice": "fraction 0..1", "hd95": "mm", "sd": "sample standard deviation (ddof=1) over supports"},
-        "device": str(ev.device), "seconds": round(time.time() - t0, 2),
+        "device": str(ev.device),
+        "seconds": round(time.time() - t0, 2),
     }
 
 
-def kshot_evaluation(model, cfg, shots: str | int | Sequence[int] = "all", device=None, progress: bool = True,
-                     split: str = "test", source: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def kshot_evaluation(
+    model,
+    cfg,
+    shots: str | int | Sequence[int] = "all",
+    device=None,
+    progress: bool = True,
+    split: str = "test",
+    source: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The protocol with k support scans per query for each k of ``shots`` (module docstring).
 
     ``source``: the run's name, checkpoint and step (copied into the result). Returns the run's
@@ -314,11 +363,26 @@ def kshot_evaluation(model, cfg, shots: str | int | Sequence[int] = "all", devic
         if bar is not None:
             bar.close()
         per_organ = summarize_per_scan(per_scan)
-        points.append({"k": k, "supports": used, "per_scan": per_scan, "per_organ": per_organ,
-                       "mean": summary_means(per_organ, ev.organs), "seconds": round(time.time() - t0, 2)})
+        points.append(
+            {
+                "k": k,
+                "supports": used,
+                "per_scan": per_scan,
+                "per_organ": per_organ,
+                "mean": summary_means(per_organ, ev.organs),
+                "seconds": round(time.time() - t0, 2),
+            }
+        )
         log.info("fold %s, %d shot(s): mean Dice %s", cfg.data.fold, k, points[-1]["mean"]["dice"])
-    return {**_header(ev, source), "rule": KSHOT_RULE, "admissible": ADMISSIBLE_RULE, "max_shots": top, "points": points,
-            "units": {"dice": "fraction 0..1", "hd95": "mm", "asd": "mm"}, "device": str(ev.device)}
+    return {
+        **_header(ev, source),
+        "rule": KSHOT_RULE,
+        "admissible": ADMISSIBLE_RULE,
+        "max_shots": top,
+        "points": points,
+        "units": {"dice": "fraction 0..1", "hd95": "mm", "asd": "mm"},
+        "device": str(ev.device),
+    }
 
 
 # ---------------------------------------------------------------------- run folders
@@ -344,8 +408,12 @@ def read_json_or_none(path: Path) -> dict[str, Any] | None:
 
 
 def _same_model(old: Mapping[str, Any] | None, cfg, checkpoint: Path, step: int) -> bool:
-    return bool(old) and old.get("config_hash") == cfg.config_hash() and old.get("checkpoint") == checkpoint.name \
+    return (
+        bool(old)
+        and old.get("config_hash") == cfg.config_hash()
+        and old.get("checkpoint") == checkpoint.name
         and old.get("step") == step
+    )
 
 
 @contextmanager
@@ -362,8 +430,13 @@ def _writing_into(run_dir: Path, wait: bool, what: str):
         yield
 
 
-def evaluate_supports(run_dir: str | Path, checkpoint: str | Path | None = None, device: str | None = None,
-                      progress: bool = True, wait: bool = False) -> dict[str, Any]:
+def evaluate_supports(
+    run_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    wait: bool = False,
+) -> dict[str, Any]:
     """Support-choice sensitivity of a trained run: writes ``RUN/support_sensitivity.json`` (atomically;
     ``metrics.json`` and the predictions are left alone) and returns its dict. Resumes an interrupted
     call from ``RUN/support_sensitivity.partial.json`` (same config hash and checkpoint).
@@ -382,16 +455,21 @@ def evaluate_supports(run_dir: str | Path, checkpoint: str | Path | None = None,
         resume = old if _same_model(old, cfg, ckpt, step) else None
         source = {"run": run_dir.name, "checkpoint": ckpt.name, "step": step}
         with cpu_threads(cfg, dev):
-            out = support_sensitivity(model, cfg, dev, progress=progress, partial=partial, resume=resume,
-                                      source=source)
+            out = support_sensitivity(model, cfg, dev, progress=progress, partial=partial, resume=resume, source=source)
             out["environment"] = _environment(run_dir, dev)
         write_json(run_dir / SENSITIVITY_FILE, out)
         partial.unlink(missing_ok=True)
     return out
 
 
-def evaluate_shots(run_dir: str | Path, shots: str | int | Sequence[int] = "all", checkpoint: str | Path | None = None,
-                   device: str | None = None, progress: bool = True, wait: bool = False) -> dict[str, Any]:
+def evaluate_shots(
+    run_dir: str | Path,
+    shots: str | int | Sequence[int] = "all",
+    checkpoint: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    wait: bool = False,
+) -> dict[str, Any]:
     """k-shot evaluation of a trained run: writes ``RUN/kshot.json`` (atomically; ``metrics.json`` is
     left alone) and returns it. Points of earlier calls for other k with the same config hash and
     checkpoint are kept; the k asked for are recomputed. The run's lock, folder and checkpoint as
@@ -411,8 +489,10 @@ def evaluate_shots(run_dir: str | Path, shots: str | int | Sequence[int] = "all"
         new_ks = {p["k"] for p in res["points"]}
         same = _same_model(old, cfg, ckpt, step)
         kept = [p for p in (old or {}).get("points", []) if p["k"] not in new_ks] if same else []
-        out = {**{k: v for k, v in res.items() if k != "points"},
-               "points": sorted(kept + res["points"], key=lambda p: p["k"])}
+        out = {
+            **{k: v for k, v in res.items() if k != "points"},
+            "points": sorted(kept + res["points"], key=lambda p: p["k"]),
+        }
         write_json(path, out)
     return out
 
@@ -422,13 +502,30 @@ def read_result(run_dir: str | Path, name: str) -> dict[str, Any]:
     path = Path(run_dir) / name
     data = read_json_or_none(path)
     if data is None:
-        raise FileNotFoundError(f"{path}: not found; run crapnet evaluate {run_dir} "
-                                f"{'--supports all' if name == SENSITIVITY_FILE else '--shots all'} first")
+        raise FileNotFoundError(
+            f"{path}: not found; run crapnet evaluate {run_dir} "
+            f"{'--supports all' if name == SENSITIVITY_FILE else '--shots all'} first"
+        )
     return data
 
 
 __all__ = [
-    "SENSITIVITY_FILE", "KSHOT_FILE", "ADMISSIBLE_RULE", "KSHOT_RULE", "admissible_supports", "kshot_supports",
-    "parse_shots", "query_spread", "organ_mean_table", "sensitivity_stats", "organ_candidates", "max_shots",
-    "support_sensitivity", "kshot_evaluation", "evaluate_supports", "evaluate_shots", "read_result", "read_json_or_none",
+    "SENSITIVITY_FILE",
+    "KSHOT_FILE",
+    "ADMISSIBLE_RULE",
+    "KSHOT_RULE",
+    "admissible_supports",
+    "kshot_supports",
+    "parse_shots",
+    "query_spread",
+    "organ_mean_table",
+    "sensitivity_stats",
+    "organ_candidates",
+    "max_shots",
+    "support_sensitivity",
+    "kshot_evaluation",
+    "evaluate_supports",
+    "evaluate_shots",
+    "read_result",
+    "read_json_or_none",
 ]

@@ -42,8 +42,9 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ from .checkpoints import (  # re-exported: checkpoint loading lives apart from t
 )
 from .environment import deterministic, write_run_environment
 from .experiment import ExperimentConfig, describe
-from .locks import lock_holder, run_lock, RunFolderBusy
+from .locks import RunFolderBusy, lock_holder, run_lock
 from .run_folder import (  # re-exported: the run folder's bookkeeping lives apart from the training loop
     CSV_COLUMNS,
     MetricsLog,
@@ -85,7 +86,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
 
 
 # ---------------------------------------------------------------------- helpers
@@ -216,7 +216,6 @@ def build_episodes(cfg: ExperimentConfig):
     from ..data import datasets as ds
     from ..data.episodes import EpisodeDataset
     from ..data.protocol import make_fold
-
     from ..models.methods import hook
 
     spec = ds.resolve_dataset(cfg.data.dataset, cfg.data.labels, cfg.data.data_root)
@@ -231,9 +230,15 @@ def build_episodes(cfg: ExperimentConfig):
     if custom is not None:
         return custom(cfg, spec, fold, stats), spec, fold, stats
     dataset = EpisodeDataset(
-        spec, fold, exclude_organs=cfg.data.exclude_organs, size=cfg.data.input_size,
-        seed=cfg.train.seed, length=cfg.train.steps * cfg.train.batch_size, stats=stats,
-        augment=cfg.data.augment, min_superpixel_area=cfg.superpixels.min_area,
+        spec,
+        fold,
+        exclude_organs=cfg.data.exclude_organs,
+        size=cfg.data.input_size,
+        seed=cfg.train.seed,
+        length=cfg.train.steps * cfg.train.batch_size,
+        stats=stats,
+        augment=cfg.data.augment,
+        min_superpixel_area=cfg.superpixels.min_area,
         superpixel_params=cfg.superpixels.params(),
     )
     return dataset, spec, fold, stats
@@ -326,14 +331,26 @@ def check_checkpoint_space(cfg: ExperimentConfig, run_dir: Path) -> None:
     """
     size = checkpoint_bytes(cfg, run_dir if run_dir.is_dir() else None)
     n_files = min(max(1, cfg.train.keep_checkpoints), max(1, cfg.train.steps // max(1, cfg.train.checkpoint_every) + 1))
-    have = sum(p.stat().st_size for p in checkpoint_dir(run_dir).glob("*.pt") if p.is_file()) \
-        if checkpoint_dir(run_dir).is_dir() else 0
+    have = (
+        sum(p.stat().st_size for p in checkpoint_dir(run_dir).glob("*.pt") if p.is_file())
+        if checkpoint_dir(run_dir).is_dir()
+        else 0
+    )
     need = max((n_files + 2) * size - have, 2 * size)
     check_output_folder(run_dir, need, what=f"run folder (checkpoints: {n_files} + last.pt of ~{size / 2**20:.0f} MB)")
 
 
-def save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, optimizer, scheduler,
-                    stats, seconds: float, intensity: dict | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    cfg: ExperimentConfig,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    stats,
+    seconds: float,
+    intensity: dict | None = None,
+) -> Path:
     """Write ``step_<step>.pt`` atomically, copy it to ``last.pt`` (atomically), prune old step files."""
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -377,9 +394,8 @@ def train(
     :class:`RunFolderError` when ``run_dir`` cannot be used as asked, ``OSError`` naming the
     folder when it is not writable or lacks room for the checkpoints (checked before the work).
     """
-    from .inputs import check_experiment_inputs
-
     from ..models.methods import hook
+    from .inputs import check_experiment_inputs
 
     check = hook(cfg.model.method, "validate")  # a registered method's own rules, before anything is written
     if check is not None:
@@ -390,8 +406,10 @@ def train(
     run_dir = Path(run_dir)
     holder = None if wait else lock_holder(run_dir)
     if holder is not None:  # before any long work: another process trains (or evaluates) here
-        raise RunFolderBusy(f"{run_dir}: run folder in use by {holder}; wait for it to finish (or stop it), "
-                            f"or choose another output folder")
+        raise RunFolderBusy(
+            f"{run_dir}: run folder in use by {holder}; wait for it to finish (or stop it), "
+            f"or choose another output folder"
+        )
     inspect_run_dir(cfg, run_dir, resume=resume, force=force)
     check_checkpoint_space(cfg, run_dir)  # writable, room for the checkpoints: before the long work
     check_experiment_inputs(cfg)
@@ -423,8 +441,15 @@ def _remove_if_only_lock(run_dir: Path) -> None:
         pass
 
 
-def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: bool,
-           on_step: Callable[[int, dict[str, float]], None] | None, episodes) -> Path:
+def _train(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    start: int,
+    device,
+    progress: bool,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+    episodes,
+) -> Path:
     import torch
 
     if device.type == "cuda":
@@ -448,18 +473,24 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     if compile_wanted(cfg, device):
         compile_model(model, device, fallback=cfg.train.compile == "auto")
         guard_first_step = cfg.train.compile == "auto"
-        log.info("train.compile=%s: the model is compiled during its first step (code cached in %s)",
-                 cfg.train.compile, os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
+        log.info(
+            "train.compile=%s: the model is compiled during its first step (code cached in %s)",
+            cfg.train.compile,
+            os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+        )
     optimizer, scheduler = make_optimizer(cfg, model)
     prev_seconds = 0.0
     if start > 0:
         path, state, skipped = newest_intact_checkpoint(run_dir, cfg)
         if path is None:
-            raise RunFolderError(f"{run_dir}: no checkpoint of this run reads back ({describe_skipped(skipped)}); "
-                                 f"pass --force to start over")
+            raise RunFolderError(
+                f"{run_dir}: no checkpoint of this run reads back ({describe_skipped(skipped)}); "
+                f"pass --force to start over"
+            )
         if skipped:
-            log.warning("%s: %s; resuming from %s (step %d)", run_dir, describe_skipped(skipped), path.name,
-                        int(state["step"]))
+            log.warning(
+                "%s: %s; resuming from %s (step %d)", run_dir, describe_skipped(skipped), path.name, int(state["step"])
+            )
         start = int(state["step"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -498,13 +529,19 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=start, desc=f"train f{cfg.data.fold} {cfg.model.method}", unit="step",
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=start,
+            desc=f"train f{cfg.data.fold} {cfg.model.method}",
+            unit="step",
+            dynamic_ncols=True,
+        )
     log.info("training %s on %s (%d data workers)", describe(cfg), device, workers)
     t0 = time.time()
     step = start
     model.train()
     try:
+
         def forward_backward(batch):
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
                 losses = episode_loss(model, batch, cfg.loss)
@@ -530,8 +567,11 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
                 except TrainingDiverged:
                     raise
                 except Exception as err:  # noqa: BLE001 - auto: the compiled code failed, not the run
-                    log.warning("train.compile=auto: the compiled step failed (%s: %s); training eagerly",
-                                type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                    log.warning(
+                        "train.compile=auto: the compiled step failed (%s: %s); training eagerly",
+                        type(err).__name__,
+                        str(err).splitlines()[0] if str(err) else "",
+                    )
                     uncompile_model(model)
                     losses = forward_backward(batch)
             else:
@@ -560,8 +600,27 @@ def _train(cfg: ExperimentConfig, run_dir: Path, start: int, device, progress: b
 
 
 __all__ = [
-    "TrainingDiverged", "CheckpointMismatch", "CheckpointUnreadable", "RunFolderError", "RunFolderBusy", "train", "load_model", "build_model",
-    "build_episodes", "make_optimizer", "save_checkpoint", "read_checkpoint", "check_checkpoint",
-    "latest_checkpoint", "inspect_run_dir", "prepare_run_dir", "is_trained", "clear_run", "read_metrics_csv", "resolve_device",
-    "train_seconds", "loss_function", "CSV_COLUMNS",
+    "TrainingDiverged",
+    "CheckpointMismatch",
+    "CheckpointUnreadable",
+    "RunFolderError",
+    "RunFolderBusy",
+    "train",
+    "load_model",
+    "build_model",
+    "build_episodes",
+    "make_optimizer",
+    "save_checkpoint",
+    "read_checkpoint",
+    "check_checkpoint",
+    "latest_checkpoint",
+    "inspect_run_dir",
+    "prepare_run_dir",
+    "is_trained",
+    "clear_run",
+    "read_metrics_csv",
+    "resolve_device",
+    "train_seconds",
+    "loss_function",
+    "CSV_COLUMNS",
 ]

@@ -62,8 +62,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crapnet_core.models.attention_fused import (BLOCK_PARAMETERS, LEARNED_PARAMETERS, CycleBlockFunction,
-                                                 TwoBranchStackFunction, memory_format_of, compact_by_default)
+from crapnet_core.models.attention_fused import (
+    BLOCK_PARAMETERS,
+    LEARNED_PARAMETERS,
+    CycleBlockFunction,
+    TwoBranchStackFunction,
+    compact_by_default,
+    memory_format_of,
+)
 from crapnet_core.models.config import ATTENTION_TEMPERATURES as TEMPERATURES  # fixed, learned
 
 
@@ -116,8 +122,11 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def cycle_resemblance(
-    emb_updated: torch.Tensor, emb_other: torch.Tensor, x_updated: torch.Tensor,
-    scale: float | torch.Tensor = 1.0, temperature: torch.Tensor | float | None = None,
+    emb_updated: torch.Tensor,
+    emb_other: torch.Tensor,
+    x_updated: torch.Tensor,
+    scale: float | torch.Tensor = 1.0,
+    temperature: torch.Tensor | float | None = None,
 ) -> CycleResemblance:
     """Eq. 9-13 for the pixels of the updated side.
 
@@ -231,8 +240,14 @@ class SupportQueryAttention(nn.Module):
     Runtime only: parameters and checkpoints are the same either way.
     """
 
-    def __init__(self, channels: int = 256, inner_channels: int = 64, n_blocks: int = 5, branches: int = 2,
-                 temperature: str = "fixed") -> None:
+    def __init__(
+        self,
+        channels: int = 256,
+        inner_channels: int = 64,
+        n_blocks: int = 5,
+        branches: int = 2,
+        temperature: str = "fixed",
+    ) -> None:
         super().__init__()
         if not 1 <= int(n_blocks) <= 15:
             raise ValueError(f"model.n_blocks: {n_blocks} is outside 1..15")
@@ -245,19 +260,27 @@ class SupportQueryAttention(nn.Module):
         self.fused = True
         self.compact: bool | None = None
         self.support_blocks = nn.ModuleList(
-            CycleResemblanceBlock(channels, inner_channels, temperature) for _ in range(n_blocks))
+            CycleResemblanceBlock(channels, inner_channels, temperature) for _ in range(n_blocks)
+        )
         self.query_blocks = nn.ModuleList(
-            CycleResemblanceBlock(channels, inner_channels, temperature) for _ in range(n_blocks))
+            CycleResemblanceBlock(channels, inner_channels, temperature) for _ in range(n_blocks)
+        )
 
     def uses_fused(self, x_s: torch.Tensor, x_q: torch.Tensor) -> bool:
         """Whether :meth:`forward` takes the batched path for these inputs (see the class docstring)."""
-        if (not self.fused or x_s.dim() != 4 or x_q.dim() != 4 or x_s.shape[:2] != x_q.shape[:2]
-                or x_s.dtype != x_q.dtype):
+        if (
+            not self.fused
+            or x_s.dim() != 4
+            or x_q.dim() != 4
+            or x_s.shape[:2] != x_q.shape[:2]
+            or x_s.dtype != x_q.dtype
+        ):
             return False
         # hooks on a block (the diagnostics' trace_attention) must see its calls: block by block then
         # (module-global hooks, e.g. FlopCounterMode's, only track nesting and see the stack's call)
-        return not any(blk._forward_hooks or blk._forward_pre_hooks
-                       for blk in (*self.support_blocks, *self.query_blocks))
+        return not any(
+            blk._forward_hooks or blk._forward_pre_hooks for blk in (*self.support_blocks, *self.query_blocks)
+        )
 
     def forward(self, x_s: torch.Tensor, x_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.uses_fused(x_s, x_q):
@@ -304,12 +327,22 @@ class SupportQueryAttention(nn.Module):
         xs_t, xq_t = x_s.flatten(2).transpose(1, 2), x_q.flatten(2).transpose(1, 2)  # (B, N, D)
         u = torch.stack([xs_t, xq_t])  # (2, B, N, D): updated sides
         # theta and g stacked (one projection per block)
-        w_tg = torch.cat([self._stacked(lambda m: m.theta.weight).view(2, k_, d, dim),
-                          self._stacked(lambda m: m.g.weight).view(2, k_, d, dim)], dim=2).unbind(1)  # K x (2, 2d, D)
+        w_tg = torch.cat(
+            [
+                self._stacked(lambda m: m.theta.weight).view(2, k_, d, dim),
+                self._stacked(lambda m: m.g.weight).view(2, k_, d, dim),
+            ],
+            dim=2,
+        ).unbind(1)  # K x (2, 2d, D)
         b_tg = torch.cat([self._stacked(lambda m: m.theta.bias), self._stacked(lambda m: m.g.bias)], dim=2).unbind(1)
         # W_z with b_z as its last column
-        w_z = torch.cat([self._stacked(lambda m: m.out.weight).view(2, k_, dim, d),
-                         self._stacked(lambda m: m.out.bias).unsqueeze(3)], dim=3).unbind(1)  # K x (2, D, d + 1)
+        w_z = torch.cat(
+            [
+                self._stacked(lambda m: m.out.weight).view(2, k_, dim, d),
+                self._stacked(lambda m: m.out.bias).unsqueeze(3),
+            ],
+            dim=3,
+        ).unbind(1)  # K x (2, D, d + 1)
         w_phi = self._stacked(lambda m: m.phi.weight).view(2, k_, d, dim)
         b_phi = self._stacked(lambda m: m.phi.bias)  # (2, K, d)
         if self.temperature == "learned":
@@ -350,7 +383,7 @@ class SupportQueryAttention(nn.Module):
         channels): :class:`CycleBlockFunction` with one group per branch, updated side N_u pixels
         against the other side's N_o (the same block, forward and backward, as the batched path)."""
         b, dim = x_s.shape[:2]
-        k_, d = self.n_blocks, self.inner_channels
+        k_ = self.n_blocks
         flat = [x.flatten(2).transpose(1, 2).contiguous() for x in (x_s, x_q)]  # (B, N_s, D), (B, N_q, D)
         compact = compact_by_default(x_s) if self.compact is None else bool(self.compact)
 
@@ -371,8 +404,7 @@ class SupportQueryAttention(nn.Module):
             for k in range(k_):
                 u = [block(k, 0, u[0], u[1][0]), block(k, 1, u[1], u[0][0])]
         fmt = memory_format_of(x_s)
-        return tuple(z[0].transpose(1, 2).reshape(x.shape).contiguous(memory_format=fmt)
-                     for z, x in zip(u, (x_s, x_q)))
+        return tuple(z[0].transpose(1, 2).reshape(x.shape).contiguous(memory_format=fmt) for z, x in zip(u, (x_s, x_q)))
 
 
 __all__ = ["CycleResemblance", "cycle_resemblance", "CycleResemblanceBlock", "SupportQueryAttention", "TEMPERATURES"]

@@ -106,8 +106,28 @@ def used_columns(best_other: torch.Tensor, n_other: int) -> tuple[torch.Tensor, 
 
 
 #: The tensors :func:`block_forward` keeps for :func:`block_backward`, in this order.
-SAVED = ("u", "e", "w_tg", "w_z", "at", "ex", "row_sum", "per_col", "q", "prob", "ub", "norm", "norm_b", "r",
-         "idx_used", "idx_slot", "idx_back", "eo_used", "scale", "temperature")
+SAVED = (
+    "u",
+    "e",
+    "w_tg",
+    "w_z",
+    "at",
+    "ex",
+    "row_sum",
+    "per_col",
+    "q",
+    "prob",
+    "ub",
+    "norm",
+    "norm_b",
+    "r",
+    "idx_used",
+    "idx_slot",
+    "idx_back",
+    "eo_used",
+    "scale",
+    "temperature",
+)
 
 
 def block_forward(u, eo, w_tg, b_tg, w_z, b_z, scale, temperature, compact):
@@ -144,8 +164,9 @@ def block_forward(u, eo, w_tg, b_tg, w_z, b_z, scale, temperature, compact):
         if learned_scale:
             at = torch.bmm(eo_used, eu_f.transpose(1, 2)).mul_(scale.view(g_, 1, 1))
         else:
-            at = torch.baddbmm(eu_f.new_empty(()).expand(g_, width, nu), eo_used, eu_f.transpose(1, 2),
-                               beta=0.0, alpha=float(scale))
+            at = torch.baddbmm(
+                eu_f.new_empty(()).expand(g_, width, nu), eo_used, eu_f.transpose(1, 2), beta=0.0, alpha=float(scale)
+            )
         row_max, best_back = at.max(dim=2, keepdim=True)  # argmax_j A[j, i] for the used columns i
         idx_slot = _flat(slot, group, width)
         idx_back = _flat(best_back.view(-1).index_select(0, idx_slot).view(g_, nu), group, nu)  # j*(j), Eq. 12
@@ -166,10 +187,34 @@ def block_forward(u, eo, w_tg, b_tg, w_z, b_z, scale, temperature, compact):
         wq = _rows(q, idx_slot).mul_(_as((prob * nu).unsqueeze(2), cdt))  # w_j Q_i*(j) (G, N_u, D)
         wq.view(p_, b_ * nu, dim).add_(_as(b_z, cdt).unsqueeze(1))
         z = wq.add_(u.view(g_, nu, dim)) if cdt == u.dtype else wq.to(u.dtype).add_(u.view(g_, nu, dim))
-    saved = (u, e, w_tg, w_z, at if learned_scale else None, ex, row_sum, per_col, q, prob, ub, norm, norm_b, r,
-             idx_used, idx_slot, idx_back, eo_used, scale if learned_scale else None, temperature)
-    facts = {"cdt": cdt, "float_scale": None if learned_scale else float(scale), "eo_shape": eo.shape,
-             "eo_dtype": eo.dtype}
+    saved = (
+        u,
+        e,
+        w_tg,
+        w_z,
+        at if learned_scale else None,
+        ex,
+        row_sum,
+        per_col,
+        q,
+        prob,
+        ub,
+        norm,
+        norm_b,
+        r,
+        idx_used,
+        idx_slot,
+        idx_back,
+        eo_used,
+        scale if learned_scale else None,
+        temperature,
+    )
+    facts = {
+        "cdt": cdt,
+        "float_scale": None if learned_scale else float(scale),
+        "eo_shape": eo.shape,
+        "eo_dtype": eo.dtype,
+    }
     return z.view(p_, b_, nu, dim), saved, facts
 
 
@@ -180,8 +225,28 @@ def block_backward(saved, facts, dz, need_eo=True, need_scale=True, need_tempera
     d_wz (P, D, d), d_bz (P, D), d_scale (P * B,) or None, d_temperature (P * B,) or None), the
     parameter gradients in the compute dtype.
     """
-    (u, e, w_tg, w_z, at, ex, row_sum, per_col, q, prob, ub, norm, norm_b, r,
-     idx_used, idx_slot, idx_back, eo_used, scale_t, temperature) = saved
+    (
+        u,
+        e,
+        w_tg,
+        w_z,
+        at,
+        ex,
+        row_sum,
+        per_col,
+        q,
+        prob,
+        ub,
+        norm,
+        norm_b,
+        r,
+        idx_used,
+        idx_slot,
+        idx_back,
+        eo_used,
+        scale_t,
+        temperature,
+    ) = saved
     cdt = facts["cdt"]
     p_, b_, nu, dim = u.shape
     no, d = facts["eo_shape"][2], w_z.shape[2]
@@ -216,10 +281,12 @@ def block_backward(saved, facts, dz, need_eo=True, need_scale=True, need_tempera
             d_eu = torch.bmm(d_at.transpose(1, 2), eo_used).mul_(s)
         else:
             s = facts["float_scale"]
-            d_eo_used = (torch.baddbmm(eu_f.new_empty(()).expand(g_, width, d), d_at, eu_f, beta=0.0, alpha=s)
-                         if need_eo else None)
-            d_eu = torch.baddbmm(eu_f.new_empty(()).expand(g_, nu, d), d_at.transpose(1, 2), eo_used, beta=0.0,
-                                 alpha=s)
+            d_eo_used = (
+                torch.baddbmm(eu_f.new_empty(()).expand(g_, width, d), d_at, eu_f, beta=0.0, alpha=s)
+                if need_eo
+                else None
+            )
+            d_eu = torch.baddbmm(eu_f.new_empty(()).expand(g_, nu, d), d_at.transpose(1, 2), eo_used, beta=0.0, alpha=s)
         d_eo = None
         if d_eo_used is not None:
             if idx_used is None:
@@ -288,16 +355,33 @@ class CycleBlockFunction(torch.autograd.Function):
     def backward(ctx, dz):
         need = ctx.needs_input_grad
         du, d_eo, d_wtg, d_btg, d_wz, d_bz, d_scale, d_temperature = block_backward(
-            ctx.saved_tensors, ctx.facts, dz, need_eo=need[1], need_scale=need[5], need_temperature=need[6])
+            ctx.saved_tensors, ctx.facts, dz, need_eo=need[1], need_scale=need[5], need_temperature=need[6]
+        )
         pdt = ctx.param_dtype
         d_wz = torch.cat([d_wz, d_bz.unsqueeze(2)], dim=2) if need[4] else None
-        return (du, d_eo, _as(d_wtg, pdt) if need[2] else None, _as(d_btg, pdt) if need[3] else None,
-                None if d_wz is None else _as(d_wz, pdt), d_scale, d_temperature, None)
+        return (
+            du,
+            d_eo,
+            _as(d_wtg, pdt) if need[2] else None,
+            _as(d_btg, pdt) if need[3] else None,
+            None if d_wz is None else _as(d_wz, pdt),
+            d_scale,
+            d_temperature,
+            None,
+        )
 
 
 #: The parameters of one block, in the order :class:`TwoBranchStackFunction` takes them.
-BLOCK_PARAMETERS = ("theta.weight", "theta.bias", "g.weight", "g.bias", "phi.weight", "phi.bias", "out.weight",
-                    "out.bias")
+BLOCK_PARAMETERS = (
+    "theta.weight",
+    "theta.bias",
+    "g.weight",
+    "g.bias",
+    "phi.weight",
+    "phi.bias",
+    "out.weight",
+    "out.bias",
+)
 LEARNED_PARAMETERS = ("log_scale", "log_temperature")
 
 
@@ -345,7 +429,7 @@ class TwoBranchStackFunction(torch.autograd.Function):
             phi_all = torch.baddbmm(_as(b_phi, cdt).unsqueeze(1), _as(other, cdt), _as(w_phi, cdt).transpose(1, 2))
         saved, facts = [], []
         for k in range(k_):
-            eo = phi_all[..., k * d:(k + 1) * d].view(2, b_, n, d)
+            eo = phi_all[..., k * d : (k + 1) * d].view(2, b_, n, d)
             sc, tau = (scales[k], taus[k]) if learned else (scale, None)
             u, sv, fc = block_forward(u, eo, w_tg[:, k], b_tg[:, k], w_z[:, k], b_z[:, k], sc, tau, compact)
             saved.extend(sv)
@@ -368,7 +452,7 @@ class TwoBranchStackFunction(torch.autograd.Function):
         du = torch.stack([dz_s.flatten(2).transpose(1, 2), dz_q.flatten(2).transpose(1, 2)])  # (2, B, N, D)
         grads = [None] * k_
         for k in reversed(range(k_)):
-            du, *rest = block_backward(saved[k * ns:(k + 1) * ns], ctx.facts[k], du)
+            du, *rest = block_backward(saved[k * ns : (k + 1) * ns], ctx.facts[k], du)
             grads[k] = rest
         with torch.autocast(other.device.type, enabled=False):
             d_phi = torch.cat([_as(g[0], cdt).view(2, b_ * n, d) for g in grads], dim=2)  # (2, B N, K d)
@@ -381,22 +465,39 @@ class TwoBranchStackFunction(torch.autograd.Function):
         for side in (0, 1):
             for k in range(k_):
                 _, d_wtg, d_btg, d_wz, d_bz, d_scale, d_tau = grads[k]
-                block = [d_wtg[side, :d], d_btg[side, :d], d_wtg[side, d:], d_btg[side, d:], d_wphi[side, k],
-                         d_bphi[side, k], d_wz[side], d_bz[side]]
+                block = [
+                    d_wtg[side, :d],
+                    d_btg[side, :d],
+                    d_wtg[side, d:],
+                    d_btg[side, d:],
+                    d_wphi[side, k],
+                    d_bphi[side, k],
+                    d_wz[side],
+                    d_bz[side],
+                ]
                 if learned:  # d log s = s ds, summed over the branch's B episodes (likewise tau)
                     rows = slice(side * b_, (side + 1) * b_)
                     block += [(d_scale[rows] * scales[k, rows]).sum(), (d_tau[rows] * taus[k, rows]).sum()]
                 out.extend(block)
         shapes, need = ctx.param_shapes, ctx.needs_input_grad[5:]
         params = [_as(g.reshape(s), pdt) if nd else None for g, s, nd in zip(out, shapes, need)]
-        return (dx_s if ctx.needs_input_grad[0] else None, dx_q if ctx.needs_input_grad[1] else None,
-                None, None, None, *params)
+        return (
+            dx_s if ctx.needs_input_grad[0] else None,
+            dx_q if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+            None,
+            *params,
+        )
 
 
 def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     """channels_last when ``x`` is stored so (and not also contiguous), else contiguous."""
-    return (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-            else torch.contiguous_format)
+    return (
+        torch.channels_last
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        else torch.contiguous_format
+    )
 
 
 __all__ = [

@@ -183,7 +183,10 @@ class FewShotModel(nn.Module):
 
     @torch.no_grad()
     def predict_logits(
-        self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor,
+        self,
+        support_image: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_image: torch.Tensor,
         size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Class logits (B, 2, *size) float32 at the label grid ``size`` (default: the input size), in
@@ -197,7 +200,9 @@ class FewShotModel(nn.Module):
             return self.logits_at(out.scores, size)
 
     @torch.no_grad()
-    def predict(self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor) -> torch.Tensor:
+    def predict(
+        self, support_image: torch.Tensor, support_mask: torch.Tensor, query_image: torch.Tensor
+    ) -> torch.Tensor:
         """Foreground probability (B, H, W) float32 at the input size, in eval mode without gradients
         (softmax of the forward's logits; support batch 1 broadcasts)."""
         with eval_mode(self):
@@ -205,5 +210,14 @@ class FewShotModel(nn.Module):
             return torch.softmax(out.logits.float(), dim=1)[:, 1]
 
 
-__all__ = ["FewShotModel", "SegmenterOutput", "broadcast_support", "check_episode", "eval_mode", "fg_bg", "n_shots",
-           "single_shot", "upsample"]
+__all__ = [
+    "FewShotModel",
+    "SegmenterOutput",
+    "broadcast_support",
+    "check_episode",
+    "eval_mode",
+    "fg_bg",
+    "n_shots",
+    "single_shot",
+    "upsample",
+]

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 WINDOWS = ("centred", "aligned")
 
 
@@ -85,7 +84,7 @@ class _TapReassembly(torch.autograd.Function):
         out = None
         for t in range(k * k):
             tap = _tap(xl, t, k, factor, ho, wo)
-            w = kl[..., t: t + 1]
+            w = kl[..., t : t + 1]
             out = tap * w if out is None else out.addcmul_(tap, w)
         ctx.save_for_backward(xl, kl)
         ctx.k, ctx.factor = k, factor
@@ -101,7 +100,7 @@ class _TapReassembly(torch.autograd.Function):
         d_kl = torch.empty_like(kl) if ctx.needs_input_grad[1] else None
         for t in range(k * k):
             if d_xl is not None:
-                _tap(d_xl, t, k, factor, ho, wo).addcmul_(gl, kl[..., t: t + 1])
+                _tap(d_xl, t, k, factor, ho, wo).addcmul_(gl, kl[..., t : t + 1])
             if d_kl is not None:
                 d_kl[..., t] = torch.linalg.vecdot(gl, _tap(xl, t, k, factor, ho, wo), dim=-1)
         d_xp = None if d_xl is None else d_xl.permute(0, 3, 1, 2)
@@ -112,11 +111,15 @@ class _TapReassembly(torch.autograd.Function):
 def _tap(xl: torch.Tensor, t: int, k: int, factor: int, ho: int, wo: int) -> torch.Tensor:
     """The (B, ho, wo, C) view of tap t = (i, j) of every window: xl[:, i + sigma h', j + sigma w', :]."""
     i, j = divmod(t, k)
-    return xl[:, i: i + factor * (ho - 1) + 1: factor, j: j + factor * (wo - 1) + 1: factor]
+    return xl[:, i : i + factor * (ho - 1) + 1 : factor, j : j + factor * (wo - 1) + 1 : factor]
 
 
 def reassemble(
-    x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, factor: int, window: str = "centred",
+    x: torch.Tensor,
+    kernels: torch.Tensor,
+    kernel_size: int,
+    factor: int,
+    window: str = "centred",
     by_taps: bool | None = None,
 ) -> torch.Tensor:
     """Eq. 14: p(h', w') = sum_{i,j < k} W_(h',w')(i, j) x(sigma h' + s + i, sigma w' + s + j).
@@ -155,7 +158,12 @@ class CARAFEDownsample(nn.Module):
     """
 
     def __init__(
-        self, channels: int = 256, factor: int = 4, kernel_size: int = 5, encoder_kernel: int = 3, compressed: int = 64,
+        self,
+        channels: int = 256,
+        factor: int = 4,
+        kernel_size: int = 5,
+        encoder_kernel: int = 3,
+        compressed: int = 64,
         window: str = "centred",
     ) -> None:
         super().__init__()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from ..facts import METHODS, METHODS_REGISTRY  # the method registry
 
@@ -108,20 +109,32 @@ class ModelConfig:
         if self.attention not in ("auto", "on", "off"):
             raise ValueError(f"model.attention: {self.attention!r} is not one of auto, on, off")
         if self.attention_temperature not in ATTENTION_TEMPERATURES:
-            raise ValueError(f"model.attention_temperature: {self.attention_temperature!r} is not one of "
-                             f"{', '.join(ATTENTION_TEMPERATURES)}")
+            raise ValueError(
+                f"model.attention_temperature: {self.attention_temperature!r} is not one of "
+                f"{', '.join(ATTENTION_TEMPERATURES)}"
+            )
         if self.attention_temperature != "fixed" and not self.uses_attention:
-            raise ValueError(f"model.attention_temperature: {self.attention_temperature!r} needs the attention, which "
-                             f"{self.method} with model.attention={self.attention} does not run (use crapnet, or "
-                             f"model.attention=on)")
+            raise ValueError(
+                f"model.attention_temperature: {self.attention_temperature!r} needs the attention, which "
+                f"{self.method} with model.attention={self.attention} does not run (use crapnet, or "
+                f"model.attention=on)"
+            )
         if self.prototypes not in ("auto", *PROTOTYPE_KINDS):
             raise ValueError(f"model.prototypes: {self.prototypes!r} is not one of auto, {', '.join(PROTOTYPE_KINDS)}")
         if not 1 <= int(self.n_blocks) <= 15:
             raise ValueError(f"model.n_blocks: {self.n_blocks} is outside 1..15")
         if self.branches not in (1, 2):
             raise ValueError(f"model.branches: {self.branches} must be 1 or 2")
-        for name in ("feature_dim", "attention_dim", "carafe_factor", "carafe_kernel", "carafe_encoder_kernel",
-                     "carafe_compressed", "alpnet_pool_train", "alpnet_pool_test"):
+        for name in (
+            "feature_dim",
+            "attention_dim",
+            "carafe_factor",
+            "carafe_kernel",
+            "carafe_encoder_kernel",
+            "carafe_compressed",
+            "alpnet_pool_train",
+            "alpnet_pool_test",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"model.{name}: must be a positive integer, got {getattr(self, name)!r}")
         if not 0.0 <= float(self.proto_threshold) < 1.0:
@@ -206,8 +219,20 @@ def dataclass_from_dict(cls, data: dict[str, Any]):
     return cls(**data)
 
 
-__all__ = ["METHODS", "METHOD_COMPONENTS", "PROTOTYPE_KINDS", "CARAFE_WINDOWS", "ATTENTION_TEMPERATURES", "ModelConfig", "LossConfig", "dataclass_from_dict", "asdict", "field",
-           "summary_variant", "convert_value"]
+__all__ = [
+    "METHODS",
+    "METHOD_COMPONENTS",
+    "PROTOTYPE_KINDS",
+    "CARAFE_WINDOWS",
+    "ATTENTION_TEMPERATURES",
+    "ModelConfig",
+    "LossConfig",
+    "dataclass_from_dict",
+    "asdict",
+    "field",
+    "summary_variant",
+    "convert_value",
+]
 
 
 _TRUE = {"1", "true", "yes", "on", "y"}

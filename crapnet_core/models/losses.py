@@ -80,9 +80,7 @@ def episode_tensors(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, 
     return sup_img, sup_mask, qry_img, qry_mask
 
 
-def episode_loss(
-    model: FewShotSegmenter, batch: dict, cfg: LossConfig | None = None
-) -> dict[str, torch.Tensor]:
+def episode_loss(model: FewShotSegmenter, batch: dict, cfg: LossConfig | None = None) -> dict[str, torch.Tensor]:
     """Eq. 20 on a batch of episodes -> dict(total, seg, align) (scalar tensors; total has grad).
 
     batch: dict with ``support_image`` (B, 3, H, W), ``support_mask`` (B, H, W) {0, 1},

@@ -46,8 +46,9 @@ pools 2 / 1 (6 x 6 / 12 x 12, x 1.33 each); 128 px -> sigma 2, pools 2 / 1 (the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .encoders import OUTPUT_STRIDE
 
@@ -73,8 +74,11 @@ class PrototypeGeometry:
     alpnet_pool_test: int
 
     def as_overrides(self) -> dict[str, int]:
-        return {"carafe_factor": self.carafe_factor, "alpnet_pool_train": self.alpnet_pool_train,
-                "alpnet_pool_test": self.alpnet_pool_test}
+        return {
+            "carafe_factor": self.carafe_factor,
+            "alpnet_pool_train": self.alpnet_pool_train,
+            "alpnet_pool_test": self.alpnet_pool_test,
+        }
 
 
 def _check_size(input_size: int, stride: int) -> int:
@@ -131,8 +135,11 @@ def geometry_problems(model_cfg, input_size: int, stride: int = OUTPUT_STRIDE) -
         cells = int(getattr(model_cfg, name))
         ratio = cell_ratio(kind, cells, input_size, stride)
         if not 1 / TOLERANCE - 1e-9 <= ratio <= TOLERANCE + 1e-9:
-            lo = [k for k in range(1, input_size // stride + 1)
-                  if 1 / TOLERANCE - 1e-9 <= cell_ratio(kind, k, input_size, stride) <= TOLERANCE + 1e-9]
+            lo = [
+                k
+                for k in range(1, input_size // stride + 1)
+                if 1 / TOLERANCE - 1e-9 <= cell_ratio(kind, k, input_size, stride) <= TOLERANCE + 1e-9
+            ]
             allowed = f"{min(lo)}..{max(lo)}" if lo else "none at this input size"
             out.append(
                 f"model.{name}={cells} at data.input_size={input_size} gives cells of "
@@ -153,13 +160,15 @@ def check_geometry(cfg) -> None:
     problems = geometry_problems(cfg.model, cfg.data.input_size)
     if problems:
         raise ValueError(
-            "prototype geometry: " + "; ".join(problems)
+            "prototype geometry: "
+            + "; ".join(problems)
             + ". Pass --set model.free_geometry=true to run it anyway (see crapnet_core/models/prototype_grid.py)."
         )
 
 
-def geometry_rows(input_size: int, geometry: PrototypeGeometry | None = None,
-                  stride: int = OUTPUT_STRIDE) -> list[dict[str, Any]]:
+def geometry_rows(
+    input_size: int, geometry: PrototypeGeometry | None = None, stride: int = OUTPUT_STRIDE
+) -> list[dict[str, Any]]:
     """Grid and cell size of every method at ``input_size`` (the rule's geometry unless given).
 
     One dict per grid: method, phase, field, cells (feature px), grid (per side), cell_px_input,
@@ -169,9 +178,11 @@ def geometry_rows(input_size: int, geometry: PrototypeGeometry | None = None,
     features = _check_size(input_size, stride)
     geometry = geometry or prototype_geometry(input_size, stride)
     rows = []
-    for method, phase, kind in (("CRAPNet (CARAFE++ sigma)", "train + test", "carafe"),
-                                ("SSL-ALPNet (pool)", "train", "avgpool_train"),
-                                ("SSL-ALPNet (pool)", "test", "avgpool_test")):
+    for method, phase, kind in (
+        ("CRAPNet (CARAFE++ sigma)", "train + test", "carafe"),
+        ("SSL-ALPNet (pool)", "train", "avgpool_train"),
+        ("SSL-ALPNet (pool)", "test", "avgpool_test"),
+    ):
         name = FIELDS[kind]
         cells = int(getattr(geometry, name))
         ratio = cell_ratio(kind, cells, input_size, stride)
@@ -179,13 +190,23 @@ def geometry_rows(input_size: int, geometry: PrototypeGeometry | None = None,
         for ds, (side, (lo, hi)) in DATASET_PIXELS.items():
             px = cell_px(cells, input_size, stride, side)
             mm[ds] = (px * lo, px * hi)
-        rows.append({
-            "input_size": int(input_size), "features": features, "method": method, "phase": phase, "field": name,
-            "cells": cells, "grid": -(-features // cells), "cell_px_input": cells * stride,
-            "cell_px_slice": cell_px(cells, input_size, stride), "mm": mm,
-            "paper_cell_px": PAPER_CELL_PX[kind], "ratio": ratio,
-            "within": 1 / TOLERANCE - 1e-9 <= ratio <= TOLERANCE + 1e-9,
-        })
+        rows.append(
+            {
+                "input_size": int(input_size),
+                "features": features,
+                "method": method,
+                "phase": phase,
+                "field": name,
+                "cells": cells,
+                "grid": -(-features // cells),
+                "cell_px_input": cells * stride,
+                "cell_px_slice": cell_px(cells, input_size, stride),
+                "mm": mm,
+                "paper_cell_px": PAPER_CELL_PX[kind],
+                "ratio": ratio,
+                "within": 1 / TOLERANCE - 1e-9 <= ratio <= TOLERANCE + 1e-9,
+            }
+        )
     return rows
 
 
@@ -221,7 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sizes = [int(a) for a in args] or [64, 96, 128, 256]
     except ValueError:
-        print(f"usage: python -m crapnet_core.models.prototype_grid [INPUT_SIZE ...] (integers), got {args}", file=sys.stderr)
+        print(
+            f"usage: python -m crapnet_core.models.prototype_grid [INPUT_SIZE ...] (integers), got {args}",
+            file=sys.stderr,
+        )
         return 2
     print(geometry_markdown(sizes))
     return 0
@@ -232,7 +256,20 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 __all__ = [
-    "PAPER_INPUT", "PAPER_CELL_PX", "TOLERANCE", "FIELDS", "DATASET_PIXELS", "PrototypeGeometry", "cell_px",
-    "cell_ratio", "choose_cells", "prototype_geometry", "used_grids", "geometry_problems", "check_geometry",
-    "geometry_rows", "geometry_markdown", "main",
+    "PAPER_INPUT",
+    "PAPER_CELL_PX",
+    "TOLERANCE",
+    "FIELDS",
+    "DATASET_PIXELS",
+    "PrototypeGeometry",
+    "cell_px",
+    "cell_ratio",
+    "choose_cells",
+    "prototype_geometry",
+    "used_grids",
+    "geometry_problems",
+    "check_geometry",
+    "geometry_rows",
+    "geometry_markdown",
+    "main",
 ]

@@ -164,8 +164,9 @@ class PrototypeClassifier(nn.Module):
         self.pool_train = int(pool_train)
         self.pool_test = int(pool_test)
         self.carafe = (
-            CARAFEDownsample(channels, carafe_factor, carafe_kernel, carafe_encoder_kernel, carafe_compressed,
-                             window=carafe_window)
+            CARAFEDownsample(
+                channels, carafe_factor, carafe_kernel, carafe_encoder_kernel, carafe_compressed, window=carafe_window
+            )
             if kind == "carafe"
             else None
         )

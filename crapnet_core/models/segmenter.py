@@ -43,7 +43,13 @@ from torch import nn
 
 from crapnet_core.models.attention import SupportQueryAttention
 from crapnet_core.models.base import (
-    FewShotModel, SegmenterOutput, broadcast_support, check_episode, fg_bg, single_shot, upsample,
+    FewShotModel,
+    SegmenterOutput,
+    broadcast_support,
+    check_episode,
+    fg_bg,
+    single_shot,
+    upsample,
 )
 from crapnet_core.models.config import ModelConfig
 from crapnet_core.models.prototypes import PrototypeClassifier, class_score
@@ -53,7 +59,9 @@ from crapnet_core.models.prototypes import PrototypeClassifier, class_score
 ATTENTION_MODES = ("full", "bypass", "literal")
 
 
-def attend_shots(attention: SupportQueryAttention, x_s: torch.Tensor, x_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def attend_shots(
+    attention: SupportQueryAttention, x_s: torch.Tensor, x_q: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The support-query attention (Eq. 1-13) with K support shots: x_s (B, K, C, h, w), x_q (B, C, h, w).
 
     The paper writes Eq. 1-2 as sums over the support images i of the support set S, with one
@@ -83,8 +91,14 @@ def attend_shots(attention: SupportQueryAttention, x_s: torch.Tensor, x_q: torch
     return z_joint.reshape(b, c, k, h, w).permute(0, 2, 1, 3, 4), z_q
 
 
-def literal_scores(classifier: PrototypeClassifier, x_s: torch.Tensor, z_s: torch.Tensor, fg: torch.Tensor,
-                   bg: torch.Tensor, x_q: torch.Tensor) -> torch.Tensor:
+def literal_scores(
+    classifier: PrototypeClassifier,
+    x_s: torch.Tensor,
+    z_s: torch.Tensor,
+    fg: torch.Tensor,
+    bg: torch.Tensor,
+    x_q: torch.Tensor,
+) -> torch.Tensor:
     """Class scores (B, 2, h, w) with Eq. 14-16 read literally (the ``literal`` attention mode).
 
     x_s, z_s (B, C, h, w) encoder and attended support features, fg / bg (B, H, W) support masks,
@@ -131,8 +145,9 @@ class FewShotSegmenter(FewShotModel):
         cfg = self.cfg
         self.attention_mode = attention_mode
         self.attention = (
-            SupportQueryAttention(cfg.feature_dim, cfg.attention_dim, cfg.n_blocks, cfg.branches,
-                                  temperature=cfg.attention_temperature)
+            SupportQueryAttention(
+                cfg.feature_dim, cfg.attention_dim, cfg.n_blocks, cfg.branches, temperature=cfg.attention_temperature
+            )
             if cfg.uses_attention
             else None
         )
@@ -177,8 +192,10 @@ class FewShotSegmenter(FewShotModel):
         support_image, support_mask = single_shot(support_image, support_mask)
         shots = support_image.dim() == 5  # K >= 2: (Bs, K, 3, H, W), (Bs, K, H, W)
         if shots and self.attention_mode == "literal":
-            raise ValueError("attention_mode: 'literal' (Eq. 14-16 read literally) is defined for one support shot, "
-                             f"got {support_image.shape[1]}")
+            raise ValueError(
+                "attention_mode: 'literal' (Eq. 14-16 read literally) is defined for one support shot, "
+                f"got {support_image.shape[1]}"
+            )
         x_s, x_q = self.encode(support_image, query_image)  # one encoder pass over the shots and the query
         x_s, support_mask = broadcast_support(x_s, support_mask, query_image.shape[0])
         attend = self.attention is not None and self.attention_mode != "bypass"

@@ -21,38 +21,70 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..engine.decision import FAMILIES, SEED_BAND_TABLES, all_comparisons
 from ..engine.stats import fold_spread, format_pm
 from ..facts import METHOD_LABELS
 from ..io import read_json
-from .stats_tables import (DATASET_SHORT, VARIANT_LABELS, call_md, ci, family_table, pts, rule_md, seed_band_md)
+from .stats_tables import DATASET_SHORT, VARIANT_LABELS, call_md, ci, family_table, pts, rule_md, seed_band_md
 
 #: Raise when the fold-level analysis changes (the cached comparisons are then recomputed).
 ANALYSIS_VERSION = "issue19-1"
 #: page (relative to the repository) -> the generated blocks it holds
 PAGES: dict[str, tuple[str, ...]] = {
-    "book/equal_budget.md": ("converged", "converged_text", "diagnostics_converged", "selection", "choices", "setting1", "paired", "main_text", "setting2", "paired2", "setting2_text",
-                             "decomposition", "decomposition_text", "diagnostics", "explain", "budget", "budget_text"),
+    "book/equal_budget.md": (
+        "converged",
+        "converged_text",
+        "diagnostics_converged",
+        "selection",
+        "choices",
+        "setting1",
+        "paired",
+        "main_text",
+        "setting2",
+        "paired2",
+        "setting2_text",
+        "decomposition",
+        "decomposition_text",
+        "diagnostics",
+        "explain",
+        "budget",
+        "budget_text",
+    ),
     "book/ablations.md": ("table3", "table4", "ablations_text", "temperature"),
     "book/results.md": ("methods1", "methods2", "methods_family", "methods_text", "rpnet_text"),
     "book/limitations.md": ("limitations_study", "rerun_summary"),
     "book/method.md": ("choices",),
-    "results/README.md": ("rule", "seed_band", "comparisons", "results-table", "selection_readme", "paper_gap",
-                          "rerun"),
+    "results/README.md": (
+        "rule",
+        "seed_band",
+        "comparisons",
+        "results-table",
+        "selection_readme",
+        "paper_gap",
+        "rerun",
+    ),
 }
 _DATASETS = ("chaos", "sabs")
 MAIN = ("crapnet", "alpnet", "panet")
 #: the rows of the all-methods tables, in the order of the paper's Tables 1-2, then later methods
 ALL_METHODS = ("alpnet_init", "alpnet_sup", "panet", "alpnet", "rpnet", "crapnet", "adnet", "qnet")
 #: the README's table of every committed table, in this order
-README_ORDER = ([(ds, st, m) for ds in _DATASETS for st in (1, 2) for m in MAIN]
-                + [("chaos", 1, v) for v in ("alpnet-attention", "alpnet-carafe", "crapnet-aligned")]
-                + [("chaos", 1, f"crapnet-blocks{n}") for n in (1, 7, 9, 12, 15)] + [("chaos", 1, "crapnet-onebranch")]
-                + [(ds, st, m) for m in ("alpnet_init", "alpnet_sup", "rpnet", "adnet", "qnet")
-                   for ds in _DATASETS for st in (1, 2)])
+README_ORDER = (
+    [(ds, st, m) for ds in _DATASETS for st in (1, 2) for m in MAIN]
+    + [("chaos", 1, v) for v in ("alpnet-attention", "alpnet-carafe", "crapnet-aligned")]
+    + [("chaos", 1, f"crapnet-blocks{n}") for n in (1, 7, 9, 12, 15)]
+    + [("chaos", 1, "crapnet-onebranch")]
+    + [
+        (ds, st, m)
+        for m in ("alpnet_init", "alpnet_sup", "rpnet", "adnet", "qnet")
+        for ds in _DATASETS
+        for st in (1, 2)
+    ]
+)
 
 
 def label(key: str) -> str:
@@ -92,8 +124,10 @@ def organ_cells(s: Mapping | None) -> list[str]:
     if s is None:
         return ["–"] * 5
     d = fold_spread(s, "dice")
-    return [format_pm(d[k]["mean"], d[k]["std"]) if k in d else "–"
-            for k in ("left_kidney", "right_kidney", "spleen", "liver", "mean")]
+    return [
+        format_pm(d[k]["mean"], d[k]["std"]) if k in d else "–"
+        for k in ("left_kidney", "right_kidney", "spleen", "liver", "mean")
+    ]
 
 
 def _input_files(results: Path) -> list[Path]:
@@ -101,7 +135,9 @@ def _input_files(results: Path) -> list[Path]:
     names |= {n for v in SEED_BAND_TABLES.values() for n in v}
     files = []
     for name in sorted(names):
-        files += sorted((results / name).glob("seed*/summary.json")) + sorted((results / name).glob("seed*/*/metrics.json"))
+        files += sorted((results / name).glob("seed*/summary.json")) + sorted(
+            (results / name).glob("seed*/*/metrics.json")
+        )
         if not any((results / name).glob("seed*")):
             files += [p for p in [results / name / "summary.json"] if p.is_file()]
     return files
@@ -172,43 +208,67 @@ def table_blocks(results: Path, an: Mapping) -> dict[str, str]:
     for setting in (1, 2):
         lines = ["| | " + " | ".join(label(m) for m in MAIN) + " |", "|---" * (len(MAIN) + 1) + "|"]
         for ds in _DATASETS:
-            lines.append(f"| {DATASET_SHORT[ds]} | " + " | ".join(
-                dice_cell(read_summary(results, f"{ds}_setting{setting}_{m}_lite")) for m in MAIN) + " |")
+            lines.append(
+                f"| {DATASET_SHORT[ds]} | "
+                + " | ".join(dice_cell(read_summary(results, f"{ds}_setting{setting}_{m}_lite")) for m in MAIN)
+                + " |"
+            )
         b[f"setting{setting}"] = "\n".join(lines) + "\n"
     b["paired"] = family_table(an["families"]["main"])
     b["paired2"] = family_table(an["families"]["setting2"])
-    rows = [("alpnet", "–", "average pooling", None), ("alpnet-attention", "5 blocks × 2 branches", "average pooling", "alpnet"),
-            ("alpnet-carafe", "–", "CARAFE++", "alpnet"), ("crapnet", "5 blocks × 2 branches", "CARAFE++", "alpnet-carafe"),
-            ("crapnet-aligned", "5 blocks × 2 branches", "CARAFE++ (window = cell)", "crapnet")]
+    rows = [
+        ("alpnet", "–", "average pooling", None),
+        ("alpnet-attention", "5 blocks × 2 branches", "average pooling", "alpnet"),
+        ("alpnet-carafe", "–", "CARAFE++", "alpnet"),
+        ("crapnet", "5 blocks × 2 branches", "CARAFE++", "alpnet-carafe"),
+        ("crapnet-aligned", "5 blocks × 2 branches", "CARAFE++ (window = cell)", "crapnet"),
+    ]
     commits = sorted({i["commit"] for m, *_ in rows for i in run_infos(results / f"chaos_setting1_{m}_lite")})
-    lines = [f"Run at commit {', '.join(commits) or '–'}; training seed 0 for every row.", "",
-             "| model | attention | local prototypes | mean Dice (± over folds) | A − B [95 % CI, folds]: call | B |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Run at commit {', '.join(commits) or '–'}; training seed 0 for every row.",
+        "",
+        "| model | attention | local prototypes | mean Dice (± over folds) | A − B [95 % CI, folds]: call | B |",
+        "|---|---|---|---|---|---|",
+    ]
     for m, att, protos, ref in rows:
         s = read_summary(results, f"chaos_setting1_{m}_lite", seed=0)
-        e = None if ref is None else entry(an, "decomposition", f"chaos_setting1_{m}_lite", f"chaos_setting1_{ref}_lite")
-        lines.append(f"| {label(m)} | {att} | {protos} | {dice_cell(s)} | {'–' if ref is None else paired_cell(e)} "
-                     f"| {'–' if ref is None else label(ref)} |")
+        e = (
+            None
+            if ref is None
+            else entry(an, "decomposition", f"chaos_setting1_{m}_lite", f"chaos_setting1_{ref}_lite")
+        )
+        lines.append(
+            f"| {label(m)} | {att} | {protos} | {dice_cell(s)} | {'–' if ref is None else paired_cell(e)} "
+            f"| {'–' if ref is None else label(ref)} |"
+        )
     lines += ["", family_table(an["families"]["decomposition"], show_where=False)]
     b["decomposition"] = "\n".join(lines)
     from .prose import budget_file
 
     curves = {m: budget_file(results, f"budget_chaos_setting1_f0_{m}") for m in ("crapnet", "alpnet")}
-    points = {m: {p["step"]: p["dice"]["mean"] for p in read_json(path)["points"]}
-              for m, path in curves.items() if path.is_file()}
+    points = {
+        m: {p["step"]: p["dice"]["mean"] for p in read_json(path)["points"]}
+        for m, path in curves.items()
+        if path.is_file()
+    }
     lines = ["| steps | " + " | ".join(label(m) for m in curves) + " |", "|---|---|---|"]
     for step in sorted({k for v in points.values() for k in v}):
-        lines.append(f"| {step:,} | " + " | ".join(
-            "–" if points.get(m, {}).get(step) is None else f"{100 * points[m][step]:.2f}" for m in curves) + " |")
+        lines.append(
+            f"| {step:,} | "
+            + " | ".join("–" if points.get(m, {}).get(step) is None else f"{100 * points[m][step]:.2f}" for m in curves)
+            + " |"
+        )
     b["budget"] = "\n".join(lines) + "\n"
     b.update(_ablation_blocks(results, an))
     b.update(_method_blocks(results, an))
     b["methods_family"] = family_table(an["families"]["methods"])
     b["rule"] = rule_md()
     b["seed_band"] = "\n".join(seed_band_md(band) for key, band in an["bands"].items() if key.endswith("/lite"))
-    b["comparisons"] = "\n".join(f"**{f['title']}** ({f['question']} {f['m']} comparisons, Holm within the family; "
-                                 f"`results/compare/{k}.md`)\n\n{family_table(f)}"
-                                 for k, f in an["families"].items())
+    b["comparisons"] = "\n".join(
+        f"**{f['title']}** ({f['question']} {f['m']} comparisons, Holm within the family; "
+        f"`results/compare/{k}.md`)\n\n{family_table(f)}"
+        for k, f in an["families"].items()
+    )
     b["results-table"] = readme_table(results)
     from .converged import converged_table, converged_text, rerun_summary, temperature_block
 
@@ -226,19 +286,33 @@ def _ablation_blocks(results: Path, an: Mapping) -> dict[str, str]:
     out = {}
     for key, axis, points in (("table3", "blocks", (1, 5, 7, 9, 12, 15)), ("table4", "branches", (2, 1))):
         head = "attention blocks per branch" if axis == "blocks" else "branches"
-        lines = [f"| {head} | LK | RK | Spleen | Liver | Mean | paper Mean | A − 5 blocks, 2 branches [95 % CI, folds]: call |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = [
+            f"| {head} | LK | RK | Spleen | Liver | Mean | paper Mean | A − 5 blocks, 2 branches [95 % CI, folds]: call |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for v in points:
             default = v == (5 if axis == "blocks" else 2)
-            name = "chaos_setting1_crapnet" + ("" if default else f"-blocks{v}" if axis == "blocks" else "-onebranch") + "_lite"
+            name = (
+                "chaos_setting1_crapnet"
+                + ("" if default else f"-blocks{v}" if axis == "blocks" else "-onebranch")
+                + "_lite"
+            )
             s = base if default else read_summary(results, name, seed=0)
-            paired = "reference" if default else paired_cell(entry(an, "ablations", name, "chaos_setting1_crapnet_lite"))
-            lines.append(f"| {v}{' (paper)' if default else ''} | " + " | ".join(organ_cells(s))
-                         + f" | {PUBLISHED[key][v][-1]:.2f} | {paired} |")
-        lines += ["", "Dice 0-100, mean ± standard deviation over the five folds of CHAOS MRI setting 1, `lite`, training "
-                  "seed 0 for every row; the paired comparison is seed 0 against seed 0, scan by scan, with the fold "
-                  f"as the unit (the *Ablations* family below: Holm over its {an['families']['ablations']['m']} comparisons, "
-                  "the CHAOS seed band)."]
+            paired = (
+                "reference" if default else paired_cell(entry(an, "ablations", name, "chaos_setting1_crapnet_lite"))
+            )
+            lines.append(
+                f"| {v}{' (paper)' if default else ''} | "
+                + " | ".join(organ_cells(s))
+                + f" | {PUBLISHED[key][v][-1]:.2f} | {paired} |"
+            )
+        lines += [
+            "",
+            "Dice 0-100, mean ± standard deviation over the five folds of CHAOS MRI setting 1, `lite`, training "
+            "seed 0 for every row; the paired comparison is seed 0 against seed 0, scan by scan, with the fold "
+            f"as the unit (the *Ablations* family below: Holm over its {an['families']['ablations']['m']} comparisons, "
+            "the CHAOS seed band).",
+        ]
         out[key] = "\n".join(lines) + "\n"
     out["table4"] += "\n" + family_table(an["families"]["ablations"], show_where=False)
     return out
@@ -249,18 +323,30 @@ def _method_blocks(results: Path, an: Mapping) -> dict[str, str]:
 
     out = {}
     for setting in (1, 2):
-        lines = ["| method | " + " | ".join(f"{DATASET_SHORT[ds]}: ours | paper | − CRAPNet [95 % CI, folds]: call"
-                                            for ds in _DATASETS) + " |", "|---" * (1 + 3 * len(_DATASETS)) + "|"]
+        lines = [
+            "| method | "
+            + " | ".join(f"{DATASET_SHORT[ds]}: ours | paper | − CRAPNet [95 % CI, folds]: call" for ds in _DATASETS)
+            + " |",
+            "|---" * (1 + 3 * len(_DATASETS)) + "|",
+        ]
         for m in ALL_METHODS:
             cells = []
             for ds in _DATASETS:
                 s = read_summary(results, f"{ds}_setting{setting}_{m}_lite")
                 paper = PUBLISHED[f"table{setting}"][ds].get(METHOD_LABELS[m])
-                e = entry(an, "methods" if m not in MAIN else ("main" if setting == 1 else "setting2"),
-                          f"{ds}_setting{setting}_{m}_lite", f"{ds}_setting{setting}_crapnet_lite")
+                e = entry(
+                    an,
+                    "methods" if m not in MAIN else ("main" if setting == 1 else "setting2"),
+                    f"{ds}_setting{setting}_{m}_lite",
+                    f"{ds}_setting{setting}_crapnet_lite",
+                )
                 if m in MAIN and m != "crapnet":  # main families hold CRAPNet − m: shown as m − CRAPNet
-                    e = entry(an, "main" if setting == 1 else "setting2", f"{ds}_setting{setting}_crapnet_lite",
-                              f"{ds}_setting{setting}_{m}_lite")
+                    e = entry(
+                        an,
+                        "main" if setting == 1 else "setting2",
+                        f"{ds}_setting{setting}_crapnet_lite",
+                        f"{ds}_setting{setting}_{m}_lite",
+                    )
                     paired = _reversed_cell(e)
                 else:
                     paired = "–" if m == "crapnet" else ("–" if s is None else paired_cell(e))
@@ -279,12 +365,15 @@ def _reversed_cell(e: Mapping | None) -> str:
 
 def readme_table(results: Path) -> str:
     """The table of every committed `lite` table (results/README.md), with the state of each run."""
-    lines = ["Dice in percent, mean ± standard deviation (ddof=1) over the 5 folds (each fold: mean over its test "
-             "scans); HD95/ASD in mm (mean over organs, then mean ± std over folds, scans with an empty prediction "
-             "left out); \"paper Mean\" is the paper's Table 1/2 value for the same method; \"wall\" is the wall time "
-             "of the cross-validate command(s).", "",
-             "| dataset | setting | method | LK | RK | Spleen | Liver | Mean | paper Mean | HD95 mm | ASD mm | folds | seeds | wall |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Dice in percent, mean ± standard deviation (ddof=1) over the 5 folds (each fold: mean over its test "
+        "scans); HD95/ASD in mm (mean over organs, then mean ± std over folds, scans with an empty prediction "
+        'left out); "paper Mean" is the paper\'s Table 1/2 value for the same method; "wall" is the wall time '
+        "of the cross-validate command(s).",
+        "",
+        "| dataset | setting | method | LK | RK | Spleen | Liver | Mean | paper Mean | HD95 mm | ASD mm | folds | seeds | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     state = []
     for ds, setting, method in README_ORDER:
         name = f"{ds}_setting{setting}_{method}_lite"
@@ -296,10 +385,13 @@ def readme_table(results: Path) -> str:
         hd, asd = fold_spread(s, "hd95")["mean"], fold_spread(s, "asd")["mean"]
         paper = None if "-" in method else (s.get("paper_dice") or {}).get("Mean")
         wall = sum(i["wall_seconds"] for i in infos) if infos else None
-        lines.append(f"| {DATASET_SHORT[ds]} | {setting} | {label(method)} | " + " | ".join(organ_cells(s))
-                     + f" | {'–' if paper is None else f'{paper:.2f}'} | {format_pm(hd['mean'], hd['std'], 1.0, 1)}"
-                     + f" | {format_pm(asd['mean'], asd['std'], 1.0, 1)} | {len(s['folds'])} | {len(s.get('seeds') or [0])}"
-                     + f" | {'–' if wall is None else f'{wall / 60:.0f} min'} |")
+        lines.append(
+            f"| {DATASET_SHORT[ds]} | {setting} | {label(method)} | "
+            + " | ".join(organ_cells(s))
+            + f" | {'–' if paper is None else f'{paper:.2f}'} | {format_pm(hd['mean'], hd['std'], 1.0, 1)}"
+            + f" | {format_pm(asd['mean'], asd['std'], 1.0, 1)} | {len(s['folds'])} | {len(s.get('seeds') or [0])}"
+            + f" | {'–' if wall is None else f'{wall / 60:.0f} min'} |"
+        )
         done = ", ".join(f"{i['started_utc']} ({i['wall_seconds']} s, {i['commit']})" for i in infos)
         state.append(f"- `{name}`: **done** ({len(infos)} seed(s)), started {done}")
     return "\n".join(lines) + "\n\nState of each run:\n\n" + "\n".join(state) + "\n"
@@ -322,9 +414,14 @@ def fill(text: str, rendered: Mapping[str, str], names, where: str) -> str:
     is missing or appears twice)."""
     for name in names:
         marker = f"<!-- results:{name}: generated by crapnet_core.report.collect -->\n"
-        text, n = re.subn(rf"<!-- results:{re.escape(name)}[:\s].*?<!-- /results:{re.escape(name)} -->\n",
-                          lambda m: marker + "\n" + rendered[name].rstrip("\n") + "\n\n" + f"<!-- /results:{name} -->\n",
-                          text, flags=re.S)
+        text, n = re.subn(
+            rf"<!-- results:{re.escape(name)}[:\s].*?<!-- /results:{re.escape(name)} -->\n",
+            lambda m, marker=marker, name=name: (
+                marker + "\n" + rendered[name].rstrip("\n") + "\n\n" + f"<!-- /results:{name} -->\n"
+            ),
+            text,
+            flags=re.S,
+        )
         if n != 1:
             raise ValueError(f"{where}: block {name} appears {n} times (expected once)")
     return text
@@ -335,11 +432,14 @@ def comparison_files(results: Path, an: Mapping) -> dict[Path, str]:
     ``seed_band.md`` (path -> text)."""
     outputs: dict[Path, str] = {results / "compare" / "analysis.json": json.dumps(an, indent=2) + "\n"}
     for key, fam in an["families"].items():
-        outputs[results / "compare" / f"{key}.md"] = (f"# {fam['title']}\n\n{fam['question']}\n\n"
-                                                      "Generated by `crapnet_core.report.collect` (rule: "
-                                                      "`results/README.md`).\n\n" + family_table(fam))
+        outputs[results / "compare" / f"{key}.md"] = (
+            f"# {fam['title']}\n\n{fam['question']}\n\n"
+            "Generated by `crapnet_core.report.collect` (rule: "
+            "`results/README.md`).\n\n" + family_table(fam)
+        )
     outputs[results / "compare" / "seed_band.md"] = "# Seed bands\n\n" + "\n".join(
-        seed_band_md(b) for b in an["bands"].values())
+        seed_band_md(b) for b in an["bands"].values()
+    )
     return outputs
 
 
@@ -357,8 +457,9 @@ def write_comparisons(results_dir: str | Path) -> list[Path]:
     return changed
 
 
-def collect(results_dir: str | Path, repo_root: str | Path, check: bool = False,
-            progress: Callable[[str], None] | None = None) -> list[Path]:
+def collect(
+    results_dir: str | Path, repo_root: str | Path, check: bool = False, progress: Callable[[str], None] | None = None
+) -> list[Path]:
     """Regenerate every generated file: the cached comparisons, their Markdown and the page blocks.
 
     results_dir: the results folder (``results/``); repo_root: the repository (pages of :data:`PAGES`
@@ -387,8 +488,28 @@ def collect(results_dir: str | Path, repo_root: str | Path, check: bool = False,
     return changed
 
 
-__all__ = ["ANALYSIS_VERSION", "PAGES", "comparison_files", "write_comparisons", "NUMBER_CHECKED", "ALLOWED_NUMBERS", "hand_typed_numbers", "collect", "rewrite_summaries", "analysis", "blocks", "table_blocks", "fill", "read_summary",
-           "dice_cell", "paired_cell", "readme_table", "inputs_sha256", "entry", "label"]
+__all__ = [
+    "ANALYSIS_VERSION",
+    "PAGES",
+    "comparison_files",
+    "write_comparisons",
+    "NUMBER_CHECKED",
+    "ALLOWED_NUMBERS",
+    "hand_typed_numbers",
+    "collect",
+    "rewrite_summaries",
+    "analysis",
+    "blocks",
+    "table_blocks",
+    "fill",
+    "read_summary",
+    "dice_cell",
+    "paired_cell",
+    "readme_table",
+    "inputs_sha256",
+    "entry",
+    "label",
+]
 
 
 def rewrite_summaries(results: str | Path) -> list[Path]:
@@ -417,8 +538,14 @@ def rewrite_summaries(results: str | Path) -> list[Path]:
 
 
 #: Pages whose prose must carry no result number outside the generated blocks (README included).
-NUMBER_CHECKED = ("book/equal_budget.md", "book/ablations.md", "book/results.md", "book/limitations.md",
-                  "book/intro.md", "results/README.md")
+NUMBER_CHECKED = (
+    "book/equal_budget.md",
+    "book/ablations.md",
+    "book/results.md",
+    "book/limitations.md",
+    "book/intro.md",
+    "results/README.md",
+)
 #: Numbers that may appear in hand-written prose of those pages: constants of the method or the code,
 #: not results (each with where it comes from).
 ALLOWED_NUMBERS = {

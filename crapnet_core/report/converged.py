@@ -13,19 +13,27 @@ says so; the comparisons of an incomplete table carry the calls of the declared 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from ..engine.stats import format_pm
+from ..io import read_json
 from .sentence_parts import diff_md, entry_mean_row, find_comparison
 from .stats_tables import DATASET_SHORT, call_md, family_table, pts, table_label
-from ..io import read_json
 
 #: rows of the converged table: (dataset, method), in the order the question is asked
-CONVERGED_ROWS = (("chaos", "crapnet"), ("chaos", "alpnet"), ("chaos", "panet"), ("chaos", "alpnet_sup"),
-                  ("sabs", "crapnet"), ("sabs", "alpnet"), ("sabs", "alpnet_sup"))
+CONVERGED_ROWS = (
+    ("chaos", "crapnet"),
+    ("chaos", "alpnet"),
+    ("chaos", "panet"),
+    ("chaos", "alpnet_sup"),
+    ("sabs", "crapnet"),
+    ("sabs", "alpnet"),
+    ("sabs", "alpnet_sup"),
+)
 N_FOLDS = 5
 
 
@@ -67,7 +75,9 @@ def validation_fold(results: Path) -> tuple[list[str], int | None]:
     if not path.is_file():
         return [], None
     trials = read_json(path)["trials"]
-    scans = sorted({s for t in trials.values() for p in t["points"] for o in p["per_scan"].values() for s in o}, key=int)
+    scans = sorted(
+        {s for t in trials.values() for p in t["points"] for o in p["per_scan"].values() for s in o}, key=int
+    )
     try:
         fold_of = load_table(results / "chaos_setting1_crapnet_lite")["fold_of"]
     except (FileNotFoundError, ValueError):
@@ -90,21 +100,34 @@ def converged_table(results: Path, an: Mapping) -> str:
     from ..engine.decision import table_name
 
     scans, vfold = validation_fold(results)
-    lines = ["| dataset | method | folds committed | mean Dice (± over folds) | without fold "
-             f"{'–' if vfold is None else vfold} (validation scans) |", "|---|---|---|---|---|"]
+    lines = [
+        "| dataset | method | folds committed | mean Dice (± over folds) | without fold "
+        f"{'–' if vfold is None else vfold} (validation scans) |",
+        "|---|---|---|---|---|",
+    ]
     for ds, m in CONVERGED_ROWS:
         fm = fold_means(results, table_name(ds, 1, m, "converged"))
         if not fm:
-            lines.append(f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m, 'converged'))} | 0 of {N_FOLDS} | not run yet | – |")
+            lines.append(
+                f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m, 'converged'))} | 0 of {N_FOLDS} | not run yet | – |"
+            )
             continue
         rest = [v for f, v in fm.items() if f != vfold] if ds == "chaos" else list(fm.values())
-        lines.append(f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m, 'converged'))} | {len(fm)} of {N_FOLDS} "
-                     f"({', '.join(str(f) for f in fm)}) | {_pm(fm.values())} | {_pm(rest)} |")
-    note = (f"Dice 0–100, CHAOS MRI and Synapse CT setting 1, profile `converged`, training seed 0. The budget "
-            f"was chosen on CHAOS scans {', '.join(scans)}, held out of fold 0's training"
-            + (f"; they are fold {vfold}'s test scans, so the last column leaves fold {vfold} out" if vfold is not None
-               else "") + " (`results/select_converged/`). Each fold is committed as it finishes; a row with fewer "
-            "than five folds is a partial result.")
+        lines.append(
+            f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m, 'converged'))} | {len(fm)} of {N_FOLDS} "
+            f"({', '.join(str(f) for f in fm)}) | {_pm(fm.values())} | {_pm(rest)} |"
+        )
+    note = (
+        f"Dice 0–100, CHAOS MRI and Synapse CT setting 1, profile `converged`, training seed 0. The budget "
+        f"was chosen on CHAOS scans {', '.join(scans)}, held out of fold 0's training"
+        + (
+            f"; they are fold {vfold}'s test scans, so the last column leaves fold {vfold} out"
+            if vfold is not None
+            else ""
+        )
+        + " (`results/select_converged/`). Each fold is committed as it finishes; a row with fewer "
+        "than five folds is a partial result."
+    )
     return "\n".join(lines) + "\n\n" + note + "\n\n" + family_table(an["families"]["converged"]) + "\n"
 
 
@@ -112,8 +135,10 @@ def _diff(e: Mapping) -> str:
     """:func:`crapnet_core.report.sentence_parts.diff_md`, saying why when the folds are too few for an interval."""
     r = entry_mean_row(e)
     if r.get("ci_low") is None or r.get("ci_high") is None:
-        return (f"{pts(r['mean_diff'], 2)} points over the scans of the folds committed so far (too few folds for a "
-                f"fold-level interval), {call_md(e['call'])}")
+        return (
+            f"{pts(r['mean_diff'], 2)} points over the scans of the folds committed so far (too few folds for a "
+            f"fold-level interval), {call_md(e['call'])}"
+        )
     return diff_md(e)
 
 
@@ -125,21 +150,33 @@ def converged_text(results: Path, an: Mapping) -> str:
     parts = []
     if sel.is_file():
         choice = read_json(sel)["choice"]
-        parts.append(f"The budget is {choice['chosen']:,} steps. The rule ({choice['rule']})"
-                     + (" held for no candidate, so the largest budget trained was taken: by that rule training had "
-                        "not converged even there." if not choice["passed"] else " chose it."))
+        parts.append(
+            f"The budget is {choice['chosen']:,} steps. The rule ({choice['rule']})"
+            + (
+                " held for no candidate, so the largest budget trained was taken: by that rule training had "
+                "not converged even there."
+                if not choice["passed"]
+                else " chose it."
+            )
+        )
     done = {m: fold_means(results, table_name("chaos", 1, m, "converged")) or {} for m in ("crapnet", "alpnet")}
-    qs = [("crapnet", "alpnet", "Does CRAPNet beat SSL-ALPNet?"),
-          ("alpnet", "alpnet_sup", "Does self-supervision beat supervision from other organs?")]
+    qs = [
+        ("crapnet", "alpnet", "Does CRAPNet beat SSL-ALPNet?"),
+        ("alpnet", "alpnet_sup", "Does self-supervision beat supervision from other organs?"),
+    ]
     for a, b, question in qs:
         for ds in ("chaos", "sabs"):
             e = find_comparison(an, "converged", table_name(ds, 1, a, "converged"), table_name(ds, 1, b, "converged"))
             if e is not None:
-                parts.append(f"{question} {DATASET_SHORT[ds]}: {table_label(e['a'])} − {table_label(e['b'])} = {_diff(e)}.")
+                parts.append(
+                    f"{question} {DATASET_SHORT[ds]}: {table_label(e['a'])} − {table_label(e['b'])} = {_diff(e)}."
+                )
     if not any(len(v) == N_FOLDS for v in done.values()):
-        parts.append("The converged tables are still being trained fold by fold (one CPU core per training); until "
-                     "all five folds of a table are in, its row and its comparisons are partial, and a call on fewer "
-                     "folds is weaker evidence than the same call on five.")
+        parts.append(
+            "The converged tables are still being trained fold by fold (one CPU core per training); until "
+            "all five folds of a table are in, its row and its comparisons are partial, and a call on fewer "
+            "folds is weaker evidence than the same call on five."
+        )
     return " ".join(parts) + "\n"
 
 
@@ -153,18 +190,31 @@ def temperature_block(results: Path, an: Mapping) -> str:
     rows = []
     for v in ("crapnet", "crapnet-temp"):
         fm = fold_means(results, table_name("chaos", 1, v))
-        rows.append(f"| {'CRAPNet (Eq. 13 as published)' if v == 'crapnet' else 'CRAPNet, learned temperatures'} | "
-                    f"{'–' if not fm else _pm(fm.values())} |")
+        rows.append(
+            f"| {'CRAPNet (Eq. 13 as published)' if v == 'crapnet' else 'CRAPNet, learned temperatures'} | "
+            f"{'–' if not fm else _pm(fm.values())} |"
+        )
     e = find_comparison(an, "temperature", table_name("chaos", 1, "crapnet-temp"), table_name("chaos", 1, "crapnet"))
-    text = ("| model | mean Dice (± over folds), CHAOS setting 1, `lite`, seed 0 |\n|---|---|\n" + "\n".join(rows)
-            + "\n\n" + family_table(fam, show_where=False) + "\n")
+    text = (
+        "| model | mean Dice (± over folds), CHAOS setting 1, `lite`, seed 0 |\n|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n"
+        + family_table(fam, show_where=False)
+        + "\n"
+    )
     if e is not None:
         lifted = e["call"] == "resolved"
-        text += (f"\nLearned temperatures − CRAPNet: {_diff(e)}. "
-                 + ("Lifting the bound changes the Dice at this budget." if lifted else
-                    "At this budget lifting Eq. 13's bound does not change the Dice by more than the rule can see, so "
-                    "the variant was not trained at the converged budget (issue 18 §3: only if `lite` shows a "
-                    "difference).") + "\n")
+        text += (
+            f"\nLearned temperatures − CRAPNet: {_diff(e)}. "
+            + (
+                "Lifting the bound changes the Dice at this budget."
+                if lifted
+                else "At this budget lifting Eq. 13's bound does not change the Dice by more than the rule can see, so "
+                "the variant was not trained at the converged budget (issue 18 §3: only if `lite` shows a "
+                "difference)."
+            )
+            + "\n"
+        )
     return text
 
 
@@ -175,8 +225,11 @@ def rerun_summary(results: Path, an: Mapping | None = None) -> str:
     if not paths:
         return "No rerun check has been committed yet (`crapnet rerun-check`).\n"
     largest = 0.0
-    lines = ["| rerun check | commit | machine | folds | fold-mean difference, rerun − committed (points): "
-             "mean, largest |·| | organ differences: largest |·| |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| rerun check | commit | machine | folds | fold-mean difference, rerun − committed (points): "
+        "mean, largest |·| | organ differences: largest |·| |",
+        "|---|---|---|---|---|---|",
+    ]
     for path in paths:
         check: dict[str, Any] = read_json(path)
         fold_d, organ_d = [], []
@@ -189,18 +242,36 @@ def rerun_summary(results: Path, an: Mapping | None = None) -> str:
         if not fold_d:
             continue
         largest = max(largest, max(abs(x) for x in fold_d))
-        lines.append(f"| `{path.parent.name}/` | `{check.get('commit', '?')}` | {check.get('machine', '?')} | "
-                     f"{len(fold_d)} | {pts(np.mean(fold_d) / 100, 2)}, {max(abs(x) for x in fold_d):.2f} | "
-                     f"{max(abs(x) for x in organ_d):.2f} |")
+        lines.append(
+            f"| `{path.parent.name}/` | `{check.get('commit', '?')}` | {check.get('machine', '?')} | "
+            f"{len(fold_d)} | {pts(np.mean(fold_d) / 100, 2)}, {max(abs(x) for x in fold_d):.2f} | "
+            f"{max(abs(x) for x in organ_d):.2f} |"
+        )
     bands = [b for k, b in ((an or {}).get("bands") or {}).items() if k.endswith("/lite") and b]
-    band = ("; the `lite` seed bands (how far a method differs from itself between two training seeds, the rule's "
-            "band) are " + ", ".join(f"{DATASET_SHORT.get(b['dataset'], b['dataset'])} ± {100 * b['band']:.2f}"
-                                     for b in bands) + " points") if bands else ""
-    return "\n".join(lines) + ("\n\nA rerun on other hardware, or after a change that only reorders float sums, moves "
-                              f"fold means by up to {largest:.2f} points (the table)" + band + "; organ Dice move further. A one-seed "
-                              "difference of that size says nothing about the methods, which is why the rule holds "
-                              "one-seed differences to the seed band.\n")
+    band = (
+        (
+            "; the `lite` seed bands (how far a method differs from itself between two training seeds, the rule's "
+            "band) are "
+            + ", ".join(f"{DATASET_SHORT.get(b['dataset'], b['dataset'])} ± {100 * b['band']:.2f}" for b in bands)
+            + " points"
+        )
+        if bands
+        else ""
+    )
+    return "\n".join(lines) + (
+        "\n\nA rerun on other hardware, or after a change that only reorders float sums, moves "
+        f"fold means by up to {largest:.2f} points (the table)" + band + "; organ Dice move further. A one-seed "
+        "difference of that size says nothing about the methods, which is why the rule holds "
+        "one-seed differences to the seed band.\n"
+    )
 
 
-__all__ = ["CONVERGED_ROWS", "fold_means", "validation_fold", "converged_table", "converged_text", "temperature_block",
-           "rerun_summary"]
+__all__ = [
+    "CONVERGED_ROWS",
+    "fold_means",
+    "validation_fold",
+    "converged_table",
+    "converged_text",
+    "temperature_block",
+    "rerun_summary",
+]

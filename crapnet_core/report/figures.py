@@ -14,7 +14,7 @@ provenance notes in :mod:`crapnet_core.report.provenance`.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -40,13 +40,21 @@ def set_style(dpi: int = 90) -> None:
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook", palette="colorblind")
-    plt.rcParams.update({
-        "figure.dpi": dpi, "savefig.dpi": dpi, "figure.max_open_warning": 0,
-        "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
-        "legend.fontsize": 9, "legend.title_fontsize": 9,
-        "axes.spines.top": False, "axes.spines.right": False,
-    })
-
+    plt.rcParams.update(
+        {
+            "figure.dpi": dpi,
+            "savefig.dpi": dpi,
+            "figure.max_open_warning": 0,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "xtick.labelsize": 9,
+            "ytick.labelsize": 9,
+            "legend.fontsize": 9,
+            "legend.title_fontsize": 9,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- drawing
@@ -67,9 +75,17 @@ def organ_color(organ: str, index: int = 0) -> tuple[float, float, float]:
     return tuple(matplotlib.colormaps["tab20"](index % 20)[:3])
 
 
-def show_overlay(ax, image2d: np.ndarray, label2d: np.ndarray | None = None, labels: Mapping[str, int] | None = None,
-                 organs: Sequence[str] | None = None, title: str | None = None, alpha: float = 0.35,
-                 contour_only: bool = False, vrange: tuple[float, float] | None = None):
+def show_overlay(
+    ax,
+    image2d: np.ndarray,
+    label2d: np.ndarray | None = None,
+    labels: Mapping[str, int] | None = None,
+    organs: Sequence[str] | None = None,
+    title: str | None = None,
+    alpha: float = 0.35,
+    contour_only: bool = False,
+    vrange: tuple[float, float] | None = None,
+):
     """Draw an axial slice (grey, percentile window) with organ masks as coloured fills + contours.
 
     ``image2d``/``label2d``: ``(H, W)`` arrays in crapnet's canonical layout (``image[:, :, z]``,
@@ -121,8 +137,14 @@ def dataset_overview(spec, ids: Sequence[str] | None = None):
         voxel_ml = float(np.prod(vol.spacing)) / 1000.0
         body = vol.image[vol.image > ds.body_threshold_for(spec, vol.image)]
         p1, p50, p99 = np.percentile(body, [1, 50, 99]) if body.size else (np.nan,) * 3
-        row.update(spacing_x=float(vol.spacing[0]), spacing_y=float(vol.spacing[1]), spacing_z=float(vol.spacing[2]),
-                   p1=float(p1), median=float(p50), p99=float(p99))
+        row.update(
+            spacing_x=float(vol.spacing[0]),
+            spacing_y=float(vol.spacing[1]),
+            spacing_z=float(vol.spacing[2]),
+            p1=float(p1),
+            median=float(p50),
+            p99=float(p99),
+        )
         for organ in ORGANS:
             if organ in spec.labels:
                 row[f"{organ}_ml"] = row[organ] * voxel_ml
@@ -176,8 +198,14 @@ def example_slices(spec, ids: Sequence[str], organs: Sequence[str] = ORGANS, siz
                 ax.set_axis_off()
                 ax.set_title(f"scan {sid}: no {organ.replace('_', ' ')}", fontsize=9)
                 continue
-            h = show_overlay(ax, vol.image[:, :, z], vol.label[:, :, z], spec.labels, organs,
-                             title=f"scan {sid}, z={z} ({organ.replace('_', ' ')})")
+            h = show_overlay(
+                ax,
+                vol.image[:, :, z],
+                vol.label[:, :, z],
+                spec.labels,
+                organs,
+                title=f"scan {sid}, z={z} ({organ.replace('_', ' ')})",
+            )
             if len(h) > len(handles):
                 handles = h
     if handles:
@@ -280,8 +308,16 @@ def superpixel_panel(spec, sid: str, z: int, size: float = 3.2):
     axes[2].set_title(f"{len(np.unique(sp[sp > 0]))} superpixels", fontsize=9)
     axes[2].set_xticks([])
     axes[2].set_yticks([])
-    show_overlay(axes[3], img, vol.label[:, :, z], spec.labels, ORGANS, title="boundaries + organs",
-                 contour_only=True, vrange=(lo, hi))
+    show_overlay(
+        axes[3],
+        img,
+        vol.label[:, :, z],
+        spec.labels,
+        ORGANS,
+        title="boundaries + organs",
+        contour_only=True,
+        vrange=(lo, hi),
+    )
     edges = find_boundaries(sp, mode="inner") & (sp > 0)
     rgba = np.zeros((*edges.shape, 4))
     rgba[edges] = (1.0, 1.0, 0.0, 0.8)
@@ -291,6 +327,17 @@ def superpixel_panel(spec, sid: str, z: int, size: float = 3.2):
 
 
 __all__ = [
-    "ORGAN_COLORS", "set_style", "window", "organ_color", "show_overlay", "dataset_overview", "intensity_samples",
-    "middle_slice", "example_slices", "best_superpixel_dice", "superpixel_fit", "superpixel_counts", "superpixel_panel",
+    "ORGAN_COLORS",
+    "set_style",
+    "window",
+    "organ_color",
+    "show_overlay",
+    "dataset_overview",
+    "intensity_samples",
+    "middle_slice",
+    "example_slices",
+    "best_superpixel_dice",
+    "superpixel_fit",
+    "superpixel_counts",
+    "superpixel_panel",
 ]

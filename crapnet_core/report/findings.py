@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
 
 from ..facts import METHOD_LABELS
 from . import figures, plots, tables
@@ -68,34 +67,56 @@ def findings_sentences(results_dir: str | os.PathLike, frame, link, profile: str
     except (ValueError, FileNotFoundError, KeyError):
         an = None
     out = []
-    main = [(ds, _entry(an, "main", f"{ds}_setting1_crapnet_{profile}", f"{ds}_setting1_alpnet_{profile}"))
-            for ds in ("chaos", "sabs")]
+    main = [
+        (ds, _entry(an, "main", f"{ds}_setting1_crapnet_{profile}", f"{ds}_setting1_alpnet_{profile}"))
+        for ds in ("chaos", "sabs")
+    ]
     main = [(ds, e) for ds, e in main if e]
     if main:
         calls = [e["call"] for _, e in main]
-        head = ("CRAPNet and SSL-ALPNet cannot be told apart" if set(calls) == {"not resolved"}
-                else "CRAPNet against SSL-ALPNet")
+        head = (
+            "CRAPNet and SSL-ALPNet cannot be told apart"
+            if set(calls) == {"not resolved"}
+            else "CRAPNet against SSL-ALPNet"
+        )
         seeds = ", ".join(sorted({str(len(e["result"]["a"]["seeds"])) for _, e in main}))
-        out.append(f"**At the `{profile}` budget {head}**: CRAPNet − SSL-ALPNet is "
-                   + " and ".join(f"{_diff(e, link)} Dice points on {DATASET_SHORT[ds]}" for ds, e in main)
-                   + f" (setting 1, {seeds} training seeds, fold-level 95 % intervals), {_verdict(calls)}.")
+        out.append(
+            f"**At the `{profile}` budget {head}**: CRAPNet − SSL-ALPNet is "
+            + " and ".join(f"{_diff(e, link)} Dice points on {DATASET_SHORT[ds]}" for ds, e in main)
+            + f" (setting 1, {seeds} training seeds, fold-level 95 % intervals), {_verdict(calls)}."
+        )
     att = _entry(an, "decomposition", f"chaos_setting1_alpnet-attention_{profile}", f"chaos_setting1_alpnet_{profile}")
     car = _entry(an, "decomposition", f"chaos_setting1_alpnet-carafe_{profile}", f"chaos_setting1_alpnet_{profile}")
     if att and car:
-        out.append(f"Of its two halves, the attention blocks change SSL-ALPNet's Dice by {_diff(att, link)} "
-                   f"({call_md(att['call'])}) and the CARAFE++ prototypes by {_diff(car, link)} ({call_md(car['call'])}) "
-                   "on CHAOS MRI: the attention has not learned a selective correspondence at this budget "
-                   "([the equal-budget study](equal_budget.md)).")
-    sup = [(ds, st, _entry(an, "methods", f"{ds}_setting{st}_alpnet_sup_{profile}", f"{ds}_setting{st}_crapnet_{profile}"))
-           for ds in ("chaos", "sabs") for st in (1, 2)]
+        out.append(
+            f"Of its two halves, the attention blocks change SSL-ALPNet's Dice by {_diff(att, link)} "
+            f"({call_md(att['call'])}) and the CARAFE++ prototypes by {_diff(car, link)} ({call_md(car['call'])}) "
+            "on CHAOS MRI: the attention has not learned a selective correspondence at this budget "
+            "([the equal-budget study](equal_budget.md))."
+        )
+    sup = [
+        (ds, st, _entry(an, "methods", f"{ds}_setting{st}_alpnet_sup_{profile}", f"{ds}_setting{st}_crapnet_{profile}"))
+        for ds in ("chaos", "sabs")
+        for st in (1, 2)
+    ]
     sup = [x for x in sup if x[2]]
     if sup:
-        beaten = any(e["call"] == "resolved" and next(r for r in e["result"]["rows"] if r["organ"] == "mean")["mean_diff"] < 0
-                     for *_, e in sup)
-        out.append(("Self-supervision beats supervision from other organs' labels in part: supervised " if beaten else
-                    "Supervision from other organs' labels is not beaten by self-supervision here: supervised ")
-                   + "ALPNet − CRAPNet is " + "; ".join(f"{_diff(e, link)} ({call_md(e['call'])}) on "
-                                                         f"{DATASET_SHORT[ds]} setting {st}" for ds, st, e in sup) + ".")
+        beaten = any(
+            e["call"] == "resolved" and next(r for r in e["result"]["rows"] if r["organ"] == "mean")["mean_diff"] < 0
+            for *_, e in sup
+        )
+        out.append(
+            (
+                "Self-supervision beats supervision from other organs' labels in part: supervised "
+                if beaten
+                else "Supervision from other organs' labels is not beaten by self-supervision here: supervised "
+            )
+            + "ALPNet − CRAPNet is "
+            + "; ".join(
+                f"{_diff(e, link)} ({call_md(e['call'])}) on {DATASET_SHORT[ds]} setting {st}" for ds, st, e in sup
+            )
+            + "."
+        )
     if frame is not None:
         means = frame[frame["organ"] == "mean"]
         ssl, other = [], []
@@ -107,34 +128,48 @@ def findings_sentences(results_dir: str | os.PathLike, frame, link, profile: str
             gap = paper[-1] - r["dice"]
             (other if r["method_key"] in ("alpnet_sup", "alpnet_init") else ssl).append(gap)
         if ssl:
-            text = (f"Every self-supervised row of ours is {minus(f'{min(ssl):.1f}')}–{minus(f'{max(ssl):.1f}')} Dice "
-                    "points below the paper's Tables 1–2: these runs start from random weights and train a small encoder "
-                    "for a small fraction of the paper's steps on a CPU (see [Limitations](limitations.md)), so they "
-                    "compare the methods under one budget and do not reproduce the paper's absolute numbers")
+            text = (
+                f"Every self-supervised row of ours is {minus(f'{min(ssl):.1f}')}–{minus(f'{max(ssl):.1f}')} Dice "
+                "points below the paper's Tables 1–2: these runs start from random weights and train a small encoder "
+                "for a small fraction of the paper's steps on a CPU (see [Limitations](limitations.md)), so they "
+                "compare the methods under one budget and do not reproduce the paper's absolute numbers"
+            )
             if other:
-                text += (f"; the supervised ALPNet and the untrained network, which need no long self-supervised "
-                         f"training, are {minus(f'{min(other):+.2f}')} to {minus(f'{max(other):+.2f}')} points from the "
-                         "paper's rows (paper minus ours)")
+                text += (
+                    f"; the supervised ALPNet and the untrained network, which need no long self-supervised "
+                    f"training, are {minus(f'{min(other):+.2f}')} to {minus(f'{max(other):+.2f}')} points from the "
+                    "paper's rows (paper minus ours)"
+                )
             out.append(text + ".")
     bands = {k.split("/")[0]: v for k, v in (an or {}).get("bands", {}).items() if k.endswith(f"/{profile}") and v}
     n_fold = sum(p["excludes_zero"] for b in bands.values() for p in b["pairs"])
     n_pairs = sum(len(b["pairs"]) for b in bands.values())
     if bands:
-        out.append("**How sure:** every comparison treats the fold, whose scans share one trained model, as the unit; "
-                   "p-values are Holm-corrected within declared families; and a one-seed difference must exceed the seed "
-                   "band (" + ", ".join(f"± {100 * b['band']:.2f} on {DATASET_SHORT[d]}" for d, b in bands.items())
-                   + f"; {n_fold} of {n_pairs} comparisons of a method with itself across seeds are resolved at the fold "
-                   "level) to be called resolved. Five folds make fold-level intervals wide: most differences of a "
-                   "few points are not resolved, which says the study cannot tell, not that the methods are equal.")
+        out.append(
+            "**How sure:** every comparison treats the fold, whose scans share one trained model, as the unit; "
+            "p-values are Holm-corrected within declared families; and a one-seed difference must exceed the seed "
+            "band ("
+            + ", ".join(f"± {100 * b['band']:.2f} on {DATASET_SHORT[d]}" for d, b in bands.items())
+            + f"; {n_fold} of {n_pairs} comparisons of a method with itself across seeds are resolved at the fold "
+            "level) to be called resolved. Five folds make fold-level intervals wide: most differences of a "
+            "few points are not resolved, which says the study cannot tell, not that the methods are equal."
+        )
     conv = _entry(an, "converged", "chaos_setting1_crapnet_converged", "chaos_setting1_alpnet_converged")
     if conv:
-        out.append(f"At the converged budget, CRAPNet − SSL-ALPNet on CHAOS MRI is {_diff(conv, link)} "
-                   f"({call_md(conv['call'])}).")
+        out.append(
+            f"At the converged budget, CRAPNet − SSL-ALPNet on CHAOS MRI is {_diff(conv, link)} "
+            f"({call_md(conv['call'])})."
+        )
     return out
 
 
-def findings_md(results_dir: str | os.PathLike, results_link: str | None, figure: str | None = None,
-                profile: str = RESULTS_PROFILE, folder_label: str = "results/") -> str:
+def findings_md(
+    results_dir: str | os.PathLike,
+    results_link: str | None,
+    figure: str | None = None,
+    profile: str = RESULTS_PROFILE,
+    folder_label: str = "results/",
+) -> str:
     """Markdown of the findings: a few generated sentences (what the study shows, how sure), then the figure.
 
     ``results_link``: the results page (a document path for a MyST link, e.g.
@@ -153,15 +188,20 @@ def findings_md(results_dir: str | os.PathLike, results_link: str | None, figure
         lines += [
             f"No cross-validated `{profile}` results are committed under `{folder_label}` in this checkout, so "
             "this page has no findings of its own to report; the numbers this build produced are on the "
-            + (link("results page") if results_link else "results page") + ". The figure shows the paper's "
+            + (link("results page") if results_link else "results page")
+            + ". The figure shows the paper's "
             "published mean Dice for scale.",
             "",
         ]
     else:
         sentences = findings_sentences(results_dir, frame, link, profile)
-        lines += [" ".join(sentences) if sentences else
-                  f"{len(summaries)} cross-validated `{profile}` summaries are committed under `{folder_label}`; "
-                  "the tables are on the " + link("results page") + ".", ""]
+        lines += [
+            " ".join(sentences)
+            if sentences
+            else f"{len(summaries)} cross-validated `{profile}` summaries are committed under `{folder_label}`; "
+            "the tables are on the " + link("results page") + ".",
+            "",
+        ]
     if figure:
         lines += [
             "```{figure} " + figure,

@@ -14,8 +14,9 @@ Slices are drawn with :func:`crapnet_core.report.figures.show_overlay` (the book
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,6 @@ from ..engine.metrics import dice as mask_dice
 from ..facts import DATASET_LABELS, METHOD_LABELS, ORGAN_SHORT, ORGANS  # study facts
 from .figures import middle_slice, organ_color, show_overlay
 from .tables import METHOD_ORDER, published_frame, summary_variant
-
 
 _LOSS_NAMES = {"loss": "total", "total": "total", "seg": "segmentation (CE)", "align": "alignment (PAR)"}
 
@@ -47,7 +47,7 @@ def plot_losses(rows: Sequence[Mapping[str, float]], ax=None, smooth: int = 0, t
         y = np.array([r[key] for r in rows], dtype=float)
         if k > 1 and n >= k:
             y_s = np.convolve(y, np.ones(k) / k, mode="valid")
-            ax.plot(steps[k - 1:], y_s, style, label=f"{_LOSS_NAMES.get(key, key)} (mean of {k})")
+            ax.plot(steps[k - 1 :], y_s, style, label=f"{_LOSS_NAMES.get(key, key)} (mean of {k})")
         else:
             ax.plot(steps, y, style, label=_LOSS_NAMES.get(key, key))
     ax.set_xlabel("step")
@@ -77,8 +77,9 @@ def plot_per_organ(frame, hue: str = "label", ax=None, title: str | None = None)
     return ax
 
 
-def plot_organ_panels(frame, x: str = "method", hue: str = "source", title: str | None = None,
-                      size: tuple[float, float] = (2.3, 3.1)):
+def plot_organ_panels(
+    frame, x: str = "method", hue: str = "source", title: str | None = None, size: tuple[float, float] = (2.3, 3.1)
+):
     """One panel per organ (LK, RK, Spleen, Liver) plus the mean: Dice bars per ``x``, coloured by ``hue``.
 
     ``frame`` is a long frame with columns organ, dice (0..100), ``x`` and ``hue`` (e.g. our
@@ -96,8 +97,9 @@ def plot_organ_panels(frame, x: str = "method", hue: str = "source", title: str 
     palette = dict(zip(hue_order, sns.color_palette("deep", len(hue_order))))
     for i, (ax, organ) in enumerate(zip(axes[0], organs)):
         sub = frame[frame["organ"] == organ]
-        sns.barplot(data=sub, x=x, y="dice", hue=hue, order=x_order, hue_order=hue_order, palette=palette,
-                    ax=ax, errorbar=None)
+        sns.barplot(
+            data=sub, x=x, y="dice", hue=hue, order=x_order, hue_order=hue_order, palette=palette, ax=ax, errorbar=None
+        )
         ax.set_title(ORGAN_SHORT.get(organ, "Mean"), fontsize=10)
         ax.set_xlabel("")
         ax.set_ylabel("Dice (0-100)" if i == 0 else "")
@@ -115,8 +117,13 @@ def plot_organ_panels(frame, x: str = "method", hue: str = "source", title: str 
 
 #: The component decomposition (issue 8 section 4): model variant -> its row label, in the order of the
 #: book's table (SSL-ALPNet, + attention, + CARAFE++ prototypes, both = CRAPNet, CRAPNet aligned window).
-DECOMPOSITION = {"alpnet": "SSL-ALPNet", "alpnet-att": "SSL-ALPNet\n+ attention", "alpnet-carafe": "SSL-ALPNet\n+ CARAFE++",
-                 "crapnet": "CRAPNet", "crapnet-aligned": "CRAPNet,\naligned window"}
+DECOMPOSITION = {
+    "alpnet": "SSL-ALPNet",
+    "alpnet-att": "SSL-ALPNet\n+ attention",
+    "alpnet-carafe": "SSL-ALPNet\n+ CARAFE++",
+    "crapnet": "CRAPNet",
+    "crapnet-aligned": "CRAPNet,\naligned window",
+}
 
 
 def _decomposition_points(summaries: Iterable[Mapping[str, Any]], dataset: str, setting: int):
@@ -136,11 +143,18 @@ def has_decomposition(summaries: Iterable[Mapping[str, Any]], dataset: str = "ch
     """Whether ``summaries`` hold a component row of :data:`DECOMPOSITION` (one beyond the two end points,
     SSL-ALPNet and CRAPNet, which every results folder has) for ``dataset`` / ``setting``: when False,
     :func:`decomposition_figure` would only repeat the main comparison."""
-    return any(variant not in ("alpnet", "crapnet") for variant, *_ in _decomposition_points(summaries, dataset, setting))
+    return any(
+        variant not in ("alpnet", "crapnet") for variant, *_ in _decomposition_points(summaries, dataset, setting)
+    )
 
 
-def decomposition_figure(summaries: Iterable[Mapping[str, Any]], dataset: str = "chaos", setting: int = 1,
-                         fig=None, size: tuple[float, float] = (7.0, 3.6)):
+def decomposition_figure(
+    summaries: Iterable[Mapping[str, Any]],
+    dataset: str = "chaos",
+    setting: int = 1,
+    fig=None,
+    size: tuple[float, float] = (7.0, 3.6),
+):
     """Mean Dice over organs of each decomposition row, one point per fold joined across the rows.
 
     ``summaries``: e.g. :func:`load_summaries` ``(results, "lite", variants=True, seed=0)``; those of
@@ -151,8 +165,10 @@ def decomposition_figure(summaries: Iterable[Mapping[str, Any]], dataset: str = 
     import pandas as pd
     import seaborn as sns
 
-    rows = [{"row": DECOMPOSITION[variant], "fold": fold, "dice": dice}
-            for variant, fold, dice in _decomposition_points(summaries, dataset, setting)]
+    rows = [
+        {"row": DECOMPOSITION[variant], "fold": fold, "dice": dice}
+        for variant, fold, dice in _decomposition_points(summaries, dataset, setting)
+    ]
     if not rows:
         raise ValueError(f"decomposition_figure: no decomposition summary for {dataset} setting {setting}")
     frame = pd.DataFrame(rows)
@@ -163,14 +179,35 @@ def decomposition_figure(summaries: Iterable[Mapping[str, Any]], dataset: str = 
         fig = plt.figure()
     fig.set_size_inches(*size)
     ax = fig.subplots()
-    sns.barplot(data=frame, x="row", y="dice", order=order, errorbar=("sd", 1), color="0.85", edgecolor="0.4",
-                capsize=0.15, ax=ax)
-    sns.pointplot(data=frame, x="row", y="dice", order=order, hue="fold", palette="colorblind", errorbar=None,
-                  markersize=4, linewidth=0.8, ax=ax)
+    sns.barplot(
+        data=frame,
+        x="row",
+        y="dice",
+        order=order,
+        errorbar=("sd", 1),
+        color="0.85",
+        edgecolor="0.4",
+        capsize=0.15,
+        ax=ax,
+    )
+    sns.pointplot(
+        data=frame,
+        x="row",
+        y="dice",
+        order=order,
+        hue="fold",
+        palette="colorblind",
+        errorbar=None,
+        markersize=4,
+        linewidth=0.8,
+        ax=ax,
+    )
     ax.set_xlabel("")
     ax.set_ylabel("mean Dice over organs (0-100)")
-    ax.set_title(f"{DATASET_LABELS.get(dataset, dataset)}, setting {setting}: bars mean ± std over folds, lines one fold",
-                 fontsize=9)
+    ax.set_title(
+        f"{DATASET_LABELS.get(dataset, dataset)}, setting {setting}: bars mean ± std over folds, lines one fold",
+        fontsize=9,
+    )
     ax.legend(title="fold", fontsize=8, title_fontsize=8, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
@@ -215,8 +252,17 @@ def comparison_figure(ours, fig=None, size: tuple[float, float] = (3.0, 3.4)):
         order = [k for k in METHOD_ORDER if k in set(both["method_key"])]  # this panel's methods
         sources = list(dict.fromkeys(both["source"]))
         colors = dict(zip(sources, sns.color_palette("colorblind", len(sources))))
-        sns.barplot(data=both, x="label", y="dice", hue="source", order=[METHOD_LABELS[k] for k in order],
-                    hue_order=sources, palette=colors, errorbar=None, ax=ax)
+        sns.barplot(
+            data=both,
+            x="label",
+            y="dice",
+            hue="source",
+            order=[METHOD_LABELS[k] for k in order],
+            hue_order=sources,
+            palette=colors,
+            errorbar=None,
+            ax=ax,
+        )
         if "dice_std" in both:  # spread over folds, where the summary gives it
             for j, src in enumerate(sources):
                 rows = both[(both["source"] == src) & both["dice_std"].notna()]
@@ -258,8 +304,9 @@ def load_prediction(run_dir: str | os.PathLike, volume, organ: str) -> np.ndarra
     return volume.geometry.label_to_model(arr) > 0
 
 
-def prediction_figure(spec, run_dir: str | os.PathLike, metrics: Mapping[str, Any], max_scans: int = 2,
-                      size: float = 2.6):
+def prediction_figure(
+    spec, run_dir: str | os.PathLike, metrics: Mapping[str, Any], max_scans: int = 2, size: float = 2.6
+):
     """Figure: for each organ (rows) and a few test scans (columns), GT contour + prediction at mid slice."""
     import matplotlib.pyplot as plt
 
@@ -267,8 +314,9 @@ def prediction_figure(spec, run_dir: str | os.PathLike, metrics: Mapping[str, An
 
     organs = list(metrics.get("organs", []))
     scans = list(metrics.get("test_scans", []))[:max_scans]
-    fig, axes = plt.subplots(len(organs), len(scans), figsize=(size * len(scans) * 1.0, size * len(organs)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(organs), len(scans), figsize=(size * len(scans) * 1.0, size * len(organs)), squeeze=False
+    )
     for r, organ in enumerate(organs):
         for c, sid in enumerate(scans):
             ax = axes[r][c]
@@ -281,8 +329,14 @@ def prediction_figure(spec, run_dir: str | os.PathLike, metrics: Mapping[str, An
                 continue
             gt = vol.label[:, :, z] == spec.labels[organ]
             d = 100 * mask_dice(pred[:, :, z], gt)
-            _pred_panel(ax, vol.image[:, :, z], gt, pred[:, :, z], organ,
-                        f"{organ.replace('_', ' ')}, scan {sid}, z={z}\nslice Dice {d:.1f}")
+            _pred_panel(
+                ax,
+                vol.image[:, :, z],
+                gt,
+                pred[:, :, z],
+                organ,
+                f"{organ.replace('_', ' ')}, scan {sid}, z={z}\nslice Dice {d:.1f}",
+            )
     fig.tight_layout()
     return fig
 
@@ -298,8 +352,13 @@ def _pred_panel(ax, image2d, gt, pred, organ, title, show_gt: bool = True):
         ax.contour(gt.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.9, origin="lower")
 
 
-def qualitative_figure(spec, runs: Mapping[str, str | os.PathLike], metrics: Mapping[str, Mapping[str, Any]],
-                       organs: Sequence[str] = ORGANS, size: float = 2.4):
+def qualitative_figure(
+    spec,
+    runs: Mapping[str, str | os.PathLike],
+    metrics: Mapping[str, Mapping[str, Any]],
+    organs: Sequence[str] = ORGANS,
+    size: float = 2.4,
+):
     """The analogue of the paper's Fig. 3: rows = organs; columns = image, ground truth, each method.
 
     ``runs``/``metrics`` map a method key to its run folder / ``metrics.json`` (same fold and
@@ -333,18 +392,28 @@ def qualitative_figure(spec, runs: Mapping[str, str | os.PathLike], metrics: Map
         vol, z, preds = chosen
         img = vol.image[:, :, z]
         gt = vol.label[:, :, z] == lid
-        show_overlay(axes[r][0], img, title=f"{ORGAN_SHORT[organ] if organ in ORGAN_SHORT else organ}: "
-                                            f"scan {vol.scan_id}, z={z}")
+        show_overlay(
+            axes[r][0], img, title=f"{ORGAN_SHORT[organ] if organ in ORGAN_SHORT else organ}: scan {vol.scan_id}, z={z}"
+        )
         _pred_panel(axes[r][1], img, None, gt, organ, "ground truth", show_gt=False)
         for c, m in enumerate(methods):
             p = preds[m][:, :, z]
-            _pred_panel(axes[r][2 + c], img, gt, p, organ,
-                        f"{METHOD_LABELS.get(m, m)}  (Dice {100 * mask_dice(p, gt):.1f})")
+            _pred_panel(
+                axes[r][2 + c], img, gt, p, organ, f"{METHOD_LABELS.get(m, m)}  (Dice {100 * mask_dice(p, gt):.1f})"
+            )
     fig.tight_layout()
     return fig
 
 
 __all__ = [
-    "plot_losses", "plot_per_organ", "plot_organ_panels", "DECOMPOSITION", "has_decomposition", "decomposition_figure",
-    "comparison_figure", "load_prediction", "prediction_figure", "qualitative_figure",
+    "plot_losses",
+    "plot_per_organ",
+    "plot_organ_panels",
+    "DECOMPOSITION",
+    "has_decomposition",
+    "decomposition_figure",
+    "comparison_figure",
+    "load_prediction",
+    "prediction_figure",
+    "qualitative_figure",
 ]

@@ -10,16 +10,28 @@ published tables (:mod:`crapnet_core.published`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from ..facts import METHOD_LABELS
-from .sentence_parts import (calls_by_call, comparison_name, comparison_where, count_md, diff_md, entry_mean_row,
-                             find_comparison, fold_diffs, num, range_md, read_summary, summary_mean)
-from .stats_tables import DATASET_SHORT, call_md, ci, pts, pval, table_label
 from ..io import read_json
+from .sentence_parts import (
+    calls_by_call,
+    comparison_name,
+    comparison_where,
+    count_md,
+    diff_md,
+    entry_mean_row,
+    find_comparison,
+    fold_diffs,
+    num,
+    range_md,
+    read_summary,
+    summary_mean,
+)
+from .stats_tables import DATASET_SHORT, call_md, ci, pts, pval, table_label
 
 
 # ---------------------------------------------------------------------- equal_budget.md
@@ -33,21 +45,29 @@ def selection(results: Path, readme: bool = False) -> str:
     fold_of = _fold_of_scans(results)
     folds = sorted({fold_of.get(s) for s in scans if s in fold_of})
     scan_text = ", ".join(scans)
-    where = (f"scan{'s' * (len(scans) > 1)} {scan_text}, a test scan of fold {', '.join(map(str, folds))} of the "
-             f"5-fold protocol" if folds else f"scan {scan_text}")
+    where = (
+        f"scan{'s' * (len(scans) > 1)} {scan_text}, a test scan of fold {', '.join(map(str, folds))} of the "
+        f"5-fold protocol"
+        if folds
+        else f"scan {scan_text}"
+    )
 
     def trial(k):
-        return (f"{num(100 * avg[k]['mean_dice'], 2)}: CRAPNet {num(100 * rows[(k, 'crapnet')]['mean_dice'], 2)}, "
-                f"SSL-ALPNet {num(100 * rows[(k, 'alpnet')]['mean_dice'], 2)}")
+        return (
+            f"{num(100 * avg[k]['mean_dice'], 2)}: CRAPNet {num(100 * rows[(k, 'crapnet')]['mean_dice'], 2)}, "
+            f"SSL-ALPNet {num(100 * rows[(k, 'alpnet')]['mean_dice'], 2)}"
+        )
 
-    text = (f"The `lite` profile was chosen on one validation scan held out of the training of CHAOS fold 0 "
-            f"({where}), by a rule fixed before running (`results/select_lite/trials.md`): {chosen} "
-            f"(method-averaged validation Dice {trial(chosen)}) against {other} ({trial(other)}), at an equal budget. "
-            f"The choice rested on this one scan, and the difference between the candidates came from one method "
-            f"(SSL-ALPNet scored {num(100 * rows[(chosen, 'alpnet')]['mean_dice'], 2)} and "
-            f"{num(100 * rows[(other, 'alpnet')]['mean_dice'], 2)}). The validation scan was held out of fold 0's "
-            f"training only; as a test scan of fold {', '.join(map(str, folds)) or '?'} it also enters the 5-fold "
-            "means (a different model tests it there).")
+    text = (
+        f"The `lite` profile was chosen on one validation scan held out of the training of CHAOS fold 0 "
+        f"({where}), by a rule fixed before running (`results/select_lite/trials.md`): {chosen} "
+        f"(method-averaged validation Dice {trial(chosen)}) against {other} ({trial(other)}), at an equal budget. "
+        f"The choice rested on this one scan, and the difference between the candidates came from one method "
+        f"(SSL-ALPNet scored {num(100 * rows[(chosen, 'alpnet')]['mean_dice'], 2)} and "
+        f"{num(100 * rows[(other, 'alpnet')]['mean_dice'], 2)}). The validation scan was held out of fold 0's "
+        f"training only; as a test scan of fold {', '.join(map(str, folds)) or '?'} it also enters the 5-fold "
+        "means (a different model tests it there)."
+    )
     return text + "\n"
 
 
@@ -62,24 +82,47 @@ def _fold_of_scans(results: Path) -> dict[str, int]:
 
 def main_text(results: Path, an: Mapping) -> str:
     fam = an["families"]["main"]
-    e = {(ds, a, b): find_comparison(an, "main", f"{ds}_setting1_{a}_lite", f"{ds}_setting1_{b}_lite")
-         for ds in ("chaos", "sabs") for a, b in (("crapnet", "alpnet"), ("crapnet", "panet"), ("alpnet", "panet"))}
+    e = {
+        (ds, a, b): find_comparison(an, "main", f"{ds}_setting1_{a}_lite", f"{ds}_setting1_{b}_lite")
+        for ds in ("chaos", "sabs")
+        for a, b in (("crapnet", "alpnet"), ("crapnet", "panet"), ("alpnet", "panet"))
+    }
     c = calls_by_call(fam)
     ca, sa = e[("chaos", "crapnet", "alpnet")], e[("sabs", "crapnet", "alpnet")]
-    lines = [f"CRAPNet − SSL-ALPNet, three seeds, is {diff_md(ca)} on CHAOS and {diff_md(sa)} on Synapse CT "
-             "(Dice points, fold-level 95 % interval, call)."]
+    lines = [
+        f"CRAPNet − SSL-ALPNet, three seeds, is {diff_md(ca)} on CHAOS and {diff_md(sa)} on Synapse CT "
+        "(Dice points, fold-level 95 % interval, call)."
+    ]
     n_res, n_weak = len(c["resolved"]), len(c["weak"])
-    lines.append(f"Of the {fam['m']} comparisons of the family, {count_md(n_res, 'resolved')} and {count_md(n_weak, 'weak')}" + (": " + "; ".join(f"{comparison_name(x)} on {comparison_where(x)} ({diff_md(x)})" for x in c["resolved"] + c["weak"])
-                                     if n_res + n_weak else "") + ".")
-    flipped = [x for k, x in e.items() if x and entry_mean_row(x)["scan_ci_low"] is not None
-               and (entry_mean_row(x)["scan_ci_low"] > 0 or entry_mean_row(x)["scan_ci_high"] < 0) and x["call"] != "resolved"]
+    lines.append(
+        f"Of the {fam['m']} comparisons of the family, {count_md(n_res, 'resolved')} and {count_md(n_weak, 'weak')}"
+        + (
+            ": "
+            + "; ".join(
+                f"{comparison_name(x)} on {comparison_where(x)} ({diff_md(x)})" for x in c["resolved"] + c["weak"]
+            )
+            if n_res + n_weak
+            else ""
+        )
+        + "."
+    )
+    flipped = [
+        x
+        for k, x in e.items()
+        if x
+        and entry_mean_row(x)["scan_ci_low"] is not None
+        and (entry_mean_row(x)["scan_ci_low"] > 0 or entry_mean_row(x)["scan_ci_high"] < 0)
+        and x["call"] != "resolved"
+    ]
     for x in flipped:
         r = entry_mean_row(x)
-        lines.append(f"{comparison_name(x)} on {comparison_where(x)} was *resolved* by the per-scan test of the earlier pages "
-                     f"(per-scan interval {ci(r['scan_ci_low'], r['scan_ci_high'])}); at the fold level its interval is "
-                     f"{ci(r['ci_low'], r['ci_high'])}: the scans of a fold share one model (intra-fold correlation of "
-                     f"the paired differences {num(r['icc'], 2)}, design effect {num(r['design_effect'], 1)}), so the "
-                     "scans carry less information than as many independent ones.")
+        lines.append(
+            f"{comparison_name(x)} on {comparison_where(x)} was *resolved* by the per-scan test of the earlier pages "
+            f"(per-scan interval {ci(r['scan_ci_low'], r['scan_ci_high'])}); at the fold level its interval is "
+            f"{ci(r['ci_low'], r['ci_high'])}: the scans of a fold share one model (intra-fold correlation of "
+            f"the paired differences {num(r['icc'], 2)}, design effect {num(r['design_effect'], 1)}), so the "
+            "scans carry less information than as many independent ones."
+        )
     seeds_sd, folds_sd = [], []
     for ds in ("chaos", "sabs"):
         for m in ("crapnet", "alpnet", "panet"):
@@ -89,25 +132,39 @@ def main_text(results: Path, an: Mapping) -> str:
                 folds_sd.append(s["mean"]["dice_std_over_folds"]["mean"])
     bands = {k.split("/")[0]: v for k, v in an["bands"].items() if k.endswith("/lite") and v}
     if seeds_sd:
-        lines.append(f"The training seed moves a method's 5-fold mean by {range_md(seeds_sd, 1)} points (standard "
-                     f"deviation over three seeds), the folds by {range_md(folds_sd, 1)}.")
+        lines.append(
+            f"The training seed moves a method's 5-fold mean by {range_md(seeds_sd, 1)} points (standard "
+            f"deviation over three seeds), the folds by {range_md(folds_sd, 1)}."
+        )
     if bands:
         n_pairs = sum(len(b["pairs"]) for b in bands.values())
         n_fold = sum(p["excludes_zero"] for b in bands.values() for p in b["pairs"])
         n_scan = sum(p["scan_ci_low"] > 0 or p["scan_ci_high"] < 0 for b in bands.values() for p in b["pairs"])
-        lines.append("Compared with itself seed against seed, a method differs by up to "
-                     + " and ".join(f"{num(100 * b['max_abs_diff'], 2)} points on {DATASET_SHORT[d]}" for d, b in bands.items())
-                     + f"; of these {n_pairs} comparisons of equal methods the per-scan interval excludes 0 in {n_scan}, "
-                     f"the fold-level interval in {n_fold}. The seed band (the 95 % range of such a difference) is "
-                     + " and ".join(f"± {num(100 * b['band'], 2)} on {DATASET_SHORT[d]}" for d, b in bands.items())
-                     + ": no one-seed difference inside it is called resolved.")
-    organs = [r for r in (ca or {}).get("result", {}).get("rows", []) if r["organ"] != "mean" and r["call"] != "not resolved"]
+        lines.append(
+            "Compared with itself seed against seed, a method differs by up to "
+            + " and ".join(f"{num(100 * b['max_abs_diff'], 2)} points on {DATASET_SHORT[d]}" for d, b in bands.items())
+            + f"; of these {n_pairs} comparisons of equal methods the per-scan interval excludes 0 in {n_scan}, "
+            f"the fold-level interval in {n_fold}. The seed band (the 95 % range of such a difference) is "
+            + " and ".join(f"± {num(100 * b['band'], 2)} on {DATASET_SHORT[d]}" for d, b in bands.items())
+            + ": no one-seed difference inside it is called resolved."
+        )
+    organs = [
+        r for r in (ca or {}).get("result", {}).get("rows", []) if r["organ"] != "mean" and r["call"] != "not resolved"
+    ]
     if ca:
-        lines.append("By organ (Holm over the four organs), CRAPNet − SSL-ALPNet on CHAOS is "
-                     + ("; ".join(f"{r['organ'].replace('_', ' ')} "
-                                  f"{pts(r['mean_diff'])} {ci(r['ci_low'], r['ci_high'])}, {call_md(r['call'])}" for r in organs)
-                        if organs else "not resolved for any organ")
-                     + " (per-organ rows: `crapnet compare --family main`).")
+        lines.append(
+            "By organ (Holm over the four organs), CRAPNet − SSL-ALPNet on CHAOS is "
+            + (
+                "; ".join(
+                    f"{r['organ'].replace('_', ' ')} "
+                    f"{pts(r['mean_diff'])} {ci(r['ci_low'], r['ci_high'])}, {call_md(r['call'])}"
+                    for r in organs
+                )
+                if organs
+                else "not resolved for any organ"
+            )
+            + " (per-organ rows: `crapnet compare --family main`)."
+        )
     return " ".join(lines) + "\n"
 
 
@@ -115,7 +172,10 @@ def setting2_text(results: Path, an: Mapping) -> str:
     fam = an["families"]["setting2"]
     drops = []
     for m in ("crapnet", "alpnet", "panet"):
-        s1, s2 = summary_mean(read_summary(results, f"chaos_setting1_{m}_lite")), summary_mean(read_summary(results, f"chaos_setting2_{m}_lite"))
+        s1, s2 = (
+            summary_mean(read_summary(results, f"chaos_setting1_{m}_lite")),
+            summary_mean(read_summary(results, f"chaos_setting2_{m}_lite")),
+        )
         if s1 is not None and s2 is not None:
             drops.append(s1 - s2)
     ca = find_comparison(an, "setting2", "chaos_setting2_crapnet_lite", "chaos_setting2_alpnet_lite")
@@ -123,16 +183,28 @@ def setting2_text(results: Path, an: Mapping) -> str:
     c = calls_by_call(fam)
     text = []
     if drops:
-        text.append(f"On CHAOS, setting 2 costs every method {range_md(drops, 1)} points against setting 1 (fewer "
-                    "training slices, and none that show the test organ).")
-    text.append(f"CRAPNet − SSL-ALPNet is {diff_md(ca)} on CHAOS and CRAPNet − SSL-PANet {diff_md(cp)} (one seed each). "
-                f"Of the family's {fam['m']} comparisons, {count_md(len(c['resolved']), 'resolved')} and "
-                f"{count_md(len(c['weak']), 'weak')}.")
-    was = [x for x in fam["comparisons"] if x.get("result") and entry_mean_row(x)["scan_ci_low"] > 0 and x["call"] != "resolved"]
+        text.append(
+            f"On CHAOS, setting 2 costs every method {range_md(drops, 1)} points against setting 1 (fewer "
+            "training slices, and none that show the test organ)."
+        )
+    text.append(
+        f"CRAPNet − SSL-ALPNet is {diff_md(ca)} on CHAOS and CRAPNet − SSL-PANet {diff_md(cp)} (one seed each). "
+        f"Of the family's {fam['m']} comparisons, {count_md(len(c['resolved']), 'resolved')} and "
+        f"{count_md(len(c['weak']), 'weak')}."
+    )
+    was = [
+        x
+        for x in fam["comparisons"]
+        if x.get("result") and entry_mean_row(x)["scan_ci_low"] > 0 and x["call"] != "resolved"
+    ]
     if was:
-        text.append("The per-scan test had called " + ", ".join(f"{comparison_name(x)} on {comparison_where(x)}" for x in was)
-                    + " resolved; with the fold as the unit, Holm over the family and the seed band, "
-                    + ("none of them is" if len(was) > 1 else "it is not") + ".")
+        text.append(
+            "The per-scan test had called "
+            + ", ".join(f"{comparison_name(x)} on {comparison_where(x)}" for x in was)
+            + " resolved; with the fold as the unit, Holm over the family and the seed band, "
+            + ("none of them is" if len(was) > 1 else "it is not")
+            + "."
+        )
     return " ".join(text) + "\n"
 
 
@@ -141,21 +213,30 @@ def decomposition_text(results: Path, an: Mapping) -> str:
     att, car = get("alpnet-attention", "alpnet"), get("alpnet-carafe", "alpnet")
     both, aligned = get("crapnet", "alpnet"), get("crapnet-aligned", "crapnet")
     out = []
-    for e, what in ((att, "The attention blocks added to SSL-ALPNet"), (car, "The CARAFE++ prototypes added to SSL-ALPNet")):
+    for e, what in (
+        (att, "The attention blocks added to SSL-ALPNet"),
+        (car, "The CARAFE++ prototypes added to SSL-ALPNet"),
+    ):
         if e is None:
             continue
         f = fold_diffs(results, e)
         sign = np.sign(entry_mean_row(e)["mean_diff"])
-        out.append(f"{what}: {diff_md(e)}; the per-fold differences run from {range_md(f, 1)} points, "
-                   f"{sum(np.sign(x) == sign for x in f)} of {len(f)} folds in the direction of the mean.")
+        out.append(
+            f"{what}: {diff_md(e)}; the per-fold differences run from {range_md(f, 1)} points, "
+            f"{sum(np.sign(x) == sign for x in f)} of {len(f)} folds in the direction of the mean."
+        )
     if both:
         f = fold_diffs(results, both)
-        out.append(f"CRAPNet, which has both, against SSL-ALPNet (seed 0): {diff_md(both)} (per fold {range_md(f, 1)}).")
+        out.append(
+            f"CRAPNet, which has both, against SSL-ALPNet (seed 0): {diff_md(both)} (per fold {range_md(f, 1)})."
+        )
     if aligned:
         out.append(f"Aligning the CARAFE++ window with the cell it summarises: {diff_md(aligned)} against CRAPNet.")
-    out.append("All five rows are training seed 0 of one commit, compared seed 0 against seed 0 (the family's "
-               "seed band applies). The figure with one line per fold is in the *Component decomposition* section of "
-               "the [results page](results.md).")
+    out.append(
+        "All five rows are training seed 0 of one commit, compared seed 0 against seed 0 (the family's "
+        "seed band applies). The figure with one line per fold is in the *Component decomposition* section of "
+        "the [results page](results.md)."
+    )
     return " ".join(out) + "\n"
 
 
@@ -177,7 +258,7 @@ def diagnostics(results: Path, table: str = "chaos_setting1_crapnet_lite") -> st
     full = var[var.variant.str.startswith("full")].set_index("fold")
     byp = var[var.variant.str.startswith("attention bypassed")].set_index("fold")
     lit = var[var.variant.str.startswith("Eq. 14-16")].set_index("fold")
-    gain = (byp["Mean"] - full["Mean"])
+    gain = byp["Mean"] - full["Mean"]
     organ_gain = [byp[o].mean() - full[o].mean() for o in ("LK", "RK", "Spleen", "Liver")]
     protos = pd.read_csv(root / "prototypes.csv")
     pt = protos[protos.source == "test pairs"].groupby("organ")["local fg prototypes"].mean()
@@ -202,36 +283,54 @@ def diagnostics(results: Path, table: str = "chaos_setting1_crapnet_lite") -> st
         "models, outside the declared families, so no call); reading Eq. 14–16 literally (global prototype and "
         f"scores from x) gives {num(lit['Mean'].mean(), 2)}.\n"
         "- **Local foreground prototypes are rare** even at the paper's 8 × 8 grid: a test support slice gives on "
-        "average " + ", ".join(f"{num(v, 1)} valid local {o.replace('_', ' ')}" for o, v in pt.items() if v > 0)
+        "average "
+        + ", ".join(f"{num(v, 1)} valid local {o.replace('_', ' ')}" for o, v in pt.items() if v > 0)
         + (f" prototypes and none for the {' or the '.join(none)}" if none else " prototypes")
-        + " (the 0.95 rule), so for an organ without one CRAPNet's foreground is the global prototype alone.\n")
+        + " (the 0.95 rule), so for an organ without one CRAPNet's foreground is the global prototype alone.\n"
+    )
 
 
 def explain(results: Path, an: Mapping) -> str:
     att = find_comparison(an, "decomposition", "chaos_setting1_alpnet-attention_lite", "chaos_setting1_alpnet_lite")
     car = find_comparison(an, "decomposition", "chaos_setting1_alpnet-carafe_lite", "chaos_setting1_alpnet_lite")
-    main = [e for e in an["families"]["main"]["comparisons"] if e.get("result") and "crapnet" in e["a"] and "_alpnet_" in e["b"]]
+    main = [
+        e
+        for e in an["families"]["main"]["comparisons"]
+        if e.get("result") and "crapnet" in e["a"] and "_alpnet_" in e["b"]
+    ]
     s2 = find_comparison(an, "setting2", "chaos_setting2_crapnet_lite", "chaos_setting2_alpnet_lite")
-    parts = ["At about 650 self-supervised steps from random initialisation the attention blocks have not learned a "
-             "selective support–query correspondence (near-uniform attention, few consistent cycles)."]
+    parts = [
+        "At about 650 self-supervised steps from random initialisation the attention blocks have not learned a "
+        "selective support–query correspondence (near-uniform attention, few consistent cycles)."
+    ]
     if att:
-        parts.append(f"Added to SSL-ALPNet they lower its Dice ({diff_md(att)}); bypassing them in the trained CRAPNet "
-                     "models raises it (above).")
+        parts.append(
+            f"Added to SSL-ALPNet they lower its Dice ({diff_md(att)}); bypassing them in the trained CRAPNet "
+            "models raises it (above)."
+        )
     if car:
-        parts.append(f"The learned CARAFE++ prototypes move SSL-ALPNet by {diff_md(car)}"
-                     + ("" if car["call"] == "resolved" else ": a gain this study cannot separate from fold and seed "
-                        "noise") + ".")
+        parts.append(
+            f"The learned CARAFE++ prototypes move SSL-ALPNet by {diff_md(car)}"
+            + ("" if car["call"] == "resolved" else ": a gain this study cannot separate from fold and seed noise")
+            + "."
+        )
     if main:
         calls = {e["call"] for e in main}
-        parts.append("CRAPNet ends level with SSL-ALPNet in setting 1 on both datasets (" + "; ".join(
-            f"{comparison_where(e)}: {diff_md(e)}" for e in main) + ")" if calls == {"not resolved"} else
-            "CRAPNet − SSL-ALPNet in setting 1: " + "; ".join(f"{comparison_where(e)}: {diff_md(e)}" for e in main))
+        parts.append(
+            "CRAPNet ends level with SSL-ALPNet in setting 1 on both datasets ("
+            + "; ".join(f"{comparison_where(e)}: {diff_md(e)}" for e in main)
+            + ")"
+            if calls == {"not resolved"}
+            else "CRAPNet − SSL-ALPNet in setting 1: " + "; ".join(f"{comparison_where(e)}: {diff_md(e)}" for e in main)
+        )
         parts[-1] += "."
     if s2:
         parts.append(f"In CHAOS setting 2 (one seed) CRAPNet − SSL-ALPNet is {diff_md(s2)}.")
-    parts.append("The diagnostics and the decomposition are measured on CHAOS setting 1 only. What this does **not** "
-                 "show: whether the attention helps with COCO-pretrained features and the paper's training, which needs "
-                 "the `paper` profile on a GPU (`benchmarks/gpu_check.sh`).")
+    parts.append(
+        "The diagnostics and the decomposition are measured on CHAOS setting 1 only. What this does **not** "
+        "show: whether the attention helps with COCO-pretrained features and the paper's training, which needs "
+        "the `paper` profile on a GPU (`benchmarks/gpu_check.sh`)."
+    )
     return " ".join(parts) + "\n"
 
 
@@ -256,10 +355,18 @@ def budget_text(results: Path) -> str:
     gain = {m: 100 * (c[last]["mean"] - c[first]["mean"]) for m, c in curves.items()}
     by_mid = {m: 100 * (c[mid]["mean"] - c[first]["mean"]) / gain[m] for m, c in curves.items()}
     gap = {s: 100 * (curves["crapnet"][s]["mean"] - curves["alpnet"][s]["mean"]) for s in steps}
-    lite = {m: (read_summary(results, f"chaos_setting1_{m}_lite", seed=0) or {}).get("per_fold", {}).get("0", {}).get("dice", {}).get("mean")
-            for m in curves}
-    organs = ", ".join(f"{o.replace('_', ' ')} {num(100 * curves['crapnet'][last][o], 1)} / {num(100 * curves['alpnet'][last][o], 1)}"
-                       for o in ("left_kidney", "right_kidney", "spleen", "liver"))
+    lite = {
+        m: (read_summary(results, f"chaos_setting1_{m}_lite", seed=0) or {})
+        .get("per_fold", {})
+        .get("0", {})
+        .get("dice", {})
+        .get("mean")
+        for m in curves
+    }
+    organs = ", ".join(
+        f"{o.replace('_', ' ')} {num(100 * curves['crapnet'][last][o], 1)} / {num(100 * curves['alpnet'][last][o], 1)}"
+        for o in ("left_kidney", "right_kidney", "spleen", "liver")
+    )
     ahead = all(g > 0 for g in gap.values())
     return (
         f"For comparison, the `lite` tables' seed-0 fold-0 models (650 steps) scored {num(100 * lite['crapnet'], 2)} "
@@ -268,12 +375,14 @@ def budget_text(results: Path) -> str:
         f"{num(100 * curves['crapnet'][last]['mean'], 1)}) and SSL-ALPNet {num(gain['alpnet'], 1)} "
         f"({num(100 * curves['alpnet'][first]['mean'], 1)} → {num(100 * curves['alpnet'][last]['mean'], 1)}), "
         f"{num(100 * by_mid['crapnet'], 0)} % and {num(100 * by_mid['alpnet'], 0)} % of it by {mid:,} steps. "
-        f"CRAPNet − SSL-ALPNet is " + ", ".join(f"{pts(g / 100)} at {s:,}" for s, g in gap.items())
+        f"CRAPNet − SSL-ALPNet is "
+        + ", ".join(f"{pts(g / 100)} at {s:,}" for s, g in gap.items())
         + f" steps{' (CRAPNet ahead at every checkpoint)' if ahead else ''}; by organ at {last:,} steps (CRAPNet / "
         f"SSL-ALPNet): {organs}. One fold and its four test scans cannot resolve these differences (no fold-level "
         "interval exists for one fold), so the curve does not say that either method wins with more training; it "
         "shows that the `lite` budget is far from converged for both, so the equal-budget tables compare "
-        "early-training models.\n")
+        "early-training models.\n"
+    )
 
 
 # ---------------------------------------------------------------------- ablations.md, results.md
@@ -288,24 +397,40 @@ def ablations_text(results: Path, an: Mapping) -> str:
     others = [p3[5][-1] - v[-1] for k, v in p3.items() if k != 5]
     drop = PUBLISHED["table4"][2][-1] - PUBLISHED["table4"][1][-1]
     band = next((v for k, v in an["bands"].items() if k == "chaos/lite" and v), None)
-    text = [f"At this budget (CHAOS setting 1, `lite`, seed 0), of the {len(done)} ablation comparisons "
-            f"{count_md(len(c['resolved']), 'resolved')} and {count_md(len(c['weak']), 'weak')}"
-            + (": " + "; ".join(f"{comparison_name(e)} {diff_md(e)}" for e in c["resolved"] + c["weak"]) if c["resolved"] + c["weak"] else "")
-            + "."]
+    text = [
+        f"At this budget (CHAOS setting 1, `lite`, seed 0), of the {len(done)} ablation comparisons "
+        f"{count_md(len(c['resolved']), 'resolved')} and {count_md(len(c['weak']), 'weak')}"
+        + (
+            ": " + "; ".join(f"{comparison_name(e)} {diff_md(e)}" for e in c["resolved"] + c["weak"])
+            if c["resolved"] + c["weak"]
+            else ""
+        )
+        + "."
+    ]
     if nr:
-        text.append(f"The differences not resolved run from {pts(min(nr))} to {pts(max(nr))} points"
-                    + (f", inside the CHAOS seed band of ± {num(100 * band['band'], 2)}" if band and max(abs(x) for x in nr) <= band["band"] else "")
-                    + ".")
+        text.append(
+            f"The differences not resolved run from {pts(min(nr))} to {pts(max(nr))} points"
+            + (
+                f", inside the CHAOS seed band of ± {num(100 * band['band'], 2)}"
+                if band and max(abs(x) for x in nr) <= band["band"]
+                else ""
+            )
+            + "."
+        )
     for e in done:
         r = entry_mean_row(e)
         if "blocks15" in e["a"] and e["call"] != "resolved" and r["scan_ci_high"] < 0:
-            text.append(f"Fifteen blocks ({diff_md(e)}) were *resolved* by the per-scan test (per-scan interval "
-                        f"{ci(r['scan_ci_low'], r['scan_ci_high'])}); at the fold level, with Holm over the six "
-                        "comparisons, they are not.")
-    text.append(f"The paper reports its best result with 5 blocks ({num(min(others), 1)}–{num(max(others), 1)} points above "
-                f"the other counts) and a drop of {num(drop, 1)} points with one branch; neither effect is resolved here, "
-                "where the attention as a whole does not yet help ([equal-budget study](equal_budget.md)), so a flat "
-                "Table 3 at `lite` does not say that the paper's 5-block optimum is wrong at the paper's budget.")
+            text.append(
+                f"Fifteen blocks ({diff_md(e)}) were *resolved* by the per-scan test (per-scan interval "
+                f"{ci(r['scan_ci_low'], r['scan_ci_high'])}); at the fold level, with Holm over the six "
+                "comparisons, they are not."
+            )
+    text.append(
+        f"The paper reports its best result with 5 blocks ({num(min(others), 1)}–{num(max(others), 1)} points above "
+        f"the other counts) and a drop of {num(drop, 1)} points with one branch; neither effect is resolved here, "
+        "where the attention as a whole does not yet help ([equal-budget study](equal_budget.md)), so a flat "
+        "Table 3 at `lite` does not say that the paper's 5-block optimum is wrong at the paper's budget."
+    )
     return " ".join(text) + "\n"
 
 
@@ -315,41 +440,78 @@ def methods_text(results: Path, an: Mapping) -> str:
     def m(ds, st, k):
         return summary_mean(read_summary(results, f"{ds}_setting{st}_{k}_lite"))
 
-    init = [m(ds, st, "alpnet_init") for ds in ("chaos", "sabs") for st in (1, 2) if m(ds, st, "alpnet_init") is not None]
-    paper_init = [PUBLISHED["table2"][ds]["ALPNet-init"][-1] for ds in ("chaos", "sabs") if "ALPNet-init" in PUBLISHED["table2"][ds]]
-    trained = [m(ds, st, k) for ds in ("chaos", "sabs") for st in (1, 2)
-               for k in ("alpnet_sup", "panet", "alpnet", "crapnet", "adnet", "qnet") if m(ds, st, k) is not None]
+    init = [
+        m(ds, st, "alpnet_init") for ds in ("chaos", "sabs") for st in (1, 2) if m(ds, st, "alpnet_init") is not None
+    ]
+    paper_init = [
+        PUBLISHED["table2"][ds]["ALPNet-init"][-1]
+        for ds in ("chaos", "sabs")
+        if "ALPNet-init" in PUBLISHED["table2"][ds]
+    ]
+    trained = [
+        m(ds, st, k)
+        for ds in ("chaos", "sabs")
+        for st in (1, 2)
+        for k in ("alpnet_sup", "panet", "alpnet", "crapnet", "adnet", "qnet")
+        if m(ds, st, k) is not None
+    ]
     fam = an["families"]["methods"]
-    sup = {(ds, st): find_comparison(an, "methods", f"{ds}_setting{st}_alpnet_sup_lite", f"{ds}_setting{st}_crapnet_lite")
-           for ds in ("chaos", "sabs") for st in (1, 2)}
-    gaps = {k: [PUBLISHED[f"table{st}"][ds][METHOD_LABELS[k]][-1] - 100 * m(ds, st, k) for ds in ("chaos", "sabs") for st in (1, 2)
-                if m(ds, st, k) is not None] for k in ("alpnet", "crapnet", "panet")}
-    sup_gap = [(PUBLISHED[f"table{st}"][ds]["ALPNet"][-1], m(ds, st, "alpnet_sup")) for ds in ("chaos", "sabs") for st in (1, 2)]
+    sup = {
+        (ds, st): find_comparison(an, "methods", f"{ds}_setting{st}_alpnet_sup_lite", f"{ds}_setting{st}_crapnet_lite")
+        for ds in ("chaos", "sabs")
+        for st in (1, 2)
+    }
+    gaps = {
+        k: [
+            PUBLISHED[f"table{st}"][ds][METHOD_LABELS[k]][-1] - 100 * m(ds, st, k)
+            for ds in ("chaos", "sabs")
+            for st in (1, 2)
+            if m(ds, st, k) is not None
+        ]
+        for k in ("alpnet", "crapnet", "panet")
+    }
+    sup_gap = [
+        (PUBLISHED[f"table{st}"][ds]["ALPNet"][-1], m(ds, st, "alpnet_sup"))
+        for ds in ("chaos", "sabs")
+        for st in (1, 2)
+    ]
     later = [e for e in fam["comparisons"] if e.get("result") and any(x in e["a"] for x in ("_adnet_", "_qnet_"))]
     c = calls_by_call(fam)
-    text = [f"One training seed for each method except the three-seed setting-1 rows of CRAPNet, SSL-ALPNet and "
-            f"SSL-PANet; every comparison with CRAPNet here is seed 0 against seed 0, in the *other methods* family "
-            f"({fam['m']} comparisons, Holm; {len(c['resolved'])} resolved, {len(c['weak'])} weak, "
-            f"{len(c['not resolved'])} not resolved, {len(c['missing'])} not run yet)."]
+    text = [
+        f"One training seed for each method except the three-seed setting-1 rows of CRAPNet, SSL-ALPNet and "
+        f"SSL-PANet; every comparison with CRAPNet here is seed 0 against seed 0, in the *other methods* family "
+        f"({fam['m']} comparisons, Holm; {len(c['resolved'])} resolved, {len(c['weak'])} weak, "
+        f"{len(c['not resolved'])} not resolved, {len(c['missing'])} not run yet)."
+    ]
     if init:
-        text.append(f"The untrained network (ALPNet-init) scores {range_md(init, 0)}"
-                    + (f", near the paper's {min(paper_init):.0f}–{max(paper_init):.0f} for a COCO-initialised one in setting 2"
-                       if paper_init else "")
-                    + f", so the other trained methods' {range_md(trained, 0)} (SSL-RPNet aside, below) are learned; its "
-                    "setting-1 and setting-2 numbers are equal because it never sees the training scans.")
-    text.append("The supervised ALPNet, trained on the manual labels of the organs not tested, against CRAPNet: "
-                + "; ".join(f"{DATASET_SHORT[ds]} setting {st} {diff_md(e)}" for (ds, st), e in sup.items() if e)
-                + ". Its means are close to the paper's supervised row ("
-                + ", ".join(f"{num(100 * ours, 1)} against {paper:.1f}" for paper, ours in sup_gap if ours is not None)
-                + "), while SSL-ALPNet and CRAPNet stay "
-                + f"{min(gaps['alpnet'] + gaps['crapnet']):.0f}–{max(gaps['alpnet'] + gaps['crapnet']):.0f} points below "
-                f"their published rows (SSL-PANet {min(gaps['panet']):.0f}–{max(gaps['panet']):.0f}). At this budget, then, "
-                "superpixel self-supervision has not overtaken supervision from other organs' labels; the paper's central "
-                "premise needs the training that `lite` does not give.")
+        text.append(
+            f"The untrained network (ALPNet-init) scores {range_md(init, 0)}"
+            + (
+                f", near the paper's {min(paper_init):.0f}–{max(paper_init):.0f} for a COCO-initialised one in setting 2"
+                if paper_init
+                else ""
+            )
+            + f", so the other trained methods' {range_md(trained, 0)} (SSL-RPNet aside, below) are learned; its "
+            "setting-1 and setting-2 numbers are equal because it never sees the training scans."
+        )
+    text.append(
+        "The supervised ALPNet, trained on the manual labels of the organs not tested, against CRAPNet: "
+        + "; ".join(f"{DATASET_SHORT[ds]} setting {st} {diff_md(e)}" for (ds, st), e in sup.items() if e)
+        + ". Its means are close to the paper's supervised row ("
+        + ", ".join(f"{num(100 * ours, 1)} against {paper:.1f}" for paper, ours in sup_gap if ours is not None)
+        + "), while SSL-ALPNet and CRAPNet stay "
+        + f"{min(gaps['alpnet'] + gaps['crapnet']):.0f}–{max(gaps['alpnet'] + gaps['crapnet']):.0f} points below "
+        f"their published rows (SSL-PANet {min(gaps['panet']):.0f}–{max(gaps['panet']):.0f}). At this budget, then, "
+        "superpixel self-supervision has not overtaken supervision from other organs' labels; the paper's central "
+        "premise needs the training that `lite` does not give."
+    )
     if later:
-        text.append("ADNet and Q-Net, the later methods with one foreground prototype and a learned or query-predicted "
-                    "threshold, against CRAPNet: " + "; ".join(f"{table_label(e['a'])} {comparison_where(e)} {diff_md(e)}" for e in later)
-                    + ". Their CHAOS means are also below SSL-PANet's (not tested).")
+        text.append(
+            "ADNet and Q-Net, the later methods with one foreground prototype and a learned or query-predicted "
+            "threshold, against CRAPNet: "
+            + "; ".join(f"{table_label(e['a'])} {comparison_where(e)} {diff_md(e)}" for e in later)
+            + ". Their CHAOS means are also below SSL-PANet's (not tested)."
+        )
     text.append("SSL-RPNet has no setting-2 row yet (the paper has none; the run is queued last).")
     return " ".join(text) + "\n"
 
@@ -365,9 +527,14 @@ def rpnet_text(results: Path, an: Mapping) -> str:
     r650, r2k = rows("iterations.json"), rows("steps2000/iterations.json")
     b650, b2k = rows("cre_batch_stats/iterations.json"), rows("steps2000/cre_batch_stats/iterations.json")
     ref_iters = read_json(root / "iterations.json")["reference_eval_iters"]
-    alp = {k: read_json(root / p).get("alpnet_validation", {}).get("mean_dice")
-           for k, p in (("650", "iterations.json"), ("2000", "steps2000/iterations.json"))}
-    crap = {ds: find_comparison(an, "methods", f"{ds}_setting1_rpnet_lite", f"{ds}_setting1_crapnet_lite") for ds in ("chaos", "sabs")}
+    alp = {
+        k: read_json(root / p).get("alpnet_validation", {}).get("mean_dice")
+        for k, p in (("650", "iterations.json"), ("2000", "steps2000/iterations.json"))
+    }
+    crap = {
+        ds: find_comparison(an, "methods", f"{ds}_setting1_rpnet_lite", f"{ds}_setting1_crapnet_lite")
+        for ds in ("chaos", "sabs")
+    }
     init = {ds: summary_mean(read_summary(results, f"{ds}_setting1_alpnet_init_lite")) for ds in ("chaos", "sabs")}
     rp = {ds: read_summary(results, f"{ds}_setting1_rpnet_lite") for ds in ("chaos", "sabs")}
     from ..published import PUBLISHED
@@ -384,14 +551,21 @@ def rpnet_text(results: Path, an: Mapping) -> str:
 
     def pm(s):
         from ..engine.stats import fold_spread
+
         d = fold_spread(s)["mean"]
         return f"{num(100 * d['mean'], 2)} ± {num(100 * d['std'], 2)}"
 
     def fl(r):
         return f"{pts(r['mean_diff'], 1)} {ci(r['ci_low'], r['ci_high'], 1)} (fold-level p {pval(r['p'])})"
 
-    alp_txt = "" if None in alp.values() else (f", where SSL-ALPNet trained with the same steps scores "
-                                                f"{num(100 * alp['650'], 1)} and {num(100 * alp['2000'], 1)}")
+    alp_txt = (
+        ""
+        if None in alp.values()
+        else (
+            f", where SSL-ALPNet trained with the same steps scores "
+            f"{num(100 * alp['650'], 1)} and {num(100 * alp['2000'], 1)}"
+        )
+    )
     text = (
         f"**SSL-RPNet falls below the untrained network** (setting 1: CHAOS {pm(rp['chaos'])}, Synapse CT "
         f"{pm(rp['sabs'])}, against ALPNet-init's {num(100 * init['chaos'], 2)} / {num(100 * init['sabs'], 2)} and the "
@@ -409,36 +583,53 @@ def rpnet_text(results: Path, an: Mapping) -> str:
         "trained models normalise with the statistics of the batch at hand instead of the running estimates, the "
         f"refinement improves the mask as RPNet intends (650 steps: {num(b650[0], 1)} → {num(b650[max(b650)], 1)} after "
         f"{max(b650)} iterations; 2,000 steps: {num(b2k[0], 1)} → "
-        + ", ".join(f"{num(b2k[k], 1)} after {k}" for k in sorted(b2k) if k in (1, max(b2k))) + "). Why the running "
+        + ", ".join(f"{num(b2k[k], 1)} after {k}" for k in sorted(b2k) if k in (1, max(b2k)))
+        + "). Why the running "
         "estimates mislead we read, without a separate test, as their averaging over differently masked inputs in "
         "training. The reference evaluates in torch's eval mode as we do, so the table row follows the reference's "
-        "protocol.")
+        "protocol."
+    )
     if five:
-        text += (" With that one change, chosen on the validation scan, the *same* fold models score "
-                 + " and ".join(f"{pm(s)} on {DATASET_SHORT[ds]}" for ds, s in five.items())
-                 + " (`crapnet study analysis rpnet_batch_stats_{chaos,sabs}`; against the reference protocol "
-                 + ", ".join(f"{fl(r)}" for r in vs_ref.values()) + "; CRAPNet is ahead by "
-                 + ", ".join(f"{fl(r)}" for r in vs_crap.values())
-                 + "; fold-level analyses outside the declared families, so without a call). This second number is an "
-                 "analysis of the models, reported beside the table row, not a replacement for it.")
+        text += (
+            " With that one change, chosen on the validation scan, the *same* fold models score "
+            + " and ".join(f"{pm(s)} on {DATASET_SHORT[ds]}" for ds, s in five.items())
+            + " (`crapnet study analysis rpnet_batch_stats_{chaos,sabs}`; against the reference protocol "
+            + ", ".join(f"{fl(r)}" for r in vs_ref.values())
+            + "; CRAPNet is ahead by "
+            + ", ".join(f"{fl(r)}" for r in vs_crap.values())
+            + "; fold-level analyses outside the declared families, so without a call). This second number is an "
+            "analysis of the models, reported beside the table row, not a replacement for it."
+        )
     return text + "\n"
 
 
 # ---------------------------------------------------------------------- limitations, method, README
 def limitations_study(results: Path, an: Mapping) -> str:
-    main = [e for e in an["families"]["main"]["comparisons"] if e.get("result") and "_crapnet_" in e["a"] and "_alpnet_" in e["b"]]
-    s2 = [e for e in an["families"]["setting2"]["comparisons"] if e.get("result") and "_crapnet_" in e["a"] and "_alpnet_" in e["b"]]
+    main = [
+        e
+        for e in an["families"]["main"]["comparisons"]
+        if e.get("result") and "_crapnet_" in e["a"] and "_alpnet_" in e["b"]
+    ]
+    s2 = [
+        e
+        for e in an["families"]["setting2"]["comparisons"]
+        if e.get("result") and "_crapnet_" in e["a"] and "_alpnet_" in e["b"]
+    ]
     calls1 = sorted({e["call"] for e in main})
-    text = (f"**What the equal-budget study can and cannot say.** At the `lite` budget CRAPNet − SSL-ALPNet in setting 1 "
-            f"is {' / '.join(calls1)} on " + " and ".join(f"{DATASET_SHORT[e['result']['dataset']]} ({diff_md(e)})" for e in main)
-            + "; in setting 2 (one seed) it is " + " and ".join(f"{diff_md(e)} on {DATASET_SHORT[e['result']['dataset']]}" for e in s2)
-            + ". "
-            "The diagnostics show why the attention does not help there: it stays nearly uniform and its small residual "
-            "lowers the Dice at test ([the equal-budget study](equal_budget.md)). This says nothing about the paper's "
-            "regime (COCO-pretrained ResNet-101, 100,000 steps), which needs a GPU. The setting-1 comparison of CRAPNet, "
-            "SSL-ALPNet and SSL-PANet uses three training seeds, every other table one; the comparisons treat the fold "
-            "as the unit (the scans of a fold share a model), correct for multiplicity within declared families and "
-            "hold one-seed differences to the seed band (the rule: `results/README.md`).")
+    text = (
+        f"**What the equal-budget study can and cannot say.** At the `lite` budget CRAPNet − SSL-ALPNet in setting 1 "
+        f"is {' / '.join(calls1)} on "
+        + " and ".join(f"{DATASET_SHORT[e['result']['dataset']]} ({diff_md(e)})" for e in main)
+        + "; in setting 2 (one seed) it is "
+        + " and ".join(f"{diff_md(e)} on {DATASET_SHORT[e['result']['dataset']]}" for e in s2)
+        + ". "
+        "The diagnostics show why the attention does not help there: it stays nearly uniform and its small residual "
+        "lowers the Dice at test ([the equal-budget study](equal_budget.md)). This says nothing about the paper's "
+        "regime (COCO-pretrained ResNet-101, 100,000 steps), which needs a GPU. The setting-1 comparison of CRAPNet, "
+        "SSL-ALPNet and SSL-PANet uses three training seeds, every other table one; the comparisons treat the fold "
+        "as the unit (the scans of a fold share a model), correct for multiplicity within declared families and "
+        "hold one-seed differences to the seed band (the rule: `results/README.md`)."
+    )
     return text + "\n"
 
 
@@ -458,8 +649,13 @@ def choices(results: Path) -> str:
         f"of the training of fold 0; {'it is a test scan' if len(scans) == 1 else 'they are test scans'} of fold "
         f"{', '.join(sorted({str(fold_of.get(s, '?')) for s in scans}))}, so {'it enters' if len(scans) == 1 else 'they enter'} "
         "the 5-fold means (tested there by another model). The choice rested on that one scan"
-        + (" (the converged budget's rule, `results/select_converged/rule.md`, holds out several validation scans and "
-           "names the fold whose test set holds them)" if conv.is_file() else "") + ".\n"
+        + (
+            " (the converged budget's rule, `results/select_converged/rule.md`, holds out several validation scans and "
+            "names the fold whose test set holds them)"
+            if conv.is_file()
+            else ""
+        )
+        + ".\n"
         f"- **CARAFE++ window at reduced size.** `lite` keeps the paper's {lite.model.carafe_kernel} × "
         f"{lite.model.carafe_kernel} reassembly kernel at σ = {lite.model.carafe_factor} ({lite.data.input_size} px "
         f"input; the paper: σ = {paper.model.carafe_factor} at {paper.data.input_size} px): the window spans the same "
@@ -471,7 +667,8 @@ def choices(results: Path) -> str:
         "SSL-ALPNet's 0.95 rule (a cell is a foreground prototype when at least 0.95 of it is foreground); the paper "
         "calls the CARAFE++ output the global prototype.\n"
         "- **The normaliser of Eq. 1.** C(x) runs over the support pixels only; the paper writes the concatenation of "
-        "support and query features.\n")
+        "support and query features.\n"
+    )
 
 
 def paper_gap(results: Path, an: Mapping) -> str:
@@ -483,16 +680,21 @@ def paper_gap(results: Path, an: Mapping) -> str:
         for k in ("crapnet", "alpnet", "panet"):
             s = read_summary(results, f"{ds}_setting1_{k}_lite")
             if s:
-                cells.append(f"{METHOD_LABELS[k]} {num(100 * summary_mean(s), 2)} vs {PUBLISHED['table1'][ds][METHOD_LABELS[k]][-1]:.2f}")
+                cells.append(
+                    f"{METHOD_LABELS[k]} {num(100 * summary_mean(s), 2)} vs {PUBLISHED['table1'][ds][METHOD_LABELS[k]][-1]:.2f}"
+                )
         parts.append(f"{DATASET_SHORT[ds]} setting 1: " + ", ".join(cells))
     main = [e for e in an["families"]["main"]["comparisons"] if e.get("result")]
-    return ("Our `lite` numbers are far below the paper's for every method of Tables 1–2 (mean Dice, three seeds; "
-            + "; ".join(parts) + "). This is expected and is not a reproduction of the paper's numbers: random "
-            "initialisation instead of COCO-pretrained DeepLabV3 weights, 650 steps instead of 100,000, and a ResNet-18 "
-            "stem + layer1-2 at 128 px instead of ResNet-101 at 256 px.\n\nUnder the declared rule (above): "
-            + "; ".join(f"{comparison_name(e)} on {comparison_where(e)} {diff_md(e)}" for e in main)
-            + ". The decomposition, the ablations and the other methods are in the tables above and in "
-            "`book/equal_budget.md`, `book/ablations.md` and `book/results.md`.\n")
+    return (
+        "Our `lite` numbers are far below the paper's for every method of Tables 1–2 (mean Dice, three seeds; "
+        + "; ".join(parts)
+        + "). This is expected and is not a reproduction of the paper's numbers: random "
+        "initialisation instead of COCO-pretrained DeepLabV3 weights, 650 steps instead of 100,000, and a ResNet-18 "
+        "stem + layer1-2 at 128 px instead of ResNet-101 at 256 px.\n\nUnder the declared rule (above): "
+        + "; ".join(f"{comparison_name(e)} on {comparison_where(e)} {diff_md(e)}" for e in main)
+        + ". The decomposition, the ablations and the other methods are in the tables above and in "
+        "`book/equal_budget.md`, `book/ablations.md` and `book/results.md`.\n"
+    )
 
 
 def rerun_text(results: Path) -> str:
@@ -511,40 +713,74 @@ def rerun_text(results: Path) -> str:
         if mean.get("committed") is None or mean.get("rerun") is None:
             continue
         machine = (f.get("committed_run_info") or {}).get("machine", "an unrecorded machine")
-        parts.append(f"`{f['sample']}` (table:seed:fold) was {num(100 * mean['committed'], 2)} when committed "
-                     f"({machine}) and reruns here to {num(100 * mean['rerun'], 2)} "
-                     f"({num(100 * (mean['rerun'] - mean['committed']), 2)} points)")
-    text = [f"`rerun_check/` holds `crapnet rerun-check`'s table (committed against rerun Dice of sampled folds, "
-            f"configs and hashes checked; run on {check.get('machine', '?')} at commit `{check.get('commit', '?')}`), "
-            "`kernels.md` (the same fold under lowered CPU kernel families, `benchmarks/rerun_kernels.py`) and "
-            "`diagnosis.md`."]
+        parts.append(
+            f"`{f['sample']}` (table:seed:fold) was {num(100 * mean['committed'], 2)} when committed "
+            f"({machine}) and reruns here to {num(100 * mean['rerun'], 2)} "
+            f"({num(100 * (mean['rerun'] - mean['committed']), 2)} points)"
+        )
+    text = [
+        f"`rerun_check/` holds `crapnet rerun-check`'s table (committed against rerun Dice of sampled folds, "
+        f"configs and hashes checked; run on {check.get('machine', '?')} at commit `{check.get('commit', '?')}`), "
+        "`kernels.md` (the same fold under lowered CPU kernel families, `benchmarks/rerun_kernels.py`) and "
+        "`diagnosis.md`."
+    ]
     if parts:
         text.append("Fold mean Dice: " + "; ".join(parts) + ".")
     kpath = folder / "kernels.json"
     if kpath.is_file():
         k = read_json(kpath)
-        vals = [100 * v["dice"]["mean"] for v in k.get("variants") or []
-                if isinstance(v, Mapping) and (v.get("dice") or {}).get("mean") is not None]
+        vals = [
+            100 * v["dice"]["mean"]
+            for v in k.get("variants") or []
+            if isinstance(v, Mapping) and (v.get("dice") or {}).get("mean") is not None
+        ]
         if vals:
-            text.append(f"On this machine, changing only the instruction set of torch's, oneDNN's and MKL's kernels "
-                        f"moves the same fold between {num(min(vals), 2)} and {num(max(vals), 2)} "
-                        f"({len(vals)} variants): the committed `lite` numbers depend on the CPU by a few Dice points "
-                        "per fold, not on the code or the package versions.")
+            text.append(
+                f"On this machine, changing only the instruction set of torch's, oneDNN's and MKL's kernels "
+                f"moves the same fold between {num(min(vals), 2)} and {num(max(vals), 2)} "
+                f"({len(vals)} variants): the committed `lite` numbers depend on the CPU by a few Dice points "
+                "per fold, not on the code or the package versions."
+            )
     text.append("Runs record their environment (`RUN/environment.json`, `run_info.json` → `environment`).")
     return " ".join(text) + "\n"
 
 
 def prose_blocks(results: Path, an: Mapping, repo: Path) -> dict[str, str]:
     """Every generated block of sentences (name -> Markdown)."""
-    return {"selection": selection(results), "selection_readme": selection(results, readme=True),
-            "main_text": main_text(results, an), "setting2_text": setting2_text(results, an),
-            "decomposition_text": decomposition_text(results, an), "diagnostics": diagnostics(results),
-            "diagnostics_converged": diagnostics(results, "chaos_setting1_crapnet_converged"),
-            "explain": explain(results, an), "budget_text": budget_text(results),
-            "ablations_text": ablations_text(results, an), "methods_text": methods_text(results, an),
-            "rpnet_text": rpnet_text(results, an), "limitations_study": limitations_study(results, an),
-            "choices": choices(results), "paper_gap": paper_gap(results, an), "rerun": rerun_text(results)}
+    return {
+        "selection": selection(results),
+        "selection_readme": selection(results, readme=True),
+        "main_text": main_text(results, an),
+        "setting2_text": setting2_text(results, an),
+        "decomposition_text": decomposition_text(results, an),
+        "diagnostics": diagnostics(results),
+        "diagnostics_converged": diagnostics(results, "chaos_setting1_crapnet_converged"),
+        "explain": explain(results, an),
+        "budget_text": budget_text(results),
+        "ablations_text": ablations_text(results, an),
+        "methods_text": methods_text(results, an),
+        "rpnet_text": rpnet_text(results, an),
+        "limitations_study": limitations_study(results, an),
+        "choices": choices(results),
+        "paper_gap": paper_gap(results, an),
+        "rerun": rerun_text(results),
+    }
 
 
-__all__ = ["prose_blocks", "selection", "main_text", "setting2_text", "decomposition_text", "diagnostics", "explain",
-           "budget_text", "ablations_text", "methods_text", "rpnet_text", "limitations_study", "choices", "paper_gap", "rerun_text"]
+__all__ = [
+    "prose_blocks",
+    "selection",
+    "main_text",
+    "setting2_text",
+    "decomposition_text",
+    "diagnostics",
+    "explain",
+    "budget_text",
+    "ablations_text",
+    "methods_text",
+    "rpnet_text",
+    "limitations_study",
+    "choices",
+    "paper_gap",
+    "rerun_text",
+]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..facts import DATASET_LABELS
 
@@ -50,9 +51,14 @@ def machine_description() -> str:
     return f"{platform.system()} {platform.machine()}, {cpu} ({cores} cores){mem}{gpu or ', no GPU'}"
 
 
-def provenance_md(profile: str, datasets: Sequence[str] | str, data_root: str | None = None,
-                  device: str | None = None, what: str = "The numbers on this page",
-                  extra: str | None = None) -> str:
+def provenance_md(
+    profile: str,
+    datasets: Sequence[str] | str,
+    data_root: str | None = None,
+    device: str | None = None,
+    what: str = "The numbers on this page",
+    extra: str | None = None,
+) -> str:
     """Markdown note naming the profile, data and machine that produced a page's numbers.
 
     Real datasets name their folder; the phantom gets a warning box saying it is synthetic.
@@ -91,8 +97,10 @@ def left_out_md(what: str, ran: Iterable[Any], full: Iterable[Any]) -> str:
     ran_text = ", ".join(map(str, ran)) or "none"
     if not missing:
         return f"**{what}:** all of {', '.join(map(str, full))} (as the paper)."
-    return (f"**{what}:** this build ran {ran_text}; the paper also has {', '.join(map(str, missing))}, "
-            "left out by this profile (see *This build*).")
+    return (
+        f"**{what}:** this build ran {ran_text}; the paper also has {', '.join(map(str, missing))}, "
+        "left out by this profile (see *This build*)."
+    )
 
 
 __all__ = ["machine_description", "provenance_md", "left_out_md"]

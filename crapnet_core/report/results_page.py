@@ -15,14 +15,24 @@ in the notebook itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..facts import DATASET_LABELS, FOLDS, SETTINGS
 from . import plots
 from .provenance import left_out_md, provenance_md
-from .tables import (PAPER, comparison_table, load_summaries, published_frame, published_notes_md, run_frame, styled,
-                     summaries_provenance, summary_frame)
+from .tables import (
+    PAPER,
+    comparison_table,
+    load_summaries,
+    published_frame,
+    published_notes_md,
+    run_frame,
+    styled,
+    summaries_provenance,
+    summary_frame,
+)
 
 
 def _display(*objs) -> None:
@@ -49,11 +59,21 @@ class ResultsPage:
     notebook is run by hand).
     """
 
-    def __init__(self, profile: str, datasets: Sequence[str] | None = None, data_root: str | None = None,
-                 results_dir: str | os.PathLike | None = None, results_profile: str = "lite",
-                 runs_root: str | os.PathLike | None = None, device: str = "auto",
-                 tables: Sequence[Mapping[str, Any]] = (), run_datasets: Sequence[str] = (), run_fold: int = 0,
-                 run_methods: Sequence[str] = (), interactive: bool = False) -> None:
+    def __init__(
+        self,
+        profile: str,
+        datasets: Sequence[str] | None = None,
+        data_root: str | None = None,
+        results_dir: str | os.PathLike | None = None,
+        results_profile: str = "lite",
+        runs_root: str | os.PathLike | None = None,
+        device: str = "auto",
+        tables: Sequence[Mapping[str, Any]] = (),
+        run_datasets: Sequence[str] = (),
+        run_fold: int = 0,
+        run_methods: Sequence[str] = (),
+        interactive: bool = False,
+    ) -> None:
         import pandas as pd
         from tqdm.auto import tqdm
 
@@ -66,7 +86,7 @@ class ResultsPage:
         if datasets is None:  # run by hand: the real data when $CRAPNET_DATA_ROOT holds it
             datasets = available_datasets(data_root or os.environ.get("CRAPNET_DATA_ROOT")) or ["phantom"]
         self.datasets = list(datasets)
-        parts = []            # long frames of our numbers, one per source
+        parts = []  # long frames of our numbers, one per source
         self.provenance_rows: list[tuple[str, str]] = []  # (short line, details HTML or Markdown) per source
 
         self.summaries = load_summaries(self.results_dir, profile=results_profile)
@@ -76,12 +96,15 @@ class ResultsPage:
             parts.append(committed)
             n = len(self.summaries)
             table = summaries_provenance(self.summaries).to_html(index=False, classes="dataframe", border=0)
-            self.provenance_rows.append((
-                f"**Committed cross-validation** ({n} summar{'y' if n == 1 else 'ies'}, profile `{results_profile}`, "
-                f"real data): `crapnet cross-validate` summaries under `{self.results_dir}`; commands, wall times and "
-                "machine in `results/README.md` and below.",
-                f'<details class="crapnet-provenance"><summary>Each committed summary: machine, wall time and exact '
-                f"command (from <code>run_info.json</code>)</summary>{table}</details>"))
+            self.provenance_rows.append(
+                (
+                    f"**Committed cross-validation** ({n} summar{'y' if n == 1 else 'ies'}, profile `{results_profile}`, "
+                    f"real data): `crapnet cross-validate` summaries under `{self.results_dir}`; commands, wall times and "
+                    "machine in `results/README.md` and below.",
+                    f'<details class="crapnet-provenance"><summary>Each committed summary: machine, wall time and exact '
+                    f"command (from <code>run_info.json</code>)</summary>{table}</details>",
+                )
+            )
 
         tables = [t for t in tables if t["dataset"] in self.datasets]  # a table of a dataset this build lacks: not here
         cv_sets = list(dict.fromkeys(t["dataset"] for t in tables))
@@ -90,13 +113,23 @@ class ResultsPage:
             # the runs shared under the book's runs_root (the one-fold pages and this reuse each other's
             # runs); nothing written besides the runs (the training is the engine's: cross_validate)
             data = [f"data.data_root={data_root}"] if data_root else []
-            summary = cross_validate(t["dataset"], t["setting"], t["method"], profile, self.runs_root,
-                                     [*overrides, *data], folds=t["folds"], progress=False, device=device,
-                                     write_summary=False)
+            summary = cross_validate(
+                t["dataset"],
+                t["setting"],
+                t["method"],
+                profile,
+                self.runs_root,
+                [*overrides, *data],
+                folds=t["folds"],
+                progress=False,
+                device=device,
+                write_summary=False,
+            )
             frame = summary_frame([summary])
             folds = t["folds"]
-            frame["source"] = (f"ours ({profile}, {t['dataset']}, fold{'s' if len(folds) > 1 else ''} "
-                               f"{', '.join(map(str, folds))})")
+            frame["source"] = (
+                f"ours ({profile}, {t['dataset']}, fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))})"
+            )
             parts.append(frame)
         for dataset in run_datasets:
             frames = []
@@ -113,21 +146,33 @@ class ResultsPage:
             if tables:
                 ran_folds = sorted({f for t in tables for f in t["folds"]})
                 ran_settings = sorted({int(t["setting"]) for t in tables})
-                details += ("\n\n" + left_out_md("Cross-validation folds", ran_folds, FOLDS) + "\n\n"
-                            + left_out_md("Settings", ran_settings, SETTINGS))
+                details += (
+                    "\n\n"
+                    + left_out_md("Cross-validation folds", ran_folds, FOLDS)
+                    + "\n\n"
+                    + left_out_md("Settings", ran_settings, SETTINGS)
+                )
             if run_datasets:
                 details += "\n\n" + left_out_md("Folds of this build's runs", [run_fold], FOLDS)
-            self.provenance_rows.append((
-                f"**This build's runs** (profile `{profile}`, {', '.join(self.shown)}): trained by this page or by "
-                "the one-fold pages of this build.", details))
+            self.provenance_rows.append(
+                (
+                    f"**This build's runs** (profile `{profile}`, {', '.join(self.shown)}): trained by this page or by "
+                    "the one-fold pages of this build.",
+                    details,
+                )
+            )
         self.ours = pd.concat(parts, ignore_index=True) if parts else None
 
     # ------------------------------------------------------------------ sections
     def warning(self) -> None:
         """The synthetic-data warning, on top of the page when this build's rows come from the phantom."""
         if "phantom" in self.shown:
-            _display(_md(":::{warning}\n**Synthetic data.** Rows of this build come from the built-in phantom, not "
-                         "from patients: they show that the pipeline runs end to end, nothing about real organs.\n:::"))
+            _display(
+                _md(
+                    ":::{warning}\n**Synthetic data.** Rows of this build come from the built-in phantom, not "
+                    "from patients: they show that the pipeline runs end to end, nothing about real organs.\n:::"
+                )
+            )
 
     def glance(self):
         """Mean Dice per method, ours next to the paper's (one panel per dataset and setting)."""
@@ -152,8 +197,13 @@ class ResultsPage:
                 caption += f" (published rows: {DATASET_LABELS[ref]}, for scale only)"
             _display(styled(t, caption))
             sources = [s for s in dict.fromkeys(t.index.get_level_values(1)) if not str(s).startswith("published")]
-            _display(_md(f"<small>Published: the paper's Table {setting} ({PAPER}). Ours: "
-                         + (", ".join(sources) if sources else "none") + " (see *Provenance* below).</small>"))
+            _display(
+                _md(
+                    f"<small>Published: the paper's Table {setting} ({PAPER}). Ours: "
+                    + (", ".join(sources) if sources else "none")
+                    + " (see *Provenance* below).</small>"
+                )
+            )
         note = published_notes_md(setting, refs)
         if note:
             _display(_md(note))
@@ -169,8 +219,11 @@ class ResultsPage:
         pub_all = pd.concat([published_frame(1), published_frame(2)], ignore_index=True)
         for (dataset, setting), frame in self.ours.groupby(["dataset", "setting"]):
             ref = "chaos" if dataset not in ("chaos", "sabs") else dataset
-            pub = pub_all[(pub_all.dataset == ref) & (pub_all.setting == setting)
-                          & pub_all.method_key.isin(frame.method_key.unique())]
+            pub = pub_all[
+                (pub_all.dataset == ref)
+                & (pub_all.setting == setting)
+                & pub_all.method_key.isin(frame.method_key.unique())
+            ]
             pub = pub.assign(source=f"published ({DATASET_LABELS[ref]})")
             both = pd.concat([pub, frame], ignore_index=True)
             plots.plot_organ_panels(both, title=f"{DATASET_LABELS.get(dataset, dataset)}, setting {setting}")
@@ -182,7 +235,9 @@ class ResultsPage:
         from . import collect, stats_tables
 
         if self.summaries:
-            analysis = collect.analysis(self.results_dir)  # cached in results/compare/analysis.json while its inputs are unchanged
+            analysis = collect.analysis(
+                self.results_dir
+            )  # cached in results/compare/analysis.json while its inputs are unchanged
             _display(_md(stats_tables.rule_md()))
             for fam in analysis["families"].values():
                 _display(_md(f"**{fam['title']}**. {fam['question']}\n\n" + stats_tables.family_table(fam)))

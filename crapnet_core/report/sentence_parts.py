@@ -9,13 +9,13 @@ fractions). Differences are shown in Dice points (0-100) with a true minus sign
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
-from .stats_tables import DATASET_SHORT, call_md, ci, minus, pts, table_label
 from ..io import read_json
+from .stats_tables import DATASET_SHORT, call_md, ci, minus, pts, table_label
 
 
 def entry_mean_row(e: Mapping) -> dict:

@@ -10,7 +10,8 @@ interval and Wilcoxon p (secondary: they treat the scans of a fold as independen
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..engine.decision import ALPHA, CORRECTION
 from ..facts import DATASET_SHORT, DATASET_TITLES, METHOD_LABELS, ORGAN_SHORT  # noqa: F401 (DATASET_SHORT re-exported)
@@ -19,9 +20,12 @@ ORGAN_NAMES = {**ORGAN_SHORT, "mean": "Mean"}
 #: Display names of the model variants of the decomposition and ablation tables (their method's
 #: name otherwise).
 VARIANT_LABELS = {
-    "alpnet-attention": "SSL-ALPNet + attention", "alpnet-carafe": "SSL-ALPNet + CARAFE++ prototypes",
-    "crapnet-aligned": "CRAPNet, aligned CARAFE++ window", "crapnet-onebranch": "CRAPNet, one branch",
-    "alpnet_sup": "ALPNet (supervised)", "crapnet-temp": "CRAPNet, learned temperatures",
+    "alpnet-attention": "SSL-ALPNet + attention",
+    "alpnet-carafe": "SSL-ALPNet + CARAFE++ prototypes",
+    "crapnet-aligned": "CRAPNet, aligned CARAFE++ window",
+    "crapnet-onebranch": "CRAPNet, one branch",
+    "alpnet_sup": "ALPNet (supervised)",
+    "crapnet-temp": "CRAPNet, learned temperatures",
     **{f"crapnet-blocks{n}": f"CRAPNet, {n} block{'s' * (n > 1)}" for n in (1, 5, 7, 9, 12, 15)},
 }
 
@@ -91,8 +95,19 @@ def band_text(entry: Mapping[str, Any]) -> str:
 def family_table(fam: Mapping[str, Any], show_where: bool = True) -> str:
     """Markdown table of an evaluated family (:func:`crapnet_core.engine.decision.evaluate_family`):
     one row per declared comparison (organ-mean row), "not run yet" rows included."""
-    head = ["A − B", *(["where"] if show_where else []), "seeds", "A − B (Dice points)", "95 % CI, folds", "p, folds",
-            f"p, {CORRECTION}", "seed band", "call", "95 % CI, per scan", "Wilcoxon p"]
+    head = [
+        "A − B",
+        *(["where"] if show_where else []),
+        "seeds",
+        "A − B (Dice points)",
+        "95 % CI, folds",
+        "p, folds",
+        f"p, {CORRECTION}",
+        "seed band",
+        "call",
+        "95 % CI, per scan",
+        "Wilcoxon p",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in fam["comparisons"]:
         name = f"{table_label(e['a'])} − {table_label(e['b'])}"
@@ -104,9 +119,19 @@ def family_table(fam: Mapping[str, Any], show_where: bool = True) -> str:
             continue
         res = e["result"]
         r = next(x for x in res["rows"] if x["organ"] == "mean")
-        cells = [name, *([where(res["dataset"], res["setting"])] if show_where else []), seeds_text(e),
-                 pts(r["mean_diff"]), ci(r["ci_low"], r["ci_high"]), pval(r["p"]), pval(e["p_holm"]), band_text(e),
-                 call_md(e["call"]), ci(r["scan_ci_low"], r["scan_ci_high"]), pval(r["p_wilcoxon"])]
+        cells = [
+            name,
+            *([where(res["dataset"], res["setting"])] if show_where else []),
+            seeds_text(e),
+            pts(r["mean_diff"]),
+            ci(r["ci_low"], r["ci_high"]),
+            pval(r["p"]),
+            pval(e["p_holm"]),
+            band_text(e),
+            call_md(e["call"]),
+            ci(r["scan_ci_low"], r["scan_ci_high"]),
+            pval(r["p_wilcoxon"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -117,24 +142,39 @@ def comparison_markdown(entry: Mapping[str, Any], family_size: int = 1) -> str:
     res = entry["result"]
     conf = int(round(100 * res["confidence"]))
     mean = next(r for r in res["rows"] if r["organ"] == "mean")
-    lines = [f"**A** = {res['a']['label']}; **B** = {res['b']['label']}.", "",
-             f"| Organ | scans | folds | A | B | A − B | {conf} % CI, folds | p, folds | p, {CORRECTION} | call "
-             f"| {conf} % CI, per scan | Wilcoxon p |", "|" + "---|" * 12]
+    lines = [
+        f"**A** = {res['a']['label']}; **B** = {res['b']['label']}.",
+        "",
+        f"| Organ | scans | folds | A | B | A − B | {conf} % CI, folds | p, folds | p, {CORRECTION} | call "
+        f"| {conf} % CI, per scan | Wilcoxon p |",
+        "|" + "---|" * 12,
+    ]
     for r in res["rows"]:
-        lines.append(f"| {ORGAN_NAMES.get(r['organ'], r['organ'])} | {r['n']} | {r['n_folds']} | {pts(r['mean_a'], sign=False)} "
-                     f"| {pts(r['mean_b'], sign=False)} | {pts(r['mean_diff'])} | {ci(r['ci_low'], r['ci_high'])} "
-                     f"| {pval(r['p'])} | {pval(r.get('p_holm'))} | {call_md(r.get('call'))} "
-                     f"| {ci(r['scan_ci_low'], r['scan_ci_high'])} | {pval(r['p_wilcoxon'])} |")
-    band = ("" if not entry.get("one_seed") else
-            " One side has one training seed: the seed band of this dataset and profile is "
-            + ("not measured, so the call is at most weak." if entry.get("band") is None
-               else f"± {100 * entry['band']:.2f} Dice points."))
-    lines += ["", f"Mean row: {call_md(entry['call'])} ({entry['reason']}; {CORRECTION} over "
-              f"{family_size} comparison{'s' * (family_size != 1)}).{band} Organ rows: {CORRECTION} over the organs. "
-              f"Fold-level interval: mean ± t({mean['df']}) × hierarchical-bootstrap SE ({mean['n_resamples']} "
-              f"resamples, seed {res['seed']}, Monte-Carlo error of the end points {pts(mean['mc_error'], 3, False)}); "
-              f"p, folds: {mean['p_source']} Wald test, t({mean['df']}). Per scan: BCa bootstrap and Wilcoxon "
-              "signed-rank test, which treat the scans of a fold as independent (secondary)."]
+        lines.append(
+            f"| {ORGAN_NAMES.get(r['organ'], r['organ'])} | {r['n']} | {r['n_folds']} | {pts(r['mean_a'], sign=False)} "
+            f"| {pts(r['mean_b'], sign=False)} | {pts(r['mean_diff'])} | {ci(r['ci_low'], r['ci_high'])} "
+            f"| {pval(r['p'])} | {pval(r.get('p_holm'))} | {call_md(r.get('call'))} "
+            f"| {ci(r['scan_ci_low'], r['scan_ci_high'])} | {pval(r['p_wilcoxon'])} |"
+        )
+    band = (
+        ""
+        if not entry.get("one_seed")
+        else " One side has one training seed: the seed band of this dataset and profile is "
+        + (
+            "not measured, so the call is at most weak."
+            if entry.get("band") is None
+            else f"± {100 * entry['band']:.2f} Dice points."
+        )
+    )
+    lines += [
+        "",
+        f"Mean row: {call_md(entry['call'])} ({entry['reason']}; {CORRECTION} over "
+        f"{family_size} comparison{'s' * (family_size != 1)}).{band} Organ rows: {CORRECTION} over the organs. "
+        f"Fold-level interval: mean ± t({mean['df']}) × hierarchical-bootstrap SE ({mean['n_resamples']} "
+        f"resamples, seed {res['seed']}, Monte-Carlo error of the end points {pts(mean['mc_error'], 3, False)}); "
+        f"p, folds: {mean['p_source']} Wald test, t({mean['df']}). Per scan: BCa bootstrap and Wilcoxon "
+        "signed-rank test, which treat the scans of a fold as independent (secondary).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -162,7 +202,8 @@ def rule_md() -> str:
         "of the difference between two one-seed runs of the same method, from the three-seed tables of its "
         "dataset and profile), nor when no band was measured for them: it is then at most *weak*.\n"
         "- **Secondary columns**: the per-scan BCa interval and Wilcoxon p, which treat the scans of a fold as "
-        "independent, are shown but decide nothing.\n")
+        "independent, are shown but decide nothing.\n"
+    )
 
 
 def seed_band_md(band: Mapping[str, Any] | None) -> str:
@@ -171,19 +212,35 @@ def seed_band_md(band: Mapping[str, Any] | None) -> str:
         return "No table of this dataset and profile has several training seeds: no seed band.\n"
     n_excl = sum(p["excludes_zero"] for p in band["pairs"])
     n_scan = sum((p["scan_ci_low"] or 0) > 0 or (p["scan_ci_high"] or 0) < 0 for p in band["pairs"])
-    lines = [f"Seed band of {DATASET_SHORT.get(band['dataset'], band['dataset'])} (`{band['profile']}`): "
-             f"**± {100 * band['band']:.2f}** Dice points (pooled seed standard deviation of a one-seed 5-fold mean "
-             f"{100 * band['sd_seed']:.2f}, {band['df']} degrees of freedom; largest observed |seed − seed| "
-             f"{100 * band['max_abs_diff']:.2f}). Of its {len(band['pairs'])} seed-against-seed comparisons of a "
-             f"method with itself, the fold-level interval excludes 0 in {n_excl}; the per-scan interval in {n_scan}.",
-             "", "| table | seeds | A − B | 95 % CI, folds | p, folds | 95 % CI, per scan | Wilcoxon p |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Seed band of {DATASET_SHORT.get(band['dataset'], band['dataset'])} (`{band['profile']}`): "
+        f"**± {100 * band['band']:.2f}** Dice points (pooled seed standard deviation of a one-seed 5-fold mean "
+        f"{100 * band['sd_seed']:.2f}, {band['df']} degrees of freedom; largest observed |seed − seed| "
+        f"{100 * band['max_abs_diff']:.2f}). Of its {len(band['pairs'])} seed-against-seed comparisons of a "
+        f"method with itself, the fold-level interval excludes 0 in {n_excl}; the per-scan interval in {n_scan}.",
+        "",
+        "| table | seeds | A − B | 95 % CI, folds | p, folds | 95 % CI, per scan | Wilcoxon p |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for p in band["pairs"]:
-        lines.append(f"| {table_label(p['table'])} | {p['seeds'][0]} − {p['seeds'][1]} | {pts(p['mean_diff'])} "
-                     f"| {ci(p['ci_low'], p['ci_high'])} | {pval(p['p'])} | {ci(p['scan_ci_low'], p['scan_ci_high'])} "
-                     f"| {pval(p['p_wilcoxon'])} |")
+        lines.append(
+            f"| {table_label(p['table'])} | {p['seeds'][0]} − {p['seeds'][1]} | {pts(p['mean_diff'])} "
+            f"| {ci(p['ci_low'], p['ci_high'])} | {pval(p['p'])} | {ci(p['scan_ci_low'], p['scan_ci_high'])} "
+            f"| {pval(p['p_wilcoxon'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["VARIANT_LABELS", "minus", "pts", "ci", "pval", "call_md", "table_label", "family_table",
-           "comparison_markdown", "rule_md", "seed_band_md"]
+__all__ = [
+    "VARIANT_LABELS",
+    "minus",
+    "pts",
+    "ci",
+    "pval",
+    "call_md",
+    "table_label",
+    "family_table",
+    "comparison_markdown",
+    "rule_md",
+    "seed_band_md",
+]

@@ -39,8 +39,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,18 +80,28 @@ def _commit() -> str | None:
 
     try:
         root = repo_root()
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except Exception:  # noqa: BLE001 (no checkout, no git: the commit is unknown)
         return None
 
 
 def _fresh(data: Mapping[str, Any] | None, cfg, step: int, checkpoint: str = "last.pt") -> bool:
-    return bool(data) and data.get("config_hash") == cfg.config_hash() and data.get("checkpoint") == checkpoint \
+    return (
+        bool(data)
+        and data.get("config_hash") == cfg.config_hash()
+        and data.get("checkpoint") == checkpoint
         and data.get("step") == step
+    )
 
 
 def write_support_results(
@@ -221,15 +232,22 @@ def load_support_results(
                     fold = int((entry.get("sensitivity") or entry.get("kshot"))["fold"])
                     if fold in folds:
                         raise ValueError(f"{folder}: two run folders for fold {fold} ({run.name})")
-                    folds[fold] = {"sensitivity": entry.get("sensitivity"), "kshot": entry.get("kshot"),
-                                   "run": run.name}
+                    folds[fold] = {
+                        "sensitivity": entry.get("sensitivity"),
+                        "kshot": entry.get("kshot"),
+                        "run": run.name,
+                    }
             if folds:
                 out[(ds, method)] = folds
     return out
 
 
-def missing_md(results: Mapping[tuple[str, str], Mapping[int, Any]], datasets: Sequence[str] = PAGE_DATASETS,
-               methods: Sequence[str] = PAGE_METHODS, n_folds: int = 5) -> str | None:
+def missing_md(
+    results: Mapping[tuple[str, str], Mapping[int, Any]],
+    datasets: Sequence[str] = PAGE_DATASETS,
+    methods: Sequence[str] = PAGE_METHODS,
+    n_folds: int = 5,
+) -> str | None:
     """A Markdown note naming the (dataset, method, fold) result files not there yet; None when all are."""
     from ..facts import DATASET_TITLES, METHOD_LABELS
 
@@ -237,11 +255,16 @@ def missing_md(results: Mapping[tuple[str, str], Mapping[int, Any]], datasets: S
     for ds in datasets:
         for m in methods:
             folds = results.get((ds, m), {})
-            lack = [f for f in range(n_folds) if not (folds.get(f) or {}).get("sensitivity")
-                    or not (folds.get(f) or {}).get("kshot")]
+            lack = [
+                f
+                for f in range(n_folds)
+                if not (folds.get(f) or {}).get("sensitivity") or not (folds.get(f) or {}).get("kshot")
+            ]
             if lack:
-                lines.append(f"- {DATASET_TITLES.get(ds, ds)}, {METHOD_LABELS.get(m, m)}: "
-                             + ("not run yet" if len(lack) == n_folds else f"folds {', '.join(map(str, lack))} not run yet"))
+                lines.append(
+                    f"- {DATASET_TITLES.get(ds, ds)}, {METHOD_LABELS.get(m, m)}: "
+                    + ("not run yet" if len(lack) == n_folds else f"folds {', '.join(map(str, lack))} not run yet")
+                )
     return "\n".join(lines) if lines else None
 
 
@@ -309,8 +332,11 @@ def spread_frame(results: Mapping[tuple[str, str], Mapping[int, Mapping[str, Any
     (``sd``, ``range``, ``standard``, ``worst``, ``best``, ``n_queries``), fractions."""
     import pandas as pd
 
-    rows = [dict(dataset=ds, method=m, fold=fold, organ=organ, **r)
-            for ds, m, fold, sens in _sensitivities(results) for organ, r in sens["per_fold"].items()]
+    rows = [
+        dict(dataset=ds, method=m, fold=fold, organ=organ, **r)
+        for ds, m, fold, sens in _sensitivities(results)
+        for organ, r in sens["per_fold"].items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -320,8 +346,10 @@ def _paired(sens_a: Mapping[str, Any], sens_b: Mapping[str, Any]) -> dict[str, d
 
     for key in ("dataset", "setting", "fold", "query_scans", "standard_support"):
         if sens_a.get(key) != sens_b.get(key):
-            raise ValueError(f"support_vs_method: the two sensitivity files differ in {key} "
-                             f"({sens_a.get(key)} vs {sens_b.get(key)}); pair runs of the same fold")
+            raise ValueError(
+                f"support_vs_method: the two sensitivity files differ in {key} "
+                f"({sens_a.get(key)} vs {sens_b.get(key)}); pair runs of the same fold"
+            )
     a = organ_mean_table(sens_a["dice"], sens_a["organs"])
     b = organ_mean_table(sens_b["dice"], sens_b["organs"])
     out: dict[str, dict[str, float]] = {}
@@ -345,15 +373,25 @@ def _interval(diffs: Mapping[str, Mapping[str, float]], standard: str, rng: np.r
         draws += vals[rng.integers(0, len(vals), size=N_ASSIGNMENTS)]
     draws /= len(queries)
     sign = np.sign(std)
-    return {"n_queries": len(queries), "standard": std, "worst": worst, "best": best,
-            "survives": bool(sign != 0 and np.sign(worst) == sign and np.sign(best) == sign),
-            "share_same_sign": float(np.mean(np.sign(draws) == sign)) if sign != 0 else None,
-            "pairs_same_sign": float(np.mean([np.sign(v) == sign for q in queries for v in diffs[q].values()]))
-            if sign != 0 else None}
+    return {
+        "n_queries": len(queries),
+        "standard": std,
+        "worst": worst,
+        "best": best,
+        "survives": bool(sign != 0 and np.sign(worst) == sign and np.sign(best) == sign),
+        "share_same_sign": float(np.mean(np.sign(draws) == sign)) if sign != 0 else None,
+        "pairs_same_sign": float(np.mean([np.sign(v) == sign for q in queries for v in diffs[q].values()]))
+        if sign != 0
+        else None,
+    }
 
 
-def support_vs_method(results: Mapping[tuple[str, str], Mapping[int, Mapping[str, Any]]], dataset: str,
-                      a: str = "crapnet", b: str = "alpnet") -> dict[str, Any] | None:
+def support_vs_method(
+    results: Mapping[tuple[str, str], Mapping[int, Mapping[str, Any]]],
+    dataset: str,
+    a: str = "crapnet",
+    b: str = "alpnet",
+) -> dict[str, Any] | None:
     """The support spread next to the method difference A - B on ``dataset`` (module docstring).
 
     Returns {"folds": {fold: {"support_sd": {a, b}, "support_range": {a, b}, **interval}},
@@ -388,8 +426,9 @@ def support_vs_method(results: Mapping[tuple[str, str], Mapping[int, Mapping[str
     d = [row["standard"] for row in pooled.values() if "standard" in row]
     g = [key.split(":", 1)[0] for key, row in pooled.items() if "standard" in row]
     test = fold_level_test(d, g)
-    out["all"]["fold_level"] = {k: test[k] for k in ("n", "n_folds", "mean_diff", "ci_low", "ci_high", "p",
-                                                     "excludes_zero")}
+    out["all"]["fold_level"] = {
+        k: test[k] for k in ("n", "n_folds", "mean_diff", "ci_low", "ci_high", "p", "excludes_zero")
+    }
     sds = [v for f in folds for v in out["folds"][f]["support_sd"].values() if v is not None]
     out["all"]["support_sd"] = float(np.mean(sds)) if sds else None
     rngs = [v for f in folds for v in out["folds"][f]["support_range"].values() if v is not None]
@@ -398,42 +437,67 @@ def support_vs_method(results: Mapping[tuple[str, str], Mapping[int, Mapping[str
     return out
 
 
-def support_vs_method_md(comparisons: Mapping[str, Mapping[str, Any] | None], a: str = "crapnet",
-                         b: str = "alpnet") -> str:
+def support_vs_method_md(
+    comparisons: Mapping[str, Mapping[str, Any] | None], a: str = "crapnet", b: str = "alpnet"
+) -> str:
     """Markdown table, one row per dataset: support SD and range (mean over queries and both methods),
     the method difference A - B with the standard support, its interval over support choices, and
     whether the ranking survives (Dice points 0-100)."""
     from ..facts import DATASET_TITLES, METHOD_LABELS
 
     la, lb = METHOD_LABELS.get(a, a), METHOD_LABELS.get(b, b)
-    lines = [f"| dataset | folds | queries | support SD | support range | {la} − {lb} (fold support) | "
-             f"fold-level 95 % interval | over support choices [worst, best] | same sign (random choices) | "
-             f"ranking survives |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| dataset | folds | queries | support SD | support range | {la} − {lb} (fold support) | "
+        f"fold-level 95 % interval | over support choices [worst, best] | same sign (random choices) | "
+        f"ranking survives |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for ds, c in comparisons.items():
         if not c:
             continue
         r = c["all"]
         share = "–" if r.get("share_same_sign") is None else f"{100 * r['share_same_sign']:.1f} %"
         fl = r.get("fold_level") or {}
-        ci = "– (fewer folds than the study's statistics need)" if fl.get("ci_low") is None else \
-            f"[{100 * fl['ci_low']:+.2f}, {100 * fl['ci_high']:+.2f}]"
+        ci = (
+            "– (fewer folds than the study's statistics need)"
+            if fl.get("ci_low") is None
+            else f"[{100 * fl['ci_low']:+.2f}, {100 * fl['ci_high']:+.2f}]"
+        )
         lines.append(
             f"| {DATASET_TITLES.get(ds, ds)} | {len(r['folds'])} | {r['n_queries']} | {100 * r['support_sd']:.2f} | "
             f"{100 * r['support_range']:.2f} | {100 * r['standard']:+.2f} | {ci} | [{100 * r['worst']:+.2f}, "
-            f"{100 * r['best']:+.2f}] | {share} | {'yes' if r['survives'] else 'no'} |")
+            f"{100 * r['best']:+.2f}] | {share} | {'yes' if r['survives'] else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
-    "N_ASSIGNMENTS", "ASSIGNMENT_SEED", "SUPPORT_DIR", "PAGE_METHODS", "PAGE_DATASETS", "table_name", "result_folder",
-    "write_support_results", "load_support_results", "missing_md", "kshot_frame", "kshot_table", "kshot_figure",
-    "spread_frame", "support_vs_method", "support_vs_method_md",
+    "N_ASSIGNMENTS",
+    "ASSIGNMENT_SEED",
+    "SUPPORT_DIR",
+    "PAGE_METHODS",
+    "PAGE_DATASETS",
+    "table_name",
+    "result_folder",
+    "write_support_results",
+    "load_support_results",
+    "missing_md",
+    "kshot_frame",
+    "kshot_table",
+    "kshot_figure",
+    "spread_frame",
+    "support_vs_method",
+    "support_vs_method_md",
 ]
 
 
-def recipe_commands(datasets: Sequence[str] = PAGE_DATASETS, methods: Sequence[str] = PAGE_METHODS,
-                    profile: str = "lite", seed: int = 0, setting: int = 1) -> list[str]:
+def recipe_commands(
+    datasets: Sequence[str] = PAGE_DATASETS,
+    methods: Sequence[str] = PAGE_METHODS,
+    profile: str = "lite",
+    seed: int = 0,
+    setting: int = 1,
+) -> list[str]:
     """The commands that produce the page's result files (run from the repository; nice them on a shared machine).
 
     Per dataset and method: the 5-fold cross-validation (trains the fold runs, or reuses finished
@@ -444,8 +508,10 @@ def recipe_commands(datasets: Sequence[str] = PAGE_DATASETS, methods: Sequence[s
     for ds in datasets:
         for m in methods:
             cv = f"runs/study/{ds}_setting{setting}_{m}_{profile}" + (f"@seed{seed}" if seed else "")
-            out.append(f"crapnet cross-validate --dataset {ds} --setting {setting} --method {m} --profile {profile}"
-                       f"{seed_arg} --set train.threads=1 --no-progress --out {cv}")
+            out.append(
+                f"crapnet cross-validate --dataset {ds} --setting {setting} --method {m} --profile {profile}"
+                f"{seed_arg} --set train.threads=1 --no-progress --out {cv}"
+            )
             out.append(f"crapnet support-results {cv} --results-dir results --shots all --no-progress")
     return out
 
@@ -484,10 +550,18 @@ def roles_figure(roles, ax=None, title: str | None = None):
     ax.set_xticks(range(roles.shape[1]), roles.columns, fontsize=7)
     ax.set_yticks(range(roles.shape[0]), [f"fold {f}" for f in roles.index], fontsize=8)
     ax.set_xlabel("scan id")
-    ax.legend(handles=[Patch(color=colours[2], label="fold's support scan (standard protocol)"),
-                       Patch(color=colours[1], label="query scans: each an admissible support of the others"),
-                       Patch(color=colours[0], label="training scans (never a support)")],
-              loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1, fontsize=7, frameon=False)
+    ax.legend(
+        handles=[
+            Patch(color=colours[2], label="fold's support scan (standard protocol)"),
+            Patch(color=colours[1], label="query scans: each an admissible support of the others"),
+            Patch(color=colours[0], label="training scans (never a support)"),
+        ],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.25),
+        ncol=1,
+        fontsize=7,
+        frameon=False,
+    )
     if title:
         ax.set_title(title, fontsize=9)
     return ax.figure
@@ -499,10 +573,20 @@ def query_frame(results: Mapping[tuple[str, str], Mapping[int, Mapping[str, Any]
 
     from ..engine.support import organ_mean_table
 
-    rows = [dict(dataset=ds, method=m, fold=fold, query=f"{fold}:{q}", support=s,
-                 standard=s == sens["standard_support"], dice=v)
-            for ds, m, fold, sens in _sensitivities(results)
-            for q, row in organ_mean_table(sens["dice"], sens["organs"]).items() for s, v in row.items()]
+    rows = [
+        dict(
+            dataset=ds,
+            method=m,
+            fold=fold,
+            query=f"{fold}:{q}",
+            support=s,
+            standard=s == sens["standard_support"],
+            dice=v,
+        )
+        for ds, m, fold, sens in _sensitivities(results)
+        for q, row in organ_mean_table(sens["dice"], sens["organs"]).items()
+        for s, v in row.items()
+    ]
     return pd.DataFrame(rows, columns=["dataset", "method", "fold", "query", "support", "standard", "dice"])
 
 
@@ -526,8 +610,15 @@ def query_figure(frame, dataset: str, ax=None):
         for standard, marker, size in ((False, "o", 14), (True, "D", 30)):
             part = sub[sub.standard == standard]
             xs = np.array([x[q] for q in part["query"]]) + off
-            ax.scatter(xs, 100 * part.dice, s=size, marker=marker, color=colour, alpha=0.85,
-                       label=f"{METHOD_LABELS.get(m, m)}" + (", fold's support scan" if standard else ", other supports"))
+            ax.scatter(
+                xs,
+                100 * part.dice,
+                s=size,
+                marker=marker,
+                color=colour,
+                alpha=0.85,
+                label=f"{METHOD_LABELS.get(m, m)}" + (", fold's support scan" if standard else ", other supports"),
+            )
     ax.set_xticks(range(len(queries)), queries, rotation=90, fontsize=7)
     ax.set_xlabel("query (fold:scan)")
     ax.set_ylabel("Dice (organ mean, 0-100)")

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..facts import DATASET_LABELS, METHOD_LABELS, ORGAN_SHORT, ORGANS  # study facts
-from ..published import PUBLISHED, PUBLISHED_INCONSISTENT, PUBLISHED_METHOD_KEYS  # the one transcription
 from ..io import read_json
+from ..published import PUBLISHED, PUBLISHED_INCONSISTENT, PUBLISHED_METHOD_KEYS  # the one transcription
 
 #: How the pages cite the paper.
 PAPER = "Ding et al., CRAPNet, WACV 2023"
@@ -56,14 +57,35 @@ def published_frame(table: int):
         for dataset, methods in data.items():
             for method, values in methods.items():
                 for organ, value in zip((*ORGANS, "mean"), values):
-                    rows.append(dict(table=table, dataset=dataset, setting=table, method=method,
-                                     method_key=_PAPER_TO_KEY.get(method), variant=None, organ=organ,
-                                     dice=value, source="published"))
+                    rows.append(
+                        dict(
+                            table=table,
+                            dataset=dataset,
+                            setting=table,
+                            method=method,
+                            method_key=_PAPER_TO_KEY.get(method),
+                            variant=None,
+                            organ=organ,
+                            dice=value,
+                            source="published",
+                        )
+                    )
     else:
         for variant, values in data.items():
             for organ, value in zip((*ORGANS, "mean"), values):
-                rows.append(dict(table=table, dataset="chaos", setting=1, method="CRAPNet", method_key="crapnet",
-                                 variant=variant, organ=organ, dice=value, source="published"))
+                rows.append(
+                    dict(
+                        table=table,
+                        dataset="chaos",
+                        setting=1,
+                        method="CRAPNet",
+                        method_key="crapnet",
+                        variant=variant,
+                        organ=organ,
+                        dice=value,
+                        source="published",
+                    )
+                )
     return pd.DataFrame(rows)
 
 
@@ -79,16 +101,41 @@ def run_frame(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]], source: 
     items = [metrics] if isinstance(metrics, Mapping) else list(metrics)
     rows = []
     for m in items:
-        base = dict(dataset=m.get("dataset"), setting=m.get("setting"), fold=m.get("fold"), method_key=m.get("method"),
-                    method=METHOD_LABELS.get(m.get("method"), m.get("method")), profile=m.get("profile"),
-                    source=source, variant=variant)
+        base = dict(
+            dataset=m.get("dataset"),
+            setting=m.get("setting"),
+            fold=m.get("fold"),
+            method_key=m.get("method"),
+            method=METHOD_LABELS.get(m.get("method"), m.get("method")),
+            profile=m.get("profile"),
+            source=source,
+            variant=variant,
+        )
         for organ in m.get("organs", []):
             po = m["per_organ"][organ]
-            rows.append(dict(base, organ=organ, dice=_pct(po.get("dice_mean")), dice_std=_pct(po.get("dice_std")),
-                             hd95=po.get("hd95_mean"), asd=po.get("asd_mean"), n_scans=po.get("n_scans")))
+            rows.append(
+                dict(
+                    base,
+                    organ=organ,
+                    dice=_pct(po.get("dice_mean")),
+                    dice_std=_pct(po.get("dice_std")),
+                    hd95=po.get("hd95_mean"),
+                    asd=po.get("asd_mean"),
+                    n_scans=po.get("n_scans"),
+                )
+            )
         mean = m.get("mean", {})
-        rows.append(dict(base, organ="mean", dice=_pct(mean.get("dice")), dice_std=None, hd95=mean.get("hd95"),
-                         asd=mean.get("asd"), n_scans=None))
+        rows.append(
+            dict(
+                base,
+                organ="mean",
+                dice=_pct(mean.get("dice")),
+                dice_std=None,
+                hd95=mean.get("hd95"),
+                asd=mean.get("asd"),
+                n_scans=None,
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -107,8 +154,17 @@ def per_scan_frame(metrics: Mapping[str, Any]):
                 rows.append(dict(organ=organ, scan=sid, dice=None, hd95=None, asd=None, note="organ absent"))
                 continue
             z = r.get("z_range") or [None, None]
-            rows.append(dict(organ=organ, scan=sid, dice=_pct(r.get("dice")), hd95=r.get("hd95"), asd=r.get("asd"),
-                             slices=f"{z[0]}-{z[1]}", note="empty prediction" if r.get("empty_prediction") else ""))
+            rows.append(
+                dict(
+                    organ=organ,
+                    scan=sid,
+                    dice=_pct(r.get("dice")),
+                    hd95=r.get("hd95"),
+                    asd=r.get("asd"),
+                    slices=f"{z[0]}-{z[1]}",
+                    note="empty prediction" if r.get("empty_prediction") else "",
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -119,8 +175,9 @@ def summary_variant(summary: Mapping[str, Any]) -> str | None:
     return variant(summary)
 
 
-def load_summaries(results_dir: str | os.PathLike, profile: str | None = None,
-                   variants: bool = False, seed: int | None = None) -> list[dict[str, Any]]:
+def load_summaries(
+    results_dir: str | os.PathLike, profile: str | None = None, variants: bool = False, seed: int | None = None
+) -> list[dict[str, Any]]:
     """Cross-validation summaries committed under ``results_dir`` (``*/summary.json``).
 
     Each summary is returned as read, with ``_path`` and ``variant`` (:func:`summary_variant`)
@@ -168,15 +225,17 @@ def summaries_provenance(summaries: Iterable[Mapping[str, Any]]):
     rows = []
     for s in summaries:
         info = s.get("_run_info", {})
-        rows.append({
-            "results folder": Path(s.get("_path", "?")).parent.name,
-            "profile": s.get("profile"),
-            "folds": ",".join(str(f) for f in s.get("folds", [])),
-            "machine": info.get("machine", "not recorded"),
-            "torch": info.get("torch", ""),
-            "wall time (s)": info.get("wall_seconds"),
-            "command": info.get("command", ""),
-        })
+        rows.append(
+            {
+                "results folder": Path(s.get("_path", "?")).parent.name,
+                "profile": s.get("profile"),
+                "folds": ",".join(str(f) for f in s.get("folds", [])),
+                "machine": info.get("machine", "not recorded"),
+                "torch": info.get("torch", ""),
+                "wall time (s)": info.get("wall_seconds"),
+                "command": info.get("command", ""),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -200,17 +259,35 @@ def summary_frame(summaries: Iterable[Mapping[str, Any]], source: str = "ours"):
             mean = s["mean"]
             dice = mean["dice"]
         except (KeyError, TypeError):
-            raise ValueError(f"{s.get('_path', 'summary')}: no mean.dice table (not a crapnet cross-validate summary)") from None
+            raise ValueError(
+                f"{s.get('_path', 'summary')}: no mean.dice table (not a crapnet cross-validate summary)"
+            ) from None
         std = mean.get("dice_std_over_folds", {})
         if s.get("per_fold"):
             std = {k: v["std"] for k, v in fold_spread(s).items()}
-        base = dict(dataset=s.get("dataset"), setting=s.get("setting"), method_key=s.get("method"),
-                    method=METHOD_LABELS.get(s.get("method"), s.get("method")), profile=s.get("profile"),
-                    folds=",".join(str(f) for f in s.get("folds", [])), n_folds=len(s.get("folds", [])),
-                    source=source, variant=None, path=s.get("_path"))
+        base = dict(
+            dataset=s.get("dataset"),
+            setting=s.get("setting"),
+            method_key=s.get("method"),
+            method=METHOD_LABELS.get(s.get("method"), s.get("method")),
+            profile=s.get("profile"),
+            folds=",".join(str(f) for f in s.get("folds", [])),
+            n_folds=len(s.get("folds", [])),
+            source=source,
+            variant=None,
+            path=s.get("_path"),
+        )
         for organ in [*[o for o in ORGANS if o in dice], "mean"]:
-            rows.append(dict(base, organ=organ, dice=_pct(dice.get(organ)), dice_std=_pct(std.get(organ)),
-                             hd95=mean.get("hd95", {}).get(organ), asd=mean.get("asd", {}).get(organ)))
+            rows.append(
+                dict(
+                    base,
+                    organ=organ,
+                    dice=_pct(dice.get(organ)),
+                    dice_std=_pct(std.get(organ)),
+                    hd95=mean.get("hd95", {}).get(organ),
+                    asd=mean.get("asd", {}).get(organ),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -247,8 +324,16 @@ def comparison_table(ours, table: int, dataset: str, reference: str | None = Non
     wide = both.pivot_table(index=["method", "source"], columns="organ", values="dice", aggfunc="mean")
     wide = wide[[c for c in [*ORGAN_SHORT.values(), "Mean"] if c in wide.columns]]
     method_order = [METHOD_LABELS[k] for k in METHOD_ORDER]
-    wide = wide.reindex(sorted(wide.index, key=lambda i: (method_order.index(i[0]) if i[0] in method_order else 99,
-                                                          not str(i[1]).startswith("published"), str(i[1]))))
+    wide = wide.reindex(
+        sorted(
+            wide.index,
+            key=lambda i: (
+                method_order.index(i[0]) if i[0] in method_order else 99,
+                not str(i[1]).startswith("published"),
+                str(i[1]),
+            ),
+        )
+    )
     wide.columns.name = None
     wide = wide.round(2)
     if not spread:
@@ -276,8 +361,11 @@ def _pm_cells(wide, std):
             return "–"
         return f"{m:.2f}" if sd is None or (isinstance(sd, float) and np.isnan(sd)) else f"{m:.2f} ± {sd:.2f}"
 
-    return pd.DataFrame([[cell(wide.iloc[i, j], std.iloc[i, j]) for j in range(wide.shape[1])]
-                         for i in range(wide.shape[0])], index=wide.index, columns=wide.columns)
+    return pd.DataFrame(
+        [[cell(wide.iloc[i, j], std.iloc[i, j]) for j in range(wide.shape[1])] for i in range(wide.shape[0])],
+        index=wide.index,
+        columns=wide.columns,
+    )
 
 
 def fold_mean(frame, by: Sequence[str] = ("variant", "organ")):
@@ -306,8 +394,9 @@ def published_notes_md(table: int, datasets: Sequence[str] | None = None) -> str
         if key[0] != f"table{table}" or (datasets is not None and len(key) == 3 and key[1] not in datasets):
             continue
         row = f"{key[2]}, {DATASET_LABELS.get(key[1], key[1])}" if len(key) == 3 else f"{key[1]} block(s)"
-        notes.append(f"the paper prints {printed:.2f} as the mean of the row {row}, whose four organs average "
-                     f"{actual:.3f}")
+        notes.append(
+            f"the paper prints {printed:.2f} as the mean of the row {row}, whose four organs average {actual:.3f}"
+        )
     if not notes:
         return ""
     return "*Published numbers are transcribed as printed; " + "; ".join(notes) + ".*"
@@ -339,13 +428,31 @@ def ablation_table(ours, table: int, ours_label: str = "ours", spread: bool = Fa
         return wide
     n = both["n_folds"] if "n_folds" in both.columns else pd.Series(0, index=both.index)
     std = both.assign(dice_std=both["dice_std"].where(n.fillna(0) > 1)).pivot_table(
-        index=["variant", "source"], columns="organ", values="dice_std", aggfunc="mean")
+        index=["variant", "source"], columns="organ", values="dice_std", aggfunc="mean"
+    )
     return _pm_cells(wide, std)
 
 
 __all__ = [
-    "PAPER", "ORGANS", "ORGAN_SHORT", "METHOD_LABELS", "METHOD_ORDER", "DATASET_LABELS", "PUBLISHED",
-    "PUBLISHED_METHOD_KEYS", "PUBLISHED_INCONSISTENT", "published_frame", "run_frame", "per_scan_frame",
-    "summary_variant", "load_summaries", "summaries_provenance", "summary_frame", "comparison_table", "fold_mean",
-    "styled", "published_notes_md", "ablation_table",
+    "PAPER",
+    "ORGANS",
+    "ORGAN_SHORT",
+    "METHOD_LABELS",
+    "METHOD_ORDER",
+    "DATASET_LABELS",
+    "PUBLISHED",
+    "PUBLISHED_METHOD_KEYS",
+    "PUBLISHED_INCONSISTENT",
+    "published_frame",
+    "run_frame",
+    "per_scan_frame",
+    "summary_variant",
+    "load_summaries",
+    "summaries_provenance",
+    "summary_frame",
+    "comparison_table",
+    "fold_mean",
+    "styled",
+    "published_notes_md",
+    "ablation_table",
 ]

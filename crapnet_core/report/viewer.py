@@ -18,8 +18,8 @@ figure redrawn in place; the few lines of widget wiring below give both.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -52,11 +52,13 @@ def _check(image: np.ndarray, layers: Sequence[Layer]) -> None:
         if layer.kind not in KINDS:
             raise ValueError(f"slice_browser: layer {layer.name!r} has kind {layer.kind!r}, not one of {KINDS}")
         if layer.array.shape != image.shape:
-            raise ValueError(f"slice_browser: layer {layer.name!r} has shape {layer.array.shape}, "
-                             f"the image {image.shape}")
+            raise ValueError(
+                f"slice_browser: layer {layer.name!r} has shape {layer.array.shape}, the image {image.shape}"
+            )
         if layer.reference is not None and layer.reference.shape != image.shape:
-            raise ValueError(f"slice_browser: reference of {layer.name!r} has shape {layer.reference.shape}, "
-                             f"the image {image.shape}")
+            raise ValueError(
+                f"slice_browser: reference of {layer.name!r} has shape {layer.reference.shape}, the image {image.shape}"
+            )
         if layer.kind == "labels" and not layer.labels:
             raise ValueError(f"slice_browser: layer {layer.name!r} of kind 'labels' needs labels={{organ: id}}")
 
@@ -79,8 +81,14 @@ def interesting_slices(layers: Sequence[Layer], n: int, n_slices: int) -> list[i
     return sorted({int(round(lo + (hi - lo) * (i + 1) / (n + 1))) for i in range(n)})
 
 
-def draw_panels(axes, image: np.ndarray, layers: Sequence[Layer], z: int, vrange: tuple[float, float],
-                shown: Sequence[str] | None = None) -> None:
+def draw_panels(
+    axes,
+    image: np.ndarray,
+    layers: Sequence[Layer],
+    z: int,
+    vrange: tuple[float, float],
+    shown: Sequence[str] | None = None,
+) -> None:
     """Draw slice ``z``: the scan alone, then one panel per layer in ``shown`` (default all)."""
     from skimage.segmentation import find_boundaries
 
@@ -121,12 +129,13 @@ def draw_panels(axes, image: np.ndarray, layers: Sequence[Layer], z: int, vrange
                 if ref.any() or mask.any():
                     title += f" (slice Dice {100 * dice(mask, ref):.1f})"
             ax.set_title(title, fontsize=9)
-    for ax in axes[1 + len(visible):]:
+    for ax in axes[1 + len(visible) :]:
         ax.set_axis_off()
 
 
-def static_figure(image: np.ndarray, layers: Sequence[Layer], slices: Sequence[int], size: float = 2.6,
-                  title: str | None = None):
+def static_figure(
+    image: np.ndarray, layers: Sequence[Layer], slices: Sequence[int], size: float = 2.6, title: str | None = None
+):
     """Rows = ``slices``, columns = the scan and each layer; returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
@@ -144,8 +153,15 @@ def static_figure(image: np.ndarray, layers: Sequence[Layer], slices: Sequence[i
     return fig
 
 
-def slice_browser(image: np.ndarray, layers: Sequence[Layer] = (), interactive: bool = True, z: int | None = None,
-                  n_static: int = 3, size: float = 2.8, title: str | None = None):
+def slice_browser(
+    image: np.ndarray,
+    layers: Sequence[Layer] = (),
+    interactive: bool = True,
+    z: int | None = None,
+    n_static: int = 3,
+    size: float = 2.8,
+    title: str | None = None,
+):
     """A slice browser over ``image`` ``(H, W, Z)`` and its ``layers`` (:class:`Layer`).
 
     ``interactive=True``: an ``ipywidgets.VBox`` (slice slider, layer checkboxes, figure),
@@ -168,10 +184,16 @@ def slice_browser(image: np.ndarray, layers: Sequence[Layer] = (), interactive: 
 
     vrange = window(image)
     start = interesting_slices(layers, 1, n)[0] if z is None else int(z)
-    slider = w.IntSlider(value=start, min=0, max=n - 1, step=1, description="slice z",
-                         continuous_update=False, layout=w.Layout(width="60%"))
-    boxes = [w.Checkbox(value=True, description=ly.name, indent=False, layout=w.Layout(width="auto"))
-             for ly in layers]
+    slider = w.IntSlider(
+        value=start,
+        min=0,
+        max=n - 1,
+        step=1,
+        description="slice z",
+        continuous_update=False,
+        layout=w.Layout(width="60%"),
+    )
+    boxes = [w.Checkbox(value=True, description=ly.name, indent=False, layout=w.Layout(width="auto")) for ly in layers]
     out = w.Output()
 
     def redraw(_=None) -> None:
@@ -208,5 +230,12 @@ def show_slice_browser(*args, **kwargs) -> None:
         display(view)
 
 
-__all__ = ["Layer", "KINDS", "slice_browser", "show_slice_browser", "static_figure", "interesting_slices",
-           "draw_panels"]
+__all__ = [
+    "Layer",
+    "KINDS",
+    "slice_browser",
+    "show_slice_browser",
+    "static_figure",
+    "interesting_slices",
+    "draw_panels",
+]

@@ -19,9 +19,10 @@ they then run as fast as alone (the goal: at least 4 folds at once on one large 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..io import read_json
 
@@ -52,9 +53,9 @@ class Cost:
     trainings: int
     steps: int
     evaluations: int
-    hours: float | None        # device-hours (core-hours on CPU, GPU-hours for paper); None: no rate
-    device: str                # "CPU core" or "GPU"
-    source: str                # where the rate comes from
+    hours: float | None  # device-hours (core-hours on CPU, GPU-hours for paper); None: no rate
+    device: str  # "CPU core" or "GPU"
+    source: str  # where the rate comes from
     unmeasured: tuple[str, ...] = ()
 
     def describe(self, per_gpu: int = 1) -> str:
@@ -63,11 +64,15 @@ class Cost:
             return text + f"; no step rate for profile {self.profile} ({self.source})"
         text += f"; about {self.hours:,.1f} {self.device}-hours ({self.source})"
         if self.unmeasured:
-            text += f"; methods without a measured rate, counted at the slowest measured one: {', '.join(self.unmeasured)}"
+            text += (
+                f"; methods without a measured rate, counted at the slowest measured one: {', '.join(self.unmeasured)}"
+            )
         if self.device == "GPU":
-            text += (f"; {per_gpu} training(s) per GPU at once (--per-gpu; each needs about {PAPER_GPU_MEMORY_GB} GB in "
-                     "the paper, so several fit on a large GPU; the goal is at least 4 folds on one large GPU, "
-                     "measured by benchmarks/gpu_check.sh)")
+            text += (
+                f"; {per_gpu} training(s) per GPU at once (--per-gpu; each needs about {PAPER_GPU_MEMORY_GB} GB in "
+                "the paper, so several fit on a large GPU; the goal is at least 4 folds on one large GPU, "
+                "measured by benchmarks/gpu_check.sh)"
+            )
         return text
 
 
@@ -82,17 +87,26 @@ def estimate(profile: str, configs: Iterable[Any], root: str | os.PathLike | Non
     rates = step_rates(root)
     entry = (rates or {}).get("profiles", {}).get(profile)
     if entry is None:
-        return Cost(profile, trainings, steps, len(configs), None, "CPU core",
-                    "benchmarks/step_rates.json has none; run benchmarks/step_rates.py")
+        return Cost(
+            profile,
+            trainings,
+            steps,
+            len(configs),
+            None,
+            "CPU core",
+            "benchmarks/step_rates.json has none; run benchmarks/step_rates.py",
+        )
     per_step = entry["seconds_per_step"]
     slowest = max(per_step.values())
     unmeasured = sorted({c.model.method for c in configs if c.model.method not in per_step})
     seconds = sum(int(c.train.steps) * per_step.get(c.model.method, slowest) for c in configs)
     seconds += len(configs) * float(entry.get("evaluation_seconds") or 0.0)
     machine = entry.get("machine") or ", ".join(entry.get("machines") or []) or "this machine"
-    source = (f"benchmarks/step_rates.json: {entry.get('source', 'measured')}, {machine}, "
-              f"{str(entry.get('date_utc', '?'))[:10]}; plus {entry.get('evaluation_seconds')} s per evaluation; "
-              "one thread per training, so the wall time is about this divided by the jobs at a time")
+    source = (
+        f"benchmarks/step_rates.json: {entry.get('source', 'measured')}, {machine}, "
+        f"{str(entry.get('date_utc', '?'))[:10]}; plus {entry.get('evaluation_seconds')} s per evaluation; "
+        "one thread per training, so the wall time is about this divided by the jobs at a time"
+    )
     return Cost(profile, trainings, steps, len(configs), seconds / 3600, "CPU core", source, tuple(unmeasured))
 
 

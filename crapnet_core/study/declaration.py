@@ -22,8 +22,9 @@ import functools
 import itertools
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..facts import DATASET_TITLES, METHODS, PROFILES, RUN_PROFILES, SETTINGS
 from .entries import (  # re-exported: the declaration's entries, as load_declaration returns them
@@ -55,10 +56,37 @@ BOOK_RESULTS = ("train", "committed")
 #: Fields of a ``left_out`` item of the book section, besides ``why``.
 LEFT_OUT_KEYS = ("methods", "settings", "folds", "datasets", "points", "variants")
 
-_TOP = {"version", "pages", "pending_profiles", "runtime", "legacy_hashes", "defaults", "tables",
-        "support_studies", "rerun_check", "analyses", "book"}
-_TABLE = {"name", "label", "dataset", "setting", "method", "variant", "overrides", "profile", "folds", "seeds",
-          "page", "priority", "seed_priority", "budget", "budget_priority", "summary"}
+_TOP = {
+    "version",
+    "pages",
+    "pending_profiles",
+    "runtime",
+    "legacy_hashes",
+    "defaults",
+    "tables",
+    "support_studies",
+    "rerun_check",
+    "analyses",
+    "book",
+}
+_TABLE = {
+    "name",
+    "label",
+    "dataset",
+    "setting",
+    "method",
+    "variant",
+    "overrides",
+    "profile",
+    "folds",
+    "seeds",
+    "page",
+    "priority",
+    "seed_priority",
+    "budget",
+    "budget_priority",
+    "summary",
+}
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
@@ -77,7 +105,7 @@ def _expand(entry: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
     for combo in itertools.product(*grid.values()):
         values = dict(zip(grid, combo))
 
-        def fill(obj):
+        def fill(obj, values=values):
             if isinstance(obj, str):
                 try:
                     text = obj.format(**values)
@@ -112,8 +140,11 @@ def _declared(name: Any, tables: Mapping[str, Any], what: str, in_file: str = ""
 
 
 def _ints(value: Any, what: str, lo: int = 0) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value or any(isinstance(v, bool) or not isinstance(v, int) or v < lo
-                                                       for v in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < lo for v in value)
+    ):
         raise DeclarationError(f"{what}: expected a non-empty list of integers >= {lo}, got {value!r}")
     if len(set(value)) != len(value):
         raise DeclarationError(f"{what}: a value is given twice in {value!r}")
@@ -151,8 +182,10 @@ def _table(d: dict[str, Any], decl: dict[str, Any]) -> Table:
     _one_of(method, METHODS, what, "method")
     pending_profiles = decl.get("pending_profiles") or {}
     if profile not in RUN_PROFILES and profile not in pending_profiles:
-        raise DeclarationError(f"{what}: profile {profile!r} is not one of {', '.join(RUN_PROFILES)} "
-                               f"(nor a pending profile: {', '.join(pending_profiles) or 'none'})")
+        raise DeclarationError(
+            f"{what}: profile {profile!r} is not one of {', '.join(RUN_PROFILES)} "
+            f"(nor a pending profile: {', '.join(pending_profiles) or 'none'})"
+        )
     pending = based_on = None
     if profile in pending_profiles:
         pending = f"profile {profile} is not defined yet: {' '.join(pending_profiles[profile]['why'].split())}"
@@ -163,8 +196,10 @@ def _table(d: dict[str, Any], decl: dict[str, Any]) -> Table:
         key = o.split("=", 1)[0].strip()
         section, _, fname = key.partition(".")
         if fname in RUNTIME_FIELDS.get(section, ()) or key == "train.seed":
-            raise DeclarationError(f"{what}: override {o!r} is not part of the config hash; seeds go in `seeds`, "
-                                   "runtime settings in `runtime`")
+            raise DeclarationError(
+                f"{what}: override {o!r} is not part of the config hash; seeds go in `seeds`, "
+                "runtime settings in `runtime`"
+            )
     folds = _ints(get("folds"), f"{what}: folds")
     seeds = _ints(get("seeds"), f"{what}: seeds")
     try:
@@ -173,17 +208,22 @@ def _table(d: dict[str, Any], decl: dict[str, Any]) -> Table:
     except (ValueError, TypeError) as err:
         raise DeclarationError(f"{what}: {err}") from None
     if cfg.config_hash() != plain.config_hash():
-        raise DeclarationError(f"{what}: the runtime settings of profile {profile} {list(runtime)} change the config "
-                               "hash; only runtime-only fields belong there")
+        raise DeclarationError(
+            f"{what}: the runtime settings of profile {profile} {list(runtime)} change the config "
+            "hash; only runtime-only fields belong there"
+        )
     bad_folds = [f for f in folds if not 0 <= f < cfg.data.n_folds]
     if bad_folds:
         raise DeclarationError(f"{what}: folds {bad_folds} are out of range 0..{cfg.data.n_folds - 1}")
     made = cfg.model.variant_name()
     variant = d.get("variant", method)
     if variant != made:
-        raise DeclarationError(f"{what}: variant {variant!r} is not what its method and overrides make ({made!r}); "
-                               f"declare `variant: {made}`" if made != method else
-                               f"{what}: variant {variant!r} is not what its method and overrides make ({made!r})")
+        raise DeclarationError(
+            f"{what}: variant {variant!r} is not what its method and overrides make ({made!r}); "
+            f"declare `variant: {made}`"
+            if made != method
+            else f"{what}: variant {variant!r} is not what its method and overrides make ({made!r})"
+        )
     family = None  # set from the comparisons that name the table (_families)
     page = d.get("page")
     _one_of(page, decl.get("pages") or {}, what, "page")
@@ -207,10 +247,28 @@ def _table(d: dict[str, Any], decl: dict[str, Any]) -> Table:
     label = d.get("label") or (METHOD_LABELS[method] if variant == method else f"{METHOD_LABELS[method]} ({variant})")
     if not isinstance(label, str):
         raise DeclarationError(f"{what}: label must be text, got {label!r}")
-    return Table(name, dataset, setting, method, variant, overrides, profile, folds, seeds, family, page,
-                 int(prio["priority"] or 0), prio["seed_priority"],
-                 budget if budget in (None, "all") else tuple(budget), prio["budget_priority"], summary,
-                 runtime, pending, based_on, label)
+    return Table(
+        name,
+        dataset,
+        setting,
+        method,
+        variant,
+        overrides,
+        profile,
+        folds,
+        seeds,
+        family,
+        page,
+        int(prio["priority"] or 0),
+        prio["seed_priority"],
+        budget if budget in (None, "all") else tuple(budget),
+        prio["budget_priority"],
+        summary,
+        runtime,
+        pending,
+        based_on,
+        label,
+    )
 
 
 def _comparison_name(a: Table, b: Table, on: str) -> str:
@@ -218,8 +276,12 @@ def _comparison_name(a: Table, b: Table, on: str) -> str:
     base_a = a.name[: -len(strip)] if a.name.endswith(strip) else a.name
     base_b = b.name[: -len(strip)] if b.name.endswith(strip) else b.name
     prefix = f"{b.dataset}_setting{b.setting}_"
-    short_b = base_b[len(prefix):] if base_b.startswith(prefix) else base_b
-    return f"{base_a}_vs_{short_b}" + ("_seed0" if on == "seed0" else "") + ("" if a.profile == "lite" else f"_{a.profile}")
+    short_b = base_b[len(prefix) :] if base_b.startswith(prefix) else base_b
+    return (
+        f"{base_a}_vs_{short_b}"
+        + ("_seed0" if on == "seed0" else "")
+        + ("" if a.profile == "lite" else f"_{a.profile}")
+    )
 
 
 def _book(profile: str, d: Any, tables: Mapping[str, Table]) -> BookScope:
@@ -233,7 +295,9 @@ def _book(profile: str, d: Any, tables: Mapping[str, Table]) -> BookScope:
         raise DeclarationError(f"{what}: unknown field(s) {', '.join(unknown)}")
     one = dict(d.get("one_fold") or {})
     if set(one) - {"datasets", "folds", "settings", "methods"}:
-        raise DeclarationError(f"{what}.one_fold: unknown field(s) {sorted(set(one) - {'datasets', 'folds', 'settings', 'methods'})}")
+        raise DeclarationError(
+            f"{what}.one_fold: unknown field(s) {sorted(set(one) - {'datasets', 'folds', 'settings', 'methods'})}"
+        )
     if one.get("datasets") not in ("main", "all"):
         raise DeclarationError(f"{what}.one_fold.datasets: expected main or all, got {one.get('datasets')!r}")
     one["folds"] = _ints(one.get("folds"), f"{what}.one_fold.folds")
@@ -250,7 +314,9 @@ def _book(profile: str, d: Any, tables: Mapping[str, Table]) -> BookScope:
             raise DeclarationError(f"{w}: each item needs a `why`")
         unknown = sorted(set(item) - {"why", *LEFT_OUT_KEYS})
         if unknown:
-            raise DeclarationError(f"{w}: unknown field(s) {', '.join(unknown)}; known: why, {', '.join(LEFT_OUT_KEYS)}")
+            raise DeclarationError(
+                f"{w}: unknown field(s) {', '.join(unknown)}; known: why, {', '.join(LEFT_OUT_KEYS)}"
+            )
         methods = _strings(item.get("methods"), f"{w}.methods")
         for m in methods:
             _one_of(m, METHODS, w, "method")
@@ -292,8 +358,10 @@ def _families(tables: Mapping[str, Table], path: str) -> tuple[dict[str, str], l
                 _declared(n, tables, what, in_file=path)
             a, b = tables[c.a], tables[c.b]
             if (a.dataset, a.setting, a.profile) != (b.dataset, b.setting, b.profile):
-                raise DeclarationError(f"{what}: the tables differ in dataset, setting or profile; a paired "
-                                       "comparison needs the same test scans")
+                raise DeclarationError(
+                    f"{what}: the tables differ in dataset, setting or profile; a paired "
+                    "comparison needs the same test scans"
+                )
             on = "seed0" if c.seeds == (0,) else "common"
             if any(s not in a.seeds or s not in b.seeds for s in (c.seeds or ())):
                 raise DeclarationError(f"{what}: seeds {c.seeds} are not declared for both tables")
@@ -312,11 +380,14 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
         raise DeclarationError(f"{path}: version {data.get('version')!r} is not 1")
     for name, spec in (data.get("pending_profiles") or {}).items():
         if name in RUN_PROFILES:
-            raise DeclarationError(f"{path}: pending profile {name!r} is defined by the engine now "
-                                   f"({', '.join(RUN_PROFILES)}): remove it from pending_profiles")
+            raise DeclarationError(
+                f"{path}: pending profile {name!r} is defined by the engine now "
+                f"({', '.join(RUN_PROFILES)}): remove it from pending_profiles"
+            )
         if not isinstance(spec, Mapping) or spec.get("based_on") not in RUN_PROFILES or not spec.get("why"):
-            raise DeclarationError(f"{path}: pending profile {name!r} needs `based_on` (one of "
-                                   f"{', '.join(RUN_PROFILES)}) and `why`")
+            raise DeclarationError(
+                f"{path}: pending profile {name!r} needs `based_on` (one of {', '.join(RUN_PROFILES)}) and `why`"
+            )
     for profile in data.get("runtime") or {}:
         if profile not in RUN_PROFILES and profile not in (data.get("pending_profiles") or {}):
             raise DeclarationError(f"{path}: runtime: {profile!r} is not a profile")
@@ -345,22 +416,34 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
             for k in kinds:
                 _one_of(k, SUPPORT_KINDS, what, "kind")
             _one_of(e.get("page"), pages, what, "page")
-            studies.append(SupportStudy(str(e["name"]), ts, _ints(e.get("seeds"), f"{what}: seeds"), kinds,
-                                        _ints(e.get("shots"), f"{what}: shots", lo=1), e["page"]))
+            studies.append(
+                SupportStudy(
+                    str(e["name"]),
+                    ts,
+                    _ints(e.get("seeds"), f"{what}: seeds"),
+                    kinds,
+                    _ints(e.get("shots"), f"{what}: shots", lo=1),
+                    e["page"],
+                )
+            )
     rerun = []
     for i, raw in enumerate(data.get("rerun_check") or []):
         for e in _expand(raw, f"rerun_check[{i}]"):
             what = f"rerun_check {e!r}"
             t = _declared(e.get("table"), tables, what)
             if e.get("seed") not in t.seeds or e.get("fold") not in t.folds:
-                raise DeclarationError(f"{what}: seed {e.get('seed')!r} / fold {e.get('fold')!r} is not a run of {t.name}")
+                raise DeclarationError(
+                    f"{what}: seed {e.get('seed')!r} / fold {e.get('fold')!r} is not a run of {t.name}"
+                )
             rerun.append(RerunFold(t.name, int(e["seed"]), int(e["fold"])))
     analyses = {}
     for name, e in (data.get("analyses") or {}).items():
         what = f"analysis {name}"
         if not isinstance(e, Mapping) or e.get("function") not in ANALYSIS_FUNCTIONS:
-            raise DeclarationError(f"{what}: function {None if not isinstance(e, Mapping) else e.get('function')!r} "
-                                   f"is not one of {', '.join(ANALYSIS_FUNCTIONS)}")
+            raise DeclarationError(
+                f"{what}: function {None if not isinstance(e, Mapping) else e.get('function')!r} "
+                f"is not one of {', '.join(ANALYSIS_FUNCTIONS)}"
+            )
         if e.get("table") is not None:
             _declared(e["table"], tables, what)
         _one_of(e.get("page"), pages, what, "page")
@@ -374,13 +457,28 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
         raise DeclarationError(f"{path}: book: no entry for profile(s) {', '.join(missing)}")
     legacy = []
     for i, e in enumerate(data.get("legacy_hashes") or []):
-        if not isinstance(e, Mapping) or not isinstance(e.get("without"), str) or not isinstance(e.get("constants"), Mapping):
+        if (
+            not isinstance(e, Mapping)
+            or not isinstance(e.get("without"), str)
+            or not isinstance(e.get("constants"), Mapping)
+        ):
             raise DeclarationError(f"legacy_hashes[{i}]: needs `without`, `since` and `constants`")
         for m in e["constants"]:
             _one_of(m, METHODS, f"legacy_hashes[{i}]", "method")
         legacy.append(dict(e))
-    return Declaration(path, families, pages, dict(data.get("pending_profiles") or {}), tables, tuple(comparisons),
-                       tuple(studies), tuple(rerun), analyses, book, tuple(legacy))
+    return Declaration(
+        path,
+        families,
+        pages,
+        dict(data.get("pending_profiles") or {}),
+        tables,
+        tuple(comparisons),
+        tuple(studies),
+        tuple(rerun),
+        analyses,
+        book,
+        tuple(legacy),
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -407,6 +505,21 @@ def load_declaration(path: str | os.PathLike | None = None) -> Declaration:
     return _load(str(p), p.stat().st_mtime)
 
 
-__all__ = ["DECLARATION", "DeclarationError", "Declaration", "Table", "Run", "Comparison", "SupportStudy",
-           "RerunFold", "Analysis", "LeftOut", "BookScope", "load_declaration", "parse_declaration", "hash_of",
-           "COMPARE_ON", "SUPPORT_KINDS"]
+__all__ = [
+    "DECLARATION",
+    "DeclarationError",
+    "Declaration",
+    "Table",
+    "Run",
+    "Comparison",
+    "SupportStudy",
+    "RerunFold",
+    "Analysis",
+    "LeftOut",
+    "BookScope",
+    "load_declaration",
+    "parse_declaration",
+    "hash_of",
+    "COMPARE_ON",
+    "SUPPORT_KINDS",
+]

@@ -12,8 +12,9 @@ import functools
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..facts import DATASET_TITLES, RUN_PROFILES
 
@@ -70,9 +71,9 @@ class Table:
     budget_priority: int | None = None
     summary: bool = True
     runtime: tuple[str, ...] = ()
-    pending: str | None = None           # why nothing of this table can run yet (pending profile)
-    based_on: str | None = None          # the profile a pending profile is validated against
-    label: str = ""                      # display name (the method's, or the variant's declared label)
+    pending: str | None = None  # why nothing of this table can run yet (pending profile)
+    based_on: str | None = None  # the profile a pending profile is validated against
+    label: str = ""  # display name (the method's, or the variant's declared label)
 
     @property
     def is_variant(self) -> bool:
@@ -118,7 +119,7 @@ def _with(cfg, overrides: Sequence[str]):
     return apply_overrides(cfg, overrides)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _table_runs(table: Table) -> tuple[Run, ...]:
     out = []
     for seed in table.seeds:
@@ -140,7 +141,7 @@ class Comparison:
     b: str
     family: str
     on: str
-    name: str          # the file stem under results/compare/
+    name: str  # the file stem under results/compare/
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,9 @@ class Declaration:
             if not hits:
                 raise DeclarationError(f"--tables {name!r}: no declared table matches it")
             chosen += hits
-        out = [t for n, t in self.tables.items() if (not names or n in chosen) and (not profiles or t.profile in profiles)]
+        out = [
+            t for n, t in self.tables.items() if (not names or n in chosen) and (not profiles or t.profile in profiles)
+        ]
         return out
 
     def results_page_tables(self, profile: str, datasets: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -265,10 +268,21 @@ class Declaration:
         if scope is None or scope.results != "train":
             return []
         keep = None if datasets is None else set(datasets)
-        return [dict(name=t.name, label=t.label, dataset=t.dataset, setting=t.setting, method=t.method,
-                     variant=t.variant, overrides=list(t.overrides), folds=list(t.folds), seeds=list(t.seeds))
-                for t in self.select(profiles=[profile])
-                if t.page == "results" and not t.pending and (keep is None or t.dataset in keep)]
+        return [
+            dict(
+                name=t.name,
+                label=t.label,
+                dataset=t.dataset,
+                setting=t.setting,
+                method=t.method,
+                variant=t.variant,
+                overrides=list(t.overrides),
+                folds=list(t.folds),
+                seeds=list(t.seeds),
+            )
+            for t in self.select(profiles=[profile])
+            if t.page == "results" and not t.pending and (keep is None or t.dataset in keep)
+        ]
 
     def profiles(self) -> list[str]:
         return list(dict.fromkeys([*RUN_PROFILES, *self.pending_profiles]))
@@ -309,5 +323,16 @@ def hash_of(hashed: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-__all__ = ["DeclarationError", "Declaration", "Table", "Run", "Comparison", "SupportStudy", "RerunFold", "Analysis",
-           "LeftOut", "BookScope", "hash_of"]
+__all__ = [
+    "DeclarationError",
+    "Declaration",
+    "Table",
+    "Run",
+    "Comparison",
+    "SupportStudy",
+    "RerunFold",
+    "Analysis",
+    "LeftOut",
+    "BookScope",
+    "hash_of",
+]

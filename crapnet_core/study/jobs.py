@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json, write_json, write_text
+from ..io import read_json, write_json
 from . import layout
 from .entries import Declaration, Run
 from .provenance import run_info, utc_now
@@ -32,8 +32,10 @@ def find_run(decl: Declaration, table: str, seed: int, folder: str) -> Run:
     for run in decl.table(table).runs():
         if run.seed == int(seed) and run.folder == folder:
             return run
-    raise ValueError(f"{table}/seed{seed}/{folder}: no declared run has this result folder (its config hash is "
-                     "not what the declaration gives; `crapnet study status` lists the declared runs)")
+    raise ValueError(
+        f"{table}/seed{seed}/{folder}: no declared run has this result folder (its config hash is "
+        "not what the declaration gives; `crapnet study status` lists the declared runs)"
+    )
 
 
 def _command(run: Run) -> str:
@@ -61,12 +63,20 @@ def trained_run(run: Run, runs_root: str | os.PathLike, device: str | None = Non
     return run_dir
 
 
-def run_job(decl: Declaration, table: str, seed: int, folder: str, results_dir: str | os.PathLike,
-            runs_root: str | os.PathLike, device: str | None = None, progress: bool = False) -> Path:
+def run_job(
+    decl: Declaration,
+    table: str,
+    seed: int,
+    folder: str,
+    results_dir: str | os.PathLike,
+    runs_root: str | os.PathLike,
+    device: str | None = None,
+    progress: bool = False,
+) -> Path:
     """Train, evaluate and publish one declared run (see the module docstring); returns the result folder."""
     from ..engine.evaluation import evaluate, read_metrics
-    from ..engine.runs import is_evaluated, run_lock
     from ..engine.run_folder import train_seconds
+    from ..engine.runs import is_evaluated, run_lock
 
     run = find_run(decl, table, seed, folder)
     started, t0 = utc_now(), time.time()
@@ -76,18 +86,34 @@ def run_job(decl: Declaration, table: str, seed: int, folder: str, results_dir: 
             evaluate(run_dir, device=device or run.config.train.device, progress=progress)
     metrics = read_metrics(run_dir)
     if metrics.get("config_hash") != run.hash or int(metrics.get("step", -1)) != run.config.train.steps:
-        raise ValueError(f"{run_dir}/metrics.json: config hash {metrics.get('config_hash')} at step "
-                         f"{metrics.get('step')}, expected {run.hash} at step {run.config.train.steps}")
+        raise ValueError(
+            f"{run_dir}/metrics.json: config hash {metrics.get('config_hash')} at step "
+            f"{metrics.get('step')}, expected {run.hash} at step {run.config.train.steps}"
+        )
     saved = read_json(run_dir / "config.json")
-    info = run_info(_command(run), started, time.time() - t0, train_seconds(run_dir), run_dir,
-                    note=None if saved.get("config_hash") == run.hash else "config.json of the runs folder differs")
+    info = run_info(
+        _command(run),
+        started,
+        time.time() - t0,
+        train_seconds(run_dir),
+        run_dir,
+        note=None if saved.get("config_hash") == run.hash else "config.json of the runs folder differs",
+    )
     dest = layout.result_dir(results_dir, run)
-    return layout.publish_run(dest, {"config.json": saved, "metrics.json": layout.result_metrics(metrics, run_dir),
-                                     "run_info.json": info})
+    return layout.publish_run(
+        dest, {"config.json": saved, "metrics.json": layout.result_metrics(metrics, run_dir), "run_info.json": info}
+    )
 
 
-def budget_job(decl: Declaration, table: str, seed: int, folder: str, results_dir: str | os.PathLike,
-               runs_root: str | os.PathLike, device: str | None = None) -> Path:
+def budget_job(
+    decl: Declaration,
+    table: str,
+    seed: int,
+    folder: str,
+    results_dir: str | os.PathLike,
+    runs_root: str | os.PathLike,
+    device: str | None = None,
+) -> Path:
     """The declared budget curve of one run: test Dice at its saved checkpoints -> ``budget.json`` in the
     result folder (the run is trained first if the runs folder lacks it; its checkpoints are kept by the
     runtime settings the declaration adds)."""
@@ -121,8 +147,21 @@ def comparisons_job(results_dir: str | os.PathLike) -> list[Path]:
 
 
 #: step name -> (job function, what its arguments are), for the workflow's job entry.
-JOBS: dict[str, Any] = {"run": run_job, "budget": budget_job, "seed_summary": seed_summary_job,
-                        "table_summary": table_summary_job, "comparisons": comparisons_job}
+JOBS: dict[str, Any] = {
+    "run": run_job,
+    "budget": budget_job,
+    "seed_summary": seed_summary_job,
+    "table_summary": table_summary_job,
+    "comparisons": comparisons_job,
+}
 
-__all__ = ["find_run", "trained_run", "run_job", "budget_job", "seed_summary_job", "table_summary_job",
-           "comparisons_job", "JOBS"]
+__all__ = [
+    "find_run",
+    "trained_run",
+    "run_job",
+    "budget_job",
+    "seed_summary_job",
+    "table_summary_job",
+    "comparisons_job",
+    "JOBS",
+]

@@ -26,9 +26,10 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..engine.metrics import json_number, nanmean
 from ..io import read_json, write_json, write_text
@@ -56,8 +57,8 @@ class RunState:
     """The state of one declared run in a results folder (see :func:`run_state`)."""
 
     run: Run
-    status: str          # done | missing | stale | pending
-    folder: str | None   # the folder that holds it (done), or the stale folder(s), comma-separated
+    status: str  # done | missing | stale | pending
+    folder: str | None  # the folder that holds it (done), or the stale folder(s), comma-separated
     why: str = ""
 
     def line(self) -> str:
@@ -93,19 +94,29 @@ def run_state(decl: Declaration, run: Run, results_dir: str | os.PathLike) -> Ru
         if folder.is_dir():
             if _complete(folder, table):
                 return RunState(run, "done", folder.name, "" if why == "current" else why)
-            missing = [f for f in (*RUN_FILES, *([BUDGET_FILE] if table.budget is not None else []))
-                       if not (folder / f).is_file()]
+            missing = [
+                f
+                for f in (*RUN_FILES, *([BUDGET_FILE] if table.budget is not None else []))
+                if not (folder / f).is_file()
+            ]
             if not missing:
                 steps = sorted(set(table.budget) - _budget_steps(folder))
                 missing = [f"budget steps {', '.join(map(str, steps))}"]
             return RunState(run, "missing", folder.name, f"incomplete: no {', '.join(missing)}")
     if sdir.is_dir():
-        others = sorted(p.name for p in sdir.iterdir() if p.is_dir() and p.name.startswith(run.prefix + "_")
-                        and len(p.name) == len(run.prefix) + 13)
+        others = sorted(
+            p.name
+            for p in sdir.iterdir()
+            if p.is_dir() and p.name.startswith(run.prefix + "_") and len(p.name) == len(run.prefix) + 13
+        )
     if others:
-        return RunState(run, "stale", ", ".join(others),
-                        f"committed at hash {', '.join(o.rsplit('_', 1)[1] for o in others)}; the declaration now gives "
-                        f"{run.hash}: rerun it (`crapnet study run --tables {run.table}`), then delete the stale folder")
+        return RunState(
+            run,
+            "stale",
+            ", ".join(others),
+            f"committed at hash {', '.join(o.rsplit('_', 1)[1] for o in others)}; the declaration now gives "
+            f"{run.hash}: rerun it (`crapnet study run --tables {run.table}`), then delete the stale folder",
+        )
     return RunState(run, "missing", None)
 
 
@@ -152,12 +163,16 @@ def undeclared_tables(decl: Declaration, results_dir: str | os.PathLike) -> list
     root = Path(results_dir)
     if not root.is_dir():
         return []
-    return sorted(d.name for d in root.iterdir()
-                  if d.is_dir() and d.name not in decl.tables and any(s.is_dir() for s in d.glob("seed[0-9]*")))
+    return sorted(
+        d.name
+        for d in root.iterdir()
+        if d.is_dir() and d.name not in decl.tables and any(s.is_dir() for s in d.glob("seed[0-9]*"))
+    )
 
 
-def status_report(decl: Declaration, results_dir: str | os.PathLike, tables: Sequence[Table],
-                  verbose: bool = False) -> str:
+def status_report(
+    decl: Declaration, results_dir: str | os.PathLike, tables: Sequence[Table], verbose: bool = False
+) -> str:
     """The text of ``crapnet study status``: totals per profile, per table done / missing / stale / pending
     counts, one line per run that is stale or missing from a table begun (every run with ``verbose``),
     and the folders no declared run names."""
@@ -194,9 +209,14 @@ def status_report(decl: Declaration, results_dir: str | os.PathLike, tables: Seq
     if {t.name for t in tables} == set(decl.tables):  # the whole study: tables it does not declare
         other = undeclared_tables(decl, results_dir)
         if other:
-            lines += ["", "Result tables the declaration does not name (not part of the study; declare them to use them):"]
-            lines += [f"    {x}: {sum(1 for r in (Path(results_dir) / x).glob('seed*/*/metrics.json'))} run folder(s)"
-                      for x in other]
+            lines += [
+                "",
+                "Result tables the declaration does not name (not part of the study; declare them to use them):",
+            ]
+            lines += [
+                f"    {x}: {sum(1 for r in (Path(results_dir) / x).glob('seed*/*/metrics.json'))} run folder(s)"
+                for x in other
+            ]
     return "\n".join(head + [""] + lines) + "\n"
 
 
@@ -264,8 +284,14 @@ def seed_summary(decl: Declaration, table: Table, seed: int, results_dir: str | 
             folders.append(seed_dir(results_dir, table.name, seed) / state.folder)
     if missing:
         raise ValueError(f"{table.name} seed {seed}: not every run is done: {'; '.join(missing)}")
-    summary = summarize_runs(folders, dataset=table.dataset, setting=table.setting, method=table.method,
-                             profile=table.profile, train_seconds_of=_train_seconds_of)
+    summary = summarize_runs(
+        folders,
+        dataset=table.dataset,
+        setting=table.setting,
+        method=table.method,
+        profile=table.profile,
+        train_seconds_of=_train_seconds_of,
+    )
     summary["variant"] = table.variant
     summary["overrides"] = [*table.runtime, *table.overrides, *([f"train.seed={seed}"] if seed else [])]
     summary["table"] = table.name
@@ -316,27 +342,54 @@ def _derived_metrics(run: Run, entry: Mapping[str, Any], source: str, seconds: f
     cfg = run.config
     organs = [o for o in cfg.data.test_group if o in entry["dice"]]
     per_scan = {o: {sid: {"dice": d} for sid, d in entry.get("per_scan", {}).get(o, {}).items()} for o in organs}
-    per_organ = {o: {"dice_mean": entry["dice"].get(o), "dice_lcc_mean": (entry.get("dice_lcc") or {}).get(o),
-                     "hd95_mean": entry["hd95"].get(o), "asd_mean": entry["asd"].get(o),
-                     "n_scans": len(per_scan[o])} for o in organs}
+    per_organ = {
+        o: {
+            "dice_mean": entry["dice"].get(o),
+            "dice_lcc_mean": (entry.get("dice_lcc") or {}).get(o),
+            "hd95_mean": entry["hd95"].get(o),
+            "asd_mean": entry["asd"].get(o),
+            "n_scans": len(per_scan[o]),
+        }
+        for o in organs
+    }
     support = {o: entry["support"][o] for o in organs if o in entry.get("support", {})}
     scan_ids = sorted({s["scan_id"] for s in support.values()})
-    mean = {k: json_number(nanmean([per_organ[o][f"{k}_mean"] for o in organs])) for k in ("dice", "hd95", "asd", "dice_lcc")}
+    mean = {
+        k: json_number(nanmean([per_organ[o][f"{k}_mean"] for o in organs]))
+        for k in ("dice", "hd95", "asd", "dice_lcc")
+    }
     return {
-        "dataset": cfg.dataset_name(), "setting": cfg.data.setting, "fold": cfg.data.fold, "method": cfg.model.method,
-        "variant": cfg.model.variant_name(), "profile": cfg.profile, "organs": organs, "split": "test",
+        "dataset": cfg.dataset_name(),
+        "setting": cfg.data.setting,
+        "fold": cfg.data.fold,
+        "method": cfg.model.method,
+        "variant": cfg.model.variant_name(),
+        "profile": cfg.profile,
+        "organs": organs,
+        "split": "test",
         "test_scans": sorted({sid for o in organs for sid in per_scan[o]}, key=lambda s: (len(s), s)),
-        "support": {"scan_id": scan_ids[0] if len(scan_ids) == 1 else scan_ids,
-                    "slices": {o: s["slices"] for o, s in support.items()}},
-        "per_scan": per_scan, "per_organ": per_organ, "mean": mean,
+        "support": {
+            "scan_id": scan_ids[0] if len(scan_ids) == 1 else scan_ids,
+            "slices": {o: s["slices"] for o, s in support.items()},
+        },
+        "per_scan": per_scan,
+        "per_organ": per_organ,
+        "mean": mean,
         "units": {"dice": "fraction 0..1", "dice_lcc": "fraction 0..1", "hd95": "mm", "asd": "mm"},
-        "seconds": seconds, "step": cfg.train.steps, "trained_steps": cfg.train.steps,
-        DERIVED: {"from": source, "lost": "per-scan HD95/ASD/Dice after LCC, voxel counts, slice ranges, device "
-                  "(the summary did not keep them)"},
+        "seconds": seconds,
+        "step": cfg.train.steps,
+        "trained_steps": cfg.train.steps,
+        DERIVED: {
+            "from": source,
+            "lost": "per-scan HD95/ASD/Dice after LCC, voxel counts, slice ranges, device "
+            "(the summary did not keep them)",
+        },
     }
 
 
-def migrate_table(decl: Declaration, table: Table, results_dir: str | os.PathLike, legacy_root: str | None = None) -> list[Path]:
+def migrate_table(
+    decl: Declaration, table: Table, results_dir: str | os.PathLike, legacy_root: str | None = None
+) -> list[Path]:
     """Per-run folders for a table committed with ``seed<s>/summary.json`` only (no retraining).
 
     For each declared run, the per-fold entry of the seed's summary whose run names carry an accepted
@@ -369,47 +422,80 @@ def migrate_table(decl: Declaration, table: Table, results_dir: str | os.PathLik
                 names = [] if entry is None else entry["runs"]
                 hit = [n for n in names if n.rsplit("_", 1)[1] in accepted]  # the run's hash identifies it
                 if not hit:
-                    raise ValueError(f"{sdir / 'summary.json'}: fold {run.fold} has no run at an accepted hash of "
-                                     f"{run.where()} ({', '.join(accepted)}); its runs: {', '.join(names) or 'none'}")
+                    raise ValueError(
+                        f"{sdir / 'summary.json'}: fold {run.fold} has no run at an accepted hash of "
+                        f"{run.where()} ({', '.join(accepted)}); its runs: {', '.join(names) or 'none'}"
+                    )
                 committed_hash = hit[0].rsplit("_", 1)[1]
                 one_run = len(names) == 1
-                metrics = _derived_metrics(run, entry, f"{table.name}/seed{seed}/summary.json per_fold[{run.fold}] "
-                                           f"(run {hit[0]})", entry.get("eval_seconds") if one_run else None)
+                metrics = _derived_metrics(
+                    run,
+                    entry,
+                    f"{table.name}/seed{seed}/summary.json per_fold[{run.fold}] (run {hit[0]})",
+                    entry.get("eval_seconds") if one_run else None,
+                )
                 metrics["config_hash"] = committed_hash
                 files["metrics.json"] = metrics
                 train_s = entry.get("train_seconds") if one_run else None
-                fold_totals = {} if one_run else {"fold_train_seconds": entry.get("train_seconds"),
-                                                  "fold_eval_seconds": entry.get("eval_seconds"),
-                                                  "fold_runs": len(names)}
-                fold_note = None if one_run else (
-                    f"the summary kept only the fold's total over its {len(names)} test groups: "
-                    f"{entry.get('train_seconds')} s training, {entry.get('eval_seconds')} s evaluation")
+                fold_totals = (
+                    {}
+                    if one_run
+                    else {
+                        "fold_train_seconds": entry.get("train_seconds"),
+                        "fold_eval_seconds": entry.get("eval_seconds"),
+                        "fold_runs": len(names),
+                    }
+                )
+                fold_note = (
+                    None
+                    if one_run
+                    else (
+                        f"the summary kept only the fold's total over its {len(names)} test groups: "
+                        f"{entry.get('train_seconds')} s training, {entry.get('eval_seconds')} s evaluation"
+                    )
+                )
             elif budget is not None and table.budget is not None:
                 committed_hash = budget["config_hash"]
                 if committed_hash not in accepted:
-                    raise ValueError(f"{root / BUDGET_FILE}: config hash {committed_hash} is not an accepted hash of "
-                                     f"{run.where()} ({', '.join(accepted)})")
+                    raise ValueError(
+                        f"{root / BUDGET_FILE}: config hash {committed_hash} is not an accepted hash of "
+                        f"{run.where()} ({', '.join(accepted)})"
+                    )
                 last = max(budget["points"], key=lambda p: p["step"])
                 files[BUDGET_FILE] = root / BUDGET_FILE  # moved as it is (its `run` names the old run folder)
                 organs = [o for o in budget["organs"]]
                 files["metrics.json"] = {
-                    "dataset": budget["dataset"], "setting": budget["setting"], "fold": budget["fold"],
-                    "method": budget["method"], "variant": run.config.model.variant_name(), "profile": budget["profile"],
-                    "config_hash": committed_hash, "organs": organs, "split": "test",
+                    "dataset": budget["dataset"],
+                    "setting": budget["setting"],
+                    "fold": budget["fold"],
+                    "method": budget["method"],
+                    "variant": run.config.model.variant_name(),
+                    "profile": budget["profile"],
+                    "config_hash": committed_hash,
+                    "organs": organs,
+                    "split": "test",
                     "per_scan": {o: {s: {"dice": d} for s, d in last["per_scan"].get(o, {}).items()} for o in organs},
                     "per_organ": {o: {"dice_mean": last["dice"].get(o)} for o in organs},
-                    "mean": {"dice": last["dice"].get("mean")}, "step": last["step"], "trained_steps": budget["trained_steps"],
-                    "units": {"dice": "fraction 0..1"}, "seconds": last.get("seconds"),
-                    DERIVED: {"from": f"{table.name}/{BUDGET_FILE} point at step {last['step']} (the trained model)",
-                              "lost": "HD95/ASD (the budget curve keeps Dice only)"}}
+                    "mean": {"dice": last["dice"].get("mean")},
+                    "step": last["step"],
+                    "trained_steps": budget["trained_steps"],
+                    "units": {"dice": "fraction 0..1"},
+                    "seconds": last.get("seconds"),
+                    DERIVED: {
+                        "from": f"{table.name}/{BUDGET_FILE} point at step {last['step']} (the trained model)",
+                        "lost": "HD95/ASD (the budget curve keeps Dice only)",
+                    },
+                }
                 train_s, fold_note, fold_totals = None, None, {}
             else:
                 continue
             cfg_json["config_hash"] = committed_hash
             files["config.json"] = cfg_json
-            note = [f"migrated into the per-run layout from {info_path.relative_to(Path(results_dir))} and "
-                    + ("the seed's summary.json" if summary is not None else f"{table.name}/{BUDGET_FILE}")
-                    + " (no retraining); metrics.json is derived (see its `derived`)"]
+            note = [
+                f"migrated into the per-run layout from {info_path.relative_to(Path(results_dir))} and "
+                + ("the seed's summary.json" if summary is not None else f"{table.name}/{BUDGET_FILE}")
+                + " (no retraining); metrics.json is derived (see its `derived`)"
+            ]
             if accepted[committed_hash] != "current":
                 note.append(f"config hash {committed_hash}: {accepted[committed_hash]}")
             if fold_note:
@@ -420,25 +506,51 @@ def migrate_table(decl: Declaration, table: Table, results_dir: str | os.PathLik
             if command and command.split()[-2:] == ["BUDGET", table.method]:
                 # the old queue (results/run_study.sh) recorded its budget runs by the name of its function
                 # budget(); these are the two commands that function ran
-                command = (f"{command.rsplit('BUDGET', 1)[0]}crapnet train --dataset {table.dataset} --setting "
-                           f"{table.setting} --fold 0 --method {table.method} --profile lite --steps "
-                           f"{run.config.train.steps} --set train.threads=1 --set train.checkpoint_every="
-                           f"{run.config.train.checkpoint_every} --set train.keep_checkpoints="
-                           f"{run.config.train.keep_checkpoints} --no-progress --out RUN && crapnet evaluate RUN "
-                           f"--checkpoints {','.join(map(str, table.budget))} --no-progress")
+                command = (
+                    f"{command.rsplit('BUDGET', 1)[0]}crapnet train --dataset {table.dataset} --setting "
+                    f"{table.setting} --fold 0 --method {table.method} --profile lite --steps "
+                    f"{run.config.train.steps} --set train.threads=1 --set train.checkpoint_every="
+                    f"{run.config.train.checkpoint_every} --set train.keep_checkpoints="
+                    f"{run.config.train.keep_checkpoints} --no-progress --out RUN && crapnet evaluate RUN "
+                    f"--checkpoints {','.join(map(str, table.budget))} --no-progress"
+                )
                 note.append(f"the queue recorded the command as {info.get('command')!r}")
             files["run_info.json"] = {
-                "command": command, "started_utc": info.get("started_utc"),
-                "wall_seconds": info.get("wall_seconds"), "wall_seconds_scope": "the whole table (all folds) of this seed",
-                "train_seconds": train_s, "commit": info.get("commit"), "machine": info.get("machine"),
+                "command": command,
+                "started_utc": info.get("started_utc"),
+                "wall_seconds": info.get("wall_seconds"),
+                "wall_seconds_scope": "the whole table (all folds) of this seed",
+                "train_seconds": train_s,
+                "commit": info.get("commit"),
+                "machine": info.get("machine"),
                 "environment": {"packages": {"torch": info.get("torch")}, "recorded": "torch only (before issue 25)"},
-                **fold_totals, "encoder_init": info.get("encoder_init"), "profile": info.get("profile"),
-                "note": "; ".join(note), "migrated": True}
+                **fold_totals,
+                "encoder_init": info.get("encoder_init"),
+                "profile": info.get("profile"),
+                "note": "; ".join(note),
+                "migrated": True,
+            }
             dest = sdir / f"{run.prefix}_{committed_hash}"
             written.append(publish_run(dest, files))
     return written
 
 
-__all__ = ["RUN_FILES", "BUDGET_FILE", "RunState", "seed_dir", "result_dir", "run_state", "output_folder", "states", "undeclared_tables",
-           "status_report", "undeclared", "publish_run", "result_metrics", "seed_summary", "write_seed_summary",
-           "write_table_summary", "migrate_table"]
+__all__ = [
+    "RUN_FILES",
+    "BUDGET_FILE",
+    "RunState",
+    "seed_dir",
+    "result_dir",
+    "run_state",
+    "output_folder",
+    "states",
+    "undeclared_tables",
+    "status_report",
+    "undeclared",
+    "publish_run",
+    "result_metrics",
+    "seed_summary",
+    "write_seed_summary",
+    "write_table_summary",
+    "migrate_table",
+]

@@ -24,12 +24,12 @@ class StudyTargets:
 
     results: Path
     tables: list[Table]
-    runs: dict[tuple[str, int, str], Run] = field(default_factory=dict)     # (table, seed, folder) -> run
+    runs: dict[tuple[str, int, str], Run] = field(default_factory=dict)  # (table, seed, folder) -> run
     folders: dict[tuple[str, int, str], str] = field(default_factory=dict)  # (table, seed, fold-group) -> folder
-    priority: dict[tuple[str, int], int] = field(default_factory=dict)      # (table, seed) -> priority
+    priority: dict[tuple[str, int], int] = field(default_factory=dict)  # (table, seed) -> priority
     seed_inputs: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     table_inputs: dict[str, list[str]] = field(default_factory=dict)
-    comparison_inputs: list[str] = field(default_factory=list)   # summaries the family comparisons read
+    comparison_inputs: list[str] = field(default_factory=list)  # summaries the family comparisons read
     targets: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
 

@@ -129,34 +129,52 @@ class DevTools:
     page commands go to a flattened target session (``sessionId``).
     """
 
-    def __init__(self, executable: str, width: int = 1280, height: int = 1600, timeout: float = 60.0,
-                 allow_local: bool = False):
+    def __init__(
+        self, executable: str, width: int = 1280, height: int = 1600, timeout: float = 60.0, allow_local: bool = False
+    ):
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="crapnet-chromium-")
         to_child_r, self._to_child_w = os.pipe()
         self._from_child_r, from_child_w = os.pipe()
         args = [
-            executable, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
-            f"--user-data-dir={self.profile}", "--no-first-run", "--no-default-browser-check",
-            "--disable-extensions", "--disable-background-networking", "--disable-sync",
-            "--disable-component-update", "--disable-default-apps", "--mute-audio",
+            executable,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self.profile}",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--disable-sync",
+            "--disable-component-update",
+            "--disable-default-apps",
+            "--mute-audio",
             "--allow-file-access-from-files",
             # no network: no host name resolves (allow_local: except the local server of the JupyterLab check)
             "--host-resolver-rules=MAP * ~NOTFOUND" + (", EXCLUDE 127.0.0.1, EXCLUDE localhost" if allow_local else ""),
-            f"--window-size={width},{height}", "about:blank",
+            f"--window-size={width},{height}",
+            "about:blank",
         ]
 
         def wire() -> None:  # in the child: the pipe ends become fds 3 (commands) and 4 (answers)
             os.dup2(to_child_r, 3)
             os.dup2(from_child_w, 4)
 
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, preexec_fn=wire, pass_fds=(3, 4))
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=wire,
+            pass_fds=(3, 4),
+        )
         os.close(to_child_r)
         os.close(from_child_w)
         self._next_id = 0
         self._answers: dict[int, dict] = {}
-        self.events: "queue.Queue[dict]" = queue.Queue()
+        self.events: queue.Queue[dict] = queue.Queue()
         self.log: list[dict] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -255,8 +273,14 @@ class PageReport:
     seconds: float = 0.0
 
 
-def check_page(browser: DevTools, path: Path, min_tables: int = 0, min_images: int = 0,
-               screenshot: Path | None = None, settle: float = 1.0) -> PageReport:
+def check_page(
+    browser: DevTools,
+    path: Path,
+    min_tables: int = 0,
+    min_images: int = 0,
+    screenshot: Path | None = None,
+    settle: float = 1.0,
+) -> PageReport:
     """Load ``path`` in a new tab, probe it, optionally take a full-page screenshot."""
     t0 = time.time()
     url = path.resolve().as_uri()
@@ -315,11 +339,13 @@ def check_page(browser: DevTools, path: Path, min_tables: int = 0, min_images: i
         report.failures.append(f"JavaScript exceptions: {'; '.join(report.js_errors[:3])}")
     if screenshot is not None:
         height = max(800, min(int(p.get("height") or 1600), 16000))
-        browser.send("Emulation.setDeviceMetricsOverride",
-                     {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         time.sleep(0.3)
-        shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
-                            session=session)
+        shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=session)
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.write_bytes(base64.b64decode(shot["data"]))
         report.screenshot = str(screenshot)
@@ -334,14 +360,22 @@ SKIPPED_PAGES = ("genindex.html", "search.html", "py-modindex.html")
 
 def book_pages(html: Path) -> list[Path]:
     """Every page of the built book (``*.html`` outside ``_static``/``_sources``/``_images``), index first."""
-    pages = [p for p in html.rglob("*.html")
-             if p.name not in SKIPPED_PAGES and not any(part.startswith("_") for part in p.relative_to(html).parts)]
+    pages = [
+        p
+        for p in html.rglob("*.html")
+        if p.name not in SKIPPED_PAGES and not any(part.startswith("_") for part in p.relative_to(html).parts)
+    ]
     return sorted(pages, key=lambda p: (p != html / "index.html", str(p)))
 
 
-def check_book(html_dir: str | os.PathLike, page: str = "notebooks/06_results__*.html",
-               screenshot: str | os.PathLike | None = None, min_tables: int = 2, timeout: float = 60.0,
-               browser_path: str | None = None) -> list[PageReport]:
+def check_book(
+    html_dir: str | os.PathLike,
+    page: str = "notebooks/06_results__*.html",
+    screenshot: str | os.PathLike | None = None,
+    min_tables: int = 2,
+    timeout: float = 60.0,
+    browser_path: str | None = None,
+) -> list[PageReport]:
     """Check every page of a built book (results pages: tables and figures too); one report per page.
 
     Screenshots: the results page to ``screenshot`` (default ``<html>/../screenshots/results.png``,
@@ -379,9 +413,15 @@ def check_book(html_dir: str | os.PathLike, page: str = "notebooks/06_results__*
     return reports
 
 
-def check_lab(root: str | os.PathLike | None = None, notebook: str = "notebooks/06_results.ipynb",
-              screenshot: str | os.PathLike | None = None, timeout: float = 180.0, env: dict | None = None,
-              kernel_name: str = "Python (crapnet)", browser_path: str | None = None) -> PageReport:
+def check_lab(
+    root: str | os.PathLike | None = None,
+    notebook: str = "notebooks/06_results.ipynb",
+    screenshot: str | os.PathLike | None = None,
+    timeout: float = 180.0,
+    env: dict | None = None,
+    kernel_name: str = "Python (crapnet)",
+    browser_path: str | None = None,
+) -> PageReport:
     """Start JupyterLab on ``root`` (the repository), open ``notebook`` in headless Chromium, check it renders.
 
     Passes when, within ``timeout`` seconds, the notebook shows its cells and its rendered
@@ -399,8 +439,10 @@ def check_lab(root: str | os.PathLike | None = None, notebook: str = "notebooks/
         raise FileNotFoundError(f"{root / notebook}: notebook not found")
     exe = browser_path or find_browser()
     if not exe:
-        raise BrowserError("no Chromium found (tried $CHROMIUM, " + ", ".join(BROWSERS) + "); install the Debian "
-                           "package `chromium` or set CHROMIUM to the executable")
+        raise BrowserError(
+            "no Chromium found (tried $CHROMIUM, " + ", ".join(BROWSERS) + "); install the Debian "
+            "package `chromium` or set CHROMIUM to the executable"
+        )
     shot = Path(screenshot) if screenshot else root / "_build" / "screenshots" / "lab.png"
     t0 = time.time()
     # JupyterLab settings of this check only (the user's own are left alone): no autosave (opening a
@@ -410,8 +452,10 @@ def check_lab(root: str | os.PathLike | None = None, notebook: str = "notebooks/
     env.setdefault("JUPYTERLAB_SETTINGS_DIR", str(scratch / "settings"))
     env.setdefault("JUPYTER_RUNTIME_DIR", str(scratch / "runtime"))
     settings = Path(env["JUPYTERLAB_SETTINGS_DIR"])
-    for plugin, values in {"@jupyterlab/docmanager-extension/plugin": {"autosave": False},
-                           "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"}}.items():
+    for plugin, values in {
+        "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
+        "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
+    }.items():
         path = settings / f"{plugin}.jupyterlab-settings"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -436,15 +480,17 @@ def _open_in_lab(server, notebook: str, exe: str, shot: Path, timeout: float, ke
         session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Network"):
             browser.send(f"{domain}.enable", session=session)
-        browser.send("Emulation.setDeviceMetricsOverride",
-                     {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         browser.send("Page.navigate", {"url": url}, session=session)
         probe = _LAB_PROBE.replace("KERNEL_NAME", json.dumps(kernel_name))
         deadline = time.time() + timeout
         p: dict = {}
         while time.time() < deadline:
-            answer = browser.send("Runtime.evaluate", {"expression": probe, "returnByValue": True},
-                                  session=session)
+            answer = browser.send("Runtime.evaluate", {"expression": probe, "returnByValue": True}, session=session)
             p = answer.get("result", {}).get("value") or {}
             done = p.get("cells", 0) >= 3 and p.get("h1") and p.get("kernel_shown") and p.get("kernel_idle")
             if p.get("failed_load") or p.get("dialog") or done:
@@ -493,13 +539,17 @@ def _print_reports(reports: list[PageReport], t0: float) -> int:
         p = r.probe
         status = "FAIL" if r.failures else "ok"
         if "cells" in p:  # JupyterLab
-            print(f"{status:4s} {r.url}: {p.get('cells', 0)} cells, title {p.get('h1')}, kernel shown "
-                  f"{p.get('kernel_shown')}, idle {p.get('kernel_idle')}, {len(r.remote_requests)} remote requests, "
-                  f"{r.seconds:.1f} s")
+            print(
+                f"{status:4s} {r.url}: {p.get('cells', 0)} cells, title {p.get('h1')}, kernel shown "
+                f"{p.get('kernel_shown')}, idle {p.get('kernel_idle')}, {len(r.remote_requests)} remote requests, "
+                f"{r.seconds:.1f} s"
+            )
         else:
-            print(f"{status:4s} {r.url}: {p.get('tables_with_rows', 0)} tables, {p.get('images', 0)} images, "
-                  f"{p.get('math_rendered', 0)}/{p.get('math', 0)} formulas rendered, "
-                  f"{len(r.remote_requests)} network requests, {r.seconds:.1f} s")
+            print(
+                f"{status:4s} {r.url}: {p.get('tables_with_rows', 0)} tables, {p.get('images', 0)} images, "
+                f"{p.get('math_rendered', 0)}/{p.get('math', 0)} formulas rendered, "
+                f"{len(r.remote_requests)} network requests, {r.seconds:.1f} s"
+            )
         for f in r.failures:
             print(f"     - {f}")
         if r.screenshot:
@@ -514,8 +564,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lab"]:
-        parser = argparse.ArgumentParser(prog="python -m e2e.browser_check lab",
-                                         description="JupyterLab opens and renders a notebook (headless Chromium)")
+        parser = argparse.ArgumentParser(
+            prog="python -m e2e.browser_check lab",
+            description="JupyterLab opens and renders a notebook (headless Chromium)",
+        )
         parser.add_argument("--notebook", default="notebooks/06_results.ipynb", help="path relative to the repository")
         parser.add_argument("--screenshot", default=None, help="PNG (default: <repo>/_build/screenshots/lab.png)")
         parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the notebook")
@@ -533,7 +585,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.browser_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--html", default=None, help="the built book (default: <repo>/_build/html)")
     parser.add_argument("--page", default="notebooks/06_results__*.html", help="results page(s), a glob under --html")
-    parser.add_argument("--screenshot", default=None, help="PNG of the results page (default: <html>/../screenshots/results.png)")
+    parser.add_argument(
+        "--screenshot", default=None, help="PNG of the results page (default: <html>/../screenshots/results.png)"
+    )
     parser.add_argument("--min-tables", type=int, default=2, help="tables the results page must show")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for Chromium per step")
     args = parser.parse_args(argv)

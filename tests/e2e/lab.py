@@ -32,8 +32,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 class NotebookRunError(RuntimeError):
@@ -51,8 +52,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_kernelspec(folder: str | os.PathLike, name: str = "crapnet", display_name: str = "Python (crapnet)",
-                     python: str | None = None) -> Path:
+def write_kernelspec(
+    folder: str | os.PathLike, name: str = "crapnet", display_name: str = "Python (crapnet)", python: str | None = None
+) -> Path:
     """A kernelspec ``<folder>/kernels/<name>/kernel.json`` starting ipykernel with ``python``.
 
     The same spec as ``python -m ipykernel install --name crapnet`` writes (``make lab``
@@ -79,8 +81,14 @@ class JupyterServer:
     Offline: JupyterLab's update check and news feed are switched off.
     """
 
-    def __init__(self, root: str | os.PathLike, app: str = "lab", env: Mapping[str, str] | None = None,
-                 timeout: float = 120.0, log: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        app: str = "lab",
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120.0,
+        log: str | os.PathLike | None = None,
+    ):
         if app not in ("lab", "server"):
             raise ValueError(f"app: {app!r} is not 'lab' or 'server'")
         self.root = Path(root).resolve()
@@ -94,35 +102,50 @@ class JupyterServer:
         self.proc: subprocess.Popen | None = None
 
     # -- life cycle
-    def start(self) -> "JupyterServer":
+    def start(self) -> JupyterServer:
         module = "jupyterlab" if self.app == "lab" else "jupyter_server"
         cmd = [
-            sys.executable, "-m", module, "--no-browser", "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={self.root}", f"--IdentityProvider.token={self.token}",
-            "--ServerApp.allow_remote_access=False", "--ServerApp.terminals_enabled=False",
+            sys.executable,
+            "-m",
+            module,
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={self.root}",
+            f"--IdentityProvider.token={self.token}",
+            "--ServerApp.allow_remote_access=False",
+            "--ServerApp.terminals_enabled=False",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers/CI run as root; Jupyter refuses without this
             cmd.append("--ServerApp.allow_root=True")
         if self.app == "lab":
-            cmd += ["--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None",
-                    "--LabApp.extension_manager=readonly"]
+            cmd += [
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--LabApp.news_url=None",
+                "--LabApp.extension_manager=readonly",
+            ]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                     cwd=str(self.root), stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.root), stdin=subprocess.DEVNULL
+        )
         deadline = time.time() + self.timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise ServerError(f"jupyter {self.app} exited with status {self.proc.returncode} before answering; "
-                                  f"log {self.log_path}:\n{self.log_tail()}")
+                raise ServerError(
+                    f"jupyter {self.app} exited with status {self.proc.returncode} before answering; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
             try:
                 self.api("GET", "/api/status")
                 return self
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.5)
         self.stop()
-        raise ServerError(f"jupyter {self.app} did not answer on {self.url} within {self.timeout:.0f} s; "
-                          f"log {self.log_path}:\n{self.log_tail()}")
+        raise ServerError(
+            f"jupyter {self.app} did not answer on {self.url} within {self.timeout:.0f} s; "
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         if self.proc is None:
@@ -144,7 +167,7 @@ class JupyterServer:
         self._log.close()
         self.proc = None
 
-    def __enter__(self) -> "JupyterServer":
+    def __enter__(self) -> JupyterServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -160,9 +183,12 @@ class JupyterServer:
     def api(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
         """One REST call (token in the header); the decoded JSON answer (None when empty)."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Authorization": f"token {self.token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None
@@ -174,9 +200,19 @@ class JupyterServer:
 
 def _message(msg_type: str, content: dict, session: str) -> dict:
     return {
-        "header": {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "username": "crapnet", "session": session,
-                   "date": _dt.datetime.now(_dt.timezone.utc).isoformat(), "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": [],
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "username": "crapnet",
+            "session": session,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": content,
+        "channel": "shell",
+        "buffers": [],
     }
 
 
@@ -191,13 +227,22 @@ def _output(msg: dict) -> dict | None:
             out["execution_count"] = content.get("execution_count")
         return out
     if kind == "error":
-        return {"output_type": "error", "ename": content["ename"], "evalue": content["evalue"],
-                "traceback": content.get("traceback", [])}
+        return {
+            "output_type": "error",
+            "ename": content["ename"],
+            "evalue": content["evalue"],
+            "traceback": content.get("traceback", []),
+        }
     return None
 
 
-def execute_notebook(server: JupyterServer, notebook: str, parameters: Mapping[str, Any] | None = None,
-                     cell_timeout: float = 600.0, kernel: str | None = None) -> dict:
+def execute_notebook(
+    server: JupyterServer,
+    notebook: str,
+    parameters: Mapping[str, Any] | None = None,
+    cell_timeout: float = 600.0,
+    kernel: str | None = None,
+) -> dict:
     """Execute ``notebook`` (path relative to the server's root) cell by cell through the server.
 
     ``parameters``: assignments run right after the cell tagged ``parameters`` (as papermill
@@ -212,11 +257,17 @@ def execute_notebook(server: JupyterServer, notebook: str, parameters: Mapping[s
     nb = model["content"]
     name = kernel or nb.get("metadata", {}).get("kernelspec", {}).get("name") or "python3"
     try:
-        sess = server.api("POST", "/api/sessions", {"path": notebook, "name": Path(notebook).name,
-                                                     "type": "notebook", "kernel": {"name": name}}, timeout=60)
+        sess = server.api(
+            "POST",
+            "/api/sessions",
+            {"path": notebook, "name": Path(notebook).name, "type": "notebook", "kernel": {"name": name}},
+            timeout=60,
+        )
     except urllib.error.HTTPError as err:
-        raise NotebookRunError(f"{notebook}: the server could not start kernel {name!r} ({err}); "
-                               "register it with `make lab` (or `make kernel`)") from None
+        raise NotebookRunError(
+            f"{notebook}: the server could not start kernel {name!r} ({err}); "
+            "register it with `make lab` (or `make kernel`)"
+        ) from None
     kernel_id = sess["kernel"]["id"]
     ws_url = server.url.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels?token={server.token}"
     ws = websocket.create_connection(ws_url, timeout=cell_timeout)
@@ -226,8 +277,16 @@ def execute_notebook(server: JupyterServer, notebook: str, parameters: Mapping[s
         tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
         at = tagged[0] + 1 if tagged else 0
         code = "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
-        cells.insert(at, {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": code,
-                          "outputs": [], "execution_count": None})
+        cells.insert(
+            at,
+            {
+                "cell_type": "code",
+                "metadata": {"tags": ["injected-parameters"]},
+                "source": code,
+                "outputs": [],
+                "execution_count": None,
+            },
+        )
     try:
         count = 0
         for index, cell in enumerate(cells):
@@ -235,9 +294,18 @@ def execute_notebook(server: JupyterServer, notebook: str, parameters: Mapping[s
                 continue
             count += 1
             source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
-            msg = _message("execute_request", {"code": source, "silent": False, "store_history": True,
-                                               "user_expressions": {}, "allow_stdin": False,
-                                               "stop_on_error": True}, session)
+            msg = _message(
+                "execute_request",
+                {
+                    "code": source,
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+                session,
+            )
             ws.send(json.dumps(msg))
             outputs: list[dict] = []
             idle = replied = False
@@ -251,8 +319,10 @@ def execute_notebook(server: JupyterServer, notebook: str, parameters: Mapping[s
                 except websocket.WebSocketTimeoutException:
                     raise NotebookRunError(f"{notebook}: code cell {count} ran past {cell_timeout:.0f} s") from None
                 except websocket.WebSocketConnectionClosedException:
-                    raise NotebookRunError(f"{notebook}: the kernel connection closed during code cell {count} "
-                                           f"(kernel died?); server log:\n{server.log_tail()}") from None
+                    raise NotebookRunError(
+                        f"{notebook}: the kernel connection closed during code cell {count} "
+                        f"(kernel died?); server log:\n{server.log_tail()}"
+                    ) from None
                 if incoming.get("parent_header", {}).get("msg_id") != msg["header"]["msg_id"]:
                     continue
                 kind = incoming["header"]["msg_type"]
@@ -273,8 +343,10 @@ def execute_notebook(server: JupyterServer, notebook: str, parameters: Mapping[s
             if reply.get("status") == "error" or any(o["output_type"] == "error" for o in outputs):
                 err = next((o for o in outputs if o["output_type"] == "error"), reply)
                 first = next((ln for ln in source.splitlines() if ln.strip()), "")
-                raise NotebookRunError(f"{notebook}: code cell {count} (cell {index}, `{first.strip()[:80]}`) "
-                                       f"failed: {err.get('ename')}: {err.get('evalue')}")
+                raise NotebookRunError(
+                    f"{notebook}: code cell {count} (cell {index}, `{first.strip()[:80]}`) "
+                    f"failed: {err.get('ename')}: {err.get('evalue')}"
+                )
     finally:
         try:
             ws.close()

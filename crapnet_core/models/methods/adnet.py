@@ -30,7 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from crapnet_core.models.base import (
-    FewShotModel, SegmenterOutput, broadcast_support, check_episode, fg_bg, single_shot, upsample,
+    FewShotModel,
+    SegmenterOutput,
+    broadcast_support,
+    check_episode,
+    fg_bg,
+    single_shot,
+    upsample,
 )
 from crapnet_core.models.config import LossConfig, ModelConfig
 from crapnet_core.models.methods.common import EPS, pooled_masked_average, probability_logits
@@ -145,7 +151,9 @@ def _forward_batch(model, batch: dict):
     return model(sup_img, sup_mask, qry_img), qry_mask
 
 
-def episode_loss(model: AnomalySegmenter, batch: dict, cfg: LossConfig | None = None, threshold_loss: bool = True) -> dict:
+def episode_loss(
+    model: AnomalySegmenter, batch: dict, cfg: LossConfig | None = None, threshold_loss: bool = True
+) -> dict:
     """query NLL (class-weighted) + align_weight x alignment + T / alpha -> dict(total, seg, align, thresh)."""
     cfg = cfg if cfg is not None else LossConfig()
     out, qry_mask = _forward_batch(model, batch)
@@ -179,5 +187,14 @@ def method_info(cfg) -> dict:
     return {"encoder_init": encoder_init(cfg)}
 
 
-__all__ = ["AnomalySegmenter", "anomaly_scores", "foreground_probability", "alignment_loss", "episode_loss",
-           "build_model", "nll", "hashed_constants", "INITIAL_THRESHOLD"]
+__all__ = [
+    "AnomalySegmenter",
+    "anomaly_scores",
+    "foreground_probability",
+    "alignment_loss",
+    "episode_loss",
+    "build_model",
+    "nll",
+    "hashed_constants",
+    "INITIAL_THRESHOLD",
+]

@@ -70,7 +70,8 @@ def training_organs(test_group) -> tuple[str, ...]:
     if sorted(group) not in [sorted(g) for g in SETTING2_GROUPS]:
         raise ValueError(
             f"data.test_group: alpnet_sup tests one organ group and trains on the other's labels; "
-            f"{','.join(group)} is not one of " + " or ".join(",".join(g) for g in SETTING2_GROUPS)
+            f"{','.join(group)} is not one of "
+            + " or ".join(",".join(g) for g in SETTING2_GROUPS)
             + " (use --group kidneys or --group liver_spleen)"
         )
     return tuple(o for o in ORGANS if o not in group)
@@ -90,8 +91,19 @@ class ManualEpisodeDataset(torch.utils.data.Dataset):
     ``support_slice_index``. Raises DatasetError when an organ has fewer than 2 candidate slices.
     """
 
-    def __init__(self, spec, fold, organs, exclude_organs=(), size: int = 256, seed: int = 0,
-                 length: int = 1, stats=None, augment: bool = True, min_foreground: int = MIN_FOREGROUND) -> None:
+    def __init__(
+        self,
+        spec,
+        fold,
+        organs,
+        exclude_organs=(),
+        size: int = 256,
+        seed: int = 0,
+        length: int = 1,
+        stats=None,
+        augment: bool = True,
+        min_foreground: int = MIN_FOREGROUND,
+    ) -> None:
         from crapnet_core.data.augment import AugmentParams, SSLAugment
         from crapnet_core.data.datasets import DatasetError, load_volume, normalization_params, normalization_stats
         from crapnet_core.data.protocol import training_slices
@@ -160,18 +172,30 @@ class ManualEpisodeDataset(torch.utils.data.Dataset):
         s_img, s_mask = self._item(organ, s_sid, s_z, seeds[0])
         q_img, q_mask = self._item(organ, q_sid, q_z, seeds[1])
         return {
-            "support_image": s_img, "support_mask": s_mask, "query_image": q_img, "query_mask": q_mask,
-            "scan_id": q_sid, "slice_index": q_z, "organ": organ,
-            "support_scan_id": s_sid, "support_slice_index": s_z,
+            "support_image": s_img,
+            "support_mask": s_mask,
+            "query_image": q_img,
+            "query_mask": q_mask,
+            "scan_id": q_sid,
+            "slice_index": q_z,
+            "organ": organ,
+            "support_scan_id": s_sid,
+            "support_slice_index": s_z,
         }
 
 
 def build_episodes(cfg, spec, fold, stats) -> ManualEpisodeDataset:
     """The supervised episodes of run ``cfg`` (ExperimentConfig)."""
     return ManualEpisodeDataset(
-        spec, fold, training_organs(cfg.data.test_group), exclude_organs=cfg.data.exclude_organs,
-        size=cfg.data.input_size, seed=cfg.train.seed, length=cfg.train.steps * cfg.train.batch_size,
-        stats=stats, augment=cfg.data.augment,
+        spec,
+        fold,
+        training_organs(cfg.data.test_group),
+        exclude_organs=cfg.data.exclude_organs,
+        size=cfg.data.input_size,
+        seed=cfg.train.seed,
+        length=cfg.train.steps * cfg.train.batch_size,
+        stats=stats,
+        augment=cfg.data.augment,
     )
 
 
@@ -183,5 +207,9 @@ def hashed_constants() -> dict:
 def method_info(cfg) -> dict:
     from crapnet_core.models.methods.common import encoder_init
 
-    return {"network": "alpnet", "episodes": "manual labels", "encoder_init": encoder_init(cfg),
-            "training_organs": list(training_organs(cfg.data.test_group))}
+    return {
+        "network": "alpnet",
+        "episodes": "manual labels",
+        "encoder_init": encoder_init(cfg),
+        "training_organs": list(training_organs(cfg.data.test_group)),
+    }

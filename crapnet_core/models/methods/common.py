@@ -43,16 +43,24 @@ def require_own_components(cfg, name: str) -> None:
     for field_name in ("attention", "prototypes"):
         value = getattr(cfg.model, field_name, "auto")
         if value != "auto":
-            raise ValueError(f"model.{field_name}: {name} has its own architecture; {value!r} is not "
-                             f"available for it (leave model.{field_name}=auto)")
+            raise ValueError(
+                f"model.{field_name}: {name} has its own architecture; {value!r} is not "
+                f"available for it (leave model.{field_name}=auto)"
+            )
 
 
 def encoder_init(cfg) -> str:
     """How the encoder of ``cfg`` (ExperimentConfig) was initialised, in words."""
     if cfg.model.pretrained:
-        source = "COCO (torchvision COCO_WITH_VOC_LABELS_V1)" if cfg.model.encoder == "deeplabv3_resnet101" else "ImageNet (torchvision)"
+        source = (
+            "COCO (torchvision COCO_WITH_VOC_LABELS_V1)"
+            if cfg.model.encoder == "deeplabv3_resnet101"
+            else "ImageNet (torchvision)"
+        )
         return f"pretrained: {cfg.model.encoder} weights from {source}"
-    return f"random: {cfg.model.encoder} with PyTorch's default initialisation after torch.manual_seed({cfg.train.seed})"
+    return (
+        f"random: {cfg.model.encoder} with PyTorch's default initialisation after torch.manual_seed({cfg.train.seed})"
+    )
 
 
 __all__ = ["EPS", "pooled_masked_average", "probability_logits", "encoder_init", "require_own_components"]

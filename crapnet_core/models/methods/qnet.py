@@ -29,7 +29,12 @@ from torch import nn
 
 from crapnet_core.models.config import LossConfig, ModelConfig
 from crapnet_core.models.methods import adnet
-from crapnet_core.models.methods.adnet import INITIAL_THRESHOLD, AnomalySegmenter, anomaly_scores, foreground_probability
+from crapnet_core.models.methods.adnet import (
+    INITIAL_THRESHOLD,
+    AnomalySegmenter,
+    anomaly_scores,
+    foreground_probability,
+)
 
 #: prototype refinement steps at evaluation (reference config: n_iters = 7) and Adam's learning rate
 REFINE_ITERS = 7
@@ -60,8 +65,14 @@ def refinement_loss(features: torch.Tensor, prototype: torch.Tensor, mask: torch
     return bce.flatten(1).mean(dim=1).sum()
 
 
-def refine_prototype(features: torch.Tensor, prototype: torch.Tensor, threshold: torch.Tensor, alpha: float,
-                     iters: int = REFINE_ITERS, lr: float = REFINE_LR) -> torch.Tensor:
+def refine_prototype(
+    features: torch.Tensor,
+    prototype: torch.Tensor,
+    threshold: torch.Tensor,
+    alpha: float,
+    iters: int = REFINE_ITERS,
+    lr: float = REFINE_LR,
+) -> torch.Tensor:
     """Q-Net's test-time prototype refinement: ``iters`` Adam steps on :func:`refinement_loss`.
 
     features (B, C, h, w), prototype (B, C), threshold broadcastable to (B,). Returns the refined
@@ -132,5 +143,15 @@ def hashed_constants() -> dict:
 def method_info(cfg) -> dict:
     return dict(adnet.method_info(cfg), prototype_refinement={"iterations": REFINE_ITERS, "adam_lr": REFINE_LR})
 
-__all__ = ["QueryInformedSegmenter", "refine_prototype", "refinement_loss", "minmax_sigmoid", "build_model",
-           "episode_loss", "hashed_constants", "REFINE_ITERS", "REFINE_LR"]
+
+__all__ = [
+    "QueryInformedSegmenter",
+    "refine_prototype",
+    "refinement_loss",
+    "minmax_sigmoid",
+    "build_model",
+    "episode_loss",
+    "hashed_constants",
+    "REFINE_ITERS",
+    "REFINE_LR",
+]

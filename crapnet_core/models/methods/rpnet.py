@@ -45,7 +45,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from crapnet_core.models.base import (
-    FewShotModel, SegmenterOutput, broadcast_support, check_episode, fg_bg, single_shot, upsample,
+    FewShotModel,
+    SegmenterOutput,
+    broadcast_support,
+    check_episode,
+    fg_bg,
+    single_shot,
+    upsample,
 )
 from crapnet_core.models.config import ModelConfig
 from crapnet_core.models.methods.common import pooled_masked_average
@@ -80,7 +86,9 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int) -> nn.Sequential:
 class ContextRelationEncoder(nn.Module):
     """RPNet's CRE: forward(x_fg (B, C, h, w), x_bg (B, C, h, w)) -> context (B, out_channels, h, w)."""
 
-    def __init__(self, channels: int = 256, radius: int = CORRELATION_RADIUS, out_channels: int = CONTEXT_CHANNELS) -> None:
+    def __init__(
+        self, channels: int = 256, radius: int = CORRELATION_RADIUS, out_channels: int = CONTEXT_CHANNELS
+    ) -> None:
         super().__init__()
         self.radius = int(radius)
         self.w_k = _conv_bn_relu(channels, channels, 3)
@@ -99,7 +107,9 @@ class ContextRelationEncoder(nn.Module):
         return self(features * m, features * (1.0 - m))
 
 
-def two_class_scores(features: torch.Tensor, fg_proto: torch.Tensor, bg_proto: torch.Tensor, alpha: float) -> torch.Tensor:
+def two_class_scores(
+    features: torch.Tensor, fg_proto: torch.Tensor, bg_proto: torch.Tensor, alpha: float
+) -> torch.Tensor:
     """alpha cos to the background and foreground prototypes: (B, C, h, w), (B, C), (B, C) -> (B, 2, h, w) float32."""
     with torch.autocast(device_type=features.device.type, enabled=False):
         f = features.float()
@@ -124,14 +134,21 @@ class RecurrentPrototypeSegmenter(FewShotModel):
     each prototype is the mean over the shots of the per-shot prototypes (PANet's ``getPrototype``, kept
     in RP-Net's ``net/rp_net.py``, whose reference passes only the first shot through the CRE)."""
 
-    def __init__(self, cfg: ModelConfig, train_iters: int | None = None, eval_iters: int | None = None,
-                 radius: int = CORRELATION_RADIUS) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        train_iters: int | None = None,
+        eval_iters: int | None = None,
+        radius: int = CORRELATION_RADIUS,
+    ) -> None:
         train_iters = int(TRAIN_ITERS if train_iters is None else train_iters)
         eval_iters = int(EVAL_ITERS if eval_iters is None else eval_iters)
         # eval_iters = 0: the initial mask's scores, no refinement (a diagnostic: crapnet study analysis rpnet_iterations)
         if train_iters < 1 or eval_iters < 0:
-            raise ValueError(f"RPNet: refinement iterations must be >= 1 in training and >= 0 at evaluation, "
-                             f"got {train_iters}, {eval_iters}")
+            raise ValueError(
+                f"RPNet: refinement iterations must be >= 1 in training and >= 0 at evaluation, "
+                f"got {train_iters}, {eval_iters}"
+            )
         super().__init__(cfg)
         self.alpha = float(cfg.alpha)
         self.train_iters, self.eval_iters = train_iters, eval_iters
@@ -148,13 +165,21 @@ class RecurrentPrototypeSegmenter(FewShotModel):
         # the support side once per support (a support of batch 1 serves every query)
         if x_s.dim() == 4:
             z_s = self.cre.masked(x_s, pool_mask(fg, grid))
-            protos = [masked_average(x_s, fg), masked_average(x_s, bg), masked_average(z_s, fg),
-                      masked_average(z_s, bg)]
+            protos = [
+                masked_average(x_s, fg),
+                masked_average(x_s, bg),
+                masked_average(z_s, fg),
+                masked_average(z_s, bg),
+            ]
         else:  # K shots: the CRE on every shot with its own mask, prototypes averaged over the shots
             bs, k = x_s.shape[:2]
             z_s = self.cre.masked(x_s.flatten(0, 1), pool_mask(fg.flatten(0, 1), grid)).unflatten(0, (bs, k))
-            protos = [pooled_masked_average(x_s, fg), pooled_masked_average(x_s, bg), pooled_masked_average(z_s, fg),
-                      pooled_masked_average(z_s, bg)]
+            protos = [
+                pooled_masked_average(x_s, fg),
+                pooled_masked_average(x_s, bg),
+                pooled_masked_average(z_s, fg),
+                pooled_masked_average(z_s, bg),
+            ]
         if x_s.shape[0] != b:
             protos = [p.expand(b, -1) for p in protos]
             z_s, support_mask = broadcast_support(z_s, support_mask, b)
@@ -205,10 +230,16 @@ def episode_loss(model: RecurrentPrototypeSegmenter, batch: dict, cfg=None) -> d
     if cfg.align_weight > 0:
         pred = out.logits.detach().argmax(dim=1)
         q_fg, q_bg = fg_bg(pred)
-        scores = two_class_scores(out.support_features, masked_average(out.query_features, q_fg),
-                                  masked_average(out.query_features, q_bg), model.alpha)
+        scores = two_class_scores(
+            out.support_features,
+            masked_average(out.query_features, q_fg),
+            masked_average(out.query_features, q_bg),
+            model.alpha,
+        )
         weight = _class_weights(cfg, scores.device) if cfg.align_class_weights else None
-        align = weighted_cross_entropy(upsample(scores, out.support_mask.shape[-2:]), out.support_mask, weight, cfg.reduction)
+        align = weighted_cross_entropy(
+            upsample(scores, out.support_mask.shape[-2:]), out.support_mask, weight, cfg.reduction
+        )
     else:
         align = seg.new_zeros(())
     return {"total": seg + cfg.align_weight * align, "seg": seg, "align": align}
@@ -222,17 +253,35 @@ def validate(cfg) -> None:
 
 def hashed_constants() -> dict:
     """The module constants that decide a run (config hash, :mod:`crapnet_core.models.methods`)."""
-    return {"correlation_radius": CORRELATION_RADIUS, "context_channels": CONTEXT_CHANNELS,
-            "train_iters": TRAIN_ITERS, "eval_iters": EVAL_ITERS}
+    return {
+        "correlation_radius": CORRELATION_RADIUS,
+        "context_channels": CONTEXT_CHANNELS,
+        "train_iters": TRAIN_ITERS,
+        "eval_iters": EVAL_ITERS,
+    }
 
 
 def method_info(cfg) -> dict:
     """Encoder initialisation and the module constants in force (not config fields: recorded here)."""
     from crapnet_core.models.methods.common import encoder_init
 
-    return {"encoder_init": encoder_init(cfg), "refinement_iterations": {"train": TRAIN_ITERS, "eval": EVAL_ITERS},
-            "correlation_radius": CORRELATION_RADIUS}
+    return {
+        "encoder_init": encoder_init(cfg),
+        "refinement_iterations": {"train": TRAIN_ITERS, "eval": EVAL_ITERS},
+        "correlation_radius": CORRELATION_RADIUS,
+    }
 
 
-__all__ = ["local_correlation", "ContextRelationEncoder", "RecurrentPrototypeSegmenter", "two_class_scores",
-           "episode_loss", "build_model", "use_batch_statistics", "hashed_constants", "CORRELATION_RADIUS", "TRAIN_ITERS", "EVAL_ITERS"]
+__all__ = [
+    "local_correlation",
+    "ContextRelationEncoder",
+    "RecurrentPrototypeSegmenter",
+    "two_class_scores",
+    "episode_loss",
+    "build_model",
+    "use_batch_statistics",
+    "hashed_constants",
+    "CORRELATION_RADIUS",
+    "TRAIN_ITERS",
+    "EVAL_ITERS",
+]

@@ -14,8 +14,8 @@ declared table whose fold runs it reads. Each function keeps its own options (``
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..declaration import ANALYSIS_FUNCTIONS
 
@@ -23,8 +23,13 @@ from ..declaration import ANALYSIS_FUNCTIONS
 ANALYSES = {name: name for name in ANALYSIS_FUNCTIONS}
 
 
-def run_analysis(name: str, argv: Sequence[str] = (), declaration=None, root: str | Path | None = None,
-                 runs_root: str | Path | None = None) -> int:
+def run_analysis(
+    name: str,
+    argv: Sequence[str] = (),
+    declaration=None,
+    root: str | Path | None = None,
+    runs_root: str | Path | None = None,
+) -> int:
     """Run the declared analysis ``name`` with the extra command-line options ``argv``.
 
     ``root``: the repository (its ``results/`` receives the output; default: this checkout);

@@ -29,8 +29,9 @@ def table_runs(table, runs_root: str | Path) -> list[Path]:
     found = [Path(runs_root) / r.folder for r in runs if r.folder]
     missing = [p.name for p in found if not (p / "checkpoints" / "last.pt").is_file()]
     if missing or not found:
-        raise ValueError(f"{runs_root}: the fold runs of {table.name} are not trained there "
-                         f"({', '.join(missing) or table.pending})")
+        raise ValueError(
+            f"{runs_root}: the fold runs of {table.name} are not trained there ({', '.join(missing) or table.pending})"
+        )
     return found
 
 
@@ -40,8 +41,11 @@ def main(argv=None, out: str | Path | None = None, runs: list[Path] | None = Non
     import pandas as pd
 
     p = argparse.ArgumentParser(prog="crapnet study analysis", description=__doc__.split("\n")[0])
-    p.add_argument("--result", default=None, help="a folder holding one trained run folder per fold "
-                   "(default: the declared table's runs in the runs folder)")
+    p.add_argument(
+        "--result",
+        default=None,
+        help="a folder holding one trained run folder per fold (default: the declared table's runs in the runs folder)",
+    )
     p.add_argument("--out", default=None if out is None else str(out), required=out is None)
     p.add_argument("--n-train", type=int, default=8)
     args = p.parse_args(argv)
@@ -70,15 +74,24 @@ def main(argv=None, out: str | Path | None = None, runs: list[Path] | None = Non
     vm.columns = [f"{a} {'±' if s == 'std' else ''}".strip() if s == "std" else a for a, s in vm.columns]
     title = Path(args.result).name if args.result else Path(args.out).name
     command = command or f"crapnet study analysis {title} --out {args.out}"
-    text = [f"# Inside the attention: {title} ({len(runs)} folds)", "",
-            f"Command: `CRAPNET_DATA_ROOT=../shared/data {command}`", "",
-            "## Test Dice (0-100) of the trained model and of its variants: mean and std over folds", "",
-            vm.round(2).to_markdown(), "",
-            "## Attention blocks (mean over folds of the per-fold means over episodes)", "",
-            b.groupby(["source", "branch", "block"])[num(b)].mean().round(3).to_markdown(), "",
-            "## Valid local prototypes per support (mean over folds)", "",
-            pr.groupby(["source", "organ"])[num(pr)].mean().round(3).to_markdown(), ""]
+    text = [
+        f"# Inside the attention: {title} ({len(runs)} folds)",
+        "",
+        f"Command: `CRAPNET_DATA_ROOT=../shared/data {command}`",
+        "",
+        "## Test Dice (0-100) of the trained model and of its variants: mean and std over folds",
+        "",
+        vm.round(2).to_markdown(),
+        "",
+        "## Attention blocks (mean over folds of the per-fold means over episodes)",
+        "",
+        b.groupby(["source", "branch", "block"])[num(b)].mean().round(3).to_markdown(),
+        "",
+        "## Valid local prototypes per support (mean over folds)",
+        "",
+        pr.groupby(["source", "organ"])[num(pr)].mean().round(3).to_markdown(),
+        "",
+    ]
     write_text(out / "summary.md", "\n".join(text))
     print("\n".join(text))
     return 0
-

@@ -42,12 +42,19 @@ from ...models.methods import rpnet
 from ..provenance import git_commit
 
 
-def main(argv: list[str] | None = None, dataset: str = "chaos", out: str | Path | None = None,
-         runs: str | Path = "runs", name: str = "rpnet_batch_stats_chaos") -> int:
+def main(
+    argv: list[str] | None = None,
+    dataset: str = "chaos",
+    out: str | Path | None = None,
+    runs: str | Path = "runs",
+    name: str = "rpnet_batch_stats_chaos",
+) -> int:
     """``crapnet study analysis rpnet_batch_stats_<dataset> [--runs DIR] [--folds F]``: ``dataset``
     (of the declared table), ``out`` (the declared output folder) and ``runs`` (the runs folder)."""
     p = argparse.ArgumentParser(prog=f"crapnet study analysis {name}", description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", default=str(runs), help="the folder holding the table's fold runs (default: the runs folder)")
+    p.add_argument(
+        "--runs", default=str(runs), help="the folder holding the table's fold runs (default: the runs folder)"
+    )
     p.add_argument("--folds", default="0,1,2,3,4", help="folds to evaluate in this call, e.g. 3,4 (two processes)")
     p.add_argument("--out-runs", default=str(Path(runs) / "rpnet_batch_stats"))
     args = p.parse_args(argv)
@@ -71,8 +78,12 @@ def main(argv: list[str] | None = None, dataset: str = "chaos", out: str | Path 
             p.error(f"--runs {runs}: expected one SSL-RPNet setting-1 run of fold {fold}, found {len(found)}")
         src = found[0]
         cfg = ExperimentConfig.load(src / "config.json")
-        if cfg.data.fold != fold or cfg.model.method != "rpnet" or not (src / "metrics.json").is_file() \
-                or int(read_json(src / "metrics.json").get("step", -1)) != cfg.train.steps:
+        if (
+            cfg.data.fold != fold
+            or cfg.model.method != "rpnet"
+            or not (src / "metrics.json").is_file()
+            or int(read_json(src / "metrics.json").get("step", -1)) != cfg.train.steps
+        ):
             p.error(f"--runs {runs}: {src.name} is not a trained and evaluated SSL-RPNet run of fold {fold}")
         dst = out_root / src.name
         if (dst / "metrics.json").is_file():
@@ -87,22 +98,31 @@ def main(argv: list[str] | None = None, dataset: str = "chaos", out: str | Path 
         dst.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / "config.json", dst / "config.json")
         write_json(dst / "metrics.json", m)
-        print(f"rpnet_batch_stats: {args.dataset} fold {fold}: mean Dice {100 * m['mean']['dice']:.2f} "
-              f"({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+        print(
+            f"rpnet_batch_stats: {args.dataset} fold {fold}: mean Dice {100 * m['mean']['dice']:.2f} "
+            f"({time.time() - t0:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     done = sorted(out_root.glob("*/metrics.json"))
     if len(done) == 5:
-        summary = summarize_runs([d.parent for d in done], dataset=read_json(done[0])["dataset"],
-                                 setting=1, method="rpnet", profile="lite")
+        summary = summarize_runs(
+            [d.parent for d in done], dataset=read_json(done[0])["dataset"], setting=1, method="rpnet", profile="lite"
+        )
         summary["variant"] = "rpnet (CRE BatchNorm on batch statistics at test)"
         table = f"{args.dataset}_setting1_rpnet_lite"
-        summary["command"] = ("OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data "
-                              f"crapnet study analysis {name} --runs <RUNS>")
+        summary["command"] = (
+            f"OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data crapnet study analysis {name} --runs <RUNS>"
+        )
         summary["commit"] = git_commit()
         summary["models"] = f"the trained fold runs of results/{table} (trained at that table's commit)"
-        out = Path(out) if out else Path("results") / "rpnet_iterations" / "batch_stats_5fold" / f"{args.dataset}_setting1"
+        out = (
+            Path(out)
+            if out
+            else Path("results") / "rpnet_iterations" / "batch_stats_5fold" / f"{args.dataset}_setting1"
+        )
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "summary.json", summary)
         write_text(out / "summary.md", summary_markdown(summary))
         print(f"rpnet_batch_stats: 5-fold mean Dice {100 * summary['mean']['dice']['mean']:.2f} -> {out}", flush=True)
     return 0
-

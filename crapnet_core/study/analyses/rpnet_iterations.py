@@ -65,21 +65,31 @@ def _trained(cfg, run: Path) -> Path:
 
 
 def markdown(info: dict) -> str:
-    lines = ["# SSL-RPNet: refinement iterations at test, on the validation scan (CHAOS fold 0, setting 1)", "",
-             f"Validation scan {', '.join(info['validation_scans'])} (support scan {info['support_scan']}), "
-             f"held out of training; test scans never evaluated. Model: `{info['describe']}`, trained with "
-             f"{info['train_iters']} refinement iterations ({info['train_seconds']:.0f} s). CRE BatchNorm at test: "
-             f"{info['cre_batchnorm']}. Dice in percent.", "",
-             "| iterations at test | " + " | ".join(ORGAN_SHORT[o] for o in ORGANS) + " | Mean | eval s |",
-             "|---:|" + "---:|" * (len(ORGANS) + 2)]
+    lines = [
+        "# SSL-RPNet: refinement iterations at test, on the validation scan (CHAOS fold 0, setting 1)",
+        "",
+        f"Validation scan {', '.join(info['validation_scans'])} (support scan {info['support_scan']}), "
+        f"held out of training; test scans never evaluated. Model: `{info['describe']}`, trained with "
+        f"{info['train_iters']} refinement iterations ({info['train_seconds']:.0f} s). CRE BatchNorm at test: "
+        f"{info['cre_batchnorm']}. Dice in percent.",
+        "",
+        "| iterations at test | " + " | ".join(ORGAN_SHORT[o] for o in ORGANS) + " | Mean | eval s |",
+        "|---:|" + "---:|" * (len(ORGANS) + 2),
+    ]
     for row in info["rows"]:
         label = "0 (initial mask, no refinement)" if row["eval_iters"] == 0 else str(row["eval_iters"])
-        lines.append(f"| {label} | " + " | ".join(_pct(row['dice'][o]) for o in ORGANS)
-                     + f" | {_pct(row['mean_dice'])} | {row['eval_seconds']:.0f} |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(_pct(row["dice"][o]) for o in ORGANS)
+            + f" | {_pct(row['mean_dice'])} | {row['eval_seconds']:.0f} |"
+        )
     ref = info.get("alpnet_validation")
     if ref:
-        lines.append(f"| SSL-ALPNet, same steps and split ({ref['train_seconds']:.0f} s) | "
-                     + " | ".join(_pct(ref['dice'][o]) for o in ORGANS) + f" | {_pct(ref['mean_dice'])} | – |")
+        lines.append(
+            f"| SSL-ALPNet, same steps and split ({ref['train_seconds']:.0f} s) | "
+            + " | ".join(_pct(ref["dice"][o]) for o in ORGANS)
+            + f" | {_pct(ref['mean_dice'])} | – |"
+        )
     lines += ["", f"Command: `{info['command']}`; commit {info['commit']}; {info['machine']}; torch {info['torch']}."]
     return "\n".join(lines) + "\n"
 
@@ -91,15 +101,30 @@ def main(argv: list[str] | None = None, out: str | Path = "results/rpnet_iterati
 
     p = argparse.ArgumentParser(prog="crapnet study analysis rpnet_iterations", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default=str(Path(runs) / "rpnet_iterations"), help="run folder root")
-    p.add_argument("--out", default=None, help="where iterations.{json,md} go (default results/rpnet_iterations, "
-                   "results/rpnet_iterations/steps<N> with --steps)")
-    p.add_argument("--steps", type=int, default=None, help="training steps instead of lite's (a longer budget; "
-                   "or a quick check of the script with a few)")
-    p.add_argument("--cre-batch-stats", action="store_true",
-                   help="evaluate with the CRE's BatchNorm on batch statistics instead of its running estimates "
-                        "(does the train/eval difference of BatchNorm explain the refinement's drift?); "
-                        "output under <out>/cre_batch_stats")
-    p.add_argument("--iterations", default=",".join(map(str, ITERATIONS)), help="refinement counts at test, e.g. 0,1,10 (0: the initial mask)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="where iterations.{json,md} go (default results/rpnet_iterations, "
+        "results/rpnet_iterations/steps<N> with --steps)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps instead of lite's (a longer budget; or a quick check of the script with a few)",
+    )
+    p.add_argument(
+        "--cre-batch-stats",
+        action="store_true",
+        help="evaluate with the CRE's BatchNorm on batch statistics instead of its running estimates "
+        "(does the train/eval difference of BatchNorm explain the refinement's drift?); "
+        "output under <out>/cre_batch_stats",
+    )
+    p.add_argument(
+        "--iterations",
+        default=",".join(map(str, ITERATIONS)),
+        help="refinement counts at test, e.g. 0,1,10 (0: the initial mask)",
+    )
     args = p.parse_args(argv)
     try:
         iterations = [int(x) for x in args.iterations.split(",") if x.strip()]
@@ -124,9 +149,14 @@ def main(argv: list[str] | None = None, out: str | Path = "results/rpnet_iterati
         with cpu_threads(cfg, dev):
             m = evaluate_model(model, cfg, dev, out_dir=run, progress=False, save_predictions=False, split="validation")
         assert m["split"] == "validation"
-        done[n] = {"eval_iters": n, "dice": _dice(m),
-                   "mean_dice": m["mean"]["dice"], "eval_seconds": round(time.time() - t0, 1),
-                   "validation_scans": m["test_scans"], "support_scan": m["support"]["scan_id"]}
+        done[n] = {
+            "eval_iters": n,
+            "dice": _dice(m),
+            "mean_dice": m["mean"]["dice"],
+            "eval_seconds": round(time.time() - t0, 1),
+            "validation_scans": m["test_scans"],
+            "support_scan": m["support"]["scan_id"],
+        }
         write_json(rows_path, sorted(done.values(), key=lambda r: r["eval_iters"]))
         print(f"rpnet_iterations: {n} iterations: mean Dice {100 * m['mean']['dice']:.2f}", file=sys.stderr, flush=True)
     rows = [done[n] for n in sorted(iterations)]
@@ -137,18 +167,32 @@ def main(argv: list[str] | None = None, out: str | Path = "results/rpnet_iterati
         evaluate(alp_run, progress=False, save_predictions=False, split="validation")
     m = read_metrics(alp_run, split="validation")
     assert m["split"] == "validation" and m["test_scans"] == rows[0]["validation_scans"]
-    alp = {"describe": describe(alp_cfg), "run": alp_run.name, "train_seconds": train_seconds(alp_run),
-           "dice": _dice(m), "mean_dice": m["mean"]["dice"]}
+    alp = {
+        "describe": describe(alp_cfg),
+        "run": alp_run.name,
+        "train_seconds": train_seconds(alp_run),
+        "dice": _dice(m),
+        "mean_dice": m["mean"]["dice"],
+    }
 
-    info = {"cre_batchnorm": "batch statistics" if args.cre_batch_stats else "running estimates (torch eval mode)",
-            "describe": describe(cfg), "config_hash": cfg.config_hash(), "run": run.name, "train_iters": rpnet.TRAIN_ITERS,
-            "reference_eval_iters": rpnet.EVAL_ITERS, "train_seconds": train_seconds(run), "rows": rows,
-            "validation_scans": rows[0]["validation_scans"], "support_scan": rows[0]["support_scan"],
-            "alpnet_validation": alp,
-            "command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data crapnet study analysis rpnet_iterations"
-                       + (f" {' '.join(argv)}" if argv else ""),
-            "commit": git_commit(),
-            "machine": machine_description() + ", shared with other jobs", "torch": torch.__version__}
+    info = {
+        "cre_batchnorm": "batch statistics" if args.cre_batch_stats else "running estimates (torch eval mode)",
+        "describe": describe(cfg),
+        "config_hash": cfg.config_hash(),
+        "run": run.name,
+        "train_iters": rpnet.TRAIN_ITERS,
+        "reference_eval_iters": rpnet.EVAL_ITERS,
+        "train_seconds": train_seconds(run),
+        "rows": rows,
+        "validation_scans": rows[0]["validation_scans"],
+        "support_scan": rows[0]["support_scan"],
+        "alpnet_validation": alp,
+        "command": "OMP_WAIT_POLICY=PASSIVE CRAPNET_DATA_ROOT=../shared/data crapnet study analysis rpnet_iterations"
+        + (f" {' '.join(argv)}" if argv else ""),
+        "commit": git_commit(),
+        "machine": machine_description() + ", shared with other jobs",
+        "torch": torch.__version__,
+    }
     out = Path(args.out) if args.out else Path(out) / (f"steps{args.steps}" if args.steps else "")
     if args.cre_batch_stats:
         out = out / "cre_batch_stats"
@@ -157,4 +201,3 @@ def main(argv: list[str] | None = None, out: str | Path = "results/rpnet_iterati
     write_text(out / "iterations.md", markdown(info))
     print(markdown(info))
     return 0
-

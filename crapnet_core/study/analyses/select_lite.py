@@ -60,13 +60,23 @@ def run_trial(name: str, method: str, extra: list[str], runs_root: Path, progres
     m = read_metrics(run, split="validation")
     assert m["split"] == "validation"
     return {
-        "trial": name, "method": method, "overrides": overrides, "config_hash": cfg.config_hash(), "run": run.name,
-        "validation_scans": m["test_scans"], "support_scan": m["support"]["scan_id"],
+        "trial": name,
+        "method": method,
+        "overrides": overrides,
+        "config_hash": cfg.config_hash(),
+        "run": run.name,
+        "validation_scans": m["test_scans"],
+        "support_scan": m["support"]["scan_id"],
         "dice": {o: m["per_organ"].get(o, {}).get("dice_mean") for o in ORGANS},
-        "mean_dice": m["mean"]["dice"], "train_seconds": train_seconds(run), "eval_seconds": m.get("seconds"),
+        "mean_dice": m["mean"]["dice"],
+        "train_seconds": train_seconds(run),
+        "eval_seconds": m.get("seconds"),
         "wall_seconds_this_call": round(time.time() - t0, 1),
-        "grid": {"carafe_factor": cfg.model.carafe_factor, "alpnet_pool_train": cfg.model.alpnet_pool_train,
-                 "alpnet_pool_test": cfg.model.alpnet_pool_test},
+        "grid": {
+            "carafe_factor": cfg.model.carafe_factor,
+            "alpnet_pool_train": cfg.model.alpnet_pool_train,
+            "alpnet_pool_test": cfg.model.alpnet_pool_test,
+        },
     }
 
 
@@ -78,8 +88,10 @@ def choose(rows: list[dict], methods: list[str]) -> tuple[str | None, dict]:
         if len(mine) != len(methods) or any(r["mean_dice"] is None for r in mine):
             continue
         secs = [r["train_seconds"] or 0.0 for r in mine]
-        scores[name] = {"mean_dice": sum(r["mean_dice"] for r in mine) / len(mine),
-                        "mean_train_seconds": sum(secs) / len(secs)}
+        scores[name] = {
+            "mean_dice": sum(r["mean_dice"] for r in mine) / len(mine),
+            "mean_train_seconds": sum(secs) / len(secs),
+        }
     ok = {k: v for k, v in scores.items() if BUDGET_SECONDS is None or v["mean_train_seconds"] <= BUDGET_SECONDS}
     best = max(ok, key=lambda k: ok[k]["mean_dice"]) if ok else None
     return best, scores
@@ -89,19 +101,27 @@ def markdown(rows: list[dict], best: str | None, scores: dict, check_only: bool)
     lines = ["# lite selection on the validation scan (CHAOS fold 0, setting 1)", ""]
     if check_only:
         lines += ["**Check run of the script only (--steps override); not a selection.**", ""]
-    lines += ["| trial | method | grid (sigma / pools) | train s | eval s | LK | RK | Spleen | Liver | Mean |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "| trial | method | grid (sigma / pools) | train s | eval s | LK | RK | Spleen | Liver | Mean |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         g = r["grid"]
         d = [r["dice"][o] for o in ORGANS] + [r["mean_dice"]]
-        lines.append(f"| {r['trial']} | {r['method']} | {g['carafe_factor']} / {g['alpnet_pool_train']}, "
-                     f"{g['alpnet_pool_test']} | {r['train_seconds'] or 0:.0f} | {r['eval_seconds'] or 0:.0f} | "
-                     + " | ".join("–" if v is None else f"{100 * v:.2f}" for v in d) + " |")
-    lines += ["", "Dice in percent on the validation scan "
-              f"{', '.join(sorted({s for r in rows for s in r['validation_scans']}))} (support scan "
-              f"{', '.join(sorted({r['support_scan'] for r in rows}))}). Method-averaged: "
-              + "; ".join(f"{k} {100 * v['mean_dice']:.2f} ({v['mean_train_seconds']:.0f} s)" for k, v in scores.items())
-              + f". Chosen by the rule: **{best or 'none'}**."]
+        lines.append(
+            f"| {r['trial']} | {r['method']} | {g['carafe_factor']} / {g['alpnet_pool_train']}, "
+            f"{g['alpnet_pool_test']} | {r['train_seconds'] or 0:.0f} | {r['eval_seconds'] or 0:.0f} | "
+            + " | ".join("–" if v is None else f"{100 * v:.2f}" for v in d)
+            + " |"
+        )
+    lines += [
+        "",
+        "Dice in percent on the validation scan "
+        f"{', '.join(sorted({s for r in rows for s in r['validation_scans']}))} (support scan "
+        f"{', '.join(sorted({r['support_scan'] for r in rows}))}). Method-averaged: "
+        + "; ".join(f"{k} {100 * v['mean_dice']:.2f} ({v['mean_train_seconds']:.0f} s)" for k, v in scores.items())
+        + f". Chosen by the rule: **{best or 'none'}**.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -126,11 +146,18 @@ def main(argv: list[str] | None = None, out: str | Path = "results/select_lite",
     rows = [run_trial(t, m, extra, runs_root, not args.no_progress) for t in trials for m in methods]
     best, scores = choose(rows, methods)
     out = Path(args.out)
-    write_json(out / "trials.json", {"rows": rows, "method_average": scores, "chosen": best,
-                                     "rule": "highest method-averaged validation mean Dice (equal-budget candidates; "
-                                             f"train-seconds limit: {BUDGET_SECONDS})", "check_only": args.steps is not None})
+    write_json(
+        out / "trials.json",
+        {
+            "rows": rows,
+            "method_average": scores,
+            "chosen": best,
+            "rule": "highest method-averaged validation mean Dice (equal-budget candidates; "
+            f"train-seconds limit: {BUDGET_SECONDS})",
+            "check_only": args.steps is not None,
+        },
+    )
     text = markdown(rows, best, scores, args.steps is not None)
     write_text(out / "trials.md", text)
     print(text)
     return 0
-
