@@ -243,7 +243,7 @@ def table_blocks(results: Path, an: Mapping) -> dict[str, str]:
         )
     lines += ["", family_table(an["families"]["decomposition"], show_where=False)]
     b["decomposition"] = "\n".join(lines)
-    from .prose import budget_file
+    from .caveats import budget_file
 
     curves = {m: budget_file(results, f"budget_chaos_setting1_f0_{m}") for m in ("crapnet", "alpnet")}
     points = {
