@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts (bench_attention)
+# the sibling script bench_attention is importable: Python puts a script's own folder first on the path
 
 
 def parts(profile: str) -> dict:

@@ -15,7 +15,6 @@ Dice is a fraction 0..1 in our metrics files and 0..100 in the paper; the tables
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -202,9 +201,9 @@ def load_summaries(
             elif seeds:
                 continue
         try:
-            data = read_json(path)
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a readable summary ({err})") from None
+            data = read_json(path, what="summary")
+        except (OSError, ValueError) as err:  # read_json's message names the file
+            raise ValueError(f"not a readable summary: {err}") from None
         if profile and not (path.parent.name.endswith(f"_{profile}") or data.get("profile") == profile):
             continue
         data["variant"] = summary_variant(data)
