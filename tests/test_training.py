@@ -140,6 +140,24 @@ def test_checkpoint_must_match_the_model_config(tmp_path):
         load_model(cfg, tmp_path / "junk.pt")
 
 
+def test_a_checkpoint_older_than_a_model_field_loads_with_its_default(tmp_path):
+    """A checkpoint written before a model field existed (here ``attention_temperature``, added after
+    the converged runs started) carries no value for it; it was trained with the field's default,
+    so it loads under a config at that default and is refused under any other value."""
+    cfg = _smoke(train__steps=1)
+    train(cfg, tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = read_checkpoint(ckpt)
+    del state["config"]["model"]["attention_temperature"]
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    model, loaded = load_model(cfg, old)
+    assert loaded["step"] == 1
+    learned = _smoke(train__steps=1, model__attention_temperature="learned")
+    with pytest.raises(CheckpointMismatch, match="attention_temperature: checkpoint 'fixed' vs config 'learned'"):
+        load_model(learned, old)
+
+
 def test_run_folder_rules(tmp_path):
     cfg = _smoke(train__steps=1)
     train(cfg, tmp_path / "run", progress=False)

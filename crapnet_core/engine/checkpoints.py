@@ -160,6 +160,19 @@ def run_hashes(run_dir: str | Path, cfg: ExperimentConfig) -> tuple[str, ...]:
     return tuple(h for h in (cfg.config_hash(), recorded_hash(run_dir)) if h)
 
 
+def _saved_model_config(saved: dict | None) -> dict | None:
+    """The ``model`` section of the config stored in a checkpoint, completed with the defaults of model
+    fields added after it was written (their default is the behaviour the checkpoint was trained with),
+    so that an older checkpoint is compared field by field with today's config; the raw section where
+    the stored config cannot be read as a config of this version."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        return None
+    try:
+        return ExperimentConfig.from_dict({k: v for k, v in saved.items() if k != "config_hash"}).to_dict()["model"]
+    except (TypeError, ValueError, KeyError):
+        return saved["model"]
+
+
 def check_checkpoint(
     state: dict[str, Any],
     cfg: ExperimentConfig,
@@ -177,7 +190,7 @@ def check_checkpoint(
     tensor by tensor (:func:`load_model`), with a warning. Without ``run_hashes`` (a model
     used under a config of one's own, e.g. on another dataset) only the architecture counts.
     """
-    saved = (state.get("config") or {}).get("model")
+    saved = _saved_model_config(state.get("config"))
     if saved is not None:
         current = cfg.to_dict()["model"]
         diff = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
