@@ -238,6 +238,27 @@ def test_status_says_done_missing_and_stale_and_never_reads_a_stale_run(decl, tm
     assert layout.run_state(decl, run, tmp_path).status == "done"
 
 
+def test_the_other_test_group_of_a_supervised_setting1_run_is_not_stale(decl, tmp_path):
+    """Supervised ALPNet trains one model per test group in setting 1, and both folders are named
+    ``..._all_f<k>_...``: the kidneys run's result is not a stale version of the liver/spleen run."""
+    table = decl.table("chaos_setting1_alpnet_sup_converged")
+    runs = [r for r in table.runs() if r.seed == 0 and r.config.data.fold == 1]
+    assert len(runs) == 2 and runs[0].prefix == runs[1].prefix
+    done, other = runs
+    folder = layout.result_dir(tmp_path, done)
+    _fake_run(folder, done.hash, budget=tuple(table.budget))
+    saved = json.loads((folder / "config.json").read_text())
+    saved["data"] = {"test_group": list(done.config.data.test_group)}
+    (folder / "config.json").write_text(json.dumps(saved))
+    assert layout.run_state(decl, done, tmp_path).status == "done"
+    assert layout.run_state(decl, other, tmp_path).status == "missing"
+    # the same group at another hash is stale
+    stale = layout.seed_dir(tmp_path, table.name, 0) / f"{other.prefix}_0123456789ab"
+    _fake_run(stale, "0123456789ab")
+    (stale / "config.json").write_text(json.dumps({"data": {"test_group": list(other.config.data.test_group)}}))
+    assert layout.run_state(decl, other, tmp_path).status == "stale"
+
+
 def test_a_budget_table_is_done_only_with_its_curve(decl, tmp_path):
     table = decl.table("budget_chaos_setting1_f0_alpnet")
     run = table.runs()[0]

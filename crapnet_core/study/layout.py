@@ -81,6 +81,18 @@ def _complete(folder: Path, table: Table) -> bool:
     return table.budget in (None, "all") or set(table.budget) <= _budget_steps(folder)
 
 
+def _same_test_group(folder: Path, run: Run) -> bool:
+    """Whether the result ``folder`` (same name prefix, another hash) holds ``run``'s test group. The
+    prefix does not name the group in setting 1 (``all``), where a supervised method trains one model
+    per test group: a folder of the other group is that run's result, not a stale version of this one.
+    A folder whose config cannot be read counts as the same group (reported as stale, for a person)."""
+    try:
+        saved = json.loads((folder / "config.json").read_text())["data"]["test_group"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    return saved is None or list(saved) == list(run.config.data.test_group)
+
+
 def run_state(decl: Declaration, run: Run, results_dir: str | os.PathLike) -> RunState:
     """done / missing / stale / pending of ``run`` under ``results_dir`` (see the module docstring)."""
     if run.pending:
@@ -107,7 +119,10 @@ def run_state(decl: Declaration, run: Run, results_dir: str | os.PathLike) -> Ru
         others = sorted(
             p.name
             for p in sdir.iterdir()
-            if p.is_dir() and p.name.startswith(run.prefix + "_") and len(p.name) == len(run.prefix) + 13
+            if p.is_dir()
+            and p.name.startswith(run.prefix + "_")
+            and len(p.name) == len(run.prefix) + 13
+            and _same_test_group(p, run)
         )
     if others:
         return RunState(
