@@ -38,7 +38,9 @@ PAGES: dict[str, tuple[str, ...]] = {
     "book/equal_budget.md": (
         "converged",
         "converged_text",
+        "converged_change",
         "diagnostics_converged",
+        "converged_budget",
         "selection",
         "choices",
         "setting1",
@@ -55,10 +57,11 @@ PAGES: dict[str, tuple[str, ...]] = {
         "budget_text",
     ),
     "book/ablations.md": ("table3", "table4", "ablations_text", "temperature"),
-    "book/results.md": ("methods1", "methods2", "methods_family", "methods_text", "rpnet_text"),
+    "book/results.md": ("converged_change", "methods1", "methods2", "methods_family", "methods_text", "rpnet_text"),
     "book/limitations.md": ("limitations_study", "rerun_summary"),
     "book/method.md": ("choices",),
     "results/README.md": (
+        "converged_change",
         "rule",
         "seed_band",
         "comparisons",
@@ -270,10 +273,19 @@ def table_blocks(results: Path, an: Mapping) -> dict[str, str]:
         for k, f in an["families"].items()
     )
     b["results-table"] = readme_table(results)
-    from .converged import converged_table, converged_text, rerun_summary, temperature_block
+    from .converged import (
+        budget_change,
+        budget_curves,
+        converged_table,
+        converged_text,
+        rerun_summary,
+        temperature_block,
+    )
 
     b["converged"] = converged_table(results, an)
     b["converged_text"] = converged_text(results, an)
+    b["converged_change"] = budget_change(results, an) or "No converged fold is committed yet.\n"
+    b["converged_budget"] = budget_curves(results) or "No converged fold is committed yet.\n"
     b["temperature"] = temperature_block(results, an)
     b["rerun_summary"] = rerun_summary(results, an)
     return b

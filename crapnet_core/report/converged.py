@@ -180,6 +180,217 @@ def converged_text(results: Path, an: Mapping) -> str:
     return " ".join(parts) + "\n"
 
 
+def _steps(profile: str) -> int:
+    """Training steps of ``profile`` (``crapnet_core/profiles.yaml``)."""
+    from ..engine.experiment import make_config
+
+    return int(make_config(profile, "chaos", 1, 0, "alpnet").train.steps)
+
+
+def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> list[float]:
+    """Per-fold differences a − b (0-1) over the folds both have."""
+    return [a[f] - b[f] for f in sorted(set(a) & set(b))]
+
+
+def budget_change(results: Path, an: Mapping) -> str:
+    """What changed when the budget went from ``lite`` to ``converged`` (issue 18 §4), and what did not.
+
+    Per method, the seed-0 mean Dice over the folds committed at both budgets (so both columns average
+    the same folds), the per-fold change, then the study's two questions at both budgets: the
+    difference of fold means over the common folds (descriptive) and the declared call where the
+    comparison is declared (``main`` / ``methods`` at ``lite``, ``converged`` at the converged budget).
+    Dice points 0-100. Empty string while no converged fold is committed.
+    """
+    from ..engine.decision import table_name
+
+    lite, conv = _steps("lite"), _steps("converged")
+    rows, changes = [], {}
+    for ds in ("chaos", "sabs"):
+        for m in ("crapnet", "alpnet", "panet", "alpnet_sup"):
+            fl = fold_means(results, table_name(ds, 1, m)) or {}
+            fc = fold_means(results, table_name(ds, 1, m, "converged")) or {}
+            common = sorted(set(fl) & set(fc))
+            if not common:
+                continue
+            d = _paired(fc, fl)
+            changes[(ds, m)] = d
+            rows.append(
+                f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m))} | {', '.join(map(str, common))} | "
+                f"{_pm(100 * fl[f] for f in common)} | {_pm(100 * fc[f] for f in common)} | "
+                f"{pts(100 * float(np.mean(d)), 2)} ({pts(100 * min(d), 1)} to {pts(100 * max(d), 1)}) |"
+            )
+    if not rows:
+        return ""
+    out = [
+        f"**What changed with the budget** ({lite:,} → {conv:,} training steps; setting 1, training seed 0; "
+        "each row averages the folds committed at both budgets):",
+        "",
+        f"| dataset | method | folds | `lite` ({lite:,} steps) | `converged` ({conv:,} steps) | change (per-fold range) |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    questions = (
+        ("crapnet", "alpnet", ("main", "lite"), "CRAPNet − SSL-ALPNet"),
+        ("alpnet", "alpnet_sup", None, "SSL-ALPNet − ALPNet (supervised)"),
+    )
+    qrows = []
+    for a, b, lite_fam, name in questions:
+        for ds in ("chaos", "sabs"):
+            cells = []
+            for profile in ("lite", "converged"):
+                fa = fold_means(results, table_name(ds, 1, a, profile)) or {}
+                fb = fold_means(results, table_name(ds, 1, b, profile)) or {}
+                d = _paired(fa, fb)
+                fam = "converged" if profile == "converged" else (lite_fam[0] if lite_fam else None)
+                e = (
+                    find_comparison(an, fam, table_name(ds, 1, a, profile), table_name(ds, 1, b, profile))
+                    if fam
+                    else None
+                )
+                if not d:
+                    cells.append("not run yet")
+                    continue
+                call = (
+                    _diff(e)
+                    if e is not None
+                    else "no declared comparison at this budget"
+                    if profile == "lite"
+                    else "not run yet"
+                )
+                cells.append(f"{pts(100 * float(np.mean(d)), 2)} on {len(d)} fold(s); declared: {call}")
+            if all(c == "not run yet" for c in cells):
+                continue
+            qrows.append(f"| {name} | {DATASET_SHORT[ds]} | {cells[0]} | {cells[1]} |")
+    out += [
+        "| question | dataset | `lite`: seed-0 fold means; declared comparison | `converged`: seed-0 fold means; "
+        "declared comparison |",
+        "|---|---|---|---|",
+        *qrows,
+        "",
+    ]
+    text = budget_change_sentences(results, an, changes)
+    return "\n".join(out) + ("\n" + " ".join(text) + "\n" if text else "")
+
+
+def budget_change_sentences(results: Path, an: Mapping, changes: Mapping | None = None) -> list[str]:
+    """The plain sentences of :func:`budget_change`: how much each kind of method moved with the budget
+    on CHAOS MRI, and whether the answers to the study's two questions changed (their declared calls).
+    ``changes``: (dataset, method) -> per-fold changes (0-1), computed here when not given."""
+    from ..engine.decision import table_name
+
+    if changes is None:
+        changes = {}
+        for m in ("crapnet", "alpnet", "panet", "alpnet_sup"):
+            fl = fold_means(results, table_name("chaos", 1, m)) or {}
+            fc = fold_means(results, table_name("chaos", 1, m, "converged")) or {}
+            if set(fl) & set(fc):
+                changes[("chaos", m)] = _paired(fc, fl)
+    ssl = [v for (ds, m), v in changes.items() if ds == "chaos" and m in ("crapnet", "alpnet", "panet")]
+    sup = changes.get(("chaos", "alpnet_sup"))
+    text = []
+    if ssl:
+        means = [100 * float(np.mean(v)) for v in ssl]
+        text.append(
+            f"On CHAOS MRI the longer training moved the self-supervised methods by {pts(min(means), 1)} to "
+            f"{pts(max(means), 1)} points (mean per-fold change)"
+            + (
+                f", supervised ALPNet {pts(100 * float(np.mean(sup)), 1)} ({len(sup)} fold(s))."
+                if sup
+                else "; supervised ALPNet has no converged fold yet."
+            )
+        )
+    e_c = find_comparison(
+        an, "converged", table_name("chaos", 1, "crapnet", "converged"), table_name("chaos", 1, "alpnet", "converged")
+    )
+    e_l = find_comparison(an, "main", table_name("chaos", 1, "crapnet"), table_name("chaos", 1, "alpnet"))
+    if e_c is not None and e_l is not None:
+        same = e_c["call"] == e_l["call"]
+        text.append(
+            f"CRAPNet − SSL-ALPNet on CHAOS MRI is {call_md(e_l['call'])} at `lite` and {call_md(e_c['call'])} at "
+            "the converged budget: "
+            + (
+                "on this question the longer training did not change the answer."
+                if same
+                else "the longer training changed the answer."
+            )
+        )
+    e_s = find_comparison(
+        an,
+        "converged",
+        table_name("chaos", 1, "alpnet", "converged"),
+        table_name("chaos", 1, "alpnet_sup", "converged"),
+    )
+    if e_s is not None:
+        d_lite = _paired(
+            fold_means(results, table_name("chaos", 1, "alpnet")) or {},
+            fold_means(results, table_name("chaos", 1, "alpnet_sup")) or {},
+        )
+        text.append(
+            (
+                f"SSL-ALPNet − supervised ALPNet on CHAOS MRI was {pts(100 * float(np.mean(d_lite)), 2)} points at "
+                f"`lite` (seed-0 fold means, {len(d_lite)} folds; not a declared comparison there) and is "
+                if d_lite
+                else "SSL-ALPNet − supervised ALPNet on CHAOS MRI is "
+            )
+            + f"{_diff(e_s)} at the converged budget."
+        )
+    return text
+
+
+def budget_curves(results: Path) -> str:
+    """Test Dice against training steps of every committed converged fold (issue 18 §2.5): per table, the
+    mean over its folds with a ``budget.json`` (the checkpoints saved during training, evaluated on the
+    fold's test scans; no extra training) at each declared step, with the folds counted. Dice 0-100."""
+    from ..engine.decision import table_name
+
+    rows, steps_all = [], set()
+    curves = {}
+    for ds, m in CONVERGED_ROWS + (("chaos", "alpnet-attention"), ("chaos", "alpnet-carafe")):
+        folder = results / table_name(ds, 1, m, "converged") / "seed0"
+        points: dict[int, dict[int, dict[str, float]]] = {}  # step -> fold -> organ -> Dice
+        if not folder.is_dir():
+            continue
+        organs: set[str] = set()
+        for path in sorted(folder.glob("*/budget.json")):
+            b = read_json(path)
+            for p in b["points"]:
+                dice = {o: float(v) for o, v in p["dice"].items() if o != "mean" and v is not None}
+                organs |= set(dice)
+                points.setdefault(int(p["step"]), {}).setdefault(int(b["fold"]), {}).update(dice)
+        # a fold counts at a step once every organ of the table is scored there (both test groups)
+        points = {
+            st: {f: float(np.mean(list(d.values()))) for f, d in folds.items() if set(d) == organs}
+            for st, folds in points.items()
+        }
+        if any(points.values()):
+            curves[(ds, m)] = points
+            steps_all |= set(points)
+    if not curves:
+        return ""
+    steps = sorted(steps_all)
+    for (ds, m), points in curves.items():
+        cells = []
+        for st in steps:
+            per_fold = list(points.get(st, {}).values())
+            cells.append("–" if not per_fold else f"{100 * float(np.mean(per_fold)):.2f} ({len(per_fold)})")
+        rows.append(
+            f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m, 'converged'))} | " + " | ".join(cells) + " |"
+        )
+    return (
+        "| dataset | method | "
+        + " | ".join(f"{st:,} steps" for st in steps)
+        + " |\n|---|---|"
+        + "---|" * len(steps)
+        + "\n"
+        + "\n".join(rows)
+        + "\n\nMean test Dice (0–100) over the folds with a saved curve (their number in brackets), training "
+        "seed 0: each fold's checkpoints evaluated on that fold's test scans (`budget.json` in each run's "
+        "result folder). A fold whose organs were scored by two models (supervised ALPNet: one per test "
+        "group) averages its groups. The last column is the trained model.\n"
+    )
+
+
 def temperature_block(results: Path, an: Mapping) -> str:
     """The learned-temperature variant at ``lite`` against CRAPNet (the ``temperature`` family)."""
     from ..engine.decision import table_name
