@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ...engine import diagnostics as dg
 from ...io import write_json, write_text
-from ..provenance import run_info, utc_now
+from ..provenance import git_commit, run_info, utc_now
 
 
 def table_runs(table, runs_root: str | Path) -> list[Path]:
@@ -57,7 +57,7 @@ def main(argv=None, out: str | Path | None = None, runs: list[Path] | None = Non
             p.error(f"{args.result}: no trained run folder (RUN/checkpoints/last.pt) inside")
     elif not runs:
         p.error("--result: give the folder of the trained fold runs")
-    started, t0 = utc_now(), time.time()
+    started, t0, commit = utc_now(), time.time(), git_commit()  # the code that runs, not the code at the end
     blocks, protos, variants = [], [], []
     for run in runs:
         print(f"diagnose {run.name}", file=sys.stderr, flush=True)
@@ -97,7 +97,12 @@ def main(argv=None, out: str | Path | None = None, runs: list[Path] | None = Non
     ]
     write_text(out / "summary.md", "\n".join(text))
     info = run_info(f"CRAPNET_DATA_ROOT=../shared/data {command}", started, time.time() - t0, None)
-    info.update(folds=sorted(int(f) for f in v["fold"].unique()), runs=[r.name for r in runs], n_train=args.n_train)
+    info.update(
+        commit=commit,
+        folds=sorted(int(f) for f in v["fold"].unique()),
+        runs=[r.name for r in runs],
+        n_train=args.n_train,
+    )
     write_json(out / "run_info.json", info)
     print("\n".join(text))
     return 0
