@@ -1,51 +1,60 @@
-"""The converged study's generated blocks (crapnet_core.report.converged) against the committed files."""
+"""The converged study's generated blocks (issue 18 §2.5, §4): budget curves and what changed with the budget."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from crapnet_core.report import converged as cv
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
 
 
-def _runs(table: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((RESULTS / table).glob("seed0/*/metrics.json"))]
+def test_the_last_point_of_each_committed_budget_curve_is_the_trained_model():
+    """The budget curve's last checkpoint is the trained model: its fold mean equals the fold's committed
+    metrics.json mean (the same model scored twice on the same test scans)."""
+    curves = cv.budget_curve_points(RESULTS)
+    assert curves, "no converged budget curve is committed"
+    checked = 0
+    for (ds, m), points in curves.items():
+        fm = cv.fold_means(RESULTS, f"{ds}_setting1_{m}_converged")
+        last = points[max(points)]
+        for fold, dice in last.items():
+            assert dice == pytest.approx(fm[fold], abs=5e-4), (ds, m, fold)
+            checked += 1
+    assert checked >= 5
 
 
-def test_fold_means_equal_each_runs_own_mean_and_pool_test_groups():
-    table = "chaos_setting1_crapnet_converged"
-    runs = _runs(table)
-    if not runs:
-        pytest.skip("no converged CRAPNet fold committed yet")
-    folds = cv.fold_means(RESULTS, table)
-    assert sorted(folds) == sorted(m["fold"] for m in runs)
-    for m in runs:  # one run per fold: the fold mean is metrics.json's own mean (organ means over its scans)
-        assert folds[m["fold"]] == pytest.approx(m["mean"]["dice"], abs=1e-6)
-    sup_runs = [m for m in _runs("chaos_setting1_alpnet_sup_converged") if m["fold"] == 0]
-    if len(sup_runs) == 2:  # two test groups (kidneys; liver and spleen) pooled into one fold mean of four organs
-        organs = {o: v["dice_mean"] for m in sup_runs for o, v in m["per_organ"].items()}
-        assert len(organs) == 4
-        assert cv.fold_means(RESULTS, "chaos_setting1_alpnet_sup_converged")[0] == pytest.approx(
-            np.mean(list(organs.values())), abs=1e-6
+def _budget(folder: Path, fold: int, organs: dict[str, float]) -> None:
+    folder.mkdir(parents=True)
+    pts = [{"step": s, "dice": {**organs, "mean": sum(organs.values()) / len(organs)}} for s in (1000, 20000)]
+    (folder / "budget.json").write_text(json.dumps({"fold": fold, "points": pts}))
+
+
+def test_a_supervised_fold_counts_once_both_test_groups_have_a_curve(tmp_path):
+    seed = tmp_path / "chaos_setting1_alpnet_sup_converged" / "seed0"
+    _budget(seed / "chaos_s1_all_f0_alpnet_sup_converged_aaaaaaaaaaaa", 0, {"liver": 0.8, "spleen": 0.6})
+    _budget(seed / "chaos_s1_all_f0_alpnet_sup_converged_bbbbbbbbbbbb", 0, {"left_kidney": 0.2, "right_kidney": 0.4})
+    _budget(seed / "chaos_s1_all_f1_alpnet_sup_converged_cccccccccccc", 1, {"left_kidney": 0.3, "right_kidney": 0.5})
+    points = cv.budget_curve_points(tmp_path)[("chaos", "alpnet_sup")]
+    assert points[20000] == {0: pytest.approx(0.5)}  # fold 1 has one group only: left out
+    text = cv.budget_curves(tmp_path)
+    assert "| CHAOS MRI | ALPNet (supervised) | 50.00 (1) | 50.00 (1) |" in text
+
+
+def test_what_changed_with_the_budget_averages_the_same_folds_at_both_budgets():
+    text = cv.budget_change(RESULTS, json.loads((RESULTS / "compare" / "analysis.json").read_text()))
+    for ds, m in (("chaos", "crapnet"), ("chaos", "alpnet")):
+        lite = cv.fold_means(RESULTS, f"{ds}_setting1_{m}_lite")
+        conv = cv.fold_means(RESULTS, f"{ds}_setting1_{m}_converged")
+        common = sorted(set(lite) & set(conv))
+        change = sum(conv[f] - lite[f] for f in common) / len(common)
+        row = next(
+            r for r in text.splitlines() if r.startswith(f"| CHAOS MRI | {cv.table_label(f'{ds}_setting1_{m}_lite')} |")
         )
-
-
-def test_validation_scans_are_fold_4s_test_scans():
-    scans, fold = cv.validation_fold(RESULTS)
-    assert scans == ["36", "37", "38", "39"] and fold == 4
-
-
-def test_rerun_summary_has_a_row_per_committed_check(tmp_path):
-    text = cv.rerun_summary(RESULTS)
-    for path in RESULTS.glob("rerun_check*/rerun_check.json"):
-        assert f"`{path.parent.name}/`" in text
-    assert "No rerun check" in cv.rerun_summary(tmp_path)
-
-
-def test_an_undeclared_or_empty_table_reads_as_not_run(tmp_path):
-    assert cv.fold_means(tmp_path, "chaos_setting1_crapnet_converged") is None
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == ", ".join(map(str, common))
+        assert cells[5].startswith(cv.pts(change, 2))

@@ -187,8 +187,12 @@ def _steps(profile: str) -> int:
     return int(make_config(profile, "chaos", 1, 0, "alpnet").train.steps)
 
 
+def _folds(n: int) -> str:
+    return f"{n} fold{'' if n == 1 else 's'}"
+
+
 def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> list[float]:
-    """Per-fold differences a − b (0-1) over the folds both have."""
+    """Per-fold differences a − b (Dice, 0-1) over the folds both have."""
     return [a[f] - b[f] for f in sorted(set(a) & set(b))]
 
 
@@ -216,8 +220,8 @@ def budget_change(results: Path, an: Mapping) -> str:
             changes[(ds, m)] = d
             rows.append(
                 f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m))} | {', '.join(map(str, common))} | "
-                f"{_pm(100 * fl[f] for f in common)} | {_pm(100 * fc[f] for f in common)} | "
-                f"{pts(100 * float(np.mean(d)), 2)} ({pts(100 * min(d), 1)} to {pts(100 * max(d), 1)}) |"
+                f"{_pm(fl[f] for f in common)} | {_pm(fc[f] for f in common)} | "
+                f"{pts(float(np.mean(d)), 2)} ({pts(min(d), 1)} to {pts(max(d), 1)}) |"
             )
     if not rows:
         return ""
@@ -252,19 +256,19 @@ def budget_change(results: Path, an: Mapping) -> str:
                     cells.append("not run yet")
                     continue
                 call = (
-                    _diff(e)
+                    f"declared: {_diff(e)}"
                     if e is not None
-                    else "no declared comparison at this budget"
+                    else "not a declared comparison at this budget"
                     if profile == "lite"
-                    else "not run yet"
+                    else "declared: not run yet"
                 )
-                cells.append(f"{pts(100 * float(np.mean(d)), 2)} on {len(d)} fold(s); declared: {call}")
+                cells.append(f"{pts(float(np.mean(d)), 2)} ({_folds(len(d))}); {call}")
             if all(c == "not run yet" for c in cells):
                 continue
             qrows.append(f"| {name} | {DATASET_SHORT[ds]} | {cells[0]} | {cells[1]} |")
     out += [
-        "| question | dataset | `lite`: seed-0 fold means; declared comparison | `converged`: seed-0 fold means; "
-        "declared comparison |",
+        "| question | dataset | `lite`: difference of seed-0 fold means; declared comparison (all its seeds) | "
+        "`converged`: the same |",
         "|---|---|---|---|",
         *qrows,
         "",
@@ -276,7 +280,7 @@ def budget_change(results: Path, an: Mapping) -> str:
 def budget_change_sentences(results: Path, an: Mapping, changes: Mapping | None = None) -> list[str]:
     """The plain sentences of :func:`budget_change`: how much each kind of method moved with the budget
     on CHAOS MRI, and whether the answers to the study's two questions changed (their declared calls).
-    ``changes``: (dataset, method) -> per-fold changes (0-1), computed here when not given."""
+    ``changes``: (dataset, method) -> per-fold changes (Dice, 0-1), computed here when not given."""
     from ..engine.decision import table_name
 
     if changes is None:
@@ -290,12 +294,12 @@ def budget_change_sentences(results: Path, an: Mapping, changes: Mapping | None 
     sup = changes.get(("chaos", "alpnet_sup"))
     text = []
     if ssl:
-        means = [100 * float(np.mean(v)) for v in ssl]
+        means = [float(np.mean(v)) for v in ssl]
         text.append(
             f"On CHAOS MRI the longer training moved the self-supervised methods by {pts(min(means), 1)} to "
             f"{pts(max(means), 1)} points (mean per-fold change)"
             + (
-                f", supervised ALPNet {pts(100 * float(np.mean(sup)), 1)} ({len(sup)} fold(s))."
+                f", supervised ALPNet by {pts(float(np.mean(sup)), 1)} ({_folds(len(sup))})."
                 if sup
                 else "; supervised ALPNet has no converged fold yet."
             )
@@ -328,7 +332,7 @@ def budget_change_sentences(results: Path, an: Mapping, changes: Mapping | None 
         )
         text.append(
             (
-                f"SSL-ALPNet − supervised ALPNet on CHAOS MRI was {pts(100 * float(np.mean(d_lite)), 2)} points at "
+                f"SSL-ALPNet − supervised ALPNet on CHAOS MRI was {pts(float(np.mean(d_lite)), 2)} points at "
                 f"`lite` (seed-0 fold means, {len(d_lite)} folds; not a declared comparison there) and is "
                 if d_lite
                 else "SSL-ALPNet − supervised ALPNet on CHAOS MRI is "
@@ -338,37 +342,46 @@ def budget_change_sentences(results: Path, an: Mapping, changes: Mapping | None 
     return text
 
 
-def budget_curves(results: Path) -> str:
-    """Test Dice against training steps of every committed converged fold (issue 18 §2.5): per table, the
-    mean over its folds with a ``budget.json`` (the checkpoints saved during training, evaluated on the
-    fold's test scans; no extra training) at each declared step, with the folds counted. Dice 0-100."""
+def budget_curve_points(results: Path) -> dict[tuple[str, str], dict[int, dict[int, float]]]:
+    """(dataset, method) -> step -> fold -> mean Dice (0-1) over the organs, from the ``budget.json`` of the
+    committed converged runs (seed 0). A fold counts at a step once every organ of its table is scored
+    there: supervised ALPNet trains one model per test group, so its fold needs both groups' curves."""
     from ..engine.decision import table_name
 
-    rows, steps_all = [], set()
     curves = {}
     for ds, m in CONVERGED_ROWS + (("chaos", "alpnet-attention"), ("chaos", "alpnet-carafe")):
         folder = results / table_name(ds, 1, m, "converged") / "seed0"
-        points: dict[int, dict[int, dict[str, float]]] = {}  # step -> fold -> organ -> Dice
         if not folder.is_dir():
             continue
+        raw: dict[int, dict[int, dict[str, float]]] = {}  # step -> fold -> organ -> Dice
         organs: set[str] = set()
         for path in sorted(folder.glob("*/budget.json")):
             b = read_json(path)
             for p in b["points"]:
                 dice = {o: float(v) for o, v in p["dice"].items() if o != "mean" and v is not None}
                 organs |= set(dice)
-                points.setdefault(int(p["step"]), {}).setdefault(int(b["fold"]), {}).update(dice)
-        # a fold counts at a step once every organ of the table is scored there (both test groups)
+                raw.setdefault(int(p["step"]), {}).setdefault(int(b["fold"]), {}).update(dice)
         points = {
             st: {f: float(np.mean(list(d.values()))) for f, d in folds.items() if set(d) == organs}
-            for st, folds in points.items()
+            for st, folds in raw.items()
         }
         if any(points.values()):
             curves[(ds, m)] = points
-            steps_all |= set(points)
+    return curves
+
+
+def budget_curves(results: Path) -> str:
+    """Test Dice against training steps of every committed converged fold (issue 18 §2.5): per table, the
+    mean over its folds with a curve (:func:`budget_curve_points`; the checkpoints saved during
+    training, evaluated on the fold's test scans, no extra training) at each declared step, with the
+    folds counted. Dice 0-100; empty string when no curve is committed."""
+    from ..engine.decision import table_name
+
+    curves = budget_curve_points(results)
     if not curves:
         return ""
-    steps = sorted(steps_all)
+    steps = sorted({st for points in curves.values() for st in points})
+    rows = []
     for (ds, m), points in curves.items():
         cells = []
         for st in steps:
@@ -386,8 +399,8 @@ def budget_curves(results: Path) -> str:
         + "\n".join(rows)
         + "\n\nMean test Dice (0–100) over the folds with a saved curve (their number in brackets), training "
         "seed 0: each fold's checkpoints evaluated on that fold's test scans (`budget.json` in each run's "
-        "result folder). A fold whose organs were scored by two models (supervised ALPNet: one per test "
-        "group) averages its groups. The last column is the trained model.\n"
+        "result folder). A fold whose organs are scored by two models (supervised ALPNet: one per test "
+        "group) counts once both curves are in. The last column is the trained model.\n"
     )
 
 

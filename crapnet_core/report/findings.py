@@ -156,10 +156,14 @@ def findings_sentences(results_dir: str | os.PathLike, frame, link, profile: str
         )
     conv = _entry(an, "converged", "chaos_setting1_crapnet_converged", "chaos_setting1_alpnet_converged")
     if conv:
-        out.append(
-            f"At the converged budget, CRAPNet − SSL-ALPNet on CHAOS MRI is {_diff(conv, link)} "
+        from .converged import budget_change_sentences
+
+        first = [
+            f"**At the converged budget** (the same models trained to the budget chosen on validation scans; "
+            f"partial while its folds are trained), CRAPNet − SSL-ALPNet on CHAOS MRI is {_diff(conv, link)} "
             f"({call_md(conv['call'])})."
-        )
+        ]
+        out = first + budget_change_sentences(Path(results_dir), an) + out  # the converged answer leads
     return out
 
 
