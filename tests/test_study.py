@@ -171,7 +171,9 @@ def test_every_committed_converged_run_is_a_declared_run(decl):
     states = layout.states(decl, RESULTS, tables)
     assert not [s for s in states if s.status == "stale"]
     found = sorted(RESULTS.glob("*_converged/seed*/*/metrics.json"))
-    assert len([s for s in states if s.status == "done"]) == len(found)
+    # a run is committed when trained and evaluated; its budget curve follows in a later commit
+    waiting = [s for s in states if s.status == "missing" and s.folder and s.why == "incomplete: no budget.json"]
+    assert len([s for s in states if s.status == "done"]) + len(waiting) == len(found)
 
 
 def test_migrated_runs_reproduce_every_committed_seed_summary(decl):
