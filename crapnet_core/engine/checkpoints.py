@@ -167,8 +167,8 @@ def _saved_model_config(saved: dict | None) -> dict | None:
     the stored config cannot be read as a config of this version."""
     if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
         return None
-    try:
-        return ExperimentConfig.from_dict({k: v for k, v in saved.items() if k != "config_hash"}).to_dict()["model"]
+    try:  # the model section alone: another section of an old config need not parse today
+        return ExperimentConfig.from_dict({"model": saved["model"]}).to_dict()["model"]
     except (TypeError, ValueError, KeyError):
         return saved["model"]
 

@@ -196,32 +196,56 @@ def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> list[float]:
     return [a[f] - b[f] for f in sorted(set(a) & set(b))]
 
 
+def _fold_list(folds) -> str:
+    return ", ".join(map(str, folds))
+
+
+def _common_folds(results: Path, ds: str, methods: tuple[str, ...]) -> list[int]:
+    """The folds committed (seed 0) for every method of ``methods`` at both budgets."""
+    from ..engine.decision import table_name
+
+    sets = [
+        set(fold_means(results, table_name(ds, 1, m, profile)) or {})
+        for m in methods
+        for profile in ("lite", "converged")
+    ]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def _method_changes(results: Path, ds: str) -> dict[str, tuple[list[int], dict, dict]]:
+    """method -> (folds committed at both budgets, lite fold means, converged fold means), seed 0."""
+    from ..engine.decision import table_name
+
+    out = {}
+    for m in ("crapnet", "alpnet", "panet", "alpnet_sup"):
+        fl = fold_means(results, table_name(ds, 1, m)) or {}
+        fc = fold_means(results, table_name(ds, 1, m, "converged")) or {}
+        common = sorted(set(fl) & set(fc))
+        if common:
+            out[m] = (common, fl, fc)
+    return out
+
+
 def budget_change(results: Path, an: Mapping) -> str:
     """What changed when the budget went from ``lite`` to ``converged`` (issue 18 §4), and what did not.
 
-    Per method, the seed-0 mean Dice over the folds committed at both budgets (so both columns average
-    the same folds), the per-fold change, then the study's two questions at both budgets: the
-    difference of fold means over the common folds (descriptive) and the declared call where the
-    comparison is declared (``main`` / ``methods`` at ``lite``, ``converged`` at the converged budget).
-    Dice points 0-100. Empty string while no converged fold is committed.
+    Per method, the seed-0 mean Dice over the folds committed at both budgets (both columns average the
+    same folds) and the per-fold change; then the study's two questions: the difference of seed-0 fold
+    means over the folds all four tables have (descriptive, the same folds at both budgets) beside the
+    declared comparison (its own seeds and every scored scan; ``main`` at ``lite``, ``converged`` at
+    the converged budget). Dice points 0-100. Empty string while no converged fold is committed.
     """
     from ..engine.decision import table_name
 
     lite, conv = _steps("lite"), _steps("converged")
-    rows, changes = [], {}
+    rows = []
     for ds in ("chaos", "sabs"):
-        for m in ("crapnet", "alpnet", "panet", "alpnet_sup"):
-            fl = fold_means(results, table_name(ds, 1, m)) or {}
-            fc = fold_means(results, table_name(ds, 1, m, "converged")) or {}
-            common = sorted(set(fl) & set(fc))
-            if not common:
-                continue
+        for m, (common, fl, fc) in _method_changes(results, ds).items():
             d = _paired(fc, fl)
-            changes[(ds, m)] = d
+            spread = f" ({pts(min(d), 1)} to {pts(max(d), 1)})" if len(d) > 1 else ""
             rows.append(
-                f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m))} | {', '.join(map(str, common))} | "
-                f"{_pm(fl[f] for f in common)} | {_pm(fc[f] for f in common)} | "
-                f"{pts(float(np.mean(d)), 2)} ({pts(min(d), 1)} to {pts(max(d), 1)}) |"
+                f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m))} | {_fold_list(common)} | "
+                f"{_pm(fl[f] for f in common)} | {_pm(fc[f] for f in common)} | {pts(float(np.mean(d)), 2)}{spread} |"
             )
     if not rows:
         return ""
@@ -234,72 +258,65 @@ def budget_change(results: Path, an: Mapping) -> str:
         *rows,
         "",
     ]
-    questions = (
-        ("crapnet", "alpnet", ("main", "lite"), "CRAPNet − SSL-ALPNet"),
-        ("alpnet", "alpnet_sup", None, "SSL-ALPNet − ALPNet (supervised)"),
-    )
     qrows = []
-    for a, b, lite_fam, name in questions:
+    for a, b, lite_fam in (("crapnet", "alpnet", "main"), ("alpnet", "alpnet_sup", None)):
+        name = f"{table_label(table_name('chaos', 1, a))} − {table_label(table_name('chaos', 1, b))}"
         for ds in ("chaos", "sabs"):
-            cells = []
-            for profile in ("lite", "converged"):
-                fa = fold_means(results, table_name(ds, 1, a, profile)) or {}
-                fb = fold_means(results, table_name(ds, 1, b, profile)) or {}
-                d = _paired(fa, fb)
-                fam = "converged" if profile == "converged" else (lite_fam[0] if lite_fam else None)
+            common = _common_folds(results, ds, (a, b))
+            if not common:
+                continue
+            cells = [_fold_list(common)]
+            for profile, fam in (("lite", lite_fam), ("converged", "converged")):
+                fa = fold_means(results, table_name(ds, 1, a, profile))
+                fb = fold_means(results, table_name(ds, 1, b, profile))
+                d = [fa[f] - fb[f] for f in common]
                 e = (
                     find_comparison(an, fam, table_name(ds, 1, a, profile), table_name(ds, 1, b, profile))
                     if fam
                     else None
                 )
-                if not d:
-                    cells.append("not run yet")
-                    continue
-                call = (
-                    f"declared: {_diff(e)}"
-                    if e is not None
-                    else "not a declared comparison at this budget"
-                    if profile == "lite"
-                    else "declared: not run yet"
-                )
-                cells.append(f"{pts(float(np.mean(d)), 2)} ({_folds(len(d))}); {call}")
-            if all(c == "not run yet" for c in cells):
-                continue
-            qrows.append(f"| {name} | {DATASET_SHORT[ds]} | {cells[0]} | {cells[1]} |")
-    out += [
-        "| question | dataset | `lite`: difference of seed-0 fold means; declared comparison (all its seeds) | "
-        "`converged`: the same |",
-        "|---|---|---|---|",
-        *qrows,
-        "",
-    ]
-    text = budget_change_sentences(results, an, changes)
+                cells.append(pts(float(np.mean(d)), 2))
+                cells.append(_diff(e) if e is not None else "not declared at this budget")
+            qrows.append(f"| {name} | {DATASET_SHORT[ds]} | " + " | ".join(cells) + " |")
+    if qrows:
+        out += [
+            "| question | dataset | folds | `lite`: seed 0, these folds | `lite`: declared comparison | "
+            "`converged`: seed 0, these folds | `converged`: declared comparison |",
+            "|---|---|---|---|---|---|---|",
+            *qrows,
+            "",
+            "The seed-0 columns average the folds that all four tables have, so both budgets are read on the same "
+            "folds. A declared comparison uses its own seeds (at `lite`: three for CRAPNet and SSL-ALPNet) and every "
+            "committed scan, so it can include a fold the seed-0 columns leave out (a supervised fold with one of its "
+            "two test groups scored so far). A comparison with one seed on a side cannot be called resolved without "
+            "a seed band for it (the rule above).",
+            "",
+        ]
+    text = budget_change_sentences(results, an)
     return "\n".join(out) + ("\n" + " ".join(text) + "\n" if text else "")
 
 
-def budget_change_sentences(results: Path, an: Mapping, changes: Mapping | None = None) -> list[str]:
-    """The plain sentences of :func:`budget_change`: how much each kind of method moved with the budget
-    on CHAOS MRI, and whether the answers to the study's two questions changed (their declared calls).
-    ``changes``: (dataset, method) -> per-fold changes (Dice, 0-1), computed here when not given."""
+def budget_change_sentences(results: Path, an: Mapping) -> list[str]:
+    """The plain sentences of :func:`budget_change`: how much each method moved with the budget on CHAOS
+    MRI (seed 0, the folds committed at both budgets), and the declared calls of the study's two
+    questions at both budgets."""
     from ..engine.decision import table_name
 
-    if changes is None:
-        changes = {}
-        for m in ("crapnet", "alpnet", "panet", "alpnet_sup"):
-            fl = fold_means(results, table_name("chaos", 1, m)) or {}
-            fc = fold_means(results, table_name("chaos", 1, m, "converged")) or {}
-            if set(fl) & set(fc):
-                changes[("chaos", m)] = _paired(fc, fl)
-    ssl = [v for (ds, m), v in changes.items() if ds == "chaos" and m in ("crapnet", "alpnet", "panet")]
-    sup = changes.get(("chaos", "alpnet_sup"))
+    changes = _method_changes(results, "chaos")
     text = []
+    ssl = [m for m in ("crapnet", "alpnet", "panet") if m in changes]
     if ssl:
-        means = [float(np.mean(v)) for v in ssl]
+        parts = [
+            f"{table_label(table_name('chaos', 1, m))} {pts(float(np.mean(_paired(changes[m][2], changes[m][1]))), 1)} "
+            f"({_folds(len(changes[m][0]))})"
+            for m in ssl
+        ]
+        sup = changes.get("alpnet_sup")
         text.append(
-            f"On CHAOS MRI the longer training moved the self-supervised methods by {pts(min(means), 1)} to "
-            f"{pts(max(means), 1)} points (mean per-fold change)"
+            "On CHAOS MRI the longer training changed the seed-0 mean Dice by "
+            + ", ".join(parts)
             + (
-                f", supervised ALPNet by {pts(float(np.mean(sup)), 1)} ({_folds(len(sup))})."
+                f"; supervised ALPNet by {pts(float(np.mean(_paired(sup[2], sup[1]))), 1)} ({_folds(len(sup[0]))})."
                 if sup
                 else "; supervised ALPNet has no converged fold yet."
             )
@@ -308,36 +325,44 @@ def budget_change_sentences(results: Path, an: Mapping, changes: Mapping | None 
         an, "converged", table_name("chaos", 1, "crapnet", "converged"), table_name("chaos", 1, "alpnet", "converged")
     )
     e_l = find_comparison(an, "main", table_name("chaos", 1, "crapnet"), table_name("chaos", 1, "alpnet"))
+    band = (an.get("bands") or {}).get("chaos/converged")
     if e_c is not None and e_l is not None:
-        same = e_c["call"] == e_l["call"]
-        text.append(
-            f"CRAPNet − SSL-ALPNet on CHAOS MRI is {call_md(e_l['call'])} at `lite` and {call_md(e_c['call'])} at "
-            "the converged budget: "
-            + (
-                "on this question the longer training did not change the answer."
-                if same
-                else "the longer training changed the answer."
+        if e_c["call"] == e_l["call"] == "not resolved":
+            text.append(
+                "CRAPNet − SSL-ALPNet on CHAOS MRI is not resolved at either budget (converged: "
+                + (
+                    "seed 0 so far and no seed band yet, so at most *weak* under the rule"
+                    if not band
+                    else "with its seed band"
+                )
+                + "): neither budget lets this study tell the two apart, which is not evidence that they are equal."
             )
-        )
+        else:
+            text.append(
+                f"CRAPNet − SSL-ALPNet on CHAOS MRI is {call_md(e_l['call'])} at `lite` and {call_md(e_c['call'])} "
+                "at the converged budget."
+            )
     e_s = find_comparison(
         an,
         "converged",
         table_name("chaos", 1, "alpnet", "converged"),
         table_name("chaos", 1, "alpnet_sup", "converged"),
     )
-    if e_s is not None:
-        d_lite = _paired(
-            fold_means(results, table_name("chaos", 1, "alpnet")) or {},
-            fold_means(results, table_name("chaos", 1, "alpnet_sup")) or {},
-        )
+    common = _common_folds(results, "chaos", ("alpnet", "alpnet_sup"))
+    if e_s is not None and common:
+        fm = {
+            (m, p): fold_means(results, table_name("chaos", 1, m, p))
+            for m in ("alpnet", "alpnet_sup")
+            for p in ("lite", "converged")
+        }
+        d = {
+            p: float(np.mean([fm[("alpnet", p)][f] - fm[("alpnet_sup", p)][f] for f in common]))
+            for p in ("lite", "converged")
+        }
         text.append(
-            (
-                f"SSL-ALPNet − supervised ALPNet on CHAOS MRI was {pts(float(np.mean(d_lite)), 2)} points at "
-                f"`lite` (seed-0 fold means, {len(d_lite)} folds; not a declared comparison there) and is "
-                if d_lite
-                else "SSL-ALPNet − supervised ALPNet on CHAOS MRI is "
-            )
-            + f"{_diff(e_s)} at the converged budget."
+            f"SSL-ALPNet − supervised ALPNet on CHAOS MRI, on the {_folds(len(common))} scored at both budgets "
+            f"({_fold_list(common)}), went from {pts(d['lite'], 2)} points at `lite` to {pts(d['converged'], 2)} at the "
+            f"converged budget; its declared comparison there is {_diff(e_s)}."
         )
     return text
 

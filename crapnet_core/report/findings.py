@@ -107,9 +107,9 @@ def findings_sentences(results_dir: str | os.PathLike, frame, link, profile: str
         )
         out.append(
             (
-                "Self-supervision beats supervision from other organs' labels in part: supervised "
+                "At `lite`, self-supervision beats supervision from other organs' labels in part: supervised "
                 if beaten
-                else "Supervision from other organs' labels is not beaten by self-supervision here: supervised "
+                else "At `lite`, supervision from other organs' labels is not beaten by self-supervision: supervised "
             )
             + "ALPNet − CRAPNet is "
             + "; ".join(
@@ -161,7 +161,7 @@ def findings_sentences(results_dir: str | os.PathLike, frame, link, profile: str
         first = [
             f"**At the converged budget** (the same models trained to the budget chosen on validation scans; "
             f"partial while its folds are trained), CRAPNet − SSL-ALPNet on CHAOS MRI is {_diff(conv, link)} "
-            f"({call_md(conv['call'])})."
+            "Dice points."
         ]
         out = first + budget_change_sentences(Path(results_dir), an) + out  # the converged answer leads
     return out

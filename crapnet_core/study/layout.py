@@ -90,7 +90,7 @@ def _same_test_group(folder: Path, run: Run) -> bool:
         saved = json.loads((folder / "config.json").read_text())["data"]["test_group"]
     except (OSError, ValueError, KeyError, TypeError):
         return True
-    return saved is None or list(saved) == list(run.config.data.test_group)
+    return saved is None or set(saved) == set(run.config.data.test_group)
 
 
 def run_state(decl: Declaration, run: Run, results_dir: str | os.PathLike) -> RunState:
