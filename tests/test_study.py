@@ -254,6 +254,9 @@ def test_the_other_test_group_of_a_supervised_setting1_run_is_not_stale(decl, tm
     (folder / "config.json").write_text(json.dumps(saved))
     assert layout.run_state(decl, done, tmp_path).status == "done"
     assert layout.run_state(decl, other, tmp_path).status == "missing"
+    # a folder the workflow is still writing (no config yet) is not a stale version of anything
+    (layout.seed_dir(tmp_path, table.name, 0) / f"{other.prefix}_fedcba987654").mkdir()
+    assert layout.run_state(decl, other, tmp_path).status == "missing"
     # the same group at another hash is stale
     stale = layout.seed_dir(tmp_path, table.name, 0) / f"{other.prefix}_0123456789ab"
     _fake_run(stale, "0123456789ab")

@@ -85,7 +85,11 @@ def _same_test_group(folder: Path, run: Run) -> bool:
     """Whether the result ``folder`` (same name prefix, another hash) holds ``run``'s test group. The
     prefix does not name the group in setting 1 (``all``), where a supervised method trains one model
     per test group: a folder of the other group is that run's result, not a stale version of this one.
-    A folder whose config cannot be read counts as the same group (reported as stale, for a person)."""
+    A folder without a config holds no result (a run the workflow is writing, or one it stopped): not a
+    stale version of anything. One whose config cannot be read counts as the same group (reported as
+    stale, for a person to look at)."""
+    if not (folder / "config.json").exists():
+        return False
     try:
         saved = json.loads((folder / "config.json").read_text())["data"]["test_group"]
     except (OSError, ValueError, KeyError, TypeError):
