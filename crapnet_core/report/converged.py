@@ -200,26 +200,37 @@ def _fold_list(folds) -> str:
     return ", ".join(map(str, folds))
 
 
-def _common_folds(results: Path, ds: str, methods: tuple[str, ...]) -> list[int]:
-    """The folds committed (seed 0) for every method of ``methods`` at both budgets."""
+def _fold_means_reader(results: Path):
+    """``get(dataset, method, profile)`` -> :func:`fold_means` of that setting-1 table at seed 0 (``{}`` when
+    none), each table read once per call of the budget-change block."""
     from ..engine.decision import table_name
 
-    sets = [
-        set(fold_means(results, table_name(ds, 1, m, profile)) or {})
-        for m in methods
-        for profile in ("lite", "converged")
-    ]
-    return sorted(set.intersection(*sets)) if sets else []
+    cache: dict[tuple[str, str, str], dict[int, float]] = {}
+
+    def get(ds: str, method: str, profile: str) -> dict[int, float]:
+        key = (ds, method, profile)
+        if key not in cache:
+            cache[key] = fold_means(results, table_name(ds, 1, method, profile)) or {}
+        return cache[key]
+
+    return get
 
 
-def _method_changes(results: Path, ds: str) -> dict[str, tuple[list[int], dict, dict]]:
+def _question(get, ds: str, a: str, b: str) -> tuple[list[int], dict[str, float]]:
+    """The folds that ``a`` and ``b`` have at both budgets, and the mean over them of a − b (0-1) per budget."""
+    common = sorted(set.intersection(*(set(get(ds, m, p)) for m in (a, b) for p in ("lite", "converged"))))
+    if not common:
+        return [], {}
+    return common, {
+        p: float(np.mean([get(ds, a, p)[f] - get(ds, b, p)[f] for f in common])) for p in ("lite", "converged")
+    }
+
+
+def _method_changes(get, ds: str) -> dict[str, tuple[list[int], dict, dict]]:
     """method -> (folds committed at both budgets, lite fold means, converged fold means), seed 0."""
-    from ..engine.decision import table_name
-
     out = {}
     for m in ("crapnet", "alpnet", "panet", "alpnet_sup"):
-        fl = fold_means(results, table_name(ds, 1, m)) or {}
-        fc = fold_means(results, table_name(ds, 1, m, "converged")) or {}
+        fl, fc = get(ds, m, "lite"), get(ds, m, "converged")
         common = sorted(set(fl) & set(fc))
         if common:
             out[m] = (common, fl, fc)
@@ -238,9 +249,10 @@ def budget_change(results: Path, an: Mapping) -> str:
     from ..engine.decision import table_name
 
     lite, conv = _steps("lite"), _steps("converged")
+    get = _fold_means_reader(results)
     rows = []
     for ds in ("chaos", "sabs"):
-        for m, (common, fl, fc) in _method_changes(results, ds).items():
+        for m, (common, fl, fc) in _method_changes(get, ds).items():
             d = _paired(fc, fl)
             spread = f" ({pts(min(d), 1)} to {pts(max(d), 1)})" if len(d) > 1 else ""
             rows.append(
@@ -262,20 +274,17 @@ def budget_change(results: Path, an: Mapping) -> str:
     for a, b, lite_fam in (("crapnet", "alpnet", "main"), ("alpnet", "alpnet_sup", None)):
         name = f"{table_label(table_name('chaos', 1, a))} − {table_label(table_name('chaos', 1, b))}"
         for ds in ("chaos", "sabs"):
-            common = _common_folds(results, ds, (a, b))
+            common, diff = _question(get, ds, a, b)
             if not common:
                 continue
             cells = [_fold_list(common)]
             for profile, fam in (("lite", lite_fam), ("converged", "converged")):
-                fa = fold_means(results, table_name(ds, 1, a, profile))
-                fb = fold_means(results, table_name(ds, 1, b, profile))
-                d = [fa[f] - fb[f] for f in common]
                 e = (
                     find_comparison(an, fam, table_name(ds, 1, a, profile), table_name(ds, 1, b, profile))
                     if fam
                     else None
                 )
-                cells.append(pts(float(np.mean(d)), 2))
+                cells.append(pts(diff[profile], 2))
                 cells.append(_diff(e) if e is not None else "not declared at this budget")
             qrows.append(f"| {name} | {DATASET_SHORT[ds]} | " + " | ".join(cells) + " |")
     if qrows:
@@ -292,17 +301,18 @@ def budget_change(results: Path, an: Mapping) -> str:
             "a seed band for it (the rule above).",
             "",
         ]
-    text = budget_change_sentences(results, an)
+    text = budget_change_sentences(results, an, get)
     return "\n".join(out) + ("\n" + " ".join(text) + "\n" if text else "")
 
 
-def budget_change_sentences(results: Path, an: Mapping) -> list[str]:
+def budget_change_sentences(results: Path, an: Mapping, get=None) -> list[str]:
     """The plain sentences of :func:`budget_change`: how much each method moved with the budget on CHAOS
     MRI (seed 0, the folds committed at both budgets), and the declared calls of the study's two
-    questions at both budgets."""
+    questions at both budgets. ``get``: :func:`budget_change`'s fold-mean reader (made here if None)."""
     from ..engine.decision import table_name
 
-    changes = _method_changes(results, "chaos")
+    get = get or _fold_means_reader(results)
+    changes = _method_changes(get, "chaos")
     text = []
     ssl = [m for m in ("crapnet", "alpnet", "panet") if m in changes]
     if ssl:
@@ -348,17 +358,8 @@ def budget_change_sentences(results: Path, an: Mapping) -> list[str]:
         table_name("chaos", 1, "alpnet", "converged"),
         table_name("chaos", 1, "alpnet_sup", "converged"),
     )
-    common = _common_folds(results, "chaos", ("alpnet", "alpnet_sup"))
+    common, d = _question(get, "chaos", "alpnet", "alpnet_sup")
     if e_s is not None and common:
-        fm = {
-            (m, p): fold_means(results, table_name("chaos", 1, m, p))
-            for m in ("alpnet", "alpnet_sup")
-            for p in ("lite", "converged")
-        }
-        d = {
-            p: float(np.mean([fm[("alpnet", p)][f] - fm[("alpnet_sup", p)][f] for f in common]))
-            for p in ("lite", "converged")
-        }
         text.append(
             f"SSL-ALPNet − supervised ALPNet on CHAOS MRI, on the {_folds(len(common))} scored at both budgets "
             f"({_fold_list(common)}), went from {pts(d['lite'], 2)} points at `lite` to {pts(d['converged'], 2)} at the "
