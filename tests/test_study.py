@@ -431,3 +431,25 @@ def test_status_names_result_tables_the_declaration_does_not(decl, tmp_path):
     text = layout.status_report(decl, tmp_path, list(decl.tables.values()))
     assert "chaos_setting1_alpnet-temp_lite: 1 run folder(s)" in text
     assert "crapnet-temp" not in layout.status_report(decl, tmp_path, [decl.table("chaos_setting1_crapnet_lite")])
+
+
+def test_an_interrupted_training_runs_before_fresh_ones_of_its_priority(decl, tmp_path):
+    from crapnet_core.engine.runs import run_dir_for
+    from crapnet_core.study.targets import study_targets
+
+    table = decl.table("chaos_setting1_crapnet_converged")
+    st = study_targets(decl, [table], tmp_path / "results")
+    (k0, run0), (k1, _) = list(st.runs.items())[:2]
+    base = st.priority[(k0[0], k0[1])]
+    assert st.run_priority(*k0) == base  # no runs folder named: the declared priority
+    runs = tmp_path / "runs"
+    assert st.run_priority(*k0, runs) == base  # nothing trained yet
+    ckpt = run_dir_for(run0.config, runs) / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (ckpt / "step_1000.pt").write_bytes(b"")  # only its name is looked at
+    assert st.run_priority(*k0, runs) == base + 1 and st.run_priority(*k1, runs) == base
+    (ckpt.parent / "TRAINED").write_text("")  # finished: nothing to resume
+    assert st.run_priority(*k0, runs) == base
+    # the declared order between tables holds: distinct declared priorities differ by more than one
+    declared = sorted({t.priority_of(s) for t in decl.tables.values() for s in t.seeds})
+    assert all(b - a > 1 for a, b in zip(declared, declared[1:])), declared

@@ -50,7 +50,7 @@ rule run:
     threads: 1
     resources:
         gpu=GPUS_PER_JOB,
-    priority: lambda w: S.priority[(w.table, int(w.seed))]
+    priority: lambda w: S.run_priority(w.table, int(w.seed), w.run, config.get("runs"))
     shell: "{PY} -m crapnet_core.book.study_flow run {wildcards.table} {wildcards.seed} {wildcards.run} {JOB_CONFIG:q} > {log} 2>&1"
 
 

@@ -36,6 +36,21 @@ class StudyTargets:
     def run_file(self, table: str, seed: int, folder: str, name: str = "metrics.json") -> str:
         return str(self.results / table / f"seed{seed}" / folder / name)
 
+    def run_priority(self, table: str, seed: int, folder: str, runs_root: str | os.PathLike | None = None) -> int:
+        """Snakemake priority of one training: the declared priority of its table and seed, one more when
+        ``runs_root`` holds a checkpoint of it that is not finished (an interrupted training resumes before
+        a fresh one of the same priority starts, so a stopped study finishes the folds it had begun first;
+        the declared order between tables is kept, as declared priorities differ by more than one)."""
+        base = self.priority[(table, seed)]
+        if runs_root is None:
+            return base
+        from ..engine.checkpoints import latest_checkpoint
+        from ..engine.run_folder import is_trained
+        from ..engine.runs import run_dir_for
+
+        run_dir = run_dir_for(self.runs[(table, seed, folder)].config, runs_root)
+        return base + 1 if latest_checkpoint(run_dir) is not None and not is_trained(run_dir) else base
+
     def budget_priority(self, table: str) -> int:
         t = next(t for t in self.tables if t.name == table)
         return t.priority if t.budget_priority is None else t.budget_priority
