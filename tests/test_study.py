@@ -435,21 +435,28 @@ def test_status_names_result_tables_the_declaration_does_not(decl, tmp_path):
 
 def test_an_interrupted_training_runs_before_fresh_ones_of_its_priority(decl, tmp_path):
     from crapnet_core.engine.runs import run_dir_for
-    from crapnet_core.study.targets import study_targets
+    from crapnet_core.study.targets import RESUME_BONUS, study_targets
 
     table = decl.table("chaos_setting1_crapnet_converged")
     st = study_targets(decl, [table], tmp_path / "results")
-    (k0, run0), (k1, _) = list(st.runs.items())[:2]
+    (k0, run0), (k1, run1), (k2, _) = list(st.runs.items())[:3]
     base = st.priority[(k0[0], k0[1])]
+    assert st.priority[(k1[0], k1[1])] == base
     assert st.run_priority(*k0) == base  # no runs folder named: the declared priority
     runs = tmp_path / "runs"
     assert st.run_priority(*k0, runs) == base  # nothing trained yet
-    ckpt = run_dir_for(run0.config, runs) / "checkpoints"
-    ckpt.mkdir(parents=True)
-    (ckpt / "step_1000.pt").write_bytes(b"")  # only its name is looked at
-    assert st.run_priority(*k0, runs) == base + 1 and st.run_priority(*k1, runs) == base
-    (ckpt.parent / "TRAINED").write_text("")  # finished: nothing to resume
-    assert st.run_priority(*k0, runs) == base
-    # the declared order between tables holds: distinct declared priorities differ by more than one
+    steps = run0.config.train.steps
+    for run, step in ((run0, 1000), (run1, steps - 1000)):
+        ckpt = run_dir_for(run.config, runs) / "checkpoints"
+        ckpt.mkdir(parents=True)
+        (ckpt / f"step_{step}.pt").write_bytes(b"")  # only its name is looked at
+        (ckpt / "last.pt").write_bytes(b"")
+    p0, p1 = st.run_priority(*k0, runs), st.run_priority(*k1, runs)
+    assert base < p0 < p1 <= base + RESUME_BONUS and st.run_priority(*k2, runs) == base
+    (run_dir_for(run1.config, runs) / "TRAINED").write_text("")  # finished: nothing to resume
+    assert st.run_priority(*k1, runs) == base
+    # the declared order between tables holds: distinct declared priorities differ by more than the bonus
     declared = sorted({t.priority_of(s) for t in decl.tables.values() for s in t.seeds})
-    assert all(b - a > 1 for a, b in zip(declared, declared[1:])), declared
+    declared += [t.budget_priority for t in decl.tables.values() if t.budget_priority is not None]
+    declared = sorted(set(declared))
+    assert all(b - a > RESUME_BONUS for a, b in zip(declared, declared[1:])), declared

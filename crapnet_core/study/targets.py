@@ -17,6 +17,8 @@ from pathlib import Path
 from . import layout
 from .entries import Declaration, Run, Table
 
+RESUME_BONUS = 4  # the most an unfinished training's priority is raised (see StudyTargets.run_priority)
+
 
 @dataclass
 class StudyTargets:
@@ -37,19 +39,24 @@ class StudyTargets:
         return str(self.results / table / f"seed{seed}" / folder / name)
 
     def run_priority(self, table: str, seed: int, folder: str, runs_root: str | os.PathLike | None = None) -> int:
-        """Snakemake priority of one training: the declared priority of its table and seed, one more when
-        ``runs_root`` holds a checkpoint of it that is not finished (an interrupted training resumes before
-        a fresh one of the same priority starts, so a stopped study finishes the folds it had begun first;
-        the declared order between tables is kept, as declared priorities differ by more than one)."""
+        """Snakemake priority of one training: the declared priority of its table and seed, raised by 1 to
+        :data:`RESUME_BONUS` when ``runs_root`` holds an unfinished training of it (the further its newest
+        step checkpoint, the more), so a stopped study first finishes the folds it had begun, the furthest
+        first. Only file names are read. The declared order between tables is kept: distinct declared
+        priorities differ by more than the bonus (a test checks the declaration)."""
         base = self.priority[(table, seed)]
         if runs_root is None:
             return base
-        from ..engine.checkpoints import latest_checkpoint
+        from ..engine.checkpoints import latest_checkpoint, step_checkpoints
         from ..engine.run_folder import is_trained
         from ..engine.runs import run_dir_for
 
-        run_dir = run_dir_for(self.runs[(table, seed, folder)].config, runs_root)
-        return base + 1 if latest_checkpoint(run_dir) is not None and not is_trained(run_dir) else base
+        cfg = self.runs[(table, seed, folder)].config
+        run_dir = run_dir_for(cfg, runs_root)
+        if latest_checkpoint(run_dir) is None or is_trained(run_dir):
+            return base
+        done = max(step_checkpoints(run_dir), default=0) / max(cfg.train.steps, 1)
+        return base + 1 + min(int(done * RESUME_BONUS), RESUME_BONUS - 1)
 
     def budget_priority(self, table: str) -> int:
         t = next(t for t in self.tables if t.name == table)
