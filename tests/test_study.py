@@ -453,6 +453,7 @@ def test_an_interrupted_training_runs_before_fresh_ones_of_its_priority(decl, tm
         (ckpt / "last.pt").write_bytes(b"")
     p0, p1 = st.run_priority(*k0, runs), st.run_priority(*k1, runs)
     assert base < p0 < p1 <= base + RESUME_BONUS and st.run_priority(*k2, runs) == base
+    assert st.summary_priority > base + RESUME_BONUS  # summaries are written as soon as their runs exist
     (run_dir_for(run1.config, runs) / "TRAINED").write_text("")  # finished: nothing to resume
     assert st.run_priority(*k1, runs) == base
     # the declared order between tables holds: distinct declared priorities differ by more than the bonus

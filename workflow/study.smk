@@ -66,6 +66,7 @@ rule budget:
 
 
 rule seed_summary:
+    priority: S.summary_priority
     input: lambda w: S.seed_inputs[(w.table, int(w.seed))]
     output: f"{RES}/{{table}}/seed{{seed}}/summary.json"
     log: "logs/summary/{table}__seed{seed}.log"
@@ -73,6 +74,7 @@ rule seed_summary:
 
 
 rule table_summary:
+    priority: S.summary_priority
     input: lambda w: S.table_inputs[w.table]
     output: f"{RES}/{{table}}/summary.json"
     log: "logs/summary/{table}.log"
@@ -80,6 +82,7 @@ rule table_summary:
 
 
 rule comparisons:
+    priority: S.summary_priority
     input: S.comparison_inputs
     output: f"{RES}/compare/analysis.json"
     log: "logs/comparisons.log"

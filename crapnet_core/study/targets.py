@@ -58,6 +58,13 @@ class StudyTargets:
         done = max(step_checkpoints(run_dir), default=0) / max(cfg.train.steps, 1)
         return base + 1 + min(int(done * RESUME_BONUS), RESUME_BONUS - 1)
 
+    @property
+    def summary_priority(self) -> int:
+        """Snakemake priority of the summaries and comparisons: above every training and budget curve, so
+        each is written as soon as its inputs exist (they take a moment) instead of after all the trainings."""
+        declared = [self.budget_priority(t.name) for t in self.tables] + list(self.priority.values())
+        return max(declared, default=0) + RESUME_BONUS + 1
+
     def budget_priority(self, table: str) -> int:
         t = next(t for t in self.tables if t.name == table)
         return t.priority if t.budget_priority is None else t.budget_priority
