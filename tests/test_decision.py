@@ -52,10 +52,12 @@ def test_declared_families_name_known_tables():
         dec.family("nope")
 
 
-def _table(root: Path, name: str, seed: int, offsets: dict[int, float], noise: float, rng, dataset="chaos"):
-    """results/<name>/seed<k>/summary.json with 5 folds x 4 scans, fold f shifted by offsets[f]."""
+def _table(
+    root: Path, name: str, seed: int, offsets: dict[int, float], noise: float, rng, dataset="chaos", folds=range(5)
+):
+    """results/<name>/seed<k>/summary.json with 5 folds (or ``folds``) x 4 scans, fold f shifted by offsets[f]."""
     per_fold = {}
-    for f in range(5):
+    for f in folds:
         scans = {str(4 * f + i): 0.5 + offsets[f] + float(rng.normal(0, noise)) for i in range(4)}
         per_fold[str(f)] = {"per_scan": {"liver": scans}, "dice": {"liver": float(np.mean(list(scans.values())))}}
     s = {
@@ -64,12 +66,41 @@ def _table(root: Path, name: str, seed: int, offsets: dict[int, float], noise: f
         "method": name.split("_")[2].split("-")[0],
         "profile": "lite",
         "organs": ["liver"],
-        "folds": list(range(5)),
+        "folds": list(folds),
         "per_fold": per_fold,
     }
     folder = root / name / f"seed{seed}"
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text(json.dumps(s))
+
+
+def test_a_seed_still_in_training_enters_no_mean_over_seeds(tmp_path):
+    from crapnet_core.engine.comparisons import compare_tables, complete_seeds
+
+    rng = np.random.default_rng(1)
+    for m in ("crapnet", "alpnet"):
+        for k in range(2):
+            _table(
+                tmp_path, f"chaos_setting1_{m}_lite", k, {f: float(rng.normal(0, 0.02)) for f in range(5)}, 0.005, rng
+            )
+    before = dec.seed_band(tmp_path, "chaos")
+    # seed 2 of CRAPNet has scored folds 3 and 4 so far, both far below the other folds: as a
+    # "5-fold mean" it would look 30 points worse and widen the band several-fold
+    _table(tmp_path, "chaos_setting1_crapnet_lite", 2, {3: -0.3, 4: -0.3}, 0.005, rng, folds=(3, 4))
+    t = load_table(tmp_path / "chaos_setting1_crapnet_lite")
+    assert complete_seeds(t) == ([0, 1], {2: "folds 3, 4 of 0, 1, 2, 3, 4 scored"})
+    after = dec.seed_band(tmp_path, "chaos")
+    assert after["band"] == pytest.approx(before["band"]) and after["df"] == before["df"] == 2
+    assert after["left_out"] == {"chaos_setting1_crapnet_lite": {2: "folds 3, 4 of 0, 1, 2, 3, 4 scored"}}
+    assert before["left_out"] == {}
+    # a comparison over "the seeds both tables have" takes only complete ones
+    res = compare_tables(t, load_table(tmp_path / "chaos_setting1_alpnet_lite"), n_resamples=999)
+    assert res["a"]["seeds"] == [0, 1] and res["b"]["seeds"] == [0, 1]
+    # a table with one complete seed and a partial one has no seed-to-seed spread to measure
+    _table(tmp_path, "chaos_setting1_panet_lite", 0, dict.fromkeys(range(5), 0.0), 0.005, rng)
+    _table(tmp_path, "chaos_setting1_panet_lite", 1, {0: 0.1}, 0.005, rng, folds=(0,))
+    band = dec.seed_band(tmp_path, "chaos")
+    assert band["df"] == 2 and set(band["left_out"]) == {"chaos_setting1_crapnet_lite", "chaos_setting1_panet_lite"}
 
 
 def test_seed_band_and_one_seed_calls(tmp_path):

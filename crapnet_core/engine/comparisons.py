@@ -250,6 +250,35 @@ def _label(table: Mapping[str, Any], seeds: Sequence[int]) -> str:
     )
 
 
+def complete_seeds(table: Mapping[str, Any]) -> tuple[list[int], dict[int, str]]:
+    """The seeds of a :func:`load_table` dict that scored every (organ, scan) any of its seeds scored,
+    and {seed: why} for the others (a seed still being trained covers only some folds).
+
+    A partial seed must not enter a mean over seeds: its folds would be averaged over more seeds than
+    the others', and a seed's mean over its own folds mixes the fold-to-fold spread (several Dice
+    points) into the seed-to-seed spread."""
+    seeds = table["seeds"]
+    every = {(o, s) for per in seeds.values() for o, scans in per.items() for s in scans}
+    folds = sorted({table["fold_of"][s] for _, s in every})
+    complete, partial = [], {}
+    for k in sorted(seeds):
+        have = {(o, s) for o, scans in seeds[k].items() for s in scans}
+        if have == every:
+            complete.append(k)
+        else:
+            got = sorted({table["fold_of"][s] for _, s in have})
+            partial[k] = f"folds {', '.join(map(str, got))} of {', '.join(map(str, folds))} scored"
+    return complete, partial
+
+
+def _default_seeds(table: Mapping[str, Any]) -> list[int]:
+    """The complete seeds of ``table``; when none is complete, the seed that scored the most."""
+    complete, _ = complete_seeds(table)
+    if complete:
+        return complete
+    return [max(sorted(table["seeds"]), key=lambda k: sum(len(v) for v in table["seeds"][k].values()))]
+
+
 def compare_tables(
     a: Mapping[str, Any],
     b: Mapping[str, Any],
@@ -263,7 +292,8 @@ def compare_tables(
     """Fold-level and per-scan tests of A - B for every organ and the per-scan organ mean.
 
     a, b: :func:`load_table` dicts (same dataset and setting, else ValueError). seeds_a/seeds_b:
-    None = the seeds both tables have (when they share none: every seed of each side). Returns {"a", "b"
+    None = the complete seeds (:func:`complete_seeds`) both tables have (when they share none: every
+    complete seed of each side; a seed still in training is left out). Returns {"a", "b"
     (label, table, path, seeds), "dataset", "setting", "confidence", "rows": [{"organ", "n",
     "n_folds", "mean_a", "mean_b", "mean_diff", fold-level keys of
     :func:`crapnet_core.engine.inference.fold_level_test` ("ci_low", "ci_high", "p", "p_source",
@@ -277,9 +307,10 @@ def compare_tables(
                 "a paired comparison needs the same scans"
             )
     if seeds_a is None or seeds_b is None:
-        common = sorted(set(a["seeds"]) & set(b["seeds"]))
-        seeds_a = (common or sorted(a["seeds"])) if seeds_a is None else seeds_a
-        seeds_b = (common or sorted(b["seeds"])) if seeds_b is None else seeds_b
+        full_a, full_b = _default_seeds(a), _default_seeds(b)
+        common = sorted(set(full_a) & set(full_b))
+        seeds_a = (common or full_a) if seeds_a is None else seeds_a
+        seeds_b = (common or full_b) if seeds_b is None else seeds_b
     seeds_a, seeds_b = sorted(int(s) for s in seeds_a), sorted(int(s) for s in seeds_b)
     rows = []
     for r in paired_rows(a, b, seeds_a, seeds_b):
@@ -347,4 +378,4 @@ def mean_row(result: Mapping[str, Any]) -> dict[str, Any]:
     return next(r for r in result["rows"] if r["organ"] == "mean")
 
 
-__all__ = ["load_table", "paired_rows", "compare_tables", "mean_row"]
+__all__ = ["load_table", "paired_rows", "complete_seeds", "compare_tables", "mean_row"]

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from .comparisons import compare_tables, load_table, mean_row, paired_rows
+from .comparisons import compare_tables, complete_seeds, load_table, mean_row, paired_rows
 
 #: Significance level of the corrected fold-level test; the interval is at 1 - ALPHA.
 ALPHA = 0.05
@@ -242,23 +242,28 @@ def seed_band(
 ) -> dict[str, Any] | None:
     """The seed band of ``dataset`` and ``profile`` from its several-seed tables, or None without any.
 
-    tables: default :data:`SEED_BAND_TABLES`; a table with fewer than two seeds is skipped.
+    tables: default :data:`SEED_BAND_TABLES`; only a table's complete seeds count (those that scored every
+    scan and organ any of its seeds scored: a seed still in training is left out, and named under
+    ``"left_out"``), and a table with fewer than two of them is skipped.
     Returns {"dataset", "profile", "band" (fraction), "sd_seed" (pooled standard deviation of a
     one-seed 5-fold mean), "df", "tables": {table: {"seed_means": {seed: mean}, "sd"}}, "pairs":
     [{"table", "seeds", "mean_diff", "ci_low", "ci_high", "excludes_zero", "p", "p_wilcoxon",
     "scan_ci_low", "scan_ci_high"}] (every seed against every other seed of the same table,
-    same fold-level analysis), "max_abs_diff"}.
+    same fold-level analysis), "max_abs_diff", "left_out": {table: {seed: why}}}.
     """
     from scipy import stats as sps
 
     names = list(tables if tables is not None else SEED_BAND_TABLES.get((dataset, profile), ()))
     root = Path(results_dir)
     per_table, pairs, ss, df = {}, [], 0.0, 0
+    left_out: dict[str, dict[int, str]] = {}
     for name in names:
         if not (root / name).is_dir():
             continue
         t = load_table(root / name)
-        seeds = sorted(t["seeds"])
+        seeds, partial = complete_seeds(t)
+        if partial:
+            left_out[name] = partial
         if len(seeds) < 2:
             continue
         means = {s: float(np.mean(paired_rows(t, t, [s], [s])[-1]["a"])) for s in seeds}  # the organ-mean row
@@ -296,6 +301,7 @@ def seed_band(
         "tables": per_table,
         "pairs": pairs,
         "max_abs_diff": max(abs(p["mean_diff"]) for p in pairs),
+        "left_out": left_out,
     }
 
 

@@ -209,7 +209,10 @@ def rule_md() -> str:
 def seed_band_md(band: Mapping[str, Any] | None) -> str:
     """Markdown of a :func:`crapnet_core.engine.decision.seed_band` dict: the band and every seed pair."""
     if band is None:
-        return "No table of this dataset and profile has several training seeds: no seed band.\n"
+        return (
+            "No table of this dataset and profile has two or more complete training seeds (a seed counts once "
+            "every fold of it is scored): no seed band.\n"
+        )
     n_excl = sum(p["excludes_zero"] for p in band["pairs"])
     n_scan = sum((p["scan_ci_low"] or 0) > 0 or (p["scan_ci_high"] or 0) < 0 for p in band["pairs"])
     lines = [
@@ -222,6 +225,11 @@ def seed_band_md(band: Mapping[str, Any] | None) -> str:
         "| table | seeds | A − B | 95 % CI, folds | p, folds | 95 % CI, per scan | Wilcoxon p |",
         "|---|---|---|---|---|---|---|",
     ]
+    left = [
+        f"{table_label(t)} seed {k} ({why})" for t, per in band.get("left_out", {}).items() for k, why in per.items()
+    ]
+    if left:  # a seed still in training: it enters the band once all its folds are scored
+        lines[0] += " Left out until all their folds are scored: " + "; ".join(left) + "."
     for p in band["pairs"]:
         lines.append(
             f"| {table_label(p['table'])} | {p['seeds'][0]} − {p['seeds'][1]} | {pts(p['mean_diff'])} "
