@@ -97,3 +97,25 @@ def test_what_changed_with_the_budget_averages_the_same_folds_at_both_budgets():
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[2] == ", ".join(map(str, common))
         assert cells[5].startswith(cv.pts(change, 2))
+
+
+def _seed_summary(root: Path, table: str, seed: int, dice: float, folds=range(5)) -> None:
+    """results/<table>/seed<k>/summary.json: two scans per fold, every scan's liver Dice ``dice``."""
+    per_fold = {str(f): {"per_scan": {"liver": {str(2 * f + i): dice for i in range(2)}}} for f in folds}
+    s = {"dataset": "chaos", "setting": 1, "method": "crapnet", "profile": "converged", "organs": ["liver"]}
+    s.update(folds=list(folds), per_fold=per_fold)
+    (root / table / f"seed{seed}").mkdir(parents=True)
+    (root / table / f"seed{seed}" / "summary.json").write_text(json.dumps(s))
+
+
+def test_the_seed_column_averages_complete_seeds_only(tmp_path):
+    table = "chaos_setting1_crapnet_converged"
+    _seed_summary(tmp_path, table, 0, 0.50)
+    _seed_summary(tmp_path, table, 1, 0.52)
+    _seed_summary(tmp_path, table, 2, 0.10, folds=(0, 3))  # still in training: two folds, far lower
+    means, partial = cv.seed_means(tmp_path, table)
+    assert means == pytest.approx({0: 0.50, 1: 0.52}) and partial == {2: [0, 3]}
+    cell = cv._seeds_cell(means, partial)
+    assert cell == "51.00 (seeds 0, 1: ± 1.41 over seeds); seed 2: folds 0, 3 so far"
+    assert cv._seeds_cell({0: 0.5}, {}) == "seed 0 only"
+    assert cv.seed_means(tmp_path, "chaos_setting1_alpnet_converged") == ({}, {})

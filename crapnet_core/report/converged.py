@@ -66,6 +66,42 @@ def fold_means(results: Path, table: str, seed: int = 0) -> dict[int, float] | N
     return out or None
 
 
+def seed_means(results: Path, table: str) -> tuple[dict[int, float], dict[int, list[int]]]:
+    """({seed: mean Dice 0-1 over its folds} for the complete seeds of ``results/<table>``, the seeds still
+    in training with the folds they have so far), complete as
+    :func:`crapnet_core.engine.comparisons.complete_seeds` says (every scan and organ any seed scored);
+    ({}, {}) when the table has no result."""
+    from ..engine.comparisons import complete_seeds, load_table
+
+    try:
+        tab = load_table(results / table)
+    except (FileNotFoundError, ValueError):
+        return {}, {}
+    complete, partial = complete_seeds(tab)
+    means = {}
+    for k in complete:
+        fm = fold_means(results, table, k)
+        if fm:
+            means[k] = float(np.mean(list(fm.values())))
+    so_far = {k: sorted(fold_means(results, table, k) or {}) for k in sorted(partial)}
+    return means, so_far
+
+
+def _seeds_cell(means: Mapping[int, float], partial: Mapping[int, list[int]]) -> str:
+    """The last column of the converged table: the mean over complete seeds with their spread."""
+    if not means:
+        return "–"
+    seeds = ", ".join(map(str, means))
+    if len(means) > 1:
+        v = np.array(list(means.values()))
+        cell = f"{100 * v.mean():.2f} (seeds {seeds}: ± {100 * v.std(ddof=1):.2f} over seeds)"
+    else:
+        cell = f"seed {seeds} only"
+    for k, folds in partial.items():
+        cell += f"; seed {k}: fold{'s' if len(folds) != 1 else ''} {', '.join(map(str, folds)) or 'none'} so far"
+    return cell
+
+
 def validation_fold(results: Path) -> tuple[list[str], int | None]:
     """The converged budget's validation scans (``results/select_converged/trials.json``) and the fold
     whose test set holds them (read from a committed 5-fold CHAOS table's fold assignment)."""
@@ -102,31 +138,34 @@ def converged_table(results: Path, an: Mapping) -> str:
     scans, vfold = validation_fold(results)
     lines = [
         "| dataset | method | folds committed | mean Dice (± over folds) | without fold "
-        f"{'–' if vfold is None else vfold} (validation scans) |",
-        "|---|---|---|---|---|",
+        f"{'–' if vfold is None else vfold} (validation scans) | every complete training seed |",
+        "|---|---|---|---|---|---|",
     ]
     for ds, m in CONVERGED_ROWS:
         fm = fold_means(results, table_name(ds, 1, m, "converged"))
         if not fm:
             lines.append(
-                f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m, 'converged'))} | 0 of {N_FOLDS} | not run yet | – |"
+                f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m, 'converged'))} | 0 of {N_FOLDS} | not run yet | – | – |"
             )
             continue
         rest = [v for f, v in fm.items() if f != vfold] if ds == "chaos" else list(fm.values())
         lines.append(
             f"| {DATASET_SHORT[ds]} | {table_label(table_name(ds, 1, m, 'converged'))} | {len(fm)} of {N_FOLDS} "
-            f"({', '.join(str(f) for f in fm)}) | {_pm(fm.values())} | {_pm(rest)} |"
+            f"({', '.join(str(f) for f in fm)}) | {_pm(fm.values())} | {_pm(rest)} "
+            f"| {_seeds_cell(*seed_means(results, table_name(ds, 1, m, 'converged')))} |"
         )
     note = (
         f"Dice 0–100, CHAOS MRI and Synapse CT setting 1, profile `converged`, training seed 0. The budget "
         f"was chosen on CHAOS scans {', '.join(scans)}, held out of fold 0's training"
         + (
-            f"; they are fold {vfold}'s test scans, so the last column leaves fold {vfold} out"
+            f"; they are fold {vfold}'s test scans, so the column *without fold {vfold}* leaves it out"
             if vfold is not None
             else ""
         )
         + " (`results/select_converged/`). Each fold is committed as it finishes; a row with fewer "
-        "than five folds is a partial result."
+        "than five folds is a partial result. The last column averages the 5-fold means of every training "
+        "seed whose folds are all committed (the spread is their standard deviation); a seed still in "
+        "training enters it only when its last fold lands."
     )
     return "\n".join(lines) + "\n\n" + note + "\n\n" + family_table(an["families"]["converged"]) + "\n"
 
