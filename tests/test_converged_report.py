@@ -119,3 +119,10 @@ def test_the_seed_column_averages_complete_seeds_only(tmp_path):
     assert cell == "51.00 (seeds 0, 1: ± 1.41 over seeds); seed 2: folds 0, 3 so far"
     assert cv._seeds_cell({0: 0.5}, {}) == "seed 0 only"
     assert cv.seed_means(tmp_path, "chaos_setting1_alpnet_converged") == ({}, {})
+
+
+def test_a_weak_call_says_which_half_of_the_rule_is_missing():
+    row = {"organ": "mean", "mean_diff": 0.1859, "ci_low": 0.1101, "ci_high": 0.2617}
+    e = {"result": {"rows": [row]}, "call": "weak", "reason": "one seed and no seed band measured"}
+    assert cv._diff(e) == "+18.59 [+11.01, +26.17], *weak* (one seed and no seed band measured)"
+    assert cv._diff({**e, "call": "resolved"}) == "+18.59 [+11.01, +26.17], **resolved**"

@@ -178,6 +178,8 @@ def _diff(e: Mapping) -> str:
             f"{pts(r['mean_diff'], 2)} points over the scans of the folds committed so far (too few folds for a "
             f"fold-level interval), {call_md(e['call'])}"
         )
+    if e.get("call") == "weak" and e.get("reason"):  # say which half of the rule is missing
+        return f"{diff_md(e)} ({e['reason']})"
     return diff_md(e)
 
 
