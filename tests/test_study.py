@@ -461,3 +461,27 @@ def test_an_interrupted_training_runs_before_fresh_ones_of_its_priority(decl, tm
     declared += [t.budget_priority for t in decl.tables.values() if t.budget_priority is not None]
     declared = sorted(set(declared))
     assert all(b - a > RESUME_BONUS for a, b in zip(declared, declared[1:])), declared
+
+
+def test_status_shows_a_training_in_progress_and_not_the_workflows_empty_folder(decl, tmp_path):
+    from crapnet_core.engine.runs import run_dir_for
+
+    table = decl.table("phantom_setting1_alpnet_smoke")
+    run = table.runs()[0]
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    layout.result_dir(results, run).mkdir(parents=True)  # made by Snakemake before the job starts
+    state = layout.run_state(decl, run, results)
+    assert state.status == "missing" and state.why == ""
+    assert layout.training_progress(run, runs) is None
+    ckpt = run_dir_for(run.config, runs) / "checkpoints"
+    ckpt.mkdir(parents=True)
+    for step in (10, 20):
+        (ckpt / f"step_{step}.pt").write_bytes(b"")  # only the names are read
+    progress = f"training: step 20 of {run.config.train.steps}"
+    assert layout.training_progress(run, runs) == progress
+    assert f"[{progress}]" in layout.status_report(decl, results, [table], runs_dir=runs)
+    assert "[" not in layout.status_report(decl, results, [table])
+    (ckpt.parent / "TRAINED").write_text("")
+    assert layout.training_progress(run, runs) == "trained, not yet published"
+    (layout.result_dir(results, run) / "metrics.json").write_text("{}")
+    assert "incomplete: no config.json" in layout.run_state(decl, run, results).why

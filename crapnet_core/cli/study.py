@@ -3,7 +3,9 @@
     crapnet study plan   [--profile P] [--tables T,...]     what would run, with its cost
     crapnet study run    (--profile P | --tables T,...) [--jobs N] [--device D] [--per-gpu N]
                          [--executor slurm --partition P --account A --gpus-per-job N --cluster-profile DIR]
-    crapnet study status [--profile P] [--tables T,...] [--all-runs]   done / missing / stale / pending per run
+    crapnet study status [--profile P] [--tables T,...] [--runs DIR] [--all-runs]
+                                                            done / missing / stale / pending per run
+                                                            (a training in progress under --runs: its step)
     crapnet study collect [--check]                         every generated table and sentence of the book and results/README.md
     crapnet study analysis NAME [OPTIONS...]                a declared one-off analysis
     crapnet study migrate [--tables T,...]                  per-run folders for tables committed as summaries only
@@ -147,8 +149,8 @@ def _cmd_status(args) -> int:
 
     decl = load_declaration(args.declaration)
     tables = _selection(args, decl)
-    _, results, _ = _paths(args)
-    print(status_report(decl, results, tables, verbose=args.all_runs), end="")
+    _, results, runs = _paths(args)
+    print(status_report(decl, results, tables, verbose=args.all_runs, runs_dir=runs), end="")
     return 0
 
 
@@ -259,7 +261,7 @@ def register(subparsers) -> None:
 
     q = sub.add_parser("status", help="done / missing / stale / pending per declared run")
     selection(q)
-    common(q)
+    common(q, runs=True)
     q.add_argument("--all-runs", action="store_true", help="one line per run, done ones too")
     q.set_defaults(func=_cmd_status)
 

@@ -115,6 +115,8 @@ def run_state(decl: Declaration, run: Run, results_dir: str | os.PathLike) -> Ru
                 for f in (*RUN_FILES, *([BUDGET_FILE] if table.budget is not None else []))
                 if not (folder / f).is_file()
             ]
+            if not any(folder.iterdir()):  # the empty folder the workflow makes before a run's job starts
+                return RunState(run, "missing", folder.name)
             if not missing:
                 steps = sorted(set(table.budget) - _budget_steps(folder))
                 missing = [f"budget steps {', '.join(map(str, steps))}"]
@@ -189,12 +191,34 @@ def undeclared_tables(decl: Declaration, results_dir: str | os.PathLike) -> list
     )
 
 
+def training_progress(run: Run, runs_dir: str | os.PathLike | None) -> str | None:
+    """``training: step 9000 of 20000`` when ``runs_dir`` holds an unfinished training of ``run`` (its
+    newest step checkpoint), ``trained, not yet published`` when the training is done but its result folder
+    is not written; None when ``runs_dir`` holds nothing of it. Only file names are read."""
+    if runs_dir is None:
+        return None
+    from ..engine.checkpoints import step_checkpoints
+    from ..engine.run_folder import is_trained
+    from ..engine.runs import run_dir_for
+
+    run_dir = run_dir_for(run.config, runs_dir)
+    if is_trained(run_dir):
+        return "trained, not yet published"
+    steps = step_checkpoints(run_dir)
+    return f"training: step {max(steps)} of {run.config.train.steps}" if steps else None
+
+
 def status_report(
-    decl: Declaration, results_dir: str | os.PathLike, tables: Sequence[Table], verbose: bool = False
+    decl: Declaration,
+    results_dir: str | os.PathLike,
+    tables: Sequence[Table],
+    verbose: bool = False,
+    runs_dir: str | os.PathLike | None = None,
 ) -> str:
     """The text of ``crapnet study status``: totals per profile, per table done / missing / stale / pending
-    counts, one line per run that is stale or missing from a table begun (every run with ``verbose``),
-    and the folders no declared run names."""
+    counts, one line per run that is stale or missing from a table begun or in training under ``runs_dir``
+    (every run with ``verbose``; a missing run's training progress, :func:`training_progress`), and the
+    folders no declared run names."""
     rows = states(decl, results_dir, tables)
     by_table: dict[str, list[RunState]] = {}
     for s in rows:
@@ -213,8 +237,9 @@ def status_report(
         lines.append(f"{table.name:42s} {table.profile:9s} {len(mine):3d} runs: {shown or 'none'}{note}")
         partial = counts["done"] or counts["stale"]  # a table with nothing done: one line says it
         for s in mine:
-            if verbose or s.status == "stale" or (s.status == "missing" and partial):
-                lines.append("    " + s.line())
+            progress = training_progress(s.run, runs_dir) if s.status == "missing" else None
+            if verbose or s.status == "stale" or (s.status == "missing" and (partial or progress)):
+                lines.append("    " + s.line() + (f"  [{progress}]" if progress else ""))
     extra = undeclared(decl, results_dir, tables)
     head = ["Totals per profile (runs):"]
     for profile, c in totals.items():
