@@ -433,34 +433,50 @@ def test_status_names_result_tables_the_declaration_does_not(decl, tmp_path):
     assert "crapnet-temp" not in layout.status_report(decl, tmp_path, [decl.table("chaos_setting1_crapnet_lite")])
 
 
-def test_an_interrupted_training_runs_before_fresh_ones_of_its_priority(decl, tmp_path):
+def test_the_workflow_finishes_what_is_begun_first_within_a_declared_priority(decl, tmp_path):
     from crapnet_core.engine.runs import run_dir_for
-    from crapnet_core.study.targets import RESUME_BONUS, study_targets
+    from crapnet_core.study.targets import PRIORITY_SCALE, study_targets
 
-    table = decl.table("chaos_setting1_crapnet_converged")
-    st = study_targets(decl, [table], tmp_path / "results")
-    (k0, run0), (k1, run1), (k2, _) = list(st.runs.items())[:3]
-    base = st.priority[(k0[0], k0[1])]
-    assert st.priority[(k1[0], k1[1])] == base
-    assert st.run_priority(*k0) == base  # no runs folder named: the declared priority
-    runs = tmp_path / "runs"
-    assert st.run_priority(*k0, runs) == base  # nothing trained yet
-    steps = run0.config.train.steps
-    for run, step in ((run0, 1000), (run1, steps - 1000)):
+    tables = [decl.table("chaos_setting1_crapnet_converged"), decl.table("chaos_setting1_alpnet_converged")]
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    st = study_targets(decl, tables, results)
+    keys = {(t, s, r.fold): k for k, r in st.runs.items() for t, s in [k[:2]]}
+    crap, alp = tables[0].name, tables[1].name
+    base = st.priority[(crap, 1)] * PRIORITY_SCALE
+    assert st.priority[(alp, 1)] == st.priority[(crap, 2)] == st.priority[(crap, 1)]
+    assert st.run_priority(*keys[(crap, 1, 0)]) == base  # no runs folder named: the declared priority
+    assert st.run_priority(*keys[(crap, 1, 0)], runs) == base  # nothing begun anywhere
+
+    def begin(table, seed, fold, step):
+        run = st.runs[keys[(table, seed, fold)]]
         ckpt = run_dir_for(run.config, runs) / "checkpoints"
         ckpt.mkdir(parents=True)
-        (ckpt / f"step_{step}.pt").write_bytes(b"")  # only its name is looked at
+        (ckpt / f"step_{step}.pt").write_bytes(b"")  # only the names are read
         (ckpt / "last.pt").write_bytes(b"")
-    p0, p1 = st.run_priority(*k0, runs), st.run_priority(*k1, runs)
-    assert base < p0 < p1 <= base + RESUME_BONUS and st.run_priority(*k2, runs) == base
-    assert st.summary_priority > base + RESUME_BONUS  # summaries are written as soon as their runs exist
-    (run_dir_for(run1.config, runs) / "TRAINED").write_text("")  # finished: nothing to resume
-    assert st.run_priority(*k1, runs) == base
-    # the declared order between tables holds: distinct declared priorities differ by more than the bonus
-    declared = sorted({t.priority_of(s) for t in decl.tables.values() for s in t.seeds})
-    declared += [t.budget_priority for t in decl.tables.values() if t.budget_priority is not None]
-    declared = sorted(set(declared))
-    assert all(b - a > RESUME_BONUS for a, b in zip(declared, declared[1:])), declared
+        return run
+
+    def publish(table, seed, fold):
+        path = Path(st.run_file(*keys[(table, seed, fold)]))
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+
+    steps = tables[0].runs()[0].config.train.steps
+    begin(crap, 2, 0, 1000)
+    near_done = begin(crap, 2, 1, steps - 1000)
+    for fold in (2, 3):
+        publish(crap, 2, fold)
+    publish(alp, 1, 0)
+    p = {(t, s, f): st.run_priority(*k, runs) for (t, s, f), k in keys.items() if s > 0}
+    # an interrupted training first, the furthest first
+    others = [v for k, v in p.items() if k not in ((crap, 2, 0), (crap, 2, 1))]
+    assert p[(crap, 2, 1)] > p[(crap, 2, 0)] > max(others)
+    # then the fresh run of the seed nearest completion (seed 2 of CRAPNet: 4 of 5 begun) before other seeds'
+    assert p[(crap, 2, 4)] > p[(alp, 1, 1)] > p[(crap, 1, 0)] == p[(alp, 2, 0)] == base
+    # no tie-break crosses a declared priority, and summaries and budget curves come above every training
+    assert max(p.values()) < base + PRIORITY_SCALE
+    assert st.summary_priority > st.budget_priority(crap) > max(p.values())
+    (run_dir_for(near_done.config, runs) / "TRAINED").write_text("")  # finished: nothing to resume
+    assert st.run_priority(*keys[(crap, 2, 1)], runs) < p[(crap, 2, 1)]
 
 
 def test_status_shows_a_training_in_progress_and_not_the_workflows_empty_folder(decl, tmp_path):

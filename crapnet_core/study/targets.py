@@ -17,7 +17,10 @@ from pathlib import Path
 from . import layout
 from .entries import Declaration, Run, Table
 
-RESUME_BONUS = 4  # the most an unfinished training's priority is raised (see StudyTargets.run_priority)
+#: Snakemake priority of a job = declared priority x PRIORITY_SCALE + a tie-break below PRIORITY_SCALE
+#: (StudyTargets.run_priority), so the tie-break orders jobs of one declared priority and never crosses
+#: two declared priorities.
+PRIORITY_SCALE = 100
 
 
 @dataclass
@@ -39,35 +42,50 @@ class StudyTargets:
         return str(self.results / table / f"seed{seed}" / folder / name)
 
     def run_priority(self, table: str, seed: int, folder: str, runs_root: str | os.PathLike | None = None) -> int:
-        """Snakemake priority of one training: the declared priority of its table and seed, raised by 1 to
-        :data:`RESUME_BONUS` when ``runs_root`` holds an unfinished training of it (the further its newest
-        step checkpoint, the more), so a stopped study first finishes the folds it had begun, the furthest
-        first. Only file names are read. The declared order between tables is kept: distinct declared
-        priorities differ by more than the bonus (a test checks the declaration)."""
-        base = self.priority[(table, seed)]
+        """Snakemake priority of one training: its table and seed's declared priority x :data:`PRIORITY_SCALE`,
+        plus a tie-break among trainings of that priority that finishes what is begun first:
+
+        - ``10 x (1..4)`` when ``runs_root`` holds an unfinished training of it, the more the further its
+          newest step checkpoint (an interrupted fold resumes before a fresh one starts);
+        - ``0..9`` by the share of its seed's runs (same table and seed) already published or in training,
+          so whole seeds complete one after another (a seed counts in the seed band and the mean over
+          seeds only once all its folds are in) instead of every seed being half done.
+
+        Snakemake reads the priorities once, when it builds the job graph; only file names are read here."""
+        base = self.priority[(table, seed)] * PRIORITY_SCALE
         if runs_root is None:
             return base
-        from ..engine.checkpoints import latest_checkpoint, step_checkpoints
-        from ..engine.run_folder import is_trained
-        from ..engine.runs import run_dir_for
-
-        cfg = self.runs[(table, seed, folder)].config
-        run_dir = run_dir_for(cfg, runs_root)
-        if latest_checkpoint(run_dir) is None or is_trained(run_dir):
-            return base
-        done = max(step_checkpoints(run_dir), default=0) / max(cfg.train.steps, 1)
-        return base + 1 + min(int(done * RESUME_BONUS), RESUME_BONUS - 1)
+        resume = _resume_level(self.runs[(table, seed, folder)], runs_root)
+        mine = [(k, r) for k, r in self.runs.items() if k[:2] == (table, seed)]
+        begun = sum(Path(self.run_file(*k)).is_file() or _resume_level(r, runs_root) > 0 for k, r in mine)
+        return base + 10 * resume + min(9, (9 * begun) // max(len(mine), 1))
 
     @property
     def summary_priority(self) -> int:
         """Snakemake priority of the summaries and comparisons: above every training and budget curve, so
         each is written as soon as its inputs exist (they take a moment) instead of after all the trainings."""
-        declared = [self.budget_priority(t.name) for t in self.tables] + list(self.priority.values())
-        return max(declared, default=0) + RESUME_BONUS + 1
+        declared = [self.budget_priority(t.name) for t in self.tables]
+        declared += [p * PRIORITY_SCALE for p in self.priority.values()]
+        return max(declared, default=0) + PRIORITY_SCALE
 
     def budget_priority(self, table: str) -> int:
+        """Snakemake priority of a budget curve: the table's declared ``budget_priority`` (else its priority)
+        x :data:`PRIORITY_SCALE`."""
         t = next(t for t in self.tables if t.name == table)
-        return t.priority if t.budget_priority is None else t.budget_priority
+        return PRIORITY_SCALE * (t.priority if t.budget_priority is None else t.budget_priority)
+
+
+def _resume_level(run: Run, runs_root: str | os.PathLike) -> int:
+    """0 when ``runs_root`` holds no unfinished training of ``run``, else 1..4 by its newest step checkpoint."""
+    from ..engine.checkpoints import latest_checkpoint, step_checkpoints
+    from ..engine.run_folder import is_trained
+    from ..engine.runs import run_dir_for
+
+    run_dir = run_dir_for(run.config, runs_root)
+    if latest_checkpoint(run_dir) is None or is_trained(run_dir):
+        return 0
+    done = max(step_checkpoints(run_dir), default=0) / max(run.config.train.steps, 1)
+    return 1 + min(int(done * 4), 3)
 
 
 def study_targets(decl: Declaration, tables: list[Table], results_dir: str | os.PathLike) -> StudyTargets:
