@@ -126,3 +126,11 @@ def test_a_weak_call_says_which_half_of_the_rule_is_missing():
     e = {"result": {"rows": [row]}, "call": "weak", "reason": "one seed and no seed band measured"}
     assert cv._diff(e) == "+18.59 [+11.01, +26.17], *weak* (one seed and no seed band measured)"
     assert cv._diff({**e, "call": "resolved"}) == "+18.59 [+11.01, +26.17], **resolved**"
+
+
+def test_the_seed_column_when_no_seed_is_complete():
+    assert (
+        cv._seeds_cell({}, {0: [0, 1], 2: [3]})
+        == "no seed complete yet; seed 0: folds 0, 1 so far; seed 2: fold 3 so far"
+    )
+    assert cv._seeds_cell({}, {}) == "–"

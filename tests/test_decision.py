@@ -103,6 +103,30 @@ def test_a_seed_still_in_training_enters_no_mean_over_seeds(tmp_path):
     assert band["df"] == 2 and set(band["left_out"]) == {"chaos_setting1_crapnet_lite", "chaos_setting1_panet_lite"}
 
 
+def test_complete_seeds_edge_cases(tmp_path):
+    from crapnet_core.engine.comparisons import _default_seeds, complete_seeds
+
+    rng = np.random.default_rng(2)
+    # every seed lacks fold 4: complete with each other, not against the five declared folds
+    for k in range(2):
+        _table(tmp_path, "chaos_setting1_alpnet_lite", k, dict.fromkeys(range(5), 0.0), 0.01, rng, folds=range(4))
+    t = load_table(tmp_path / "chaos_setting1_alpnet_lite")
+    assert complete_seeds(t) == ([0, 1], {})
+    why = "folds 0, 1, 2, 3 of 0, 1, 2, 3, 4 scored"
+    assert complete_seeds(t, folds=range(5)) == ([], {0: why, 1: why})
+    assert dec.seed_band(tmp_path, "chaos", tables=["chaos_setting1_alpnet_lite"]) is None
+    # no seed complete: a comparison's default takes the seed that scored the most
+    _table(tmp_path, "chaos_setting1_panet_lite", 0, dict.fromkeys(range(5), 0.0), 0.01, rng, folds=(0, 1))
+    _table(tmp_path, "chaos_setting1_panet_lite", 1, dict.fromkeys(range(5), 0.0), 0.01, rng, folds=(2, 3, 4))
+    t = load_table(tmp_path / "chaos_setting1_panet_lite")
+    assert complete_seeds(t)[0] == [] and _default_seeds(t) == [1]
+    assert complete_seeds(t)[1][0] == "folds 0, 1 of 0, 1, 2, 3, 4 scored"
+    # a fold scored in part (one of its two test groups, or some scans): named as such
+    t["seeds"][1]["liver"].pop(next(s for s, f in t["fold_of"].items() if f == 3))
+    t["seeds"][0]["liver"].update({s: 0.5 for s, f in t["fold_of"].items() if f in (2, 3, 4)})
+    assert complete_seeds(t)[1] == {1: "folds 2, 4 of 0, 1, 2, 3, 4 scored (fold 3 in part)"}
+
+
 def test_seed_band_and_one_seed_calls(tmp_path):
     rng = np.random.default_rng(0)
     # three-seed tables: the same method with a model effect per (fold, seed) of sd 0.02

@@ -445,7 +445,13 @@ def test_the_workflow_finishes_what_is_begun_first_within_a_declared_priority(de
     base = st.priority[(crap, 1)] * PRIORITY_SCALE
     assert st.priority[(alp, 1)] == st.priority[(crap, 2)] == st.priority[(crap, 1)]
     assert st.run_priority(*keys[(crap, 1, 0)]) == base  # no runs folder named: the declared priority
-    assert st.run_priority(*keys[(crap, 1, 0)], runs) == base  # nothing begun anywhere
+
+    def prio():
+        return {(t, s, f): st.run_priority(*k, runs) for (t, s, f), k in keys.items() if s > 0}
+
+    # nothing begun: the earlier declared seed first, then the tables tie
+    p = prio()
+    assert p[(crap, 1, 0)] == p[(alp, 1, 3)] > p[(crap, 2, 0)] == p[(alp, 2, 4)] >= base
 
     def begin(table, seed, fold, step):
         run = st.runs[keys[(table, seed, fold)]]
@@ -466,17 +472,19 @@ def test_the_workflow_finishes_what_is_begun_first_within_a_declared_priority(de
     for fold in (2, 3):
         publish(crap, 2, fold)
     publish(alp, 1, 0)
-    p = {(t, s, f): st.run_priority(*k, runs) for (t, s, f), k in keys.items() if s > 0}
+    p = prio()
     # an interrupted training first, the furthest first
     others = [v for k, v in p.items() if k not in ((crap, 2, 0), (crap, 2, 1))]
     assert p[(crap, 2, 1)] > p[(crap, 2, 0)] > max(others)
-    # then the fresh run of the seed nearest completion (seed 2 of CRAPNet: 4 of 5 begun) before other seeds'
-    assert p[(crap, 2, 4)] > p[(alp, 1, 1)] > p[(crap, 1, 0)] == p[(alp, 2, 0)] == base
+    # then the fresh run of the seed nearest completion (seed 2 of CRAPNet: 4 of 5 begun) before other
+    # seeds', then the earlier seed
+    assert p[(crap, 2, 4)] > p[(alp, 1, 1)] > p[(crap, 1, 0)] > p[(alp, 2, 0)] >= base
     # no tie-break crosses a declared priority, and summaries and budget curves come above every training
     assert max(p.values()) < base + PRIORITY_SCALE
     assert st.summary_priority > st.budget_priority(crap) > max(p.values())
-    (run_dir_for(near_done.config, runs) / "TRAINED").write_text("")  # finished: nothing to resume
-    assert st.run_priority(*keys[(crap, 2, 1)], runs) < p[(crap, 2, 1)]
+    # trained, not yet published: only its evaluation is left, it goes first
+    (run_dir_for(near_done.config, runs) / "TRAINED").write_text("")
+    assert st.run_priority(*keys[(crap, 2, 1)], runs) > p[(crap, 2, 1)]
 
 
 def test_status_shows_a_training_in_progress_and_not_the_workflows_empty_folder(decl, tmp_path):

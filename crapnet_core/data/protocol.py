@@ -37,6 +37,9 @@ from .scans import id_sort_key
 from .spec import DatasetSpec
 from .volumes import load_volume
 
+#: The protocol's number of cross-validation folds (Ouyang et al. 2020; the paper's Sec. 4.1: 5-fold).
+N_FOLDS = 5
+
 
 @dataclass(frozen=True)
 class Fold:
@@ -50,7 +53,7 @@ class Fold:
     validation_ids: tuple[str, ...] = ()
 
 
-def make_fold(ids: Iterable[str | int], fold: int, n_folds: int = 5, validation: bool | int = False) -> Fold:
+def make_fold(ids: Iterable[str | int], fold: int, n_folds: int = N_FOLDS, validation: bool | int = False) -> Fold:
     """Fold ``fold`` (0-based) of ``n_folds`` over ``ids`` (sorted as integers here).
 
     ``test = sorted_ids[n*fold//n_folds : n*(fold+1)//n_folds]``, ``support`` = the id after

@@ -19,8 +19,9 @@ cross-validate --out`` folder or its ``summary.json`` works too (its seed is rea
 Seeds: the per-scan Dice of a side is its mean over that side's seeds before the difference is
 taken (the convention of :func:`crapnet_core.engine.stats.aggregate_seeds`); why this carries the
 training noise into the fold-level variance is in :mod:`crapnet_core.engine.inference`. By default
-a comparison uses the seeds both tables have (a three-seed table against a one-seed table: seed 0
-of both, so that both sides carry the same training noise).
+a comparison uses the complete seeds both tables have (:func:`complete_seeds`; a three-seed table
+against a one-seed table: seed 0 of both, so that both sides carry the same training noise; a seed
+still in training is left out).
 
 Units: Dice fractions 0..1 in every dict here.
 """
@@ -28,7 +29,7 @@ Units: Dice fractions 0..1 in every dict here.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -250,24 +251,34 @@ def _label(table: Mapping[str, Any], seeds: Sequence[int]) -> str:
     )
 
 
-def complete_seeds(table: Mapping[str, Any]) -> tuple[list[int], dict[int, str]]:
-    """The seeds of a :func:`load_table` dict that scored every (organ, scan) any of its seeds scored,
-    and {seed: why} for the others (a seed still being trained covers only some folds).
+def complete_seeds(table: Mapping[str, Any], folds: Iterable[int] | None = None) -> tuple[list[int], dict[int, str]]:
+    """The seeds of a :func:`load_table` dict that scored every (organ, scan) any of its seeds scored (and,
+    with ``folds``, have scans in each of these folds), and {seed: why} for the others (a seed still being
+    trained covers only some folds, or one of a fold's two test groups).
 
     A partial seed must not enter a mean over seeds: its folds would be averaged over more seeds than
     the others', and a seed's mean over its own folds mixes the fold-to-fold spread (several Dice
-    points) into the seed-to-seed spread."""
+    points) into the seed-to-seed spread. ``folds`` guards the case where every seed lacks the same fold."""
     seeds = table["seeds"]
+    fold_of = table["fold_of"]
     every = {(o, s) for per in seeds.values() for o, scans in per.items() for s in scans}
-    folds = sorted({table["fold_of"][s] for _, s in every})
+    need = sorted(set(folds) if folds is not None else {fold_of[s] for _, s in every})
     complete, partial = [], {}
     for k in sorted(seeds):
         have = {(o, s) for o, scans in seeds[k].items() for s in scans}
-        if have == every:
+        whole = [
+            f
+            for f in need
+            if {x for x in every if fold_of[x[1]] == f} <= have and any(fold_of[s] == f for _, s in have)
+        ]
+        if have == every and len(whole) == len(need):
             complete.append(k)
-        else:
-            got = sorted({table["fold_of"][s] for _, s in have})
-            partial[k] = f"folds {', '.join(map(str, got))} of {', '.join(map(str, folds))} scored"
+            continue
+        some = sorted({fold_of[s] for _, s in have} - set(whole))
+        why = f"fold{'s' if len(whole) != 1 else ''} {', '.join(map(str, whole)) or 'none'} of {', '.join(map(str, need))} scored"
+        if some:
+            why += f" (fold{'s' if len(some) != 1 else ''} {', '.join(map(str, some))} in part)"
+        partial[k] = why
     return complete, partial
 
 

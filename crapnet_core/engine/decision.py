@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.protocol import N_FOLDS
 from .comparisons import compare_tables, complete_seeds, load_table, mean_row, paired_rows
 
 #: Significance level of the corrected fold-level test; the interval is at 1 - ALPHA.
@@ -261,7 +262,7 @@ def seed_band(
         if not (root / name).is_dir():
             continue
         t = load_table(root / name)
-        seeds, partial = complete_seeds(t)
+        seeds, partial = complete_seeds(t, folds=range(N_FOLDS))  # a "5-fold mean" has five folds
         if partial:
             left_out[name] = partial
         if len(seeds) < 2:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.protocol import N_FOLDS
 from ..engine.stats import format_pm
 from ..io import read_json
 from .sentence_parts import diff_md, entry_mean_row, find_comparison
@@ -34,7 +35,6 @@ CONVERGED_ROWS = (
     ("sabs", "alpnet"),
     ("sabs", "alpnet_sup"),
 )
-N_FOLDS = 5
 
 
 def fold_means(results: Path, table: str, seed: int = 0) -> dict[int, float] | None:
@@ -77,7 +77,7 @@ def seed_means(results: Path, table: str) -> tuple[dict[int, float], dict[int, l
         tab = load_table(results / table)
     except (FileNotFoundError, ValueError):
         return {}, {}
-    complete, partial = complete_seeds(tab)
+    complete, partial = complete_seeds(tab, folds=range(N_FOLDS))
     means = {}
     for k in complete:
         fm = fold_means(results, table, k)
@@ -88,18 +88,22 @@ def seed_means(results: Path, table: str) -> tuple[dict[int, float], dict[int, l
 
 
 def _seeds_cell(means: Mapping[int, float], partial: Mapping[int, list[int]]) -> str:
-    """The last column of the converged table: the mean over complete seeds with their spread."""
-    if not means:
-        return "–"
-    seeds = ", ".join(map(str, means))
+    """The last column of the converged table: the mean over complete seeds with their spread, then the
+    seeds still in training with the folds they have."""
+    parts = []
     if len(means) > 1:
         v = np.array(list(means.values()))
-        cell = f"{100 * v.mean():.2f} (seeds {seeds}: ± {100 * v.std(ddof=1):.2f} over seeds)"
-    else:
-        cell = f"seed {seeds} only"
-    for k, folds in partial.items():
-        cell += f"; seed {k}: fold{'s' if len(folds) != 1 else ''} {', '.join(map(str, folds)) or 'none'} so far"
-    return cell
+        seeds = ", ".join(map(str, means))
+        parts.append(f"{100 * v.mean():.2f} (seeds {seeds}: ± {100 * v.std(ddof=1):.2f} over seeds)")
+    elif means:
+        parts.append(f"seed {next(iter(means))} only")
+    elif partial:
+        parts.append("no seed complete yet")
+    parts += [
+        f"seed {k}: fold{'s' if len(f) != 1 else ''} {', '.join(map(str, f)) or 'none'} so far"
+        for k, f in partial.items()
+    ]
+    return "; ".join(parts) or "–"
 
 
 def validation_fold(results: Path) -> tuple[list[str], int | None]:

@@ -20,7 +20,7 @@ from .entries import Declaration, Run, Table
 #: Snakemake priority of a job = declared priority x PRIORITY_SCALE + a tie-break below PRIORITY_SCALE
 #: (StudyTargets.run_priority), so the tie-break orders jobs of one declared priority and never crosses
 #: two declared priorities.
-PRIORITY_SCALE = 100
+PRIORITY_SCALE = 1000
 
 
 @dataclass
@@ -43,22 +43,27 @@ class StudyTargets:
 
     def run_priority(self, table: str, seed: int, folder: str, runs_root: str | os.PathLike | None = None) -> int:
         """Snakemake priority of one training: its table and seed's declared priority x :data:`PRIORITY_SCALE`,
-        plus a tie-break among trainings of that priority that finishes what is begun first:
+        plus a tie-break among the trainings of that priority that finishes what is begun first (each term
+        outranks all the later ones):
 
-        - ``10 x (1..4)`` when ``runs_root`` holds an unfinished training of it, the more the further its
-          newest step checkpoint (an interrupted fold resumes before a fresh one starts);
-        - ``0..9`` by the share of its seed's runs (same table and seed) already published or in training,
-          so whole seeds complete one after another (a seed counts in the seed band and the mean over
-          seeds only once all its folds are in) instead of every seed being half done.
+        - ``100 x (1..5)`` when ``runs_root`` holds a training of it: 1..4 unfinished, the more the further
+          its newest step checkpoint; 5 trained and not yet published (only its evaluation is left);
+        - ``10 x (0..9)`` by the share of its seed's runs (same table and seed) published or begun;
+        - ``0..9``: the earlier declared seed first.
 
-        Snakemake reads the priorities once, when it builds the job graph; only file names are read here."""
+        So an interrupted fold resumes before a fresh one starts, and whole seeds land one after another
+        (a seed enters the seed band and the mean over seeds only once all its folds are in) instead of
+        every seed being half done. Snakemake reads the priorities once, when it builds the job graph;
+        only file names are read here."""
         base = self.priority[(table, seed)] * PRIORITY_SCALE
         if runs_root is None:
             return base
         resume = _resume_level(self.runs[(table, seed, folder)], runs_root)
         mine = [(k, r) for k, r in self.runs.items() if k[:2] == (table, seed)]
         begun = sum(Path(self.run_file(*k)).is_file() or _resume_level(r, runs_root) > 0 for k, r in mine)
-        return base + 10 * resume + min(9, (9 * begun) // max(len(mine), 1))
+        seeds = next(t.seeds for t in self.tables if t.name == table)
+        rank = list(seeds).index(seed) if seed in seeds else 9
+        return base + 100 * resume + 10 * min(9, (9 * begun) // max(len(mine), 1)) + (9 - min(rank, 9))
 
     @property
     def summary_priority(self) -> int:
@@ -76,14 +81,17 @@ class StudyTargets:
 
 
 def _resume_level(run: Run, runs_root: str | os.PathLike) -> int:
-    """0 when ``runs_root`` holds no unfinished training of ``run``, else 1..4 by its newest step checkpoint."""
+    """0 when ``runs_root`` holds no training of ``run``; 1..4 for an unfinished one by its newest step
+    checkpoint; 5 when it is trained (its evaluation and publishing are left)."""
     from ..engine.checkpoints import latest_checkpoint, step_checkpoints
     from ..engine.run_folder import is_trained
     from ..engine.runs import run_dir_for
 
     run_dir = run_dir_for(run.config, runs_root)
-    if latest_checkpoint(run_dir) is None or is_trained(run_dir):
+    if latest_checkpoint(run_dir) is None:
         return 0
+    if is_trained(run_dir):
+        return 5
     done = max(step_checkpoints(run_dir), default=0) / max(run.config.train.steps, 1)
     return 1 + min(int(done * 4), 3)
 
