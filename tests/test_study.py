@@ -509,3 +509,18 @@ def test_status_shows_a_training_in_progress_and_not_the_workflows_empty_folder(
     assert layout.training_progress(run, runs) == "trained, not yet published"
     (layout.result_dir(results, run) / "metrics.json").write_text("{}")
     assert "incomplete: no config.json" in layout.run_state(decl, run, results).why
+
+
+def test_a_seed_summary_waits_for_every_runs_budget_curve(decl, tmp_path):
+    """A run of a budget table is done only with its curve (layout.run_state), so the seed's summary job must
+    take the curves as inputs: with only metrics.json it ran between a run and its curve and failed."""
+    from crapnet_core.study.targets import study_targets
+
+    table = decl.table("chaos_setting1_crapnet_converged")
+    st = study_targets(decl, [table], tmp_path)
+    for seed in table.seeds:
+        inputs = st.seed_inputs[(table.name, seed)]
+        runs = [k for k in st.runs if k[:2] == (table.name, seed)]
+        assert sorted(inputs) == sorted(
+            st.run_file(*k, name) for k in runs for name in ("metrics.json", layout.BUDGET_FILE)
+        )

@@ -114,8 +114,10 @@ def study_targets(decl: Declaration, tables: list[Table], results_dir: str | os.
                 metrics = st.run_file(table.name, seed, folder)
                 files.append(metrics)
                 st.targets.append(metrics)
-                if table.budget is not None:
-                    st.targets.append(st.run_file(table.name, seed, folder, layout.BUDGET_FILE))
+                if table.budget is not None:  # a run is done with its curve: the seed's summary waits for it
+                    budget = st.run_file(table.name, seed, folder, layout.BUDGET_FILE)
+                    files.append(budget)
+                    st.targets.append(budget)
             if table.summary:
                 st.seed_inputs[(table.name, seed)] = files
                 st.targets.append(str(results / table.name / f"seed{seed}" / "summary.json"))
