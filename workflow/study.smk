@@ -54,8 +54,11 @@ rule run:
     shell: "{PY} -m crapnet_core.book.study_flow run {wildcards.table} {wildcards.seed} {wildcards.run} {JOB_CONFIG:q} > {log} 2>&1"
 
 
+# ancient(): a budget curve needs the run's checkpoints, which only the machine that trained it has. Its
+# committed budget.json is final; without ancient() a fresh clone (file times in checkout order, no
+# Snakemake metadata) looks "updated" and Snakemake would delete the curve to remake it, and fail.
 rule budget:
-    input: f"{RES}/{{table}}/seed{{seed}}/{{run}}/metrics.json"
+    input: ancient(f"{RES}/{{table}}/seed{{seed}}/{{run}}/metrics.json")
     output: f"{RES}/{{table}}/seed{{seed}}/{{run}}/budget.json"
     log: "logs/budget/{table}__seed{seed}__{run}.log"
     threads: 1
