@@ -524,3 +524,28 @@ def test_a_seed_summary_waits_for_every_runs_budget_curve(decl, tmp_path):
         assert sorted(inputs) == sorted(
             st.run_file(*k, name) for k in runs for name in ("metrics.json", layout.BUDGET_FILE)
         )
+
+
+def test_a_fresh_clone_never_remakes_a_committed_budget_curve(decl, tmp_path):
+    """A budget curve needs the run's checkpoints, which only the training machine has. In a fresh clone the
+    file times follow the checkout order and Snakemake has no records: a metrics.json newer than its
+    budget.json once made Snakemake delete the committed curve to remake it (and fail without checkpoints)."""
+    from crapnet_core.book.study_flow import run_study
+
+    table = decl.table("chaos_setting1_crapnet_converged")
+    results = tmp_path / "results"
+    shutil.copytree(REPO / "results" / table.name, results / table.name)
+    curves = sorted(results.glob(f"{table.name}/seed*/*/{layout.BUDGET_FILE}"))
+    assert len(curves) == 5 * len(table.seeds), curves
+    for curve in curves:  # the checkout wrote every metrics.json after its budget.json
+        later = curve.stat().st_mtime + 60
+        os.utime(curve.parent / "metrics.json", (later, later))
+    kept = {p: p.read_bytes() for p in curves}
+    assert (
+        run_study([table], decl, results_dir=results, runs_root=tmp_path / "runs", dry_run=True, echo=lambda s: None)
+        == 0
+    )
+    plan = (tmp_path / "runs" / ".study" / "logs" / "snakemake-dry-run.log").read_text()
+    stats = plan[plan.index("Job stats") :].split("\n\n")[0]
+    assert not re.search(r"^(budget|run)\s+\d+", stats, re.M), stats
+    assert {p: p.read_bytes() for p in curves} == kept
