@@ -13,9 +13,10 @@ import csv
 import io as _io
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 from ..io import read_json, write_json, write_text
-from .checkpoints import describe_skipped, latest_checkpoint, newest_intact_checkpoint
+from .checkpoints import describe_skipped, latest_checkpoint, newest_intact_checkpoint, step_checkpoints
 from .experiment import ExperimentConfig
 
 CSV_COLUMNS = ("step", "loss", "seg", "align", "lr", "seconds")
@@ -97,6 +98,22 @@ RUN_ITEMS = (
 def is_trained(run_dir: str | Path) -> bool:
     """True when ``RUN/TRAINED`` is written and a checkpoint is there."""
     return (Path(run_dir) / "TRAINED").is_file() and latest_checkpoint(run_dir) is not None
+
+
+class TrainingProgress(NamedTuple):
+    """How far a run folder's training got: ``trained`` (``TRAINED`` written) and ``step``, its newest
+    ``step_<n>.pt`` (0 when only ``last.pt`` is there)."""
+
+    trained: bool
+    step: int
+
+
+def training_progress(run_dir: str | Path) -> TrainingProgress | None:
+    """The :class:`TrainingProgress` of ``run_dir``; None when it holds no checkpoint. Only file names are
+    read (the study's status and its workflow's resume order both use it)."""
+    if latest_checkpoint(run_dir) is None:
+        return None
+    return TrainingProgress(is_trained(run_dir), max(step_checkpoints(run_dir), default=0))
 
 
 def clear_run(run_dir: Path) -> None:

@@ -37,20 +37,22 @@ CONVERGED_ROWS = (
 )
 
 
-def fold_means(results: Path, table: str, seed: int = 0) -> dict[int, float] | None:
+def fold_means(results: Path, table: str, seed: int = 0, tab: Mapping | None = None) -> dict[int, float] | None:
     """Mean Dice (0-1) of each committed fold of ``results/<table>`` at ``seed``: per organ the mean over
     the fold's test scans, then the mean over organs (as ``metrics.json``'s ``mean``; a fold whose
     organs were scored by two runs, setting-2-style test groups, is pooled). None when the table
-    has no run of that seed."""
+    has no run of that seed. ``tab``: the table as :func:`crapnet_core.engine.comparisons.load_table`
+    returned it, when the caller has loaded it already."""
     from ..engine.comparisons import load_table
 
-    folder = results / table
-    if not folder.is_dir():
-        return None
-    try:
-        tab = load_table(folder)
-    except (FileNotFoundError, ValueError):
-        return None
+    if tab is None:
+        folder = results / table
+        if not folder.is_dir():
+            return None
+        try:
+            tab = load_table(folder)
+        except (FileNotFoundError, ValueError):
+            return None
     per_organ = tab["seeds"].get(seed)
     if not per_organ:
         return None
@@ -80,10 +82,10 @@ def seed_means(results: Path, table: str) -> tuple[dict[int, float], dict[int, l
     complete, partial = complete_seeds(tab, folds=range(N_FOLDS))
     means = {}
     for k in complete:
-        fm = fold_means(results, table, k)
+        fm = fold_means(results, table, k, tab)
         if fm:
             means[k] = float(np.mean(list(fm.values())))
-    so_far = {k: sorted(fold_means(results, table, k) or {}) for k in sorted(partial)}
+    so_far = {k: sorted(fold_means(results, table, k, tab) or {}) for k in sorted(partial)}
     return means, so_far
 
 

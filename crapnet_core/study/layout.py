@@ -198,15 +198,15 @@ def training_progress(run: Run, runs_dir: str | os.PathLike | None) -> str | Non
     is not written; None when ``runs_dir`` holds nothing of it. Only file names are read."""
     if runs_dir is None:
         return None
-    from ..engine.checkpoints import step_checkpoints
-    from ..engine.run_folder import is_trained
+    from ..engine.run_folder import training_progress as progress_of
     from ..engine.runs import run_dir_for
 
-    run_dir = run_dir_for(run.config, runs_dir)
-    if is_trained(run_dir):
+    progress = progress_of(run_dir_for(run.config, runs_dir))
+    if progress is None or not (progress.trained or progress.step):
+        return None
+    if progress.trained:
         return "trained, not yet published"
-    steps = step_checkpoints(run_dir)
-    return f"training: step {max(steps)} of {run.config.train.steps}" if steps else None
+    return f"training: step {progress.step} of {run.config.train.steps}"
 
 
 def status_report(

@@ -83,17 +83,15 @@ class StudyTargets:
 def _resume_level(run: Run, runs_root: str | os.PathLike) -> int:
     """0 when ``runs_root`` holds no training of ``run``; 1..4 for an unfinished one by its newest step
     checkpoint; 5 when it is trained (its evaluation and publishing are left)."""
-    from ..engine.checkpoints import latest_checkpoint, step_checkpoints
-    from ..engine.run_folder import is_trained
+    from ..engine.run_folder import training_progress
     from ..engine.runs import run_dir_for
 
-    run_dir = run_dir_for(run.config, runs_root)
-    if latest_checkpoint(run_dir) is None:
+    progress = training_progress(run_dir_for(run.config, runs_root))
+    if progress is None:
         return 0
-    if is_trained(run_dir):
+    if progress.trained:
         return 5
-    done = max(step_checkpoints(run_dir), default=0) / max(run.config.train.steps, 1)
-    return 1 + min(int(done * 4), 3)
+    return 1 + min(int(progress.step / max(run.config.train.steps, 1) * 4), 3)
 
 
 def study_targets(decl: Declaration, tables: list[Table], results_dir: str | os.PathLike) -> StudyTargets:
