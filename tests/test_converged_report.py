@@ -134,3 +134,24 @@ def test_the_seed_column_when_no_seed_is_complete():
         == "no seed complete yet; seed 0: folds 0, 1 so far; seed 2: fold 3 so far"
     )
     assert cv._seeds_cell({}, {}) == "–"
+
+
+def test_only_chaos_rows_leave_out_the_validation_fold(tmp_path):
+    """The budget was chosen on CHAOS scans: a Synapse row's 'without fold 4' cell is not its mean again."""
+    import shutil
+
+    from crapnet_core.engine.decision import table_name
+
+    results = tmp_path / "results"
+    for name in ("select_converged", "chaos_setting1_crapnet_lite", table_name("chaos", 1, "crapnet", "converged")):
+        shutil.copytree(RESULTS / name, results / name)
+    run = sorted((RESULTS / "sabs_setting1_crapnet_lite" / "seed0").glob("*/metrics.json"))[0].parent
+    shutil.copytree(run, results / table_name("sabs", 1, "crapnet", "converged") / "seed0" / run.name)
+    family = {"family": "converged", "title": "t", "question": "?", "comparisons": []}
+    text = cv.converged_table(results, {"families": {"converged": family}})
+    chaos, synapse = (
+        next(line.split(" | ") for line in text.splitlines() if line.startswith(f"| {ds} | CRAPNet |"))
+        for ds in ("CHAOS MRI", "Synapse CT")
+    )
+    assert chaos[4][0].isdigit() and chaos[4] != chaos[3]
+    assert synapse[3][0].isdigit() and synapse[4] == "– (none chose the budget)"

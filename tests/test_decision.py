@@ -168,6 +168,8 @@ def test_seed_band_and_one_seed_calls(tmp_path):
             dec.Comparison("chaos_setting1_crapnet-blocks9_lite", "chaos_setting1_crapnet_lite", (0,)),
         ),
     )
+    # the study workflow makes a table's seed and run folders when a job starts: still "not run yet"
+    (tmp_path / "chaos_setting1_crapnet-blocks9_lite" / "seed0" / "chaos_s1_all_f4_crapnet_lite_0").mkdir(parents=True)
     ev = dec.evaluate_family(fam, tmp_path)
     done, missing = ev["comparisons"]
     assert missing["status"] == "not run yet" and missing["call"] is None

@@ -307,6 +307,13 @@ def seed_band(
 
 
 # ---------------------------------------------------------------------- families
+def _has_results(folder: Path) -> bool:
+    """True when ``folder`` holds any JSON file (a summary or a run's ``metrics.json``): the empty seed and
+    run folders that the study workflow makes when a job starts are not a result, so such a table is
+    "not run yet", not "not comparable"."""
+    return folder.is_file() or (folder.is_dir() and any(p.is_file() for p in folder.rglob("*.json")))
+
+
 def evaluate_family(
     fam: Family,
     results_dir: str | Path,
@@ -348,7 +355,7 @@ def evaluate_family(
             "one_seed": None,
             "band": None,
         }
-        missing = [n for n in (comp.a, comp.b) if not (root / n).exists()]
+        missing = [n for n in (comp.a, comp.b) if not _has_results(root / n)]
         if missing:
             entry["status"], entry["missing"] = "not run yet", missing
             entries.append(entry)
