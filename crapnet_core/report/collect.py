@@ -32,7 +32,7 @@ from ..io import read_json
 from .stats_tables import DATASET_SHORT, VARIANT_LABELS, call_md, ci, family_table, pts, rule_md, seed_band_md
 
 #: Raise when the fold-level analysis changes (the cached comparisons are then recomputed).
-ANALYSIS_VERSION = "issue19-1"
+ANALYSIS_VERSION = "issue18-2"
 #: page (relative to the repository) -> the generated blocks it holds
 PAGES: dict[str, tuple[str, ...]] = {
     "book/equal_budget.md": (
