@@ -207,3 +207,28 @@ def test_per_run_layout_merges_test_groups_and_refuses_duplicates(tmp_path):
     (folder / "run_x" / "metrics.json").write_text(json.dumps({"fold": 0, "per_scan": {"liver": {"1": {"dice": 0.1}}}}))
     with pytest.raises(ValueError, match="also scored by another run"):
         load_table(tmp_path / "chaos_setting1_alpnet_sup_converged")
+
+
+def test_tables_whose_committed_folds_do_not_overlap_yet_say_so():
+    from crapnet_core.report.stats_tables import family_table
+
+    def entry(status):
+        return {
+            "a": "sabs_setting1_crapnet_converged",
+            "b": "sabs_setting1_alpnet_converged",
+            "status": status,
+            "result": None,
+        }
+
+    fam = {
+        "family": "f",
+        "title": "t",
+        "question": "?",
+        "comparisons": [
+            entry("not comparable: results/x and results/y: no (organ, scan) pair in common"),
+            entry("not comparable: results/x: two seeds put scan 3 in different folds"),
+            entry("not run yet"),
+        ],
+    }
+    rows = [line for line in family_table(fam).splitlines() if line.startswith("| CRAPNet")]
+    assert ["no fold in common yet" in rows[0], "not comparable" in rows[1], "not run yet" in rows[2]] == [True] * 3

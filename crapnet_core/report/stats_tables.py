@@ -112,7 +112,14 @@ def family_table(fam: Mapping[str, Any], show_where: bool = True) -> str:
     for e in fam["comparisons"]:
         name = f"{table_label(e['a'])} − {table_label(e['b'])}"
         if e["result"] is None:
-            status = "not run yet" if e["status"] == "not run yet" else "not comparable"
+            status = (
+                "not run yet"
+                if e["status"] == "not run yet"
+                # tables still in training whose committed folds do not overlap yet
+                else "no fold in common yet"
+                if e["status"].endswith("no (organ, scan) pair in common")
+                else "not comparable"
+            )
             dataset, _, rest = e["a"].partition("_setting")
             cells = [name, *([where(dataset, rest[:1])] if show_where else []), "–", status] + ["–"] * (len(head) - 4)
             lines.append("| " + " | ".join(cells) + " |")
