@@ -56,7 +56,7 @@ def test_declaration_names_come_from_the_facts(decl):
     assert not any(t.pending for t in converged) and sum(len(t.runs()) for t in converged) == 75
     assert {c.family for c in decl.comparisons} == set(decl.families)
     for page, path in decl.pages.items():
-        assert (REPO / path).is_file() or page == "support", f"page {page}: {path} missing"
+        assert (REPO / path).is_file(), f"page {page}: {path} missing"
 
 
 @pytest.mark.parametrize(
@@ -328,6 +328,7 @@ def test_study_plan_and_status_commands(capsys):
     out = capsys.readouterr().out
     assert re.search(r"profile lite: 44 table\(s\), 362 run\(s\): 342 done, 20 missing", out)
     assert "chaos_setting2_rpnet_lite: 10 run(s)" in out and "CPU core-hours" in out
+    assert "support study support_lite" in out and "`crapnet support-results RUN" in out, "how it is run"
     assert main(["study", "plan", "--profile", "paper"]) == 0
     assert "GPU-hours" in capsys.readouterr().out
     assert main(["study", "plan"]) == 0, "every profile at once"

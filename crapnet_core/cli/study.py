@@ -83,7 +83,8 @@ def extra_lines(decl, tables) -> list[str]:
             lines.append(
                 f"support study {st.name}: {', '.join(st.kinds)} (k = {', '.join(map(str, st.shots))}) of "
                 f"{', '.join(st.tables)}, seed(s) {', '.join(map(str, st.seeds))}: declared, not run by this "
-                "workflow (the support-choice and k-shot evaluations of issue 22 are not in this library yet)"
+                "workflow: run `crapnet support-results RUN ... --results-dir results` on the machine that holds "
+                "the trained runs (it needs their checkpoints)"
             )
     rerun = [r for r in decl.rerun_check if r.table in names]
     if rerun:
