@@ -27,6 +27,13 @@ def test_cached_comparisons_match_their_inputs():
     assert data["rule"] == {"alpha": 0.05, "confidence": 0.95, "correction": "Holm"}
 
 
+def test_a_nan_in_the_comparisons_is_an_error_not_invalid_json(tmp_path, monkeypatch):
+    monkeypatch.setattr(col, "all_comparisons", lambda results: {"families": {"f": {"mean_a": float("nan")}}})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        col.analysis(tmp_path, recompute=True)
+    assert "NaN" not in (RESULTS / "compare" / "analysis.json").read_text()
+
+
 @pytest.mark.parametrize("page", col.NUMBER_CHECKED)
 def test_no_hand_typed_result_number_outside_the_generated_blocks(page):
     found = col.hand_typed_numbers((REPO / page).read_text())

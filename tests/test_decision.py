@@ -232,3 +232,25 @@ def test_tables_whose_committed_folds_do_not_overlap_yet_say_so():
     }
     rows = [line for line in family_table(fam).splitlines() if line.startswith("| CRAPNet")]
     assert ["no fold in common yet" in rows[0], "not comparable" in rows[1], "not run yet" in rows[2]] == [True] * 3
+
+
+def test_an_organ_both_score_on_different_folds_so_far_is_no_row(tmp_path):
+    """Supervised ALPNet scores one test group per run: while its folds land, it may score the liver on
+    fold 1 only while SSL-ALPNet has fold 0 only. That organ has no pair: no row (once, a NaN mean)."""
+    from crapnet_core.engine.comparisons import paired_rows
+
+    def run(table, name, fold, per_scan):
+        folder = tmp_path / table / "seed0" / name
+        folder.mkdir(parents=True)
+        meta = {"dataset": "sabs", "setting": 1, "method": table.split("_")[2], "profile": "converged"}
+        scans = {o: {s: {"dice": v} for s, v in d.items()} for o, d in per_scan.items()}
+        (folder / "metrics.json").write_text(json.dumps({**meta, "fold": fold, "per_scan": scans}))
+
+    run("sabs_setting1_alpnet_converged", "f0", 0, {"liver": {"1": 0.8, "2": 0.7}, "left_kidney": {"1": 0.6, "2": 0.5}})
+    run("sabs_setting1_alpnet_sup_converged", "f0_k", 0, {"left_kidney": {"1": 0.3, "2": 0.4}})
+    run("sabs_setting1_alpnet_sup_converged", "f1_l", 1, {"liver": {"3": 0.5, "4": 0.6}})
+    a = load_table(tmp_path / "sabs_setting1_alpnet_converged")
+    b = load_table(tmp_path / "sabs_setting1_alpnet_sup_converged")
+    rows = paired_rows(a, b, [0], [0])
+    assert [r["organ"] for r in rows] == ["left_kidney", "mean"] and all(r["a"] and r["b"] for r in rows)
+    assert rows[-1]["a"] == [0.6, 0.5] and rows[-1]["b"] == [0.3, 0.4]

@@ -204,6 +204,8 @@ def paired_rows(
     rows, per_scan = [], {}
     for organ in organs:
         common = sorted(set(va[organ]) & set(vb[organ]), key=lambda s: (len(s), s))
+        if not common:  # both score the organ, on different folds so far (tables still in training)
+            continue
         for sid in common:
             fa, fb = a["fold_of"].get(sid), b["fold_of"].get(sid)
             if fa != fb:

@@ -32,7 +32,7 @@ from ..io import read_json
 from .stats_tables import DATASET_SHORT, VARIANT_LABELS, call_md, ci, family_table, pts, rule_md, seed_band_md
 
 #: Raise when the fold-level analysis changes (the cached comparisons are then recomputed).
-ANALYSIS_VERSION = "issue18-2"
+ANALYSIS_VERSION = "issue18-3"
 #: page (relative to the repository) -> the generated blocks it holds
 PAGES: dict[str, tuple[str, ...]] = {
     "book/equal_budget.md": (
@@ -169,7 +169,13 @@ def analysis(results: str | Path, recompute: bool = False) -> dict[str, Any]:
     data = _relative_paths(all_comparisons(results), results.resolve().parent)
     data["inputs_sha256"] = digest
     data["analysis_version"] = ANALYSIS_VERSION
-    return json.loads(json.dumps(data, default=float))  # plain JSON types, as when read back
+    try:  # plain JSON types, as when read back; a NaN would be written as invalid JSON and read as a number
+        text = json.dumps(data, default=float, allow_nan=False)
+    except ValueError as err:
+        raise ValueError(
+            f"{results}: a comparison computed a NaN or infinite value ({err}); nothing was written"
+        ) from err
+    return json.loads(text)
 
 
 def _relative_paths(obj: Any, base: Path) -> Any:
