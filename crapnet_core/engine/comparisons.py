@@ -189,6 +189,10 @@ def _seed_mean(table: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, dict
     return out
 
 
+#: the end of the error of two tables that share no scored (organ, scan) yet (the report names it)
+NO_COMMON_PAIR = "no (organ, scan) pair in common"
+
+
 def paired_rows(
     a: Mapping[str, Any], b: Mapping[str, Any], seeds_a: Sequence[int], seeds_b: Sequence[int]
 ) -> list[dict[str, Any]]:
@@ -224,7 +228,7 @@ def paired_rows(
             }
         )
     if not per_scan:
-        raise ValueError(f"{a['path']} and {b['path']}: no (organ, scan) pair in common")
+        raise ValueError(f"{a['path']} and {b['path']}: {NO_COMMON_PAIR}")
     scans = sorted(per_scan, key=lambda s: (len(s), s))
     rows.append(
         {

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..engine.comparisons import NO_COMMON_PAIR
 from ..engine.decision import ALPHA, CORRECTION
 from ..facts import DATASET_SHORT, DATASET_TITLES, METHOD_LABELS, ORGAN_SHORT  # noqa: F401 (DATASET_SHORT re-exported)
 
@@ -117,7 +118,7 @@ def family_table(fam: Mapping[str, Any], show_where: bool = True) -> str:
                 if e["status"] == "not run yet"
                 # tables still in training whose committed folds do not overlap yet
                 else "no fold in common yet"
-                if e["status"].endswith("no (organ, scan) pair in common")
+                if e["status"].endswith(NO_COMMON_PAIR)
                 else "not comparable"
             )
             dataset, _, rest = e["a"].partition("_setting")

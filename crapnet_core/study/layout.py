@@ -202,11 +202,11 @@ def training_progress(run: Run, runs_dir: str | os.PathLike | None) -> str | Non
     from ..engine.runs import run_dir_for
 
     progress = progress_of(run_dir_for(run.config, runs_dir))
-    if progress is None or not (progress.trained or progress.step):
+    if progress is None:
         return None
     if progress.trained:
         return "trained, not yet published"
-    return f"training: step {progress.step} of {run.config.train.steps}"
+    return f"training: step {progress.step} of {run.config.train.steps}" if progress.step else None
 
 
 def status_report(
