@@ -11,11 +11,13 @@
 #   env.json      torch/CUDA/devices, which imports work
 #   weights.json  whether torchvision's COCO weights (DeepLabV3-ResNet101) are in the caches
 #   steps.json    paper-profile training steps/s and peak GPU memory, crapnet and alpnet
+#   train.json    CHAOS fold 0 setting 1 (crapnet, paper profile) trained for what the budget
+#                 leaves after ~5 min kept for the next two sections, then evaluated (the run
+#                 folder is under $OUT/train_run)
 #   kernels.json  kernel launches per step and steps/s: crapnet (batched attention), crapnet with
 #                 the blocks one by one, alpnet, crapnet compiled (train.compile=on: CUDA graphs)
-#   packed.json   throughput of K concurrent trainings on one GPU, K = 1, 2, 4, 8
-#   train.json    CHAOS fold 0 setting 1 (crapnet, paper profile) trained for the remaining
-#                 minutes, then evaluated (the run folder is under $OUT/train_run)
+#   packed.json   throughput of K concurrent trainings on one GPU, K = 1, 2, 4, 8 (a K that would
+#                 overrun the budget is skipped)
 #   summary.md    the figures as a table; gpu_check.log everything printed
 # A section that fails is recorded (error in its JSON) and the next one runs.
 set -uo pipefail

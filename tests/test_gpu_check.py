@@ -62,3 +62,18 @@ def test_compile_switch_is_runtime_only_and_keeps_parameter_names():
     model = build_model(cfg)
     keys = list(model.state_dict())
     assert compile_model(model) is model and list(model.state_dict()) == keys
+
+
+def test_packed_section_skips_what_would_overrun_the_budget(tmp_path):
+    """The lent machine's 15 minutes hold one run: a section must end inside its budget, not after."""
+    import importlib.util
+    import time
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    args = SimpleNamespace(dry_run=False, out=tmp_path, data_root=None, coco_cached=False)
+    out = gpu_check.section_packed(args, deadline=time.time() + 20)
+    assert out["runs"] == {} and set(out["skipped"]) == {"1", "2", "4", "8"}
+    assert "packed K=8: skipped" in gpu_check.summary(tmp_path, {"packed": out})
