@@ -328,7 +328,10 @@ def test_study_plan_and_status_commands(capsys):
     out = capsys.readouterr().out
     assert re.search(r"profile lite: 44 table\(s\), 362 run\(s\): 342 done, 20 missing", out)
     assert "chaos_setting2_rpnet_lite: 10 run(s)" in out and "CPU core-hours" in out
-    assert "support study support_lite" in out and "`crapnet support-results RUN" in out, "how it is run"
+    assert "support study support_lite" in out and "made by `crapnet study run`" in out, "how it is run"
+    assert main(["study", "plan", "--profile", "converged"]) == 0
+    out = capsys.readouterr().out
+    assert "support study support_converged" in out and "(priority 25)" in out
     assert main(["study", "plan", "--profile", "paper"]) == 0
     assert "GPU-hours" in capsys.readouterr().out
     assert main(["study", "plan"]) == 0, "every profile at once"
@@ -550,3 +553,83 @@ def test_a_fresh_clone_never_remakes_a_committed_budget_curve(decl, tmp_path):
     stats = plan[plan.index("Job stats") :].split("\n\n")[0]
     assert not re.search(r"^(budget|run)\s+\d+", stats, re.M), stats
     assert {p: p.read_bytes() for p in curves} == kept
+
+
+def test_support_kinds_name_the_files_the_evaluations_write():
+    from crapnet_core.engine import support as sup
+    from crapnet_core.study.declaration import SUPPORT_KINDS
+
+    assert SUPPORT_KINDS == {"support": sup.SENSITIVITY_FILE, "kshot": sup.KSHOT_FILE}
+
+
+def test_a_bad_support_study_is_one_clear_error(raw, monkeypatch):
+    monkeypatch.setattr("crapnet_core.engine.decision.FAMILIES", ())
+    data = _small(raw)
+    data["pages"] = raw["pages"]
+    good = dict(name="s", tables=[data["tables"][0]["name"]], seeds=[0], kinds=["kshot"], shots=[1], page="support")
+    good["tables"] = [parse_declaration(data, "study.yaml").select()[0].name]
+    for change, message in (
+        ({"priority": "high"}, "priority must be an integer"),
+        ({"colour": "red"}, "unknown field(s) colour"),
+        ({"kinds": ["supports"]}, "kind 'supports'"),
+    ):
+        data["support_studies"] = [{**good, **change}]
+        with pytest.raises(DeclarationError, match=re.escape(message)):
+            parse_declaration(data, "study.yaml")
+
+
+@pytest.mark.slow
+def test_the_workflow_evaluates_supports_of_the_runs_whose_checkpoints_it_holds(raw, tmp_path):
+    """A declared support study is a workflow job right after each run (its checkpoints exist only where it
+    trained); a committed run trained elsewhere is listed, never trained again; committed files are final."""
+    from crapnet_core.book.study_flow import run_study
+    from crapnet_core.study.jobs import support_job
+    from crapnet_core.study.targets import study_targets
+
+    data = copy.deepcopy(raw)
+    data["support_studies"] = [
+        dict(
+            name="support_smoke",
+            tables=["phantom_setting1_crapnet_smoke"],
+            seeds=[0],
+            kinds=["support", "kshot"],
+            shots=[1, 2],
+            page="support",
+        )
+    ]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    decl = load_declaration(path)
+    table = decl.table("phantom_setting1_crapnet_smoke")
+    (run,) = table.runs()
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    st = study_targets(decl, [table], results, runs)
+    assert list(st.support) == [(table.name, 0, run.config.run_name())], "a run to be trained here is a target"
+    assert st.support_priority(table.name, 0, run.config.run_name()) == st.budget_priority(table.name)
+    assert run_study([table], decl, results_dir=results, runs_root=runs, jobs=1, device="cpu", echo=lambda s: None) == 0
+    folder = results / "support" / table.name / "seed0" / run.config.run_name()
+    sens = json.loads((folder / "support_sensitivity.json").read_text())
+    kshot = json.loads((folder / "kshot.json").read_text())
+    assert [p["k"] for p in kshot["points"]] == [1, 2] and sens["config_hash"] == run.hash
+    assert "support study support_smoke" in kshot["provenance"]["command"]
+    kept = {p: p.read_bytes() for p in folder.iterdir()}
+    # a fresh clone: no runs folder, file times in checkout order -> nothing to make, nothing changed
+    shutil.rmtree(runs)
+    for f in folder.iterdir():
+        os.utime(f, (1, 1))
+    assert study_targets(decl, [table], results, runs).support_elsewhere == []
+    assert run_study([table], decl, results_dir=results, runs_root=runs, dry_run=True, echo=lambda s: None) == 0
+    plan = (runs / ".study" / "logs" / "snakemake-dry-run.log").read_text()
+    assert "Nothing to be done" in plan or not re.search(r"^(support|run)\s+\d+", plan, re.M), plan[-2000:]
+    assert {p: p.read_bytes() for p in folder.iterdir()} == kept
+    # a committed run without its evaluations and without checkpoints here: listed, not a job, not trained
+    for f in ("support_sensitivity.json", "kshot.json"):
+        (folder / f).unlink()
+    st = study_targets(decl, [table], results, runs)
+    assert st.support == {} and len(st.support_elsewhere) == 1 and "support_smoke" in st.support_elsewhere[0]
+    said: list[str] = []
+    assert run_study([table], decl, results_dir=results, runs_root=runs, dry_run=True, echo=said.append) == 0
+    assert any("1 committed run(s) of a support study were trained elsewhere" in line for line in said), said
+    with pytest.raises(ValueError, match="holds no trained run"):
+        support_job(decl, table.name, 0, run.config.run_name(), results, runs, device="cpu")
+    assert not any(p for p in runs.iterdir() if not p.name.startswith("."))

@@ -5,6 +5,8 @@
 #   seed_summary   the seed's cross-validation summary   -> RESULTS/<table>/seed<s>/summary.json
 #   table_summary  the summary over the declared seeds   -> RESULTS/<table>/summary.json
 #   comparisons    the decision rule's families           -> RESULTS/compare/analysis.json (+ <family>.md)
+#   support        a declared support study's evaluations -> RESULTS/support/<table>/seed<s>/<run_name>/
+#                  of a run whose checkpoints are (or will be) in the runs folder (support_sensitivity.json, kshot.json)
 #
 # Front door: `crapnet study run [--profile P] [--tables T] [--jobs N] [--executor slurm ...]`
 # (crapnet_core/book/study_flow.py), which runs
@@ -23,7 +25,7 @@ from crapnet_core.study.targets import study_targets
 
 DECL = load_declaration(config.get("declaration") or None)
 TABLES = DECL.select([t for t in str(config.get("tables", "")).split(",") if t])
-S = study_targets(DECL, TABLES, config["results"])
+S = study_targets(DECL, TABLES, config["results"], config.get("runs"))
 RES = str(S.results)
 PY = sys.executable
 GPUS_PER_JOB = int(config.get("gpus_per_job", 0))
@@ -66,6 +68,18 @@ rule budget:
         gpu=GPUS_PER_JOB,
     priority: lambda w: S.budget_priority(w.table)
     shell: "{PY} -m crapnet_core.book.study_flow budget {wildcards.table} {wildcards.seed} {wildcards.run} {JOB_CONFIG:q} > {log} 2>&1"
+
+
+# ancient(), as for the budget curve: committed evaluations are final (they need the run's checkpoints).
+rule support:
+    input: lambda w: ancient(S.support[(w.table, int(w.seed), w.name)][2])
+    output: [f"{RES}/support/{{table}}/seed{{seed}}/{{name}}/{f}" for f in ("support_sensitivity.json", "kshot.json")]
+    log: "logs/support/{table}__seed{seed}__{name}.log"
+    threads: 1
+    resources:
+        gpu=GPUS_PER_JOB,
+    priority: lambda w: S.support_priority(w.table, int(w.seed), w.name)
+    shell: "{PY} -m crapnet_core.book.study_flow support {wildcards.table} {wildcards.seed} {wildcards.name} {JOB_CONFIG:q} > {log} 2>&1"
 
 
 rule seed_summary:

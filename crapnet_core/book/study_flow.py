@@ -49,9 +49,9 @@ def _job(step: str, a: str, b: str, c: str, config: dict) -> None:
     spec = dict(
         out=str(Path(runs) / ".study"), gpu=int(config.get("gpus_per_job", 0)), per_gpu=int(config.get("per_gpu", 1))
     )
-    if step in ("run", "budget"):
+    if step in ("run", "budget", "support"):
         with device_env(spec):
-            fn = jobs.run_job if step == "run" else jobs.budget_job
+            fn = {"run": jobs.run_job, "budget": jobs.budget_job, "support": jobs.support_job}[step]
             print(fn(decl, a, int(b), c, results, runs, device=device))
     elif step == "seed_summary":
         print(jobs.seed_summary_job(decl, a, int(b), results))
@@ -67,7 +67,7 @@ def _job(step: str, a: str, b: str, c: str, config: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m crapnet_core.book.study_flow STEP A B C CONFIG_JSON``: the body of one study job."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    steps = ("run", "budget", "seed_summary", "table_summary", "comparisons")
+    steps = ("run", "budget", "support", "seed_summary", "table_summary", "comparisons")
     if len(argv) != 5 or argv[0] not in steps:
         print(
             f"usage: python -m crapnet_core.book.study_flow {{{','.join(steps)}}} A B C CONFIG_JSON "
@@ -135,11 +135,20 @@ def run_study(
     status (0: everything made or already there). Raises :class:`StudyError` naming the logs on failure."""
     from ..paths import repo_root
 
-    _ = declaration or load_declaration()  # loaded (and so validated) before anything runs
+    decl = declaration or load_declaration()  # loaded (and so validated) before anything runs
     root = Path(root or repo_root())
     results = Path(results_dir).resolve() if results_dir else root / "results"
     runs = Path(runs_root).resolve() if runs_root else root / "runs"
     work = runs / ".study"
+    from ..study.targets import study_targets
+
+    elsewhere = study_targets(decl, list(tables), results, runs).support_elsewhere
+    if elsewhere:  # declared, but not possible here: said once, not a failure
+        echo(
+            f"crapnet study: {len(elsewhere)} committed run(s) of a support study were trained elsewhere (no "
+            f"checkpoints in {runs}); their evaluations need `crapnet support-results` there: {elsewhere[0]}"
+            + (f" and {len(elsewhere) - 1} more" if len(elsewhere) > 1 else "")
+        )
     if jobs is not None and int(jobs) < 1:
         raise ValueError(f"--jobs: {jobs} must be at least 1")
     if per_gpu < 1:

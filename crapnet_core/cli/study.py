@@ -82,9 +82,10 @@ def extra_lines(decl, tables) -> list[str]:
         if set(st.tables) & names:
             lines.append(
                 f"support study {st.name}: {', '.join(st.kinds)} (k = {', '.join(map(str, st.shots))}) of "
-                f"{', '.join(st.tables)}, seed(s) {', '.join(map(str, st.seeds))}: declared, not run by this "
-                "workflow: run `crapnet support-results RUN ... --results-dir results` on the machine that holds "
-                "the trained runs (it needs their checkpoints)"
+                f"{', '.join(st.tables)}, seed(s) {', '.join(map(str, st.seeds))}: made by `crapnet study run` "
+                f"(priority {'right after each run' if st.priority is None else st.priority}) for every run whose "
+                "checkpoints are in its runs folder; a committed run trained elsewhere needs `crapnet support-results "
+                "RUN ... --results-dir results` on the machine that holds it"
             )
     rerun = [r for r in decl.rerun_check if r.table in names]
     if rerun:

@@ -48,7 +48,9 @@ DECLARATION = Path(__file__).with_name("study.yaml")
 #: of each; ``seed0`` = seed 0 of both (file name ends in ``_seed0``).
 COMPARE_ON = ("common", "seed0")
 #: Extra evaluations of fold models (issue 22) and the file each writes next to metrics.json.
-SUPPORT_KINDS = {"support": "support.json", "kshot": "kshot.json"}
+#: (the names of :data:`crapnet_core.engine.support.SENSITIVITY_FILE` and ``KSHOT_FILE``, written here so that
+#: reading the declaration imports no torch; a test checks they agree.)
+SUPPORT_KINDS = {"support": "support_sensitivity.json", "kshot": "kshot.json"}
 #: The one-off analyses' functions: modules of :mod:`crapnet_core.study.analyses`.
 ANALYSIS_FUNCTIONS = ("select_lite", "rpnet_iterations", "rpnet_batch_stats", "diagnose_runs")
 #: What the results page of a book profile does with the profile's tables.
@@ -416,6 +418,12 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
             for k in kinds:
                 _one_of(k, SUPPORT_KINDS, what, "kind")
             _one_of(e.get("page"), pages, what, "page")
+            unknown = sorted(set(e) - {"name", "tables", "seeds", "kinds", "shots", "page", "priority"})
+            if unknown:
+                raise DeclarationError(f"{what}: unknown field(s) {', '.join(unknown)}")
+            priority = e.get("priority")
+            if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+                raise DeclarationError(f"{what}: priority must be an integer, got {priority!r}")
             studies.append(
                 SupportStudy(
                     str(e["name"]),
@@ -424,6 +432,7 @@ def parse_declaration(data: Any, path: str = "<declaration>") -> Declaration:
                     kinds,
                     _ints(e.get("shots"), f"{what}: shots", lo=1),
                     e["page"],
+                    priority,
                 )
             )
     rerun = []

@@ -154,6 +154,9 @@ class SupportStudy:
     kinds: tuple[str, ...]
     shots: tuple[int, ...]
     page: str
+    #: Snakemake priority of its jobs (``None``: its table's budget priority, i.e. right after the run, while
+    #: the run's checkpoints are certainly there; see :meth:`StudyTargets.support_priority`).
+    priority: int | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@
   evaluate it, and publish ``config.json``, ``metrics.json`` and ``run_info.json`` into
   ``results/<table>/seed<s>/<run_name>/`` at once (:func:`crapnet_core.study.layout.publish_run`);
 - :func:`budget_job`: the test Dice of the declared checkpoints of that run -> ``budget.json``;
+- :func:`support_job`: the support-choice and k-shot evaluations of a run of a declared support study
+  -> ``results/support/<table>/seed<s>/<run_name>/`` (:func:`crapnet_core.report.support.write_support_results`);
 - :func:`seed_summary_job`, :func:`table_summary_job`: the summaries made from the run folders;
 - :func:`comparisons_job`: the fold-level comparisons of the declared families -> ``results/compare/``.
 
@@ -129,6 +131,50 @@ def budget_job(
     return dest
 
 
+def support_job(
+    decl: Declaration,
+    table: str,
+    seed: int,
+    name: str,
+    results_dir: str | os.PathLike,
+    runs_root: str | os.PathLike,
+    device: str | None = None,
+) -> list[Path]:
+    """The evaluations of the declared support study of ``table`` and ``seed`` (support choice and k-shot
+    with its ``shots``) of the run named ``name`` (``ExperimentConfig.run_name()``), from its checkpoints in
+    ``runs_root``, written by :func:`crapnet_core.report.support.write_support_results`. A run still to be
+    trained is trained first; a committed run that ``runs_root`` does not hold trained is a ValueError (its
+    checkpoints are on the machine that trained it; training it again would evaluate other weights)."""
+    from ..engine.run_folder import training_progress
+    from ..engine.runs import run_dir_for
+    from ..report.support import write_support_results
+
+    seed = int(seed)
+    run = next((r for r in decl.table(table).runs() if r.seed == seed and r.config.run_name() == name), None)
+    if run is None:
+        raise ValueError(f"{table}/seed{seed}/{name}: no declared run has this name (`crapnet study status`)")
+    study = next((s for s in decl.support_studies if table in s.tables and seed in s.seeds), None)
+    if study is None:
+        raise ValueError(f"{table} seed {seed}: in no declared support study")
+    progress = training_progress(run_dir_for(run.config, runs_root))
+    committed = layout.result_dir(results_dir, run) / "metrics.json"
+    if (progress is None or not progress.trained) and committed.is_file():
+        raise ValueError(
+            f"{committed}: committed, but {run_dir_for(run.config, runs_root)} holds no trained run: the support "
+            "evaluations need the checkpoints of the machine that trained it (`crapnet support-results RUN` there)"
+        )
+    run_dir = trained_run(run, runs_root, device)
+    return write_support_results(
+        [run_dir],
+        results_dir,
+        shots=list(study.shots),
+        device=device,
+        progress=False,
+        table=table,
+        command=f"crapnet study run --tables {table}  # support study {study.name}, seed {seed}, fold {run.fold}",
+    )
+
+
 def seed_summary_job(decl: Declaration, table: str, seed: int, results_dir: str | os.PathLike) -> Path:
     return layout.write_seed_summary(decl, decl.table(table), int(seed), results_dir)
 
@@ -150,6 +196,7 @@ def comparisons_job(results_dir: str | os.PathLike) -> list[Path]:
 JOBS: dict[str, Any] = {
     "run": run_job,
     "budget": budget_job,
+    "support": support_job,
     "seed_summary": seed_summary_job,
     "table_summary": table_summary_job,
     "comparisons": comparisons_job,
@@ -160,6 +207,7 @@ __all__ = [
     "trained_run",
     "run_job",
     "budget_job",
+    "support_job",
     "seed_summary_job",
     "table_summary_job",
     "comparisons_job",

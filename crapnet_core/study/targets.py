@@ -3,7 +3,9 @@
 :func:`study_targets` turns the selected tables into the files of the per-run results layout
 (:mod:`crapnet_core.study.layout`) and the facts each Snakemake rule needs: the run folders
 (``run``), the budget curves (``budget``), the summaries per seed and per table, the fold-level
-comparisons of the decision rule's families (once, over the tables there are), and each job's priority (the declaration's order of work).
+comparisons of the decision rule's families (once, over the tables there are), the support-choice and
+k-shot evaluations of the declared support studies (``support``, for the runs whose checkpoints the runs
+folder holds or will hold), and each job's priority (the declaration's order of work).
 Runs already done under an accepted config hash are targets under their existing folder name, so
 Snakemake finds them and skips them; pending tables (a profile not defined yet) make no target.
 """
@@ -14,8 +16,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..report.support import SUPPORT_DIR
 from . import layout
-from .entries import Declaration, Run, Table
+from .declaration import SUPPORT_KINDS
+from .entries import Declaration, Run, SupportStudy, Table
 
 #: Snakemake priority of a job = declared priority x PRIORITY_SCALE + a tie-break below PRIORITY_SCALE
 #: (StudyTargets.run_priority), so the tie-break orders jobs of one declared priority and never crosses
@@ -37,6 +41,22 @@ class StudyTargets:
     comparison_inputs: list[str] = field(default_factory=list)  # summaries the family comparisons read
     targets: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    # (table, seed, run_name) -> (run, its support study, its metrics.json): the support jobs
+    support: dict[tuple[str, int, str], tuple[Run, SupportStudy, str]] = field(default_factory=dict)
+    #: declared support evaluations that cannot run here: committed runs whose checkpoints are elsewhere
+    support_elsewhere: list[str] = field(default_factory=list)
+
+    def support_files(self, table: str, seed: int, name: str, kinds=tuple(SUPPORT_KINDS)) -> list[str]:
+        """``results/support/<table>/seed<s>/<run_name>/<file>`` of ``kinds`` (the layout of
+        :func:`crapnet_core.report.support.result_folder`)."""
+        folder = self.results / SUPPORT_DIR / table / f"seed{seed}" / name
+        return [str(folder / SUPPORT_KINDS[k]) for k in kinds]
+
+    def support_priority(self, table: str, seed: int, name: str) -> int:
+        """Snakemake priority of a support job: its study's declared ``priority`` x :data:`PRIORITY_SCALE`, else
+        its table's budget priority (right after the run, while its checkpoints are certainly there)."""
+        study = self.support[(table, int(seed), name)][1]
+        return self.budget_priority(table) if study.priority is None else PRIORITY_SCALE * study.priority
 
     def run_file(self, table: str, seed: int, folder: str, name: str = "metrics.json") -> str:
         return str(self.results / table / f"seed{seed}" / folder / name)
@@ -94,8 +114,14 @@ def _resume_level(run: Run, runs_root: str | os.PathLike) -> int:
     return 1 + min(int(progress.step / max(run.config.train.steps, 1) * 4), 3)
 
 
-def study_targets(decl: Declaration, tables: list[Table], results_dir: str | os.PathLike) -> StudyTargets:
-    """The targets of ``tables`` (see the module docstring)."""
+def study_targets(
+    decl: Declaration,
+    tables: list[Table],
+    results_dir: str | os.PathLike,
+    runs_root: str | os.PathLike | None = None,
+) -> StudyTargets:
+    """The targets of ``tables`` (see the module docstring); the support jobs only with ``runs_root`` (the
+    runs folder whose trained runs they evaluate)."""
     results = Path(results_dir).resolve()
     st = StudyTargets(results, list(tables))
     names = {t.name for t in tables}
@@ -131,7 +157,39 @@ def study_targets(decl: Declaration, tables: list[Table], results_dir: str | os.
             st.comparison_inputs.append(str(results / name / "summary.json"))
     if st.comparison_inputs:
         st.targets.append(str(results / "compare" / "analysis.json"))
+    if runs_root is not None:
+        _support_targets(decl, st, names, runs_root)
     return st
+
+
+def _support_targets(decl: Declaration, st: StudyTargets, names: set[str], runs_root: str | os.PathLike) -> None:
+    """The support jobs of the declared support studies over the selected tables: a run's evaluations are a
+    target when their files exist (nothing to do), when the run is still to be trained (here, so its
+    checkpoints will be in ``runs_root``) or when ``runs_root`` holds it trained; else (committed, trained
+    on another machine) they go to ``support_elsewhere``: the checkpoints are not here, and training the
+    fold again would give other weights than the committed run's."""
+    from ..engine.run_folder import training_progress
+    from ..engine.runs import run_dir_for
+
+    for study in decl.support_studies:
+        for name in (t for t in study.tables if t in names):
+            table = decl.tables[name]
+            for (tname, seed, folder), run in st.runs.items():
+                if tname != name or seed not in study.seeds:
+                    continue
+                files = st.support_files(name, seed, run.config.run_name(), study.kinds)
+                metrics = st.run_file(name, seed, folder)
+                progress = training_progress(run_dir_for(run.config, runs_root))
+                here = progress is not None and progress.trained
+                if all(Path(f).is_file() for f in files) or not Path(metrics).is_file() or here:
+                    st.support[(name, seed, run.config.run_name())] = (run, study, metrics)
+                    st.targets += files
+                else:
+                    st.support_elsewhere.append(
+                        f"{study.name}: {name}/seed{seed}/{folder} (fold {run.fold}"
+                        + ("" if run.group == "all" else f", group {run.group}")
+                        + f"; {table.profile})"
+                    )
 
 
 __all__ = ["StudyTargets", "study_targets"]
