@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from crapnet_core.study.declaration import load_declaration
+from crapnet_core.study.declaration import SUPPORT_KINDS, load_declaration
 from crapnet_core.study.targets import study_targets
 
 DECL = load_declaration(config.get("declaration") or None)
@@ -73,7 +73,7 @@ rule budget:
 # ancient(), as for the budget curve: committed evaluations are final (they need the run's checkpoints).
 rule support:
     input: lambda w: ancient(S.support[(w.table, int(w.seed), w.name)][2])
-    output: [f"{RES}/support/{{table}}/seed{{seed}}/{{name}}/{f}" for f in ("support_sensitivity.json", "kshot.json")]
+    output: [S.support_pattern().replace("{file}", f) for f in SUPPORT_KINDS.values()]
     log: "logs/support/{table}__seed{seed}__{name}.log"
     threads: 1
     resources:

@@ -46,11 +46,16 @@ class StudyTargets:
     #: declared support evaluations that cannot run here: committed runs whose checkpoints are elsewhere
     support_elsewhere: list[str] = field(default_factory=list)
 
-    def support_files(self, table: str, seed: int, name: str, kinds=tuple(SUPPORT_KINDS)) -> list[str]:
-        """``results/support/<table>/seed<s>/<run_name>/<file>`` of ``kinds`` (the layout of
-        :func:`crapnet_core.report.support.result_folder`)."""
-        folder = self.results / SUPPORT_DIR / table / f"seed{seed}" / name
-        return [str(folder / SUPPORT_KINDS[k]) for k in kinds]
+    def support_files(self, table: str, seed: int, name: str) -> list[str]:
+        """``results/support/<table>/seed<s>/<run_name>/<file>``, the files of every kind (the layout of
+        :func:`crapnet_core.report.support.result_folder`; a support job writes them all)."""
+        return [
+            self.support_pattern().format(table=table, seed=seed, name=name, file=f) for f in SUPPORT_KINDS.values()
+        ]
+
+    def support_pattern(self) -> str:
+        """The support files' path with ``{table}``, ``{seed}``, ``{name}`` and ``{file}`` left open."""
+        return str(self.results / SUPPORT_DIR / "{table}" / "seed{seed}" / "{name}" / "{file}")
 
     def support_priority(self, table: str, seed: int, name: str) -> int:
         """Snakemake priority of a support job: its study's declared ``priority`` x :data:`PRIORITY_SCALE`, else
@@ -177,7 +182,7 @@ def _support_targets(decl: Declaration, st: StudyTargets, names: set[str], runs_
             for (tname, seed, folder), run in st.runs.items():
                 if tname != name or seed not in study.seeds:
                     continue
-                files = st.support_files(name, seed, run.config.run_name(), study.kinds)
+                files = st.support_files(name, seed, run.config.run_name())
                 metrics = st.run_file(name, seed, folder)
                 progress = training_progress(run_dir_for(run.config, runs_root))
                 here = progress is not None and progress.trained
