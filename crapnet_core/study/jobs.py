@@ -156,11 +156,12 @@ def support_job(
     study = next((s for s in decl.support_studies if table in s.tables and seed in s.seeds), None)
     if study is None:
         raise ValueError(f"{table} seed {seed}: in no declared support study")
-    progress = training_progress(run_dir_for(run.config, runs_root))
+    here = run_dir_for(run.config, runs_root)
+    progress = training_progress(here)
     committed = layout.result_dir(results_dir, run) / "metrics.json"
     if (progress is None or not progress.trained) and committed.is_file():
         raise ValueError(
-            f"{committed}: committed, but {run_dir_for(run.config, runs_root)} holds no trained run: the support "
+            f"{committed}: committed, but {here} holds no trained run: the support "
             "evaluations need the checkpoints of the machine that trained it (`crapnet support-results RUN` there)"
         )
     run_dir = trained_run(run, runs_root, device)
