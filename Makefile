@@ -49,8 +49,12 @@ lock:
 
 venv: $(STAMP)
 
+# pytest-xdist: TEST_WORKERS test processes (one per core by default; TEST_WORKERS=0 runs in one
+# process). --dist loadfile keeps each test file in one worker, so a module's expensive fixtures
+# (the smoke book of tests/test_book.py) are built once.
+TEST_WORKERS ?= $(JOBS)
 test: venv lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # ruff: lint and format check (configured in pyproject.toml); `make format` rewrites in place
 lint: venv

@@ -19,6 +19,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CRAPNET_CACHE", str(REPO / ".cache" / "pytest"))
 
+# `make test` runs pytest-xdist with one worker per core. Each worker's torch would otherwise start
+# one OpenMP thread per core, and the workers' threads would spin against each other on the same
+# cores; give each worker its share of the cores. Set here because conftest is imported before any
+# test module imports torch (OpenMP reads these at start-up); subprocesses inherit them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _share = str(max(1, _cores // _WORKERS))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, _share)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def _need_real_data(sub: str) -> Path:
     from crapnet_core.paths import real_data_required
