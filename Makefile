@@ -49,12 +49,13 @@ lock:
 
 venv: $(STAMP)
 
-# pytest-xdist: TEST_WORKERS test processes (one per core by default; TEST_WORKERS=0 runs in one
-# process). --dist loadfile keeps each test file in one worker, so a module's expensive fixtures
-# (the smoke book of tests/test_book.py) are built once.
+# pytest-xdist: TEST_WORKERS test processes (one per core by default; TEST_WORKERS=0: one process).
+# --dist loadfile keeps each test file in one worker, so a module's expensive fixtures are built
+# once; tests/conftest.py starts the longest file (the smoke book) first, and
+# --no-loadscope-reorder keeps that order.
 TEST_WORKERS ?= $(JOBS)
 test: venv lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # ruff: lint and format check (configured in pyproject.toml); `make format` rewrites in place
 lint: venv

@@ -1,6 +1,6 @@
 """JupyterLab as a way in: the slice browser, notebook defaults, `make lab`, the findings of the
 opening page and the path relativisation of the book (fast unit tests; the notebooks executed
-through a Jupyter server and the JupyterLab browser check are in test_book.py, on the smoke build)."""
+through a Jupyter server and the JupyterLab browser check are in test_smoke_book.py, on the smoke build)."""
 
 from __future__ import annotations
 

@@ -2,5 +2,5 @@
 headless Chromium on the built book and on JupyterLab (:mod:`e2e.browser_check`).
 
 Importable as ``e2e`` with ``tests/`` on the path: pytest puts it there for the tests
-(``tests/test_book.py``), and ``make e2e`` runs ``PYTHONPATH=tests python -m e2e.browser_check``.
+(``tests/test_smoke_book.py``), and ``make e2e`` runs ``PYTHONPATH=tests python -m e2e.browser_check``.
 """
