@@ -79,6 +79,42 @@ def test_phantom_root_cached(monkeypatch, tmp_path):
     assert (root / "image_1.nii.gz").stat().st_mtime_ns == stamp  # generated once
 
 
+def test_phantom_root_generates_once_when_several_ask_at_once(monkeypatch, tmp_path):
+    """Two callers on an empty cache (parallel test workers, workflow jobs): one generates, the other
+    waits and finds the folder complete. flock locks are per open file, so threads contend like processes."""
+    import threading
+    import time
+
+    from crapnet_core.data import phantom as P
+
+    monkeypatch.setenv("CRAPNET_CACHE", str(tmp_path / "cache"))
+    generated = []
+    real = P.generate_phantom
+
+    def slow_generate(out_dir, **kw):
+        generated.append(out_dir)
+        time.sleep(0.5)  # long enough for the other caller to see an incomplete folder
+        return real(out_dir, **kw)
+
+    monkeypatch.setattr(P, "generate_phantom", slow_generate)
+    roots, errors = [], []
+
+    def ask():
+        try:
+            roots.append(P.phantom_root(n_scans=1, seed=3))
+        except Exception as err:  # surfaced below: a thread's exception would otherwise be lost
+            errors.append(err)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(generated) == 1 and len(set(roots)) == 1
+    assert (roots[0] / "labels.json").is_file() and (roots[0] / "image_1.nii.gz").is_file()
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="n_scans"):
         generate_phantom(tmp_path, n_scans=0)

@@ -190,15 +190,31 @@ def generate_phantom(
     return out
 
 
+def _is_complete(folder: Path, n_scans: int) -> bool:
+    return (folder / "labels.json").is_file() and all(
+        (folder / f"{kind}_{k}.nii.gz").is_file() for k in range(1, n_scans + 1) for kind in ("image", "label")
+    )
+
+
 def phantom_root(n_scans: int = DEFAULT_SCANS, seed: int = DEFAULT_SEED) -> Path:
-    """The default phantom folder in crapnet's cache, generated on first use."""
+    """The default phantom folder in crapnet's cache, generated on first use.
+
+    Safe when several processes ask at once (parallel test workers, workflow jobs, two notebooks):
+    one generates the folder while the others wait on a lock file beside it, then find it complete.
+    Each file is written atomically anyway, but a second generation would rewrite the images, and
+    their new modification times would make every cache derived from them (superpixels) stale.
+    """
+    import fcntl  # the lock primitive itself, as in crapnet_core.book.gpus; POSIX, like the workflow
+
     from ..paths import cache_dir
 
     folder = cache_dir("phantom", f"v{PHANTOM_VERSION}-n{n_scans}-seed{seed}")
-    marker = folder / "labels.json"
-    complete = marker.is_file() and all(
-        (folder / f"{kind}_{k}.nii.gz").is_file() for k in range(1, n_scans + 1) for kind in ("image", "label")
-    )
-    if not complete:
-        generate_phantom(folder, n_scans=n_scans, seed=seed)
+    if not _is_complete(folder, n_scans):
+        with open(folder.parent / f"{folder.name}.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                if not _is_complete(folder, n_scans):  # another process may have finished it meanwhile
+                    generate_phantom(folder, n_scans=n_scans, seed=seed)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
     return folder
