@@ -26,12 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------- the smoke build
-@pytest.fixture(scope="module")
-def smoke_book(tmp_path_factory):
-    """Build the book with the smoke profile on the phantom (the CI build)."""
-    out = tmp_path_factory.mktemp("book")
-    t0 = time.time()
-    index = driver.build_book(
+def _build_smoke(out):
+    """Build the smoke-profile book into ``out``: the same call for the first build and the rebuild."""
+    return driver.build_book(
         "smoke",
         out_dir=out,
         runs_root=out / "runs",
@@ -39,6 +36,14 @@ def smoke_book(tmp_path_factory):
         progress=False,
         echo=lambda m: None,
     )
+
+
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory):
+    """Build the book with the smoke profile on the phantom (the CI build)."""
+    out = tmp_path_factory.mktemp("book")
+    t0 = time.time()
+    index = _build_smoke(out)
     return dict(out=out, index=index, seconds=time.time() - t0)
 
 
@@ -89,14 +94,7 @@ def test_smoke_book_has_every_page_figures_and_no_errors(smoke_book):
 def test_smoke_book_rebuild_reuses_executions(smoke_book):
     out = smoke_book["out"]
     t0 = time.time()
-    driver.build_book(
-        "smoke",
-        out_dir=out,
-        runs_root=out / "runs",
-        results_dir=out / "no-results",
-        progress=False,
-        echo=lambda m: None,
-    )
+    _build_smoke(out)
     info = json.loads((out / "book.json").read_text())
     assert {e["status"] for e in info["executions"]} == {"cached"}
     assert time.time() - t0 < smoke_book["seconds"]
